@@ -1,0 +1,197 @@
+//! `tb-agent`: the host agent beside each TigerBeetle replica.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use tb_agent::config::{Config, LogFormat};
+use tb_agent::state::AgentState;
+use tb_agent::{auth, binary, probe, server, statsd};
+
+/// How long the replica gets to stop when the agent shuts down (on top of its stop timeout).
+const SHUTDOWN_REPLICA_MARGIN: Duration = Duration::from_secs(5);
+
+#[derive(Parser)]
+#[command(
+    name = "tb-agent",
+    version,
+    about = "Host agent for a TigerBeetle replica"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the agent.
+    Serve {
+        #[arg(long, env = "TB_AGENT_CONFIG")]
+        config: PathBuf,
+    },
+    /// Validate a configuration file and exit.
+    CheckConfig {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Read a token secret from standard input and print its SHA-256 for the config file.
+    HashToken,
+    /// Print a new random token secret.
+    GenerateToken,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { config } => match Config::load(&config) {
+            Ok(config) => serve(config),
+            Err(error) => {
+                eprintln!("tb-agent: invalid config {}: {error}", config.display());
+                ExitCode::from(2)
+            }
+        },
+        Command::CheckConfig { config } => match Config::load(&config) {
+            Ok(_) => {
+                println!("{}: ok", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("tb-agent: invalid config {}: {error}", config.display());
+                ExitCode::from(2)
+            }
+        },
+        Command::HashToken => {
+            let mut secret = String::new();
+            let limit = 4096;
+            if std::io::stdin()
+                .take(limit)
+                .read_to_string(&mut secret)
+                .is_err()
+                || secret.trim().is_empty()
+            {
+                eprintln!("tb-agent: pass the secret on standard input");
+                return ExitCode::from(2);
+            }
+            println!("{}", auth::hash_secret_hex(secret.trim()));
+            ExitCode::SUCCESS
+        }
+        Command::GenerateToken => {
+            println!("{}", auth::generate_secret());
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+fn init_logging(format: &LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TB_AGENT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn serve(config: Config) -> ExitCode {
+    init_logging(&config.log.format);
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("tb-agent: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            eprintln!("tb-agent: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let statsd_address = std::net::SocketAddr::from(([127, 0, 0, 1], config.replica.statsd_port));
+    let statsd_socket = tokio::net::UdpSocket::bind(statsd_address)
+        .await
+        .map_err(|error| {
+            anyhow::anyhow!("replica.statsd_port: cannot bind {statsd_address}: {error}")
+        })?;
+    let listener = tokio::net::TcpListener::bind(config.server.listen)
+        .await
+        .map_err(|error| {
+            anyhow::anyhow!(
+                "server.listen: cannot bind {}: {error}",
+                config.server.listen
+            )
+        })?;
+    let state = AgentState::new(config)?;
+    let config = Arc::clone(&state.config);
+    tracing::info!(
+        listen = %config.server.listen,
+        replica = config.replica.index,
+        mode = state.replica.mode_name(),
+        "tb-agent {} starting",
+        tb_agent::AGENT_VERSION
+    );
+
+    let (shutdown_sender, shutdown) = tokio::sync::watch::channel(false);
+    let mut background = tokio::task::JoinSet::new();
+    background.spawn(statsd::receive(statsd_socket, Arc::clone(&state.statsd)));
+    background.spawn(Arc::clone(&state.host).run(
+        config.replica.data_file.clone(),
+        Duration::from_millis(config.health.host_refresh_interval_ms),
+    ));
+    background.spawn(probe::run(
+        Arc::clone(&state.prober),
+        config.cluster_id(),
+        config.replica.addresses.join(","),
+        Duration::from_millis(config.health.probe_interval_ms),
+    ));
+    background.spawn(binary::watch(
+        Arc::clone(&state),
+        state.replica.binary().to_path_buf(),
+    ));
+    let replica_task = tokio::spawn(Arc::clone(&state.replica).run(shutdown.clone()));
+    let server_task = tokio::spawn(server::serve(listener, Arc::clone(&state), shutdown));
+
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    shutdown_sender.send_replace(true);
+    let replica_grace =
+        Duration::from_millis(config.control.stop_timeout_ms) + SHUTDOWN_REPLICA_MARGIN;
+    if tokio::time::timeout(replica_grace, replica_task)
+        .await
+        .is_err()
+    {
+        tracing::error!("the replica did not stop in time");
+    }
+    match server_task.await {
+        Ok(result) => result?,
+        Err(error) => tracing::error!(%error, "server task failed"),
+    }
+    background.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut interrupt = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = interrupt.recv() => {}
+    }
+}

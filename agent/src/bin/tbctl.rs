@@ -1,0 +1,5 @@
+//! tbctl: see `tb_agent::tbctl`.
+
+fn main() -> std::process::ExitCode {
+    tb_agent::tbctl::main()
+}

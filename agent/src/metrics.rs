@@ -1,0 +1,258 @@
+//! `GET /metrics`: host figures under node_exporter's names, the agent's own `tb_agent_*`, and the
+//! replica's StatsD stream re-exposed as `tb_*`. docs/metrics.md lists every name.
+//!
+//! The registry is built per scrape from snapshots the background tasks keep, so a scrape costs
+//! no /proc walk beyond the replica's own status file.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::health;
+use crate::state::AgentState;
+use crate::statsd;
+
+type Labels = Vec<(String, String)>;
+type FloatGauge = Gauge<f64, AtomicU64>;
+type FloatCounter = Counter<f64, AtomicU64>;
+
+/// Builds the registry piece by piece; one gauge per name keeps call sites short.
+struct Builder {
+    registry: Registry,
+}
+
+impl Builder {
+    fn gauge(&mut self, name: &str, help: &str, value: f64) {
+        self.gauge_family(name, help, [(Vec::new(), value)]);
+    }
+
+    fn gauge_family(&mut self, name: &str, help: &str, values: impl IntoIterator<Item = (Labels, f64)>) {
+        let family = Family::<Labels, FloatGauge>::default();
+        for (labels, value) in values {
+            family.get_or_create(&labels).set(value);
+        }
+        self.registry.register(name, help, family);
+    }
+
+    /// `name` without `_total`: the encoder appends it, as OpenMetrics requires.
+    fn counter_family(&mut self, name: &str, help: &str, values: impl IntoIterator<Item = (Labels, f64)>) {
+        let family = Family::<Labels, FloatCounter>::default();
+        for (labels, value) in values {
+            family.get_or_create(&labels).inc_by(value);
+        }
+        self.registry.register(name, help, family);
+    }
+
+    fn counter(&mut self, name: &str, help: &str, value: f64) {
+        self.counter_family(name, help, [(Vec::new(), value)]);
+    }
+}
+
+fn label(key: &str, value: impl ToString) -> (String, String) {
+    (key.to_string(), value.to_string())
+}
+
+/// Counters the HTTP layer and control paths increment.
+#[derive(Default)]
+pub struct Counters {
+    pub auth_failures_total: AtomicU64,
+    control_actions: std::sync::Mutex<BTreeMap<(String, String), u64>>,
+}
+
+impl Counters {
+    pub fn record_control(&self, action: &str, outcome: &str) {
+        let mut actions = self.control_actions.lock().expect("not poisoned");
+        *actions
+            .entry((action.to_string(), outcome.to_string()))
+            .or_default() += 1;
+    }
+}
+
+pub fn render(state: &AgentState) -> String {
+    let mut builder = Builder {
+        registry: Registry::default(),
+    };
+    host_metrics(&mut builder, state);
+    agent_metrics(&mut builder, state);
+    statsd_metrics(&mut builder, &state.statsd.snapshot());
+    let mut text = String::with_capacity(32 * 1024);
+    encode(&mut text, &builder.registry).expect("writing to a String cannot fail");
+    text
+}
+
+fn host_metrics(builder: &mut Builder, state: &AgentState) {
+    let host = state.host.latest();
+    if let Some(filesystem) = &host.filesystem {
+        let labels = vec![
+            label("device", &filesystem.device),
+            label("fstype", &filesystem.fs_type),
+            label("mountpoint", &filesystem.mount_point),
+        ];
+        builder.gauge_family(
+            "node_filesystem_avail_bytes",
+            "Filesystem space available to non-root users in bytes (the data file's filesystem).",
+            [(labels.clone(), filesystem.available_bytes as f64)],
+        );
+        builder.gauge_family(
+            "node_filesystem_size_bytes",
+            "Filesystem size in bytes (the data file's filesystem).",
+            [(labels, filesystem.size_bytes as f64)],
+        );
+    }
+    builder.gauge("node_memory_MemTotal_bytes", "Memory information field MemTotal_bytes.", host.memory_total_bytes as f64);
+    builder.gauge(
+        "node_memory_MemAvailable_bytes",
+        "Memory information field MemAvailable_bytes.",
+        host.memory_available_bytes as f64,
+    );
+    builder.gauge("node_memory_SwapTotal_bytes", "Memory information field SwapTotal_bytes.", host.swap_total_bytes as f64);
+    builder.gauge("node_memory_SwapFree_bytes", "Memory information field SwapFree_bytes.", host.swap_free_bytes as f64);
+    builder.gauge("node_load1", "1m load average.", host.load_average[0]);
+    builder.gauge("node_load5", "5m load average.", host.load_average[1]);
+    builder.gauge("node_load15", "15m load average.", host.load_average[2]);
+    if let Some(boot) = crate::replica::boot_time_unix_seconds() {
+        builder.gauge("node_boot_time_seconds", "Node boot time, in unixtime.", boot);
+    }
+    if let Some(clock) = &host.clock {
+        builder.gauge(
+            "node_timex_sync_status",
+            "Is clock synchronized to a reliable server (1 = yes, 0 = no).",
+            f64::from(u8::from(clock.synchronised)),
+        );
+        builder.gauge("node_timex_offset_seconds", "Time offset in between local system and reference clock.", clock.offset_seconds);
+        builder.gauge("node_timex_maxerror_seconds", "Maximum error in seconds.", clock.max_error_seconds);
+        builder.gauge(
+            "node_timex_estimated_error_seconds",
+            "Estimated error in seconds.",
+            clock.estimated_error_seconds,
+        );
+    }
+    builder.gauge_family(
+        "tb_agent_host_cpu_usage_ratio",
+        "CPU usage per core over the last refresh interval (0 to 1).",
+        host.cpu_usage_percent
+            .iter()
+            .enumerate()
+            .map(|(cpu, usage)| (vec![label("cpu", cpu)], f64::from(*usage) / 100.0)),
+    );
+    if let Some(disabled) = host.io_uring_disabled {
+        builder.gauge(
+            "tb_agent_io_uring_disabled",
+            "Value of kernel.io_uring_disabled; TigerBeetle needs 0.",
+            f64::from(disabled),
+        );
+    }
+}
+
+fn agent_metrics(builder: &mut Builder, state: &AgentState) {
+    builder.gauge_family(
+        "tb_agent_build_info",
+        "Agent build; the client version must not be newer than the cluster.",
+        [(
+            vec![
+                label("version", crate::AGENT_VERSION),
+                label("tigerbeetle_client_version", crate::TIGERBEETLE_CLIENT_VERSION),
+            ],
+            1.0,
+        )],
+    );
+    let report = health::ready_report(state);
+    builder.gauge("tb_agent_ready", "1 when every readiness check passes.", f64::from(u8::from(report.ready)));
+    builder.gauge_family(
+        "tb_agent_check_ok",
+        "1 per passing readiness check.",
+        report
+            .checks
+            .iter()
+            .map(|check| (vec![label("check", &check.name)], f64::from(u8::from(check.ok)))),
+    );
+    let info = state.replica.process_info();
+    builder.gauge("tb_agent_replica_running", "1 while the replica process exists.", f64::from(u8::from(info.is_some())));
+    if let Some(info) = &info {
+        if let Some(start) = info.start_time_unix_seconds {
+            builder.gauge("tb_agent_replica_start_time_seconds", "Start time of the replica process, Unix seconds.", start);
+        }
+        builder.gauge("tb_agent_replica_resident_bytes", "VmRSS of the replica process.", info.resident_bytes as f64);
+        builder.gauge(
+            "tb_agent_replica_locked_bytes",
+            "VmLck of the replica process: memory actually locked.",
+            info.locked_bytes as f64,
+        );
+        if let Some(limit) = info.memlock_limit_bytes {
+            builder.gauge(
+                "tb_agent_replica_memlock_limit_bytes",
+                "RLIMIT_MEMLOCK of the replica process (CAP_IPC_LOCK bypasses it).",
+                limit as f64,
+            );
+        }
+    }
+    if let Ok(metadata) = std::fs::metadata(&state.config.replica.data_file) {
+        builder.gauge("tb_agent_data_file_size_bytes", "Size of the replica's data file.", metadata.len() as f64);
+    }
+    let health = &state.config.health;
+    let verdict = state.prober.verdict(
+        std::time::Duration::from_millis(health.probe_timeout_ms),
+        std::time::Duration::from_millis(health.probe_interval_ms),
+    );
+    builder.gauge("tb_agent_probe_ok", "1 when the last client probe answered within the timeout.", f64::from(u8::from(verdict.ok)));
+    if let Some(latency) = verdict.latency {
+        builder.gauge("tb_agent_probe_latency_seconds", "Latency of the last answered client probe.", latency.as_secs_f64());
+    }
+    builder.counter(
+        "tb_agent_probe_failures",
+        "Client probes that failed.",
+        state.prober.state().failures_total as f64,
+    );
+    builder.counter(
+        "tb_agent_auth_failures",
+        "Requests refused with 401, 403 or 429.",
+        state.counters.auth_failures_total.load(Ordering::Relaxed) as f64,
+    );
+    let actions = state.counters.control_actions.lock().expect("not poisoned").clone();
+    builder.counter_family(
+        "tb_agent_control_actions",
+        "Control actions by action and outcome.",
+        actions
+            .into_iter()
+            .map(|((action, outcome), count)| (vec![label("action", action), label("outcome", outcome)], count as f64)),
+    );
+}
+
+fn statsd_metrics(builder: &mut Builder, snapshot: &statsd::Snapshot) {
+    builder.counter("tb_agent_statsd_packets", "StatsD datagrams received from the replica.", snapshot.packets_total as f64);
+    builder.counter(
+        "tb_agent_statsd_dropped",
+        "StatsD lines dropped: malformed, or over the series limit.",
+        snapshot.dropped_total as f64,
+    );
+    builder.gauge(
+        "tb_agent_statsd_last_packet_timestamp_seconds",
+        "Unix time of the last StatsD datagram (0 if none since the replica started).",
+        snapshot.last_packet_unix_seconds.unwrap_or(0.0),
+    );
+    // Group series by name: one family per metric name.
+    let mut families: BTreeMap<&str, (statsd::Kind, Vec<(Labels, f64)>)> = BTreeMap::new();
+    for (key, sample) in &snapshot.series {
+        let entry = families
+            .entry(key.name.as_str())
+            .or_insert_with(|| (sample.kind, Vec::new()));
+        if entry.0 == sample.kind {
+            entry.1.push((key.labels.clone(), sample.value));
+        }
+    }
+    for (name, (kind, values)) in families {
+        match kind {
+            statsd::Kind::Gauge => builder.gauge_family(name, "TigerBeetle StatsD gauge.", values),
+            statsd::Kind::Counter => builder.counter_family(
+                name.strip_suffix("_total").unwrap_or(name),
+                "TigerBeetle StatsD counter, summed since the agent started.",
+                values,
+            ),
+        }
+    }
+}

@@ -1,0 +1,188 @@
+//! The client probe: a real request through the embedded TigerBeetle client.
+//!
+//! The client never times out a request by itself (it retries until the cluster answers), so a
+//! probe is never abandoned: at most one is in flight, and while it waits longer than the
+//! timeout the probe counts as failing. Dropping the future would leave the request queued in the
+//! client and let probes pile up.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The account id probes look up. Reserved: never create an account with this id.
+/// (ASCII "tb-agent-probe", so it is recognisable in traces.)
+pub const PROBE_ACCOUNT_ID: u128 = 0x0000_7462_2d61_6765_6e74_2d70_726f_6265;
+
+/// Back-off between attempts to create the client (bad addresses, resource limits).
+const CLIENT_CREATE_RETRY: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, Default)]
+pub struct ProbeState {
+    /// Set while a probe waits for its answer.
+    pub in_flight_since: Option<Instant>,
+    /// The last completed probe: when, how long it took, and its error if any.
+    pub last: Option<ProbeResult>,
+    pub failures_total: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProbeResult {
+    pub completed: Instant,
+    pub latency: Duration,
+    pub error: Option<String>,
+}
+
+/// The probe's verdict for readiness and metrics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    pub ok: bool,
+    pub detail: String,
+    pub latency: Option<Duration>,
+}
+
+#[derive(Default)]
+pub struct Prober {
+    state: Mutex<ProbeState>,
+}
+
+impl Prober {
+    pub fn state(&self) -> ProbeState {
+        self.state.lock().expect("not poisoned").clone()
+    }
+
+    /// A probe passes when the last one answered without error recently enough and none is
+    /// stuck beyond the timeout.
+    pub fn verdict(&self, timeout: Duration, interval: Duration) -> Verdict {
+        let state = self.state();
+        if let Some(since) = state.in_flight_since {
+            let waiting = since.elapsed();
+            if waiting > timeout {
+                return Verdict {
+                    ok: false,
+                    detail: format!(
+                        "lookup_accounts has had no answer for {} ms (timeout {} ms): the cluster \
+                         is not answering clients from this host",
+                        waiting.as_millis(),
+                        timeout.as_millis()
+                    ),
+                    latency: None,
+                };
+            }
+        }
+        match &state.last {
+            None => Verdict {
+                ok: false,
+                detail: "no probe has completed yet".into(),
+                latency: None,
+            },
+            Some(result) if result.error.is_some() => Verdict {
+                ok: false,
+                detail: format!("lookup_accounts failed: {}", result.error.as_deref().unwrap_or("")),
+                latency: None,
+            },
+            Some(result) if result.latency > timeout => Verdict {
+                ok: false,
+                detail: format!(
+                    "lookup_accounts answered in {} ms, over the {} ms timeout",
+                    result.latency.as_millis(),
+                    timeout.as_millis()
+                ),
+                latency: Some(result.latency),
+            },
+            Some(result) if result.completed.elapsed() > interval + timeout * 2 => Verdict {
+                ok: false,
+                detail: format!(
+                    "the last probe completed {} ms ago",
+                    result.completed.elapsed().as_millis()
+                ),
+                latency: Some(result.latency),
+            },
+            Some(result) => Verdict {
+                ok: true,
+                detail: format!("lookup_accounts answered in {} ms", result.latency.as_millis()),
+                latency: Some(result.latency),
+            },
+        }
+    }
+
+    fn begin(&self) -> Instant {
+        let now = Instant::now();
+        self.state.lock().expect("not poisoned").in_flight_since = Some(now);
+        now
+    }
+
+    fn finish(&self, started: Instant, error: Option<String>) {
+        let mut state = self.state.lock().expect("not poisoned");
+        state.in_flight_since = None;
+        if error.is_some() {
+            state.failures_total += 1;
+        }
+        state.last = Some(ProbeResult {
+            completed: Instant::now(),
+            latency: started.elapsed(),
+            error,
+        });
+    }
+
+    fn fail_to_start(&self, error: String) {
+        let mut state = self.state.lock().expect("not poisoned");
+        state.failures_total += 1;
+        state.last = Some(ProbeResult {
+            completed: Instant::now(),
+            latency: Duration::ZERO,
+            error: Some(error),
+        });
+    }
+}
+
+/// Probes forever, one request at a time, `interval` apart.
+pub async fn run(prober: Arc<Prober>, cluster_id: u128, addresses: String, interval: Duration) {
+    let client = loop {
+        match tigerbeetle_unofficial::Client::new(cluster_id, &addresses) {
+            Ok(client) => break client,
+            Err(error) => {
+                prober.fail_to_start(format!("cannot create the client: {error}"));
+                tracing::warn!(%error, "cannot create the TigerBeetle client; retrying");
+                tokio::time::sleep(CLIENT_CREATE_RETRY).await;
+            }
+        }
+    };
+    loop {
+        let started = prober.begin();
+        let result = client.lookup_accounts(vec![PROBE_ACCOUNT_ID]).await;
+        let error = match result {
+            Ok(accounts) if accounts.is_empty() => None,
+            Ok(_) => Some(format!(
+                "account {PROBE_ACCOUNT_ID:#x} exists, but that id is reserved for probes"
+            )),
+            Err(error) => Some(error.to_string()),
+        };
+        prober.finish(started, error);
+        tokio::time::sleep(interval).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verdicts() {
+        let prober = Prober::default();
+        let timeout = Duration::from_millis(100);
+        let interval = Duration::from_millis(50);
+        assert!(!prober.verdict(timeout, interval).ok);
+        let started = prober.begin();
+        // In flight but within the timeout: the previous (absent) result decides.
+        assert!(!prober.verdict(timeout, interval).ok);
+        prober.finish(started, None);
+        assert!(prober.verdict(timeout, interval).ok);
+        let started = prober.begin();
+        std::thread::sleep(Duration::from_millis(150));
+        let verdict = prober.verdict(timeout, interval);
+        assert!(!verdict.ok);
+        assert!(verdict.detail.contains("no answer"), "{}", verdict.detail);
+        prober.finish(started, Some("boom".into()));
+        assert!(!prober.verdict(timeout, interval).ok);
+        assert_eq!(prober.state().failures_total, 1);
+    }
+}

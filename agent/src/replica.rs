@@ -1,0 +1,495 @@
+//! Running the replica: either the agent supervises `tigerbeetle start` itself (`process` mode),
+//! or systemd does and the agent asks systemctl (`systemd` mode).
+//!
+//! The agent never formats a data file. A missing data file means the replica must be rebuilt
+//! with `tigerbeetle recover` (or the cluster is being bootstrapped by other tooling): formatting
+//! it here could make the cluster lose acknowledged data.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::Command;
+use tokio::sync::watch;
+
+use crate::config::{Config, Run};
+use crate::statsd;
+
+/// Lines of replica output kept in memory for diagnostics.
+const LOG_TAIL_LINES_MAX: usize = 200;
+/// TigerBeetle's warning when mlockall fails (src/stdx/mlock.zig).
+pub const MEMLOCK_WARNING: &str = "Unable to lock pages";
+/// Restart back-off after a crash, doubling up to the maximum; reset after a long healthy run.
+const RESTART_BACKOFF_MIN: Duration = Duration::from_secs(1);
+const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(30);
+const RESTART_BACKOFF_RESET_AFTER: Duration = Duration::from_secs(60);
+/// Bound on systemctl and journalctl calls.
+const SYSTEMCTL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What /proc says about the replica process.
+#[derive(Debug, Clone, Default)]
+pub struct ProcessInfo {
+    pub pid: u32,
+    pub resident_bytes: u64,
+    pub locked_bytes: u64,
+    pub memlock_limit_bytes: Option<u64>,
+    pub start_time_unix_seconds: Option<f64>,
+}
+
+pub struct Replica {
+    config: Arc<Config>,
+    statsd: Arc<statsd::Store>,
+    pid: Mutex<Option<u32>>,
+    memlock_warning: AtomicBool,
+    log_tail: Mutex<VecDeque<String>>,
+    last_error: Mutex<Option<String>>,
+    /// Process mode: whether the replica should run. The supervisor task follows it.
+    desired_running: watch::Sender<bool>,
+}
+
+impl Replica {
+    pub fn new(config: Arc<Config>, statsd: Arc<statsd::Store>) -> Arc<Replica> {
+        let (desired_running, _) = watch::channel(false);
+        Arc::new(Replica {
+            config,
+            statsd,
+            pid: Mutex::new(None),
+            memlock_warning: AtomicBool::new(false),
+            log_tail: Mutex::new(VecDeque::new()),
+            last_error: Mutex::new(None),
+            desired_running,
+        })
+    }
+
+    pub fn mode_name(&self) -> &'static str {
+        match self.config.replica.run {
+            Run::Process { .. } => "process",
+            Run::Systemd { .. } => "systemd",
+        }
+    }
+
+    pub fn binary(&self) -> &Path {
+        match &self.config.replica.run {
+            Run::Process { binary, .. } | Run::Systemd { binary, .. } => binary,
+        }
+    }
+
+    /// The replica's pid while its process exists.
+    pub fn pid(&self) -> Option<u32> {
+        let pid = (*self.pid.lock().expect("not poisoned"))?;
+        // A pid we recorded may have exited since (systemd mode is polled, not notified).
+        Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
+    }
+
+    pub fn memlock_warning_seen(&self) -> bool {
+        self.memlock_warning.load(Ordering::Relaxed)
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().expect("not poisoned").clone()
+    }
+
+    pub fn log_tail(&self) -> Vec<String> {
+        self.log_tail.lock().expect("not poisoned").iter().cloned().collect()
+    }
+
+    pub fn process_info(&self) -> Option<ProcessInfo> {
+        let pid = self.pid()?;
+        read_process_info(pid)
+    }
+
+    fn set_pid(&self, pid: Option<u32>) {
+        let mut current = self.pid.lock().expect("not poisoned");
+        if *current != pid {
+            // A new process: nothing the previous one reported may count for readiness.
+            self.statsd.reset();
+            if pid.is_some() {
+                self.memlock_warning.store(false, Ordering::Relaxed);
+            }
+        }
+        *current = pid;
+    }
+
+    fn set_error(&self, error: Option<String>) {
+        *self.last_error.lock().expect("not poisoned") = error;
+    }
+
+    fn data_file_missing(&self) -> Option<String> {
+        let path = &self.config.replica.data_file;
+        (!path.exists()).then(|| {
+            format!(
+                "data file {} does not exist; refusing to start. Never format a replacement: \
+                 a re-formatted replica forgets what it acknowledged. Rebuild it with \
+                 `tigerbeetle recover` while the rest of the cluster is healthy.",
+                path.display()
+            )
+        })
+    }
+
+    /// Starts the replica (returns once the process exists).
+    pub async fn start(self: &Arc<Self>) -> anyhow::Result<()> {
+        if let Some(error) = self.data_file_missing() {
+            anyhow::bail!(error);
+        }
+        match &self.config.replica.run {
+            Run::Process { .. } => {
+                self.desired_running.send_replace(true);
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while self.pid().is_none() {
+                    if Instant::now() > deadline {
+                        anyhow::bail!(
+                            "the replica did not start: {}",
+                            self.last_error().unwrap_or_else(|| "no error recorded".into())
+                        );
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Ok(())
+            }
+            Run::Systemd { unit, .. } => {
+                systemctl(&["start", unit]).await?;
+                self.poll_systemd().await;
+                Ok(())
+            }
+        }
+    }
+
+    /// Stops the replica and waits until its process is gone.
+    pub async fn stop(self: &Arc<Self>) -> anyhow::Result<()> {
+        match &self.config.replica.run {
+            Run::Process { .. } => {
+                self.desired_running.send_replace(false);
+                let deadline = Instant::now()
+                    + Duration::from_millis(self.config.control.stop_timeout_ms)
+                    + Duration::from_secs(5);
+                while self.pid().is_some() {
+                    if Instant::now() > deadline {
+                        anyhow::bail!("the replica process did not exit");
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Ok(())
+            }
+            Run::Systemd { unit, .. } => {
+                systemctl(&["stop", unit]).await?;
+                self.poll_systemd().await;
+                Ok(())
+            }
+        }
+    }
+
+    /// Runs the background work of the mode: supervision (process) or polling (systemd).
+    /// In process mode the replica is started at once, as a supervisor would.
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        match self.config.replica.run.clone() {
+            Run::Process {
+                binary,
+                extra_args,
+                log_file,
+            } => {
+                if let Some(error) = self.data_file_missing() {
+                    tracing::error!("{error}");
+                    self.set_error(Some(error));
+                } else {
+                    self.desired_running.send_replace(true);
+                }
+                self.supervise(binary, extra_args, log_file, shutdown).await;
+            }
+            Run::Systemd { .. } => loop {
+                self.poll_systemd().await;
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = shutdown.changed() => return,
+                }
+            },
+        }
+    }
+
+    async fn poll_systemd(&self) {
+        let Run::Systemd { unit, .. } = &self.config.replica.run else {
+            return;
+        };
+        match systemctl(&["show", "--property=MainPID", "--value", unit]).await {
+            Ok(output) => {
+                let pid = output.trim().parse::<u32>().ok().filter(|pid| *pid != 0);
+                let changed = *self.pid.lock().expect("not poisoned") != pid;
+                self.set_pid(pid);
+                self.set_error(None);
+                if let (true, Some(pid)) = (changed, pid) {
+                    self.check_journal_for_memlock_warning(unit, pid).await;
+                }
+            }
+            Err(error) => self.set_error(Some(error.to_string())),
+        }
+    }
+
+    async fn check_journal_for_memlock_warning(&self, unit: &str, pid: u32) {
+        let pid_match = format!("_PID={pid}");
+        let output = tokio::time::timeout(
+            SYSTEMCTL_TIMEOUT,
+            Command::new("journalctl")
+                .args(["--quiet", "--no-pager", "-u", unit, &pid_match])
+                .args(["--grep", MEMLOCK_WARNING, "--lines=1"])
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await;
+        if let Ok(Ok(output)) = output
+            && !output.stdout.is_empty()
+        {
+            self.memlock_warning.store(true, Ordering::Relaxed);
+        }
+    }
+
+    async fn supervise(
+        self: Arc<Self>,
+        binary: PathBuf,
+        extra_args: Vec<String>,
+        log_file: Option<PathBuf>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut desired = self.desired_running.subscribe();
+        let mut backoff = RESTART_BACKOFF_MIN;
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            if !*desired.borrow_and_update() {
+                tokio::select! {
+                    _ = desired.changed() => continue,
+                    _ = shutdown.changed() => continue,
+                }
+            }
+            if let Some(error) = self.data_file_missing() {
+                self.set_error(Some(error));
+                self.desired_running.send_replace(false);
+                continue;
+            }
+            let mut child = match self.spawn(&binary, &extra_args, log_file.as_deref()).await {
+                Ok(child) => child,
+                Err(error) => {
+                    tracing::error!(%error, "cannot start the replica");
+                    self.set_error(Some(format!("cannot start the replica: {error}")));
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(RESTART_BACKOFF_MAX);
+                    continue;
+                }
+            };
+            let started = Instant::now();
+            self.set_pid(child.id());
+            self.set_error(None);
+            tracing::info!(pid = child.id(), "replica started");
+            let stop_requested = tokio::select! {
+                status = child.wait() => {
+                    let status = status.map_or_else(|error| error.to_string(), |s| s.to_string());
+                    tracing::warn!(%status, "replica exited");
+                    self.set_error(Some(format!("the replica exited: {status}")));
+                    false
+                }
+                _ = wait_for(&mut desired, false) => true,
+                _ = shutdown.changed() => true,
+            };
+            if stop_requested {
+                self.terminate(&mut child).await;
+                backoff = RESTART_BACKOFF_MIN;
+            } else {
+                self.set_pid(None);
+                if started.elapsed() > RESTART_BACKOFF_RESET_AFTER {
+                    backoff = RESTART_BACKOFF_MIN;
+                }
+                // Restart after a crash, like systemd's Restart=on-failure, but not in a tight loop.
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.changed() => {}
+                }
+                backoff = (backoff * 2).min(RESTART_BACKOFF_MAX);
+            }
+        }
+    }
+
+    async fn terminate(&self, child: &mut tokio::process::Child) {
+        if let Some(pid) = child.id() {
+            let pid = nix::unistd::Pid::from_raw(pid as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        }
+        let grace = Duration::from_millis(self.config.control.stop_timeout_ms);
+        if tokio::time::timeout(grace, child.wait()).await.is_err() {
+            tracing::warn!("replica ignored SIGTERM; sending SIGKILL");
+            let _ = child.kill().await;
+        }
+        self.set_pid(None);
+        tracing::info!("replica stopped");
+    }
+
+    async fn spawn(
+        self: &Arc<Self>,
+        binary: &Path,
+        extra_args: &[String],
+        log_file: Option<&Path>,
+    ) -> anyhow::Result<tokio::process::Child> {
+        let replica = &self.config.replica;
+        let mut command = Command::new(binary);
+        command
+            .arg("start")
+            .arg(format!("--addresses={}", replica.addresses.join(",")))
+            .arg("--experimental")
+            .arg(format!("--statsd=127.0.0.1:{}", replica.statsd_port))
+            .args(extra_args)
+            .arg(&replica.data_file)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        // If the agent dies, its replica dies with it: a restarted agent then starts a fresh
+        // replica instead of finding an orphan that holds the data file's lock. TigerBeetle is
+        // crash-safe, so SIGKILL loses nothing. (The parent is a runtime worker thread, which
+        // lives as long as the agent.)
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = command.spawn()?;
+        self.memlock_warning.store(false, Ordering::Relaxed);
+        let log = match log_file {
+            Some(path) => Some(Arc::new(tokio::sync::Mutex::new(
+                tokio::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .await?,
+            ))),
+            None => None,
+        };
+        if let Some(stdout) = child.stdout.take() {
+            tokio::spawn(Arc::clone(self).follow_output(BufReader::new(stdout), log.clone()));
+        }
+        if let Some(stderr) = child.stderr.take() {
+            tokio::spawn(Arc::clone(self).follow_output(BufReader::new(stderr), log));
+        }
+        Ok(child)
+    }
+
+    async fn follow_output<R: tokio::io::AsyncRead + Unpin>(
+        self: Arc<Self>,
+        mut reader: BufReader<R>,
+        log: Option<Arc<tokio::sync::Mutex<tokio::fs::File>>>,
+    ) {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            match reader.read_line(&mut line).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+            if line.contains(MEMLOCK_WARNING) {
+                self.memlock_warning.store(true, Ordering::Relaxed);
+            }
+            if let Some(log) = &log {
+                let _ = log.lock().await.write_all(line.as_bytes()).await;
+            }
+            let mut tail = self.log_tail.lock().expect("not poisoned");
+            if tail.len() >= LOG_TAIL_LINES_MAX {
+                tail.pop_front();
+            }
+            tail.push_back(line.trim_end().to_string());
+        }
+    }
+}
+
+async fn wait_for(receiver: &mut watch::Receiver<bool>, value: bool) {
+    while *receiver.borrow_and_update() != value {
+        if receiver.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+async fn systemctl(args: &[&str]) -> anyhow::Result<String> {
+    let output = tokio::time::timeout(
+        SYSTEMCTL_TIMEOUT,
+        Command::new("systemctl")
+            .args(args)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("systemctl {} timed out", args.join(" ")))??;
+    if !output.status.success() {
+        anyhow::bail!(
+            "systemctl {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// Reads VmRSS, VmLck, the memlock limit and the start time of a process from /proc.
+pub fn read_process_info(pid: u32) -> Option<ProcessInfo> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    if status.lines().any(|line| line.starts_with("State:") && line.contains("zombie")) {
+        return None;
+    }
+    let field_kib = |name: &str| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map(|kib| kib * 1024)
+    };
+    let memlock_limit_bytes = std::fs::read_to_string(format!("/proc/{pid}/limits"))
+        .ok()
+        .and_then(|limits| {
+            let line = limits.lines().find(|line| line.starts_with("Max locked memory"))?;
+            let soft = line.split_whitespace().nth(3)?;
+            Some(soft.parse::<u64>().unwrap_or(u64::MAX)) // "unlimited"
+        });
+    Some(ProcessInfo {
+        pid,
+        resident_bytes: field_kib("VmRSS:").unwrap_or(0),
+        locked_bytes: field_kib("VmLck:").unwrap_or(0),
+        memlock_limit_bytes,
+        start_time_unix_seconds: process_start_time(pid),
+    })
+}
+
+fn process_start_time(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Field 22 (starttime), counted after the parenthesised command name, which may hold spaces.
+    let after_name = &stat[stat.rfind(')')? + 2..];
+    let start_ticks: f64 = after_name.split_whitespace().nth(19)?.parse().ok()?;
+    let boot_time = boot_time_unix_seconds()?;
+    let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (ticks_per_second > 0.0).then(|| boot_time + start_ticks / ticks_per_second)
+}
+
+pub fn boot_time_unix_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    stat.lines()
+        .find_map(|line| line.strip_prefix("btime "))
+        .and_then(|value| value.trim().parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reads_own_process_info() {
+        let info = super::read_process_info(std::process::id()).unwrap();
+        assert!(info.resident_bytes > 0);
+        assert!(info.memlock_limit_bytes.is_some());
+        let started = info.start_time_unix_seconds.unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        assert!(started <= now + 1.0 && started > now - 3600.0, "{started} vs {now}");
+    }
+}

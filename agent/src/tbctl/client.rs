@@ -1,0 +1,299 @@
+//! The HTTP client of the agent API. One bounded request per call, never retried here, and
+//! every failure classified so that its message says what to fix.
+
+use std::io::Read;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context;
+use reqwest::StatusCode;
+use serde::de::DeserializeOwned;
+
+use crate::api;
+
+/// Answers are small JSON documents; a larger body is not an agent talking.
+const BODY_SIZE_MAX_BYTES: usize = 1024 * 1024;
+/// A secret file holds one hex secret; anything larger is the wrong file.
+const SECRET_FILE_SIZE_MAX_BYTES: u64 = 4 * 1024;
+/// A CA bundle is a few certificates.
+const CA_FILE_SIZE_MAX_BYTES: u64 = 1024 * 1024;
+/// Connecting is quick or hopeless; a long request timeout (restart) must not stretch it.
+const CONNECT_TIMEOUT_MS: u64 = 5_000;
+/// Error bodies quoted in messages are cut to this length.
+const DETAIL_LENGTH_MAX: usize = 300;
+
+/// The bearer secret, and where it came from so errors can point there.
+#[derive(Clone)]
+pub struct Token {
+    secret: String,
+    source: String,
+}
+
+impl Token {
+    pub fn from_file(path: &Path) -> anyhow::Result<Token> {
+        let secret = read_secret_file(path)?;
+        Ok(Token {
+            secret,
+            source: format!("--token-file {}", path.display()),
+        })
+    }
+
+    pub fn from_env(name: &str) -> anyhow::Result<Token> {
+        let secret = std::env::var(name).map_err(|_| {
+            anyhow::anyhow!(
+                "no agent token: pass --token-file FILE, or set TBCTL_TOKEN_FILE or {name}"
+            )
+        })?;
+        let secret = secret.trim().to_string();
+        anyhow::ensure!(!secret.is_empty(), "{name} is set but empty");
+        Ok(Token {
+            secret,
+            source: name.to_string(),
+        })
+    }
+}
+
+/// Reads a file that holds one secret, trimming surrounding whitespace (editors add newlines).
+pub fn read_secret_file(path: &Path) -> anyhow::Result<String> {
+    let bytes = read_bounded(path, SECRET_FILE_SIZE_MAX_BYTES)?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| anyhow::anyhow!("token file {}: not UTF-8 text", path.display()))?;
+    let secret = text.trim();
+    anyhow::ensure!(!secret.is_empty(), "token file {}: empty", path.display());
+    anyhow::ensure!(
+        !secret.contains(char::is_whitespace),
+        "token file {}: holds more than one word; it must hold only the secret",
+        path.display()
+    );
+    Ok(secret.to_string())
+}
+
+fn read_bounded(path: &Path, size_max_bytes: u64) -> anyhow::Result<Vec<u8>> {
+    let file = std::fs::File::open(path).with_context(|| format!("{}", path.display()))?;
+    let mut bytes = Vec::new();
+    // Read one byte past the limit to tell "exactly at the limit" from "too large".
+    file.take(size_max_bytes + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("{}", path.display()))?;
+    anyhow::ensure!(
+        bytes.len() as u64 <= size_max_bytes,
+        "{}: larger than {size_max_bytes} bytes",
+        path.display()
+    );
+    Ok(bytes)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("agent unreachable: {0}")]
+    Unreachable(String),
+    #[error("no answer within {0} ms")]
+    Timeout(u64),
+    #[error("token rejected (401): check {0}")]
+    TokenRejected(String),
+    #[error("token lacks the {scope} scope (403): {message}")]
+    Forbidden { scope: &'static str, message: String },
+    #[error("too many failed authentications from this address (429): wait a minute, then check {0}")]
+    Throttled(String),
+    #[error("refused ({code}): {message}")]
+    Refused { code: String, message: String },
+    #[error("unexpected answer (HTTP {status}): {detail}")]
+    Unexpected { status: u16, detail: String },
+}
+
+impl AgentError {
+    /// Errors that waiting cannot fix: a wrong token stays wrong.
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            AgentError::TokenRejected(_) | AgentError::Forbidden { .. } | AgentError::Throttled(_)
+        )
+    }
+}
+
+#[derive(Clone)]
+pub struct AgentClient {
+    http: reqwest::Client,
+    token: Token,
+}
+
+impl AgentClient {
+    pub fn new(token: Token, ca_file: Option<&Path>) -> anyhow::Result<AgentClient> {
+        let mut builder = reqwest::Client::builder()
+            .use_rustls_tls()
+            // Agents are reached directly: a proxy from the environment would see the token,
+            // and would break 127.0.0.1 clusters.
+            .no_proxy()
+            // A redirect would resend the bearer token to wherever it points.
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS))
+            .user_agent(concat!("tbctl/", env!("CARGO_PKG_VERSION")));
+        if let Some(path) = ca_file {
+            let pem = read_bounded(path, CA_FILE_SIZE_MAX_BYTES)?;
+            let certificates = reqwest::Certificate::from_pem_bundle(&pem)
+                .with_context(|| format!("--ca-file {}: not PEM certificates", path.display()))?;
+            anyhow::ensure!(
+                !certificates.is_empty(),
+                "--ca-file {}: holds no PEM certificate",
+                path.display()
+            );
+            for certificate in certificates {
+                builder = builder.add_root_certificate(certificate);
+            }
+        }
+        let http = builder.build().context("building the HTTP client")?;
+        Ok(AgentClient { http, token })
+    }
+
+    /// `GET /v1/health/ready`: a report whether ready (200) or not (503).
+    pub async fn ready(&self, url: &str, timeout_ms: u64) -> Result<api::ReadyReport, AgentError> {
+        let request = self.http.get(format!("{url}/v1/health/ready"));
+        let accept = [StatusCode::OK, StatusCode::SERVICE_UNAVAILABLE];
+        self.call(request, timeout_ms, &accept, "read").await
+    }
+
+    pub async fn status(
+        &self,
+        url: &str,
+        timeout_ms: u64,
+    ) -> Result<api::StatusReport, AgentError> {
+        let request = self.http.get(format!("{url}/v1/status"));
+        self.call(request, timeout_ms, &[StatusCode::OK], "read")
+            .await
+    }
+
+    /// `POST /v1/replica/{action}`.
+    pub async fn control(
+        &self,
+        url: &str,
+        action: &str,
+        force: bool,
+        timeout_ms: u64,
+    ) -> Result<api::ControlResponse, AgentError> {
+        let request = self
+            .http
+            .post(format!("{url}/v1/replica/{action}"))
+            .json(&api::ControlRequest { force });
+        self.call(request, timeout_ms, &[StatusCode::OK], "control")
+            .await
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+        timeout_ms: u64,
+        accept: &[StatusCode],
+        scope: &'static str,
+    ) -> Result<T, AgentError> {
+        let classify = |error: reqwest::Error| classify(&error, timeout_ms);
+        let mut response = request
+            .bearer_auth(&self.token.secret)
+            .timeout(Duration::from_millis(timeout_ms))
+            .send()
+            .await
+            .map_err(classify)?;
+        let status = response.status();
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(classify)? {
+            if body.len() + chunk.len() > BODY_SIZE_MAX_BYTES {
+                return Err(AgentError::Unexpected {
+                    status: status.as_u16(),
+                    detail: format!("body larger than {BODY_SIZE_MAX_BYTES} bytes"),
+                });
+            }
+            body.extend_from_slice(&chunk);
+        }
+
+        if accept.contains(&status) {
+            return serde_json::from_slice(&body).map_err(|error| AgentError::Unexpected {
+                status: status.as_u16(),
+                detail: format!("body does not match the agent API: {error}"),
+            });
+        }
+        let error_body: Option<api::ErrorBody> = serde_json::from_slice(&body).ok();
+        let message = match &error_body {
+            Some(error_body) => error_body.message.clone(),
+            None => truncate(&String::from_utf8_lossy(&body)),
+        };
+        Err(match (status, error_body) {
+            (StatusCode::UNAUTHORIZED, _) => AgentError::TokenRejected(self.token.source.clone()),
+            (StatusCode::FORBIDDEN, _) => AgentError::Forbidden { scope, message },
+            (StatusCode::TOO_MANY_REQUESTS, _) => AgentError::Throttled(self.token.source.clone()),
+            (StatusCode::CONFLICT, Some(error_body)) => AgentError::Refused {
+                code: error_body.error,
+                message,
+            },
+            _ => AgentError::Unexpected {
+                status: status.as_u16(),
+                detail: message,
+            },
+        })
+    }
+}
+
+fn classify(error: &reqwest::Error, timeout_ms: u64) -> AgentError {
+    if error.is_timeout() {
+        return AgentError::Timeout(timeout_ms);
+    }
+    let cause = root_cause(error);
+    if cause.contains("certificate") || cause.contains("Certificate") {
+        return AgentError::Unreachable(format!("{cause}: check --ca-file"));
+    }
+    AgentError::Unreachable(cause)
+}
+
+/// The innermost error is the informative one ("connection refused"); reqwest's own wrapper
+/// only says "error sending request for url (...)", which repeats the URL we already print.
+fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = error;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    let text = cause.to_string();
+    // "Connection refused (os error 111)": the errno adds nothing for a person.
+    let text = match text.find(" (os error ") {
+        Some(index) => &text[..index],
+        None => &text,
+    };
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => "unknown error".to_string(),
+    }
+}
+
+fn truncate(text: &str) -> String {
+    let text = text.trim();
+    if text.is_empty() {
+        return "(empty body)".to_string();
+    }
+    match text.char_indices().nth(DETAIL_LENGTH_MAX) {
+        Some((index, _)) => format!("{}...", &text[..index]),
+        None => text.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_cause_is_short_and_lowercase() {
+        let io = std::io::Error::from_raw_os_error(111);
+        assert_eq!(root_cause(&io), "connection refused");
+    }
+
+    #[test]
+    fn secret_files_are_trimmed_and_checked() {
+        let dir = std::env::temp_dir().join(format!("tbctl-secret-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("token");
+        std::fs::write(&path, "  abc123\n").unwrap();
+        assert_eq!(read_secret_file(&path).unwrap(), "abc123");
+        std::fs::write(&path, "\n").unwrap();
+        assert!(read_secret_file(&path).is_err());
+        std::fs::write(&path, "two words").unwrap();
+        assert!(read_secret_file(&path).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
