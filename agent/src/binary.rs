@@ -24,7 +24,10 @@ pub struct BinaryIdentity {
 pub async fn identify(path: &Path) -> BinaryIdentity {
     let version = tokio::time::timeout(
         VERSION_TIMEOUT,
-        tokio::process::Command::new(path).arg("version").kill_on_drop(true).output(),
+        tokio::process::Command::new(path)
+            .arg("version")
+            .kill_on_drop(true)
+            .output(),
     )
     .await
     .ok()
@@ -58,7 +61,9 @@ pub async fn sha256_file(path: &Path) -> std::io::Result<String> {
 pub async fn watch(state: Arc<AgentState>, binary: PathBuf) {
     let mut seen: Option<(u64, i64)> = None;
     loop {
-        let current = std::fs::metadata(&binary).ok().map(|metadata| (metadata.ino(), metadata.mtime()));
+        let current = std::fs::metadata(&binary)
+            .ok()
+            .map(|metadata| (metadata.ino(), metadata.mtime()));
         if current != seen {
             let identity = identify(&binary).await;
             *state.binary_identity.write().expect("not poisoned") = Some(identity);

@@ -242,8 +242,9 @@ fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|error| invalid(path.display().to_string(), format!("cannot read: {error}")))?;
+        let text = std::fs::read_to_string(path).map_err(|error| {
+            invalid(path.display().to_string(), format!("cannot read: {error}"))
+        })?;
         Config::parse(&text)
     }
 
@@ -332,9 +333,15 @@ impl Config {
         }
         for (i, token) in self.tokens.iter().enumerate() {
             if token.name.is_empty() || token.name.len() > 64 {
-                return Err(invalid(format!("tokens[{i}].name"), "must be 1 to 64 characters"));
+                return Err(invalid(
+                    format!("tokens[{i}].name"),
+                    "must be 1 to 64 characters",
+                ));
             }
-            if self.tokens[..i].iter().any(|other| other.name == token.name) {
+            if self.tokens[..i]
+                .iter()
+                .any(|other| other.name == token.name)
+            {
                 return Err(invalid(format!("tokens[{i}].name"), "is used twice"));
             }
             if token.scopes.is_empty() {
@@ -406,13 +413,19 @@ impl Config {
             ));
         }
         if !(0.0..=1.0).contains(&health.memlock_ratio_min) {
-            return Err(invalid("health.memlock_ratio_min", "must be between 0 and 1"));
+            return Err(invalid(
+                "health.memlock_ratio_min",
+                "must be between 0 and 1",
+            ));
         }
         for (field, value) in [
             ("health.probe_interval_ms", health.probe_interval_ms),
             ("health.probe_timeout_ms", health.probe_timeout_ms),
             ("health.statsd_stale_ms", health.statsd_stale_ms),
-            ("health.host_refresh_interval_ms", health.host_refresh_interval_ms),
+            (
+                "health.host_refresh_interval_ms",
+                health.host_refresh_interval_ms,
+            ),
             ("control.stop_timeout_ms", self.control.stop_timeout_ms),
             ("control.ready_timeout_ms", self.control.ready_timeout_ms),
         ] {
@@ -432,7 +445,10 @@ fn locate_key(text: &str, offset: usize) -> String {
     for line in before.lines() {
         let line = line.trim();
         if line.starts_with('[') {
-            table = line.trim_matches(|c| c == '[' || c == ']').trim().to_string();
+            table = line
+                .trim_matches(|c| c == '[' || c == ']')
+                .trim()
+                .to_string();
             key.clear();
         } else if let Some((name, _)) = line.split_once('=') {
             key = name.trim().to_string();
@@ -444,12 +460,89 @@ fn locate_key(text: &str, offset: usize) -> String {
     if let Some((name, _)) = line.split_once('=') {
         key = name.trim().to_string();
     } else if line.trim_start().starts_with('[') {
-        return line.trim().trim_matches(|c| c == '[' || c == ']').to_string();
+        return line
+            .trim()
+            .trim_matches(|c| c == '[' || c == ']')
+            .to_string();
     }
     match (table.is_empty(), key.is_empty()) {
         (true, true) => "config".to_string(),
         (true, false) => key,
         (false, true) => table,
         (false, false) => format!("{table}.{key}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../../examples/tb-agent.toml");
+
+    #[test]
+    fn the_example_config_is_valid() {
+        let config = Config::parse(EXAMPLE).unwrap();
+        assert_eq!(config.replica.count, 3);
+        assert!(matches!(config.replica.run, Run::Systemd { .. }));
+        assert_eq!(config.health.probe_timeout_ms, 2000);
+    }
+
+    fn error_of(text: &str) -> String {
+        Config::parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn errors_name_the_field_and_the_reason() {
+        let cases = [
+            (
+                "index = 0",
+                "index = 3",
+                "replica.index: must be below replica.count",
+            ),
+            (
+                "cluster_id = \"0\"",
+                "cluster_id = \"0x10\"",
+                "replica.cluster_id: must be a decimal u128",
+            ),
+            (
+                "count = 3",
+                "count = 7",
+                "replica.count: must be between 1 and 6",
+            ),
+            (
+                "request_timeout_ms = 10000",
+                "request_timeout_ms = 0",
+                "server.request_timeout_ms",
+            ),
+            (
+                "statsd_port = 8125",
+                "statsd_port = 8125\ncolour = 1",
+                "unknown field `colour`",
+            ),
+            (
+                "mode = \"systemd\"",
+                "mode = \"docker\"",
+                "unknown variant `docker`",
+            ),
+            (
+                "memlock_ratio_min = 0.9",
+                "memlock_ratio_min = 1.5",
+                "health.memlock_ratio_min",
+            ),
+        ];
+        for (from, to, expected) in cases {
+            let text = EXAMPLE.replacen(from, to, 1);
+            assert_ne!(text, EXAMPLE, "{from} not in the example");
+            let error = error_of(&text);
+            assert!(error.contains(expected), "{to}: {error}");
+        }
+        let secret_instead_of_hash = EXAMPLE.replacen(
+            "8d3b2b7c8ea0c7f4f9b6b5a0e4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5",
+            "hunter2",
+            1,
+        );
+        assert!(error_of(&secret_instead_of_hash).contains("tokens[0].sha256"));
+        let three_addresses_for_two = EXAMPLE.replacen("count = 3", "count = 2", 1);
+        assert!(error_of(&three_addresses_for_two).contains("replica.addresses: has 3 entries"));
     }
 }

@@ -43,8 +43,15 @@ impl ControlError {
     }
 }
 
-pub async fn act(state: &AgentState, action: Action, force: bool) -> Result<ControlResponse, ControlError> {
-    let _guard = state.control_lock.try_lock().map_err(|_| ControlError::Busy)?;
+pub async fn act(
+    state: &AgentState,
+    action: Action,
+    force: bool,
+) -> Result<ControlResponse, ControlError> {
+    let _guard = state
+        .control_lock
+        .try_lock()
+        .map_err(|_| ControlError::Busy)?;
     let running = state.replica.pid().is_some();
     let response = |outcome: &str, detail: String, downtime_ms: Option<u64>| ControlResponse {
         action: action.as_str().to_string(),
@@ -54,28 +61,65 @@ pub async fn act(state: &AgentState, action: Action, force: bool) -> Result<Cont
         forced: force,
     };
     match action {
-        Action::Start if running => Ok(response("unchanged", "the replica is already running".into(), None)),
+        Action::Start if running => Ok(response(
+            "unchanged",
+            "the replica is already running".into(),
+            None,
+        )),
         Action::Start => {
-            state.replica.start().await.map_err(|error| ControlError::Refused(error.to_string()))?;
-            Ok(response("started", "the replica process started".into(), None))
+            state
+                .replica
+                .start()
+                .await
+                .map_err(|error| ControlError::Refused(error.to_string()))?;
+            Ok(response(
+                "started",
+                "the replica process started".into(),
+                None,
+            ))
         }
-        Action::Stop if !running => Ok(response("unchanged", "the replica is already stopped".into(), None)),
+        Action::Stop if !running => Ok(response(
+            "unchanged",
+            "the replica is already stopped".into(),
+            None,
+        )),
         Action::Stop => {
             let guard_detail = quorum_guard(state, force).await?;
-            state.replica.stop().await.map_err(|error| ControlError::Failed(error.to_string()))?;
+            state
+                .replica
+                .stop()
+                .await
+                .map_err(|error| ControlError::Failed(error.to_string()))?;
             Ok(response("stopped", guard_detail, None))
         }
         Action::Restart => {
-            let guard_detail = if running { quorum_guard(state, force).await? } else { String::new() };
+            let guard_detail = if running {
+                quorum_guard(state, force).await?
+            } else {
+                String::new()
+            };
             let down_since = Instant::now();
-            state.replica.stop().await.map_err(|error| ControlError::Failed(error.to_string()))?;
-            state.replica.start().await.map_err(|error| ControlError::Failed(error.to_string()))?;
+            state
+                .replica
+                .stop()
+                .await
+                .map_err(|error| ControlError::Failed(error.to_string()))?;
+            state
+                .replica
+                .start()
+                .await
+                .map_err(|error| ControlError::Failed(error.to_string()))?;
             let timeout = Duration::from_millis(state.config.control.ready_timeout_ms);
-            wait_ready(state, timeout).await.map_err(ControlError::Failed)?;
+            wait_ready(state, timeout)
+                .await
+                .map_err(ControlError::Failed)?;
             let downtime_ms = down_since.elapsed().as_millis() as u64;
             Ok(response(
                 "restarted",
-                format!("ready again after {downtime_ms} ms{}{guard_detail}", if guard_detail.is_empty() { "" } else { "; " }),
+                format!(
+                    "ready again after {downtime_ms} ms{}{guard_detail}",
+                    if guard_detail.is_empty() { "" } else { "; " }
+                ),
                 Some(downtime_ms),
             ))
         }
@@ -93,7 +137,9 @@ async fn quorum_guard(state: &AgentState, force: bool) -> Result<String, Control
         },
         None => crate::peers::QuorumVerdict {
             ok: false,
-            detail: "no [peers] configured, so the agent cannot prove the other replicas keep a quorum".into(),
+            detail:
+                "no [peers] configured, so the agent cannot prove the other replicas keep a quorum"
+                    .into(),
         },
     };
     match (verdict.ok, force) {

@@ -24,7 +24,12 @@ pub fn ready_report(state: &AgentState) -> ReadyReport {
         disk_space(state),
         memory_lock(state),
     ];
-    debug_assert!(checks.iter().map(|check| check.name.as_str()).eq(CHECK_NAMES));
+    debug_assert!(
+        checks
+            .iter()
+            .map(|check| check.name.as_str())
+            .eq(CHECK_NAMES)
+    );
     ReadyReport {
         ready: checks.iter().all(|check| check.ok),
         checks,
@@ -132,7 +137,8 @@ fn disk_space(state: &AgentState) -> Check {
     } else {
         filesystem.available_bytes as f64 * 100.0 / filesystem.size_bytes as f64
     };
-    let ok = filesystem.available_bytes >= health.free_bytes_min && percent >= health.free_percent_min;
+    let ok =
+        filesystem.available_bytes >= health.free_bytes_min && percent >= health.free_percent_min;
     check(
         "disk_space",
         ok,

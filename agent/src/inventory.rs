@@ -81,7 +81,8 @@ impl Inventory {
         }
         let text = std::fs::read_to_string(path)
             .map_err(|error| anyhow::anyhow!("inventory {}: {error}", path.display()))?;
-        Inventory::parse(&text).map_err(|error| anyhow::anyhow!("inventory {}: {error}", path.display()))
+        Inventory::parse(&text)
+            .map_err(|error| anyhow::anyhow!("inventory {}: {error}", path.display()))
     }
 
     pub fn parse(text: &str) -> anyhow::Result<Inventory> {
@@ -95,7 +96,11 @@ impl Inventory {
             .tigerbeetle_cluster_id
             .parse()
             .ok()
-            .filter(|_| vars.tigerbeetle_cluster_id.bytes().all(|b| b.is_ascii_digit()))
+            .filter(|_| {
+                vars.tigerbeetle_cluster_id
+                    .bytes()
+                    .all(|b| b.is_ascii_digit())
+            })
             .ok_or_else(|| {
                 anyhow::anyhow!("all.vars.tigerbeetle_cluster_id: must be a decimal u128 string")
             })?;
@@ -119,7 +124,9 @@ impl Inventory {
                     other.host_name
                 );
             }
-            if !(host.tb_agent_url.starts_with("http://") || host.tb_agent_url.starts_with("https://")) {
+            if !(host.tb_agent_url.starts_with("http://")
+                || host.tb_agent_url.starts_with("https://"))
+            {
                 anyhow::bail!("all.hosts.{name}.tb_agent_url: must start with http:// or https://");
             }
             if host.tigerbeetle_address.is_empty() || host.tigerbeetle_address.contains(',') {
@@ -137,7 +144,9 @@ impl Inventory {
             .into_iter()
             .enumerate()
             .map(|(index, slot)| {
-                slot.ok_or_else(|| anyhow::anyhow!("all.hosts: no host has tigerbeetle_replica {index}"))
+                slot.ok_or_else(|| {
+                    anyhow::anyhow!("all.hosts: no host has tigerbeetle_replica {index}")
+                })
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(Inventory {
@@ -191,9 +200,15 @@ mod tests {
         let missing = GOOD.replace("\"tigerbeetle_replica\": 1", "\"tigerbeetle_replica\": 0");
         let error = Inventory::parse(&missing).unwrap_err().to_string();
         assert!(error.contains("already host"), "{error}");
-        let big = GOOD.replace("\"tigerbeetle_replica_count\": 2", "\"tigerbeetle_replica_count\": 3");
+        let big = GOOD.replace(
+            "\"tigerbeetle_replica_count\": 2",
+            "\"tigerbeetle_replica_count\": 3",
+        );
         let error = Inventory::parse(&big).unwrap_err().to_string();
-        assert!(error.contains("no host has tigerbeetle_replica 2"), "{error}");
+        assert!(
+            error.contains("no host has tigerbeetle_replica 2"),
+            "{error}"
+        );
         let bad_id = GOOD.replace("340282366920938463463374607431768211455", "-1");
         assert!(Inventory::parse(&bad_id).is_err());
     }

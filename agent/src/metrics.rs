@@ -20,6 +20,8 @@ use crate::statsd;
 type Labels = Vec<(String, String)>;
 type FloatGauge = Gauge<f64, AtomicU64>;
 type FloatCounter = Counter<f64, AtomicU64>;
+/// StatsD series grouped by metric name: one Prometheus family each.
+type Families<'a> = BTreeMap<&'a str, (statsd::Kind, Vec<(Labels, f64)>)>;
 
 /// Builds the registry piece by piece; one gauge per name keeps call sites short.
 struct Builder {
@@ -31,7 +33,12 @@ impl Builder {
         self.gauge_family(name, help, [(Vec::new(), value)]);
     }
 
-    fn gauge_family(&mut self, name: &str, help: &str, values: impl IntoIterator<Item = (Labels, f64)>) {
+    fn gauge_family(
+        &mut self,
+        name: &str,
+        help: &str,
+        values: impl IntoIterator<Item = (Labels, f64)>,
+    ) {
         let family = Family::<Labels, FloatGauge>::default();
         for (labels, value) in values {
             family.get_or_create(&labels).set(value);
@@ -40,7 +47,12 @@ impl Builder {
     }
 
     /// `name` without `_total`: the encoder appends it, as OpenMetrics requires.
-    fn counter_family(&mut self, name: &str, help: &str, values: impl IntoIterator<Item = (Labels, f64)>) {
+    fn counter_family(
+        &mut self,
+        name: &str,
+        help: &str,
+        values: impl IntoIterator<Item = (Labels, f64)>,
+    ) {
         let family = Family::<Labels, FloatCounter>::default();
         for (labels, value) in values {
             family.get_or_create(&labels).inc_by(value);
@@ -104,19 +116,35 @@ fn host_metrics(builder: &mut Builder, state: &AgentState) {
             [(labels, filesystem.size_bytes as f64)],
         );
     }
-    builder.gauge("node_memory_MemTotal_bytes", "Memory information field MemTotal_bytes.", host.memory_total_bytes as f64);
+    builder.gauge(
+        "node_memory_MemTotal_bytes",
+        "Memory information field MemTotal_bytes.",
+        host.memory_total_bytes as f64,
+    );
     builder.gauge(
         "node_memory_MemAvailable_bytes",
         "Memory information field MemAvailable_bytes.",
         host.memory_available_bytes as f64,
     );
-    builder.gauge("node_memory_SwapTotal_bytes", "Memory information field SwapTotal_bytes.", host.swap_total_bytes as f64);
-    builder.gauge("node_memory_SwapFree_bytes", "Memory information field SwapFree_bytes.", host.swap_free_bytes as f64);
+    builder.gauge(
+        "node_memory_SwapTotal_bytes",
+        "Memory information field SwapTotal_bytes.",
+        host.swap_total_bytes as f64,
+    );
+    builder.gauge(
+        "node_memory_SwapFree_bytes",
+        "Memory information field SwapFree_bytes.",
+        host.swap_free_bytes as f64,
+    );
     builder.gauge("node_load1", "1m load average.", host.load_average[0]);
     builder.gauge("node_load5", "5m load average.", host.load_average[1]);
     builder.gauge("node_load15", "15m load average.", host.load_average[2]);
     if let Some(boot) = crate::replica::boot_time_unix_seconds() {
-        builder.gauge("node_boot_time_seconds", "Node boot time, in unixtime.", boot);
+        builder.gauge(
+            "node_boot_time_seconds",
+            "Node boot time, in unixtime.",
+            boot,
+        );
     }
     if let Some(clock) = &host.clock {
         builder.gauge(
@@ -124,8 +152,16 @@ fn host_metrics(builder: &mut Builder, state: &AgentState) {
             "Is clock synchronized to a reliable server (1 = yes, 0 = no).",
             f64::from(u8::from(clock.synchronised)),
         );
-        builder.gauge("node_timex_offset_seconds", "Time offset in between local system and reference clock.", clock.offset_seconds);
-        builder.gauge("node_timex_maxerror_seconds", "Maximum error in seconds.", clock.max_error_seconds);
+        builder.gauge(
+            "node_timex_offset_seconds",
+            "Time offset in between local system and reference clock.",
+            clock.offset_seconds,
+        );
+        builder.gauge(
+            "node_timex_maxerror_seconds",
+            "Maximum error in seconds.",
+            clock.max_error_seconds,
+        );
         builder.gauge(
             "node_timex_estimated_error_seconds",
             "Estimated error in seconds.",
@@ -156,28 +192,49 @@ fn agent_metrics(builder: &mut Builder, state: &AgentState) {
         [(
             vec![
                 label("version", crate::AGENT_VERSION),
-                label("tigerbeetle_client_version", crate::TIGERBEETLE_CLIENT_VERSION),
+                label(
+                    "tigerbeetle_client_version",
+                    crate::TIGERBEETLE_CLIENT_VERSION,
+                ),
             ],
             1.0,
         )],
     );
     let report = health::ready_report(state);
-    builder.gauge("tb_agent_ready", "1 when every readiness check passes.", f64::from(u8::from(report.ready)));
+    builder.gauge(
+        "tb_agent_ready",
+        "1 when every readiness check passes.",
+        f64::from(u8::from(report.ready)),
+    );
     builder.gauge_family(
         "tb_agent_check_ok",
         "1 per passing readiness check.",
-        report
-            .checks
-            .iter()
-            .map(|check| (vec![label("check", &check.name)], f64::from(u8::from(check.ok)))),
+        report.checks.iter().map(|check| {
+            (
+                vec![label("check", &check.name)],
+                f64::from(u8::from(check.ok)),
+            )
+        }),
     );
     let info = state.replica.process_info();
-    builder.gauge("tb_agent_replica_running", "1 while the replica process exists.", f64::from(u8::from(info.is_some())));
+    builder.gauge(
+        "tb_agent_replica_running",
+        "1 while the replica process exists.",
+        f64::from(u8::from(info.is_some())),
+    );
     if let Some(info) = &info {
         if let Some(start) = info.start_time_unix_seconds {
-            builder.gauge("tb_agent_replica_start_time_seconds", "Start time of the replica process, Unix seconds.", start);
+            builder.gauge(
+                "tb_agent_replica_start_time_seconds",
+                "Start time of the replica process, Unix seconds.",
+                start,
+            );
         }
-        builder.gauge("tb_agent_replica_resident_bytes", "VmRSS of the replica process.", info.resident_bytes as f64);
+        builder.gauge(
+            "tb_agent_replica_resident_bytes",
+            "VmRSS of the replica process.",
+            info.resident_bytes as f64,
+        );
         builder.gauge(
             "tb_agent_replica_locked_bytes",
             "VmLck of the replica process: memory actually locked.",
@@ -192,16 +249,28 @@ fn agent_metrics(builder: &mut Builder, state: &AgentState) {
         }
     }
     if let Ok(metadata) = std::fs::metadata(&state.config.replica.data_file) {
-        builder.gauge("tb_agent_data_file_size_bytes", "Size of the replica's data file.", metadata.len() as f64);
+        builder.gauge(
+            "tb_agent_data_file_size_bytes",
+            "Size of the replica's data file.",
+            metadata.len() as f64,
+        );
     }
     let health = &state.config.health;
     let verdict = state.prober.verdict(
         std::time::Duration::from_millis(health.probe_timeout_ms),
         std::time::Duration::from_millis(health.probe_interval_ms),
     );
-    builder.gauge("tb_agent_probe_ok", "1 when the last client probe answered within the timeout.", f64::from(u8::from(verdict.ok)));
+    builder.gauge(
+        "tb_agent_probe_ok",
+        "1 when the last client probe answered within the timeout.",
+        f64::from(u8::from(verdict.ok)),
+    );
     if let Some(latency) = verdict.latency {
-        builder.gauge("tb_agent_probe_latency_seconds", "Latency of the last answered client probe.", latency.as_secs_f64());
+        builder.gauge(
+            "tb_agent_probe_latency_seconds",
+            "Latency of the last answered client probe.",
+            latency.as_secs_f64(),
+        );
     }
     builder.counter(
         "tb_agent_probe_failures",
@@ -213,18 +282,30 @@ fn agent_metrics(builder: &mut Builder, state: &AgentState) {
         "Requests refused with 401, 403 or 429.",
         state.counters.auth_failures_total.load(Ordering::Relaxed) as f64,
     );
-    let actions = state.counters.control_actions.lock().expect("not poisoned").clone();
+    let actions = state
+        .counters
+        .control_actions
+        .lock()
+        .expect("not poisoned")
+        .clone();
     builder.counter_family(
         "tb_agent_control_actions",
         "Control actions by action and outcome.",
-        actions
-            .into_iter()
-            .map(|((action, outcome), count)| (vec![label("action", action), label("outcome", outcome)], count as f64)),
+        actions.into_iter().map(|((action, outcome), count)| {
+            (
+                vec![label("action", action), label("outcome", outcome)],
+                count as f64,
+            )
+        }),
     );
 }
 
 fn statsd_metrics(builder: &mut Builder, snapshot: &statsd::Snapshot) {
-    builder.counter("tb_agent_statsd_packets", "StatsD datagrams received from the replica.", snapshot.packets_total as f64);
+    builder.counter(
+        "tb_agent_statsd_packets",
+        "StatsD datagrams received from the replica.",
+        snapshot.packets_total as f64,
+    );
     builder.counter(
         "tb_agent_statsd_dropped",
         "StatsD lines dropped: malformed, or over the series limit.",
@@ -236,7 +317,7 @@ fn statsd_metrics(builder: &mut Builder, snapshot: &statsd::Snapshot) {
         snapshot.last_packet_unix_seconds.unwrap_or(0.0),
     );
     // Group series by name: one family per metric name.
-    let mut families: BTreeMap<&str, (statsd::Kind, Vec<(Labels, f64)>)> = BTreeMap::new();
+    let mut families: Families = BTreeMap::new();
     for (key, sample) in &snapshot.series {
         let entry = families
             .entry(key.name.as_str())

@@ -44,7 +44,10 @@ pub fn read_token_file(path: &std::path::Path) -> anyhow::Result<String> {
     let metadata = std::fs::metadata(path)
         .map_err(|error| anyhow::anyhow!("token file {}: {error}", path.display()))?;
     if metadata.len() > TOKEN_FILE_SIZE_MAX_BYTES {
-        anyhow::bail!("token file {}: larger than {TOKEN_FILE_SIZE_MAX_BYTES} bytes", path.display());
+        anyhow::bail!(
+            "token file {}: larger than {TOKEN_FILE_SIZE_MAX_BYTES} bytes",
+            path.display()
+        );
     }
     let token = std::fs::read_to_string(path)
         .map_err(|error| anyhow::anyhow!("token file {}: {error}", path.display()))?
@@ -57,7 +60,10 @@ pub fn read_token_file(path: &std::path::Path) -> anyhow::Result<String> {
 }
 
 /// An HTTP client with bounded timeouts, trusting `ca_file` for https URLs when given.
-pub fn http_client(timeout: Duration, ca_file: Option<&std::path::Path>) -> anyhow::Result<reqwest::Client> {
+pub fn http_client(
+    timeout: Duration,
+    ca_file: Option<&std::path::Path>,
+) -> anyhow::Result<reqwest::Client> {
     let mut builder = reqwest::Client::builder()
         .timeout(timeout)
         .connect_timeout(timeout)
@@ -79,9 +85,16 @@ impl Peers {
             return Ok(None);
         };
         Ok(Some(Peers {
-            client: http_client(Duration::from_millis(peers.timeout_ms), peers.ca_file.as_deref())?,
+            client: http_client(
+                Duration::from_millis(peers.timeout_ms),
+                peers.ca_file.as_deref(),
+            )?,
             token: read_token_file(&peers.token_file)?,
-            urls: peers.agent_urls.iter().map(|url| url.trim_end_matches('/').to_string()).collect(),
+            urls: peers
+                .agent_urls
+                .iter()
+                .map(|url| url.trim_end_matches('/').to_string())
+                .collect(),
         }))
     }
 
@@ -105,7 +118,12 @@ impl Peers {
             .collect();
         let unready: Vec<String> = answers
             .iter()
-            .filter_map(|(index, answer)| answer.as_ref().err().map(|why| format!("replica {index}: {why}")))
+            .filter_map(|(index, answer)| {
+                answer
+                    .as_ref()
+                    .err()
+                    .map(|why| format!("replica {index}: {why}"))
+            })
             .collect();
         let ok = ready.len() >= usize::from(needed);
         let detail = format!(
@@ -114,40 +132,42 @@ impl Peers {
             ready.len(),
             replica_count - 1,
             ready.join(", "),
-            if unready.is_empty() { "" } else { "; not ready: " },
+            if unready.is_empty() {
+                ""
+            } else {
+                "; not ready: "
+            },
             unready.join("; ")
         );
         QuorumVerdict { ok, detail }
     }
-
 }
 
 async fn ask(client: &reqwest::Client, token: &str, url: &str) -> Result<(), String> {
-        let response = client
-            .get(format!("{url}/v1/health/ready"))
-            .bearer_auth(token)
-            .send()
-            .await
-            .map_err(|error| format!("agent {url} unreachable: {}", root_cause(&error)))?;
-        let status = response.status();
-        if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
-            return Err(format!("agent {url} rejected the peer token ({status})"));
-        }
-        let report: ReadyReport = response
-            .json()
-            .await
-            .map_err(|error| format!("agent {url} answered {status} with an unreadable body: {error}"))?;
-        if report.ready {
-            Ok(())
-        } else {
-            let failing: Vec<String> = report
-                .checks
-                .iter()
-                .filter(|check| !check.ok)
-                .map(|check| format!("{} ({})", check.name, check.detail))
-                .collect();
-            Err(format!("not ready: {}", failing.join(", ")))
-        }
+    let response = client
+        .get(format!("{url}/v1/health/ready"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .map_err(|error| format!("agent {url} unreachable: {}", root_cause(&error)))?;
+    let status = response.status();
+    if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
+        return Err(format!("agent {url} rejected the peer token ({status})"));
+    }
+    let report: ReadyReport = response.json().await.map_err(|error| {
+        format!("agent {url} answered {status} with an unreadable body: {error}")
+    })?;
+    if report.ready {
+        Ok(())
+    } else {
+        let failing: Vec<String> = report
+            .checks
+            .iter()
+            .filter(|check| !check.ok)
+            .map(|check| format!("{} ({})", check.name, check.detail))
+            .collect();
+        Err(format!("not ready: {}", failing.join(", ")))
+    }
 }
 
 /// The innermost error of a chain: reqwest's top-level message hides the useful part.

@@ -76,7 +76,10 @@ impl Prober {
             },
             Some(result) if result.error.is_some() => Verdict {
                 ok: false,
-                detail: format!("lookup_accounts failed: {}", result.error.as_deref().unwrap_or("")),
+                detail: format!(
+                    "lookup_accounts failed: {}",
+                    result.error.as_deref().unwrap_or("")
+                ),
                 latency: None,
             },
             Some(result) if result.latency > timeout => Verdict {
@@ -98,7 +101,10 @@ impl Prober {
             },
             Some(result) => Verdict {
                 ok: true,
-                detail: format!("lookup_accounts answered in {} ms", result.latency.as_millis()),
+                detail: format!(
+                    "lookup_accounts answered in {} ms",
+                    result.latency.as_millis()
+                ),
                 latency: Some(result.latency),
             },
         }

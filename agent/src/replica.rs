@@ -94,7 +94,12 @@ impl Replica {
     }
 
     pub fn log_tail(&self) -> Vec<String> {
-        self.log_tail.lock().expect("not poisoned").iter().cloned().collect()
+        self.log_tail
+            .lock()
+            .expect("not poisoned")
+            .iter()
+            .cloned()
+            .collect()
     }
 
     pub fn process_info(&self) -> Option<ProcessInfo> {
@@ -143,7 +148,8 @@ impl Replica {
                     if Instant::now() > deadline {
                         anyhow::bail!(
                             "the replica did not start: {}",
-                            self.last_error().unwrap_or_else(|| "no error recorded".into())
+                            self.last_error()
+                                .unwrap_or_else(|| "no error recorded".into())
                         );
                     }
                     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -435,20 +441,31 @@ async fn systemctl(args: &[&str]) -> anyhow::Result<String> {
 /// Reads VmRSS, VmLck, the memlock limit and the start time of a process from /proc.
 pub fn read_process_info(pid: u32) -> Option<ProcessInfo> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    if status.lines().any(|line| line.starts_with("State:") && line.contains("zombie")) {
+    if status
+        .lines()
+        .any(|line| line.starts_with("State:") && line.contains("zombie"))
+    {
         return None;
     }
     let field_kib = |name: &str| {
         status
             .lines()
             .find_map(|line| line.strip_prefix(name))
-            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .and_then(|rest| {
+                rest.trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
             .map(|kib| kib * 1024)
     };
     let memlock_limit_bytes = std::fs::read_to_string(format!("/proc/{pid}/limits"))
         .ok()
         .and_then(|limits| {
-            let line = limits.lines().find(|line| line.starts_with("Max locked memory"))?;
+            let line = limits
+                .lines()
+                .find(|line| line.starts_with("Max locked memory"))?;
             let soft = line.split_whitespace().nth(3)?;
             Some(soft.parse::<u64>().unwrap_or(u64::MAX)) // "unlimited"
         });
@@ -490,6 +507,9 @@ mod tests {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_secs_f64();
-        assert!(started <= now + 1.0 && started > now - 3600.0, "{started} vs {now}");
+        assert!(
+            started <= now + 1.0 && started > now - 3600.0,
+            "{started} vs {now}"
+        );
     }
 }

@@ -36,21 +36,36 @@ pub fn router(state: AppState) -> Router {
     let config = &state.config;
     let read_timeout = Duration::from_millis(config.server.request_timeout_ms);
     // Restart waits for readiness, so control requests get the ready timeout plus the stop time.
-    let control_timeout = Duration::from_millis(config.control.ready_timeout_ms + config.control.stop_timeout_ms)
-        + Duration::from_secs(30);
+    let control_timeout =
+        Duration::from_millis(config.control.ready_timeout_ms + config.control.stop_timeout_ms)
+            + Duration::from_secs(30);
     let reads = Router::new()
         .route("/v1/health/live", get(live))
         .route("/v1/health/ready", get(ready))
         .route("/v1/status", get(status))
         .route("/metrics", get(metrics_text))
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, read_timeout));
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            read_timeout,
+        ));
     let controls = Router::new()
         .route("/v1/replica/{action}", post(replica_control))
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, control_timeout));
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            control_timeout,
+        ));
     reads
         .merge(controls)
-        .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such endpoint; see docs/openapi.json") })
-        .layer(DefaultBodyLimit::max(config.server.body_size_max_bytes as usize))
+        .fallback(|| async {
+            error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such endpoint; see docs/openapi.json",
+            )
+        })
+        .layer(DefaultBodyLimit::max(
+            config.server.body_size_max_bytes as usize,
+        ))
         .with_state(state)
 }
 
@@ -69,10 +84,22 @@ pub fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Resp
 }
 
 /// The token's name when it may use `scope`, else the error response.
-fn authorize(state: &AgentState, headers: &HeaderMap, remote: SocketAddr, scope: Scope) -> Result<String, Response> {
-    let header = headers.get(header::AUTHORIZATION).and_then(|value| value.to_str().ok());
+// Handlers return the error response as is; boxing it would only add noise at every call site.
+#[allow(clippy::result_large_err)]
+fn authorize(
+    state: &AgentState,
+    headers: &HeaderMap,
+    remote: SocketAddr,
+    scope: Scope,
+) -> Result<String, Response> {
+    let header = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok());
     let refuse = |status, code, message: String| {
-        state.counters.auth_failures_total.fetch_add(1, Ordering::Relaxed);
+        state
+            .counters
+            .auth_failures_total
+            .fetch_add(1, Ordering::Relaxed);
         Err(error(status, code, message))
     };
     match state.auth.check(header, remote.ip(), scope) {
@@ -102,27 +129,46 @@ async fn live() -> Response {
     axum::Json(serde_json::json!({ "status": "ok" })).into_response()
 }
 
-async fn ready(State(state): State<AppState>, ConnectInfo(remote): ConnectInfo<SocketAddr>, headers: HeaderMap) -> Response {
+async fn ready(
+    State(state): State<AppState>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
     if let Err(response) = authorize(&state, &headers, remote, Scope::Read) {
         return response;
     }
     let report = health::ready_report(&state);
-    let code = if report.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let code = if report.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (code, axum::Json(report)).into_response()
 }
 
-async fn metrics_text(State(state): State<AppState>, ConnectInfo(remote): ConnectInfo<SocketAddr>, headers: HeaderMap) -> Response {
+async fn metrics_text(
+    State(state): State<AppState>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
     if let Err(response) = authorize(&state, &headers, remote, Scope::Read) {
         return response;
     }
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         metrics::render(&state),
     )
         .into_response()
 }
 
-async fn status(State(state): State<AppState>, ConnectInfo(remote): ConnectInfo<SocketAddr>, headers: HeaderMap) -> Response {
+async fn status(
+    State(state): State<AppState>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
     if let Err(response) = authorize(&state, &headers, remote, Scope::Read) {
         return response;
     }
@@ -164,13 +210,28 @@ pub fn status_report(state: &AgentState) -> StatusReport {
             locked_bytes: info.as_ref().map(|info| info.locked_bytes),
             memlock_limit_bytes: info.as_ref().and_then(|info| info.memlock_limit_bytes),
             binary: state.replica.binary().display().to_string(),
-            binary_version: identity.as_ref().and_then(|identity| identity.version.clone()),
-            binary_sha256: identity.as_ref().and_then(|identity| identity.sha256.clone()),
+            binary_version: identity
+                .as_ref()
+                .and_then(|identity| identity.version.clone()),
+            binary_sha256: identity
+                .as_ref()
+                .and_then(|identity| identity.sha256.clone()),
             data_file: config.replica.data_file.display().to_string(),
-            data_file_size_bytes: std::fs::metadata(&config.replica.data_file).ok().map(|metadata| metadata.len()),
-            replica_status: state.statsd.gauge("tb_replica_status").map(|(value, _)| value),
-            replica_sync_stage: state.statsd.gauge("tb_replica_sync_stage").map(|(value, _)| value),
-            statsd_age_ms: state.statsd.last_packet_age().map(|age| age.as_millis() as u64),
+            data_file_size_bytes: std::fs::metadata(&config.replica.data_file)
+                .ok()
+                .map(|metadata| metadata.len()),
+            replica_status: state
+                .statsd
+                .gauge("tb_replica_status")
+                .map(|(value, _)| value),
+            replica_sync_stage: state
+                .statsd
+                .gauge("tb_replica_sync_stage")
+                .map(|(value, _)| value),
+            statsd_age_ms: state
+                .statsd
+                .last_packet_age()
+                .map(|age| age.as_millis() as u64),
             probe_latency_ms: verdict.latency.map(|latency| latency.as_millis() as u64),
             probe_ok: verdict.ok,
         },
@@ -192,7 +253,13 @@ async fn replica_control(
         "start" => Action::Start,
         "stop" => Action::Stop,
         "restart" => Action::Restart,
-        _ => return error(StatusCode::NOT_FOUND, "not_found", "actions are start, stop and restart"),
+        _ => {
+            return error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "actions are start, stop and restart",
+            );
+        }
     };
     let request = match parse_body::<ControlRequest>(&headers, body) {
         Ok(request) => request,
@@ -202,9 +269,10 @@ async fn replica_control(
     let (outcome_name, detail) = match &outcome {
         Ok(response) => (response.outcome.as_str(), response.detail.clone()),
         Err(ControlError::Busy) => ("busy", "another control operation is running".to_string()),
-        Err(ControlError::Refused(why) | ControlError::Failed(why)) => {
-            (outcome.as_ref().err().map_or("", ControlError::outcome), why.clone())
-        }
+        Err(ControlError::Refused(why) | ControlError::Failed(why)) => (
+            outcome.as_ref().err().map_or("", ControlError::outcome),
+            why.clone(),
+        ),
     };
     state.counters.record_control(action.as_str(), outcome_name);
     state.audit.record(&audit::Entry {
@@ -224,19 +292,27 @@ async fn replica_control(
 }
 
 /// An optional JSON body: empty means defaults; otherwise it must be JSON of the exact shape.
+#[allow(clippy::result_large_err)]
 fn parse_body<T: serde::de::DeserializeOwned + Default>(
     headers: &HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<T, Response> {
     let body = body.map_err(|rejection| {
         let status = rejection.status();
-        let code = if status == StatusCode::PAYLOAD_TOO_LARGE { "body_too_large" } else { "bad_body" };
+        let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            "body_too_large"
+        } else {
+            "bad_body"
+        };
         error(status, code, rejection.body_text())
     })?;
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|value| value.to_str().ok()).unwrap_or("");
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("");
     if !content_type.starts_with("application/json") {
         return Err(error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -249,7 +325,11 @@ fn parse_body<T: serde::de::DeserializeOwned + Default>(
             serde_json::error::Category::Data => StatusCode::UNPROCESSABLE_ENTITY,
             _ => StatusCode::BAD_REQUEST,
         };
-        let code = if status == StatusCode::BAD_REQUEST { "malformed_json" } else { "invalid_body" };
+        let code = if status == StatusCode::BAD_REQUEST {
+            "malformed_json"
+        } else {
+            "invalid_body"
+        };
         error(status, code, format!("request body: {parse_error}"))
     })
 }
@@ -263,8 +343,9 @@ fn tls_acceptor(tls: &crate::config::Tls) -> anyhow::Result<tokio_rustls::TlsAcc
             .map_err(|error| anyhow::anyhow!("server.tls: {}: {error}", path.display()))
     };
     let certs = read_certs(&tls.cert_file)?;
-    let key = PrivateKeyDer::from_pem_file(&tls.key_file)
-        .map_err(|error| anyhow::anyhow!("server.tls.key_file: {}: {error}", tls.key_file.display()))?;
+    let key = PrivateKeyDer::from_pem_file(&tls.key_file).map_err(|error| {
+        anyhow::anyhow!("server.tls.key_file: {}: {error}", tls.key_file.display())
+    })?;
     let builder = rustls::ServerConfig::builder();
     let builder = match &tls.client_ca_file {
         Some(ca_file) => {
@@ -272,7 +353,8 @@ fn tls_acceptor(tls: &crate::config::Tls) -> anyhow::Result<tokio_rustls::TlsAcc
             for cert in read_certs(ca_file)? {
                 roots.add(cert)?;
             }
-            let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots)).build()?;
+            let verifier =
+                rustls::server::WebPkiClientVerifier::builder(Arc::new(roots)).build()?;
             builder.with_client_cert_verifier(verifier)
         }
         None => builder.with_no_client_auth(),
@@ -283,7 +365,11 @@ fn tls_acceptor(tls: &crate::config::Tls) -> anyhow::Result<tokio_rustls::TlsAcc
 }
 
 /// Serves until `shutdown` turns true, then lets in-flight requests finish (bounded).
-pub async fn serve(listener: TcpListener, state: AppState, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
     let config = Arc::clone(&state.config);
     let tls = config.server.tls.as_ref().map(tls_acceptor).transpose()?;
     if tls.is_none() && !config.server.listen.ip().is_loopback() {
@@ -298,7 +384,8 @@ pub async fn serve(listener: TcpListener, state: AppState, mut shutdown: watch::
     let graceful = GracefulShutdown::new();
     // HTTP/1.1 only: the API has no use for HTTP/2, and one protocol is one less attack surface.
     let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    http.timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
     loop {
         // Wait for a free connection slot before accepting: excess clients queue in the kernel.
         let permit = tokio::select! {
@@ -317,12 +404,12 @@ pub async fn serve(listener: TcpListener, state: AppState, mut shutdown: watch::
             _ = shutdown.changed() => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = app
-            .clone()
-            .map_request(move |mut request: axum::extract::Request<hyper::body::Incoming>| {
+        let service = app.clone().map_request(
+            move |mut request: axum::extract::Request<hyper::body::Incoming>| {
                 request.extensions_mut().insert(ConnectInfo(remote));
                 request
-            });
+            },
+        );
         let service = hyper_util::service::TowerToHyperService::new(service);
         let http = http.clone();
         let tls = tls.clone();
@@ -330,17 +417,19 @@ pub async fn serve(listener: TcpListener, state: AppState, mut shutdown: watch::
         tokio::spawn(async move {
             let _permit = permit;
             let result = match tls {
-                Some(tls) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
-                    Ok(Ok(stream)) => {
-                        let connection = http.serve_connection(TokioIo::new(stream), service);
-                        watcher.watch(connection).await
+                Some(tls) => {
+                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            let connection = http.serve_connection(TokioIo::new(stream), service);
+                            watcher.watch(connection).await
+                        }
+                        Ok(Err(error)) => {
+                            tracing::debug!(%remote, %error, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => return,
                     }
-                    Ok(Err(error)) => {
-                        tracing::debug!(%remote, %error, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => return,
-                },
+                }
                 None => {
                     let connection = http.serve_connection(TokioIo::new(stream), service);
                     watcher.watch(connection).await
@@ -352,7 +441,10 @@ pub async fn serve(listener: TcpListener, state: AppState, mut shutdown: watch::
         });
     }
     drop(listener);
-    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("in-flight requests did not finish within the shutdown grace period");
     }
     Ok(())

@@ -4,8 +4,8 @@ use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use crate::audit::AuditLog;
-use crate::binary::BinaryIdentity;
 use crate::auth::Authenticator;
+use crate::binary::BinaryIdentity;
 use crate::config::Config;
 use crate::host::HostMonitor;
 use crate::metrics::Counters;

@@ -160,7 +160,13 @@ fn sanitize_name(raw: &str) -> Option<String> {
     }
     let mut name: String = raw
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     if name.starts_with(|c: char| c.is_ascii_digit()) {
         name.insert(0, '_');
@@ -175,7 +181,9 @@ pub async fn receive(socket: UdpSocket, store: std::sync::Arc<Store>) {
         match socket.recv_from(&mut buffer).await {
             // Only our own replica on loopback may feed readiness.
             Ok((size, from)) if from.ip().is_loopback() => store.ingest(&buffer[..size]),
-            Ok((_, from)) => tracing::warn!(%from, "statsd datagram from a non-loopback address ignored"),
+            Ok((_, from)) => {
+                tracing::warn!(%from, "statsd datagram from a non-loopback address ignored")
+            }
             Err(error) => {
                 tracing::warn!(%error, "statsd receive failed");
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -190,10 +198,9 @@ mod tests {
 
     #[test]
     fn parses_tigerbeetle_lines() {
-        let (key, sample) = parse_line(
-            "tb.replica_status:0|g|#cluster:0000000000000000000000000000002a,replica:1",
-        )
-        .unwrap();
+        let (key, sample) =
+            parse_line("tb.replica_status:0|g|#cluster:0000000000000000000000000000002a,replica:1")
+                .unwrap();
         assert_eq!(key.name, "tb_replica_status");
         assert_eq!(
             key.labels,
@@ -203,9 +210,10 @@ mod tests {
             ]
         );
         assert_eq!(sample.kind, Kind::Gauge);
-        let (key, sample) =
-            parse_line("tb.replica_request_us.count:7|c|#cluster:00,replica:0,operation:lookup_accounts")
-                .unwrap();
+        let (key, sample) = parse_line(
+            "tb.replica_request_us.count:7|c|#cluster:00,replica:0,operation:lookup_accounts",
+        )
+        .unwrap();
         assert_eq!(key.name, "tb_replica_request_us_count_total");
         assert_eq!(sample.value, 7.0);
         assert!(parse_line("garbage").is_none());

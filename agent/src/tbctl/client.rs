@@ -92,8 +92,13 @@ pub enum AgentError {
     #[error("token rejected (401): check {0}")]
     TokenRejected(String),
     #[error("token lacks the {scope} scope (403): {message}")]
-    Forbidden { scope: &'static str, message: String },
-    #[error("too many failed authentications from this address (429): wait a minute, then check {0}")]
+    Forbidden {
+        scope: &'static str,
+        message: String,
+    },
+    #[error(
+        "too many failed authentications from this address (429): wait a minute, then check {0}"
+    )]
     Throttled(String),
     #[error("refused ({code}): {message}")]
     Refused { code: String, message: String },

@@ -73,10 +73,7 @@ pub async fn run(
             Ok(ExitCode::SUCCESS)
         }
         Err(AgentError::Refused { code, message }) => {
-            eprintln!(
-                "{}: {name} refused ({code}): {message}",
-                describe(replica)
-            );
+            eprintln!("{}: {name} refused ({code}): {message}", describe(replica));
             Ok(ExitCode::FAILURE)
         }
         Err(error @ AgentError::Timeout(_)) => anyhow::bail!(

@@ -108,9 +108,8 @@ pub async fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
         Some(path) => executable(path, "--agent-binary")?,
         None => {
             let beside = std::env::current_exe()?.with_file_name("tb-agent");
-            executable(&beside, "tb-agent beside tbctl").context(
-                "build it (`cargo build --bin tb-agent`) or pass --agent-binary PATH",
-            )?
+            executable(&beside, "tb-agent beside tbctl")
+                .context("build it (`cargo build --bin tb-agent`) or pass --agent-binary PATH")?
         }
     };
     let state_dir = create_state_dir(&state_dir_or_default(&args.state_dir)?)?;
@@ -134,15 +133,17 @@ pub async fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
         cache_grid: &args.cache_grid,
     };
 
+    let down_hint = format!(
+        "`tbctl local down --state-dir {}`",
+        shell_quote(&layout.state_dir)
+    );
     let inventory_file = local_files::inventory(&layout, &cluster.cluster_id);
     let inventory_json = serde_json::to_string_pretty(&inventory_file)?;
     let inventory = Inventory::parse(&inventory_json).context("the generated inventory")?;
-    local_files::write_atomic(&layout.inventory_file(), inventory_json.as_bytes(), 0o600)?;
 
+    // Every check comes before the first write, so that a refused up changes nothing.
     let previous = read_state(&layout.state_file())?;
-    let mut agents = Vec::new();
-    // Only agents started now: the ones from an earlier up are not our children.
-    let mut children: Vec<Option<Child>> = Vec::new();
+    let mut plans = Vec::new();
     for replica in layout.replicas() {
         let config_path = layout.agent_config(replica);
         let config = local_files::agent_config(&layout, replica, &settings)?;
@@ -153,23 +154,37 @@ pub async fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
             .and_then(|state| state.agents.iter().find(|agent| agent.replica == replica))
             .map(|agent| agent.pid)
             .filter(|pid| process::is_agent(*pid, &config_path));
+        if let Some(pid) = running {
+            // The running agent read its config when it started. Rewriting the file under it
+            // would make the file lie; a changed setting needs a restart.
+            let current = std::fs::read_to_string(&config_path).unwrap_or_default();
+            anyhow::ensure!(
+                current == config,
+                "agent {replica} (pid {pid}) is running with a different configuration than \
+                 these flags produce; run {down_hint} first, then `tbctl local up` again"
+            );
+        }
+        plans.push((replica, config_path, config, running));
+    }
+
+    local_files::write_atomic(&layout.inventory_file(), inventory_json.as_bytes(), 0o600)?;
+    let mut agents = Vec::new();
+    // Only agents started now: the ones from an earlier up are not our children.
+    let mut children: Vec<Option<Child>> = Vec::new();
+    for (replica, config_path, config, running) in plans {
         let pid = match running {
             Some(pid) => {
-                // The running agent read its config when it started. Rewriting the file under
-                // it would make the file lie; a changed setting needs a restart.
-                let current = std::fs::read_to_string(&config_path).unwrap_or_default();
-                anyhow::ensure!(
-                    current == config,
-                    "agent {replica} (pid {pid}) is running with a different configuration than \
-                     these flags produce; run `tbctl local down` first, then `tbctl local up`"
-                );
                 println!("agent {replica}: already running (pid {pid})");
                 children.push(None);
                 pid
             }
             None => {
                 local_files::write_atomic(&config_path, config.as_bytes(), 0o600)?;
-                let args = ["serve".as_ref(), "--config".as_ref(), config_path.as_os_str()];
+                let args = [
+                    "serve".as_ref(),
+                    "--config".as_ref(),
+                    config_path.as_os_str(),
+                ];
                 let child =
                     process::spawn_detached(&agent_binary, &args, &layout.agent_log(replica))?;
                 let pid = i32::try_from(child.id()).expect("Linux pids fit in i32");
@@ -208,9 +223,7 @@ pub async fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
     local_files::write_atomic(&layout.state_file(), state_json.as_bytes(), 0o600)?;
 
     let hint = format!(
-        "the agents keep running: inspect with the status command below, stop with \
-         `tbctl local down --state-dir {}`",
-        shell_quote(&layout.state_dir)
+        "the agents keep running: inspect with the status command below, stop with {down_hint}"
     );
     println!(
         "waiting for {} replicas to be ready (up to {} s)",
@@ -239,7 +252,10 @@ pub async fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
 pub fn down(args: &DownArgs) -> anyhow::Result<ExitCode> {
     let state_dir = state_dir_or_default(&args.state_dir)?;
     let nothing = || {
-        println!("no local cluster in {}: nothing to stop", state_dir.display());
+        println!(
+            "no local cluster in {}: nothing to stop",
+            state_dir.display()
+        );
         Ok(ExitCode::SUCCESS)
     };
     if !state_dir.is_dir() {
@@ -309,7 +325,10 @@ pub fn down(args: &DownArgs) -> anyhow::Result<ExitCode> {
 
 /// Formats the data files of a new cluster, or checks those of an existing one. Returns the
 /// cluster identity, which is written before any format so that a crash cannot orphan files.
-async fn prepare_data_files(layout: &Layout, tigerbeetle: &Path) -> anyhow::Result<ClusterIdentity> {
+async fn prepare_data_files(
+    layout: &Layout,
+    tigerbeetle: &Path,
+) -> anyhow::Result<ClusterIdentity> {
     let data_dir = layout.data_dir();
     std::fs::DirBuilder::new()
         .mode(0o700)
@@ -373,8 +392,10 @@ async fn prepare_data_files(layout: &Layout, tigerbeetle: &Path) -> anyhow::Resu
                 .iter()
                 .map(|replica| layout.data_file(*replica).display().to_string())
                 .collect();
-            let addresses: Vec<String> =
-                layout.replicas().map(|i| layout.replica_address(i)).collect();
+            let addresses: Vec<String> = layout
+                .replicas()
+                .map(|i| layout.replica_address(i))
+                .collect();
             anyhow::bail!(
                 "missing data files: {}, while the other replicas' files exist. Refusing to \
                  format: a freshly formatted replica has forgotten what it acknowledged, and the \
@@ -498,7 +519,10 @@ fn print_summary(layout: &Layout, state: &LocalState, ready: bool) -> anyhow::Re
         );
     }
     for agent in &state.agents {
-        println!("  agent {}: {} (pid {})", agent.replica, agent.url, agent.pid);
+        println!(
+            "  agent {}: {} (pid {})",
+            agent.replica, agent.url, agent.pid
+        );
     }
     println!("  inventory:  {}", state.inventory.display());
     println!("  token file: {}", state.admin_token_file.display());
@@ -614,7 +638,8 @@ fn executable(path: &Path, what: &str) -> anyhow::Result<PathBuf> {
     let path = path
         .canonicalize()
         .with_context(|| format!("{what} {}", path.display()))?;
-    let metadata = std::fs::metadata(&path).with_context(|| format!("{what} {}", path.display()))?;
+    let metadata =
+        std::fs::metadata(&path).with_context(|| format!("{what} {}", path.display()))?;
     anyhow::ensure!(
         metadata.is_file() && metadata.permissions().mode() & 0o111 != 0,
         "{what} {}: not an executable file",

@@ -121,7 +121,10 @@ impl Layout {
         format!("127.0.0.1:{}", self.replica_port_base + u16::from(replica))
     }
     pub fn agent_url(&self, replica: u8) -> String {
-        format!("http://127.0.0.1:{}", self.agent_port_base + u16::from(replica))
+        format!(
+            "http://127.0.0.1:{}",
+            self.agent_port_base + u16::from(replica)
+        )
     }
     fn agent_listen(&self, replica: u8) -> String {
         format!("127.0.0.1:{}", self.agent_port_base + u16::from(replica))
@@ -400,7 +403,10 @@ mod tests {
         let file = inventory(&layout(), "42");
         let parsed = Inventory::parse(&serde_json::to_string(&file).unwrap()).unwrap();
         assert_eq!(parsed.cluster_id, 42);
-        assert_eq!(parsed.addresses(), "127.0.0.1:3000,127.0.0.1:3001,127.0.0.1:3002");
+        assert_eq!(
+            parsed.addresses(),
+            "127.0.0.1:3000,127.0.0.1:3001,127.0.0.1:3002"
+        );
         assert_eq!(parsed.replicas[1].host_name, "replica-1");
         assert_eq!(parsed.replicas[1].agent_url, "http://127.0.0.1:7001");
     }

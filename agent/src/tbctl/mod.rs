@@ -102,7 +102,9 @@ enum LocalCommand {
 }
 
 fn timeout_ms(text: &str) -> Result<u64, String> {
-    let value: u64 = text.parse().map_err(|_| format!("`{text}` is not a whole number"))?;
+    let value: u64 = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not a whole number"))?;
     if value == 0 || value > TIMEOUT_MAX_MS {
         return Err(format!("must be between 1 and {TIMEOUT_MAX_MS}"));
     }

@@ -69,7 +69,11 @@ pub fn group_members(process_group: i32) -> Vec<i32> {
 
 /// Starts `binary args` in its own process group, so that a Ctrl-C in the terminal that ran
 /// tbctl does not reach it, and so that `local down` can signal it and its replica together.
-pub fn spawn_detached(binary: &Path, args: &[&std::ffi::OsStr], log: &Path) -> anyhow::Result<Child> {
+pub fn spawn_detached(
+    binary: &Path,
+    args: &[&std::ffi::OsStr],
+    log: &Path,
+) -> anyhow::Result<Child> {
     let log_file = OpenOptions::new()
         .create(true)
         .append(true)

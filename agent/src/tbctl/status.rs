@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use serde::Serialize;
 use tokio::task::JoinSet;
 
 use super::client::{AgentClient, AgentError};
@@ -13,6 +14,19 @@ use crate::inventory::{Inventory, ReplicaEntry};
 const WAIT_REQUEST_TIMEOUT_MS: u64 = 5_000;
 /// How often wait-ready asks. Readiness checks run every second or so on the agents.
 const WAIT_POLL_INTERVAL_MS: u64 = 1_000;
+
+/// One element of `tbctl status --json`. `error` is set when the agent could not be asked;
+/// `checks` and `status` are null when their request failed.
+#[derive(Serialize)]
+struct ReplicaJson<'a> {
+    replica: u8,
+    host: &'a str,
+    agent_url: &'a str,
+    ready: bool,
+    error: Option<String>,
+    checks: Option<&'a Vec<api::Check>>,
+    status: Option<&'a api::StatusReport>,
+}
 
 /// What one agent answered, or why it did not.
 struct ReplicaReport {
@@ -30,25 +44,27 @@ impl ReplicaReport {
     fn problem(&self) -> Option<String> {
         match (&self.ready, &self.status) {
             (Err(error), _) | (Ok(_), Err(error)) => Some(error.to_string()),
-            (Ok(report), Ok(_)) if !report.ready => Some(not_ready_reason(report)),
+            (Ok(report), Ok(_)) if !report.ready => {
+                Some(format!("not ready: {}", not_ready_reason(report)))
+            }
             (Ok(_), Ok(_)) => None,
         }
     }
 
-    fn json(&self) -> serde_json::Value {
+    fn json(&self) -> ReplicaJson<'_> {
         let error = match (&self.ready, &self.status) {
             (Err(error), _) | (Ok(_), Err(error)) => Some(error.to_string()),
             _ => None,
         };
-        serde_json::json!({
-            "replica": self.entry.index,
-            "host": self.entry.host_name,
-            "agent_url": self.entry.agent_url,
-            "ready": self.is_ready(),
-            "checks": self.ready.as_ref().map(|report| &report.checks).ok(),
-            "status": self.status.as_ref().ok(),
-            "error": error,
-        })
+        ReplicaJson {
+            replica: self.entry.index,
+            host: &self.entry.host_name,
+            agent_url: &self.entry.agent_url,
+            ready: self.is_ready(),
+            error,
+            checks: self.ready.as_ref().ok().map(|report| &report.checks),
+            status: self.status.as_ref().ok(),
+        }
     }
 
     fn row(&self) -> [String; 8] {
@@ -75,8 +91,12 @@ impl ReplicaReport {
             self.entry.index.to_string(),
             self.entry.host_name.clone(),
             ready.to_string(),
-            replica.map_or("-", |replica| status_text(replica.replica_status)).to_string(),
-            replica.map_or("-".to_string(), |replica| sync_text(replica.replica_sync_stage)),
+            replica
+                .map_or("-", |replica| status_text(replica.replica_status))
+                .to_string(),
+            replica.map_or("-".to_string(), |replica| {
+                sync_text(replica.replica_sync_stage)
+            }),
             free_disk,
             replica
                 .and_then(|replica| replica.binary_version.clone())
@@ -94,11 +114,18 @@ pub async fn status(
 ) -> anyhow::Result<ExitCode> {
     let reports = query_all(client, inventory, timeout_ms).await;
     if json {
-        let array: Vec<serde_json::Value> = reports.iter().map(ReplicaReport::json).collect();
+        let array: Vec<ReplicaJson> = reports.iter().map(ReplicaReport::json).collect();
         println!("{}", serde_json::to_string_pretty(&array)?);
     } else {
         let header = [
-            "replica", "host", "ready", "status", "sync", "free disk", "version", "probe",
+            "replica",
+            "host",
+            "ready",
+            "status",
+            "sync",
+            "free disk",
+            "version",
+            "probe",
         ];
         let rows: Vec<[String; 8]> = reports.iter().map(ReplicaReport::row).collect();
         print!("{}", table(&header, &rows));
@@ -133,7 +160,9 @@ pub async fn wait_ready(
     let mut shown: Vec<Option<String>> = vec![None; inventory.replicas.len()];
     loop {
         each_poll()?;
-        let remaining_ms = deadline.saturating_duration_since(Instant::now()).as_millis();
+        let remaining_ms = deadline
+            .saturating_duration_since(Instant::now())
+            .as_millis();
         let request_timeout_ms = WAIT_REQUEST_TIMEOUT_MS.min(remaining_ms as u64).max(1);
         let answers = ready_all(client, inventory, request_timeout_ms).await;
 
@@ -144,18 +173,23 @@ pub async fn wait_ready(
                     anyhow::bail!("{}: {error}", describe(entry));
                 }
             }
-            let state = match answer {
-                Ok(report) if report.ready => "ready".to_string(),
-                Ok(report) => format!("not ready: {}", not_ready_reason(report)),
-                Err(error) => error.to_string(),
+            // Progress names the failing checks only: their details hold changing figures
+            // (elapsed ms) and would print a line every poll. The details come at the end.
+            let (progress, problem) = match answer {
+                Ok(report) if report.ready => ("ready".to_string(), None),
+                Ok(report) => (
+                    format!("not ready: {}", failed_check_names(report)),
+                    Some(format!("not ready: {}", not_ready_reason(report))),
+                ),
+                Err(error) => (error.to_string(), Some(error.to_string())),
             };
-            if shown.as_deref() != Some(state.as_str()) {
+            if shown.as_deref() != Some(progress.as_str()) {
                 let elapsed_s = start.elapsed().as_secs_f64();
-                println!("[{elapsed_s:6.1} s] replica {}: {state}", entry.index);
-                *shown = Some(state.clone());
+                println!("[{elapsed_s:6.1} s] replica {}: {progress}", entry.index);
+                *shown = Some(progress);
             }
-            if state != "ready" {
-                problems.push(format!("{}: {state}", describe(entry)));
+            if let Some(problem) = problem {
+                problems.push(format!("{}: {problem}", describe(entry)));
             }
         }
         if problems.is_empty() {
@@ -228,6 +262,20 @@ async fn ready_all(
 /// How every message names a replica: index and agent URL, the two things an operator checks.
 pub fn describe(entry: &ReplicaEntry) -> String {
     format!("replica {} ({})", entry.index, entry.agent_url)
+}
+
+fn failed_check_names(report: &api::ReadyReport) -> String {
+    let names: Vec<&str> = report
+        .checks
+        .iter()
+        .filter(|check| !check.ok)
+        .map(|check| check.name.as_str())
+        .collect();
+    if names.is_empty() {
+        "no failed check".to_string()
+    } else {
+        names.join(", ")
+    }
 }
 
 fn not_ready_reason(report: &api::ReadyReport) -> String {

@@ -1,0 +1,283 @@
+//! Test harness: a real local cluster (real `tigerbeetle` replicas, real `tb-agent`s) brought up
+//! by the project's own main command, `tbctl local up`, and torn down when the test ends.
+
+#![allow(dead_code)] // Each test binary uses a different part of the harness.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+pub const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Control requests (restart) wait for readiness on the agent's side.
+pub const CONTROL_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// Where the release binaries are: beside the test executable's `deps/` directory.
+pub fn bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("TB_AGENT_BIN_DIR") {
+        return dir.into();
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>")
+        .to_path_buf()
+}
+
+pub fn repo_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("repo")
+        .to_path_buf()
+}
+
+pub fn tigerbeetle_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("TIGERBEETLE_BIN") {
+        return path.into();
+    }
+    let output = Command::new(repo_dir().join("scripts/tigerbeetle-build"))
+        .output()
+        .expect("scripts/tigerbeetle-build");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    PathBuf::from(String::from_utf8(output.stdout).unwrap().trim())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LocalState {
+    pub state_dir: PathBuf,
+    pub cluster_id: String,
+    pub inventory: PathBuf,
+    pub admin_token_file: PathBuf,
+    pub peer_token_file: PathBuf,
+    pub agents: Vec<AgentEntry>,
+    pub replicas: Vec<ReplicaEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct AgentEntry {
+    pub replica: u8,
+    pub url: String,
+    pub pid: u32,
+    pub config: PathBuf,
+    pub log: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ReplicaEntry {
+    pub replica: u8,
+    pub address: String,
+    pub data_file: PathBuf,
+    pub log: PathBuf,
+}
+
+pub struct Cluster {
+    pub state: LocalState,
+    pub admin_token: String,
+    pub peer_token: String,
+    pub http: reqwest::blocking::Client,
+}
+
+/// Port bases per test, so a test never meets another's leftovers in TIME_WAIT.
+pub struct Ports {
+    pub replica: u16,
+    pub agent: u16,
+    pub statsd: u16,
+}
+
+impl Ports {
+    pub fn for_test(slot: u16) -> Ports {
+        Ports {
+            replica: 23000 + slot * 10,
+            agent: 27000 + slot * 10,
+            statsd: 28000 + slot * 10,
+        }
+    }
+}
+
+pub fn tbctl(args: &[&str]) -> std::process::Output {
+    Command::new(bin_dir().join("tbctl"))
+        .args(args)
+        .output()
+        .expect("run tbctl")
+}
+
+impl Cluster {
+    pub fn up(name: &str, ports: Ports) -> Cluster {
+        let state_dir =
+            std::env::temp_dir().join(format!("tb-tests-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&state_dir);
+        let tigerbeetle = tigerbeetle_bin();
+        let output = tbctl(&[
+            "local",
+            "up",
+            "--state-dir",
+            state_dir.to_str().unwrap(),
+            "--tigerbeetle",
+            tigerbeetle.to_str().unwrap(),
+            "--replica-port-base",
+            &ports.replica.to_string(),
+            "--agent-port-base",
+            &ports.agent.to_string(),
+            "--statsd-port-base",
+            &ports.statsd.to_string(),
+            "--cache-grid",
+            "256MiB",
+        ]);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let local_json = state_dir.join("local.json");
+        let state: Option<LocalState> = std::fs::read(&local_json)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+        if !output.status.success() || state.is_none() {
+            let logs = agent_logs(&state_dir);
+            // Clean up before failing: leftover replicas would starve the next test of memory.
+            let _ = tbctl(&["local", "down", "--state-dir", state_dir.to_str().unwrap()]);
+            let _ = std::fs::remove_dir_all(&state_dir);
+            panic!(
+                "tbctl local up failed ({}):\n{stdout}\n{stderr}\n{logs}",
+                output.status
+            );
+        }
+        let state = state.unwrap();
+        let read = |path: &Path| std::fs::read_to_string(path).unwrap().trim().to_string();
+        Cluster {
+            admin_token: read(&state.admin_token_file),
+            peer_token: read(&state.peer_token_file),
+            state,
+            http: reqwest::blocking::Client::builder()
+                .timeout(CONTROL_TIMEOUT)
+                .build()
+                .unwrap(),
+        }
+    }
+
+    pub fn url(&self, replica: u8, path: &str) -> String {
+        format!("{}{path}", self.state.agents[usize::from(replica)].url)
+    }
+
+    pub fn get(&self, replica: u8, path: &str, token: Option<&str>) -> reqwest::blocking::Response {
+        let mut request = self.http.get(self.url(replica, path)).timeout(HTTP_TIMEOUT);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().unwrap()
+    }
+
+    pub fn post(
+        &self,
+        replica: u8,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> reqwest::blocking::Response {
+        let mut request = self.http.post(self.url(replica, path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(body.to_string());
+        }
+        request.send().unwrap()
+    }
+
+    pub fn ready_code(&self, replica: u8) -> u16 {
+        self.get(replica, "/v1/health/ready", Some(&self.admin_token))
+            .status()
+            .as_u16()
+    }
+
+    pub fn ready_json(&self, replica: u8) -> serde_json::Value {
+        self.get(replica, "/v1/health/ready", Some(&self.admin_token))
+            .json()
+            .unwrap()
+    }
+
+    /// Polls until `condition` holds, at most `timeout`; returns how long it took.
+    pub fn wait_until(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut condition: impl FnMut() -> bool,
+    ) -> Duration {
+        let started = Instant::now();
+        while !condition() {
+            assert!(
+                started.elapsed() < timeout,
+                "timed out after {timeout:?} waiting for {what}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        started.elapsed()
+    }
+
+    pub fn wait_all_ready(&self) {
+        for replica in 0..self.state.agents.len() as u8 {
+            self.wait_until(
+                &format!("replica {replica} ready"),
+                Duration::from_secs(120),
+                || self.ready_code(replica) == 200,
+            );
+        }
+    }
+
+    pub fn replica_pid(&self, replica: u8) -> Option<u32> {
+        let status: serde_json::Value = self
+            .get(replica, "/v1/status", Some(&self.admin_token))
+            .json()
+            .unwrap();
+        status["replica"]["pid"].as_u64().map(|pid| pid as u32)
+    }
+
+    pub fn inventory_arg(&self) -> String {
+        self.state.inventory.display().to_string()
+    }
+
+    pub fn token_file_arg(&self) -> String {
+        self.state.admin_token_file.display().to_string()
+    }
+}
+
+fn agent_logs(state_dir: &Path) -> String {
+    let mut text = String::new();
+    for index in 0..3 {
+        let path = state_dir.join(format!("agent-{index}.log"));
+        if let Ok(log) = std::fs::read_to_string(&path) {
+            let tail: Vec<&str> = log.lines().rev().take(20).collect();
+            text.push_str(&format!("--- {}\n", path.display()));
+            for line in tail.into_iter().rev() {
+                text.push_str(line);
+                text.push('\n');
+            }
+        }
+    }
+    text
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let state_dir = self.state.state_dir.to_str().unwrap().to_string();
+        let output = tbctl(&["local", "down", "--state-dir", &state_dir]);
+        if !output.status.success() {
+            eprintln!(
+                "tbctl local down: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        // Belt and braces: never leave replicas behind to starve the next test of memory.
+        for agent in &self.state.agents {
+            let pid = nix::unistd::Pid::from_raw(agent.pid as i32);
+            let _ = nix::sys::signal::killpg(pid, nix::sys::signal::Signal::SIGKILL);
+        }
+        if std::env::var_os("TB_TESTS_KEEP").is_none() {
+            let _ = std::fs::remove_dir_all(&self.state.state_dir);
+        }
+    }
+}

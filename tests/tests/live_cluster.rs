@@ -1,0 +1,469 @@
+//! Against a real 3-replica cluster brought up by `tbctl local up`: readiness when a replica
+//! dies, the quorum guard, restarts, metrics, the OpenAPI contract, tbctl, and a second `up`
+//! that reuses the data files.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{Cluster, Ports, tbctl};
+
+fn kill_replica(cluster: &Cluster, replica: u8) -> u32 {
+    let pid = cluster.replica_pid(replica).expect("replica running");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    pid
+}
+
+fn failing_checks(report: &serde_json::Value) -> Vec<String> {
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|check| !check["ok"].as_bool().unwrap())
+        .map(|check| check["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn readiness_quorum_guard_and_restart() {
+    let cluster = Cluster::up("readiness", Ports::for_test(1));
+    cluster.wait_all_ready();
+    let admin = cluster.admin_token.clone();
+
+    // A killed replica: its agent says 503 within 2 s; the other two stay ready throughout.
+    let killed_pid = kill_replica(&cluster, 0);
+    let took = cluster.wait_until("replica 0 not ready", Duration::from_secs(2), || {
+        cluster.ready_code(0) == 503
+    });
+    println!("readiness went 503 {took:?} after SIGKILL");
+    let report = cluster.ready_json(0);
+    assert!(
+        failing_checks(&report).contains(&"replica_process".to_string()),
+        "{report}"
+    );
+    assert_eq!(cluster.ready_code(1), 200);
+    assert_eq!(cluster.ready_code(2), 200);
+    // The agent supervises its replica: it is restarted and becomes ready again.
+    cluster.wait_until("replica 0 ready again", Duration::from_secs(120), || {
+        cluster.ready_code(0) == 200
+    });
+    assert_ne!(cluster.replica_pid(0), Some(killed_pid));
+
+    // Quorum guard: stopping 0 is safe while 1 and 2 are ready.
+    let response = cluster.post(0, "/v1/replica/stop", Some(&admin), None);
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = response.json().unwrap();
+    assert_eq!(body["outcome"], "stopped", "{body}");
+    assert_eq!(cluster.ready_code(0), 503);
+    // With 0 down, stopping 1 would leave one replica: refused, with the reason.
+    let response = cluster.post(1, "/v1/replica/stop", Some(&admin), Some("{}"));
+    assert_eq!(response.status(), 409);
+    let body: serde_json::Value = response.json().unwrap();
+    assert_eq!(body["error"], "refused", "{body}");
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.contains("quorum") && message.contains("replica 0"),
+        "{message}"
+    );
+    assert!(
+        cluster.replica_pid(1).is_some(),
+        "a refused stop must not stop anything"
+    );
+    // force overrides, and is audit-logged.
+    let response = cluster.post(
+        1,
+        "/v1/replica/stop",
+        Some(&admin),
+        Some("{\"force\": true}"),
+    );
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = response.json().unwrap();
+    assert_eq!(
+        (body["outcome"].as_str(), body["forced"].as_bool()),
+        (Some("stopped"), Some(true)),
+        "{body}"
+    );
+    let audit = std::fs::read_to_string(cluster.state.state_dir.join("audit-1.log")).unwrap();
+    let last: serde_json::Value = serde_json::from_str(audit.lines().last().unwrap()).unwrap();
+    assert_eq!(
+        (last["action"].as_str(), last["forced"].as_bool()),
+        (Some("stop"), Some(true)),
+        "{last}"
+    );
+    assert_eq!(last["token"], "admin");
+    assert!(audit.contains("\"outcome\":\"refused\""), "{audit}");
+    // Replica 2 alone has no quorum: its readiness says so (the client probe gets no answer).
+    cluster.wait_until(
+        "replica 2 not ready without quorum",
+        Duration::from_secs(30),
+        || cluster.ready_code(2) == 503,
+    );
+    let report = cluster.ready_json(2);
+    assert!(
+        failing_checks(&report).contains(&"client_probe".to_string()),
+        "{report}"
+    );
+    // tbctl status exits non-zero and shows it.
+    let output = tbctl(&[
+        "status",
+        "--inventory",
+        &cluster.inventory_arg(),
+        "--token-file",
+        &cluster.token_file_arg(),
+    ]);
+    assert!(!output.status.success());
+
+    // Bring both back; the cluster recovers.
+    for replica in [0, 1] {
+        let response = cluster.post(replica, "/v1/replica/start", Some(&admin), None);
+        assert_eq!(response.status(), 200, "{:?}", response.text());
+    }
+    cluster.wait_all_ready();
+
+    // Restart waits until ready and reports the downtime.
+    let response = cluster.post(2, "/v1/replica/restart", Some(&admin), None);
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = response.json().unwrap();
+    assert_eq!(body["outcome"], "restarted", "{body}");
+    let downtime_ms = body["downtime_ms"].as_u64().unwrap();
+    println!("restart downtime: {downtime_ms} ms");
+    assert!(downtime_ms > 0);
+    assert_eq!(cluster.ready_code(2), 200);
+
+    let output = tbctl(&[
+        "status",
+        "--inventory",
+        &cluster.inventory_arg(),
+        "--token-file",
+        &cluster.token_file_arg(),
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Checks a JSON value against a schema of docs/openapi.json.
+fn assert_matches_schema(
+    openapi: &serde_json::Value,
+    schema_name: &str,
+    value: &serde_json::Value,
+) {
+    let mut schema = openapi.clone();
+    schema["$ref"] = serde_json::json!(format!("#/components/schemas/{schema_name}"));
+    let validator = jsonschema::draft202012::new(&schema).unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(value)
+        .map(|error| format!("{error} at {}", error.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "{schema_name} does not match docs/openapi.json: {errors:?}\n{value}"
+    );
+}
+
+#[test]
+fn metrics_openapi_tbctl_and_second_up() {
+    let cluster = Cluster::up("contract", Ports::for_test(2));
+    cluster.wait_all_ready();
+    let admin = cluster.admin_token.clone();
+
+    // Metrics: a real parser (promtool) accepts them, and they carry the replica's StatsD stream.
+    let response = cluster.get(0, "/metrics", Some(&cluster.peer_token));
+    assert_eq!(response.status(), 200);
+    let metrics = response.text().unwrap();
+    for name in [
+        "node_filesystem_avail_bytes{",
+        "tb_agent_ready 1",
+        "tb_agent_probe_ok 1",
+        "tb_agent_replica_locked_bytes",
+        "tb_replica_status{",
+        "tb_replica_sync_stage{",
+        "tb_grid_cache_hits{",
+        "tb_agent_statsd_packets_total",
+    ] {
+        assert!(
+            metrics.contains(name),
+            "{name} missing from /metrics:\n{metrics}"
+        );
+    }
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus)");
+    use std::io::Write;
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(metrics.as_bytes())
+        .unwrap();
+    let output = promtool.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    // The OpenAPI document and the running agent agree.
+    let openapi: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(common::repo_dir().join("docs/openapi.json")).unwrap(),
+    )
+    .unwrap();
+    let paths = openapi["paths"].as_object().unwrap();
+    for path in [
+        "/v1/health/live",
+        "/v1/health/ready",
+        "/v1/status",
+        "/metrics",
+        "/v1/replica/start",
+        "/v1/replica/stop",
+        "/v1/replica/restart",
+    ] {
+        assert!(
+            paths.contains_key(path),
+            "{path} is served but not in docs/openapi.json"
+        );
+    }
+    for path in paths.keys() {
+        let method = if path.starts_with("/v1/replica/") {
+            "post"
+        } else {
+            "get"
+        };
+        assert!(
+            paths[path].get(method).is_some(),
+            "docs/openapi.json: {path} lacks {method}"
+        );
+        if method == "get" {
+            let status = cluster.get(0, path, Some(&admin)).status();
+            assert!(
+                status.is_success(),
+                "{path} is in docs/openapi.json but answers {status}"
+            );
+        }
+    }
+    let ready: serde_json::Value = cluster
+        .get(0, "/v1/health/ready", Some(&admin))
+        .json()
+        .unwrap();
+    assert_matches_schema(&openapi, "ReadyReport", &ready);
+    let status: serde_json::Value = cluster.get(0, "/v1/status", Some(&admin)).json().unwrap();
+    assert_matches_schema(&openapi, "StatusReport", &status);
+    assert_eq!(
+        status["replica"]["binary_version"]
+            .as_str()
+            .map(|v| v.starts_with("0.16.78")),
+        Some(true),
+        "{status}"
+    );
+    assert!(
+        status["replica"]["locked_bytes"].as_u64().unwrap() > 0,
+        "{status}"
+    );
+    let unauthenticated: serde_json::Value = cluster.get(0, "/v1/status", None).json().unwrap();
+    assert_matches_schema(&openapi, "ErrorBody", &unauthenticated);
+    let start: serde_json::Value = cluster
+        .post(0, "/v1/replica/start", Some(&admin), None)
+        .json()
+        .unwrap();
+    assert_matches_schema(&openapi, "ControlResponse", &start);
+
+    // tbctl status: a table with every replica ready, and JSON.
+    let inventory = cluster.inventory_arg();
+    let token_file = cluster.token_file_arg();
+    let output = tbctl(&[
+        "status",
+        "--inventory",
+        &inventory,
+        "--token-file",
+        &token_file,
+    ]);
+    let table = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{table}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        table.contains("normal") && table.contains("0.16.78"),
+        "{table}"
+    );
+    let output = tbctl(&[
+        "status",
+        "--inventory",
+        &inventory,
+        "--token-file",
+        &token_file,
+        "--json",
+    ]);
+    let rows: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 3, "{rows}");
+    // A bad token and a malformed inventory give clear errors.
+    let bad_token = cluster.state.state_dir.join("bad.token");
+    std::fs::write(&bad_token, "nope").unwrap();
+    let output = tbctl(&[
+        "status",
+        "--inventory",
+        &inventory,
+        "--token-file",
+        bad_token.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr).to_string()
+        + &String::from_utf8_lossy(&output.stdout);
+    assert!(
+        !output.status.success() && stderr.contains("401"),
+        "{stderr}"
+    );
+    let bad_inventory = cluster.state.state_dir.join("bad-inventory.json");
+    std::fs::write(&bad_inventory, "{\"all\": {\"hosts\": {}}}").unwrap();
+    let output = tbctl(&[
+        "status",
+        "--inventory",
+        bad_inventory.to_str().unwrap(),
+        "--token-file",
+        &token_file,
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success() && stderr.contains("inventory"),
+        "{stderr}"
+    );
+
+    // Write an account, take the cluster down and up again: the data files are reused, never
+    // re-formatted, so the account is still there.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let cluster_id: u128 = cluster.state.cluster_id.parse().unwrap();
+    let addresses = cluster
+        .state
+        .replicas
+        .iter()
+        .map(|replica| replica.address.clone())
+        .collect::<Vec<_>>()
+        .join(",");
+    let account_id: u128 = 4242;
+    runtime.block_on(async {
+        let client = tigerbeetle_unofficial::Client::new(cluster_id, &addresses).unwrap();
+        let account = tigerbeetle_unofficial::Account::new(account_id, 1, 1);
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            client.create_accounts(vec![account]),
+        )
+        .await
+        .expect("create_accounts answered")
+        .expect("account created");
+    });
+    let state_dir = cluster.state.state_dir.to_str().unwrap().to_string();
+    let inodes: Vec<u64> = cluster
+        .state
+        .replicas
+        .iter()
+        .map(|replica| {
+            std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&replica.data_file).unwrap())
+        })
+        .collect();
+    let output = tbctl(&["local", "down", "--state-dir", &state_dir]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for replica in 0..3 {
+        assert!(
+            cluster
+                .http
+                .get(cluster.url(replica, "/v1/health/live"))
+                .send()
+                .is_err(),
+            "agent {replica} still up"
+        );
+    }
+    let tigerbeetle = common::tigerbeetle_bin();
+    let ports = Ports::for_test(2);
+    let output = tbctl(&[
+        "local",
+        "up",
+        "--state-dir",
+        &state_dir,
+        "--tigerbeetle",
+        tigerbeetle.to_str().unwrap(),
+        "--replica-port-base",
+        &ports.replica.to_string(),
+        "--agent-port-base",
+        &ports.agent.to_string(),
+        "--statsd-port-base",
+        &ports.statsd.to_string(),
+        "--cache-grid",
+        "256MiB",
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let inodes_after: Vec<u64> = cluster
+        .state
+        .replicas
+        .iter()
+        .map(|replica| {
+            std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&replica.data_file).unwrap())
+        })
+        .collect();
+    assert_eq!(inodes, inodes_after, "data files were replaced");
+    runtime.block_on(async {
+        let client = tigerbeetle_unofficial::Client::new(cluster_id, &addresses).unwrap();
+        let found = tokio::time::timeout(
+            Duration::from_secs(30),
+            client.lookup_accounts(vec![account_id]),
+        )
+        .await
+        .expect("lookup answered")
+        .unwrap();
+        assert_eq!(found.len(), 1, "the account written before `down` is gone");
+    });
+
+    // A lost data file is never re-formatted by `up`.
+    let output = tbctl(&["local", "down", "--state-dir", &state_dir]);
+    assert!(output.status.success());
+    let lost = &cluster.state.replicas[1].data_file;
+    let aside = lost.with_extension("aside");
+    std::fs::rename(lost, &aside).unwrap();
+    let output = tbctl(&[
+        "local",
+        "up",
+        "--state-dir",
+        &state_dir,
+        "--tigerbeetle",
+        tigerbeetle.to_str().unwrap(),
+        "--replica-port-base",
+        &ports.replica.to_string(),
+        "--agent-port-base",
+        &ports.agent.to_string(),
+        "--statsd-port-base",
+        &ports.statsd.to_string(),
+        "--cache-grid",
+        "256MiB",
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success(),
+        "up with a lost data file must refuse"
+    );
+    assert!(stderr.contains("recover"), "{stderr}");
+    assert!(!lost.exists(), "up must not create a replacement data file");
+    std::fs::rename(&aside, lost).unwrap();
+}

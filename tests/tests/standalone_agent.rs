@@ -1,0 +1,311 @@
+//! The HTTP surface of one real `tb-agent` whose replica is not running (no data file): auth,
+//! token rotation, bad input and configuration errors. No cluster is needed for these, so they
+//! run in seconds.
+
+mod common;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tb_agent::auth::hash_secret_hex;
+
+const READER: &str = "reader-secret-0123456789";
+const OPERATOR_OLD: &str = "operator-old-secret-0123456789";
+const OPERATOR_NEW: &str = "operator-new-secret-0123456789";
+
+struct Agent {
+    child: Child,
+    url: String,
+    dir: PathBuf,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn config(port: u16, tokens: &[(&str, &str, &str)], extra_server: &str) -> String {
+    let mut text = format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\nbody_size_max_bytes = 1024\n{extra_server}\n\
+         [replica]\ncluster_id = \"7\"\nindex = 0\ncount = 1\naddresses = [\"127.0.0.1:{}\"]\n\
+         data_file = \"/nonexistent/tb-tests/0_0.tigerbeetle\"\nstatsd_port = {}\n\
+         [replica.run]\nmode = \"process\"\nbinary = \"{}\"\n",
+        port + 1,
+        port + 2,
+        common::tigerbeetle_bin().display()
+    );
+    for (name, scopes, secret) in tokens {
+        text.push_str(&format!(
+            "[[tokens]]\nname = \"{name}\"\nscopes = {scopes}\nsha256 = \"{}\"\n",
+            hash_secret_hex(secret)
+        ));
+    }
+    text
+}
+
+fn spawn(name: &str, port: u16, config_text: &str) -> Agent {
+    let dir =
+        std::env::temp_dir().join(format!("tb-tests-standalone-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config_path = dir.join("agent.toml");
+    std::fs::write(&config_path, config_text).unwrap();
+    let child = Command::new(common::bin_dir().join("tb-agent"))
+        .args(["serve", "--config", config_path.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let agent = Agent {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+        dir,
+    };
+    let started = Instant::now();
+    while reqwest::blocking::get(format!("{}/v1/health/live", agent.url)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "agent did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    agent
+}
+
+fn request(
+    method: &str,
+    url: &str,
+    token: Option<&str>,
+    body: Option<(&str, &str)>,
+) -> (u16, String) {
+    let client = reqwest::blocking::Client::new();
+    let mut builder = match method {
+        "GET" => client.get(url),
+        _ => client.post(url),
+    };
+    if let Some(token) = token {
+        builder = builder.bearer_auth(token);
+    }
+    if let Some((content_type, body)) = body {
+        builder = builder
+            .header("content-type", content_type)
+            .body(body.to_string());
+    }
+    let response = builder.timeout(Duration::from_secs(30)).send().unwrap();
+    let status = response.status().as_u16();
+    (status, response.text().unwrap())
+}
+
+fn error_code(body: &str) -> String {
+    let value: serde_json::Value =
+        serde_json::from_str(body).unwrap_or_else(|_| panic!("not JSON: {body}"));
+    value["error"].as_str().unwrap_or_default().to_string()
+}
+
+#[test]
+fn auth_matrix_rotation_and_bad_input() {
+    let tokens = [
+        ("reader", "[\"read\"]", READER),
+        ("operator-old", "[\"read\", \"control\"]", OPERATOR_OLD),
+        ("operator-new", "[\"read\", \"control\"]", OPERATOR_NEW),
+    ];
+    let port = 29100;
+    let agent = spawn(
+        "auth",
+        port,
+        &config(port, &tokens, "auth_failures_per_minute_max = 1000"),
+    );
+    let url = |path: &str| format!("{}{path}", agent.url);
+
+    // Liveness needs no token; everything else does.
+    assert_eq!(request("GET", &url("/v1/health/live"), None, None).0, 200);
+    for path in ["/v1/health/ready", "/v1/status", "/metrics"] {
+        let (status, body) = request("GET", &url(path), None, None);
+        assert_eq!(status, 401, "{path}: {body}");
+        assert_eq!(error_code(&body), "unauthenticated");
+        assert_eq!(
+            request("GET", &url(path), Some("not-a-token"), None).0,
+            401,
+            "{path}"
+        );
+        assert_ne!(
+            request("GET", &url(path), Some(READER), None).0,
+            401,
+            "{path}"
+        );
+    }
+    let response = reqwest::blocking::get(url("/v1/status")).unwrap();
+    assert_eq!(response.headers()["www-authenticate"], "Bearer");
+
+    // A read token on a control verb: 403, and nothing happens.
+    let (status, body) = request("POST", &url("/v1/replica/stop"), Some(READER), None);
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(error_code(&body), "forbidden");
+
+    // Rotation: old and new operator tokens both work while both are configured...
+    for token in [OPERATOR_OLD, OPERATOR_NEW] {
+        let (status, body) = request("POST", &url("/v1/replica/stop"), Some(token), None);
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains("already stopped"), "{body}");
+    }
+
+    // Bad input gets a clear 4xx and changes nothing.
+    let stop = url("/v1/replica/stop");
+    let (status, body) = request(
+        "POST",
+        &stop,
+        Some(OPERATOR_NEW),
+        Some(("application/json", "{\"force\": tru")),
+    );
+    assert_eq!(
+        (status, error_code(&body).as_str()),
+        (400, "malformed_json"),
+        "{body}"
+    );
+    let (status, body) = request(
+        "POST",
+        &stop,
+        Some(OPERATOR_NEW),
+        Some(("application/json", "{\"forse\": true}")),
+    );
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("unknown field `forse`"), "{body}");
+    let (status, body) = request(
+        "POST",
+        &stop,
+        Some(OPERATOR_NEW),
+        Some(("application/json", "{\"force\": \"yes\"}")),
+    );
+    assert_eq!(status, 422, "{body}");
+    let (status, body) = request(
+        "POST",
+        &stop,
+        Some(OPERATOR_NEW),
+        Some(("text/plain", "{\"force\": true}")),
+    );
+    assert_eq!(status, 415, "{body}");
+    let oversized = format!("{{\"force\": false, \"pad\": \"{}\"}}", "x".repeat(4096));
+    let (status, body) = request(
+        "POST",
+        &stop,
+        Some(OPERATOR_NEW),
+        Some(("application/json", &oversized)),
+    );
+    assert_eq!(
+        (status, error_code(&body).as_str()),
+        (413, "body_too_large"),
+        "{body}"
+    );
+    let (status, body) = request(
+        "POST",
+        &url("/v1/replica/explode"),
+        Some(OPERATOR_NEW),
+        None,
+    );
+    assert_eq!(status, 404, "{body}");
+    let (status, _) = request("GET", &url("/v1/nothing-here"), Some(READER), None);
+    assert_eq!(status, 404);
+
+    // Starting a replica whose data file is missing is refused with the reason: never format.
+    let (status, body) = request("POST", &url("/v1/replica/start"), Some(OPERATOR_NEW), None);
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body.contains("does not exist") && body.contains("recover"),
+        "{body}"
+    );
+
+    // ...and after the old token is removed (agent restarted with the new config), it is refused.
+    drop(agent);
+    let agent = spawn("auth", port, &config(port, &[tokens[0], tokens[2]], ""));
+    let url = |path: &str| format!("{}{path}", agent.url);
+    assert_eq!(
+        request("POST", &url("/v1/replica/stop"), Some(OPERATOR_OLD), None).0,
+        401
+    );
+    assert_eq!(
+        request("POST", &url("/v1/replica/stop"), Some(OPERATOR_NEW), None).0,
+        200
+    );
+}
+
+#[test]
+fn repeated_failures_are_throttled() {
+    let port = 29110;
+    let agent = spawn(
+        "throttle",
+        port,
+        &config(
+            port,
+            &[("reader", "[\"read\"]", READER)],
+            "auth_failures_per_minute_max = 3",
+        ),
+    );
+    let status = format!("{}/v1/status", agent.url);
+    for _ in 0..3 {
+        assert_eq!(request("GET", &status, Some("wrong"), None).0, 401);
+    }
+    let (code, body) = request("GET", &status, Some("wrong"), None);
+    assert_eq!(
+        (code, error_code(&body).as_str()),
+        (429, "throttled"),
+        "{body}"
+    );
+    // Even a valid token waits out the penalty: a guesser cannot tell when it hit.
+    assert_eq!(request("GET", &status, Some(READER), None).0, 429);
+}
+
+#[test]
+fn invalid_configs_stop_the_agent_with_the_field_and_reason() {
+    let base = config(29120, &[("reader", "[\"read\"]", READER)], "");
+    let cases = [
+        (base.replace("count = 1", "count = 9"), "replica.count"),
+        (
+            base.replace("cluster_id = \"7\"", "cluster_id = 7"),
+            "cluster_id",
+        ),
+        (base.replace("index = 0", "index = 1"), "replica.index"),
+        (
+            base.replace("[server]", "[server]\nlisten_address = \"x\""),
+            "unknown field `listen_address`",
+        ),
+        (
+            base.replace("mode = \"process\"", "mode = \"docker\""),
+            "docker",
+        ),
+        (
+            base.replacen(&hash_secret_hex(READER), READER, 1),
+            "tokens[0].sha256",
+        ),
+        ("this is not toml".to_string(), "config"),
+    ];
+    let dir = std::env::temp_dir().join(format!("tb-tests-configs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (index, (text, expected)) in cases.iter().enumerate() {
+        let path = dir.join(format!("bad-{index}.toml"));
+        std::fs::File::create(&path)
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        for subcommand in ["check-config", "serve"] {
+            let output = Command::new(common::bin_dir().join("tb-agent"))
+                .args([subcommand, "--config", path.to_str().unwrap()])
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert_eq!(
+                output.status.code(),
+                Some(2),
+                "{subcommand} case {index}: {stderr}"
+            );
+            assert!(
+                stderr.contains(expected),
+                "{subcommand} case {index}: wanted {expected:?} in {stderr}"
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
