@@ -244,6 +244,12 @@ fn classify(error: &reqwest::Error, timeout_ms: u64) -> AgentError {
     if cause.contains("certificate") || cause.contains("Certificate") {
         return AgentError::Unreachable(format!("{cause}: check --ca-file"));
     }
+    if cause.contains("InvalidContentType") {
+        // The TLS handshake got a plain HTTP answer.
+        return AgentError::Unreachable(format!(
+            "{cause}: the agent does not speak TLS here; try http:// in the inventory"
+        ));
+    }
     AgentError::Unreachable(cause)
 }
 

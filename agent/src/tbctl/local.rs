@@ -222,9 +222,9 @@ pub async fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
     let state_json = serde_json::to_string_pretty(&state)?;
     local_files::write_atomic(&layout.state_file(), state_json.as_bytes(), 0o600)?;
 
-    let hint = format!(
-        "the agents keep running: inspect with the status command below, stop with {down_hint}"
-    );
+    let status_command = status_command(&state)?;
+    let hint =
+        format!("the agents keep running: inspect with `{status_command}`, stop with {down_hint}");
     println!(
         "waiting for {} replicas to be ready (up to {} s)",
         layout.replica_count,
@@ -237,7 +237,7 @@ pub async fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
     })
     .await
     .map_err(|error| anyhow::anyhow!("{error:#}\n{hint}"))?;
-    print_summary(&layout, &state, ready)?;
+    print_summary(&layout, &state, ready, &status_command);
     if !ready {
         anyhow::bail!(
             "the local cluster was not ready within {} ms; logs: {}/agent-*.log and \
@@ -368,7 +368,8 @@ async fn prepare_data_files(
             anyhow::ensure!(
                 plan == FormatPlan::FormatAll,
                 "{} is missing, but data files exist in {}: their cluster id is unknown. \
-                 Restore the file, or delete the whole state directory {} to start a fresh cluster",
+                 Restore the file (the id is also in inventory.json and local.json), or delete \
+                 the whole state directory {} to start a fresh cluster",
                 cluster_file.display(),
                 data_dir.display(),
                 layout.state_dir.display()
@@ -388,26 +389,31 @@ async fn prepare_data_files(
             println!("reusing the data files in {}", data_dir.display());
         }
         FormatPlan::Refuse { missing } => {
-            let missing: Vec<String> = missing
-                .iter()
-                .map(|replica| layout.data_file(*replica).display().to_string())
-                .collect();
             let addresses: Vec<String> = layout
                 .replicas()
                 .map(|i| layout.replica_address(i))
                 .collect();
+            let recover: Vec<String> = missing
+                .iter()
+                .map(|replica| {
+                    format!(
+                        "  {} recover --cluster={} --addresses={} --replica={replica} \
+                         --replica-count={} {}",
+                        shell_quote(tigerbeetle),
+                        cluster.cluster_id,
+                        addresses.join(","),
+                        layout.replica_count,
+                        shell_quote(&layout.data_file(*replica))
+                    )
+                })
+                .collect();
             anyhow::bail!(
-                "missing data files: {}, while the other replicas' files exist. Refusing to \
-                 format: a freshly formatted replica has forgotten what it acknowledged, and the \
-                 cluster can lose committed transfers. Rebuild a lost replica's file from the \
-                 others with `{} recover --cluster={} --addresses={} --replica=I \
-                 --replica-count={} PATH`, or delete the whole state directory {} to start a \
-                 fresh, empty cluster",
-                missing.join(", "),
-                tigerbeetle.display(),
-                cluster.cluster_id,
-                addresses.join(","),
-                layout.replica_count,
+                "data files of replicas {missing:?} are missing while the others exist. \
+                 Refusing to format them: a freshly formatted replica has forgotten what it \
+                 acknowledged, and the cluster can lose committed transfers. Rebuild a lost file \
+                 from the other replicas (they must be running) with:\n{}\n\
+                 or delete the whole state directory {} to start a fresh, empty cluster",
+                recover.join("\n"),
                 layout.state_dir.display()
             );
         }
@@ -468,11 +474,19 @@ async fn format(
     })?
     .with_context(|| format!("running {}", tigerbeetle.display()))?;
     if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        let start = stderr.lines().count().saturating_sub(LOG_TAIL_LINES);
-        let tail: Vec<&str> = stderr.lines().skip(start).collect();
+        // TigerBeetle logs to stderr; stdout is the fallback for anything else it printed.
+        let mut text = String::from_utf8_lossy(&output.stderr).into_owned();
+        if text.trim().is_empty() {
+            text = String::from_utf8_lossy(&output.stdout).into_owned();
+        }
+        if text.trim().is_empty() {
+            text = "(no output)".to_string();
+        }
+        let start = text.lines().count().saturating_sub(LOG_TAIL_LINES);
+        let tail: Vec<&str> = text.lines().skip(start).collect();
         anyhow::bail!(
-            "`tigerbeetle format` of replica {replica} failed ({}):\n{}",
+            "`{} format` of replica {replica} failed ({}):\n{}",
+            tigerbeetle.display(),
             output.status,
             tail.join("\n")
         );
@@ -510,7 +524,7 @@ fn check_agents_alive(
     Ok(())
 }
 
-fn print_summary(layout: &Layout, state: &LocalState, ready: bool) -> anyhow::Result<()> {
+fn print_summary(layout: &Layout, state: &LocalState, ready: bool, status_command: &str) {
     println!();
     if ready {
         println!(
@@ -528,13 +542,16 @@ fn print_summary(layout: &Layout, state: &LocalState, ready: bool) -> anyhow::Re
     println!("  token file: {}", state.admin_token_file.display());
     println!("  state file: {}", layout.state_file().display());
     println!();
-    println!(
-        "  {} status --inventory {} --token-file {}",
+    println!("  {status_command}");
+}
+
+fn status_command(state: &LocalState) -> anyhow::Result<String> {
+    Ok(format!(
+        "{} status --inventory {} --token-file {}",
         tbctl_command()?,
         shell_quote(&state.inventory),
         shell_quote(&state.admin_token_file)
-    );
-    Ok(())
+    ))
 }
 
 /// Sends `signal` to the process group led by `pid` (agents run in their own group).

@@ -239,12 +239,11 @@ log_file = {replica_log}
 agent_urls = {agent_urls}
 token_file = {peer_token_file}
 
-# A development machine is not a production host: a smaller disk floor, and no demand for
-# locked memory (RLIMIT_MEMLOCK is usually a few MiB, so mlockall cannot succeed).
+# A development machine is not a production host: a smaller disk floor. The memory-lock check
+# stays on: run as root (or with CAP_IPC_LOCK) so the replicas can lock their memory.
 [health]
 free_bytes_min = {free_bytes_min}
 free_percent_min = 0.0
-memlock_ratio_min = 0.0
 "#,
         listen = toml_string(&layout.agent_listen(replica)),
         audit_log = toml_path(&layout.audit_log(replica))?,
