@@ -188,6 +188,16 @@ mod tests {
                 "tigerbeetle_address": "h0:3000", "tb_agent_url": "http://h0:7000"}}}}"#;
 
     #[test]
+    fn the_example_inventory_is_valid() {
+        let inventory = Inventory::parse(include_str!("../../inventories/example.json")).unwrap();
+        assert_eq!(inventory.replicas.len(), 3);
+        assert_eq!(
+            inventory.addresses(),
+            "10.0.0.10:3000,10.0.0.11:3000,10.0.0.12:3000"
+        );
+    }
+
+    #[test]
     fn parses_and_orders_by_replica() {
         let inventory = Inventory::parse(GOOD).unwrap();
         assert_eq!(inventory.cluster_id, u128::MAX);

@@ -387,7 +387,7 @@ fn metrics_openapi_tbctl_and_second_up() {
         .expect("create_accounts answered")
         .expect("account created");
     });
-    let state_dir = cluster.state.state_dir.to_str().unwrap().to_string();
+    let state_dir = cluster.state.state_dir.display().to_string();
     let inodes: Vec<u64> = cluster
         .state
         .replicas
@@ -412,24 +412,8 @@ fn metrics_openapi_tbctl_and_second_up() {
             "agent {replica} still up"
         );
     }
-    let tigerbeetle = common::tigerbeetle_bin();
     let ports = Ports::for_test(2);
-    let output = tbctl(&[
-        "local",
-        "up",
-        "--state-dir",
-        &state_dir,
-        "--tigerbeetle",
-        tigerbeetle.to_str().unwrap(),
-        "--replica-port-base",
-        &ports.replica.to_string(),
-        "--agent-port-base",
-        &ports.agent.to_string(),
-        "--statsd-port-base",
-        &ports.statsd.to_string(),
-        "--cache-grid",
-        "256MiB",
-    ]);
+    let output = common::local_up(&cluster.state.state_dir, &ports);
     assert!(
         output.status.success(),
         "{}",
@@ -462,22 +446,7 @@ fn metrics_openapi_tbctl_and_second_up() {
     let lost = &cluster.state.replicas[1].data_file;
     let aside = lost.with_extension("aside");
     std::fs::rename(lost, &aside).unwrap();
-    let output = tbctl(&[
-        "local",
-        "up",
-        "--state-dir",
-        &state_dir,
-        "--tigerbeetle",
-        tigerbeetle.to_str().unwrap(),
-        "--replica-port-base",
-        &ports.replica.to_string(),
-        "--agent-port-base",
-        &ports.agent.to_string(),
-        "--statsd-port-base",
-        &ports.statsd.to_string(),
-        "--cache-grid",
-        "256MiB",
-    ]);
+    let output = common::local_up(&cluster.state.state_dir, &ports);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         !output.status.success(),

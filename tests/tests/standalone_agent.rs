@@ -66,7 +66,12 @@ fn spawn(name: &str, port: u16, config_text: &str) -> Agent {
         dir,
     };
     let started = Instant::now();
-    while reqwest::blocking::get(format!("{}/v1/health/live", agent.url)).is_err() {
+    let http = common::http_client(Duration::from_secs(5));
+    while http
+        .get(format!("{}/v1/health/live", agent.url))
+        .send()
+        .is_err()
+    {
         assert!(
             started.elapsed() < Duration::from_secs(20),
             "agent did not start"
@@ -82,7 +87,7 @@ fn request(
     token: Option<&str>,
     body: Option<(&str, &str)>,
 ) -> (u16, String) {
-    let client = reqwest::blocking::Client::new();
+    let client = common::http_client(Duration::from_secs(30));
     let mut builder = match method {
         "GET" => client.get(url),
         _ => client.post(url),
@@ -138,7 +143,10 @@ fn auth_matrix_rotation_and_bad_input() {
             "{path}"
         );
     }
-    let response = reqwest::blocking::get(url("/v1/status")).unwrap();
+    let response = common::http_client(Duration::from_secs(30))
+        .get(url("/v1/status"))
+        .send()
+        .unwrap();
     assert_eq!(response.headers()["www-authenticate"], "Bearer");
 
     // A read token on a control verb: 403, and nothing happens.

@@ -6,7 +6,7 @@
 
 mod client;
 mod control;
-mod local;
+pub mod local;
 mod local_files;
 mod process;
 mod status;

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use serde::Deserialize;
+pub use tb_agent::tbctl::local::LocalState;
 
 pub const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Control requests (restart) wait for readiness on the agent's side.
@@ -47,34 +47,6 @@ pub fn tigerbeetle_bin() -> PathBuf {
     PathBuf::from(String::from_utf8(output.stdout).unwrap().trim())
 }
 
-#[derive(Debug, Deserialize)]
-pub struct LocalState {
-    pub state_dir: PathBuf,
-    pub cluster_id: String,
-    pub inventory: PathBuf,
-    pub admin_token_file: PathBuf,
-    pub peer_token_file: PathBuf,
-    pub agents: Vec<AgentEntry>,
-    pub replicas: Vec<ReplicaEntry>,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct AgentEntry {
-    pub replica: u8,
-    pub url: String,
-    pub pid: u32,
-    pub config: PathBuf,
-    pub log: PathBuf,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct ReplicaEntry {
-    pub replica: u8,
-    pub address: String,
-    pub data_file: PathBuf,
-    pub log: PathBuf,
-}
-
 pub struct Cluster {
     pub state: LocalState,
     pub admin_token: String,
@@ -99,6 +71,37 @@ impl Ports {
     }
 }
 
+/// A blocking HTTP client. reqwest is built without a default TLS provider (see the workspace
+/// Cargo.toml), so the process installs ring's first.
+pub fn http_client(timeout: Duration) -> reqwest::blocking::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::blocking::Client::builder()
+        .timeout(timeout)
+        .build()
+        .unwrap()
+}
+
+/// `tbctl local up` for a test cluster: its own state directory and ports.
+pub fn local_up(state_dir: &Path, ports: &Ports) -> std::process::Output {
+    let tigerbeetle = tigerbeetle_bin();
+    tbctl(&[
+        "local",
+        "up",
+        "--state-dir",
+        state_dir.to_str().unwrap(),
+        "--tigerbeetle",
+        tigerbeetle.to_str().unwrap(),
+        "--replica-port-base",
+        &ports.replica.to_string(),
+        "--agent-port-base",
+        &ports.agent.to_string(),
+        "--statsd-port-base",
+        &ports.statsd.to_string(),
+        "--cache-grid",
+        "256MiB",
+    ])
+}
+
 pub fn tbctl(args: &[&str]) -> std::process::Output {
     Command::new(bin_dir().join("tbctl"))
         .args(args)
@@ -108,26 +111,13 @@ pub fn tbctl(args: &[&str]) -> std::process::Output {
 
 impl Cluster {
     pub fn up(name: &str, ports: Ports) -> Cluster {
+        // Everything that can fail before the cluster exists comes first: a panic after
+        // `local up` but before `Cluster` exists would skip Drop and leak the replicas.
+        let http = http_client(CONTROL_TIMEOUT);
         let state_dir =
             std::env::temp_dir().join(format!("tb-tests-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&state_dir);
-        let tigerbeetle = tigerbeetle_bin();
-        let output = tbctl(&[
-            "local",
-            "up",
-            "--state-dir",
-            state_dir.to_str().unwrap(),
-            "--tigerbeetle",
-            tigerbeetle.to_str().unwrap(),
-            "--replica-port-base",
-            &ports.replica.to_string(),
-            "--agent-port-base",
-            &ports.agent.to_string(),
-            "--statsd-port-base",
-            &ports.statsd.to_string(),
-            "--cache-grid",
-            "256MiB",
-        ]);
+        let output = local_up(&state_dir, &ports);
         let stdout = String::from_utf8_lossy(&output.stdout);
         let stderr = String::from_utf8_lossy(&output.stderr);
         let local_json = state_dir.join("local.json");
@@ -150,10 +140,7 @@ impl Cluster {
             admin_token: read(&state.admin_token_file),
             peer_token: read(&state.peer_token_file),
             state,
-            http: reqwest::blocking::Client::builder()
-                .timeout(CONTROL_TIMEOUT)
-                .build()
-                .unwrap(),
+            http,
         }
     }
 
@@ -273,7 +260,7 @@ impl Drop for Cluster {
         }
         // Belt and braces: never leave replicas behind to starve the next test of memory.
         for agent in &self.state.agents {
-            let pid = nix::unistd::Pid::from_raw(agent.pid as i32);
+            let pid = nix::unistd::Pid::from_raw(agent.pid);
             let _ = nix::sys::signal::killpg(pid, nix::sys::signal::Signal::SIGKILL);
         }
         if std::env::var_os("TB_TESTS_KEEP").is_none() {
