@@ -39,17 +39,22 @@ pub fn router(state: AppState) -> Router {
     let control_timeout =
         Duration::from_millis(config.control.ready_timeout_ms + config.control.stop_timeout_ms)
             + Duration::from_secs(30);
+    let require =
+        |scope| axum::middleware::from_fn_with_state((Arc::clone(&state), scope), require_scope);
     let reads = Router::new()
-        .route("/v1/health/live", get(live))
         .route("/v1/health/ready", get(ready))
         .route("/v1/status", get(status))
         .route("/metrics", get(metrics_text))
+        .route_layer(require(Scope::Read))
+        // Liveness says only that the agent runs (like Patroni's /liveness): no token needed.
+        .route("/v1/health/live", get(live))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             read_timeout,
         ));
     let controls = Router::new()
         .route("/v1/replica/{action}", post(replica_control))
+        .route_layer(require(Scope::Control))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             control_timeout,
@@ -125,18 +130,31 @@ fn authorize(
     }
 }
 
+/// The name of the token that authorised a request, for audit lines.
+#[derive(Clone)]
+struct TokenName(String);
+
+/// Route layer: lets a request through only with a token that holds `scope`.
+async fn require_scope(
+    State((state, scope)): State<(AppState, Scope)>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match authorize(&state, request.headers(), remote, scope) {
+        Ok(name) => {
+            request.extensions_mut().insert(TokenName(name));
+            next.run(request).await
+        }
+        Err(response) => response,
+    }
+}
+
 async fn live() -> Response {
     axum::Json(serde_json::json!({ "status": "ok" })).into_response()
 }
 
-async fn ready(
-    State(state): State<AppState>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(response) = authorize(&state, &headers, remote, Scope::Read) {
-        return response;
-    }
+async fn ready(State(state): State<AppState>) -> Response {
     let report = health::ready_report(&state);
     let code = if report.ready {
         StatusCode::OK
@@ -146,14 +164,7 @@ async fn ready(
     (code, axum::Json(report)).into_response()
 }
 
-async fn metrics_text(
-    State(state): State<AppState>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(response) = authorize(&state, &headers, remote, Scope::Read) {
-        return response;
-    }
+async fn metrics_text(State(state): State<AppState>) -> Response {
     (
         [(
             header::CONTENT_TYPE,
@@ -164,14 +175,7 @@ async fn metrics_text(
         .into_response()
 }
 
-async fn status(
-    State(state): State<AppState>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(response) = authorize(&state, &headers, remote, Scope::Read) {
-        return response;
-    }
+async fn status(State(state): State<AppState>) -> Response {
     axum::Json(status_report(&state)).into_response()
 }
 
@@ -241,14 +245,11 @@ pub fn status_report(state: &AgentState) -> StatusReport {
 async fn replica_control(
     State(state): State<AppState>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    axum::Extension(TokenName(token)): axum::Extension<TokenName>,
     Path(action): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
-    let token = match authorize(&state, &headers, remote, Scope::Control) {
-        Ok(token) => token,
-        Err(response) => return response,
-    };
     let action = match action.as_str() {
         "start" => Action::Start,
         "stop" => Action::Stop,
