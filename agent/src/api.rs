@@ -10,6 +10,19 @@ pub struct ReadyReport {
     pub checks: Vec<Check>,
 }
 
+impl ReadyReport {
+    /// The failing checks as one line, `name: detail; name: detail`, for errors and logs.
+    pub fn failing_summary(&self) -> String {
+        let failing: Vec<String> = self
+            .checks
+            .iter()
+            .filter(|check| !check.ok)
+            .map(|check| format!("{}: {}", check.name, check.detail))
+            .collect();
+        failing.join("; ")
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Check {
     pub name: String,

@@ -163,16 +163,10 @@ pub async fn wait_ready(state: &AgentState, timeout: Duration) -> Result<(), Str
             return Ok(());
         }
         if Instant::now() >= deadline {
-            let failing: Vec<String> = report
-                .checks
-                .iter()
-                .filter(|check| !check.ok)
-                .map(|check| format!("{}: {}", check.name, check.detail))
-                .collect();
             return Err(format!(
                 "the replica started but was not ready within {} ms: {}",
                 timeout.as_millis(),
-                failing.join("; ")
+                report.failing_summary()
             ));
         }
         tokio::time::sleep(Duration::from_millis(250)).await;

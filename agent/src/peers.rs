@@ -160,13 +160,7 @@ async fn ask(client: &reqwest::Client, token: &str, url: &str) -> Result<(), Str
     if report.ready {
         Ok(())
     } else {
-        let failing: Vec<String> = report
-            .checks
-            .iter()
-            .filter(|check| !check.ok)
-            .map(|check| format!("{} ({})", check.name, check.detail))
-            .collect();
-        Err(format!("not ready: {}", failing.join(", ")))
+        Err(format!("not ready: {}", report.failing_summary()))
     }
 }
 

@@ -149,6 +149,19 @@ fn readiness_quorum_guard_and_restart() {
     );
 }
 
+/// The inode of each data file: a re-format or replacement would change it.
+fn data_file_inodes(cluster: &Cluster) -> Vec<u64> {
+    let inode = |path: &std::path::Path| {
+        std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(path).unwrap())
+    };
+    cluster
+        .state
+        .replicas
+        .iter()
+        .map(|replica| inode(&replica.data_file))
+        .collect()
+}
+
 /// Checks a JSON value against a schema of docs/openapi.json.
 fn assert_matches_schema(
     openapi: &serde_json::Value,
@@ -388,14 +401,7 @@ fn metrics_openapi_tbctl_and_second_up() {
         .expect("account created");
     });
     let state_dir = cluster.state.state_dir.display().to_string();
-    let inodes: Vec<u64> = cluster
-        .state
-        .replicas
-        .iter()
-        .map(|replica| {
-            std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&replica.data_file).unwrap())
-        })
-        .collect();
+    let inodes = data_file_inodes(&cluster);
     let output = tbctl(&["local", "down", "--state-dir", &state_dir]);
     assert!(
         output.status.success(),
@@ -419,14 +425,7 @@ fn metrics_openapi_tbctl_and_second_up() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let inodes_after: Vec<u64> = cluster
-        .state
-        .replicas
-        .iter()
-        .map(|replica| {
-            std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&replica.data_file).unwrap())
-        })
-        .collect();
+    let inodes_after = data_file_inodes(&cluster);
     assert_eq!(inodes, inodes_after, "data files were replaced");
     runtime.block_on(async {
         let client = tigerbeetle_unofficial::Client::new(cluster_id, &addresses).unwrap();

@@ -279,28 +279,17 @@ fn failed_check_names(report: &api::ReadyReport) -> String {
 }
 
 fn not_ready_reason(report: &api::ReadyReport) -> String {
-    let failed: Vec<String> = report
-        .checks
-        .iter()
-        .filter(|check| !check.ok)
-        .map(|check| format!("{}: {}", check.name, check.detail))
-        .collect();
-    if failed.is_empty() {
+    let failing = report.failing_summary();
+    if failing.is_empty() {
         "no check failed, but the agent reports not ready".to_string()
     } else {
-        failed.join("; ")
+        failing
     }
 }
 
 /// `tb.replica_status`, as TigerBeetle's `Status` enum names it.
 pub fn status_text(replica_status: Option<i64>) -> &'static str {
-    match replica_status {
-        Some(0) => "normal",
-        Some(1) => "view_change",
-        Some(2) => "recovering",
-        Some(3) => "recovering_head",
-        _ => "unknown",
-    }
+    replica_status.map_or("unknown", crate::health::status_name)
 }
 
 /// `tb.replica_sync_stage`, as TigerBeetle's `SyncStage` enum names it.
