@@ -135,3 +135,119 @@ pub struct ReplicaStatus {
     pub probe_latency_ms: Option<u64>,
     pub probe_ok: bool,
 }
+
+/// `POST /v1/backups` and `POST /v1/replica/recover` answer 202 with the job to follow.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobAccepted {
+    pub job_id: String,
+    /// For backups: the id the backup will have once complete.
+    pub backup_id: Option<String>,
+}
+
+/// `GET /v1/jobs/{id}`: a long-running backup or recover.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Job {
+    pub id: String,
+    /// `backup` or `recover`.
+    pub kind: String,
+    /// `running`, `succeeded` or `failed`.
+    pub state: String,
+    /// What the job is doing now (or did last).
+    pub step: String,
+    pub started_unix_ms: u64,
+    pub finished_unix_ms: Option<u64>,
+    pub error: Option<String>,
+    pub backup_id: Option<String>,
+    /// From the moment the replica stopped until it was ready again.
+    pub downtime_ms: Option<u64>,
+}
+
+/// `manifest.json` of a backup, written atomically once the backup is complete.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub format_version: u32,
+    pub backup_id: String,
+    pub cluster_id: String,
+    pub replica_index: u8,
+    pub replica_count: u8,
+    pub tigerbeetle_version: Option<String>,
+    pub host: String,
+    pub agent_version: String,
+    pub created_unix_ms: u64,
+    /// The stored file's name inside the backup directory.
+    pub file: String,
+    /// `zstd` or `none`.
+    pub compression: String,
+    pub data_size_bytes: u64,
+    pub data_blake3: String,
+    pub stored_size_bytes: u64,
+    pub stored_blake3: String,
+    /// Whether the copy was an atomic reflink clone (FICLONE) rather than a streamed copy.
+    pub reflink: bool,
+    pub timings: BackupTimings,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupTimings {
+    pub copy_ms: u64,
+    pub downtime_ms: u64,
+    pub hash_ms: u64,
+    pub compress_ms: u64,
+}
+
+/// One shipping hook's run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HookResult {
+    pub name: String,
+    pub ok: bool,
+    pub exit_code: Option<i32>,
+    pub duration_ms: u64,
+    /// The end of its combined output, bounded.
+    pub output: String,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Verification {
+    pub ok: bool,
+    pub verified_unix_ms: u64,
+    pub detail: String,
+}
+
+/// `GET /v1/backups/{id}` and the items of `GET /v1/backups`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BackupRecord {
+    pub id: String,
+    pub manifest: Manifest,
+    pub verification: Option<Verification>,
+    /// True when every configured hook succeeded (vacuously true without hooks).
+    pub shipped: bool,
+    pub hooks: Vec<HookResult>,
+}
+
+/// Body of `POST /v1/backups/{id}/restore`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreRequest {
+    /// Must be `disaster-recovery` to restore while any peer replica may be running.
+    #[serde(default)]
+    pub mode: Option<String>,
+    /// With `mode`: the cluster id, typed out as confirmation.
+    #[serde(default)]
+    pub cluster_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RestoreResponse {
+    pub backup_id: String,
+    pub data_file: String,
+    /// Where the previous data file was moved (never deleted), if there was one.
+    pub previous_moved_to: Option<String>,
+}
+
+/// Body of `POST /v1/backups`: nothing to set yet; present so unknown fields are refused.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupRequest {}

@@ -100,8 +100,8 @@ impl Authenticator {
         }
     }
 
-    /// Checks a request's `Authorization` header value for `scope`.
-    pub fn check(&self, header: Option<&str>, remote: IpAddr, scope: Scope) -> Verdict {
+    /// Checks a request's `Authorization` header value for every one of `scopes`.
+    pub fn check(&self, header: Option<&str>, remote: IpAddr, scopes: &[Scope]) -> Verdict {
         if self.throttled(remote) {
             return Verdict::Throttled;
         }
@@ -127,7 +127,9 @@ impl Authenticator {
                 self.record_failure(remote);
                 Verdict::Unauthenticated
             }
-            Some(token) if token.scopes.contains(&scope) => Verdict::Allowed(token.name.clone()),
+            Some(token) if scopes.iter().all(|scope| token.scopes.contains(scope)) => {
+                Verdict::Allowed(token.name.clone())
+            }
             Some(token) => Verdict::Forbidden(token.name.clone()),
         }
     }
@@ -191,20 +193,31 @@ mod tests {
         let auth = authenticator();
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
         assert_eq!(
-            auth.check(Some("Bearer read-secret"), ip, Scope::Read),
+            auth.check(Some("Bearer read-secret"), ip, &[Scope::Read]),
             Verdict::Allowed("reader".into())
         );
         assert_eq!(
-            auth.check(Some("Bearer read-secret"), ip, Scope::Control),
+            auth.check(Some("Bearer read-secret"), ip, &[Scope::Control]),
             Verdict::Forbidden("reader".into())
         );
         assert_eq!(
-            auth.check(Some("Bearer control-secret"), ip, Scope::Control),
+            auth.check(Some("Bearer control-secret"), ip, &[Scope::Control]),
             Verdict::Allowed("operator".into())
         );
-        assert_eq!(auth.check(None, ip, Scope::Read), Verdict::Unauthenticated);
         assert_eq!(
-            auth.check(Some("Basic read-secret"), ip, Scope::Read),
+            auth.check(None, ip, &[Scope::Read]),
+            Verdict::Unauthenticated
+        );
+        assert_eq!(
+            auth.check(
+                Some("Bearer control-secret"),
+                ip,
+                &[Scope::Control, Scope::Backup]
+            ),
+            Verdict::Forbidden("operator".into())
+        );
+        assert_eq!(
+            auth.check(Some("Basic read-secret"), ip, &[Scope::Read]),
             Verdict::Unauthenticated
         );
     }
@@ -216,16 +229,16 @@ mod tests {
         let friend: IpAddr = "10.0.0.2".parse().unwrap();
         for _ in 0..3 {
             assert_eq!(
-                auth.check(Some("Bearer wrong"), attacker, Scope::Read),
+                auth.check(Some("Bearer wrong"), attacker, &[Scope::Read]),
                 Verdict::Unauthenticated
             );
         }
         assert_eq!(
-            auth.check(Some("Bearer read-secret"), attacker, Scope::Read),
+            auth.check(Some("Bearer read-secret"), attacker, &[Scope::Read]),
             Verdict::Throttled
         );
         assert_eq!(
-            auth.check(Some("Bearer read-secret"), friend, Scope::Read),
+            auth.check(Some("Bearer read-secret"), friend, &[Scope::Read]),
             Verdict::Allowed("reader".into())
         );
     }

@@ -30,6 +30,44 @@ pub struct Config {
     pub health: Health,
     #[serde(default)]
     pub control: Control,
+    /// Without it the backup endpoints answer 409 "backups are not configured".
+    #[serde(default)]
+    pub backup: Option<Backup>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Backup {
+    /// Where backups live: one directory per backup. Must not be inside the data directory.
+    pub dir: PathBuf,
+    /// zstd-compress the stored copy (TigerBeetle data files are mostly zeros at first).
+    #[serde(default = "defaults::compress")]
+    pub compress: bool,
+    #[serde(default = "defaults::zstd_level")]
+    pub zstd_level: i32,
+    /// Retention: keep at most this many complete backups...
+    #[serde(default = "defaults::keep_last")]
+    pub keep_last: u32,
+    /// ...and none older than this, except the newest verified one, which is always kept.
+    #[serde(default)]
+    pub max_age_days: Option<u32>,
+    /// Free space the destination must have beyond the data file's size.
+    #[serde(default = "defaults::free_margin_bytes")]
+    pub free_margin_bytes: u64,
+    #[serde(default)]
+    pub hooks: Vec<Hook>,
+}
+
+/// A shipping command run after each backup (rclone, restic, aws-cli...). It gets
+/// TB_BACKUP_ID, TB_BACKUP_DIR and TB_BACKUP_MANIFEST in its environment.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hook {
+    pub name: String,
+    /// Program and arguments; no shell is involved.
+    pub command: Vec<String>,
+    #[serde(default = "defaults::hook_timeout_ms")]
+    pub timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -172,6 +210,9 @@ pub struct Control {
     /// How long restart waits for the replica to become ready again.
     #[serde(default = "defaults::ready_timeout_ms")]
     pub ready_timeout_ms: u64,
+    /// How long a recover may take, state sync included (it grows with the data).
+    #[serde(default = "defaults::recover_timeout_ms")]
+    pub recover_timeout_ms: u64,
 }
 
 impl Default for Control {
@@ -181,6 +222,21 @@ impl Default for Control {
 }
 
 mod defaults {
+    pub fn compress() -> bool {
+        true
+    }
+    pub fn zstd_level() -> i32 {
+        3
+    }
+    pub fn keep_last() -> u32 {
+        7
+    }
+    pub fn free_margin_bytes() -> u64 {
+        1024 * 1024 * 1024
+    }
+    pub fn hook_timeout_ms() -> u64 {
+        30 * 60 * 1000
+    }
     pub fn connections_max() -> u32 {
         256
     }
@@ -219,6 +275,9 @@ mod defaults {
     }
     pub fn stop_timeout_ms() -> u64 {
         10_000
+    }
+    pub fn recover_timeout_ms() -> u64 {
+        3_600_000
     }
     pub fn ready_timeout_ms() -> u64 {
         120_000
@@ -428,9 +487,58 @@ impl Config {
             ),
             ("control.stop_timeout_ms", self.control.stop_timeout_ms),
             ("control.ready_timeout_ms", self.control.ready_timeout_ms),
+            (
+                "control.recover_timeout_ms",
+                self.control.recover_timeout_ms,
+            ),
         ] {
             if value == 0 || value > 3_600_000 {
                 return Err(invalid(field, "must be between 1 and 3600000"));
+            }
+        }
+        if let Some(backup) = &self.backup {
+            backup.validate(&self.replica.data_file)?;
+        }
+        Ok(())
+    }
+}
+
+impl Backup {
+    fn validate(&self, data_file: &Path) -> Result<(), ConfigError> {
+        if !self.dir.is_absolute() {
+            return Err(invalid("backup.dir", "must be an absolute path"));
+        }
+        if data_file
+            .parent()
+            .is_some_and(|data_dir| self.dir.starts_with(data_dir))
+        {
+            return Err(invalid(
+                "backup.dir",
+                "must not be inside the data file's directory: a full backup disk must never \
+                 be the replica's disk",
+            ));
+        }
+        if !(1..=19).contains(&self.zstd_level) {
+            return Err(invalid("backup.zstd_level", "must be between 1 and 19"));
+        }
+        if self.keep_last == 0 || self.keep_last > 1000 {
+            return Err(invalid("backup.keep_last", "must be between 1 and 1000"));
+        }
+        if self.hooks.len() > 8 {
+            return Err(invalid("backup.hooks", "at most 8 hooks"));
+        }
+        for (i, hook) in self.hooks.iter().enumerate() {
+            if hook.name.is_empty() || hook.command.is_empty() || hook.command[0].is_empty() {
+                return Err(invalid(
+                    format!("backup.hooks[{i}]"),
+                    "needs a name and a command (program first)",
+                ));
+            }
+            if hook.timeout_ms == 0 || hook.timeout_ms > 24 * 3_600_000 {
+                return Err(invalid(
+                    format!("backup.hooks[{i}].timeout_ms"),
+                    "must be between 1 and 86400000",
+                ));
             }
         }
         Ok(())

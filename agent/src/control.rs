@@ -127,7 +127,7 @@ pub async fn act(
 }
 
 /// Ok with the guard's finding when stopping keeps a quorum (or `force`), else Refused.
-async fn quorum_guard(state: &AgentState, force: bool) -> Result<String, ControlError> {
+pub(crate) async fn quorum_guard(state: &AgentState, force: bool) -> Result<String, ControlError> {
     let replica = &state.config.replica;
     let verdict = match &state.peers {
         Some(peers) => peers.quorum_without(replica.index).await,

@@ -164,6 +164,48 @@ async fn ask(client: &reqwest::Client, token: &str, url: &str) -> Result<(), Str
     }
 }
 
+impl Peers {
+    /// Other replicas whose process runs, or whose agent cannot say (unknown counts as running:
+    /// the caller is about to do something only safe when they are all stopped).
+    pub async fn running_peers(&self, this_replica: u8) -> Vec<String> {
+        let mut asks = tokio::task::JoinSet::new();
+        for (index, url) in self.urls.iter().enumerate() {
+            if index != usize::from(this_replica) {
+                let (client, token, url) = (self.client.clone(), self.token.clone(), url.clone());
+                asks.spawn(async move { (index, replica_running(&client, &token, &url).await) });
+            }
+        }
+        let mut answers = asks.join_all().await;
+        answers.sort_by_key(|(index, _)| *index);
+        answers
+            .into_iter()
+            .filter_map(|(index, answer)| match answer {
+                Ok(false) => None,
+                Ok(true) => Some(format!("replica {index} is running")),
+                Err(why) => Some(format!("replica {index}: {why}")),
+            })
+            .collect()
+    }
+}
+
+async fn replica_running(client: &reqwest::Client, token: &str, url: &str) -> Result<bool, String> {
+    let response = client
+        .get(format!("{url}/v1/status"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .map_err(|error| format!("agent {url} unreachable: {}", root_cause(&error)))?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(format!("agent {url} answered {status}"));
+    }
+    let report: crate::api::StatusReport = response
+        .json()
+        .await
+        .map_err(|error| format!("agent {url}: unreadable status: {error}"))?;
+    Ok(report.replica.running)
+}
+
 /// The innermost error of a chain: reqwest's top-level message hides the useful part.
 pub fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
     let mut current = error;

@@ -22,7 +22,7 @@ use crate::api::{ControlRequest, ErrorBody, StatusReport};
 use crate::auth::{Scope, Verdict};
 use crate::control::{self, Action, ControlError};
 use crate::state::AgentState;
-use crate::{api, audit, health, metrics};
+use crate::{api, audit, backup, health, metrics};
 
 /// Time a client gets to send its request headers (slowloris bound).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -39,13 +39,18 @@ pub fn router(state: AppState) -> Router {
     let control_timeout =
         Duration::from_millis(config.control.ready_timeout_ms + config.control.stop_timeout_ms)
             + Duration::from_secs(30);
-    let require =
-        |scope| axum::middleware::from_fn_with_state((Arc::clone(&state), scope), require_scope);
+    let require = |scopes: &'static [Scope]| {
+        axum::middleware::from_fn_with_state((Arc::clone(&state), scopes), require_scope)
+    };
+    let (backup_reads, backup_quick) = backup::routes::quick_routes();
+    let (backup_slow, recover, restore) = backup::routes::slow_routes();
     let reads = Router::new()
         .route("/v1/health/ready", get(ready))
         .route("/v1/status", get(status))
         .route("/metrics", get(metrics_text))
-        .route_layer(require(Scope::Read))
+        .merge(backup_reads)
+        .route_layer(require(&[Scope::Read]))
+        .merge(backup_quick.route_layer(require(&[Scope::Backup])))
         // Liveness says only that the agent runs (like Patroni's /liveness): no token needed.
         .route("/v1/health/live", get(live))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
@@ -54,7 +59,10 @@ pub fn router(state: AppState) -> Router {
         ));
     let controls = Router::new()
         .route("/v1/replica/{action}", post(replica_control))
-        .route_layer(require(Scope::Control))
+        .merge(recover)
+        .route_layer(require(&[Scope::Control]))
+        .merge(backup_slow.route_layer(require(&[Scope::Backup])))
+        .merge(restore.route_layer(require(&[Scope::Control, Scope::Backup])))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             control_timeout,
@@ -88,14 +96,14 @@ pub fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Resp
     response
 }
 
-/// The token's name when it may use `scope`, else the error response.
+/// The token's name when it holds every one of `scopes`, else the error response.
 // Handlers return the error response as is; boxing it would only add noise at every call site.
 #[allow(clippy::result_large_err)]
 fn authorize(
     state: &AgentState,
     headers: &HeaderMap,
     remote: SocketAddr,
-    scope: Scope,
+    scopes: &[Scope],
 ) -> Result<String, Response> {
     let header = headers
         .get(header::AUTHORIZATION)
@@ -107,7 +115,8 @@ fn authorize(
             .fetch_add(1, Ordering::Relaxed);
         Err(error(status, code, message))
     };
-    match state.auth.check(header, remote.ip(), scope) {
+    let scope_names: Vec<&str> = scopes.iter().map(|scope| scope.as_str()).collect();
+    match state.auth.check(header, remote.ip(), scopes) {
         Verdict::Allowed(name) => Ok(name),
         Verdict::Unauthenticated => refuse(
             StatusCode::UNAUTHORIZED,
@@ -115,11 +124,14 @@ fn authorize(
             "missing or unknown bearer token".into(),
         ),
         Verdict::Forbidden(name) => {
-            tracing::warn!(token = %name, %remote, scope = scope.as_str(), "token lacks scope");
+            tracing::warn!(token = %name, %remote, scopes = ?scope_names, "token lacks a scope");
             refuse(
                 StatusCode::FORBIDDEN,
                 "forbidden",
-                format!("token {name:?} lacks the {:?} scope", scope.as_str()),
+                format!(
+                    "token {name:?} lacks a scope this needs: {}",
+                    scope_names.join(" and ")
+                ),
             )
         }
         Verdict::Throttled => refuse(
@@ -132,16 +144,16 @@ fn authorize(
 
 /// The name of the token that authorised a request, for audit lines.
 #[derive(Clone)]
-struct TokenName(String);
+pub struct TokenName(pub String);
 
-/// Route layer: lets a request through only with a token that holds `scope`.
+/// Route layer: lets a request through only with a token that holds every one of `scopes`.
 async fn require_scope(
-    State((state, scope)): State<(AppState, Scope)>,
+    State((state, scopes)): State<(AppState, &'static [Scope])>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     mut request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    match authorize(&state, request.headers(), remote, scope) {
+    match authorize(&state, request.headers(), remote, scopes) {
         Ok(name) => {
             request.extensions_mut().insert(TokenName(name));
             next.run(request).await
@@ -294,7 +306,7 @@ async fn replica_control(
 
 /// An optional JSON body: empty means defaults; otherwise it must be JSON of the exact shape.
 #[allow(clippy::result_large_err)]
-fn parse_body<T: serde::de::DeserializeOwned + Default>(
+pub fn parse_body<T: serde::de::DeserializeOwned + Default>(
     headers: &HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<T, Response> {

@@ -26,7 +26,8 @@ pub struct AgentState {
     pub replica: Arc<Replica>,
     pub peers: Option<Peers>,
     /// One control operation at a time per host; a second one gets 409.
-    pub control_lock: tokio::sync::Mutex<()>,
+    pub control_lock: Arc<tokio::sync::Mutex<()>>,
+    pub jobs: crate::backup::jobs::Jobs,
     /// `tigerbeetle version` and the binary's SHA-256, kept current in the background.
     pub binary_identity: RwLock<Option<BinaryIdentity>>,
 }
@@ -44,7 +45,8 @@ impl AgentState {
             replica: Replica::new(Arc::clone(&config), Arc::clone(&statsd)),
             peers: Peers::new(&config)?,
             statsd,
-            control_lock: tokio::sync::Mutex::new(()),
+            control_lock: Arc::new(tokio::sync::Mutex::new(())),
+            jobs: Default::default(),
             binary_identity: RwLock::new(None),
             started: Instant::now(),
             config,

@@ -162,6 +162,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
         Arc::clone(&state),
         state.replica.binary().to_path_buf(),
     ));
+    // Before the replica starts: clean up after a backup the previous run did not finish.
+    tb_agent::backup::recover_after_crash(&state).await;
     let replica_task = tokio::spawn(Arc::clone(&state.replica).run(shutdown.clone()));
     let server_task = tokio::spawn(server::serve(listener, Arc::clone(&state), shutdown));
 

@@ -116,6 +116,10 @@ impl Layout {
     fn audit_log(&self, replica: u8) -> PathBuf {
         self.file(format!("audit-{replica}.log"))
     }
+    /// Each replica's backups, outside the data directory (as the agent requires).
+    pub fn backup_dir(&self, replica: u8) -> PathBuf {
+        self.file(format!("backups/replica-{replica}"))
+    }
 
     pub fn replica_address(&self, replica: u8) -> String {
         format!("127.0.0.1:{}", self.replica_port_base + u16::from(replica))
@@ -244,6 +248,11 @@ token_file = {peer_token_file}
 [health]
 free_bytes_min = {free_bytes_min}
 free_percent_min = 0.0
+
+[backup]
+dir = {backup_dir}
+keep_last = 3
+free_margin_bytes = {free_bytes_min}
 "#,
         listen = toml_string(&layout.agent_listen(replica)),
         audit_log = toml_path(&layout.audit_log(replica))?,
@@ -257,6 +266,7 @@ free_percent_min = 0.0
         cache_grid = toml_string(&format!("--cache-grid={}", settings.cache_grid)),
         replica_log = toml_path(&layout.replica_log(replica))?,
         peer_token_file = toml_path(&layout.peer_token_file())?,
+        backup_dir = toml_path(&layout.backup_dir(replica))?,
         free_bytes_min = 256 * 1024 * 1024,
     ))
 }

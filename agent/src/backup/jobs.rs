@@ -1,0 +1,69 @@
+//! Long-running jobs (backup, recover), kept in memory for `GET /v1/jobs/{id}`. Bounded: the
+//! oldest finished jobs are forgotten first. A job survives as long as the agent runs; the
+//! backups themselves are on disk.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use crate::api::Job;
+
+use super::store::now_unix_ms;
+
+pub const JOBS_KEPT_MAX: usize = 64;
+
+#[derive(Default)]
+pub struct Jobs {
+    jobs: Mutex<VecDeque<Job>>,
+}
+
+impl Jobs {
+    pub fn begin(&self, id: &str, kind: &str, backup_id: Option<String>) {
+        let mut jobs = self.jobs.lock().expect("not poisoned");
+        if jobs.len() >= JOBS_KEPT_MAX
+            && let Some(position) = jobs.iter().position(|job| job.state != "running")
+        {
+            jobs.remove(position);
+        }
+        jobs.push_back(Job {
+            id: id.to_string(),
+            kind: kind.to_string(),
+            state: "running".into(),
+            step: "starting".into(),
+            started_unix_ms: now_unix_ms(),
+            finished_unix_ms: None,
+            error: None,
+            backup_id,
+            downtime_ms: None,
+        });
+    }
+
+    pub fn update(&self, id: &str, change: impl FnOnce(&mut Job)) {
+        let mut jobs = self.jobs.lock().expect("not poisoned");
+        if let Some(job) = jobs.iter_mut().find(|job| job.id == id) {
+            change(job);
+        }
+    }
+
+    pub fn step(&self, id: &str, step: &str) {
+        tracing::info!(job = %id, step, "job step");
+        self.update(id, |job| job.step = step.to_string());
+    }
+
+    pub fn finish(&self, id: &str, error: Option<String>) {
+        self.update(id, |job| {
+            job.state = if error.is_some() {
+                "failed"
+            } else {
+                "succeeded"
+            }
+            .to_string();
+            job.error = error;
+            job.finished_unix_ms = Some(now_unix_ms());
+        });
+    }
+
+    pub fn get(&self, id: &str) -> Option<Job> {
+        let jobs = self.jobs.lock().expect("not poisoned");
+        jobs.iter().find(|job| job.id == id).cloned()
+    }
+}
