@@ -258,8 +258,14 @@ impl Drop for Cluster {
                 String::from_utf8_lossy(&output.stderr)
             );
         }
-        // Belt and braces: never leave replicas behind to starve the next test of memory.
-        for agent in &self.state.agents {
+        // Belt and braces: never leave replicas behind to starve the next test of memory. The
+        // state file is read again: a test may have restarted agents since `up`.
+        let state_file = self.state.state_dir.join("local.json");
+        let current: Option<LocalState> = std::fs::read(&state_file)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+        let agents = current.map_or_else(Vec::new, |state| state.agents);
+        for agent in agents.iter().chain(&self.state.agents) {
             let pid = nix::unistd::Pid::from_raw(agent.pid);
             let _ = nix::sys::signal::killpg(pid, nix::sys::signal::Signal::SIGKILL);
         }

@@ -1,0 +1,604 @@
+//! Backups, verification, restore refusals, crash safety, a full disk and recover, against real
+//! 3-replica clusters brought up by `tbctl local up`.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{Cluster, Ports, tbctl};
+use serde_json::Value;
+
+/// A backup copies a 1 GiB data file, hashes and compresses it: well under this here.
+const BACKUP_TIMEOUT: Duration = Duration::from_secs(300);
+
+fn start_backup(cluster: &Cluster, replica: u8) -> (String, String) {
+    let response = cluster.post(replica, "/v1/backups", Some(&cluster.admin_token), None);
+    assert_eq!(response.status(), 202, "{:?}", response.text());
+    let accepted: Value = response.json().unwrap();
+    (
+        accepted["job_id"].as_str().unwrap().to_string(),
+        accepted["backup_id"].as_str().unwrap().to_string(),
+    )
+}
+
+fn job(cluster: &Cluster, replica: u8, job_id: &str) -> Value {
+    cluster
+        .get(
+            replica,
+            &format!("/v1/jobs/{job_id}"),
+            Some(&cluster.admin_token),
+        )
+        .json()
+        .unwrap()
+}
+
+fn wait_job(cluster: &Cluster, replica: u8, job_id: &str, timeout: Duration) -> Value {
+    let mut last = Value::Null;
+    cluster.wait_until(&format!("job {job_id}"), timeout, || {
+        last = job(cluster, replica, job_id);
+        last["state"] != "running"
+    });
+    last
+}
+
+fn backups(cluster: &Cluster, replica: u8) -> Vec<Value> {
+    let listed: Value = cluster
+        .get(replica, "/v1/backups", Some(&cluster.admin_token))
+        .json()
+        .unwrap();
+    listed.as_array().unwrap().clone()
+}
+
+/// Writes transfers without pause until `stop`; returns (requests, failures, longest gap between
+/// two committed requests).
+fn write_continuously(
+    cluster_id: u128,
+    addresses: String,
+    stop: Arc<AtomicBool>,
+) -> (u64, Vec<String>, Duration) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async move {
+        let client = tigerbeetle_unofficial::Client::new(cluster_id, &addresses).unwrap();
+        let (debit, credit): (u128, u128) = (rand_id(), rand_id());
+        let accounts = vec![
+            tigerbeetle_unofficial::Account::new(debit, 1, 1),
+            tigerbeetle_unofficial::Account::new(credit, 1, 1),
+        ];
+        tokio::time::timeout(Duration::from_secs(30), client.create_accounts(accounts))
+            .await
+            .expect("create_accounts answered")
+            .expect("accounts created");
+        let (mut requests, mut failures) = (0u64, Vec::new());
+        let mut last_commit = Instant::now();
+        let mut longest_gap = Duration::ZERO;
+        while !stop.load(Ordering::Relaxed) {
+            let transfers: Vec<_> = (0..8)
+                .map(|_| {
+                    tigerbeetle_unofficial::Transfer::new(rand_id())
+                        .with_debit_account_id(debit)
+                        .with_credit_account_id(credit)
+                        .with_amount(1)
+                        .with_ledger(1)
+                        .with_code(1)
+                })
+                .collect();
+            requests += 1;
+            match tokio::time::timeout(Duration::from_secs(30), client.create_transfers(transfers))
+                .await
+            {
+                Ok(Ok(())) => {
+                    longest_gap = longest_gap.max(last_commit.elapsed());
+                    last_commit = Instant::now();
+                }
+                Ok(Err(error)) => failures.push(format!("{error:?}")),
+                Err(_) => failures.push("no answer within 30 s".into()),
+            }
+        }
+        (requests, failures, longest_gap)
+    })
+}
+
+fn rand_id() -> u128 {
+    // Ids must be non-zero and below u128::MAX; the time keeps runs apart.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    (nanos << 32) | u128::from(std::process::id()) | 1
+}
+
+#[test]
+fn backup_under_load_verify_corruption_and_refusals() {
+    let cluster = Cluster::up("backup", Ports::for_test(3));
+    cluster.wait_all_ready();
+    let admin = cluster.admin_token.clone();
+
+    // A backup of replica 1 while a client writes without pause: no request fails, and the
+    // cluster keeps committing.
+    let stop = Arc::new(AtomicBool::new(false));
+    let cluster_id: u128 = cluster.state.cluster_id.parse().unwrap();
+    let addresses = cluster
+        .state
+        .replicas
+        .iter()
+        .map(|replica| replica.address.clone())
+        .collect::<Vec<_>>()
+        .join(",");
+    let writer = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || write_continuously(cluster_id, addresses, stop))
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    let (job_id, backup_id) = start_backup(&cluster, 1);
+    // One job at a time per host.
+    let second = cluster.post(1, "/v1/backups", Some(&admin), None);
+    assert_eq!(second.status(), 409);
+    let finished = wait_job(&cluster, 1, &job_id, BACKUP_TIMEOUT);
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, Ordering::Relaxed);
+    let (requests, failures, longest_gap) = writer.join().unwrap();
+    println!("backup job: {finished}");
+    println!("writer: {requests} requests, longest gap between commits {longest_gap:?}");
+    assert_eq!(finished["state"], "succeeded", "{finished}");
+    assert!(
+        failures.is_empty(),
+        "client requests failed during the backup: {failures:?}"
+    );
+    assert!(requests > 10, "the writer barely ran: {requests}");
+    assert!(
+        longest_gap < Duration::from_secs(5),
+        "the cluster stopped committing for {longest_gap:?}"
+    );
+    let downtime_ms = finished["downtime_ms"].as_u64().unwrap();
+    assert!(downtime_ms > 0);
+    assert_eq!(cluster.ready_code(1), 200);
+
+    // The backup is listed, complete, verified, and its manifest describes it.
+    let listed = backups(&cluster, 1);
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    let record = &listed[0];
+    assert_eq!(record["id"], backup_id.as_str());
+    assert_eq!(record["verification"]["ok"], true, "{record}");
+    let manifest = &record["manifest"];
+    assert_eq!(manifest["cluster_id"], cluster.state.cluster_id.as_str());
+    assert_eq!(
+        (
+            manifest["replica_index"].as_u64(),
+            manifest["replica_count"].as_u64()
+        ),
+        (Some(1), Some(3))
+    );
+    assert_eq!(manifest["compression"], "zstd");
+    // The file keeps growing under the writer, so the copy is at most its current size.
+    let data_size = std::fs::metadata(&cluster.state.replicas[1].data_file)
+        .unwrap()
+        .len();
+    let copied = manifest["data_size_bytes"].as_u64().unwrap();
+    assert!(
+        copied > 1 << 30 && copied <= data_size,
+        "{copied} vs {data_size}"
+    );
+    assert!(
+        manifest["tigerbeetle_version"]
+            .as_str()
+            .unwrap()
+            .starts_with("0.16.78"),
+        "{manifest}"
+    );
+    let response = cluster.post(
+        1,
+        &format!("/v1/backups/{backup_id}/verify"),
+        Some(&admin),
+        None,
+    );
+    assert_eq!(response.status(), 200, "{:?}", response.text());
+
+    // Ids that could escape the backup directory are refused.
+    for bad in [
+        "..%2F..%2Fetc",
+        "%2Fetc%2Fpasswd",
+        "20261123T101500Z-r0-1a2b3c4d%2F..",
+        "x",
+    ] {
+        let response = cluster.get(1, &format!("/v1/backups/{bad}"), Some(&admin));
+        assert_eq!(response.status(), 400, "{bad}: {:?}", response.text());
+        let response = cluster.post(1, &format!("/v1/backups/{bad}/restore"), Some(&admin), None);
+        assert!(matches!(response.status().as_u16(), 400 | 404), "{bad}");
+    }
+
+    // Restore while the cluster is live: refused, nothing changes.
+    let data_file = &cluster.state.replicas[1].data_file;
+    let inode = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(data_file).unwrap());
+    let response = cluster.post(
+        1,
+        &format!("/v1/backups/{backup_id}/restore"),
+        Some(&admin),
+        None,
+    );
+    assert_eq!(response.status(), 409);
+    let body: Value = response.json().unwrap();
+    assert!(
+        body["message"].as_str().unwrap().contains("running"),
+        "{body}"
+    );
+    // A read token cannot restore (it needs control and backup).
+    let response = cluster.post(
+        1,
+        &format!("/v1/backups/{backup_id}/restore"),
+        Some(&cluster.peer_token),
+        None,
+    );
+    assert_eq!(response.status(), 403);
+
+    // With replica 1 stopped but its peers running: refused without the disaster-recovery
+    // confirmation, and refused with the wrong cluster id.
+    let response = cluster.post(1, "/v1/replica/stop", Some(&admin), None);
+    assert_eq!(response.status(), 200);
+    let response = cluster.post(
+        1,
+        &format!("/v1/backups/{backup_id}/restore"),
+        Some(&admin),
+        None,
+    );
+    assert_eq!(response.status(), 409);
+    let body: Value = response.json().unwrap();
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("peer replicas may be running"),
+        "{body}"
+    );
+    let wrong = serde_json::json!({"mode": "disaster-recovery", "cluster_id": "12345"}).to_string();
+    let response = cluster.post(
+        1,
+        &format!("/v1/backups/{backup_id}/restore"),
+        Some(&admin),
+        Some(&wrong),
+    );
+    assert_eq!(response.status(), 409);
+    let body: Value = response.json().unwrap();
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("confirmation names cluster 12345"),
+        "{body}"
+    );
+
+    // One corrupted byte: verify fails, and restore refuses even with the right confirmation.
+    let stored = cluster
+        .state
+        .state_dir
+        .join("backups/replica-1")
+        .join(&backup_id)
+        .join(manifest["file"].as_str().unwrap());
+    let mut bytes = std::fs::read(&stored).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(&stored, &bytes).unwrap();
+    let response = cluster.post(
+        1,
+        &format!("/v1/backups/{backup_id}/verify"),
+        Some(&admin),
+        None,
+    );
+    assert_eq!(response.status(), 409);
+    let body: Value = response.json().unwrap();
+    assert_eq!(body["error"], "corrupt", "{body}");
+    let confirmed =
+        serde_json::json!({"mode": "disaster-recovery", "cluster_id": cluster.state.cluster_id})
+            .to_string();
+    let response = cluster.post(
+        1,
+        &format!("/v1/backups/{backup_id}/restore"),
+        Some(&admin),
+        Some(&confirmed),
+    );
+    assert_eq!(response.status(), 409);
+    let body: Value = response.json().unwrap();
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("failed verification"),
+        "{body}"
+    );
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(data_file).unwrap()),
+        inode,
+        "the data file was touched"
+    );
+    let listed = backups(&cluster, 1);
+    assert_eq!(listed[0]["verification"]["ok"], false, "{:?}", listed[0]);
+
+    // Delete the corrupt backup; start the replica again.
+    let response = cluster
+        .http
+        .delete(cluster.url(1, &format!("/v1/backups/{backup_id}")))
+        .bearer_auth(&admin)
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(backups(&cluster, 1).is_empty());
+    let response = cluster.post(1, "/v1/replica/start", Some(&admin), None);
+    assert_eq!(response.status(), 200);
+    cluster.wait_all_ready();
+
+    // The audit log has a line per backup action.
+    let audit = std::fs::read_to_string(cluster.state.state_dir.join("audit-1.log")).unwrap();
+    for action in [
+        "\"action\":\"backup\"",
+        "\"action\":\"restore\"",
+        "\"action\":\"backup_verify\"",
+        "\"action\":\"backup_delete\"",
+    ] {
+        assert!(
+            audit.contains(action),
+            "{action} missing from the audit log:\n{audit}"
+        );
+    }
+}
+
+/// Mounts a tmpfs of `size_bytes` at `path` (root is needed, as for the rest of these tests).
+struct SmallFilesystem {
+    path: std::path::PathBuf,
+}
+
+impl SmallFilesystem {
+    fn mount(path: &std::path::Path, size_bytes: u64) -> SmallFilesystem {
+        std::fs::create_dir_all(path).unwrap();
+        let status = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size_bytes}"),
+                "tmpfs",
+                path.to_str().unwrap(),
+            ])
+            .status()
+            .unwrap();
+        assert!(status.success(), "mount tmpfs at {}", path.display());
+        SmallFilesystem {
+            path: path.to_path_buf(),
+        }
+    }
+}
+
+impl Drop for SmallFilesystem {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(&self.path)
+            .status();
+    }
+}
+
+/// Allocates space in `path` until the filesystem is full; returns the bytes taken.
+fn fill_up(path: &std::path::Path) -> u64 {
+    let file = std::fs::File::create(path).unwrap();
+    let chunk: i64 = 16 * 1024 * 1024;
+    let mut offset: i64 = 0;
+    while nix::fcntl::fallocate(&file, nix::fcntl::FallocateFlags::empty(), offset, chunk).is_ok() {
+        offset += chunk;
+    }
+    offset as u64
+}
+
+#[test]
+fn killed_agent_and_full_disk_leave_no_backup_and_the_replica_running() {
+    let cluster = Cluster::up("backup-crash", Ports::for_test(4));
+    cluster.wait_all_ready();
+    let admin = cluster.admin_token.clone();
+    let backup_dir = cluster.state.state_dir.join("backups/replica-2");
+
+    // SIGKILL the agent in the middle of the copy.
+    let (job_id, backup_id) = start_backup(&cluster, 2);
+    cluster.wait_until("the copy to start", Duration::from_secs(30), || {
+        job(&cluster, 2, &job_id)["step"] == "copying the data file"
+    });
+    let agent_pid = cluster.state.agents[2].pid;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(agent_pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        !backup_dir.join(&backup_id).exists(),
+        "a killed backup looks complete"
+    );
+    // The agent comes back (as its supervisor would restart it): leftovers are cleaned, the
+    // replica runs again, and nothing half-written is listed.
+    let output = common::local_up(&cluster.state.state_dir, &Ports::for_test(4));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    cluster.wait_all_ready();
+    assert!(backups(&cluster, 2).is_empty());
+    let leftovers: Vec<_> = std::fs::read_dir(&backup_dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "leftovers after restart: {leftovers:?}"
+    );
+
+    // A destination too small for the data file: refused before the replica is touched.
+    let data_size = std::fs::metadata(&cluster.state.replicas[2].data_file)
+        .unwrap()
+        .len();
+    let small = SmallFilesystem::mount(&backup_dir, 64 * 1024 * 1024);
+    let pid_before = cluster.replica_pid(2);
+    let response = cluster.post(2, "/v1/backups", Some(&admin), None);
+    assert_eq!(response.status(), 409);
+    let body: Value = response.json().unwrap();
+    assert!(
+        body["message"].as_str().unwrap().contains("bytes free"),
+        "{body}"
+    );
+    assert_eq!(
+        cluster.replica_pid(2),
+        pid_before,
+        "a refused backup must not stop the replica"
+    );
+    drop(small);
+
+    // A destination that fills up during the copy: the job fails cleanly, the replica is back,
+    // nothing half-written remains or is listed.
+    let margin = 256 * 1024 * 1024; // the local cluster's backup.free_margin_bytes
+    let small = SmallFilesystem::mount(&backup_dir, data_size + margin + 64 * 1024 * 1024);
+    let (job_id, _) = start_backup(&cluster, 2);
+    // Another writer takes the space right after the agent checked it.
+    let filled = fill_up(&backup_dir.join("filler"));
+    assert!(filled > margin, "the filler got only {filled} bytes");
+    let finished = wait_job(&cluster, 2, &job_id, BACKUP_TIMEOUT);
+    println!("full-disk job: {finished}");
+    assert_eq!(finished["state"], "failed", "{finished}");
+    assert!(
+        finished["error"]
+            .as_str()
+            .unwrap()
+            .contains("No space left"),
+        "{finished}"
+    );
+    cluster.wait_until(
+        "replica 2 ready after the failed backup",
+        Duration::from_secs(120),
+        || cluster.ready_code(2) == 200,
+    );
+    assert!(backups(&cluster, 2).is_empty());
+    let leftovers: Vec<String> = std::fs::read_dir(&backup_dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name != "filler")
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "half-written leftovers: {leftovers:?}"
+    );
+    drop(small);
+}
+
+#[test]
+fn recover_rebuilds_a_lost_data_file_without_format() {
+    // A wrapper records every invocation of the tigerbeetle binary, so the test can prove that
+    // `format` is never run for the lost replica.
+    let dir = std::env::temp_dir().join(format!("tb-tests-wrapper-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let calls = dir.join("calls.log");
+    let wrapper = dir.join("tigerbeetle");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\necho \"$1 $*\" >> {}\nexec {} \"$@\"\n",
+            calls.display(),
+            common::tigerbeetle_bin().display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    // SAFETY: set before any thread of this test process reads the environment.
+    unsafe { std::env::set_var("TIGERBEETLE_BIN", &wrapper) };
+    let cluster = Cluster::up("recover", Ports::for_test(5));
+    cluster.wait_all_ready();
+    let admin = cluster.admin_token.clone();
+    let formats_at_bootstrap = std::fs::read_to_string(&calls)
+        .unwrap()
+        .lines()
+        .filter(|line| line.starts_with("format "))
+        .count();
+    assert_eq!(formats_at_bootstrap, 3);
+
+    // Recover is refused while the data file exists.
+    let response = cluster.post(2, "/v1/replica/recover", Some(&admin), None);
+    assert_eq!(response.status(), 409);
+
+    // Lose replica 2's data file.
+    let response = cluster.post(2, "/v1/replica/stop", Some(&admin), None);
+    assert_eq!(response.status(), 200);
+    let data_file = cluster.state.replicas[2].data_file.clone();
+    std::fs::remove_file(&data_file).unwrap();
+    // The agent refuses to start it (it never formats).
+    let response = cluster.post(2, "/v1/replica/start", Some(&admin), None);
+    assert_eq!(response.status(), 409);
+    assert!(!data_file.exists());
+
+    let response = cluster.post(2, "/v1/replica/recover", Some(&admin), None);
+    assert_eq!(response.status(), 202, "{:?}", response.text());
+    let accepted: Value = response.json().unwrap();
+    let job_id = accepted["job_id"].as_str().unwrap();
+    let finished = wait_job(&cluster, 2, job_id, Duration::from_secs(600));
+    println!("recover job: {finished}");
+    assert_eq!(finished["state"], "succeeded", "{finished}");
+    assert!(data_file.exists());
+    assert_eq!(cluster.ready_code(2), 200);
+    let status: Value = cluster.get(2, "/v1/status", Some(&admin)).json().unwrap();
+    assert_eq!(status["replica"]["replica_sync_stage"], 0, "{status}");
+
+    let calls_text = std::fs::read_to_string(&calls).unwrap();
+    let formats = calls_text
+        .lines()
+        .filter(|line| line.starts_with("format "))
+        .count();
+    assert_eq!(
+        formats, formats_at_bootstrap,
+        "format was run after bootstrap:\n{calls_text}"
+    );
+    assert!(
+        calls_text
+            .lines()
+            .any(|line| line.starts_with("recover ") && line.contains("--replica=2")),
+        "{calls_text}"
+    );
+    drop(cluster);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn tbctl_backups_lists_across_the_cluster() {
+    let cluster = Cluster::up("tbctl-backup", Ports::for_test(6));
+    cluster.wait_all_ready();
+    let inventory = cluster.inventory_arg();
+    let token_file = cluster.token_file_arg();
+    let output = tbctl(&[
+        "backup",
+        "--inventory",
+        &inventory,
+        "--token-file",
+        &token_file,
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let output = tbctl(&[
+        "backups",
+        "--inventory",
+        &inventory,
+        "--token-file",
+        &token_file,
+        "--json",
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let listed: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+}
