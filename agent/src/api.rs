@@ -191,6 +191,8 @@ pub struct Manifest {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackupTimings {
+    /// How long the replica process was not running: stop, copy, start.
+    pub stopped_ms: u64,
     pub copy_ms: u64,
     pub downtime_ms: u64,
     pub hash_ms: u64,

@@ -204,6 +204,7 @@ async fn backup_steps(
     };
     let copy_ms = copy_started.elapsed().as_millis() as u64;
     let mut downtime_ms = None;
+    let mut stopped_ms = 0;
     if was_running {
         // Whatever happened to the copy, the replica comes back.
         state.jobs.step(job_id, "starting the replica");
@@ -212,6 +213,7 @@ async fn backup_steps(
             .start()
             .await
             .map_err(|error| format!("starting the replica again: {error}"))?;
+        stopped_ms = down_since.elapsed().as_millis() as u64;
         let _ = std::fs::remove_file(store.marker());
     }
     let reflink = match copy {
@@ -278,6 +280,7 @@ async fn backup_steps(
         stored_blake3: stored.stored_blake3,
         reflink,
         timings: BackupTimings {
+            stopped_ms,
             copy_ms,
             downtime_ms: downtime_ms.unwrap_or(0),
             hash_ms: if compress { 0 } else { hash_ms },
