@@ -514,8 +514,8 @@ impl Backup {
         {
             return Err(invalid(
                 "backup.dir",
-                "must not be inside the data file's directory: a full backup disk must never \
-                 be the replica's disk",
+                "must not be inside the data file's directory: keep backups apart from the \
+                 replica's files (the same filesystem is fine, and lets backups use reflink)",
             ));
         }
         if !(1..=19).contains(&self.zstd_level) {

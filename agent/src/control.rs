@@ -84,7 +84,15 @@ pub async fn act(
             None,
         )),
         Action::Stop => {
-            let guard_detail = quorum_guard(state, force).await?;
+            let guard_detail = quorum_guard(
+                state,
+                if force {
+                    Override::Forced
+                } else {
+                    Override::NotForced
+                },
+            )
+            .await?;
             state
                 .replica
                 .stop()
@@ -94,7 +102,15 @@ pub async fn act(
         }
         Action::Restart => {
             let guard_detail = if running {
-                quorum_guard(state, force).await?
+                quorum_guard(
+                    state,
+                    if force {
+                        Override::Forced
+                    } else {
+                        Override::NotForced
+                    },
+                )
+                .await?
             } else {
                 String::new()
             };
@@ -126,8 +142,20 @@ pub async fn act(
     }
 }
 
-/// Ok with the guard's finding when stopping keeps a quorum (or `force`), else Refused.
-pub(crate) async fn quorum_guard(state: &AgentState, force: bool) -> Result<String, ControlError> {
+/// Whether the caller may override the quorum guard: stop and restart may (`force`), backups
+/// and recover never do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Override {
+    Forced,
+    NotForced,
+    NotOffered,
+}
+
+/// Ok with the guard's finding when stopping keeps a quorum (or it is forced), else Refused.
+pub(crate) async fn quorum_guard(
+    state: &AgentState,
+    force: Override,
+) -> Result<String, ControlError> {
     let replica = &state.config.replica;
     let verdict = match &state.peers {
         Some(peers) => peers.quorum_without(replica.index).await,
@@ -142,13 +170,20 @@ pub(crate) async fn quorum_guard(state: &AgentState, force: bool) -> Result<Stri
                     .into(),
         },
     };
+    let advice = match force {
+        Override::NotOffered => "Bring the other replicas back first; this cannot be forced.",
+        _ => {
+            "Bring the other replicas back first, or pass {\"force\": true} if you accept that \
+             the cluster stops committing."
+        }
+    };
     match (verdict.ok, force) {
         (true, _) => Ok(verdict.detail),
-        (false, true) => Ok(format!("forced past the quorum guard: {}", verdict.detail)),
-        (false, false) => Err(ControlError::Refused(format!(
-            "stopping replica {} would put the cluster's availability at risk: {}. \
-             Bring the other replicas back first, or pass {{\"force\": true}} if you accept that \
-             the cluster stops committing.",
+        (false, Override::Forced) => {
+            Ok(format!("forced past the quorum guard: {}", verdict.detail))
+        }
+        (false, _) => Err(ControlError::Refused(format!(
+            "stopping replica {} would put the cluster's availability at risk: {}. {advice}",
             replica.index, verdict.detail
         ))),
     }

@@ -92,8 +92,11 @@ pub fn render(state: &AgentState) -> String {
     host_metrics(&mut builder, state);
     agent_metrics(&mut builder, state);
     statsd_metrics(&mut builder, &state.statsd.snapshot());
-    let mut text = String::with_capacity(32 * 1024);
+    // Size the buffer from the previous scrape: the body grows as the replica reports more.
+    static LAST_SIZE_BYTES: AtomicU64 = AtomicU64::new(32 * 1024);
+    let mut text = String::with_capacity(LAST_SIZE_BYTES.load(Ordering::Relaxed) as usize + 4096);
     encode(&mut text, &builder.registry).expect("writing to a String cannot fail");
+    LAST_SIZE_BYTES.store(text.len() as u64, Ordering::Relaxed);
     text
 }
 

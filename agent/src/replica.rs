@@ -488,11 +488,15 @@ fn process_start_time(pid: u32) -> Option<f64> {
     (ticks_per_second > 0.0).then(|| boot_time + start_ticks / ticks_per_second)
 }
 
+/// Boot time, read once: it does not change while the agent runs, and scrapes ask for it often.
 pub fn boot_time_unix_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    stat.lines()
-        .find_map(|line| line.strip_prefix("btime "))
-        .and_then(|value| value.trim().parse().ok())
+    static BOOT_TIME: std::sync::OnceLock<Option<f64>> = std::sync::OnceLock::new();
+    *BOOT_TIME.get_or_init(|| {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        stat.lines()
+            .find_map(|line| line.strip_prefix("btime "))
+            .and_then(|value| value.trim().parse().ok())
+    })
 }
 
 #[cfg(test)]

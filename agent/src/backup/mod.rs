@@ -106,7 +106,7 @@ pub async fn start_backup(state: &Arc<AgentState>) -> Result<JobAccepted, Refusa
         .map_err(|_| Refusal::Busy)?;
     let running = state.replica.pid().is_some();
     if running {
-        control::quorum_guard(state, false).await?;
+        control::quorum_guard(state, control::Override::NotOffered).await?;
     }
     std::fs::create_dir_all(&config.dir).map_err(io_failure("backup.dir"))?;
     let data_size_bytes = std::fs::metadata(&state.config.replica.data_file)
@@ -299,6 +299,23 @@ async fn backup_steps(
             "the stored copy does not verify: {}",
             verification.detail
         ));
+    }
+    // Until the hooks have run, the backup is recorded as not shipped.
+    let pending: Vec<HookResult> = config
+        .hooks
+        .iter()
+        .map(|hook| HookResult {
+            name: hook.name.clone(),
+            ok: false,
+            exit_code: None,
+            duration_ms: 0,
+            output: String::new(),
+            error: Some("pending: not run yet".into()),
+        })
+        .collect();
+    if !pending.is_empty() {
+        write_json_atomically(&partial.join(store::HOOKS_FILE), &pending)
+            .map_err(|error| error.to_string())?;
     }
     std::fs::rename(&partial, store.backup_dir(backup_id))
         .map_err(|error| format!("completing the backup: {error}"))?;
@@ -651,7 +668,7 @@ pub async fn start_recover(state: &Arc<AgentState>) -> Result<JobAccepted, Refus
         return Err(Refusal::Refused("the replica is running".into()));
     }
     // The rest of the cluster must be healthy enough to view-change without this replica.
-    control::quorum_guard(state, false).await?;
+    control::quorum_guard(state, control::Override::NotOffered).await?;
     let job_id = format!("recover-{}", store::new_backup_id(replica.index));
     state.jobs.begin(&job_id, "recover", None);
     let task_state = Arc::clone(state);
