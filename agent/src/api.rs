@@ -162,9 +162,9 @@ pub struct Job {
     pub downtime_ms: Option<u64>,
 }
 
-/// `manifest.json` of a backup, written atomically once the backup is complete.
+/// `manifest.json` of a backup, written atomically once the backup is complete. Unknown fields
+/// are accepted so that older readers can list backups written by newer agents.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Manifest {
     pub format_version: u32,
     pub backup_id: String,
@@ -189,9 +189,9 @@ pub struct Manifest {
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct BackupTimings {
     /// How long the replica process was not running: stop, copy, start.
+    #[serde(default)]
     pub stopped_ms: u64,
     pub copy_ms: u64,
     pub downtime_ms: u64,

@@ -142,10 +142,16 @@ impl Store {
         }
         ids.sort_unstable_by(|a, b| b.cmp(a));
         ids.truncate(BACKUPS_LISTED_MAX);
-        Ok(ids
-            .into_iter()
-            .filter_map(|id| self.get(&id).ok().flatten())
-            .collect())
+        let mut records = Vec::with_capacity(ids.len());
+        for id in ids {
+            match self.get(&id) {
+                Ok(Some(record)) => records.push(record),
+                Ok(None) => tracing::warn!(backup = %id, "a backup directory without a manifest"),
+                // Listed nowhere, a broken backup would also escape retention: say so loudly.
+                Err(error) => tracing::error!(backup = %id, %error, "an unreadable backup"),
+            }
+        }
+        Ok(records)
     }
 
     /// A complete backup, or None if there is no such backup.

@@ -8,11 +8,15 @@ use std::time::Duration;
 use anyhow::Context;
 use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
+use tokio::io::AsyncWriteExt;
 
 use crate::api;
 
 /// Answers are small JSON documents; a larger body is not an agent talking.
 const BODY_SIZE_MAX_BYTES: usize = 1024 * 1024;
+/// A backup list: up to 1000 records (the agent's cap), each with up to 8 hooks whose output
+/// it keeps up to 16 KiB.
+const BACKUP_LIST_SIZE_MAX_BYTES: usize = 64 * 1024 * 1024;
 /// A secret file holds one hex secret; anything larger is the wrong file.
 const SECRET_FILE_SIZE_MAX_BYTES: u64 = 4 * 1024;
 /// A CA bundle is a few certificates.
@@ -102,6 +106,8 @@ pub enum AgentError {
     Throttled(String),
     #[error("refused ({code}): {message}")]
     Refused { code: String, message: String },
+    #[error("not found (404): {0}")]
+    NotFound(String),
     #[error("unexpected answer (HTTP {status}): {detail}")]
     Unexpected { status: u16, detail: String },
 }
@@ -183,6 +189,131 @@ impl AgentClient {
             .await
     }
 
+    /// `POST /v1/backups`: 202 with the job to follow.
+    pub async fn start_backup(
+        &self,
+        url: &str,
+        timeout_ms: u64,
+    ) -> Result<api::JobAccepted, AgentError> {
+        let request = self
+            .http
+            .post(format!("{url}/v1/backups"))
+            .json(&api::BackupRequest {});
+        self.call(request, timeout_ms, &[StatusCode::ACCEPTED], "backup")
+            .await
+    }
+
+    /// `POST /v1/replica/recover`: 202 with the job to follow.
+    pub async fn start_recover(
+        &self,
+        url: &str,
+        timeout_ms: u64,
+    ) -> Result<api::JobAccepted, AgentError> {
+        let request = self
+            .http
+            .post(format!("{url}/v1/replica/recover"))
+            .json(&api::BackupRequest {});
+        self.call(request, timeout_ms, &[StatusCode::ACCEPTED], "control")
+            .await
+    }
+
+    /// `GET /v1/jobs/{id}`.
+    pub async fn job(&self, url: &str, id: &str, timeout_ms: u64) -> Result<api::Job, AgentError> {
+        let request = self.http.get(format!("{url}/v1/jobs/{id}"));
+        self.call(request, timeout_ms, &[StatusCode::OK], "read")
+            .await
+    }
+
+    /// `GET /v1/backups`: complete backups, newest first.
+    pub async fn backups(
+        &self,
+        url: &str,
+        timeout_ms: u64,
+    ) -> Result<Vec<api::BackupRecord>, AgentError> {
+        let request = self.http.get(format!("{url}/v1/backups"));
+        let response = self.send(request, timeout_ms).await?;
+        self.answer(
+            response,
+            timeout_ms,
+            &[StatusCode::OK],
+            "read",
+            BACKUP_LIST_SIZE_MAX_BYTES,
+        )
+        .await
+    }
+
+    /// `GET /v1/backups/{id}`.
+    pub async fn backup(
+        &self,
+        url: &str,
+        id: &str,
+        timeout_ms: u64,
+    ) -> Result<api::BackupRecord, AgentError> {
+        let request = self.http.get(format!("{url}/v1/backups/{id}"));
+        self.call(request, timeout_ms, &[StatusCode::OK], "read")
+            .await
+    }
+
+    /// `GET /v1/backups/{id}/file` into `destination`, a new file. The body must be exactly
+    /// `size_bytes` long (the manifest's stored size): more is refused as it arrives, so a
+    /// confused agent cannot fill the disk. `timeout_ms` bounds the whole transfer.
+    pub async fn download(
+        &self,
+        url: &str,
+        id: &str,
+        destination: &Path,
+        size_bytes: u64,
+        timeout_ms: u64,
+    ) -> anyhow::Result<()> {
+        let request = self.http.get(format!("{url}/v1/backups/{id}/file"));
+        let mut response = self.send(request, timeout_ms).await?;
+        if response.status() != StatusCode::OK {
+            let error: AgentError = self
+                .answer::<serde_json::Value>(
+                    response,
+                    timeout_ms,
+                    &[],
+                    "backup",
+                    BODY_SIZE_MAX_BYTES,
+                )
+                .await
+                .expect_err("no status is accepted");
+            return Err(error.into());
+        }
+        let mut file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(destination)
+            .await
+            .with_context(|| format!("creating {}", destination.display()))?;
+        let mut received_bytes = 0u64;
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|error| classify(&error, timeout_ms))?
+        {
+            received_bytes += chunk.len() as u64;
+            if received_bytes > size_bytes {
+                return Err(AgentError::Unexpected {
+                    status: StatusCode::OK.as_u16(),
+                    detail: format!("the file is larger than the manifest's {size_bytes} bytes"),
+                }
+                .into());
+            }
+            file.write_all(&chunk)
+                .await
+                .with_context(|| format!("writing {}", destination.display()))?;
+        }
+        anyhow::ensure!(
+            received_bytes == size_bytes,
+            "the download ended after {received_bytes} of the manifest's {size_bytes} bytes"
+        );
+        file.sync_all()
+            .await
+            .with_context(|| format!("syncing {}", destination.display()))?;
+        Ok(())
+    }
+
     async fn call<T: DeserializeOwned>(
         &self,
         request: reqwest::RequestBuilder,
@@ -190,20 +321,43 @@ impl AgentClient {
         accept: &[StatusCode],
         scope: &'static str,
     ) -> Result<T, AgentError> {
-        let classify = |error: reqwest::Error| classify(&error, timeout_ms);
-        let mut response = request
+        let response = self.send(request, timeout_ms).await?;
+        self.answer(response, timeout_ms, accept, scope, BODY_SIZE_MAX_BYTES)
+            .await
+    }
+
+    /// Sends with the token and the timeout, which bounds the body's arrival too.
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+        timeout_ms: u64,
+    ) -> Result<reqwest::Response, AgentError> {
+        request
             .bearer_auth(&self.token.secret)
             .timeout(Duration::from_millis(timeout_ms))
             .send()
             .await
-            .map_err(classify)?;
+            .map_err(|error| classify(&error, timeout_ms))
+    }
+
+    /// Reads a JSON answer of at most `body_size_max` bytes: the value when the status is in
+    /// `accept`, else the error the status and body describe.
+    async fn answer<T: DeserializeOwned>(
+        &self,
+        mut response: reqwest::Response,
+        timeout_ms: u64,
+        accept: &[StatusCode],
+        scope: &'static str,
+        body_size_max: usize,
+    ) -> Result<T, AgentError> {
+        let classify = |error: reqwest::Error| classify(&error, timeout_ms);
         let status = response.status();
         let mut body = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(classify)? {
-            if body.len() + chunk.len() > BODY_SIZE_MAX_BYTES {
+            if body.len() + chunk.len() > body_size_max {
                 return Err(AgentError::Unexpected {
                     status: status.as_u16(),
-                    detail: format!("body larger than {BODY_SIZE_MAX_BYTES} bytes"),
+                    detail: format!("body larger than {body_size_max} bytes"),
                 });
             }
             body.extend_from_slice(&chunk);
@@ -228,6 +382,7 @@ impl AgentClient {
                 code: error_body.error,
                 message,
             },
+            (StatusCode::NOT_FOUND, Some(_)) => AgentError::NotFound(message),
             _ => AgentError::Unexpected {
                 status: status.as_u16(),
                 detail: message,

@@ -651,7 +651,7 @@ fn create_state_dir(dir: &Path) -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
-fn executable(path: &Path, what: &str) -> anyhow::Result<PathBuf> {
+pub(super) fn executable(path: &Path, what: &str) -> anyhow::Result<PathBuf> {
     let path = path
         .canonicalize()
         .with_context(|| format!("{what} {}", path.display()))?;

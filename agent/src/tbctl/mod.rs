@@ -4,11 +4,17 @@
 //! Every network call has a timeout and no call is retried on its own: a control action that
 //! timed out may still have happened, so repeating it is the operator's decision.
 
+mod backup;
 mod client;
+mod client_log;
 mod control;
+mod drill;
+mod jobs;
 pub mod local;
 mod local_files;
 mod process;
+mod recover;
+mod scratch;
 mod status;
 
 use std::path::{Path, PathBuf};
@@ -51,6 +57,19 @@ enum Command {
     Stop(ControlArgs),
     /// Restart one replica and wait until it is ready again.
     Restart(ControlArgs),
+    /// Back up one replica (stopped briefly for the copy) and wait for the backup to finish.
+    /// Without --replica: only when every replica is ready, the replica whose newest backup is
+    /// oldest.
+    Backup(BackupArgs),
+    /// List the backups of every replica.
+    Backups(BackupsArgs),
+    /// Rebuild a replica whose data file is lost (`tigerbeetle recover`), and wait until it has
+    /// caught up with the cluster.
+    Recover(RecoverArgs),
+    /// Prove the backups restore: write known records, back up every replica, restore the
+    /// backups into a scratch cluster on this host, and compare. Never touches the live
+    /// cluster's files or ports; it does leave two accounts and their transfers in it.
+    RestoreDrill(drill::DrillArgs),
     /// A local cluster on 127.0.0.1, one agent per replica, for development.
     #[command(subcommand)]
     Local(LocalCommand),
@@ -91,6 +110,43 @@ struct ControlArgs {
     /// answers a restart only once the replica is ready again).
     #[arg(long, value_parser = timeout_ms)]
     timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+struct BackupArgs {
+    #[arg(long, value_name = "FILE")]
+    inventory: PathBuf,
+    /// Back up this replica (its agent's quorum guard still decides) instead of choosing one.
+    #[arg(long, value_name = "N")]
+    replica: Option<u8>,
+    /// How long to wait for the backup job to finish.
+    #[arg(long, default_value_t = 600_000, value_parser = timeout_ms)]
+    timeout_ms: u64,
+}
+
+#[derive(Debug, Args)]
+struct BackupsArgs {
+    #[arg(long, value_name = "FILE")]
+    inventory: PathBuf,
+    /// Print a JSON array with one object per backup (the agent's record plus `replica` and
+    /// `agent_url`) instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Timeout of each request to an agent.
+    #[arg(long, default_value_t = 10_000, value_parser = timeout_ms)]
+    timeout_ms: u64,
+}
+
+#[derive(Debug, Args)]
+struct RecoverArgs {
+    #[arg(long, value_name = "FILE")]
+    inventory: PathBuf,
+    /// Replica index, as in the inventory's tigerbeetle_replica.
+    #[arg(long, value_name = "N")]
+    replica: u8,
+    /// How long to wait for the recover job, state sync included.
+    #[arg(long, default_value_t = TIMEOUT_MAX_MS, value_parser = timeout_ms)]
+    timeout_ms: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -157,6 +213,23 @@ async fn run_async(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Start(args) => control_command(&cli, control::Action::Start, args).await,
         Command::Stop(args) => control_command(&cli, control::Action::Stop, args).await,
         Command::Restart(args) => control_command(&cli, control::Action::Restart, args).await,
+        Command::Backup(args) => {
+            let (client, inventory) = connect(&cli, &args.inventory)?;
+            backup::backup(&client, &inventory, args.replica, args.timeout_ms).await
+        }
+        Command::Backups(args) => {
+            let (client, inventory) = connect(&cli, &args.inventory)?;
+            backup::backups(&client, &inventory, args.json, args.timeout_ms).await
+        }
+        Command::Recover(args) => {
+            let (client, inventory) = connect(&cli, &args.inventory)?;
+            let replica = inventory.replica(args.replica)?;
+            recover::recover(&client, replica, args.timeout_ms).await
+        }
+        Command::RestoreDrill(args) => {
+            let (client, inventory) = connect(&cli, &args.inventory)?;
+            drill::restore_drill(&client, &inventory, args).await
+        }
         Command::Local(LocalCommand::Up(args)) => local::up(args).await,
         Command::Local(LocalCommand::Down(_)) => unreachable!("handled without a runtime"),
     }

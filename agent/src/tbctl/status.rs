@@ -259,6 +259,28 @@ async fn ready_all(
     answers.into_iter().map(|(_, answer)| answer).collect()
 }
 
+/// Every replica that is not ready, each as "replica N (URL): why", asked concurrently.
+pub(super) async fn not_ready(
+    client: &AgentClient,
+    inventory: &Inventory,
+    timeout_ms: u64,
+) -> Vec<String> {
+    let answers = ready_all(client, inventory, timeout_ms).await;
+    inventory
+        .replicas
+        .iter()
+        .zip(&answers)
+        .filter_map(|(entry, answer)| {
+            let problem = match answer {
+                Ok(report) if report.ready => return None,
+                Ok(report) => format!("not ready: {}", not_ready_reason(report)),
+                Err(error) => error.to_string(),
+            };
+            Some(format!("{}: {problem}", describe(entry)))
+        })
+        .collect()
+}
+
 /// How every message names a replica: index and agent URL, the two things an operator checks.
 pub fn describe(entry: &ReplicaEntry) -> String {
     format!("replica {} ({})", entry.index, entry.agent_url)
@@ -319,7 +341,7 @@ pub fn human_bytes(bytes: u64) -> String {
     format!("{value:.1} {}", UNITS[unit])
 }
 
-fn table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
+pub(super) fn table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
     let mut widths = header.map(str::len);
     for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {
