@@ -568,37 +568,48 @@ fn recover_rebuilds_a_lost_data_file_without_format() {
 }
 
 #[test]
-fn tbctl_backups_lists_across_the_cluster() {
+fn tbctl_backup_backups_and_restore_drill() {
     let cluster = Cluster::up("tbctl-backup", Ports::for_test(6));
     cluster.wait_all_ready();
     let inventory = cluster.inventory_arg();
     let token_file = cluster.token_file_arg();
-    let output = tbctl(&[
-        "backup",
-        "--inventory",
-        &inventory,
-        "--token-file",
-        &token_file,
-    ]);
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let output = tbctl(&[
-        "backups",
-        "--inventory",
-        &inventory,
-        "--token-file",
-        &token_file,
-        "--json",
-    ]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let listed: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let run = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--inventory", &inventory, "--token-file", &token_file]);
+        let output = tbctl(&all);
+        let text = String::from_utf8_lossy(&output.stdout).to_string()
+            + &String::from_utf8_lossy(&output.stderr);
+        (output.status.success(), text, output.stdout)
+    };
+    let (ok, text, _) = run(&["backup"]);
+    assert!(ok, "{text}");
+    let (ok, text, json) = run(&["backups", "--json"]);
+    assert!(ok, "{text}");
+    let listed: Value = serde_json::from_slice(&json).unwrap();
     assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+
+    // With a replica down, tbctl refuses to pick one: the cluster is degraded.
+    let response = cluster.post(0, "/v1/replica/stop", Some(&cluster.admin_token), None);
+    assert_eq!(response.status(), 200);
+    let (ok, text, _) = run(&["backup"]);
+    assert!(!ok && text.contains("degraded"), "{text}");
+    let response = cluster.post(0, "/v1/replica/start", Some(&cluster.admin_token), None);
+    assert_eq!(response.status(), 200);
+    cluster.wait_all_ready();
+
+    // The weekly drill: drill data in, a backup of every replica, restored into a scratch
+    // cluster on other ports, balances compared.
+    let scratch = cluster.state.state_dir.join("drill");
+    let tigerbeetle = common::tigerbeetle_bin();
+    let (ok, text, _) = run(&[
+        "restore-drill",
+        "--scratch-dir",
+        scratch.to_str().unwrap(),
+        "--replica-port-base",
+        &(Ports::for_test(6).replica + 500).to_string(),
+        "--tigerbeetle",
+        tigerbeetle.to_str().unwrap(),
+    ]);
+    println!("{text}");
+    assert!(ok && text.contains("restore drill PASSED"), "{text}");
 }
