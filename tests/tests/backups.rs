@@ -510,9 +510,7 @@ fn recover_rebuilds_a_lost_data_file_without_format() {
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .unwrap();
-    // SAFETY: set before any thread of this test process reads the environment.
-    unsafe { std::env::set_var("TIGERBEETLE_BIN", &wrapper) };
-    let cluster = Cluster::up("recover", Ports::for_test(5));
+    let cluster = Cluster::up_with("recover", Ports::for_test(5), &wrapper);
     cluster.wait_all_ready();
     let admin = cluster.admin_token.clone();
     let formats_at_bootstrap = std::fs::read_to_string(&calls)

@@ -83,7 +83,11 @@ pub fn http_client(timeout: Duration) -> reqwest::blocking::Client {
 
 /// `tbctl local up` for a test cluster: its own state directory and ports.
 pub fn local_up(state_dir: &Path, ports: &Ports) -> std::process::Output {
-    let tigerbeetle = tigerbeetle_bin();
+    local_up_with(state_dir, ports, &tigerbeetle_bin())
+}
+
+/// `local_up` with a given `tigerbeetle` binary (a test may wrap the real one).
+pub fn local_up_with(state_dir: &Path, ports: &Ports, tigerbeetle: &Path) -> std::process::Output {
     tbctl(&[
         "local",
         "up",
@@ -111,13 +115,17 @@ pub fn tbctl(args: &[&str]) -> std::process::Output {
 
 impl Cluster {
     pub fn up(name: &str, ports: Ports) -> Cluster {
+        Cluster::up_with(name, ports, &tigerbeetle_bin())
+    }
+
+    pub fn up_with(name: &str, ports: Ports, tigerbeetle: &Path) -> Cluster {
         // Everything that can fail before the cluster exists comes first: a panic after
         // `local up` but before `Cluster` exists would skip Drop and leak the replicas.
         let http = http_client(CONTROL_TIMEOUT);
         let state_dir =
             std::env::temp_dir().join(format!("tb-tests-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&state_dir);
-        let output = local_up(&state_dir, &ports);
+        let output = local_up_with(&state_dir, &ports, tigerbeetle);
         let stdout = String::from_utf8_lossy(&output.stdout);
         let stderr = String::from_utf8_lossy(&output.stderr);
         let local_json = state_dir.join("local.json");
