@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::OwnedMutexGuard;
 
 use crate::api::{
-    BackupTimings, HookResult, JobAccepted, Manifest, RestoreRequest, RestoreResponse, Verification,
+    BackupRecord, BackupTimings, HookResult, JobAccepted, Manifest, RestoreRequest,
+    RestoreResponse, Verification,
 };
 use crate::config::{self, Run};
 use crate::control::{self, ControlError};
@@ -349,14 +350,20 @@ pub async fn verify_files(dir: &Path, manifest: &Manifest) -> Verification {
     }
 }
 
-/// `POST /v1/backups/{id}/verify`.
-pub async fn verify(state: &AgentState, id: &str) -> Result<Verification, Refusal> {
+/// A complete backup by id: the id is validated first, so no path escapes the backup directory.
+fn find_backup(state: &AgentState, id: &str) -> Result<(Store, BackupRecord), Refusal> {
     store::validate_backup_id(id).map_err(Refusal::BadRequest)?;
     let store = store(state)?;
     let record = store
         .get(id)
         .map_err(io_failure("reading the backup"))?
         .ok_or_else(|| Refusal::NotFound(format!("no backup {id}")))?;
+    Ok((store, record))
+}
+
+/// `POST /v1/backups/{id}/verify`.
+pub async fn verify(state: &AgentState, id: &str) -> Result<Verification, Refusal> {
+    let (store, record) = find_backup(state, id)?;
     let dir = store.backup_dir(id);
     let verification = verify_files(&dir, &record.manifest).await;
     write_json_atomically(&dir.join(store::VERIFICATION_FILE), &verification)
@@ -479,26 +486,13 @@ fn apply_retention(state: &AgentState, store: &Store) {
 
 /// `DELETE /v1/backups/{id}`.
 pub fn delete(state: &AgentState, id: &str) -> Result<(), Refusal> {
-    store::validate_backup_id(id).map_err(Refusal::BadRequest)?;
-    let store = store(state)?;
-    if store
-        .get(id)
-        .map_err(io_failure("reading the backup"))?
-        .is_none()
-    {
-        return Err(Refusal::NotFound(format!("no backup {id}")));
-    }
+    let (store, _) = find_backup(state, id)?;
     store.delete(id).map_err(io_failure("deleting the backup"))
 }
 
 /// The stored file of a complete backup, for downloads (restore drills).
 pub fn stored_file(state: &AgentState, id: &str) -> Result<(PathBuf, Manifest), Refusal> {
-    store::validate_backup_id(id).map_err(Refusal::BadRequest)?;
-    let store = store(state)?;
-    let record = store
-        .get(id)
-        .map_err(io_failure("reading the backup"))?
-        .ok_or_else(|| Refusal::NotFound(format!("no backup {id}")))?;
+    let (store, record) = find_backup(state, id)?;
     Ok((
         store.backup_dir(id).join(&record.manifest.file),
         record.manifest,
@@ -512,14 +506,9 @@ pub async fn restore(
     id: &str,
     request: &RestoreRequest,
 ) -> Result<RestoreResponse, Refusal> {
-    store::validate_backup_id(id).map_err(Refusal::BadRequest)?;
-    let store = store(state)?;
+    let (store, record) = find_backup(state, id)?;
     let _guard = state.control_lock.try_lock().map_err(|_| Refusal::Busy)?;
     let replica = &state.config.replica;
-    let record = store
-        .get(id)
-        .map_err(io_failure("reading the backup"))?
-        .ok_or_else(|| Refusal::NotFound(format!("no backup {id}")))?;
     let manifest = &record.manifest;
     if manifest.cluster_id != replica.cluster_id
         || manifest.replica_index != replica.index

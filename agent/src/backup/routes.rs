@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
 use super::{Refusal, store};
-use crate::api::{BackupRequest, RestoreRequest};
+use crate::api::{BackupRequest, JobAccepted, RestoreRequest};
 use crate::audit;
 use crate::server::{TokenName, error, parse_body};
 use crate::state::AgentState;
@@ -94,6 +94,21 @@ fn audit_record<T>(
     });
 }
 
+/// 202 with the job to follow, or the refusal; audited either way.
+fn job_started(
+    state: &AgentState,
+    token: &str,
+    remote: SocketAddr,
+    action: &str,
+    result: Result<JobAccepted, Refusal>,
+) -> Response {
+    audit_record(state, token, remote, action, false, &result);
+    match result {
+        Ok(accepted) => (StatusCode::ACCEPTED, axum::Json(accepted)).into_response(),
+        Err(why) => refusal(why),
+    }
+}
+
 async fn create(
     State(state): State<AppState>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
@@ -105,11 +120,7 @@ async fn create(
         return response;
     }
     let result = super::start_backup(&state).await;
-    audit_record(&state, &token, remote, "backup", false, &result);
-    match result {
-        Ok(accepted) => (StatusCode::ACCEPTED, axum::Json(accepted)).into_response(),
-        Err(why) => refusal(why),
-    }
+    job_started(&state, &token, remote, "backup", result)
 }
 
 async fn list(State(state): State<AppState>) -> Response {
@@ -238,9 +249,5 @@ async fn recover(
         return response;
     }
     let result = super::start_recover(&state).await;
-    audit_record(&state, &token, remote, "recover", false, &result);
-    match result {
-        Ok(accepted) => (StatusCode::ACCEPTED, axum::Json(accepted)).into_response(),
-        Err(why) => refusal(why),
-    }
+    job_started(&state, &token, remote, "recover", result)
 }

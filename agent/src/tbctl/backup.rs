@@ -54,21 +54,10 @@ pub async fn backup_replica(
     entry: &ReplicaEntry,
     timeout_ms: u64,
 ) -> anyhow::Result<Completed> {
-    let accepted = match client
+    let result = client
         .start_backup(&entry.agent_url, START_TIMEOUT_MS)
-        .await
-    {
-        Ok(accepted) => accepted,
-        Err(AgentError::Refused { code, message }) => {
-            anyhow::bail!("{}: backup refused ({code}): {message}", describe(entry))
-        }
-        Err(error @ AgentError::Timeout(_)) => anyhow::bail!(
-            "{}: starting a backup: {error}; it may have started anyway: check with \
-             `tbctl backups` before repeating it",
-            describe(entry)
-        ),
-        Err(error) => anyhow::bail!("{}: starting a backup: {error}", describe(entry)),
-    };
+        .await;
+    let accepted = jobs::accepted(entry, "backup", "tbctl backups", result)?;
     let backup_id = accepted.backup_id.clone().ok_or_else(|| {
         anyhow::anyhow!(
             "{}: the agent accepted the backup (job {}) without naming its backup id",

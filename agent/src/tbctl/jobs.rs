@@ -97,6 +97,29 @@ pub fn downtime_text(job: &api::Job) -> String {
     }
 }
 
+/// The agent's answer to starting a job (`action`: "backup", "recover"), or one line naming
+/// the replica that says why it did not start. After a timeout the job may have started anyway:
+/// `check_with` names the command that tells.
+pub fn accepted(
+    entry: &ReplicaEntry,
+    action: &str,
+    check_with: &str,
+    result: Result<api::JobAccepted, AgentError>,
+) -> anyhow::Result<api::JobAccepted> {
+    match result {
+        Ok(accepted) => Ok(accepted),
+        Err(AgentError::Refused { code, message }) => {
+            anyhow::bail!("{}: {action} refused ({code}): {message}", describe(entry))
+        }
+        Err(error @ AgentError::Timeout(_)) => anyhow::bail!(
+            "{}: starting {action}: {error}; it may have started anyway: check with \
+             `{check_with}` before repeating it",
+            describe(entry)
+        ),
+        Err(error) => anyhow::bail!("{}: starting {action}: {error}", describe(entry)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,7 +5,6 @@
 use std::process::ExitCode;
 
 use super::client::AgentClient;
-use super::client::AgentError;
 use super::jobs;
 use super::status::describe;
 use crate::inventory::ReplicaEntry;
@@ -18,21 +17,10 @@ pub async fn recover(
     entry: &ReplicaEntry,
     timeout_ms: u64,
 ) -> anyhow::Result<ExitCode> {
-    let accepted = match client
+    let result = client
         .start_recover(&entry.agent_url, START_TIMEOUT_MS)
-        .await
-    {
-        Ok(accepted) => accepted,
-        Err(AgentError::Refused { code, message }) => {
-            anyhow::bail!("{}: recover refused ({code}): {message}", describe(entry))
-        }
-        Err(error @ AgentError::Timeout(_)) => anyhow::bail!(
-            "{}: starting recover: {error}; it may have started anyway: check with \
-             `tbctl status` before repeating it",
-            describe(entry)
-        ),
-        Err(error) => anyhow::bail!("{}: starting recover: {error}", describe(entry)),
-    };
+        .await;
+    let accepted = jobs::accepted(entry, "recover", "tbctl status", result)?;
     println!(
         "replica {}: recover started (job {}; waiting up to {} s for state sync)",
         entry.index,
