@@ -317,3 +317,124 @@ fn invalid_configs_stop_the_agent_with_the_field_and_reason() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Backups of a stopped replica need no cluster: hooks (success, failure, timeout, environment)
+/// and retention, with a real agent on a real file. systemd mode with a unit that does not exist
+/// keeps the agent from starting anything.
+#[test]
+fn hooks_and_retention() {
+    let port = 29130;
+    let dir = std::env::temp_dir().join(format!("tb-tests-hooks-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    let data_file = dir.join("data/0_0.tigerbeetle");
+    let content: Vec<u8> = (0..4 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&data_file, &content).unwrap();
+    let shipped_log = dir.join("shipped.log");
+    let base = config(
+        port,
+        &[("operator", "[\"read\", \"backup\"]", OPERATOR_NEW)],
+        "",
+    );
+    let text = base
+        .replace(
+            "/nonexistent/tb-tests/0_0.tigerbeetle",
+            data_file.to_str().unwrap(),
+        )
+        .replace(
+            "mode = \"process\"",
+            "mode = \"systemd\"\nunit = \"tb-tests-absent.service\"",
+        )
+        + &format!(
+            "[backup]\ndir = \"{}\"\nkeep_last = 2\nfree_margin_bytes = 0\n\
+             [[backup.hooks]]\nname = \"ship\"\ncommand = [\"sh\", \"-c\", \
+             \"echo $TB_BACKUP_ID $(basename $TB_BACKUP_DIR) $(test -f $TB_BACKUP_MANIFEST && echo manifest) >> {}\"]\n\
+             [[backup.hooks]]\nname = \"broken\"\ncommand = [\"sh\", \"-c\", \"echo oops; exit 3\"]\n\
+             [[backup.hooks]]\nname = \"slow\"\ncommand = [\"sleep\", \"5\"]\ntimeout_ms = 300\n",
+            dir.join("backups").display(),
+            shipped_log.display()
+        );
+    let agent = spawn("hooks", port, &text);
+    let url = |path: &str| format!("{}{path}", agent.url);
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let (status, body) = request("POST", &url("/v1/backups"), Some(OPERATOR_NEW), None);
+        assert_eq!(status, 202, "{body}");
+        let accepted: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let job_url = url(&format!(
+            "/v1/jobs/{}",
+            accepted["job_id"].as_str().unwrap()
+        ));
+        let started = Instant::now();
+        let job = loop {
+            let (_, body) = request("GET", &job_url, Some(OPERATOR_NEW), None);
+            let job: serde_json::Value = serde_json::from_str(&body).unwrap();
+            if job["state"] != "running" {
+                break job;
+            }
+            assert!(started.elapsed() < Duration::from_secs(60), "{job}");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert_eq!(job["state"], "succeeded", "{job}");
+        assert!(
+            job["downtime_ms"].is_null(),
+            "a stopped replica has no downtime: {job}"
+        );
+        ids.push(accepted["backup_id"].as_str().unwrap().to_string());
+        // Backup ids carry the second they were taken: keep them apart.
+        std::thread::sleep(Duration::from_millis(1100));
+    }
+
+    // Retention kept the newest two.
+    let (_, body) = request("GET", &url("/v1/backups"), Some(OPERATOR_NEW), None);
+    let listed: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+    let listed_ids: Vec<&str> = listed
+        .iter()
+        .map(|backup| backup["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed_ids, vec![ids[2].as_str(), ids[1].as_str()]);
+
+    // Each hook's outcome is recorded; a failed hook leaves the backup, unshipped.
+    let newest = &listed[0];
+    assert_eq!(newest["shipped"], false, "{newest}");
+    assert_eq!(newest["verification"]["ok"], true, "{newest}");
+    let hooks = newest["hooks"].as_array().unwrap();
+    assert_eq!(
+        (hooks[0]["name"].as_str(), hooks[0]["ok"].as_bool()),
+        (Some("ship"), Some(true)),
+        "{newest}"
+    );
+    assert_eq!(
+        (hooks[1]["exit_code"].as_i64(), hooks[1]["output"].as_str()),
+        (Some(3), Some("oops\n")),
+        "{newest}"
+    );
+    assert!(
+        hooks[2]["error"].as_str().unwrap().contains("timed out"),
+        "{newest}"
+    );
+    // The hook saw the backup's id, directory and manifest.
+    let shipped = std::fs::read_to_string(&shipped_log).unwrap();
+    for id in &ids {
+        assert!(
+            shipped.contains(&format!("{id} {id} manifest")),
+            "{shipped}"
+        );
+    }
+    // The stored copy decompresses to the original bytes.
+    let manifest = &newest["manifest"];
+    assert_eq!(
+        manifest["data_blake3"].as_str().unwrap(),
+        blake3::hash(&content).to_hex().as_str()
+    );
+    let stored = dir
+        .join("backups")
+        .join(&ids[2])
+        .join(manifest["file"].as_str().unwrap());
+    assert_eq!(
+        zstd::decode_all(std::fs::File::open(stored).unwrap()).unwrap(),
+        content
+    );
+    drop(agent);
+    let _ = std::fs::remove_dir_all(&dir);
+}
