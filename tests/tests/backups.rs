@@ -43,6 +43,17 @@ fn wait_job(cluster: &Cluster, replica: u8, job_id: &str, timeout: Duration) -> 
     last
 }
 
+/// Posts as admin and expects a 409 whose message gives `reason`.
+fn assert_refused(cluster: &Cluster, replica: u8, path: &str, body: Option<&str>, reason: &str) {
+    let response = cluster.post(replica, path, Some(&cluster.admin_token), body);
+    assert_eq!(response.status(), 409, "{path}");
+    let answer: Value = response.json().unwrap();
+    assert!(
+        answer["message"].as_str().unwrap().contains(reason),
+        "{answer}"
+    );
+}
+
 fn backups(cluster: &Cluster, replica: u8) -> Vec<Value> {
     let listed: Value = cluster
         .get(replica, "/v1/backups", Some(&cluster.admin_token))
@@ -214,17 +225,12 @@ fn backup_under_load_verify_corruption_and_refusals() {
     // Restore while the cluster is live: refused, nothing changes.
     let data_file = &cluster.state.replicas[1].data_file;
     let inode = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(data_file).unwrap());
-    let response = cluster.post(
+    assert_refused(
+        &cluster,
         1,
         &format!("/v1/backups/{backup_id}/restore"),
-        Some(&admin),
         None,
-    );
-    assert_eq!(response.status(), 409);
-    let body: Value = response.json().unwrap();
-    assert!(
-        body["message"].as_str().unwrap().contains("running"),
-        "{body}"
+        "running",
     );
     // A read token cannot restore (it needs control and backup).
     let response = cluster.post(
@@ -239,36 +245,20 @@ fn backup_under_load_verify_corruption_and_refusals() {
     // confirmation, and refused with the wrong cluster id.
     let response = cluster.post(1, "/v1/replica/stop", Some(&admin), None);
     assert_eq!(response.status(), 200);
-    let response = cluster.post(
+    assert_refused(
+        &cluster,
         1,
         &format!("/v1/backups/{backup_id}/restore"),
-        Some(&admin),
         None,
-    );
-    assert_eq!(response.status(), 409);
-    let body: Value = response.json().unwrap();
-    assert!(
-        body["message"]
-            .as_str()
-            .unwrap()
-            .contains("peer replicas may be running"),
-        "{body}"
+        "peer replicas may be running",
     );
     let wrong = serde_json::json!({"mode": "disaster-recovery", "cluster_id": "12345"}).to_string();
-    let response = cluster.post(
+    assert_refused(
+        &cluster,
         1,
         &format!("/v1/backups/{backup_id}/restore"),
-        Some(&admin),
         Some(&wrong),
-    );
-    assert_eq!(response.status(), 409);
-    let body: Value = response.json().unwrap();
-    assert!(
-        body["message"]
-            .as_str()
-            .unwrap()
-            .contains("confirmation names cluster 12345"),
-        "{body}"
+        "confirmation names cluster 12345",
     );
 
     // One corrupted byte: verify fails, and restore refuses even with the right confirmation.
@@ -294,20 +284,12 @@ fn backup_under_load_verify_corruption_and_refusals() {
     let confirmed =
         serde_json::json!({"mode": "disaster-recovery", "cluster_id": cluster.state.cluster_id})
             .to_string();
-    let response = cluster.post(
+    assert_refused(
+        &cluster,
         1,
         &format!("/v1/backups/{backup_id}/restore"),
-        Some(&admin),
         Some(&confirmed),
-    );
-    assert_eq!(response.status(), 409);
-    let body: Value = response.json().unwrap();
-    assert!(
-        body["message"]
-            .as_str()
-            .unwrap()
-            .contains("failed verification"),
-        "{body}"
+        "failed verification",
     );
     assert_eq!(
         std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(data_file).unwrap()),
@@ -394,7 +376,6 @@ fn fill_up(path: &std::path::Path) -> u64 {
 fn killed_agent_and_full_disk_leave_no_backup_and_the_replica_running() {
     let cluster = Cluster::up("backup-crash", Ports::for_test(4));
     cluster.wait_all_ready();
-    let admin = cluster.admin_token.clone();
     let backup_dir = cluster.state.state_dir.join("backups/replica-2");
 
     // SIGKILL the agent in the middle of the copy.
@@ -438,13 +419,7 @@ fn killed_agent_and_full_disk_leave_no_backup_and_the_replica_running() {
         .len();
     let small = SmallFilesystem::mount(&backup_dir, 64 * 1024 * 1024);
     let pid_before = cluster.replica_pid(2);
-    let response = cluster.post(2, "/v1/backups", Some(&admin), None);
-    assert_eq!(response.status(), 409);
-    let body: Value = response.json().unwrap();
-    assert!(
-        body["message"].as_str().unwrap().contains("bytes free"),
-        "{body}"
-    );
+    assert_refused(&cluster, 2, "/v1/backups", None, "bytes free");
     assert_eq!(
         cluster.replica_pid(2),
         pid_before,
