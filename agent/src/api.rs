@@ -175,6 +175,11 @@ pub struct Manifest {
     pub host: String,
     pub agent_version: String,
     pub created_unix_ms: u64,
+    /// Orders the backups of one backup directory: one more than any before it, whatever the
+    /// clock says. Absent in manifests written before it existed; those order before every
+    /// backup that has one, and among themselves by `created_unix_ms`, then id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequence: Option<u64>,
     /// The stored file's name inside the backup directory.
     pub file: String,
     /// `zstd` or `none`.

@@ -109,7 +109,7 @@ pub async fn start_backup(state: &Arc<AgentState>) -> Result<JobAccepted, Refusa
     if running {
         control::quorum_guard(state, control::Override::NotOffered).await?;
     }
-    std::fs::create_dir_all(&config.dir).map_err(io_failure("backup.dir"))?;
+    store::create_private_dir_all(&config.dir).map_err(io_failure("backup.dir"))?;
     let data_size_bytes = std::fs::metadata(&state.config.replica.data_file)
         .map_err(io_failure("the data file"))?
         .len();
@@ -179,8 +179,9 @@ async fn backup_steps(
 ) -> Result<Option<u64>, String> {
     let config = backup_config(state).expect("configured");
     let store = store(state).expect("configured");
-    let partial = store.partial_dir(backup_id);
-    std::fs::create_dir_all(&partial).map_err(|error| format!("{}: {error}", partial.display()))?;
+    let partial = store
+        .create_partial_dir(backup_id)
+        .map_err(|error| format!("{}: {error}", store.partial_dir(backup_id).display()))?;
     let raw = partial.join(RAW_FILE);
     let data_file = state.config.replica.data_file.clone();
 
@@ -188,7 +189,8 @@ async fn backup_steps(
     let down_since = Instant::now();
     if was_running {
         state.jobs.step(job_id, "stopping the replica");
-        std::fs::write(store.marker(), backup_id)
+        store::create_private_file(&store.marker())
+            .and_then(|mut marker| std::io::Write::write_all(&mut marker, backup_id.as_bytes()))
             .map_err(|error| format!("writing the marker: {error}"))?;
         store::sync_dir(&store.dir).map_err(|error| error.to_string())?;
         state
@@ -262,6 +264,7 @@ async fn backup_steps(
         .map_err(|error| format!("hashing and compressing: {error}"))?;
     let hash_ms = hash_started.elapsed().as_millis() as u64;
 
+    let sequence = next_sequence(&store)?;
     let identity = state.binary_identity();
     let manifest = Manifest {
         format_version: MANIFEST_FORMAT_VERSION,
@@ -273,6 +276,7 @@ async fn backup_steps(
         host: state.host.latest().hostname.clone(),
         agent_version: crate::AGENT_VERSION.to_string(),
         created_unix_ms: now_unix_ms(),
+        sequence: Some(sequence),
         file,
         compression: if compress { "zstd" } else { "none" }.to_string(),
         data_size_bytes: stored.data_size_bytes,
@@ -292,7 +296,8 @@ async fn backup_steps(
         .map_err(|error| format!("writing the manifest: {error}"))?;
 
     state.jobs.step(job_id, "verifying the stored file");
-    let verification = verify_files(&partial, &manifest).await;
+    let stored = std::fs::File::open(partial.join(&manifest.file));
+    let verification = verify_files(stored, &manifest).await;
     write_json_atomically(&partial.join(store::VERIFICATION_FILE), &verification)
         .map_err(|error| error.to_string())?;
     if !verification.ok {
@@ -325,11 +330,35 @@ async fn backup_steps(
     Ok(downtime_ms)
 }
 
-/// Re-hashes a backup's stored file against its manifest.
-pub async fn verify_files(dir: &Path, manifest: &Manifest) -> Verification {
-    let stored = dir.join(&manifest.file);
+/// The sequence number of a new backup (see `Manifest::sequence`).
+fn next_sequence(store: &Store) -> Result<u64, String> {
+    let listed = store
+        .list()
+        .map_err(|error| format!("listing backups for the sequence: {error}"))?;
+    store
+        .next_sequence(&listed)
+        .map_err(|error| format!("the backup sequence: {error}"))
+}
+
+/// Re-hashes a backup's stored file (opened by the caller, inside the backup's directory)
+/// against its manifest.
+pub async fn verify_files(
+    stored: std::io::Result<std::fs::File>,
+    manifest: &Manifest,
+) -> Verification {
     let expected = manifest.stored_blake3.clone();
-    let outcome = tokio::task::spawn_blocking(move || files::blake3_file(&stored)).await;
+    let expected_size_bytes = manifest.stored_size_bytes;
+    let outcome = tokio::task::spawn_blocking(move || {
+        let stored = stored?;
+        let size_bytes = stored.metadata()?.len();
+        if size_bytes != expected_size_bytes {
+            return Err(std::io::Error::other(format!(
+                "it holds {size_bytes} bytes, the manifest says {expected_size_bytes}"
+            )));
+        }
+        files::blake3_reader(stored)
+    })
+    .await;
     let (ok, detail) = match outcome {
         Ok(Ok(actual)) if actual == expected => {
             (true, format!("blake3 {actual} matches the manifest"))
@@ -356,7 +385,11 @@ fn find_backup(state: &AgentState, id: &str) -> Result<(Store, BackupRecord), Re
     let store = store(state)?;
     let record = store
         .get(id)
-        .map_err(io_failure("reading the backup"))?
+        .map_err(|error| match error.kind() {
+            // A tampered or foreign backup: refused, with the reason, and nothing of it used.
+            std::io::ErrorKind::InvalidData => Refusal::Refused(error.to_string()),
+            _ => Refusal::Failed(format!("reading the backup: {error}")),
+        })?
         .ok_or_else(|| Refusal::NotFound(format!("no backup {id}")))?;
     Ok((store, record))
 }
@@ -365,7 +398,8 @@ fn find_backup(state: &AgentState, id: &str) -> Result<(Store, BackupRecord), Re
 pub async fn verify(state: &AgentState, id: &str) -> Result<Verification, Refusal> {
     let (store, record) = find_backup(state, id)?;
     let dir = store.backup_dir(id);
-    let verification = verify_files(&dir, &record.manifest).await;
+    let stored = store.open_in_backup(id, &record.manifest.file);
+    let verification = verify_files(stored, &record.manifest).await;
     write_json_atomically(&dir.join(store::VERIFICATION_FILE), &verification)
         .map_err(io_failure("recording the verification"))?;
     Ok(verification)
@@ -406,16 +440,26 @@ async fn run_hook(hook: &config::Hook, dir: &Path, backup_id: &str) -> HookResul
         .spawn();
     let result = match child {
         Err(error) => Err(format!("cannot start {}: {error}", hook.command[0])),
-        Ok(child) => match tokio::time::timeout(
-            Duration::from_millis(hook.timeout_ms),
-            child.wait_with_output(),
-        )
-        .await
-        {
-            Err(_) => Err(format!("timed out after {} ms", hook.timeout_ms)),
-            Ok(Err(error)) => Err(error.to_string()),
-            Ok(Ok(output)) => Ok(output),
-        },
+        Ok(mut child) => {
+            let stdout = child.stdout.take().expect("piped");
+            let stderr = child.stderr.take().expect("piped");
+            // The output is read as it comes and only its tail kept: a hook that prints
+            // gigabytes costs the agent no more than the kept bytes. On a timeout the child is
+            // dropped, which kills it.
+            let run = async {
+                let (stdout, stderr, status) = tokio::join!(
+                    read_tail(stdout, HOOK_OUTPUT_KEPT_BYTES),
+                    read_tail(stderr, HOOK_OUTPUT_KEPT_BYTES),
+                    child.wait()
+                );
+                Ok::<_, std::io::Error>((stdout?, stderr?, status?))
+            };
+            match tokio::time::timeout(Duration::from_millis(hook.timeout_ms), run).await {
+                Err(_) => Err(format!("timed out after {} ms", hook.timeout_ms)),
+                Ok(Err(error)) => Err(error.to_string()),
+                Ok(Ok(output)) => Ok(output),
+            }
+        }
     };
     let duration_ms = started.elapsed().as_millis() as u64;
     match result {
@@ -427,61 +471,126 @@ async fn run_hook(hook: &config::Hook, dir: &Path, backup_id: &str) -> HookResul
             output: String::new(),
             error: Some(error),
         },
-        Ok(output) => {
-            let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
-            text.push_str(&String::from_utf8_lossy(&output.stderr));
-            if text.len() > HOOK_OUTPUT_KEPT_BYTES {
-                let mut cut = text.len() - HOOK_OUTPUT_KEPT_BYTES;
-                while !text.is_char_boundary(cut) {
-                    cut += 1;
-                }
-                text = text[cut..].to_string();
+        Ok((stdout, stderr, status)) => {
+            let mut bytes = stdout;
+            bytes.extend_from_slice(&stderr);
+            let mut cut = bytes.len().saturating_sub(HOOK_OUTPUT_KEPT_BYTES);
+            // Start on a character, not inside one (UTF-8 continuation bytes are 0b10xxxxxx).
+            while cut < bytes.len() && bytes[cut] & 0xC0 == 0x80 {
+                cut += 1;
             }
+            let text = String::from_utf8_lossy(&bytes[cut..]).into_owned();
             HookResult {
                 name: hook.name.clone(),
-                ok: output.status.success(),
-                exit_code: output.status.code(),
+                ok: status.success(),
+                exit_code: status.code(),
                 duration_ms,
                 output: text,
-                error: (!output.status.success()).then(|| format!("exited with {}", output.status)),
+                error: (!status.success()).then(|| format!("exited with {status}")),
             }
         }
     }
+}
+
+/// Reads `reader` to its end, keeping only the last `kept_bytes` bytes: memory stays bounded by
+/// `kept_bytes` plus one read buffer, whatever the amount read.
+async fn read_tail(
+    mut reader: impl tokio::io::AsyncRead + Unpin,
+    kept_bytes: usize,
+) -> std::io::Result<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut kept: std::collections::VecDeque<u8> =
+        std::collections::VecDeque::with_capacity(kept_bytes);
+    let mut buffer = vec![0u8; 8192];
+    loop {
+        let read = reader.read(&mut buffer).await?;
+        if read == 0 {
+            break;
+        }
+        let fresh = &buffer[read.saturating_sub(kept_bytes)..read];
+        let overflow = (kept.len() + fresh.len()).saturating_sub(kept_bytes);
+        kept.drain(..overflow);
+        kept.extend(fresh);
+        assert!(kept.len() <= kept_bytes);
+    }
+    Ok(kept.into())
 }
 
 /// Keeps the newest `keep_last` backups and none older than `max_age_days`, but never deletes
 /// the newest verified backup.
 fn apply_retention(state: &AgentState, store: &Store) {
     let config = backup_config(state).expect("configured");
-    let Ok(backups) = store.list() else {
-        return;
+    let backups = match store.list() {
+        Ok(backups) => backups,
+        Err(error) => {
+            tracing::error!(%error, "retention cannot list the backups");
+            return;
+        }
     };
-    let newest_verified = backups
-        .iter()
-        .find(|backup| {
-            backup
-                .verification
-                .as_ref()
-                .is_some_and(|verification| verification.ok)
-        })
-        .map(|backup| backup.id.clone());
-    let now = now_unix_ms();
     let max_age_ms = config.max_age_days.map(|days| u64::from(days) * 86_400_000);
-    for (position, backup) in backups.iter().enumerate() {
-        let too_many = position >= config.keep_last as usize;
-        let too_old =
-            max_age_ms.is_some_and(|max| now.saturating_sub(backup.manifest.created_unix_ms) > max);
-        if (too_many || too_old) && Some(&backup.id) != newest_verified.as_ref() {
-            match store.delete(&backup.id) {
-                Ok(()) => {
-                    tracing::info!(backup = %backup.id, too_many, too_old, "retention deleted a backup")
-                }
-                Err(error) => {
-                    tracing::error!(%error, backup = %backup.id, "retention could not delete")
-                }
+    for doomed in retention_doomed(&backups, config.keep_last, max_age_ms, now_unix_ms()) {
+        match store.delete(&doomed.id) {
+            Ok(()) => tracing::info!(
+                backup = %doomed.id,
+                too_many = doomed.too_many,
+                too_old = doomed.too_old,
+                "retention deleted a backup"
+            ),
+            Err(error) => {
+                tracing::error!(%error, backup = %doomed.id, "retention could not delete")
             }
         }
     }
+}
+
+/// A backup retention deletes, and why.
+#[derive(Debug, PartialEq, Eq)]
+struct Doomed {
+    id: String,
+    too_many: bool,
+    too_old: bool,
+}
+
+/// What retention deletes from `backups` (newest first, as `Store::list` orders them by
+/// sequence): those past the newest `keep_last` and those older than `max_age_ms`, except the
+/// newest verified backup, which is always kept. Age is by the clock at creation; a creation
+/// time in the future (a clock stepped back since) counts as age zero.
+fn retention_doomed(
+    backups: &[BackupRecord],
+    keep_last: u32,
+    max_age_ms: Option<u64>,
+    now_unix_ms: u64,
+) -> Vec<Doomed> {
+    assert!(
+        keep_last >= 1,
+        "config validation keeps at least one backup"
+    );
+    assert!(
+        backups
+            .windows(2)
+            .all(|pair| store::order_key(&pair[0]) >= store::order_key(&pair[1])),
+        "backups are listed newest first"
+    );
+    let newest_verified = backups.iter().position(|backup| {
+        backup
+            .verification
+            .as_ref()
+            .is_some_and(|verification| verification.ok)
+    });
+    let mut doomed = Vec::new();
+    for (position, backup) in backups.iter().enumerate() {
+        let too_many = position >= keep_last as usize;
+        let too_old = max_age_ms
+            .is_some_and(|max| now_unix_ms.saturating_sub(backup.manifest.created_unix_ms) > max);
+        if (too_many || too_old) && Some(position) != newest_verified {
+            doomed.push(Doomed {
+                id: backup.id.clone(),
+                too_many,
+                too_old,
+            });
+        }
+    }
+    doomed
 }
 
 /// `DELETE /v1/backups/{id}`.
@@ -490,13 +599,29 @@ pub fn delete(state: &AgentState, id: &str) -> Result<(), Refusal> {
     store.delete(id).map_err(io_failure("deleting the backup"))
 }
 
-/// The stored file of a complete backup, for downloads (restore drills).
-pub fn stored_file(state: &AgentState, id: &str) -> Result<(PathBuf, Manifest), Refusal> {
+/// The stored file of a complete backup, opened inside the backup's directory, for downloads
+/// (restore drills). Refused when its size is not the manifest's: the download's length is the
+/// manifest's, and a verification would fail anyway.
+pub fn stored_file(state: &AgentState, id: &str) -> Result<(std::fs::File, Manifest), Refusal> {
     let (store, record) = find_backup(state, id)?;
-    Ok((
-        store.backup_dir(id).join(&record.manifest.file),
-        record.manifest,
-    ))
+    let manifest = record.manifest;
+    let file = store
+        .open_in_backup(id, &manifest.file)
+        .map_err(|error| match error.kind() {
+            std::io::ErrorKind::InvalidData => Refusal::Refused(error.to_string()),
+            _ => Refusal::Failed(format!("opening backup {id}: {error}")),
+        })?;
+    let size_bytes = file
+        .metadata()
+        .map_err(io_failure("reading the stored file"))?
+        .len();
+    if size_bytes != manifest.stored_size_bytes {
+        return Err(Refusal::Refused(format!(
+            "backup {id}'s stored file holds {size_bytes} bytes, its manifest says {}: verify it",
+            manifest.stored_size_bytes
+        )));
+    }
+    Ok((file, manifest))
 }
 
 /// `POST /v1/backups/{id}/restore`: disaster recovery only. Puts a verified backup in place of
@@ -562,7 +687,8 @@ pub async fn restore(
     }
     // Verify before touching anything.
     let backup_dir = store.backup_dir(id);
-    let verification = verify_files(&backup_dir, manifest).await;
+    let stored = store.open_in_backup(id, &manifest.file);
+    let verification = verify_files(stored, manifest).await;
     let _ = write_json_atomically(&backup_dir.join(store::VERIFICATION_FILE), &verification);
     if !verification.ok {
         return Err(Refusal::Refused(format!(
@@ -574,14 +700,13 @@ pub async fn restore(
     let data_dir = data_file.parent().expect("absolute path").to_path_buf();
     let temporary = data_dir.join(format!(".restore-{id}.tmp"));
     let _ = std::fs::remove_file(&temporary);
-    let (stored, compression, expected) = (
-        backup_dir.join(&manifest.file),
-        manifest.compression.clone(),
-        manifest.data_blake3.clone(),
-    );
+    let stored = store
+        .open_in_backup(id, &manifest.file)
+        .map_err(|error| Refusal::Failed(format!("opening backup {id}: {error}")))?;
+    let (compression, expected) = (manifest.compression.clone(), manifest.data_blake3.clone());
     let temporary_for_work = temporary.clone();
     let extracted = tokio::task::spawn_blocking(move || {
-        files::extract(&stored, &compression, &temporary_for_work)
+        files::extract_file(stored, &compression, &temporary_for_work)
     })
     .await
     .map_err(|error| Refusal::Failed(error.to_string()))?;
@@ -731,4 +856,118 @@ async fn recover_steps(state: &Arc<AgentState>, job_id: &str) -> Result<(), Stri
     state.jobs.step(job_id, "waiting for state sync to finish");
     let timeout = Duration::from_millis(state.config.control.recover_timeout_ms);
     control::wait_ready(state, timeout).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(
+        id: &str,
+        sequence: u64,
+        created_unix_ms: u64,
+        verified: Option<bool>,
+    ) -> BackupRecord {
+        BackupRecord {
+            id: id.into(),
+            manifest: store::tests::manifest(id, Some(sequence), created_unix_ms),
+            verification: verified.map(|ok| Verification {
+                ok,
+                verified_unix_ms: 0,
+                detail: String::new(),
+            }),
+            shipped: true,
+            hooks: Vec::new(),
+        }
+    }
+
+    fn doomed_ids(doomed: &[Doomed]) -> Vec<&str> {
+        doomed.iter().map(|doomed| doomed.id.as_str()).collect()
+    }
+
+    const DAY_MS: u64 = 86_400_000;
+
+    #[test]
+    fn retention_keeps_the_newest_and_the_newest_verified() {
+        let now = 100 * DAY_MS;
+        // Newest first; the two newest failed verification (or were never verified).
+        let backups = [
+            record("e", 5, now - DAY_MS, Some(false)),
+            record("d", 4, now - 2 * DAY_MS, None),
+            record("c", 3, now - 40 * DAY_MS, Some(true)),
+            record("b", 2, now - 50 * DAY_MS, Some(true)),
+            record("a", 1, now - 60 * DAY_MS, Some(true)),
+        ];
+        // keep_last 2: c is past it and too old, yet it is the newest verified one.
+        let doomed = retention_doomed(&backups, 2, Some(30 * DAY_MS), now);
+        assert_eq!(doomed_ids(&doomed), ["b", "a"]);
+        assert!(
+            doomed
+                .iter()
+                .all(|doomed| doomed.too_many && doomed.too_old)
+        );
+        // max_age_days alone deletes what is older, but not the newest verified one.
+        let doomed = retention_doomed(&backups, 100, Some(45 * DAY_MS), now);
+        assert_eq!(doomed_ids(&doomed), ["b", "a"]);
+        assert!(
+            doomed
+                .iter()
+                .all(|doomed| !doomed.too_many && doomed.too_old)
+        );
+        // keep_last alone.
+        let doomed = retention_doomed(&backups, 3, None, now);
+        assert_eq!(doomed_ids(&doomed), ["b", "a"]);
+        assert!(
+            doomed
+                .iter()
+                .all(|doomed| doomed.too_many && !doomed.too_old)
+        );
+        // Nothing verified: keep_last and age rule alone.
+        let unverified: Vec<_> = backups
+            .iter()
+            .map(|backup| BackupRecord {
+                verification: None,
+                ..backup.clone()
+            })
+            .collect();
+        assert_eq!(
+            doomed_ids(&retention_doomed(&unverified, 1, None, now)),
+            ["d", "c", "b", "a"]
+        );
+    }
+
+    /// After the clock was stepped back, the newest backup has the oldest creation time, and the
+    /// older ones have creation times in the future: the newest (by sequence) is kept, and a
+    /// creation time in the future is not "old".
+    #[test]
+    fn retention_after_a_stepped_back_clock() {
+        let now = 100 * DAY_MS;
+        let backups = [
+            record("new", 3, now - 10 * DAY_MS, Some(true)),
+            record("old", 2, now + 5 * DAY_MS, Some(true)),
+            record("older", 1, now + 4 * DAY_MS, Some(true)),
+        ];
+        let doomed = retention_doomed(&backups, 2, Some(5 * DAY_MS), now);
+        assert_eq!(doomed_ids(&doomed), ["older"]);
+        // With one kept, the newest by sequence survives, whatever the clock said.
+        assert_eq!(
+            doomed_ids(&retention_doomed(&backups, 1, None, now)),
+            ["old", "older"]
+        );
+    }
+
+    #[tokio::test]
+    async fn hook_output_keeps_the_tail() {
+        for (total, kept) in [
+            (0usize, 16),
+            (10, 16),
+            (16, 16),
+            (100_000, 16),
+            (100_000, 16 * 1024),
+        ] {
+            let input: Vec<u8> = (0..total).map(|i| (i % 251) as u8).collect();
+            let tail = read_tail(&input[..], kept).await.unwrap();
+            assert_eq!(tail, input[total.saturating_sub(kept)..], "{total} {kept}");
+        }
+    }
 }

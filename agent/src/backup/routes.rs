@@ -188,27 +188,27 @@ async fn delete(
 }
 
 async fn download(State(state): State<AppState>, Path(id): Path<String>) -> Response {
-    let (path, manifest) = match super::stored_file(&state, &id) {
-        Ok(found) => found,
-        Err(why) => return refusal(why),
+    // Opening, like reading, is file work: off the async runtime.
+    let found = tokio::task::spawn_blocking(move || super::stored_file(&state, &id)).await;
+    let (file, manifest) = match found {
+        Ok(Ok(found)) => found,
+        Ok(Err(why)) => return refusal(why),
+        Err(why) => return refusal(Refusal::Failed(why.to_string())),
     };
-    match tokio::fs::File::open(&path).await {
-        Ok(file) => (
-            [
-                (header::CONTENT_TYPE, "application/octet-stream".to_string()),
-                (
-                    header::CONTENT_LENGTH,
-                    manifest.stored_size_bytes.to_string(),
-                ),
-            ],
-            Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
-                file,
-                256 * 1024,
-            )),
-        )
-            .into_response(),
-        Err(why) => refusal(Refusal::Failed(format!("{}: {why}", path.display()))),
-    }
+    (
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (
+                header::CONTENT_LENGTH,
+                manifest.stored_size_bytes.to_string(),
+            ),
+        ],
+        Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
+            tokio::fs::File::from_std(file),
+            256 * 1024,
+        )),
+    )
+        .into_response()
 }
 
 async fn restore(
