@@ -175,10 +175,11 @@ let
       duplicate = first (map (i: if b.elem (b.elemAt names i) (b.genList (j: b.elemAt names j) i) then i else null) (indexes v));
     in
     if !b.isList v || v == [ ] || b.length v > tokensMax then "must be a list of 1 to ${toString tokensMax} tokens"
-    else first [
-      (first (map (i: tokenReason i (b.elemAt v i)) (indexes v)))
-      (if duplicate != null then "[${toString duplicate}].name: \"${b.elemAt names duplicate}\" is used twice" else null)
-    ];
+    else
+      first [
+        (first (map (i: tokenReason i (b.elemAt v i)) (indexes v)))
+        (if duplicate != null then "[${toString duplicate}].name: \"${b.elemAt names duplicate}\" is used twice" else null)
+      ];
 
   # --- the keys ---------------------------------------------------------------------------------
 
@@ -222,7 +223,8 @@ let
       ++ (map
         (k:
           if !(values ? ${k}) then (if spec.${k} ? default then null else "${at}.${k}: is required")
-          else let r = spec.${k}.reason values.${k}; in
+          else
+          let r = spec.${k}.reason values.${k}; in
           if r == null then null
           else if b.substring 0 1 r == "[" then "${at}.${k}${r}"
           else "${at}.${k}: ${r}")
