@@ -30,15 +30,20 @@ let
   ++ lib.optionals (cfg.statsdPort != null) [ "--experimental" "--statsd=127.0.0.1:${toString cfg.statsdPort}" ]
   ++ cfg.extraFlags;
 
-  # Runs before every start: refuses to start without the data file, and never creates one.
-  checkDataFile = pkgs.writeShellScript "tigerbeetle-replica-check-data-file" ''
+  # The main process: refuses to start without the data file (and never creates one), then
+  # becomes `tigerbeetle start`. Exit status 78 (EX_CONFIG) is not restarted
+  # (RestartPreventExitStatus), so a missing file neither loops nor uses up the start limit, and
+  # the agent's `systemctl start` after `tbctl recover` is not refused.
+  missingDataFileStatus = 78;
+  startScript = pkgs.writeShellScript "tigerbeetle-replica-start" ''
     if [ ! -e ${lib.escapeShellArg dataFile} ]; then
       echo "tigerbeetle-replica: data file ${dataFile} does not exist; refusing to start." >&2
       echo "Nothing formats it automatically: a re-formatted replica forgets what it acknowledged to the cluster and can lose committed data." >&2
       echo "If this host's data file was lost, rebuild it from the other replicas with: tbctl recover --inventory <inventory> --replica ${toString cfg.replicaIndex}" >&2
       echo "If this is the cluster's first deploy, set services.tigerbeetle-replica.bootstrap = true and run: systemctl start tigerbeetle-replica-bootstrap.service" >&2
-      exit 1
+      exit ${toString missingDataFileStatus}
     fi
+    exec ${lib.escapeShellArgs ([ "${cfg.package}/bin/tigerbeetle" "start" ] ++ startFlags ++ [ dataFile ])}
   '';
 
   # The explicit first-deploy format: refuses when the file exists, and publishes the file only
@@ -257,9 +262,9 @@ in
         Type = "exec";
         User = cfg.user;
         Group = cfg.user;
-        ExecStartPre = [ "${checkDataFile}" ];
-        ExecStart = lib.escapeShellArgs ([ "${cfg.package}/bin/tigerbeetle" "start" ] ++ startFlags ++ [ dataFile ]);
+        ExecStart = "${startScript}";
         Restart = "on-failure";
+        RestartPreventExitStatus = missingDataFileStatus;
         RestartSec = 5;
         AmbientCapabilities = [ "CAP_IPC_LOCK" ];
         CapabilityBoundingSet = [ "CAP_IPC_LOCK" ];

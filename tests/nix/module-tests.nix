@@ -115,11 +115,14 @@ let
       (result "${at}agent start path never formats" (!hasFormat (startPath agent)) (startPath agent))
       (result "${at}a missing data file names tbctl recover" (lib.hasInfix "tbctl recover" (startPath replica)) (startPath replica))
       (result "${at}replica runs the inventory's addresses, cache grid and statsd port"
-        (lib.hasInfix "--addresses=${lib.concatStringsSep "," cluster.addresses}" (replica.serviceConfig.ExecStart or "")
-          && lib.hasInfix "--statsd=127.0.0.1:${toString cluster.statsd_port}" (replica.serviceConfig.ExecStart or "")
-          && lib.hasSuffix " ${host.data_file}" (replica.serviceConfig.ExecStart or "")
-          && (cluster.cache_grid == null || lib.hasInfix "--cache-grid=${cluster.cache_grid}" (replica.serviceConfig.ExecStart or "")))
-        (replica.serviceConfig.ExecStart or ""))
+        (lib.hasInfix "--addresses=${lib.concatStringsSep "," cluster.addresses}" (startPath replica)
+          && lib.hasInfix "--statsd=127.0.0.1:${toString cluster.statsd_port}" (startPath replica)
+          && lib.hasInfix " ${host.data_file}\n" (startPath replica)
+          && (cluster.cache_grid == null || lib.hasInfix "--cache-grid=${cluster.cache_grid}" (startPath replica)))
+        (startPath replica))
+      (result "${at}a missing data file fails without restarting"
+        (lib.hasInfix "exit 78" (startPath replica) && (replica.serviceConfig.RestartPreventExitStatus or null) == 78)
+        (startPath replica))
       (result "${at}no bootstrap unit unless asked" (!(config.systemd.services ? tigerbeetle-replica-bootstrap)) "bootstrap unit present")
       (result "${at}firewall opens exactly the peer, client and orchestrator sources"
         (lib.sort lib.lessThan (acceptLines config) == lib.sort lib.lessThan expectedFirewall)
@@ -177,10 +180,10 @@ let
         "ip saddr { 10.0.0.11, 10.0.0.12, 10.0.2.0/24 } tcp dport 7443 accept"
       ])
       (b.toJSON (acceptLines example)))
-    (result "example tb-0: ExecStart, literally"
-      ((example.systemd.services.tigerbeetle-replica.serviceConfig.ExecStart or "") ==
-        "/nix/store/00000000000000000000000000000000-tigerbeetle-0.16.78/bin/tigerbeetle start '--addresses=10.0.0.10:3000,10.0.0.11:3000,10.0.0.12:3000' '--cache-grid=4GiB' --experimental '--statsd=127.0.0.1:8125' /var/lib/tigerbeetle/155384968277351797236104484427093106345_0.tigerbeetle")
-      (example.systemd.services.tigerbeetle-replica.serviceConfig.ExecStart or ""))
+    (result "example tb-0: the replica's command, literally"
+      (lib.hasInfix "\nexec /nix/store/00000000000000000000000000000000-tigerbeetle-0.16.78/bin/tigerbeetle start '--addresses=10.0.0.10:3000,10.0.0.11:3000,10.0.0.12:3000' '--cache-grid=4GiB' --experimental '--statsd=127.0.0.1:8125' /var/lib/tigerbeetle/155384968277351797236104484427093106345_0.tigerbeetle\n"
+        (startPath example.systemd.services.tigerbeetle-replica))
+      (startPath example.systemd.services.tigerbeetle-replica))
   ];
 
   # --- bootstrap, swap, and nixpkgs' services.tigerbeetle beside ours ---------------------------
