@@ -174,7 +174,7 @@ let
       names = map (t: t.name) v;
       duplicate = first (map (i: if b.elem (b.elemAt names i) (b.genList (j: b.elemAt names j) i) then i else null) (indexes v));
     in
-    if !b.isList v || v == [ ] || b.length v > tokensMax then "must be a list of 1 to ${toString tokensMax} tokens"
+    if !b.isList v || b.length v > tokensMax then "must be a list of at most ${toString tokensMax} tokens"
     else
       first [
         (first (map (i: tokenReason i (b.elemAt v i)) (indexes v)))
@@ -192,7 +192,7 @@ let
     tigerbeetle_client_networks = { default = [ ]; reason = networksReason; };
     tb_agent_orchestrator_networks = { default = [ ]; reason = networksReason; };
     tb_agent_statsd_port = { default = 8125; reason = portReason; };
-    tb_agent_tokens = { reason = tokensReason; };
+    tb_agent_tokens = { default = [ ]; reason = tokensReason; };
     tb_agent_peer_token_file = { default = "/etc/tb-agent/peer.token"; reason = secretPathReason; };
     tb_agent_peer_ca_file = { default = null; reason = nullOr pathReason; };
     tb_agent_tls_cert_file = { default = null; reason = nullOr pathReason; };

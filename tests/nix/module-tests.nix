@@ -61,7 +61,9 @@ let
   goodInventories =
     { "inventories/example.json" = ../../inventories/example.json; }
     // lib.mapAttrs' (file: _: lib.nameValuePair "tests/inventories/good/${file}" (../inventories/good + "/${file}"))
-      (lib.filterAttrs (file: kind: kind == "regular" && lib.hasSuffix ".json" file) (b.readDir ../inventories/good));
+      (lib.filterAttrs (file: kind: kind == "regular" && lib.hasSuffix ".json" file && !(b.elem file tbctlOnly)) (b.readDir ../inventories/good));
+  # Valid inventories that a NixOS host refuses (tested below as broken inputs).
+  tbctlOnly = [ "no-tokens.json" ];
 
   hostResults = inventoryName: inventoryFile: hostName:
     let
@@ -266,6 +268,12 @@ let
     (broken "orchestrator network" { services.tb-agent.orchestratorNetworks = force [ "10.0.0.0/33" ]; } "orchestratorNetworks: must be IPv4 networks")
     (broken "firewall without nftables" { networking.nftables.enable = force false; } "needs networking.nftables.enable = true")
     (broken "no time sync" { services.timesyncd.enable = force false; } "needs time sync")
+    (
+      let failed = failedAssertions (evalConfig [{ services.tigerbeetle-host = { inventoryFile = ../inventories/good/no-tokens.json; hostName = "tb-0"; }; }]); in
+      result "broken input inventory without tokens: \"tokens: 1 to 16 tokens are required\""
+        (b.any (lib.hasInfix "tokens: 1 to 16 tokens are required") failed)
+        "failed assertions: ${b.toJSON failed}"
+    )
     (broken "host not in the inventory" { services.tigerbeetle-host = { inventoryFile = ../../inventories/example.json; hostName = "tb-9"; }; } "\"tb-9\" is not under all.hosts")
   ];
 in
