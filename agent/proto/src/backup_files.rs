@@ -2,14 +2,13 @@
 //! compression, verification and restore.
 
 use std::fs::File;
+use std::fs::OpenOptions;
 use std::io::{BufReader, Read, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 
 use nix::unistd::{Whence, lseek};
-
-use super::store::create_private_file;
 
 /// Streaming buffers: large enough for sequential throughput, small enough for the agent's RSS.
 const CHUNK_SIZE_BYTES: usize = 1024 * 1024;
@@ -17,6 +16,17 @@ const CHUNK_SIZE_BYTES: usize = 1024 * 1024;
 /// save.
 const BLOCK_SIZE_BYTES: usize = 4096;
 const _: () = assert!(CHUNK_SIZE_BYTES % BLOCK_SIZE_BYTES == 0);
+/// Backup files are a full copy of a financial ledger: owner only.
+pub const FILE_MODE: u32 = 0o600;
+
+/// Creates a new file owner-only (`FILE_MODE`), failing if it exists.
+pub fn create_private_file(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(FILE_MODE)
+        .open(path)
+}
 
 /// Copies `source` to a new owner-only file `destination`: an atomic reflink clone (FICLONE)
 /// where the filesystem supports it, else a sparse copy (`copy_sparse`). Both end with fsync.

@@ -30,7 +30,7 @@ pub const BACKUPS_LISTED_MAX: usize = 1000;
 pub const SEQUENCE_FILE: &str = ".sequence";
 /// Backups and everything in them are a full copy of a financial ledger: owner only.
 pub const DIR_MODE: u32 = 0o700;
-pub const FILE_MODE: u32 = 0o600;
+pub use tb_proto::backup_files::{FILE_MODE, create_private_file};
 /// Larger than any TigerBeetle data file (the grid's default maximum is 16 TiB).
 const DATA_SIZE_MAX_BYTES: u64 = 64 << 40;
 /// Sequence numbers stay far from overflow; a larger one in a manifest is not ours.
@@ -355,15 +355,6 @@ pub fn create_private_dir_all(dir: &Path) -> std::io::Result<()> {
         );
     }
     Ok(())
-}
-
-/// Creates a new file owner-only (0600), failing if it exists.
-pub fn create_private_file(path: &Path) -> std::io::Result<File> {
-    OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(FILE_MODE)
-        .open(path)
 }
 
 fn refuse_link(errno: nix::errno::Errno, what: &str) -> std::io::Error {
