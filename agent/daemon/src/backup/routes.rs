@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
-use super::{Refusal, store};
+use super::Refusal;
 use crate::api::{BackupRequest, JobAccepted, RestoreRequest};
 use crate::audit;
 use crate::server::{TokenName, error, parse_body};
@@ -135,16 +135,9 @@ async fn list(State(state): State<AppState>) -> Response {
 }
 
 async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Response {
-    if let Err(why) = store::validate_backup_id(&id) {
-        return refusal(Refusal::BadRequest(why));
-    }
-    let store = match super::store(&state) {
-        Ok(store) => store,
-        Err(why) => return refusal(why),
-    };
-    match store.get(&id) {
-        Ok(Some(record)) => axum::Json(record).into_response(),
-        Ok(None) => refusal(Refusal::NotFound(format!("no backup {id}"))),
+    match tokio::task::spawn_blocking(move || super::find_backup(&state, &id)).await {
+        Ok(Ok((_, record))) => axum::Json(record).into_response(),
+        Ok(Err(why)) => refusal(why),
         Err(why) => refusal(Refusal::Failed(why.to_string())),
     }
 }
