@@ -51,6 +51,7 @@ impl Agent {
         let client = common::http_client(Duration::from_secs(30));
         let mut builder = match method {
             "GET" => client.get(self.url(path)),
+            "DELETE" => client.delete(self.url(path)),
             _ => client.post(self.url(path)),
         };
         builder = builder.bearer_auth(OPERATOR);
@@ -328,6 +329,15 @@ fn tampered_backups_serve_nothing_and_a_clean_one_restores() {
     let mut listed = agent.listed_ids();
     listed.sort();
     assert_eq!(listed, [tampered[5].0.clone(), id.clone()]);
+    // Tampered backups can be deleted: a linked directory goes as a link, its target stays.
+    for (bad, _) in &tampered {
+        let (status, answer) = agent.json("DELETE", &format!("/v1/backups/{bad}"), None);
+        assert_eq!(status, 200, "{bad}: {answer}");
+        assert!(!backups_dir(&agent).join(bad).exists(), "{bad}");
+    }
+    assert!(agent.dir.join("elsewhere/manifest.json").exists());
+    assert!(secret.exists());
+    assert_eq!(agent.listed_ids(), std::slice::from_ref(&id));
 
     // The real backup downloads, and restores: the data file, changed since, is put back to
     // the backup's bytes, and the changed one is kept aside.

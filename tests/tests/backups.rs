@@ -586,3 +586,132 @@ fn tbctl_backup_backups_and_restore_drill() {
     println!("{text}");
     assert!(ok && text.contains("restore drill PASSED"), "{text}");
 }
+
+/// Creates accounts `ids` on the cluster, or looks them up; returns the ids found.
+fn accounts(cluster: &Cluster, create: &[u128], look_up: &[u128]) -> Vec<u128> {
+    let cluster_id: u128 = cluster.state.cluster_id.parse().unwrap();
+    let addresses = cluster
+        .state
+        .replicas
+        .iter()
+        .map(|replica| replica.address.clone())
+        .collect::<Vec<_>>()
+        .join(",");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = tigerbeetle_unofficial::Client::new(cluster_id, &addresses).unwrap();
+        if !create.is_empty() {
+            let new: Vec<_> = create
+                .iter()
+                .map(|&id| tigerbeetle_unofficial::Account::new(id, 1, 1))
+                .collect();
+            tokio::time::timeout(Duration::from_secs(60), client.create_accounts(new))
+                .await
+                .expect("create_accounts answered")
+                .expect("accounts created");
+        }
+        if look_up.is_empty() {
+            return Vec::new();
+        }
+        tokio::time::timeout(
+            Duration::from_secs(60),
+            client.lookup_accounts(look_up.to_vec()),
+        )
+        .await
+        .expect("lookup answered")
+        .expect("lookup")
+        .iter()
+        .map(|account| account.id())
+        .collect()
+    })
+}
+
+/// The documented disaster recovery, through the API: a backup of every replica, then every
+/// replica stopped and restored from its own backup (the first without confirmation, since its
+/// peers are known to be stopped; the others with the disaster-recovery confirmation), then
+/// started. The cluster comes back as of the backups: what was committed before them is there,
+/// what came after is gone.
+#[test]
+fn disaster_recovery_restore_of_the_whole_cluster() {
+    let cluster = Cluster::up("dr-restore", Ports::for_test(74));
+    cluster.wait_all_ready();
+    let admin = cluster.admin_token.clone();
+    let (before, after) = ([7_001u128, 7_002], [7_101u128, 7_102]);
+    accounts(&cluster, &before, &[]);
+
+    let mut backup_ids = Vec::new();
+    for replica in 0..3 {
+        let (job_id, backup_id) = start_backup(&cluster, replica);
+        let finished = wait_job(&cluster, replica, &job_id, BACKUP_TIMEOUT);
+        assert_eq!(finished["state"], "succeeded", "{finished}");
+        cluster.wait_all_ready();
+        backup_ids.push(backup_id);
+    }
+    accounts(&cluster, &after, &[]);
+    assert_eq!(accounts(&cluster, &[], &after).len(), 2);
+
+    // The disaster: every replica stopped (the last two stops need force: the guard refuses to
+    // take the cluster below its quorum).
+    let forced = r#"{"force": true}"#;
+    for replica in 0..3 {
+        let response = cluster.post(replica, "/v1/replica/stop", Some(&admin), Some(forced));
+        assert_eq!(response.status(), 200, "{:?}", response.text());
+    }
+    let confirmed =
+        serde_json::json!({"mode": "disaster-recovery", "cluster_id": cluster.state.cluster_id})
+            .to_string();
+    for replica in 0..3u8 {
+        let data_file = cluster.state.replicas[usize::from(replica)]
+            .data_file
+            .clone();
+        let body = (replica > 0).then_some(confirmed.as_str());
+        let response = cluster.post(
+            replica,
+            &format!("/v1/backups/{}/restore", backup_ids[usize::from(replica)]),
+            Some(&admin),
+            body,
+        );
+        assert_eq!(response.status(), 200, "{:?}", response.text());
+        let restored: Value = response.json().unwrap();
+        assert_eq!(restored["data_file"], data_file.display().to_string());
+        let aside = restored["previous_moved_to"].as_str().unwrap();
+        assert!(std::path::Path::new(aside).exists(), "{restored}");
+        let record: Value = cluster
+            .get(
+                replica,
+                &format!("/v1/backups/{}", backup_ids[usize::from(replica)]),
+                Some(&admin),
+            )
+            .json()
+            .unwrap();
+        assert_eq!(
+            blake3::hash(&std::fs::read(&data_file).unwrap())
+                .to_hex()
+                .as_str(),
+            record["manifest"]["data_blake3"].as_str().unwrap(),
+            "replica {replica}'s data file is not the backup's"
+        );
+    }
+    for replica in 0..3 {
+        let response = cluster.post(replica, "/v1/replica/start", Some(&admin), None);
+        assert_eq!(response.status(), 200, "{:?}", response.text());
+    }
+    cluster.wait_all_ready();
+    let mut found = accounts(&cluster, &[], &[before[0], before[1], after[0], after[1]]);
+    found.sort_unstable();
+    assert_eq!(found, before, "the cluster is not back as of the backups");
+
+    // The audit log records the confirmed restores as forced.
+    let audit = std::fs::read_to_string(cluster.state.state_dir.join("audit-2.log")).unwrap();
+    assert!(
+        audit
+            .lines()
+            .any(|line| line.contains("\"action\":\"restore\"")
+                && line.contains("\"forced\":true")
+                && line.contains("\"outcome\":\"accepted\"")),
+        "{audit}"
+    );
+}

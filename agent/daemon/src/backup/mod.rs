@@ -595,8 +595,18 @@ fn retention_doomed(
 
 /// `DELETE /v1/backups/{id}`.
 pub fn delete(state: &AgentState, id: &str) -> Result<(), Refusal> {
-    let (store, _) = find_backup(state, id)?;
-    store.delete(id).map_err(io_failure("deleting the backup"))
+    store::validate_backup_id(id).map_err(Refusal::BadRequest)?;
+    let store = store(state)?;
+    // No manifest check: deleting uses nothing of the backup, so a tampered one (refused
+    // everywhere else) can be removed too. A directory that is a symbolic link is removed as a
+    // link; what it points to is left alone.
+    match std::fs::symlink_metadata(store.backup_dir(id)) {
+        Ok(_) => store.delete(id).map_err(io_failure("deleting the backup")),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            Err(Refusal::NotFound(format!("no backup {id}")))
+        }
+        Err(error) => Err(Refusal::Failed(format!("deleting the backup: {error}"))),
+    }
 }
 
 /// The stored file of a complete backup, opened inside the backup's directory, for downloads
