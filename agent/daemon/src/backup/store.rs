@@ -44,7 +44,7 @@ const CREATED_UNIX_MS_MAX: u64 = 253_402_300_799_999;
 pub use tb_proto::clock::now_unix_ms;
 
 /// A new backup id: UTC time, replica index and randomness, e.g. `20261123T101500Z-r0-1a2b3c4d`.
-/// Ids sort by time.
+/// Ids are names, not an order: backups order by `Manifest::sequence` (see `order_key`).
 pub fn new_backup_id(replica: u8) -> String {
     let now = now_unix_ms() / 1000;
     let (year, month, day, hour, minute, second) = civil_from_unix(now);
