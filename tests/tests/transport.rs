@@ -312,7 +312,9 @@ fn slow_clients_from_one_address_do_not_lock_others_out() {
             task.await.unwrap();
         }
     });
-    eprintln!("{answered} answers, slowest {slowest:?}; the agent closed {closed} slow connections");
+    eprintln!(
+        "{answered} answers, slowest {slowest:?}; the agent closed {closed} slow connections"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -678,7 +680,12 @@ fn mutual_tls_cluster_status_and_guarded_stop() {
     assert_eq!(replicas.len(), 3);
     for replica in &replicas {
         assert_eq!(replica["ready"], true, "{replica}");
-        assert!(replica["agent_url"].as_str().unwrap().starts_with("https://"));
+        assert!(
+            replica["agent_url"]
+                .as_str()
+                .unwrap()
+                .starts_with("https://")
+        );
     }
 
     // The quorum guard asks replicas 1 and 2 over mutual TLS, and lets the stop through.
