@@ -239,7 +239,8 @@ fn slow_clients_from_one_address_do_not_lock_others_out() {
                 let socket = tokio::net::TcpSocket::new_v4().unwrap();
                 socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
                 if let Ok(mut stream) = socket.connect(target).await {
-                    if stream.write_all(half_head).await.is_ok() {
+                    let sent = stream.write_all(half_head).await.is_ok();
+                    if sent {
                         let mut buffer = [0u8; 1024];
                         loop {
                             let read = tokio::time::timeout(
