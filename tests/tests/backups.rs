@@ -629,6 +629,32 @@ fn accounts(cluster: &Cluster, create: &[u128], look_up: &[u128]) -> Vec<u128> {
     })
 }
 
+/// Waits until every replica is ready; if one is not within 3 minutes, fails with what its agent
+/// says and the end of its replica's log.
+fn wait_ready_or_explain(cluster: &Cluster, when: &str) {
+    let started = Instant::now();
+    for replica in 0..3u8 {
+        while cluster.ready_code(replica) != 200 {
+            if started.elapsed() > Duration::from_secs(180) {
+                let log = std::fs::read_to_string(
+                    cluster
+                        .state
+                        .state_dir
+                        .join(format!("replica-{replica}.log")),
+                )
+                .unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(30).collect();
+                panic!(
+                    "{when}: replica {replica} not ready after 180 s: {}\n{}",
+                    cluster.ready_json(replica),
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
 /// The documented disaster recovery, through the API: a backup of every replica, then every
 /// replica stopped and restored from its own backup (the first without confirmation, since its
 /// peers are known to be stopped; the others with the disaster-recovery confirmation), then
@@ -647,7 +673,7 @@ fn disaster_recovery_restore_of_the_whole_cluster() {
         let (job_id, backup_id) = start_backup(&cluster, replica);
         let finished = wait_job(&cluster, replica, &job_id, BACKUP_TIMEOUT);
         assert_eq!(finished["state"], "succeeded", "{finished}");
-        cluster.wait_all_ready();
+        wait_ready_or_explain(&cluster, &format!("after the backup of replica {replica}"));
         backup_ids.push(backup_id);
     }
     accounts(&cluster, &after, &[]);
@@ -699,7 +725,7 @@ fn disaster_recovery_restore_of_the_whole_cluster() {
         let response = cluster.post(replica, "/v1/replica/start", Some(&admin), None);
         assert_eq!(response.status(), 200, "{:?}", response.text());
     }
-    cluster.wait_all_ready();
+    wait_ready_or_explain(&cluster, "after the restore");
     let mut found = accounts(&cluster, &[], &[before[0], before[1], after[0], after[1]]);
     found.sort_unstable();
     assert_eq!(found, before, "the cluster is not back as of the backups");
