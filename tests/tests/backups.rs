@@ -636,19 +636,20 @@ fn wait_ready_or_explain(cluster: &Cluster, when: &str) {
     for replica in 0..3u8 {
         while cluster.ready_code(replica) != 200 {
             if started.elapsed() > Duration::from_secs(180) {
-                let log = std::fs::read_to_string(
-                    cluster
-                        .state
-                        .state_dir
-                        .join(format!("replica-{replica}.log")),
-                )
-                .unwrap_or_default();
-                let tail: Vec<&str> = log.lines().rev().take(30).collect();
-                panic!(
-                    "{when}: replica {replica} not ready after 180 s: {}\n{}",
-                    cluster.ready_json(replica),
-                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-                );
+                let mut logs = String::new();
+                for index in 0..3 {
+                    let log = std::fs::read_to_string(
+                        cluster.state.state_dir.join(format!("replica-{index}.log")),
+                    )
+                    .unwrap_or_default();
+                    let tail: Vec<&str> = log.lines().rev().take(15).collect();
+                    logs.push_str(&format!(
+                        "--- replica {index}: {}\n{}\n",
+                        cluster.ready_json(index),
+                        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                    ));
+                }
+                panic!("{when}: replica {replica} not ready after 180 s\n{logs}");
             }
             std::thread::sleep(Duration::from_millis(200));
         }

@@ -20,6 +20,11 @@ use tigerbeetle_unofficial::error::SendErrorKind;
 
 /// Back-off between attempts to create the client (bad addresses, resource limits).
 const CLIENT_CREATE_RETRY: Duration = Duration::from_secs(5);
+/// A request unanswered this long makes a new client. A TigerBeetle client retries forever, and
+/// some clusters never answer it: after a disaster-recovery restore the cluster has forgotten the
+/// client's session and ignores its requests as "newer" than any it knows, so the probe (and
+/// with it readiness) would fail until the agent restarts. A new client registers afresh.
+const CLIENT_RENEW_AFTER: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, Default)]
 pub struct ProbeState {
@@ -191,23 +196,35 @@ pub async fn run(prober: Arc<Prober>, cluster_id: u128, addresses: String, inter
         };
         loop {
             let started = prober.begin();
-            let result = client.lookup_accounts(vec![PROBE_ACCOUNT_ID]).await;
+            let result = tokio::time::timeout(
+                CLIENT_RENEW_AFTER,
+                client.lookup_accounts(vec![PROBE_ACCOUNT_ID]),
+            )
+            .await;
+            let stuck = result.is_err();
             let outcome = match result {
-                Ok(accounts) if accounts.is_empty() => Outcome::Answered,
-                Ok(_) => Outcome::Failed(format!(
-                    "account {PROBE_ACCOUNT_ID:#x} exists, but that id is reserved for probes"
+                Err(_) => Outcome::Failed(format!(
+                    "no answer within {} s; making a new client",
+                    CLIENT_RENEW_AFTER.as_secs()
                 )),
-                Err(error) if matches!(error.kind(), SendErrorKind::ClientReleaseTooHigh) => {
-                    Outcome::ClusterOlderThanClient
-                }
-                Err(error) => Outcome::Failed(error.to_string()),
+                Ok(result) => match result {
+                    Ok(accounts) if accounts.is_empty() => Outcome::Answered,
+                    Ok(_) => Outcome::Failed(format!(
+                        "account {PROBE_ACCOUNT_ID:#x} exists, but that id is reserved for probes"
+                    )),
+                    Err(error) if matches!(error.kind(), SendErrorKind::ClientReleaseTooHigh) => {
+                        Outcome::ClusterOlderThanClient
+                    }
+                    Err(error) => Outcome::Failed(error.to_string()),
+                },
             };
             let evicted = outcome == Outcome::ClusterOlderThanClient;
             prober.finish(started, outcome);
             tokio::time::sleep(interval).await;
-            if evicted {
+            if evicted || stuck {
                 // An evicted client answers every later request with the same error without
-                // asking the cluster: make a new one. Dropping a client joins its I/O thread.
+                // asking the cluster, and a stuck one may never be answered: make a new one.
+                // Dropping a client ends its requests and joins its I/O thread.
                 tokio::task::spawn_blocking(move || drop(client))
                     .await
                     .expect("dropping the client does not panic");
