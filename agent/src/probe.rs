@@ -5,6 +5,7 @@
 //! timeout the probe counts as failing. Dropping the future would leave the request queued in the
 //! client and let probes pile up.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -42,9 +43,19 @@ pub struct Verdict {
 #[derive(Default)]
 pub struct Prober {
     state: Mutex<ProbeState>,
+    /// Bumped when a probe starts or ends (the /metrics cache key).
+    generation: AtomicU64,
 }
 
 impl Prober {
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    fn changed(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
     pub fn state(&self) -> ProbeState {
         self.state.lock().expect("not poisoned").clone()
     }
@@ -113,6 +124,7 @@ impl Prober {
     fn begin(&self) -> Instant {
         let now = Instant::now();
         self.state.lock().expect("not poisoned").in_flight_since = Some(now);
+        self.changed();
         now
     }
 
@@ -127,6 +139,8 @@ impl Prober {
             latency: started.elapsed(),
             error,
         });
+        drop(state);
+        self.changed();
     }
 
     fn fail_to_start(&self, error: String) {
@@ -137,6 +151,8 @@ impl Prober {
             latency: Duration::ZERO,
             error: Some(error),
         });
+        drop(state);
+        self.changed();
     }
 }
 
