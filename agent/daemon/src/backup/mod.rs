@@ -6,7 +6,6 @@
 //! cluster keeps committing without it — clones or copies the file, and starts it again. Hashing,
 //! compression and shipping happen afterwards, from the copy, with the replica already back.
 
-pub mod files;
 pub mod jobs;
 pub mod routes;
 pub mod store;
@@ -25,6 +24,7 @@ use crate::config::{self, Run};
 use crate::control::{self, ControlError};
 use crate::state::AgentState;
 use store::{Store, now_unix_ms, write_json_atomically};
+use tb_proto::backup_files as files;
 
 const MANIFEST_FORMAT_VERSION: u32 = 1;
 const RAW_FILE: &str = "data.tigerbeetle";
