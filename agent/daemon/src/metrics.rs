@@ -427,3 +427,60 @@ fn statsd_metrics(builder: &mut Builder, snapshot: &statsd::Snapshot) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::statsd::RejectReason;
+
+    fn state() -> std::sync::Arc<AgentState> {
+        let config = crate::config::Config::parse(
+            "[server]\nlisten = \"127.0.0.1:1\"\n\
+             [replica]\ncluster_id = \"0\"\nindex = 0\ncount = 1\naddresses = [\"3000\"]\n\
+             data_file = \"/nonexistent/0_0.tigerbeetle\"\nstatsd_port = 2\n\
+             [replica.run]\nmode = \"process\"\nbinary = \"/nonexistent/tigerbeetle\"\n\
+             [[tokens]]\nname = \"reader\"\nscopes = [\"read\"]\n\
+             sha256 = \"0000000000000000000000000000000000000000000000000000000000000000\"\n",
+        )
+        .unwrap();
+        AgentState::new(config).unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_body_is_encoded_once_per_change() {
+        let state = state();
+        let cache = &state.metrics_cache;
+        let first = cache.body(&state).await;
+        for _ in 0..100 {
+            assert_eq!(cache.body(&state).await, first);
+        }
+        assert_eq!(cache.encodes_total(), 1);
+
+        // A change from any source: the next scrape encodes anew and shows it.
+        let from = std::net::SocketAddr::from(([127, 0, 0, 1], 9));
+        state.statsd.reject(RejectReason::NotReplicaSocket, from);
+        let second = cache.body(&state).await;
+        assert_eq!(cache.encodes_total(), 2);
+        let text = std::str::from_utf8(&second).unwrap();
+        assert!(
+            text.contains("tb_agent_statsd_rejected_total{reason=\"not_replica_socket\"} 1"),
+            "{text}"
+        );
+        cache.body(&state).await;
+        assert_eq!(cache.encodes_total(), 2);
+        state.counters.record_control("restart", "ok");
+        cache.body(&state).await;
+        assert_eq!(cache.encodes_total(), 3);
+        state
+            .counters
+            .auth_failures_total
+            .fetch_add(1, Ordering::Relaxed);
+        cache.body(&state).await;
+        assert_eq!(cache.encodes_total(), 4);
+
+        // Nothing changed, but what is read at encode time ages: re-encoded after BODY_AGE_MAX.
+        tokio::time::sleep(BODY_AGE_MAX + Duration::from_millis(50)).await;
+        cache.body(&state).await;
+        assert_eq!(cache.encodes_total(), 5);
+    }
+}
