@@ -6,22 +6,7 @@ use crate::api::ControlResponse;
 use crate::health;
 use crate::state::AgentState;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    Start,
-    Stop,
-    Restart,
-}
-
-impl Action {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Action::Start => "start",
-            Action::Stop => "stop",
-            Action::Restart => "restart",
-        }
-    }
-}
+pub use tb_proto::endpoints::ReplicaAction as Action;
 
 #[derive(Debug)]
 pub enum ControlError {

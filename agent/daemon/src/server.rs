@@ -250,6 +250,7 @@ pub fn status_report(state: &AgentState) -> StatusReport {
                 .map(|age| age.as_millis() as u64),
             probe_latency_ms: verdict.latency.map(|latency| latency.as_millis() as u64),
             probe_ok: verdict.ok,
+            version_skew: verdict.version_skew,
         },
     }
 }
