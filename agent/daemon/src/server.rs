@@ -23,7 +23,7 @@ use crate::api::{ControlRequest, ErrorBody, StatusReport};
 use crate::auth::{Scope, Verdict};
 use crate::control::{self, Action, ControlError};
 use crate::state::AgentState;
-use crate::{api, audit, backup, health, metrics};
+use crate::{api, audit, backup, health};
 
 /// How long in-flight requests get to finish after SIGTERM.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -180,7 +180,7 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        metrics::render(&state),
+        state.metrics_cache.body(&state).await,
     )
         .into_response()
 }

@@ -12,6 +12,8 @@ use serde::Deserialize;
 use crate::auth::Scope;
 use crate::tigerbeetle::REPLICA_COUNT_MAX;
 
+/// TigerBeetle's StatsD emit period, fixed in its source (`trace_emit_timeout`).
+pub const STATSD_EMIT_PERIOD_MS: u64 = 10_000;
 /// More tokens than this is a configuration smell, and every request compares against all of them.
 pub const TOKENS_MAX: usize = 16;
 
@@ -200,7 +202,8 @@ pub struct Health {
     pub probe_interval_ms: u64,
     #[serde(default = "defaults::probe_timeout_ms")]
     pub probe_timeout_ms: u64,
-    /// StatsD values older than this no longer count: TigerBeetle emits every 10 s.
+    /// StatsD values older than this no longer count: TigerBeetle emits every 10 s, so this must
+    /// be above 10 s (see the default's comment).
     #[serde(default = "defaults::statsd_stale_ms")]
     pub statsd_stale_ms: u64,
     /// VmLck must be at least this fraction of VmRSS for memory to count as locked.
@@ -283,8 +286,15 @@ mod defaults {
     pub fn probe_timeout_ms() -> u64 {
         2_000
     }
+    /// TigerBeetle emits every 10 s, a period counted in 10 ms event-loop ticks
+    /// (`trace_emit_timeout`, fixed in its source). Each tick is 10 ms of waiting for I/O plus the
+    /// tick's own work, so on a loaded replica the real period runs somewhat over 10 s, and a
+    /// datagram may wait for the agent's runtime. 15 s is one period plus half a period for that
+    /// stretch: readiness does not flap between emits of a busy but healthy replica, and a
+    /// replica whose event loop hangs (without being stopped, which /proc/PID/stat shows at once)
+    /// is caught within 15 s instead of 25 s.
     pub fn statsd_stale_ms() -> u64 {
-        25_000
+        15_000
     }
     pub fn memlock_ratio_min() -> f64 {
         0.9
@@ -517,6 +527,15 @@ impl Config {
             return Err(invalid(
                 "health.memlock_ratio_min",
                 "must be between 0 and 1",
+            ));
+        }
+        if health.statsd_stale_ms <= STATSD_EMIT_PERIOD_MS {
+            return Err(invalid(
+                "health.statsd_stale_ms",
+                format!(
+                    "must be above {STATSD_EMIT_PERIOD_MS}: TigerBeetle emits StatsD every 10 s, \
+                     so a shorter limit fails readiness between two emits of a healthy replica"
+                ),
             ));
         }
         for (field, value) in [
