@@ -12,6 +12,7 @@ pub mod health;
 pub mod host;
 pub mod inventory;
 pub mod metrics;
+pub mod ops;
 pub mod peers;
 pub mod probe;
 pub mod replica;
