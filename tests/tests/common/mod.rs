@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-pub use tb_agent::tbctl::local::LocalState;
+pub use tbctl::local::LocalState;
 
 pub const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Control requests (restart) wait for readiness on the agent's side.

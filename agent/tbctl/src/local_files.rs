@@ -20,8 +20,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-use crate::config::REPLICA_COUNT_MAX;
-use crate::inventory::{ClusterVars, Group, HostVars, InventoryFile};
+use tb_proto::inventory::{ClusterVars, Group, HostVars, InventoryFile};
+use tb_proto::tigerbeetle::REPLICA_COUNT_MAX;
 
 /// `local.json`: `local down` finds it without knowing the layout's ports.
 pub const STATE_FILE_NAME: &str = "local.json";
@@ -358,8 +358,8 @@ pub fn read_optional(path: &Path, size_max_bytes: u64) -> anyhow::Result<Option<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Config, Run};
-    use crate::inventory::Inventory;
+    use tb_proto::config::{Config, Run};
+    use tb_proto::inventory::Inventory;
 
     fn layout() -> Layout {
         Layout::new(PathBuf::from("/tmp/tbctl \"local\""), 3, 3000, 7000, 8125).unwrap()
@@ -384,7 +384,7 @@ mod tests {
     #[test]
     fn agent_config_is_valid() {
         let layout = layout();
-        let hash = crate::auth::hash_secret_hex("secret");
+        let hash = tb_proto::auth::hash_secret_hex("secret");
         let settings = AgentSettings {
             cluster_id: "340282366920938463463374607431768211455",
             admin_token_sha256: &hash,

@@ -8,51 +8,16 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::config;
+pub use tb_proto::auth::{Scope, generate_secret, hash_secret, hash_secret_hex};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Scope {
-    Read,
-    Control,
-    Backup,
-}
-
-impl Scope {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Scope::Read => "read",
-            Scope::Control => "control",
-            Scope::Backup => "backup",
-        }
-    }
-}
-
-/// Length of a generated secret, in bytes, before hex encoding.
-pub const SECRET_SIZE_BYTES: usize = 32;
 /// Secrets longer than this are rejected before hashing.
 const SECRET_LENGTH_MAX: usize = 512;
 /// Addresses tracked by the failure penalty; beyond this the oldest window is dropped.
 const PENALTY_ADDRESSES_MAX: usize = 4096;
 const PENALTY_WINDOW: Duration = Duration::from_secs(60);
-
-pub fn hash_secret(secret: &str) -> [u8; 32] {
-    Sha256::digest(secret.as_bytes()).into()
-}
-
-pub fn hash_secret_hex(secret: &str) -> String {
-    hex::encode(hash_secret(secret))
-}
-
-/// A new random secret, hex encoded.
-pub fn generate_secret() -> String {
-    let bytes: [u8; SECRET_SIZE_BYTES] = rand::random();
-    hex::encode(bytes)
-}
 
 struct TokenEntry {
     name: String,

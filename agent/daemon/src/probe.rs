@@ -8,9 +8,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// The account id probes look up. Reserved: never create an account with this id.
-/// (ASCII "tb-agent-probe", so it is recognisable in traces.)
-pub const PROBE_ACCOUNT_ID: u128 = 0x0000_7462_2d61_6765_6e74_2d70_726f_6265;
+use tb_proto::tigerbeetle::PROBE_ACCOUNT_ID;
 
 /// Back-off between attempts to create the client (bad addresses, resource limits).
 const CLIENT_CREATE_RETRY: Duration = Duration::from_secs(5);

@@ -14,10 +14,10 @@ use tokio::task::JoinSet;
 use super::client::{AgentClient, AgentError};
 use super::jobs;
 use super::status::{self, describe, human_bytes};
-use crate::api;
-use crate::backup::store::now_unix_ms;
-use crate::inventory::{Inventory, ReplicaEntry};
-use crate::peers::ready_replicas_needed;
+use tb_proto::api;
+use tb_proto::clock::now_unix_ms;
+use tb_proto::inventory::{Inventory, ReplicaEntry};
+use tb_proto::quorum::ready_replicas_needed;
 
 /// Starting a backup runs the agent's quorum guard (peer requests of a few seconds) and a
 /// statvfs; anything slower is an agent in trouble.

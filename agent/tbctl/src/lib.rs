@@ -22,8 +22,8 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::inventory::Inventory;
 use client::{AgentClient, Token};
+use tb_proto::inventory::Inventory;
 
 /// The largest timeout any flag accepts: one hour. Longer waits are better served by a loop.
 const TIMEOUT_MAX_MS: u64 = 3_600_000;

@@ -24,11 +24,11 @@ use super::client_log;
 use super::local_files;
 use super::scratch::{self, ScratchCluster};
 use super::status::{self, describe, human_bytes};
-use crate::api;
-use crate::backup::files;
-use crate::backup::store::now_unix_ms;
-use crate::inventory::{Inventory, ReplicaEntry};
-use crate::peers::ready_replicas_needed;
+use tb_proto::api;
+use tb_proto::backup_files as files;
+use tb_proto::clock::now_unix_ms;
+use tb_proto::inventory::{Inventory, ReplicaEntry};
+use tb_proto::quorum::ready_replicas_needed;
 
 /// Transfers between the two drill accounts.
 const TRANSFER_COUNT: usize = 10;
@@ -458,7 +458,7 @@ async fn bounded<T, E: std::fmt::Display>(
 fn fresh_id() -> u128 {
     loop {
         let id: u128 = rand::random();
-        if id != 0 && id != u128::MAX && id != crate::probe::PROBE_ACCOUNT_ID {
+        if id != 0 && id != u128::MAX && id != tb_proto::tigerbeetle::PROBE_ACCOUNT_ID {
             return id;
         }
     }
@@ -715,7 +715,7 @@ async fn blocking<T: Send + 'static>(
 /// A different release may refuse the restored files (older) or upgrade them (newer): worth a
 /// warning, not a failure, since the operator may be testing exactly that.
 async fn warn_on_version(tigerbeetle: &Path, manifests: &[api::Manifest]) {
-    let Some(version) = crate::binary::identify(tigerbeetle).await.version else {
+    let Some(version) = tb_proto::tigerbeetle::identify(tigerbeetle).await.version else {
         eprintln!(
             "warning: `{} version` did not answer; cannot compare it with the backups' release",
             tigerbeetle.display()

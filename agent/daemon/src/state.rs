@@ -5,7 +5,6 @@ use std::time::Instant;
 
 use crate::audit::AuditLog;
 use crate::auth::Authenticator;
-use crate::binary::BinaryIdentity;
 use crate::config::Config;
 use crate::host::HostMonitor;
 use crate::metrics::Counters;
@@ -13,6 +12,7 @@ use crate::peers::Peers;
 use crate::probe::Prober;
 use crate::replica::Replica;
 use crate::statsd;
+use tb_proto::tigerbeetle::BinaryIdentity;
 
 pub struct AgentState {
     pub config: Arc<Config>,

@@ -7,7 +7,6 @@
 //! compression and shipping happen afterwards, from the copy, with the replica already back.
 
 pub mod cold_copy;
-pub mod files;
 pub mod jobs;
 pub mod routes;
 pub mod store;
@@ -24,6 +23,7 @@ use crate::config::{self, Run};
 use crate::ops::{self, AppError, JobDone, JobHandle, Override, io_failure};
 use crate::state::AgentState;
 use store::{Store, now_unix_ms, write_json_atomically};
+use tb_proto::backup_files as files;
 
 const MANIFEST_FORMAT_VERSION: u32 = 1;
 const RAW_FILE: &str = "data.tigerbeetle";

@@ -4,6 +4,8 @@
 use std::time::Duration;
 
 use crate::api::{Check, ReadyReport};
+use tb_proto::tigerbeetle::status_name;
+
 use crate::state::AgentState;
 
 pub const CHECK_NAMES: [&str; 6] = [
@@ -88,16 +90,6 @@ fn replica_status(state: &AgentState) -> Check {
             format!("replica_status is {value} ({})", status_name(value)),
         ),
         Err(detail) => check("replica_status", false, detail),
-    }
-}
-
-pub fn status_name(value: i64) -> &'static str {
-    match value {
-        0 => "normal",
-        1 => "view_change",
-        2 => "recovering",
-        3 => "recovering_head",
-        _ => "unknown",
     }
 }
 

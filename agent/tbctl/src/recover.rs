@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use super::client::AgentClient;
 use super::jobs;
 use super::status::describe;
-use crate::inventory::ReplicaEntry;
+use tb_proto::inventory::ReplicaEntry;
 
 /// Starting a recover runs the agent's checks and quorum guard: seconds at most.
 const START_TIMEOUT_MS: u64 = 30_000;

@@ -10,7 +10,7 @@ use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
 use tokio::io::AsyncWriteExt;
 
-use crate::api;
+use tb_proto::api;
 
 /// Answers are small JSON documents; a larger body is not an agent talking.
 const BODY_SIZE_MAX_BYTES: usize = 1024 * 1024;

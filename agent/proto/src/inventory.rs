@@ -18,7 +18,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::REPLICA_COUNT_MAX;
+use crate::tigerbeetle::REPLICA_COUNT_MAX;
 
 /// Inventories are small; anything larger is not an inventory.
 const INVENTORY_SIZE_MAX_BYTES: u64 = 1024 * 1024;
@@ -189,7 +189,8 @@ mod tests {
 
     #[test]
     fn the_example_inventory_is_valid() {
-        let inventory = Inventory::parse(include_str!("../../inventories/example.json")).unwrap();
+        let inventory =
+            Inventory::parse(include_str!("../../../inventories/example.json")).unwrap();
         assert_eq!(inventory.replicas.len(), 3);
         assert_eq!(
             inventory.addresses(),

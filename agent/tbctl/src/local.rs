@@ -17,9 +17,9 @@ use super::client::{AgentClient, Token, read_secret_file};
 use super::local_files::{self, AgentSettings, ClusterIdentity, FormatPlan, Layout};
 use super::process;
 use super::status;
-use crate::auth;
-use crate::config::Config;
-use crate::inventory::Inventory;
+use tb_proto::auth;
+use tb_proto::config::Config;
+use tb_proto::inventory::Inventory;
 
 /// `tigerbeetle format` takes well under a second; a minute means it is stuck.
 const FORMAT_TIMEOUT_MS: u64 = 120_000;

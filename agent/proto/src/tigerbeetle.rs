@@ -1,18 +1,32 @@
-//! What the replica binary is: its `tigerbeetle version` and SHA-256. Upgrades replace the binary
-//! atomically (`mv`), so the identity is recomputed whenever the file changes.
+//! Facts about TigerBeetle that the agent and tbctl share: release, replica status names, the
+//! probe account, and how a binary identifies itself.
 
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 
-use crate::state::AgentState;
+/// The TigerBeetle release of the embedded client. The cluster must be this release or newer.
+pub const CLIENT_RELEASE: &str = "0.16.78";
+/// TigerBeetle supports clusters of 1 to 6 replicas.
+pub const REPLICA_COUNT_MAX: u8 = 6;
+
+/// The account id probes look up. Reserved: never create an account with this id.
+/// (ASCII "tb-agent-probe", so it is recognisable in traces.)
+pub const PROBE_ACCOUNT_ID: u128 = 0x0000_7462_2d61_6765_6e74_2d70_726f_6265;
+
+pub fn status_name(value: i64) -> &'static str {
+    match value {
+        0 => "normal",
+        1 => "view_change",
+        2 => "recovering",
+        3 => "recovering_head",
+        _ => "unknown",
+    }
+}
 
 const VERSION_TIMEOUT: Duration = Duration::from_secs(10);
-const CHECK_INTERVAL: Duration = Duration::from_secs(10);
 const READ_CHUNK_SIZE_BYTES: usize = 1024 * 1024;
 
 #[derive(Debug, Clone)]
@@ -54,21 +68,5 @@ pub async fn sha256_file(path: &Path) -> std::io::Result<String> {
             return Ok(hex::encode(hasher.finalize()));
         }
         hasher.update(&buffer[..read]);
-    }
-}
-
-/// Keeps `state.binary_identity` current: recomputed when the binary's inode or mtime changes.
-pub async fn watch(state: Arc<AgentState>, binary: PathBuf) {
-    let mut seen: Option<(u64, i64)> = None;
-    loop {
-        let current = std::fs::metadata(&binary)
-            .ok()
-            .map(|metadata| (metadata.ino(), metadata.mtime()));
-        if current != seen {
-            let identity = identify(&binary).await;
-            *state.binary_identity.write().expect("not poisoned") = Some(identity);
-            seen = current;
-        }
-        tokio::time::sleep(CHECK_INTERVAL).await;
     }
 }

@@ -10,9 +10,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::auth::Scope;
+use crate::tigerbeetle::REPLICA_COUNT_MAX;
 
-/// TigerBeetle supports clusters of 1 to 6 replicas.
-pub const REPLICA_COUNT_MAX: u8 = 6;
 /// More tokens than this is a configuration smell, and every request compares against all of them.
 pub const TOKENS_MAX: usize = 16;
 
@@ -599,7 +598,7 @@ fn locate_key(text: &str, offset: usize) -> String {
 mod tests {
     use super::*;
 
-    const EXAMPLE: &str = include_str!("../../examples/tb-agent.toml");
+    const EXAMPLE: &str = include_str!("../../../examples/tb-agent.toml");
 
     #[test]
     fn the_example_config_is_valid() {

@@ -7,7 +7,6 @@
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::api::{BackupRecord, HookResult, Manifest, Verification};
 
@@ -23,11 +22,7 @@ const METADATA_SIZE_MAX_BYTES: u64 = 1024 * 1024;
 /// Backups listed at most (retention keeps far fewer).
 pub const BACKUPS_LISTED_MAX: usize = 1000;
 
-pub fn now_unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |duration| duration.as_millis() as u64)
-}
+pub use tb_proto::clock::now_unix_ms;
 
 /// A new backup id: UTC time, replica index and randomness, e.g. `20261123T101500Z-r0-1a2b3c4d`.
 /// Ids sort by time.

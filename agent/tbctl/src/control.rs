@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use super::client::{AgentClient, AgentError};
 use super::status::describe;
-use crate::inventory::ReplicaEntry;
+use tb_proto::inventory::ReplicaEntry;
 
 #[derive(Debug, Clone, Copy)]
 pub enum Action {

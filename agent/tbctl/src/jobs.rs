@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use super::client::{AgentClient, AgentError};
 use super::status::describe;
-use crate::api;
-use crate::inventory::ReplicaEntry;
+use tb_proto::api;
+use tb_proto::inventory::ReplicaEntry;
 
 /// Jobs report their step as it changes; half a second shows every step of a backup.
 const POLL_INTERVAL_MS: u64 = 500;

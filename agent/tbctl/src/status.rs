@@ -7,8 +7,8 @@ use serde::Serialize;
 use tokio::task::JoinSet;
 
 use super::client::{AgentClient, AgentError};
-use crate::api;
-use crate::inventory::{Inventory, ReplicaEntry};
+use tb_proto::api;
+use tb_proto::inventory::{Inventory, ReplicaEntry};
 
 /// Timeout of each readiness request while waiting: an agent that takes longer is not ready.
 const WAIT_REQUEST_TIMEOUT_MS: u64 = 5_000;
@@ -311,7 +311,7 @@ fn not_ready_reason(report: &api::ReadyReport) -> String {
 
 /// `tb.replica_status`, as TigerBeetle's `Status` enum names it.
 pub fn status_text(replica_status: Option<i64>) -> &'static str {
-    replica_status.map_or("unknown", crate::health::status_name)
+    replica_status.map_or("unknown", tb_proto::tigerbeetle::status_name)
 }
 
 /// `tb.replica_sync_stage`, as TigerBeetle's `SyncStage` enum names it.

@@ -5,28 +5,10 @@ use std::time::Duration;
 
 use crate::api::ReadyReport;
 use crate::config::Config;
+use tb_proto::quorum::ready_replicas_needed;
 
 /// Token files are one line; anything larger is a misconfiguration.
 const TOKEN_FILE_SIZE_MAX_BYTES: u64 = 4096;
-
-/// Replicas that must stay ready, besides the one being stopped, for the cluster to keep
-/// committing even if the stopped replica was the primary: the larger of TigerBeetle's
-/// replication and view-change quorums (src/vsr.zig, `quorums`).
-pub fn ready_replicas_needed(replica_count: u8) -> u8 {
-    assert!(replica_count > 0);
-    const QUORUM_REPLICATION_MAX: u8 = 3;
-    let replication = if replica_count == 2 {
-        2
-    } else {
-        QUORUM_REPLICATION_MAX.min(replica_count.div_ceil(2))
-    };
-    let view_change = if replica_count == 2 {
-        2
-    } else {
-        replica_count - replication + 1
-    };
-    replication.max(view_change)
-}
 
 #[derive(Debug, Clone)]
 pub struct QuorumVerdict {
@@ -213,15 +195,4 @@ pub fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
         current = source;
     }
     current.to_string()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::ready_replicas_needed;
-
-    #[test]
-    fn quorum_sizes_match_tigerbeetle() {
-        let needed: Vec<u8> = (1..=6).map(ready_replicas_needed).collect();
-        assert_eq!(needed, vec![1, 2, 2, 3, 3, 4]);
-    }
 }
