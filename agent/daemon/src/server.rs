@@ -22,6 +22,7 @@ use crate::auth::{Scope, Verdict};
 use crate::ops::{self, Answer, AppError, Caller, JsonBody, Lock, Spec, Wait};
 use crate::state::AgentState;
 use crate::{api, backup, control, health, metrics};
+use tb_proto::endpoints::ReplicaAction;
 
 /// Time a client gets to send its request headers (slowloris bound).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -248,6 +249,7 @@ pub fn status_report(state: &AgentState) -> StatusReport {
                 .map(|age| age.as_millis() as u64),
             probe_latency_ms: verdict.latency.map(|latency| latency.as_millis() as u64),
             probe_ok: verdict.ok,
+            version_skew: verdict.version_skew,
         },
     }
 }
@@ -258,11 +260,11 @@ async fn replica_control(
     Path(action): Path<String>,
     JsonBody(request): JsonBody<ControlRequest>,
 ) -> Result<Answer<ControlResponse>, AppError> {
-    let action = match action.as_str() {
-        "start" => JobKind::Start,
-        "stop" => JobKind::Stop,
-        "restart" => JobKind::Restart,
-        _ => {
+    let action = match ReplicaAction::parse(&action) {
+        Some(ReplicaAction::Start) => JobKind::Start,
+        Some(ReplicaAction::Stop) => JobKind::Stop,
+        Some(ReplicaAction::Restart) => JobKind::Restart,
+        None => {
             return Err(AppError::NotFound(
                 "actions are start, stop and restart".into(),
             ));

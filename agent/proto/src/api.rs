@@ -134,6 +134,10 @@ pub struct ReplicaStatus {
     pub statsd_age_ms: Option<u64>,
     pub probe_latency_ms: Option<u64>,
     pub probe_ok: bool,
+    /// The cluster evicted the agent's client as newer than its release: it answers on an
+    /// older release (expected during an upgrade; see the probe's documentation).
+    #[serde(default)]
+    pub version_skew: bool,
 }
 
 /// `POST /v1/backups` and `POST /v1/replica/recover` answer 202 with the job to follow; the

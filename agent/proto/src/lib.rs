@@ -7,6 +7,7 @@ pub mod auth;
 pub mod backup_files;
 pub mod clock;
 pub mod config;
+pub mod endpoints;
 pub mod inventory;
 pub mod quorum;
 pub mod tigerbeetle;

@@ -16,6 +16,7 @@ use super::jobs;
 use super::status::{self, describe, human_bytes};
 use tb_proto::api;
 use tb_proto::clock::now_unix_ms;
+use tb_proto::endpoints::Endpoint;
 use tb_proto::inventory::{Inventory, ReplicaEntry};
 use tb_proto::quorum::ready_replicas_needed;
 
@@ -55,7 +56,7 @@ pub async fn backup_replica(
     timeout_ms: u64,
 ) -> anyhow::Result<Completed> {
     let result = client
-        .start_backup(&entry.agent_url, START_TIMEOUT_MS)
+        .start_job(&entry.agent_url, Endpoint::BackupCreate, START_TIMEOUT_MS)
         .await;
     let accepted = jobs::accepted(entry, "backup", "tbctl backups", result)?;
     let backup_id = accepted.backup_id.clone().ok_or_else(|| {

@@ -11,6 +11,8 @@ use serde::de::DeserializeOwned;
 use tokio::io::AsyncWriteExt;
 
 use tb_proto::api;
+use tb_proto::auth::Scope;
+use tb_proto::endpoints::{Endpoint, Method};
 
 /// Answers are small JSON documents; a larger body is not an agent talking.
 const BODY_SIZE_MAX_BYTES: usize = 1024 * 1024;
@@ -95,11 +97,8 @@ pub enum AgentError {
     Timeout(u64),
     #[error("token rejected (401): check {0}")]
     TokenRejected(String),
-    #[error("token lacks the {scope} scope (403): {message}")]
-    Forbidden {
-        scope: &'static str,
-        message: String,
-    },
+    #[error("token lacks a scope of {scopes} (403): {message}")]
+    Forbidden { scopes: String, message: String },
     #[error(
         "too many failed authentications from this address (429): wait a minute, then check {0}"
     )]
@@ -158,9 +157,9 @@ impl AgentClient {
 
     /// `GET /v1/health/ready`: a report whether ready (200) or not (503).
     pub async fn ready(&self, url: &str, timeout_ms: u64) -> Result<api::ReadyReport, AgentError> {
-        let request = self.http.get(format!("{url}/v1/health/ready"));
         let accept = [StatusCode::OK, StatusCode::SERVICE_UNAVAILABLE];
-        self.call(request, timeout_ms, &accept, "read").await
+        self.call(url, Endpoint::HealthReady, &[], None, &accept, timeout_ms)
+            .await
     }
 
     pub async fn status(
@@ -168,9 +167,7 @@ impl AgentClient {
         url: &str,
         timeout_ms: u64,
     ) -> Result<api::StatusReport, AgentError> {
-        let request = self.http.get(format!("{url}/v1/status"));
-        self.call(request, timeout_ms, &[StatusCode::OK], "read")
-            .await
+        self.get(url, Endpoint::Status, &[], timeout_ms).await
     }
 
     /// `POST /v1/replica/{action}`.
@@ -181,47 +178,39 @@ impl AgentClient {
         force: bool,
         timeout_ms: u64,
     ) -> Result<api::ControlResponse, AgentError> {
-        let request = self
-            .http
-            .post(format!("{url}/v1/replica/{action}"))
-            .json(&api::ControlRequest { force });
-        self.call(request, timeout_ms, &[StatusCode::OK], "control")
-            .await
+        let body = serde_json::to_value(api::ControlRequest { force }).expect("plain struct");
+        let accept = [StatusCode::OK];
+        self.call(
+            url,
+            Endpoint::ReplicaControl,
+            &[action],
+            Some(body),
+            &accept,
+            timeout_ms,
+        )
+        .await
     }
 
-    /// `POST /v1/backups`: 202 with the job to follow.
-    pub async fn start_backup(
+    /// `POST /v1/backups` or `POST /v1/replica/recover`: 202 with the job to follow.
+    pub async fn start_job(
         &self,
         url: &str,
+        endpoint: Endpoint,
         timeout_ms: u64,
     ) -> Result<api::JobAccepted, AgentError> {
-        let request = self
-            .http
-            .post(format!("{url}/v1/backups"))
-            .json(&api::BackupRequest {});
-        self.call(request, timeout_ms, &[StatusCode::ACCEPTED], "backup")
-            .await
-    }
-
-    /// `POST /v1/replica/recover`: 202 with the job to follow.
-    pub async fn start_recover(
-        &self,
-        url: &str,
-        timeout_ms: u64,
-    ) -> Result<api::JobAccepted, AgentError> {
-        let request = self
-            .http
-            .post(format!("{url}/v1/replica/recover"))
-            .json(&api::BackupRequest {});
-        self.call(request, timeout_ms, &[StatusCode::ACCEPTED], "control")
+        assert!(matches!(
+            endpoint,
+            Endpoint::BackupCreate | Endpoint::ReplicaRecover
+        ));
+        let body = serde_json::to_value(api::BackupRequest {}).expect("plain struct");
+        let accept = [StatusCode::ACCEPTED];
+        self.call(url, endpoint, &[], Some(body), &accept, timeout_ms)
             .await
     }
 
     /// `GET /v1/jobs/{id}`.
     pub async fn job(&self, url: &str, id: &str, timeout_ms: u64) -> Result<api::Job, AgentError> {
-        let request = self.http.get(format!("{url}/v1/jobs/{id}"));
-        self.call(request, timeout_ms, &[StatusCode::OK], "read")
-            .await
+        self.get(url, Endpoint::Job, &[id], timeout_ms).await
     }
 
     /// `GET /v1/backups`: complete backups, newest first.
@@ -230,14 +219,15 @@ impl AgentClient {
         url: &str,
         timeout_ms: u64,
     ) -> Result<Vec<api::BackupRecord>, AgentError> {
-        let request = self.http.get(format!("{url}/v1/backups"));
-        let response = self.send(request, timeout_ms).await?;
+        let endpoint = Endpoint::BackupList;
+        let response = self.send(url, endpoint, &[], None, timeout_ms).await?;
+        let accept = [StatusCode::OK];
         self.answer(
             response,
-            timeout_ms,
-            &[StatusCode::OK],
-            "read",
+            endpoint,
+            &accept,
             BACKUP_LIST_SIZE_MAX_BYTES,
+            timeout_ms,
         )
         .await
     }
@@ -249,9 +239,7 @@ impl AgentClient {
         id: &str,
         timeout_ms: u64,
     ) -> Result<api::BackupRecord, AgentError> {
-        let request = self.http.get(format!("{url}/v1/backups/{id}"));
-        self.call(request, timeout_ms, &[StatusCode::OK], "read")
-            .await
+        self.get(url, Endpoint::BackupShow, &[id], timeout_ms).await
     }
 
     /// `GET /v1/backups/{id}/file` into `destination`, a new file. The body must be exactly
@@ -265,16 +253,16 @@ impl AgentClient {
         size_bytes: u64,
         timeout_ms: u64,
     ) -> anyhow::Result<()> {
-        let request = self.http.get(format!("{url}/v1/backups/{id}/file"));
-        let mut response = self.send(request, timeout_ms).await?;
+        let endpoint = Endpoint::BackupFile;
+        let mut response = self.send(url, endpoint, &[id], None, timeout_ms).await?;
         if response.status() != StatusCode::OK {
             let error: AgentError = self
                 .answer::<serde_json::Value>(
                     response,
-                    timeout_ms,
+                    endpoint,
                     &[],
-                    "backup",
                     BODY_SIZE_MAX_BYTES,
+                    timeout_ms,
                 )
                 .await
                 .expect_err("no status is accepted");
@@ -314,24 +302,59 @@ impl AgentClient {
         Ok(())
     }
 
+    async fn get<T: DeserializeOwned>(
+        &self,
+        url: &str,
+        endpoint: Endpoint,
+        parameters: &[&str],
+        timeout_ms: u64,
+    ) -> Result<T, AgentError> {
+        self.call(
+            url,
+            endpoint,
+            parameters,
+            None,
+            &[StatusCode::OK],
+            timeout_ms,
+        )
+        .await
+    }
+
     async fn call<T: DeserializeOwned>(
         &self,
-        request: reqwest::RequestBuilder,
-        timeout_ms: u64,
+        url: &str,
+        endpoint: Endpoint,
+        parameters: &[&str],
+        body: Option<serde_json::Value>,
         accept: &[StatusCode],
-        scope: &'static str,
+        timeout_ms: u64,
     ) -> Result<T, AgentError> {
-        let response = self.send(request, timeout_ms).await?;
-        self.answer(response, timeout_ms, accept, scope, BODY_SIZE_MAX_BYTES)
+        let response = self
+            .send(url, endpoint, parameters, body, timeout_ms)
+            .await?;
+        self.answer(response, endpoint, accept, BODY_SIZE_MAX_BYTES, timeout_ms)
             .await
     }
 
     /// Sends with the token and the timeout, which bounds the body's arrival too.
     async fn send(
         &self,
-        request: reqwest::RequestBuilder,
+        url: &str,
+        endpoint: Endpoint,
+        parameters: &[&str],
+        body: Option<serde_json::Value>,
         timeout_ms: u64,
     ) -> Result<reqwest::Response, AgentError> {
+        let target = format!("{url}{}", endpoint.path_with(parameters));
+        let method = match endpoint.method() {
+            Method::Get => reqwest::Method::GET,
+            Method::Post => reqwest::Method::POST,
+            Method::Delete => reqwest::Method::DELETE,
+        };
+        let mut request = self.http.request(method, target);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
         request
             .bearer_auth(&self.token.secret)
             .timeout(Duration::from_millis(timeout_ms))
@@ -345,10 +368,10 @@ impl AgentClient {
     async fn answer<T: DeserializeOwned>(
         &self,
         mut response: reqwest::Response,
-        timeout_ms: u64,
+        endpoint: Endpoint,
         accept: &[StatusCode],
-        scope: &'static str,
         body_size_max: usize,
+        timeout_ms: u64,
     ) -> Result<T, AgentError> {
         let classify = |error: reqwest::Error| classify(&error, timeout_ms);
         let status = response.status();
@@ -376,7 +399,10 @@ impl AgentClient {
         };
         Err(match (status, error_body) {
             (StatusCode::UNAUTHORIZED, _) => AgentError::TokenRejected(self.token.source.clone()),
-            (StatusCode::FORBIDDEN, _) => AgentError::Forbidden { scope, message },
+            (StatusCode::FORBIDDEN, _) => AgentError::Forbidden {
+                scopes: scope_names(endpoint.scopes()),
+                message,
+            },
             (StatusCode::TOO_MANY_REQUESTS, _) => AgentError::Throttled(self.token.source.clone()),
             (StatusCode::CONFLICT, Some(error_body)) => AgentError::Refused {
                 code: error_body.error,
@@ -389,6 +415,11 @@ impl AgentClient {
             },
         })
     }
+}
+
+fn scope_names(scopes: &[Scope]) -> String {
+    let names: Vec<&str> = scopes.iter().map(|scope| scope.as_str()).collect();
+    names.join(" and ")
 }
 
 fn classify(error: &reqwest::Error, timeout_ms: u64) -> AgentError {

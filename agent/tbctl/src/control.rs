@@ -7,29 +7,14 @@ use super::client::{AgentClient, AgentError};
 use super::status::describe;
 use tb_proto::inventory::ReplicaEntry;
 
-#[derive(Debug, Clone, Copy)]
-pub enum Action {
-    Start,
-    Stop,
-    Restart,
-}
+pub use tb_proto::endpoints::ReplicaAction as Action;
 
-impl Action {
-    fn name(self) -> &'static str {
-        match self {
-            Action::Start => "start",
-            Action::Stop => "stop",
-            Action::Restart => "restart",
-        }
-    }
-
-    /// The agent answers a restart only once the replica is ready again (up to its
-    /// control.ready_timeout_ms, 120 s by default), so restart gets room beyond that.
-    pub fn default_timeout_ms(self) -> u64 {
-        match self {
-            Action::Start | Action::Stop => 60_000,
-            Action::Restart => 180_000,
-        }
+/// The agent answers a restart only once the replica is ready again (up to its
+/// control.ready_timeout_ms, 120 s by default), so restart gets room beyond that.
+pub fn default_timeout_ms(action: Action) -> u64 {
+    match action {
+        Action::Start | Action::Stop => 60_000,
+        Action::Restart => 180_000,
     }
 }
 
@@ -40,7 +25,7 @@ pub async fn run(
     force: bool,
     timeout_ms: u64,
 ) -> anyhow::Result<ExitCode> {
-    let name = action.name();
+    let name = action.as_str();
     if let Action::Restart = action {
         println!(
             "restarting {}; waiting until it is ready again (up to {} s)",

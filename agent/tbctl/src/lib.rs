@@ -242,7 +242,9 @@ async fn control_command(
 ) -> anyhow::Result<ExitCode> {
     let (client, inventory) = connect(cli, &args.inventory)?;
     let replica = inventory.replica(args.replica)?;
-    let timeout_ms = args.timeout_ms.unwrap_or(action.default_timeout_ms());
+    let timeout_ms = args
+        .timeout_ms
+        .unwrap_or(control::default_timeout_ms(action));
     control::run(&client, replica, action, args.force, timeout_ms).await
 }
 

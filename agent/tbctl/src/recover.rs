@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use super::client::AgentClient;
 use super::jobs;
 use super::status::describe;
+use tb_proto::endpoints::Endpoint;
 use tb_proto::inventory::ReplicaEntry;
 
 /// Starting a recover runs the agent's checks and quorum guard: seconds at most.
@@ -18,7 +19,7 @@ pub async fn recover(
     timeout_ms: u64,
 ) -> anyhow::Result<ExitCode> {
     let result = client
-        .start_recover(&entry.agent_url, START_TIMEOUT_MS)
+        .start_job(&entry.agent_url, Endpoint::ReplicaRecover, START_TIMEOUT_MS)
         .await;
     let accepted = jobs::accepted(entry, "recover", "tbctl status", result)?;
     println!(

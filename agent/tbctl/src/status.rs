@@ -83,6 +83,9 @@ impl ReplicaReport {
         let probe = match replica {
             None => "-".to_string(),
             Some(replica) if !replica.probe_ok => "failed".to_string(),
+            // The cluster runs an older release than the agents' client (an upgrade is due or
+            // under way): it answers, and this says why the probe's latency is not a lookup's.
+            Some(replica) if replica.version_skew => "version skew".to_string(),
             Some(replica) => replica
                 .probe_latency_ms
                 .map_or("-".to_string(), |ms| format!("{ms} ms")),
