@@ -75,11 +75,14 @@ impl<R: StopStart> Drop for StartOnDrop<R> {
 
 /// Runs `copy` (blocking: it gets a thread of its own) while the replica is stopped, at most
 /// `deadline`, and starts the replica again whatever happened. `before_stop` runs first (the
-/// crash marker); an error there leaves the replica untouched. `step` names what happens now.
+/// crash marker); an error there leaves the replica untouched. A copy past its deadline is
+/// abandoned: `abandoned` runs (on a blocking thread) once its thread has ended, to remove what
+/// it wrote. `step` names what happens now.
 pub async fn copy_while_stopped<R: StopStart>(
     replica: &Arc<R>,
     before_stop: impl FnOnce() -> Result<(), String>,
     copy: impl FnOnce() -> std::io::Result<bool> + Send + 'static,
+    abandoned: impl FnOnce() + Send + 'static,
     deadline: Duration,
     step: impl Fn(&str),
 ) -> Result<Copied, String> {
@@ -87,7 +90,7 @@ pub async fn copy_while_stopped<R: StopStart>(
     if !was_running {
         step("copying the data file");
         let copy_started = Instant::now();
-        let reflink = copy_with_deadline(copy, deadline).await?;
+        let reflink = copy_with_deadline(copy, abandoned, deadline).await?;
         return Ok(Copied {
             reflink,
             was_running,
@@ -107,7 +110,7 @@ pub async fn copy_while_stopped<R: StopStart>(
         Ok(()) => {
             step("copying the data file");
             let copy_started = Instant::now();
-            let copied = copy_with_deadline(copy, deadline).await;
+            let copied = copy_with_deadline(copy, abandoned, deadline).await;
             (copied, copy_started.elapsed().as_millis() as u64)
         }
     };
@@ -132,17 +135,25 @@ pub async fn copy_while_stopped<R: StopStart>(
 }
 
 /// The copy on a blocking thread, waited for at most `deadline`. Past it, the copy is abandoned:
-/// its thread cannot be interrupted and finishes into a file that is no longer wanted (the
-/// caller removes the partial backup; the space comes back when the thread closes it).
+/// its thread cannot be interrupted, so it finishes into a file that is no longer wanted, and
+/// `abandoned` removes that file once the thread has ended.
 async fn copy_with_deadline(
     copy: impl FnOnce() -> std::io::Result<bool> + Send + 'static,
+    abandoned: impl FnOnce() + Send + 'static,
     deadline: Duration,
 ) -> Result<bool, String> {
-    match tokio::time::timeout(deadline, tokio::task::spawn_blocking(copy)).await {
-        Err(_) => Err(format!(
-            "the copy did not finish within backup.copy_timeout_ms ({} ms) and was abandoned",
-            deadline.as_millis()
-        )),
+    let mut thread = tokio::task::spawn_blocking(copy);
+    match tokio::time::timeout(deadline, &mut thread).await {
+        Err(_) => {
+            tokio::spawn(async move {
+                let _ = thread.await;
+                let _ = tokio::task::spawn_blocking(abandoned).await;
+            });
+            Err(format!(
+                "the copy did not finish within backup.copy_timeout_ms ({} ms) and was abandoned",
+                deadline.as_millis()
+            ))
+        }
         Ok(Err(join_error)) => Err(format!("copying the data file: {join_error}")),
         Ok(Ok(Err(error))) => Err(format!("copying the data file: {error}")),
         Ok(Ok(Ok(reflink))) => Ok(reflink),
@@ -205,6 +216,7 @@ mod tests {
                 copy_flag.store(true, Ordering::SeqCst);
                 Ok(false)
             },
+            || {},
             Duration::from_secs(10),
             |_| {},
         )
@@ -224,13 +236,16 @@ mod tests {
     async fn a_copy_past_its_deadline_is_abandoned_and_the_replica_started() {
         let replica = running(false);
         let started = Instant::now();
+        let cleaned = Arc::new(AtomicBool::new(false));
+        let cleaned_flag = Arc::clone(&cleaned);
         let result = copy_while_stopped(
             &replica,
             || Ok(()),
             || {
-                std::thread::sleep(Duration::from_secs(2));
+                std::thread::sleep(Duration::from_millis(500));
                 Ok(false)
             },
+            move || cleaned_flag.store(true, Ordering::SeqCst),
             Duration::from_millis(50),
             |_| {},
         )
@@ -244,6 +259,21 @@ mod tests {
         );
         assert_eq!(replica.starts.load(Ordering::SeqCst), 1);
         assert!(replica.is_running());
+        // What the abandoned copy wrote is removed once its thread has ended.
+        assert!(
+            !cleaned.load(Ordering::SeqCst),
+            "cleaned up under a running copy"
+        );
+        for _ in 0..200 {
+            if cleaned.load(Ordering::SeqCst) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(
+            cleaned.load(Ordering::SeqCst),
+            "the abandoned copy was not cleaned up"
+        );
     }
 
     #[tokio::test]
@@ -257,6 +287,7 @@ mod tests {
                     assert!(!panics, "copy panicked (on purpose)");
                     Err(std::io::Error::other("disk full (on purpose)"))
                 },
+                || {},
                 Duration::from_secs(10),
                 |_| {},
             )
@@ -278,6 +309,7 @@ mod tests {
                     std::thread::sleep(Duration::from_secs(2));
                     Ok(false)
                 },
+                || {},
                 Duration::from_secs(60),
                 |_| {},
             )
@@ -307,6 +339,7 @@ mod tests {
             &replica,
             || Err("writing the marker: read-only (on purpose)".into()),
             || Ok(false),
+            || {},
             Duration::from_secs(10),
             |_| {},
         )

@@ -167,6 +167,7 @@ async fn backup_steps(job: &JobHandle, backup_id: &str) -> Result<Option<u64>, S
     let down_since = Instant::now();
     let marker = store.marker();
     let store_dir = store.dir.clone();
+    let abandoned_partial = partial.clone();
     let copied = {
         let (data_file, raw) = (data_file.clone(), raw.clone());
         cold_copy::copy_while_stopped(
@@ -178,6 +179,14 @@ async fn backup_steps(job: &JobHandle, backup_id: &str) -> Result<Option<u64>, S
                 store::sync_dir(&store_dir).map_err(|error| error.to_string())
             },
             move || files::clone_or_copy(&data_file, &raw),
+            move || {
+                // The abandoned copy has ended: what it wrote goes too.
+                if let Err(error) = std::fs::remove_dir_all(&abandoned_partial)
+                    && error.kind() != std::io::ErrorKind::NotFound
+                {
+                    tracing::error!(%error, dir = %abandoned_partial.display(), "cannot remove an abandoned copy");
+                }
+            },
             state.timeouts.backup_copy,
             |step| job.step(step),
         )
