@@ -372,7 +372,12 @@ where
         Ok(held) => held,
         Err(busy) => return Err(refuse(state, &caller, kind, forced, busy).await),
     };
-    let job_id = format!("{}-{}", kind.as_str(), new_job_suffix(state));
+    // A backup's job is named after the backup; other ids are new (a backup is verified often).
+    let job_suffix = match (kind, &backup_id) {
+        (JobKind::Backup, Some(id)) => id.clone(),
+        _ => new_job_suffix(state),
+    };
+    let job_id = format!("{}-{job_suffix}", kind.as_str());
     state.jobs.begin(&job_id, kind, backup_id.clone());
     record(
         state,
