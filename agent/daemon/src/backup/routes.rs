@@ -44,7 +44,7 @@ pub fn slow_routes() -> (Router<AppState>, Router<AppState>, Router<AppState>) {
 
 /// A backup id from the path, checked before it names a lock or a directory.
 async fn checked_id(
-    state: &AgentState,
+    state: &Arc<AgentState>,
     caller: &Caller,
     kind: JobKind,
     forced: bool,

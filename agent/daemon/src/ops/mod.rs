@@ -379,17 +379,8 @@ where
     };
     let job_id = format!("{}-{job_suffix}", kind.as_str());
     state.jobs.begin(&job_id, kind, backup_id.clone());
-    record(
-        state,
-        &caller,
-        kind,
-        forced,
-        Some(&job_id),
-        Phase::Begin,
-        Outcome::Running,
-        "",
-    )
-    .await;
+    // From here on nothing awaits before the task exists: a handler dropped now (its client
+    // gone) must not leave a job without its task.
 
     let (accepted_sender, accepted) = oneshot::channel();
     let (result_sender, result) = oneshot::channel();
@@ -405,6 +396,17 @@ where
     let task_job = job_id.clone();
     let task_caller = caller;
     tokio::spawn(async move {
+        record(
+            &task_state,
+            &task_caller,
+            kind,
+            forced,
+            Some(&task_job),
+            Phase::Begin,
+            Outcome::Running,
+            "",
+        )
+        .await;
         // The operation runs in a task of its own so that a panic in it still ends the job, and
         // the closing audit line is written, before the locks are released.
         let outcome = match tokio::spawn(operation(handle)).await {
@@ -499,9 +501,10 @@ fn take_locks(
     })
 }
 
-/// A refusal before an operation began (busy, a malformed id): one audit line, counted.
+/// A refusal before an operation began (busy, a malformed id): one audit line, counted. The
+/// line is written by a task of its own, so a client that goes away cannot skip it.
 pub async fn refuse(
-    state: &AgentState,
+    state: &Arc<AgentState>,
     caller: &Caller,
     kind: JobKind,
     forced: bool,
@@ -511,16 +514,20 @@ pub async fn refuse(
     state
         .counters
         .record_control(kind.as_str(), outcome.as_str());
-    record(
-        state,
-        caller,
-        kind,
-        forced,
-        None,
-        Phase::End,
-        outcome,
-        &error.detail(),
-    )
+    let (task_state, task_caller, detail) = (Arc::clone(state), caller.clone(), error.detail());
+    let _ = tokio::spawn(async move {
+        record(
+            &task_state,
+            &task_caller,
+            kind,
+            forced,
+            None,
+            Phase::End,
+            outcome,
+            &detail,
+        )
+        .await;
+    })
     .await;
     error
 }
