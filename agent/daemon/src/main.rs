@@ -46,14 +46,14 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { config } => match Config::load(&config) {
+        Command::Serve { config } => match load(&config) {
             Ok(config) => serve(config),
             Err(error) => {
                 eprintln!("tb-agent: invalid config {}: {error}", config.display());
                 ExitCode::from(2)
             }
         },
-        Command::CheckConfig { config } => match Config::load(&config) {
+        Command::CheckConfig { config } => match load(&config) {
             Ok(_) => {
                 println!("{}: ok", config.display());
                 ExitCode::SUCCESS
@@ -83,6 +83,14 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
     }
+}
+
+/// The configuration, checked as a whole: the file itself, then the secret files it names
+/// (which must be open to their owner only).
+fn load(path: &std::path::Path) -> Result<Config, tb_agent::config::ConfigError> {
+    let config = Config::load(path)?;
+    config.check_secret_files()?;
+    Ok(config)
 }
 
 fn init_logging(format: &LogFormat) {

@@ -1,9 +1,10 @@
 //! The HTTP API: routes, authentication, body limits, timeouts, and a bounded accept loop with
 //! optional TLS (and client-certificate verification).
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -21,12 +22,9 @@ use crate::api::{ControlRequest, ControlResponse, ErrorBody, JobKind, StatusRepo
 use crate::auth::{Scope, Verdict};
 use crate::ops::{self, Answer, AppError, Caller, JsonBody, Lock, Spec, Wait};
 use crate::state::AgentState;
-use crate::{api, backup, control, health, metrics};
+use crate::{api, backup, control, health};
 use tb_proto::endpoints::ReplicaAction;
 
-/// Time a client gets to send its request headers (slowloris bound).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long in-flight requests get to finish after SIGTERM.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -181,7 +179,7 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        metrics::render(&state),
+        state.metrics_cache.body(&state).await,
     )
         .into_response()
 }
@@ -315,6 +313,70 @@ fn tls_acceptor(tls: &crate::config::Tls) -> anyhow::Result<tokio_rustls::TlsAcc
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
+/// Connections held per client address, so that one address cannot take every slot of the
+/// global cap (slowloris from one host, a client leaking connections).
+struct AddressSlots {
+    per_address_max: u32,
+    held: Mutex<HashMap<IpAddr, u32>>,
+}
+
+/// One connection's place in `AddressSlots`, given back when the connection ends.
+struct AddressSlot {
+    slots: Arc<AddressSlots>,
+    address: IpAddr,
+}
+
+impl AddressSlots {
+    fn new(per_address_max: u32) -> Arc<AddressSlots> {
+        assert!(per_address_max > 0);
+        Arc::new(AddressSlots {
+            per_address_max,
+            held: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// IPv4 (also when mapped into IPv6) per address; IPv6 per /64, since one host usually
+    /// holds a whole /64 and could otherwise use a fresh address per connection.
+    fn key(address: IpAddr) -> IpAddr {
+        match address.to_canonical() {
+            IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from_bits(
+                v6.to_bits() & !((1u128 << 64) - 1),
+            )),
+            v4 => v4,
+        }
+    }
+
+    fn try_acquire(self: &Arc<Self>, remote: IpAddr) -> Option<AddressSlot> {
+        let address = AddressSlots::key(remote);
+        let mut held = self.held.lock().expect("not poisoned");
+        let count = held.entry(address).or_insert(0);
+        if *count >= self.per_address_max {
+            return None;
+        }
+        *count += 1;
+        Some(AddressSlot {
+            slots: Arc::clone(self),
+            address,
+        })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut held = self.slots.held.lock().expect("not poisoned");
+        let count = held
+            .get_mut(&self.address)
+            .expect("a held slot has an entry");
+        assert!(*count > 0);
+        *count -= 1;
+        if *count == 0 {
+            // Entries exist only for addresses with open connections: the table stays bounded
+            // by the global connection cap.
+            held.remove(&self.address);
+        }
+    }
+}
+
 /// Serves until `shutdown` turns true, then lets in-flight requests finish (bounded).
 pub async fn serve(
     listener: TcpListener,
@@ -332,11 +394,16 @@ pub async fn serve(
     }
     let app = router(state);
     let connections = Arc::new(Semaphore::new(config.server.connections_max as usize));
+    let address_slots = AddressSlots::new(config.server.connections_per_address_max());
+    // A slow client (slowloris: headers a byte at a time, or nothing at all) holds its slot at
+    // most this long; the same bound covers the TLS handshake and idle keep-alive connections.
+    let header_read_timeout = Duration::from_millis(config.server.header_read_timeout_ms);
     let graceful = GracefulShutdown::new();
     // HTTP/1.1 only: the API has no use for HTTP/2, and one protocol is one less attack surface.
     let mut http = hyper::server::conn::http1::Builder::new();
+    // The header timeout only runs with a timer.
     http.timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+        .header_read_timeout(header_read_timeout);
     loop {
         // Wait for a free connection slot before accepting: excess clients queue in the kernel.
         let permit = tokio::select! {
@@ -354,6 +421,12 @@ pub async fn serve(
             },
             _ = shutdown.changed() => break,
         };
+        let Some(address_slot) = address_slots.try_acquire(remote.ip()) else {
+            // Closed at once, which frees the global slot: other addresses keep being served.
+            // Debug level: a flood would otherwise flood the log too.
+            tracing::debug!(%remote, "connection closed: too many from this address");
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let service = app.clone().map_request(
             move |mut request: axum::extract::Request<hyper::body::Incoming>| {
@@ -367,9 +440,10 @@ pub async fn serve(
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let _permit = permit;
+            let _address_slot = address_slot;
             let result = match tls {
                 Some(tls) => {
-                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
+                    match tokio::time::timeout(header_read_timeout, tls.accept(stream)).await {
                         Ok(Ok(stream)) => {
                             let connection = http.serve_connection(TokioIo::new(stream), service);
                             watcher.watch(connection).await

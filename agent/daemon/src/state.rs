@@ -20,6 +20,8 @@ pub struct AgentState {
     pub auth: Authenticator,
     pub audit: AuditLog,
     pub counters: Counters,
+    /// The encoded /metrics body, re-encoded only when something changed.
+    pub metrics_cache: crate::metrics::Cache,
     pub statsd: Arc<statsd::Store>,
     pub prober: Arc<Prober>,
     pub host: Arc<HostMonitor>,
@@ -37,11 +39,15 @@ pub struct AgentState {
 impl AgentState {
     pub fn new(config: Config) -> anyhow::Result<Arc<AgentState>> {
         let config = Arc::new(config);
-        let statsd = Arc::new(statsd::Store::default());
+        let statsd = Arc::new(statsd::Store::new(
+            config.cluster_id(),
+            config.replica.index,
+        ));
         Ok(Arc::new(AgentState {
             auth: Authenticator::new(&config.tokens, config.server.auth_failures_per_minute_max),
             audit: AuditLog::open(config.server.audit_log.as_deref())?,
             counters: Counters::default(),
+            metrics_cache: Default::default(),
             prober: Arc::new(Prober::default()),
             host: Arc::new(HostMonitor::default()),
             replica: Replica::new(Arc::clone(&config), Arc::clone(&statsd)),

@@ -12,6 +12,8 @@ use serde::Deserialize;
 use crate::auth::Scope;
 use crate::tigerbeetle::REPLICA_COUNT_MAX;
 
+/// TigerBeetle's StatsD emit period, fixed in its source (`trace_emit_timeout`).
+pub const STATSD_EMIT_PERIOD_MS: u64 = 10_000;
 /// More tokens than this is a configuration smell, and every request compares against all of them.
 pub const TOKENS_MAX: usize = 16;
 
@@ -81,6 +83,16 @@ pub struct Server {
     pub tls: Option<Tls>,
     #[serde(default = "defaults::connections_max")]
     pub connections_max: u32,
+    /// Connections one client address may hold at once; more are closed as soon as they are
+    /// accepted, so that one slow or hostile client cannot take every slot. Default: a quarter
+    /// of `connections_max`. IPv6 clients count per /64 (one host usually holds a whole /64).
+    #[serde(default)]
+    pub connections_per_address_max: Option<u32>,
+    /// Time a client gets to send a request head (and, with TLS, to finish the handshake), and
+    /// the longest an idle keep-alive connection is kept: a client that sends its headers a
+    /// byte at a time holds a connection slot for at most this long.
+    #[serde(default = "defaults::header_read_timeout_ms")]
+    pub header_read_timeout_ms: u64,
     #[serde(default = "defaults::request_timeout_ms")]
     pub request_timeout_ms: u64,
     #[serde(default = "defaults::body_size_max_bytes")]
@@ -172,6 +184,13 @@ pub struct Peers {
     /// CA for peer agents served over TLS.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) presented to peer agents that require one (mutual TLS:
+    /// their `server.tls.client_ca_file`). Needs `client_key_file`.
+    #[serde(default)]
+    pub client_cert_file: Option<PathBuf>,
+    /// The client certificate's private key (PEM), readable by its owner only.
+    #[serde(default)]
+    pub client_key_file: Option<PathBuf>,
     #[serde(default = "defaults::peer_timeout_ms")]
     pub timeout_ms: u64,
 }
@@ -187,7 +206,8 @@ pub struct Health {
     pub probe_interval_ms: u64,
     #[serde(default = "defaults::probe_timeout_ms")]
     pub probe_timeout_ms: u64,
-    /// StatsD values older than this no longer count: TigerBeetle emits every 10 s.
+    /// StatsD values older than this no longer count: TigerBeetle emits every 10 s, so this must
+    /// be above 10 s (see the default's comment).
     #[serde(default = "defaults::statsd_stale_ms")]
     pub statsd_stale_ms: u64,
     /// VmLck must be at least this fraction of VmRSS for memory to count as locked.
@@ -247,6 +267,9 @@ mod defaults {
     pub fn connections_max() -> u32 {
         256
     }
+    pub fn header_read_timeout_ms() -> u64 {
+        5_000
+    }
     pub fn request_timeout_ms() -> u64 {
         10_000
     }
@@ -271,8 +294,15 @@ mod defaults {
     pub fn probe_timeout_ms() -> u64 {
         2_000
     }
+    /// TigerBeetle emits every 10 s, a period counted in 10 ms event-loop ticks
+    /// (`trace_emit_timeout`, fixed in its source). Each tick is 10 ms of waiting for I/O plus the
+    /// tick's own work, so on a loaded replica the real period runs somewhat over 10 s, and a
+    /// datagram may wait for the agent's runtime. 15 s is one period plus half a period for that
+    /// stretch: readiness does not flap between emits of a busy but healthy replica, and a
+    /// replica whose event loop hangs (without being stopped, which /proc/PID/stat shows at once)
+    /// is caught within 15 s instead of 25 s.
     pub fn statsd_stale_ms() -> u64 {
-        25_000
+        15_000
     }
     pub fn memlock_ratio_min() -> f64 {
         0.9
@@ -449,6 +479,12 @@ impl Config {
             if peers.timeout_ms == 0 || peers.timeout_ms > 60_000 {
                 return Err(invalid("peers.timeout_ms", "must be between 1 and 60000"));
             }
+            if peers.client_cert_file.is_some() != peers.client_key_file.is_some() {
+                return Err(invalid(
+                    "peers.client_cert_file",
+                    "set both client_cert_file and client_key_file, or neither",
+                ));
+            }
         }
 
         let server = &self.server;
@@ -456,6 +492,23 @@ impl Config {
             return Err(invalid(
                 "server.connections_max",
                 "must be between 1 and 65536",
+            ));
+        }
+        let per_address = server.connections_per_address_max;
+        if per_address.is_some_and(|max| max == 0 || max >= server.connections_max) {
+            return Err(invalid(
+                "server.connections_per_address_max",
+                format!(
+                    "must be at least 1 and below server.connections_max ({}), so that one \
+                     client address cannot take every connection",
+                    server.connections_max
+                ),
+            ));
+        }
+        if !(100..=60_000).contains(&server.header_read_timeout_ms) {
+            return Err(invalid(
+                "server.header_read_timeout_ms",
+                "must be between 100 and 60000",
             ));
         }
         if server.request_timeout_ms == 0 || server.request_timeout_ms > 600_000 {
@@ -484,6 +537,15 @@ impl Config {
                 "must be between 0 and 1",
             ));
         }
+        if health.statsd_stale_ms <= STATSD_EMIT_PERIOD_MS {
+            return Err(invalid(
+                "health.statsd_stale_ms",
+                format!(
+                    "must be above {STATSD_EMIT_PERIOD_MS}: TigerBeetle emits StatsD every 10 s, \
+                     so a shorter limit fails readiness between two emits of a healthy replica"
+                ),
+            ));
+        }
         for (field, value) in [
             ("health.probe_interval_ms", health.probe_interval_ms),
             ("health.probe_timeout_ms", health.probe_timeout_ms),
@@ -508,6 +570,57 @@ impl Config {
         }
         Ok(())
     }
+}
+
+impl Server {
+    /// The per-address connection cap in force: the configured one, else a quarter of the
+    /// global cap (at least 1).
+    pub fn connections_per_address_max(&self) -> u32 {
+        self.connections_per_address_max
+            .unwrap_or((self.connections_max / 4).max(1))
+    }
+}
+
+impl Config {
+    /// Secret files the agent reads: each must exist and be open to its owner only, as ssh
+    /// demands of private keys. A token or key that every local user can read is a leaked one,
+    /// so the agent refuses to start (and `check-config` says so) rather than use it.
+    pub fn check_secret_files(&self) -> Result<(), ConfigError> {
+        let mut secrets: Vec<(&str, &Path)> = Vec::new();
+        if let Some(tls) = &self.server.tls {
+            secrets.push(("server.tls.key_file", &tls.key_file));
+        }
+        if let Some(peers) = &self.peers {
+            secrets.push(("peers.token_file", &peers.token_file));
+            if let Some(key_file) = &peers.client_key_file {
+                secrets.push(("peers.client_key_file", key_file));
+            }
+        }
+        for (field, path) in secrets {
+            check_secret_file(path).map_err(|reason| invalid(field, reason))?;
+        }
+        Ok(())
+    }
+}
+
+/// Ok when `path` is a regular file that neither group nor others can access.
+pub fn check_secret_file(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let metadata = std::fs::metadata(path)
+        .map_err(|error| format!("cannot read {}: {error}", path.display()))?;
+    if !metadata.is_file() {
+        return Err(format!("{} is not a regular file", path.display()));
+    }
+    let mode = metadata.permissions().mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "{path} is open to group or others (mode {mode:04o}): a secret must be readable by \
+             its owner only; run `chmod 600 {path}` (and rotate the secret if others may have \
+             read it)",
+            path = path.display()
+        ));
+    }
+    Ok(())
 }
 
 impl Backup {

@@ -41,6 +41,25 @@ struct Cli {
     /// PEM CA certificate(s) trusted for https:// agent URLs.
     #[arg(long, global = true, env = "TBCTL_CA_FILE", value_name = "FILE")]
     ca_file: Option<PathBuf>,
+    /// PEM client certificate presented to agents that require one (mutual TLS: the agent's
+    /// server.tls.client_ca_file). Needs --client-key.
+    #[arg(
+        long,
+        global = true,
+        env = "TBCTL_CLIENT_CERT",
+        value_name = "FILE",
+        requires = "client_key"
+    )]
+    client_cert: Option<PathBuf>,
+    /// The client certificate's PEM private key.
+    #[arg(
+        long,
+        global = true,
+        env = "TBCTL_CLIENT_KEY",
+        value_name = "FILE",
+        requires = "client_cert"
+    )]
+    client_key: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -256,6 +275,10 @@ fn connect(cli: &Cli, inventory: &Path) -> anyhow::Result<(AgentClient, Inventor
         None => Token::from_env("TBCTL_TOKEN")?,
     };
     let inventory = Inventory::load(inventory)?;
-    let client = AgentClient::new(token, cli.ca_file.as_deref())?;
+    let tls = client::Tls {
+        ca_file: cli.ca_file.as_deref(),
+        client_cert: cli.client_cert.as_deref().zip(cli.client_key.as_deref()),
+    };
+    let client = AgentClient::new(token, tls)?;
     Ok((client, inventory))
 }
