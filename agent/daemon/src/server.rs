@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Bytes;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -19,11 +18,12 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tower::ServiceExt;
 
-use crate::api::{ControlRequest, ErrorBody, StatusReport};
+use crate::api::{ControlRequest, ControlResponse, ErrorBody, JobKind, StatusReport};
 use crate::auth::{Scope, Verdict};
-use crate::control::{self, Action, ControlError};
+use crate::ops::{self, Answer, AppError, Caller, JsonBody, Lock, Spec, Wait};
 use crate::state::AgentState;
-use crate::{api, audit, backup, health};
+use crate::{api, backup, control, health};
+use tb_proto::endpoints::ReplicaAction;
 
 /// How long in-flight requests get to finish after SIGTERM.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -33,10 +33,9 @@ type AppState = Arc<AgentState>;
 pub fn router(state: AppState) -> Router {
     let config = &state.config;
     let read_timeout = Duration::from_millis(config.server.request_timeout_ms);
-    // Restart waits for readiness, so control requests get the ready timeout plus the stop time.
-    let control_timeout =
-        Duration::from_millis(config.control.ready_timeout_ms + config.control.stop_timeout_ms)
-            + Duration::from_secs(30);
+    // Operations run as tasks of their own and their handlers answer 202 once
+    // `answer_wait` has passed, so this is only a backstop that never cuts an operation short.
+    let control_timeout = state.timeouts.answer_wait + Duration::from_secs(10);
     let require = |scopes: &'static [Scope]| {
         axum::middleware::from_fn_with_state((Arc::clone(&state), scopes), require_scope)
     };
@@ -255,95 +254,33 @@ pub fn status_report(state: &AgentState) -> StatusReport {
 
 async fn replica_control(
     State(state): State<AppState>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
-    axum::Extension(TokenName(token)): axum::Extension<TokenName>,
+    caller: Caller,
     Path(action): Path<String>,
-    headers: HeaderMap,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-) -> Response {
-    let action = match action.as_str() {
-        "start" => Action::Start,
-        "stop" => Action::Stop,
-        "restart" => Action::Restart,
-        _ => {
-            return error(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                "actions are start, stop and restart",
-            );
+    JsonBody(request): JsonBody<ControlRequest>,
+) -> Result<Answer<ControlResponse>, AppError> {
+    let action = match ReplicaAction::parse(&action) {
+        Some(ReplicaAction::Start) => JobKind::Start,
+        Some(ReplicaAction::Stop) => JobKind::Stop,
+        Some(ReplicaAction::Restart) => JobKind::Restart,
+        None => {
+            return Err(AppError::NotFound(
+                "actions are start, stop and restart".into(),
+            ));
         }
     };
-    let request = match parse_body::<ControlRequest>(&headers, body) {
-        Ok(request) => request,
-        Err(response) => return response,
-    };
-    let outcome = control::act(&state, action, request.force).await;
-    let (outcome_name, detail) = match &outcome {
-        Ok(response) => (response.outcome.as_str(), response.detail.clone()),
-        Err(ControlError::Busy) => ("busy", "another control operation is running".to_string()),
-        Err(ControlError::Refused(why) | ControlError::Failed(why)) => (
-            outcome.as_ref().err().map_or("", ControlError::outcome),
-            why.clone(),
-        ),
-    };
-    state.counters.record_control(action.as_str(), outcome_name);
-    state.audit.record(&audit::Entry {
-        token: &token,
-        remote,
-        action: action.as_str(),
-        outcome: outcome_name,
-        forced: request.force,
-        detail: &detail,
-    });
-    match outcome {
-        Ok(response) => axum::Json(response).into_response(),
-        Err(ControlError::Busy) => error(StatusCode::CONFLICT, "busy", detail),
-        Err(ControlError::Refused(_)) => error(StatusCode::CONFLICT, "refused", detail),
-        Err(ControlError::Failed(_)) => error(StatusCode::INTERNAL_SERVER_ERROR, "failed", detail),
-    }
-}
-
-/// An optional JSON body: empty means defaults; otherwise it must be JSON of the exact shape.
-#[allow(clippy::result_large_err)]
-pub fn parse_body<T: serde::de::DeserializeOwned + Default>(
-    headers: &HeaderMap,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-) -> Result<T, Response> {
-    let body = body.map_err(|rejection| {
-        let status = rejection.status();
-        let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
-            "body_too_large"
-        } else {
-            "bad_body"
-        };
-        error(status, code, rejection.body_text())
-    })?;
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(T::default());
-    }
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or("");
-    if !content_type.starts_with("application/json") {
-        return Err(error(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "send the body as application/json",
-        ));
-    }
-    serde_json::from_slice(&body).map_err(|parse_error| {
-        let status = match parse_error.classify() {
-            serde_json::error::Category::Data => StatusCode::UNPROCESSABLE_ENTITY,
-            _ => StatusCode::BAD_REQUEST,
-        };
-        let code = if status == StatusCode::BAD_REQUEST {
-            "malformed_json"
-        } else {
-            "invalid_body"
-        };
-        error(status, code, format!("request body: {parse_error}"))
-    })
+    ops::launch(
+        &state,
+        caller,
+        Spec {
+            kind: action,
+            forced: request.force,
+            lock: Lock::Replica,
+            wait: Wait::Finish,
+            backup_id: None,
+        },
+        move |job| control::act(job, action),
+    )
+    .await
 }
 
 /// TLS settings from the config: server certificate and, optionally, required client certificates.

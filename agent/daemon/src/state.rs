@@ -27,8 +27,10 @@ pub struct AgentState {
     pub host: Arc<HostMonitor>,
     pub replica: Arc<Replica>,
     pub peers: Option<Peers>,
-    /// One control operation at a time per host; a second one gets 409.
-    pub control_lock: Arc<tokio::sync::Mutex<()>>,
+    /// One operation on the replica at a time, one per backup; a second one gets 409 busy.
+    pub locks: crate::ops::Locks,
+    /// The operations' durations, parsed once from the config.
+    pub timeouts: crate::ops::Timeouts,
     pub jobs: crate::backup::jobs::Jobs,
     /// `tigerbeetle version` and the binary's SHA-256, kept current in the background.
     pub binary_identity: RwLock<Option<BinaryIdentity>>,
@@ -51,7 +53,8 @@ impl AgentState {
             replica: Replica::new(Arc::clone(&config), Arc::clone(&statsd)),
             peers: Peers::new(&config)?,
             statsd,
-            control_lock: Arc::new(tokio::sync::Mutex::new(())),
+            locks: Default::default(),
+            timeouts: crate::ops::Timeouts::from_config(&config),
             jobs: Default::default(),
             binary_identity: RwLock::new(None),
             started: Instant::now(),

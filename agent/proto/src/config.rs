@@ -55,6 +55,10 @@ pub struct Backup {
     /// Free space the destination must have beyond the data file's size.
     #[serde(default = "defaults::free_margin_bytes")]
     pub free_margin_bytes: u64,
+    /// How long the copy may keep the replica stopped. Past it, the copy is abandoned, the
+    /// partial backup removed and the replica started again (the backup fails).
+    #[serde(default = "defaults::copy_timeout_ms")]
+    pub copy_timeout_ms: u64,
     #[serde(default)]
     pub hooks: Vec<Hook>,
 }
@@ -252,6 +256,10 @@ mod defaults {
     }
     pub fn free_margin_bytes() -> u64 {
         1024 * 1024 * 1024
+    }
+    pub fn copy_timeout_ms() -> u64 {
+        // A streamed copy runs at disk speed: 30 minutes is about 1 TB at 600 MB/s.
+        30 * 60 * 1000
     }
     pub fn hook_timeout_ms() -> u64 {
         30 * 60 * 1000
@@ -635,6 +643,12 @@ impl Backup {
         }
         if self.keep_last == 0 || self.keep_last > 1000 {
             return Err(invalid("backup.keep_last", "must be between 1 and 1000"));
+        }
+        if self.copy_timeout_ms == 0 || self.copy_timeout_ms > 24 * 3_600_000 {
+            return Err(invalid(
+                "backup.copy_timeout_ms",
+                "must be between 1 and 86400000",
+            ));
         }
         if self.hooks.len() > 8 {
             return Err(invalid("backup.hooks", "at most 8 hooks"));

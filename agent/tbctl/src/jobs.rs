@@ -15,8 +15,8 @@ const POLL_INTERVAL_MS: u64 = 500;
 /// asks again.
 const POLL_REQUEST_TIMEOUT_MS: u64 = 5_000;
 
-pub const STATE_RUNNING: &str = "running";
-pub const STATE_SUCCEEDED: &str = "succeeded";
+pub const STATE_RUNNING: api::JobState = api::JobState::Running;
+pub const STATE_SUCCEEDED: api::JobState = api::JobState::Succeeded;
 
 /// Polls job `job_id` on `replica`'s agent until it leaves the running state, printing each
 /// step once, and returns the finished job (succeeded or failed: the caller decides). Fails
@@ -124,14 +124,15 @@ pub fn accepted(
 mod tests {
     use super::*;
 
-    fn job(state: &str, error: Option<&str>, downtime_ms: Option<u64>) -> api::Job {
+    fn job(state: api::JobState, error: Option<&str>, downtime_ms: Option<u64>) -> api::Job {
         api::Job {
             id: "backup-x".into(),
-            kind: "backup".into(),
-            state: state.into(),
+            kind: api::JobKind::Backup,
+            state,
             step: "copying the data file".into(),
             started_unix_ms: 0,
             finished_unix_ms: None,
+            outcome: None,
             error: error.map(str::to_string),
             backup_id: None,
             downtime_ms,
@@ -141,10 +142,13 @@ mod tests {
     #[test]
     fn failure_and_downtime_texts() {
         assert_eq!(
-            failure(&job("failed", Some("disk full"), None)),
+            failure(&job(api::JobState::Failed, Some("disk full"), None)),
             "job backup-x failed at \"copying the data file\": disk full"
         );
-        assert_eq!(downtime_text(&job("succeeded", None, Some(1300))), "1.3 s");
-        assert!(downtime_text(&job("succeeded", None, None)).starts_with("none"));
+        assert_eq!(
+            downtime_text(&job(STATE_SUCCEEDED, None, Some(1300))),
+            "1.3 s"
+        );
+        assert!(downtime_text(&job(STATE_SUCCEEDED, None, None)).starts_with("none"));
     }
 }

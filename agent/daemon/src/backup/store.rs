@@ -200,15 +200,30 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> std::io::Result<Opt
 /// Writes `value` as JSON atomically: temporary name, fsync, rename, fsync of the directory.
 pub fn write_json_atomically<T: serde::Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
     let dir = path.parent().expect("a file inside a directory");
+    // A name of its own per write: two writers of the same file (a verify and a backup's
+    // verification, say) never share a temporary file, and the last rename wins whole.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let temporary = dir.join(format!(
-        ".{}.tmp",
-        path.file_name().expect("a file name").to_string_lossy()
+        ".{}.{}-{}-{:08x}.tmp",
+        path.file_name().expect("a file name").to_string_lossy(),
+        std::process::id(),
+        WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        rand::random::<u32>()
     ));
-    let mut file = File::create(&temporary)?;
-    file.write_all(&serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?)?;
-    file.sync_all()?;
-    drop(file);
-    std::fs::rename(&temporary, path)?;
+    let written = (|| {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temporary)?;
+        file.write_all(&serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?)?;
+        file.sync_all()?;
+        drop(file);
+        std::fs::rename(&temporary, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temporary);
+    }
+    written?;
     sync_dir(dir)
 }
 
@@ -246,5 +261,36 @@ mod tests {
         assert_eq!(civil_from_unix(1_795_428_900), (2026, 11, 23, 10, 15, 0));
         // A leap day.
         assert_eq!(civil_from_unix(951_782_400), (2000, 2, 29, 0, 0, 0));
+    }
+
+    #[test]
+    fn concurrent_atomic_writes_of_one_file_all_succeed_whole() {
+        let dir = std::env::temp_dir().join(format!("tb-atomic-write-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("verification.json");
+        let writers: Vec<_> = (0..8)
+            .map(|writer| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    for write in 0..50 {
+                        let value = serde_json::json!({ "writer": writer, "write": write,
+                            "padding": "x".repeat(4096) });
+                        write_json_atomically(&path, &value).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for writer in writers {
+            writer.join().expect("no write failed");
+        }
+        let last: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(last["write"], 49);
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["verification.json"], "temporary files left behind");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
