@@ -11,7 +11,7 @@ use axum::Router;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodFilter, MethodRouter, on};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
@@ -23,49 +23,47 @@ use crate::auth::{Scope, Verdict};
 use crate::ops::{self, Answer, AppError, Caller, JsonBody, Lock, Spec, Wait};
 use crate::state::AgentState;
 use crate::{api, backup, control, health};
-use tb_proto::endpoints::ReplicaAction;
+use tb_proto::endpoints::{
+    Duration as EndpointDuration, Endpoint, Method as EndpointMethod, ReplicaAction,
+};
 
 /// How long in-flight requests get to finish after SIGTERM.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 type AppState = Arc<AgentState>;
 
+/// The router, built from the endpoint table in `tb_proto::endpoints`: every entry gets its
+/// handler, its scope check and the timeout of its duration class, so tbctl, the OpenAPI test and
+/// the server cannot disagree on a route.
 pub fn router(state: AppState) -> Router {
     let config = &state.config;
-    let read_timeout = Duration::from_millis(config.server.request_timeout_ms);
+    let quick_timeout = Duration::from_millis(config.server.request_timeout_ms);
     // Operations run as tasks of their own and their handlers answer 202 once
     // `answer_wait` has passed, so this is only a backstop that never cuts an operation short.
-    let control_timeout = state.timeouts.answer_wait + Duration::from_secs(10);
-    let require = |scopes: &'static [Scope]| {
-        axum::middleware::from_fn_with_state((Arc::clone(&state), scopes), require_scope)
-    };
-    let (backup_reads, backup_quick) = backup::routes::quick_routes();
-    let (backup_slow, recover, restore) = backup::routes::slow_routes();
-    let reads = Router::new()
-        .route("/v1/health/ready", get(ready))
-        .route("/v1/status", get(status))
-        .route("/metrics", get(metrics_text))
-        .merge(backup_reads)
-        .route_layer(require(&[Scope::Read]))
-        .merge(backup_quick.route_layer(require(&[Scope::Backup])))
-        // Liveness says only that the agent runs (like Patroni's /liveness): no token needed.
-        .route("/v1/health/live", get(live))
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            read_timeout,
-        ));
-    let controls = Router::new()
-        .route("/v1/replica/{action}", post(replica_control))
-        .merge(recover)
-        .route_layer(require(&[Scope::Control]))
-        .merge(backup_slow.route_layer(require(&[Scope::Backup])))
-        .merge(restore.route_layer(require(&[Scope::Control, Scope::Backup])))
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            control_timeout,
-        ));
-    reads
-        .merge(controls)
+    let slow_timeout = state.timeouts.answer_wait + Duration::from_secs(10);
+    let mut router = Router::new();
+    for endpoint in Endpoint::ALL {
+        let mut route = handler(endpoint);
+        if !endpoint.scopes().is_empty() {
+            route = route.route_layer(axum::middleware::from_fn_with_state(
+                (Arc::clone(&state), endpoint.scopes()),
+                require_scope,
+            ));
+        }
+        let timeout = match endpoint.duration() {
+            EndpointDuration::Quick => quick_timeout,
+            EndpointDuration::Slow => slow_timeout,
+        };
+        // Axum merges the method routers of one path (`GET` and `POST /v1/backups`).
+        router = router.route(
+            endpoint.path(),
+            route.layer(tower_http::timeout::TimeoutLayer::with_status_code(
+                StatusCode::REQUEST_TIMEOUT,
+                timeout,
+            )),
+        );
+    }
+    router
         .fallback(|| async {
             error(
                 StatusCode::NOT_FOUND,
@@ -77,6 +75,36 @@ pub fn router(state: AppState) -> Router {
             config.server.body_size_max_bytes as usize,
         ))
         .with_state(state)
+}
+
+fn handler(endpoint: Endpoint) -> MethodRouter<AppState> {
+    let method = method_filter(endpoint);
+    match endpoint {
+        // Liveness says only that the agent runs (like Patroni's /liveness): no token needed.
+        Endpoint::HealthLive => on(method, live),
+        Endpoint::HealthReady => on(method, ready),
+        Endpoint::Status => on(method, status),
+        Endpoint::Metrics => on(method, metrics_text),
+        Endpoint::ReplicaControl => on(method, replica_control),
+        Endpoint::ReplicaRecover
+        | Endpoint::BackupList
+        | Endpoint::BackupCreate
+        | Endpoint::BackupShow
+        | Endpoint::BackupDelete
+        | Endpoint::BackupVerify
+        | Endpoint::BackupFile
+        | Endpoint::BackupRestore
+        | Endpoint::Job => backup::routes::handler(endpoint),
+    }
+}
+
+/// The endpoint's method as axum filters it: the table is the one place a method is named.
+pub fn method_filter(endpoint: Endpoint) -> MethodFilter {
+    match endpoint.method() {
+        EndpointMethod::Get => MethodFilter::GET,
+        EndpointMethod::Post => MethodFilter::POST,
+        EndpointMethod::Delete => MethodFilter::DELETE,
+    }
 }
 
 pub fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {

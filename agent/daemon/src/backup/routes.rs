@@ -3,12 +3,13 @@
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::routing::{MethodRouter, on};
+use tb_proto::endpoints::Endpoint;
 
 use super::store;
 use crate::api::{
@@ -19,27 +20,26 @@ use crate::state::AgentState;
 
 type AppState = Arc<AgentState>;
 
-/// Routes that answer quickly.
-pub fn quick_routes() -> (Router<AppState>, Router<AppState>) {
-    let read = Router::new()
-        .route("/v1/backups", get(list))
-        .route("/v1/backups/{id}", get(show))
-        .route("/v1/jobs/{id}", get(job));
-    let backup = Router::new()
-        .route("/v1/backups", post(create))
-        .route("/v1/backups/{id}", axum::routing::delete(delete));
-    (read, backup)
-}
-
-/// Routes that may take as long as a copy or an extraction: (backup scope, control scope,
-/// control+backup scopes).
-pub fn slow_routes() -> (Router<AppState>, Router<AppState>, Router<AppState>) {
-    let backup = Router::new()
-        .route("/v1/backups/{id}/verify", post(verify))
-        .route("/v1/backups/{id}/file", get(download));
-    let control = Router::new().route("/v1/replica/recover", post(recover));
-    let control_and_backup = Router::new().route("/v1/backups/{id}/restore", post(restore));
-    (backup, control, control_and_backup)
+/// The handler of a backup, recover or job endpoint (the router in `server.rs` adds scopes and
+/// timeouts from the endpoint table).
+pub fn handler(endpoint: Endpoint) -> MethodRouter<AppState> {
+    let method = crate::server::method_filter(endpoint);
+    match endpoint {
+        Endpoint::BackupList => on(method, list),
+        Endpoint::BackupCreate => on(method, create),
+        Endpoint::BackupShow => on(method, show),
+        Endpoint::BackupDelete => on(method, delete),
+        Endpoint::BackupVerify => on(method, verify),
+        Endpoint::BackupFile => on(method, download),
+        Endpoint::BackupRestore => on(method, restore),
+        Endpoint::ReplicaRecover => on(method, recover),
+        Endpoint::Job => on(method, job),
+        Endpoint::HealthLive
+        | Endpoint::HealthReady
+        | Endpoint::Status
+        | Endpoint::Metrics
+        | Endpoint::ReplicaControl => unreachable!("{endpoint:?} is served by server.rs"),
+    }
 }
 
 /// A backup id from the path, checked before it names a lock or a directory.
