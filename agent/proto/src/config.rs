@@ -7,7 +7,8 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use crate::auth::Scope;
 use crate::tigerbeetle::REPLICA_COUNT_MAX;
@@ -17,7 +18,7 @@ pub const STATSD_EMIT_PERIOD_MS: u64 = 10_000;
 /// More tokens than this is a configuration smell, and every request compares against all of them.
 pub const TOKENS_MAX: usize = 16;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub server: Server,
@@ -36,7 +37,7 @@ pub struct Config {
     pub backup: Option<Backup>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Backup {
     /// Where backups live: one directory per backup. Must not be inside the data directory.
@@ -65,7 +66,7 @@ pub struct Backup {
 
 /// A shipping command run after each backup (rclone, restic, aws-cli...). It gets
 /// TB_BACKUP_ID, TB_BACKUP_DIR and TB_BACKUP_MANIFEST in its environment.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Hook {
     pub name: String,
@@ -75,7 +76,7 @@ pub struct Hook {
     pub timeout_ms: u64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Server {
     pub listen: SocketAddr,
@@ -105,7 +106,7 @@ pub struct Server {
     pub audit_log: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Tls {
     pub cert_file: PathBuf,
@@ -115,7 +116,7 @@ pub struct Tls {
     pub client_ca_file: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     #[default]
@@ -123,14 +124,14 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Log {
     #[serde(default)]
     pub format: LogFormat,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Token {
     pub name: String,
@@ -139,7 +140,7 @@ pub struct Token {
     pub sha256: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Replica {
     /// Decimal u128, as a string: TOML integers stop at 2^63.
@@ -154,7 +155,7 @@ pub struct Replica {
     pub run: Run,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "mode", rename_all = "lowercase", deny_unknown_fields)]
 pub enum Run {
     /// The agent supervises `tigerbeetle start` itself (hosts without systemd, local clusters).
@@ -174,7 +175,7 @@ pub enum Run {
     },
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Peers {
     /// Every replica's agent URL, in replica order (this agent's own entry is not called).
@@ -195,7 +196,7 @@ pub struct Peers {
     pub timeout_ms: u64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Health {
     #[serde(default = "defaults::free_bytes_min")]
@@ -224,7 +225,46 @@ impl Default for Health {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// A section with its required fields from `required` and every other field at its default:
+/// the defaults stay where serde reads them, not copied into constructors.
+fn with_defaults<T: DeserializeOwned>(required: toml::Table) -> T {
+    T::deserialize(toml::Value::Table(required)).expect("required fields of the right types")
+}
+
+impl Server {
+    pub fn new(listen: SocketAddr) -> Server {
+        with_defaults(toml::Table::from_iter([(
+            "listen".to_string(),
+            toml::Value::String(listen.to_string()),
+        )]))
+    }
+}
+
+impl Backup {
+    pub fn new(dir: &Path) -> Backup {
+        with_defaults(toml::Table::from_iter([(
+            "dir".to_string(),
+            toml::Value::String(dir.to_string_lossy().into_owned()),
+        )]))
+    }
+}
+
+impl Peers {
+    pub fn new(agent_urls: Vec<String>, token_file: &Path) -> Peers {
+        with_defaults(toml::Table::from_iter([
+            (
+                "agent_urls".to_string(),
+                toml::Value::Array(agent_urls.into_iter().map(toml::Value::String).collect()),
+            ),
+            (
+                "token_file".to_string(),
+                toml::Value::String(token_file.to_string_lossy().into_owned()),
+            ),
+        ]))
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Control {
     /// How long a replica gets to exit after SIGTERM (process mode) before SIGKILL.
