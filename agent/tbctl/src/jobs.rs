@@ -7,8 +7,11 @@ use std::time::{Duration, Instant};
 use super::client::{AgentClient, AgentError};
 use super::status::describe;
 use tb_proto::api;
+use tb_proto::endpoints::Endpoint;
 use tb_proto::inventory::ReplicaEntry;
 
+/// Starting a job runs the agent's checks and quorum guard: seconds at most.
+const START_TIMEOUT_MS: u64 = 30_000;
 /// Jobs report their step as it changes; half a second shows every step of a backup.
 const POLL_INTERVAL_MS: u64 = 500;
 /// Each poll is one small GET: an agent that takes longer is struggling, and the next poll
@@ -76,6 +79,46 @@ pub async fn follow(
         let pause = Duration::from_millis(POLL_INTERVAL_MS).min(deadline - now);
         tokio::time::sleep(pause).await;
     }
+}
+
+/// Starts the job of `endpoint` (a backup or a recover) on `entry`'s agent, follows it, and
+/// returns the accepted answer and the finished job; fails with one line naming the replica when
+/// the agent refuses, the job fails, or `timeout_ms` passes. `check_with` names the command that
+/// tells whether a job started after a timeout.
+pub async fn start_and_follow(
+    client: &AgentClient,
+    entry: &ReplicaEntry,
+    endpoint: Endpoint,
+    check_with: &str,
+    timeout_ms: u64,
+) -> anyhow::Result<(api::JobAccepted, api::Job)> {
+    let action = match endpoint {
+        Endpoint::BackupCreate => "backup",
+        Endpoint::ReplicaRecover => "recover",
+        _ => unreachable!("{endpoint:?} starts no job"),
+    };
+    let result = client
+        .start_job(&entry.agent_url, endpoint, START_TIMEOUT_MS)
+        .await;
+    let accepted = accepted(entry, action, check_with, result)?;
+    let subject = match &accepted.backup_id {
+        Some(backup_id) => format!("{action} {backup_id}"),
+        None => action.to_string(),
+    };
+    println!(
+        "replica {}: {subject} started (job {}; waiting up to {} s)",
+        entry.index,
+        accepted.job_id,
+        timeout_ms / 1000
+    );
+    let job = follow(client, entry, &accepted.job_id, timeout_ms).await?;
+    anyhow::ensure!(
+        job.state == STATE_SUCCEEDED,
+        "{}: {subject}: {}",
+        describe(entry),
+        failure(&job)
+    );
+    Ok((accepted, job))
 }
 
 /// The job's error as one line, for messages about a failed job.
