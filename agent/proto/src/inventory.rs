@@ -33,10 +33,8 @@ use crate::tigerbeetle::REPLICA_COUNT_MAX;
 
 /// Inventories are small; anything larger is not an inventory.
 const INVENTORY_SIZE_MAX_BYTES: u64 = 1024 * 1024;
-/// Objects and lists nested deeper than this are refused (an inventory needs 6 levels). The limit
-/// keeps both readers' verdicts equal below serde_json's own recursion limit (128 levels, which
-/// Nix does not have; past it the two differ only for a deep value that a later duplicate key
-/// replaces, since both readers keep the last duplicate).
+/// Objects and lists nested deeper than this are refused (an inventory needs 6 levels): serde_json
+/// has a recursion limit (128 levels) that Nix does not have, and the readers must agree.
 const NESTING_DEPTH_MAX: usize = 32;
 const TOKENS_MAX: usize = 16;
 const TOKEN_NAME_LENGTH_MAX_BYTES: usize = 64;
@@ -209,7 +207,14 @@ impl Inventory {
                 "the inventory must not contain \\u0000: Nix strings cannot hold NUL characters"
             );
         }
-        let document: Value = serde_json::from_str(&negative_zero_as_zero(text))?;
+        let scan = scan(text);
+        let document: Value = match serde_json::from_str(&scan.text) {
+            Ok(document) => document,
+            Err(_) if scan.depth_max > NESTING_DEPTH_MAX => {
+                anyhow::bail!("{}", nesting_error())
+            }
+            Err(error) => return Err(error.into()),
+        };
         Inventory::from_value(&document)
     }
 
@@ -266,13 +271,22 @@ impl Inventory {
     }
 }
 
-/// Reads `-0` as the integer `0`, as Nix does: serde_json reads a float, so a
-/// `"tigerbeetle_replica": -0` would get two verdicts. One pass over the text, outside strings;
-/// only `-0` not followed by `.`, `e`, `E` or a digit changes (to ` 0`). What is not JSON is left
-/// for serde_json to reject.
-fn negative_zero_as_zero(text: &str) -> Cow<'_, str> {
+/// What one pass over the JSON text, outside strings, finds before serde_json reads it.
+struct Scan<'a> {
+    /// The text, with `-0` read as the integer `0`, as Nix does: serde_json reads a float, so a
+    /// `"tigerbeetle_replica": -0` would get two verdicts. Only `-0` not followed by `.`, `e`,
+    /// `E` or a digit changes (to ` 0`); what is not JSON is left for serde_json to reject.
+    text: Cow<'a, str>,
+    /// The deepest nesting of `[` and `{`, so that a document deeper than serde_json's recursion
+    /// limit gets the same error as from the Nix reader.
+    depth_max: usize,
+}
+
+fn scan(text: &str) -> Scan<'_> {
     let bytes = text.as_bytes();
     let mut negative_zeros = Vec::new();
+    let mut depth: usize = 0;
+    let mut depth_max: usize = 0;
     let mut in_string = false;
     let mut escaped = false;
     for (at, &byte) in bytes.iter().enumerate() {
@@ -284,23 +298,45 @@ fn negative_zero_as_zero(text: &str) -> Cow<'_, str> {
             } else if byte == b'"' {
                 in_string = false;
             }
-        } else if byte == b'"' {
-            in_string = true;
-        } else if byte == b'-'
-            && bytes.get(at + 1) == Some(&b'0')
-            && !matches!(bytes.get(at + 2), Some(b'.' | b'e' | b'E' | b'0'..=b'9'))
-        {
-            negative_zeros.push(at);
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                depth_max = depth_max.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            b'-' if bytes.get(at + 1) == Some(&b'0')
+                && !matches!(bytes.get(at + 2), Some(b'.' | b'e' | b'E' | b'0'..=b'9')) =>
+            {
+                negative_zeros.push(at);
+            }
+            _ => {}
         }
     }
     if negative_zeros.is_empty() {
-        return Cow::Borrowed(text);
+        return Scan {
+            text: Cow::Borrowed(text),
+            depth_max,
+        };
     }
     let mut changed = bytes.to_vec();
     for at in negative_zeros {
         changed[at] = b' ';
     }
-    Cow::Owned(String::from_utf8(changed).expect("an ASCII byte replaced by an ASCII byte"))
+    Scan {
+        text: Cow::Owned(
+            String::from_utf8(changed).expect("an ASCII byte replaced by an ASCII byte"),
+        ),
+        depth_max,
+    }
+}
+
+fn nesting_error() -> String {
+    format!(
+        "the inventory must not nest objects and lists more than {NESTING_DEPTH_MAX} levels deep"
+    )
 }
 
 /// Whether `value` holds an object or a list nested more than `levels` deep (`value` itself is
@@ -890,9 +926,7 @@ struct HostDraft<'a> {
 /// The resolved cluster, or the first error (without the `inventory <path>: ` prefix).
 pub fn resolve(document: &Value) -> Result<Cluster, String> {
     if nests_deeper_than(document, NESTING_DEPTH_MAX) {
-        return Err(format!(
-            "the inventory must not nest objects and lists more than {NESTING_DEPTH_MAX} levels deep"
-        ));
+        return Err(nesting_error());
     }
     // 1. Structure.
     let Some(root) = document.as_object() else {
@@ -1121,4 +1155,742 @@ pub fn resolve(document: &Value) -> Result<Cluster, String> {
         replica_hosts: ordered.iter().map(|host| host.name.to_string()).collect(),
         statsd_port,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// A valid plaintext inventory on private addresses, defaults everywhere they exist.
+    fn base() -> Value {
+        json!({"all": {
+            "vars": {"tigerbeetle_cluster_id": "42", "tigerbeetle_replica_count": 3,
+                     "ansible_user": "root"},
+            "hosts": {
+                "tb-2": {"ansible_host": "h2", "tigerbeetle_replica": 2,
+                         "tigerbeetle_address": "10.0.0.12:3000",
+                         "tb_agent_url": "http://10.0.0.12:7000/"},
+                "tb-0": {"ansible_host": "h0", "tigerbeetle_replica": 0,
+                         "tigerbeetle_address": "10.0.0.10:3000",
+                         "tb_agent_url": "http://10.0.0.10:7000"},
+                "tb-1": {"ansible_host": "h1", "tigerbeetle_replica": 1,
+                         "tigerbeetle_address": "10.0.0.11:3000",
+                         "tb_agent_url": "http://10.0.0.11:7000"}}}})
+    }
+
+    fn with(change: impl FnOnce(&mut Value)) -> Value {
+        let mut document = base();
+        change(&mut document);
+        document
+    }
+
+    fn vars(document: &mut Value) -> &mut Map<String, Value> {
+        document["all"]["vars"].as_object_mut().unwrap()
+    }
+
+    fn host<'a>(document: &'a mut Value, name: &str) -> &'a mut Map<String, Value> {
+        document["all"]["hosts"][name].as_object_mut().unwrap()
+    }
+
+    fn tls(document: &mut Value) {
+        vars(document).insert("tb_agent_tls_cert_file".into(), json!("/etc/tb/agent.pem"));
+        vars(document).insert("tb_agent_tls_key_file".into(), json!("/run/secrets/key"));
+        for name in ["tb-0", "tb-1", "tb-2"] {
+            let url = host(document, name)["tb_agent_url"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            host(document, name)
+                .insert("tb_agent_url".into(), json!(url.replace("http:", "https:")));
+        }
+    }
+
+    #[track_caller]
+    fn error(document: Value) -> String {
+        match resolve(&document) {
+            Ok(cluster) => panic!("accepted: {cluster:?}"),
+            Err(error) => error,
+        }
+    }
+
+    #[track_caller]
+    fn error_text(text: &str) -> String {
+        Inventory::parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn the_example_inventory_resolves_as_docs_inventory_md_shows() {
+        let inventory =
+            Inventory::parse(include_str!("../../../inventories/example.json")).unwrap();
+        assert_eq!(inventory.replicas.len(), 3);
+        assert_eq!(
+            inventory.addresses(),
+            "10.0.0.10:3000,10.0.0.11:3000,10.0.0.12:3000"
+        );
+        let cluster = serde_json::to_value(&inventory.cluster).unwrap();
+        assert_eq!(
+            cluster["hosts"]["tb-0"],
+            json!({
+                "address": "10.0.0.10:3000",
+                "agent_ip": "10.0.0.10",
+                "agent_listen": "10.0.0.10:7443",
+                "agent_port": 7443,
+                "agent_url": "https://10.0.0.10:7443",
+                "ansible_host": "10.0.0.10",
+                "data_file": "/var/lib/tigerbeetle/155384968277351797236104484427093106345_0.tigerbeetle",
+                "ip": "10.0.0.10",
+                "peer_ips": ["10.0.0.11", "10.0.0.12"],
+                "port": 3000,
+                "replica": 0
+            })
+        );
+        assert_eq!(
+            cluster["agent_tls"],
+            json!({"cert_file": "/etc/tb-agent/tls/agent.crt", "client_ca_file": null,
+                   "key_file": "/run/secrets/tb-agent-tls-key"})
+        );
+        assert_eq!(
+            cluster["agent_tokens"][0]["scopes"],
+            json!(["read", "control", "backup"])
+        );
+        // Keys in sorted order, as Nix prints them.
+        let keys: Vec<&String> = cluster.as_object().unwrap().keys().collect();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(keys, sorted);
+    }
+
+    #[test]
+    fn resolves_defaults_and_orders_by_replica() {
+        let inventory = Inventory::from_value(&base()).unwrap();
+        assert_eq!(inventory.cluster_id, 42);
+        let names: Vec<&str> = inventory
+            .replicas
+            .iter()
+            .map(|r| r.host_name.as_str())
+            .collect();
+        assert_eq!(names, ["tb-0", "tb-1", "tb-2"]);
+        assert_eq!(inventory.replicas[2].agent_url, "http://10.0.0.12:7000");
+        assert_eq!(inventory.replicas[2].host, "h2");
+        let cluster = &inventory.cluster;
+        assert_eq!(cluster.replica_hosts, ["tb-0", "tb-1", "tb-2"]);
+        assert_eq!(cluster.cache_grid, None);
+        assert_eq!(cluster.data_dir, "/var/lib/tigerbeetle");
+        assert_eq!(cluster.statsd_port, 8125);
+        assert_eq!(cluster.agent_peer_token_file, "/etc/tb-agent/peer.token");
+        assert_eq!(cluster.agent_peer_ca_file, None);
+        assert_eq!(cluster.agent_tls, None);
+        assert!(cluster.agent_tokens.is_empty());
+        assert!(cluster.client_networks.is_empty());
+        let host = &cluster.hosts["tb-1"];
+        assert_eq!(host.agent_listen, "10.0.0.11:7000");
+        assert_eq!(host.data_file, "/var/lib/tigerbeetle/42_1.tigerbeetle");
+        assert_eq!(host.peer_ips, ["10.0.0.10", "10.0.0.12"]);
+    }
+
+    #[test]
+    fn peer_ips_skip_the_own_ip_and_repeat_none() {
+        let document = with(|d| {
+            host(d, "tb-1").insert("tigerbeetle_address".into(), json!("10.0.0.10:3001"));
+            host(d, "tb-2").insert("tigerbeetle_address".into(), json!("10.0.0.10:3002"));
+            host(d, "tb-2").insert("tb_agent_listen".into(), json!("10.0.0.10:7002"));
+        });
+        let cluster = resolve(&document).unwrap();
+        assert!(cluster.hosts["tb-0"].peer_ips.is_empty());
+        assert_eq!(cluster.hosts["tb-2"].agent_listen, "10.0.0.10:7002");
+        assert_eq!(cluster.hosts["tb-2"].agent_port, 7002);
+    }
+
+    #[test]
+    fn structure() {
+        assert_eq!(error(json!([])), "the inventory must be a JSON object");
+        assert_eq!(
+            error(json!({"all": []})),
+            "all: must be an object with vars and hosts"
+        );
+        assert_eq!(
+            error(json!({"all": {"hosts": {}}})),
+            "all.vars: must be an object"
+        );
+        assert_eq!(
+            error(json!({"all": {"vars": {}, "hosts": []}})),
+            "all.hosts: must be an object"
+        );
+    }
+
+    #[test]
+    fn keys_at_their_level() {
+        let unknown = "unknown key (keys starting with tigerbeetle_ or tb_agent_ are reserved for this project: check the spelling)";
+        assert_eq!(
+            error(with(|d| drop(
+                vars(d).insert("tigerbeetle_replicas".into(), json!(3))
+            ))),
+            format!("all.vars.tigerbeetle_replicas: {unknown}")
+        );
+        assert_eq!(
+            error(with(|d| drop(
+                host(d, "tb-1").insert("tb_agent_token".into(), json!(1))
+            ))),
+            format!("all.hosts.tb-1.tb_agent_token: {unknown}")
+        );
+        assert_eq!(
+            error(with(|d| drop(
+                vars(d).insert("tb_agent_listen".into(), json!(null))
+            ))),
+            "all.vars.tb_agent_listen: belongs in all.hosts.<name>, not here"
+        );
+        assert_eq!(
+            error(with(|d| drop(
+                host(d, "tb-0").insert("tigerbeetle_data_dir".into(), json!("/x"))
+            ))),
+            "all.hosts.tb-0.tigerbeetle_data_dir: belongs in all.vars, not here"
+        );
+        // Not reserved: Ansible's, at any level.
+        resolve(&with(|d| {
+            vars(d).insert("ansible_host".into(), json!(1));
+            host(d, "tb-0").insert("Tigerbeetle_x".into(), json!(1));
+        }))
+        .unwrap();
+        assert_eq!(
+            error(with(|d| drop(vars(d).remove("tigerbeetle_replica_count")))),
+            "all.vars.tigerbeetle_replica_count: is required"
+        );
+        assert_eq!(
+            error(with(|d| drop(host(d, "tb-2").remove("tb_agent_url")))),
+            "all.hosts.tb-2.tb_agent_url: is required"
+        );
+        // Misplaced and unknown keys come before missing and invalid ones; keys in sorted order.
+        assert_eq!(
+            error(with(|d| {
+                vars(d).insert("tigerbeetle_replica_count".into(), json!(9));
+                vars(d).insert("tigerbeetle_zzz".into(), json!(1));
+                vars(d).insert("tigerbeetle_cluster_id".into(), json!(1));
+            })),
+            format!("all.vars.tigerbeetle_zzz: {unknown}")
+        );
+        assert_eq!(
+            error(with(|d| {
+                vars(d).insert("tigerbeetle_replica_count".into(), json!(9));
+                vars(d).insert("tigerbeetle_cluster_id".into(), json!(1));
+            })),
+            format!("all.vars.tigerbeetle_cluster_id: {REASON_U128}")
+        );
+    }
+
+    #[test]
+    fn value_rules() {
+        let var = |key: &'static str, value: Value| {
+            resolve(&with(|d| drop(vars(d).insert(key.into(), value)))).map(|_| ())
+        };
+        let reason = |key: &str, reason: &str| Err(format!("all.vars.{key}: {reason}"));
+        let id = "tigerbeetle_cluster_id";
+        for bad in [
+            json!("007"),
+            json!("+1"),
+            json!(""),
+            json!(42),
+            json!("0x1"),
+            json!("340282366920938463463374607431768211456"),
+        ] {
+            assert_eq!(var(id, bad), reason(id, REASON_U128));
+        }
+        assert_eq!(
+            var(id, json!("340282366920938463463374607431768211455")),
+            Ok(())
+        );
+        assert_eq!(var(id, json!("0")), Ok(()));
+        let count = "tigerbeetle_replica_count";
+        for bad in [json!(0), json!(7), json!(3.0), json!("3"), json!(null)] {
+            assert_eq!(var(count, bad), reason(count, REASON_COUNT));
+        }
+        let grid = "tigerbeetle_cache_grid";
+        for bad in [
+            json!("0GiB"),
+            json!("04GiB"),
+            json!("1234567GiB"),
+            json!("4GB"),
+            json!(4),
+        ] {
+            assert_eq!(var(grid, bad), reason(grid, REASON_SIZE));
+        }
+        assert_eq!(var(grid, json!("999999TiB")), Ok(()));
+        assert_eq!(var(grid, json!(null)), Ok(()));
+        let dir = "tigerbeetle_data_dir";
+        for bad in [
+            json!("/a/./b"),
+            json!("/a/../b"),
+            json!("/a/"),
+            json!("a"),
+            json!("/"),
+            json!("/a b"),
+            json!(null),
+            json!(format!("/{}", "a".repeat(4096))),
+        ] {
+            assert_eq!(var(dir, bad), reason(dir, REASON_PATH));
+        }
+        assert_eq!(var(dir, json!(format!("/{}", "a".repeat(4095)))), Ok(()));
+        assert_eq!(var(dir, json!("/srv/.tb/a..b")), Ok(()));
+        let secret = "tb_agent_peer_token_file";
+        assert_eq!(
+            var(secret, json!("/nix/store/x-token")),
+            reason(secret, REASON_SECRET_IN_STORE)
+        );
+        assert_eq!(
+            var(secret, json!("/nix/store/../x")),
+            reason(secret, REASON_PATH)
+        );
+        assert_eq!(var(secret, json!(null)), reason(secret, REASON_PATH));
+        let port = "tb_agent_statsd_port";
+        for bad in [json!(0), json!(65536), json!("8125"), json!(8125.5)] {
+            assert_eq!(var(port, bad), reason(port, REASON_PORT));
+        }
+        let networks = "tigerbeetle_client_networks";
+        assert_eq!(
+            var(networks, json!(["0.0.0.0/0", "10.0.0.0/8", "1.2.3.4/32"])),
+            Ok(())
+        );
+        assert_eq!(
+            var(networks, json!("10.0.0.0/8")),
+            reason(networks, REASON_NETWORKS)
+        );
+        assert_eq!(
+            var(networks, json!(vec!["10.0.0.0/8"; 65])),
+            reason(networks, REASON_NETWORKS)
+        );
+        for (bad, index) in [
+            ("10.0.0.1/8", 1),
+            ("1.2.3.4/33", 1),
+            ("1.2.3.0/024", 1),
+            ("::/0", 1),
+            ("10.0.0.0", 1),
+        ] {
+            assert_eq!(
+                var(networks, json!(["10.0.0.0/8", bad])),
+                Err(format!("all.vars.{networks}[{index}]: {REASON_NETWORK}"))
+            );
+        }
+    }
+
+    #[test]
+    fn sockets_and_urls() {
+        let set = |key: &'static str, value: &str| {
+            resolve(&with(|d| {
+                drop(host(d, "tb-1").insert(key.into(), json!(value)))
+            }))
+            .map(|_| ())
+        };
+        let address = "tigerbeetle_address";
+        for bad in [
+            "h1:3000",
+            "10.0.0.11",
+            "10.0.0.011:3000",
+            "10.0.0.11:03000",
+            "10.0.0.256:1",
+            "10.0.0.11:0",
+            "10.0.0.11:65536",
+            "10.0.0.11:3000,10.0.0.12:3000",
+            "[::1]:3000",
+            "10.0.0.11:3000:1",
+        ] {
+            assert_eq!(
+                set(address, bad),
+                Err(format!("all.hosts.tb-1.{address}: {REASON_SOCKET}")),
+                "{bad}"
+            );
+        }
+        let url = "tb_agent_url";
+        for bad in [
+            "10.0.0.11:7000",
+            "http://10.0.0.11",
+            "http://10.0.0.11:7000/v1",
+            "http://10.0.0.11:7000//",
+            "ftp://h:1",
+            "http://a_b:1",
+            "http://h:01",
+            "https://[]:1",
+            "http://:1",
+        ] {
+            assert_eq!(
+                set(url, bad),
+                Err(format!("all.hosts.tb-1.{url}: {REASON_URL}")),
+                "{bad}"
+            );
+        }
+        assert_eq!(set(url, "http://tb-1.example.net:7000/"), Ok(()));
+        assert_eq!(set(url, "http://[fd00::1]:7000"), Ok(()));
+        assert_eq!(
+            set("ansible_host", ""),
+            Err(format!("all.hosts.tb-1.ansible_host: {REASON_NAME}"))
+        );
+        assert_eq!(
+            set("tb_agent_listen", "localhost:7000"),
+            Err(format!("all.hosts.tb-1.tb_agent_listen: {REASON_SOCKET}"))
+        );
+    }
+
+    #[test]
+    fn tokens() {
+        let token =
+            || json!({"name": "ops", "scopes": ["read", "control"], "sha256": "a".repeat(64)});
+        let tokens = |value: Value| {
+            resolve(&with(|d| {
+                drop(vars(d).insert("tb_agent_tokens".into(), value))
+            }))
+            .map(|_| ())
+        };
+        let at = "all.vars.tb_agent_tokens";
+        assert_eq!(tokens(json!([token()])), Ok(()));
+        assert_eq!(tokens(json!({})), Err(format!("{at}: {REASON_TOKENS}")));
+        let seventeen: Vec<Value> = (0..17)
+            .map(|i| {
+                let mut t = token();
+                t["name"] = json!(format!("t{i}"));
+                t
+            })
+            .collect();
+        assert_eq!(
+            tokens(json!(seventeen)),
+            Err(format!("{at}: {REASON_TOKENS}"))
+        );
+        assert_eq!(
+            tokens(json!([token(), "secret"])),
+            Err(format!(
+                "{at}[1]: must be an object with name, scopes and sha256"
+            ))
+        );
+        let mut extra = token();
+        extra["secret"] = json!("x");
+        extra["zz"] = json!("x");
+        assert_eq!(
+            tokens(json!([extra])),
+            Err(format!(
+                "{at}[0].secret: unknown key (a token has name, scopes and sha256)"
+            ))
+        );
+        let scopes = format!(
+            "{at}[0].scopes: must be a non-empty list of distinct scopes among \"read\", \"control\", \"backup\""
+        );
+        for bad in [
+            json!([]),
+            json!(["read", "read"]),
+            json!(["admin"]),
+            json!("read"),
+        ] {
+            let mut t = token();
+            t["scopes"] = bad;
+            assert_eq!(tokens(json!([t])), Err(scopes.clone()));
+        }
+        let mut long = token();
+        long["name"] = json!("n".repeat(65));
+        assert_eq!(
+            tokens(json!([long])),
+            Err(format!(
+                "{at}[0].name: must be a string of 1 to 64 characters"
+            ))
+        );
+        let mut upper = token();
+        upper["sha256"] = json!("A".repeat(64));
+        assert!(
+            tokens(json!([upper]))
+                .unwrap_err()
+                .starts_with(&format!("{at}[0].sha256: must be 64 lowercase hex digits"))
+        );
+        // Each token is checked whole before names are compared.
+        let mut broken = token();
+        broken["sha256"] = json!("x");
+        assert!(
+            tokens(json!([token(), token(), broken]))
+                .unwrap_err()
+                .starts_with(&format!("{at}[2].sha256"))
+        );
+        assert_eq!(
+            tokens(json!([token(), token()])),
+            Err(format!("{at}[1].name: \"ops\" is used twice"))
+        );
+    }
+
+    #[test]
+    fn host_names() {
+        let rename = |name: &str| {
+            let name = name.to_string();
+            resolve(&with(move |d| {
+                let hosts = d["all"]["hosts"].as_object_mut().unwrap();
+                let moved = hosts.remove("tb-2").unwrap();
+                hosts.insert(name, moved);
+            }))
+            .map(|_| ())
+        };
+        for good in ["a", "0", "A.b_c-d", &"a".repeat(63)] {
+            assert_eq!(rename(good), Ok(()), "{good}");
+        }
+        for bad in ["", "-a", ".a", "_a", "a b", "é", &"a".repeat(64)] {
+            assert_eq!(
+                rename(bad),
+                Err(format!(
+                    "all.hosts.{bad}: host names must be 1 to 63 characters among A-Z a-z 0-9 . _ - and start with a letter or digit"
+                ))
+            );
+        }
+        assert_eq!(
+            error(with(|d| d["all"]["hosts"]["tb-1"] = json!([]))),
+            "all.hosts.tb-1: must be an object"
+        );
+    }
+
+    #[test]
+    fn tls_files_together() {
+        assert_eq!(
+            error(with(|d| drop(
+                vars(d).insert("tb_agent_tls_key_file".into(), json!("/k"))
+            ))),
+            "all.vars.tb_agent_tls_key_file: needs all.vars.tb_agent_tls_cert_file"
+        );
+        assert_eq!(
+            error(with(|d| drop(
+                vars(d).insert("tb_agent_tls_cert_file".into(), json!("/c"))
+            ))),
+            "all.vars.tb_agent_tls_cert_file: needs all.vars.tb_agent_tls_key_file"
+        );
+        assert_eq!(
+            error(with(|d| drop(
+                vars(d).insert("tb_agent_tls_client_ca_file".into(), json!("/ca"))
+            ))),
+            "all.vars.tb_agent_tls_client_ca_file: needs all.vars.tb_agent_tls_cert_file and all.vars.tb_agent_tls_key_file"
+        );
+        let cluster = resolve(&with(|d| {
+            tls(d);
+            vars(d).insert("tb_agent_tls_client_ca_file".into(), json!("/ca"));
+        }))
+        .unwrap();
+        assert_eq!(
+            cluster.agent_tls,
+            Some(AgentTls {
+                cert_file: "/etc/tb/agent.pem".into(),
+                client_ca_file: Some("/ca".into()),
+                key_file: "/run/secrets/key".into(),
+            })
+        );
+        assert_eq!(cluster.agent_urls[2], "https://10.0.0.12:7000");
+    }
+
+    #[test]
+    fn replica_slots() {
+        assert_eq!(
+            error(with(|d| drop(
+                host(d, "tb-1").insert("tigerbeetle_replica".into(), json!(3))
+            ))),
+            "all.hosts.tb-1.tigerbeetle_replica: 3 is not below the replica count 3"
+        );
+        assert_eq!(
+            error(with(|d| drop(
+                host(d, "tb-0").insert("tigerbeetle_replica".into(), json!(2))
+            ))),
+            "all.hosts.tb-2.tigerbeetle_replica: replica 2 is already host tb-0"
+        );
+        assert_eq!(
+            error(with(|d| drop(
+                vars(d).insert("tigerbeetle_replica_count".into(), json!(5))
+            ))),
+            "all.hosts: no host has tigerbeetle_replica 3"
+        );
+        assert_eq!(
+            error(with(|d| drop(
+                host(d, "tb-1").insert("tigerbeetle_replica".into(), json!(-1))
+            ))),
+            format!("all.hosts.tb-1.tigerbeetle_replica: {REASON_INDEX}")
+        );
+    }
+
+    #[test]
+    fn each_host_against_the_others() {
+        assert_eq!(
+            error(with(|d| drop(host(d, "tb-2").insert(
+                "tigerbeetle_address".into(),
+                json!("10.0.0.10:3000")
+            )))),
+            "all.hosts.tb-2.tigerbeetle_address: 10.0.0.10:3000 is also the address of host tb-0"
+        );
+        assert_eq!(
+            error(with(|d| drop(host(d, "tb-1").insert(
+                "tb_agent_url".into(),
+                json!("https://10.0.0.11:7000")
+            )))),
+            "all.hosts.tb-1.tb_agent_url: must start with http:// because TLS is not configured (all.vars.tb_agent_tls_cert_file)"
+        );
+        assert_eq!(
+            error(with(|d| {
+                tls(d);
+                host(d, "tb-1").insert("tb_agent_url".into(), json!("http://10.0.0.11:7000"));
+            })),
+            "all.hosts.tb-1.tb_agent_url: must start with https:// because all.vars.tb_agent_tls_cert_file is set"
+        );
+        assert_eq!(
+            error(with(|d| drop(host(d, "tb-1").insert(
+                "tb_agent_url".into(),
+                json!("http://10.0.0.11:3000")
+            )))),
+            "all.hosts.tb-1.tb_agent_listen: 10.0.0.11:3000 is the replica's own address"
+        );
+        let public = |listen: &str| {
+            let listen = listen.to_string();
+            resolve(&with(move |d| {
+                drop(host(d, "tb-1").insert("tb_agent_listen".into(), json!(listen)))
+            }))
+            .map(|_| ())
+        };
+        for private in [
+            "127.0.0.1:1",
+            "10.1.2.3:1",
+            "172.16.0.1:1",
+            "172.31.255.255:1",
+            "192.168.0.1:1",
+            "100.64.0.1:1",
+            "100.127.255.255:1",
+            "169.254.0.1:1",
+        ] {
+            assert_eq!(public(private), Ok(()), "{private}");
+        }
+        for ip in [
+            "0.0.0.0",
+            "8.8.8.8",
+            "172.15.0.1",
+            "172.32.0.1",
+            "192.169.0.1",
+            "100.63.0.1",
+            "100.128.0.1",
+            "169.253.0.1",
+            "11.0.0.1",
+        ] {
+            assert_eq!(
+                public(&format!("{ip}:7000")),
+                Err(format!(
+                    "all.hosts.tb-1.tb_agent_listen: {ip} is a public address and bearer tokens would cross it in clear text: set all.vars.tb_agent_tls_cert_file and all.vars.tb_agent_tls_key_file"
+                ))
+            );
+        }
+        // With TLS, a public listen address is fine.
+        resolve(&with(|d| {
+            tls(d);
+            host(d, "tb-1").insert("tb_agent_listen".into(), json!("0.0.0.0:7000"));
+        }))
+        .unwrap();
+    }
+
+    #[test]
+    fn the_first_error_in_check_order_wins() {
+        // A bad value in all.vars (step 2) before a bad host name (step 3), before a bad host
+        // (step 4), before TLS (5), slots (6) and addresses (7).
+        let everything = with(|d| {
+            vars(d).insert("tigerbeetle_cache_grid".into(), json!("4GB"));
+            vars(d).insert("tb_agent_tls_key_file".into(), json!("/k"));
+            host(d, "tb-1").insert("tigerbeetle_address".into(), json!("h:1"));
+            let hosts = d["all"]["hosts"].as_object_mut().unwrap();
+            let moved = hosts.remove("tb-2").unwrap();
+            hosts.insert("bad name".into(), moved);
+        });
+        assert!(error(everything.clone()).starts_with("all.vars.tigerbeetle_cache_grid:"));
+        let mut next = everything;
+        vars(&mut next).remove("tigerbeetle_cache_grid");
+        assert!(error(next.clone()).starts_with("all.hosts.bad name: host names"));
+        let hosts = next["all"]["hosts"].as_object_mut().unwrap();
+        let moved = hosts.remove("bad name").unwrap();
+        hosts.insert("tb-2".into(), moved);
+        assert!(error(next.clone()).starts_with("all.hosts.tb-1.tigerbeetle_address: must be"));
+        host(&mut next, "tb-1").insert("tigerbeetle_address".into(), json!("10.0.0.10:3000"));
+        assert!(error(next.clone()).starts_with("all.vars.tb_agent_tls_key_file: needs"));
+        vars(&mut next).remove("tb_agent_tls_key_file");
+        assert!(
+            error(next).starts_with("all.hosts.tb-1.tigerbeetle_address: 10.0.0.10:3000 is also")
+        );
+    }
+
+    #[test]
+    fn json_as_nix_reads_it() {
+        let text = serde_json::to_string_pretty(&base()).unwrap();
+        // `-0` is the integer 0 for Nix; `-0.0` and `0.0` are floats.
+        let negative_zero = text.replacen(
+            "\"tigerbeetle_replica\": 0",
+            "\"tigerbeetle_replica\": -0",
+            1,
+        );
+        assert_ne!(negative_zero, text);
+        assert_eq!(
+            Inventory::parse(&negative_zero).unwrap().replicas[0].host_name,
+            "tb-0"
+        );
+        let float = text.replacen(
+            "\"tigerbeetle_replica\": 0",
+            "\"tigerbeetle_replica\": -0.0",
+            1,
+        );
+        assert_eq!(
+            error_text(&float),
+            format!("all.hosts.tb-0.tigerbeetle_replica: {REASON_INDEX}")
+        );
+        // `-0` inside a string is text.
+        let in_string = text.replacen("\"h0\"", "\"-0\"", 1);
+        assert_eq!(Inventory::parse(&in_string).unwrap().replicas[0].host, "-0");
+        // Duplicate keys: the last one counts, in both readers.
+        let duplicate = text.replacen(
+            "\"tigerbeetle_replica_count\": 3",
+            "\"tigerbeetle_replica_count\": 7, \"tigerbeetle_replica_count\": 3",
+            1,
+        );
+        assert_ne!(duplicate, text);
+        Inventory::parse(&duplicate).unwrap();
+        // NUL, which Nix strings cannot hold.
+        let nul = text.replacen("\"h0\"", "\"h0\\u0000x\"", 1);
+        assert!(error_text(&nul).contains("must not contain \\u0000"));
+        // Nesting: 32 levels are fine, 33 are not, and far deeper (past serde_json's own limit)
+        // gives the same error.
+        let nest = |levels: usize| {
+            text.replacen(
+                "\"ansible_user\": \"root\"",
+                &format!(
+                    "\"ansible_user\": {}{}",
+                    "[".repeat(levels),
+                    "]".repeat(levels)
+                ),
+                1,
+            )
+        };
+        Inventory::parse(&nest(29)).unwrap();
+        let deep = "the inventory must not nest objects and lists more than 32 levels deep";
+        assert_eq!(error_text(&nest(30)), deep);
+        assert_eq!(error_text(&nest(100_000)), deep);
+        // Size.
+        let large = format!("{text}{}", " ".repeat(1024 * 1024));
+        assert!(error_text(&large).contains("larger than 1048576 bytes"));
+        assert!(Inventory::parse("{").is_err());
+    }
+
+    #[test]
+    fn the_written_form_round_trips() {
+        let file = InventoryFile {
+            all: Group {
+                vars: ClusterVars {
+                    tigerbeetle_cluster_id: "7".into(),
+                    tigerbeetle_replica_count: 1,
+                    other: BTreeMap::new(),
+                },
+                hosts: BTreeMap::from([(
+                    "solo".to_string(),
+                    HostVars {
+                        ansible_host: "127.0.0.1".into(),
+                        tigerbeetle_replica: 0,
+                        tigerbeetle_address: "127.0.0.1:3000".into(),
+                        tb_agent_url: "http://127.0.0.1:7000".into(),
+                        other: BTreeMap::new(),
+                    },
+                )]),
+            },
+        };
+        let inventory = Inventory::from_file(&file).unwrap();
+        assert_eq!(inventory.cluster_id, 7);
+        assert_eq!(
+            inventory.cluster.hosts["solo"].agent_listen,
+            "127.0.0.1:7000"
+        );
+    }
 }
