@@ -419,6 +419,42 @@ mod tests {
         assert_eq!(parsed.replicas[1].agent_url, "http://127.0.0.1:7001");
     }
 
+    /// Every layout `tbctl local up` accepts gives an inventory that passes every rule of
+    /// docs/inventory.md (the ones the Nix reader applies too), and the listen address that the
+    /// inventory implies is where the local agent really listens.
+    #[test]
+    fn inventory_passes_the_shared_rules_for_every_layout() {
+        let dir = PathBuf::from("/tmp/x");
+        for replica_count in 1..=REPLICA_COUNT_MAX {
+            for (replica_port_base, agent_port_base) in
+                [(3000, 7000), (1, 7), (65530, 1), (7000, 3000)]
+            {
+                let layout = Layout::new(
+                    dir.clone(),
+                    replica_count,
+                    replica_port_base,
+                    agent_port_base,
+                    8125,
+                )
+                .unwrap();
+                let text = serde_json::to_string_pretty(&inventory(
+                    &layout,
+                    "340282366920938463463374607431768211455",
+                ))
+                .unwrap();
+                let parsed =
+                    Inventory::parse(&text).unwrap_or_else(|error| panic!("{error}\n{text}"));
+                assert_eq!(parsed.replicas.len(), usize::from(replica_count));
+                for replica in layout.replicas() {
+                    let host = &parsed.cluster.hosts[&format!("replica-{replica}")];
+                    assert_eq!(host.replica, replica);
+                    assert_eq!(host.address, layout.replica_address(replica));
+                    assert_eq!(host.agent_listen, layout.agent_listen(replica));
+                }
+            }
+        }
+    }
+
     #[test]
     fn layout_rejects_bad_ports() {
         let dir = PathBuf::from("/tmp/x");
