@@ -36,6 +36,11 @@ enum Command {
     CheckConfig {
         #[arg(long)]
         config: PathBuf,
+        /// Check the file alone, not the secret files it names: for configs generated on a
+        /// build host (Nix, Ansible's renders) before the secrets are deployed. `serve` always
+        /// checks them.
+        #[arg(long)]
+        without_secret_files: bool,
     },
     /// Read a token secret from standard input and print its SHA-256 for the config file.
     HashToken,
@@ -53,7 +58,14 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::CheckConfig { config } => match load(&config) {
+        Command::CheckConfig {
+            config,
+            without_secret_files,
+        } => match if without_secret_files {
+            Config::load(&config)
+        } else {
+            load(&config)
+        } {
             Ok(_) => {
                 println!("{}: ok", config.display());
                 ExitCode::SUCCESS

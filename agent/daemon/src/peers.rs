@@ -176,19 +176,35 @@ impl Peers {
         }))
     }
 
-    /// Asks every other agent, concurrently, whether its replica is ready.
-    pub async fn quorum_without(&self, this_replica: u8) -> QuorumVerdict {
-        let replica_count = self.urls.len() as u8;
-        let needed = ready_replicas_needed(replica_count);
+    /// Asks every agent but this replica's, concurrently (each request bounded by the client's
+    /// timeout), and returns the answers in replica order.
+    async fn ask_others<T, F, Fut>(&self, this_replica: u8, ask: F) -> Vec<(usize, T)>
+    where
+        T: Send + 'static,
+        F: Fn(reqwest::Client, String, String) -> Fut,
+        Fut: std::future::Future<Output = T> + Send + 'static,
+    {
         let mut asks = tokio::task::JoinSet::new();
         for (index, url) in self.urls.iter().enumerate() {
             if index != usize::from(this_replica) {
-                let (client, token, url) = (self.client.clone(), self.token.clone(), url.clone());
-                asks.spawn(async move { (index, ask(&client, &token, &url).await) });
+                let answer = ask(self.client.clone(), self.token.clone(), url.clone());
+                asks.spawn(async move { (index, answer.await) });
             }
         }
         let mut answers = asks.join_all().await;
         answers.sort_by_key(|(index, _)| *index);
+        answers
+    }
+
+    /// Asks every other agent, concurrently, whether its replica is ready.
+    pub async fn quorum_without(&self, this_replica: u8) -> QuorumVerdict {
+        let replica_count = self.urls.len() as u8;
+        let needed = ready_replicas_needed(replica_count);
+        let answers = self
+            .ask_others(this_replica, |client, token, url| async move {
+                ask(&client, &token, &url).await
+            })
+            .await;
         let ready: Vec<String> = answers
             .iter()
             .filter(|(_, answer)| answer.is_ok())
@@ -244,23 +260,17 @@ impl Peers {
     /// Other replicas whose process runs, or whose agent cannot say (unknown counts as running:
     /// the caller is about to do something only safe when they are all stopped).
     pub async fn running_peers(&self, this_replica: u8) -> Vec<String> {
-        let mut asks = tokio::task::JoinSet::new();
-        for (index, url) in self.urls.iter().enumerate() {
-            if index != usize::from(this_replica) {
-                let (client, token, url) = (self.client.clone(), self.token.clone(), url.clone());
-                asks.spawn(async move { (index, replica_running(&client, &token, &url).await) });
-            }
-        }
-        let mut answers = asks.join_all().await;
-        answers.sort_by_key(|(index, _)| *index);
-        answers
-            .into_iter()
-            .filter_map(|(index, answer)| match answer {
-                Ok(false) => None,
-                Ok(true) => Some(format!("replica {index} is running")),
-                Err(why) => Some(format!("replica {index}: {why}")),
-            })
-            .collect()
+        self.ask_others(this_replica, |client, token, url| async move {
+            replica_running(&client, &token, &url).await
+        })
+        .await
+        .into_iter()
+        .filter_map(|(index, answer)| match answer {
+            Ok(false) => None,
+            Ok(true) => Some(format!("replica {index} is running")),
+            Err(why) => Some(format!("replica {index}: {why}")),
+        })
+        .collect()
     }
 }
 

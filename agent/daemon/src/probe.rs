@@ -12,6 +12,7 @@
 //! gates keep working across an upgrade. An evicted client is dead, so the probe makes a new one
 //! for the next attempt, which succeeds once the cluster runs the client's release.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -65,9 +66,19 @@ pub struct Verdict {
 #[derive(Default)]
 pub struct Prober {
     state: Mutex<ProbeState>,
+    /// Bumped when a probe starts or ends (the /metrics cache key).
+    generation: AtomicU64,
 }
 
 impl Prober {
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    fn changed(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
     pub fn state(&self) -> ProbeState {
         self.state.lock().expect("not poisoned").clone()
     }
@@ -154,6 +165,7 @@ impl Prober {
     fn begin(&self) -> Instant {
         let now = Instant::now();
         self.state.lock().expect("not poisoned").in_flight_since = Some(now);
+        self.changed();
         now
     }
 
@@ -168,6 +180,8 @@ impl Prober {
             latency: started.elapsed(),
             outcome,
         });
+        drop(state);
+        self.changed();
     }
 
     fn fail_to_start(&self, error: String) {
@@ -178,6 +192,8 @@ impl Prober {
             latency: Duration::ZERO,
             outcome: Outcome::Failed(error),
         });
+        drop(state);
+        self.changed();
     }
 }
 

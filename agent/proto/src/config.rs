@@ -7,15 +7,18 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use crate::auth::Scope;
 use crate::tigerbeetle::REPLICA_COUNT_MAX;
 
+/// TigerBeetle's StatsD emit period, fixed in its source (`trace_emit_timeout`).
+pub const STATSD_EMIT_PERIOD_MS: u64 = 10_000;
 /// More tokens than this is a configuration smell, and every request compares against all of them.
 pub const TOKENS_MAX: usize = 16;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub server: Server,
@@ -34,7 +37,7 @@ pub struct Config {
     pub backup: Option<Backup>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Backup {
     /// Where backups live: one directory per backup. Must not be inside the data directory.
@@ -53,13 +56,17 @@ pub struct Backup {
     /// Free space the destination must have beyond the data file's size.
     #[serde(default = "defaults::free_margin_bytes")]
     pub free_margin_bytes: u64,
+    /// How long the copy may keep the replica stopped. Past it, the copy is abandoned, the
+    /// partial backup removed and the replica started again (the backup fails).
+    #[serde(default = "defaults::copy_timeout_ms")]
+    pub copy_timeout_ms: u64,
     #[serde(default)]
     pub hooks: Vec<Hook>,
 }
 
 /// A shipping command run after each backup (rclone, restic, aws-cli...). It gets
 /// TB_BACKUP_ID, TB_BACKUP_DIR and TB_BACKUP_MANIFEST in its environment.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Hook {
     pub name: String,
@@ -69,7 +76,7 @@ pub struct Hook {
     pub timeout_ms: u64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Server {
     pub listen: SocketAddr,
@@ -99,7 +106,7 @@ pub struct Server {
     pub audit_log: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Tls {
     pub cert_file: PathBuf,
@@ -109,7 +116,7 @@ pub struct Tls {
     pub client_ca_file: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     #[default]
@@ -117,14 +124,14 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Log {
     #[serde(default)]
     pub format: LogFormat,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Token {
     pub name: String,
@@ -133,7 +140,7 @@ pub struct Token {
     pub sha256: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Replica {
     /// Decimal u128, as a string: TOML integers stop at 2^63.
@@ -148,7 +155,7 @@ pub struct Replica {
     pub run: Run,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "mode", rename_all = "lowercase", deny_unknown_fields)]
 pub enum Run {
     /// The agent supervises `tigerbeetle start` itself (hosts without systemd, local clusters).
@@ -168,7 +175,7 @@ pub enum Run {
     },
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Peers {
     /// Every replica's agent URL, in replica order (this agent's own entry is not called).
@@ -189,7 +196,7 @@ pub struct Peers {
     pub timeout_ms: u64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Health {
     #[serde(default = "defaults::free_bytes_min")]
@@ -200,7 +207,8 @@ pub struct Health {
     pub probe_interval_ms: u64,
     #[serde(default = "defaults::probe_timeout_ms")]
     pub probe_timeout_ms: u64,
-    /// StatsD values older than this no longer count: TigerBeetle emits every 10 s.
+    /// StatsD values older than this no longer count: TigerBeetle emits every 10 s, so this must
+    /// be above 10 s (see the default's comment).
     #[serde(default = "defaults::statsd_stale_ms")]
     pub statsd_stale_ms: u64,
     /// VmLck must be at least this fraction of VmRSS for memory to count as locked.
@@ -217,7 +225,46 @@ impl Default for Health {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// A section with its required fields from `required` and every other field at its default:
+/// the defaults stay where serde reads them, not copied into constructors.
+fn with_defaults<T: DeserializeOwned>(required: toml::Table) -> T {
+    T::deserialize(toml::Value::Table(required)).expect("required fields of the right types")
+}
+
+impl Server {
+    pub fn new(listen: SocketAddr) -> Server {
+        with_defaults(toml::Table::from_iter([(
+            "listen".to_string(),
+            toml::Value::String(listen.to_string()),
+        )]))
+    }
+}
+
+impl Backup {
+    pub fn new(dir: &Path) -> Backup {
+        with_defaults(toml::Table::from_iter([(
+            "dir".to_string(),
+            toml::Value::String(dir.to_string_lossy().into_owned()),
+        )]))
+    }
+}
+
+impl Peers {
+    pub fn new(agent_urls: Vec<String>, token_file: &Path) -> Peers {
+        with_defaults(toml::Table::from_iter([
+            (
+                "agent_urls".to_string(),
+                toml::Value::Array(agent_urls.into_iter().map(toml::Value::String).collect()),
+            ),
+            (
+                "token_file".to_string(),
+                toml::Value::String(token_file.to_string_lossy().into_owned()),
+            ),
+        ]))
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Control {
     /// How long a replica gets to exit after SIGTERM (process mode) before SIGKILL.
@@ -249,6 +296,10 @@ mod defaults {
     }
     pub fn free_margin_bytes() -> u64 {
         1024 * 1024 * 1024
+    }
+    pub fn copy_timeout_ms() -> u64 {
+        // A streamed copy runs at disk speed: 30 minutes is about 1 TB at 600 MB/s.
+        30 * 60 * 1000
     }
     pub fn hook_timeout_ms() -> u64 {
         30 * 60 * 1000
@@ -283,8 +334,15 @@ mod defaults {
     pub fn probe_timeout_ms() -> u64 {
         2_000
     }
+    /// TigerBeetle emits every 10 s, a period counted in 10 ms event-loop ticks
+    /// (`trace_emit_timeout`, fixed in its source). Each tick is 10 ms of waiting for I/O plus the
+    /// tick's own work, so on a loaded replica the real period runs somewhat over 10 s, and a
+    /// datagram may wait for the agent's runtime. 15 s is one period plus half a period for that
+    /// stretch: readiness does not flap between emits of a busy but healthy replica, and a
+    /// replica whose event loop hangs (without being stopped, which /proc/PID/stat shows at once)
+    /// is caught within 15 s instead of 25 s.
     pub fn statsd_stale_ms() -> u64 {
-        25_000
+        15_000
     }
     pub fn memlock_ratio_min() -> f64 {
         0.9
@@ -519,6 +577,15 @@ impl Config {
                 "must be between 0 and 1",
             ));
         }
+        if health.statsd_stale_ms <= STATSD_EMIT_PERIOD_MS {
+            return Err(invalid(
+                "health.statsd_stale_ms",
+                format!(
+                    "must be above {STATSD_EMIT_PERIOD_MS}: TigerBeetle emits StatsD every 10 s, \
+                     so a shorter limit fails readiness between two emits of a healthy replica"
+                ),
+            ));
+        }
         for (field, value) in [
             ("health.probe_interval_ms", health.probe_interval_ms),
             ("health.probe_timeout_ms", health.probe_timeout_ms),
@@ -616,6 +683,12 @@ impl Backup {
         }
         if self.keep_last == 0 || self.keep_last > 1000 {
             return Err(invalid("backup.keep_last", "must be between 1 and 1000"));
+        }
+        if self.copy_timeout_ms == 0 || self.copy_timeout_ms > 24 * 3_600_000 {
+            return Err(invalid(
+                "backup.copy_timeout_ms",
+                "must be between 1 and 86400000",
+            ));
         }
         if self.hooks.len() > 8 {
             return Err(invalid("backup.hooks", "at most 8 hooks"));

@@ -131,6 +131,11 @@ pub struct Tls<'a> {
     pub client_cert: Option<(&'a Path, &'a Path)>,
 }
 
+pub enum ControlAnswer {
+    Done(api::ControlResponse),
+    Accepted(api::JobAccepted),
+}
+
 #[derive(Clone)]
 pub struct AgentClient {
     http: reqwest::Client,
@@ -194,25 +199,29 @@ impl AgentClient {
         self.get(url, Endpoint::Status, &[], timeout_ms).await
     }
 
-    /// `POST /v1/replica/{action}`.
+    /// `POST /v1/replica/{action}`: the result, or the job to follow when the operation
+    /// outlasted the agent's wait (it goes on as a job of the agent's own).
     pub async fn control(
         &self,
         url: &str,
         action: &str,
         force: bool,
         timeout_ms: u64,
-    ) -> Result<api::ControlResponse, AgentError> {
+    ) -> Result<ControlAnswer, AgentError> {
+        let endpoint = Endpoint::ReplicaControl;
         let body = serde_json::to_value(api::ControlRequest { force }).expect("plain struct");
-        let accept = [StatusCode::OK];
-        self.call(
-            url,
-            Endpoint::ReplicaControl,
-            &[action],
-            Some(body),
-            &accept,
-            timeout_ms,
-        )
-        .await
+        let response = self
+            .send(url, endpoint, &[action], Some(body), timeout_ms)
+            .await?;
+        let accept = [StatusCode::OK, StatusCode::ACCEPTED];
+        let (status, body) = self
+            .accepted_body(response, endpoint, &accept, BODY_SIZE_MAX_BYTES, timeout_ms)
+            .await?;
+        if status == StatusCode::ACCEPTED {
+            Ok(ControlAnswer::Accepted(parse(status, &body)?))
+        } else {
+            Ok(ControlAnswer::Done(parse(status, &body)?))
+        }
     }
 
     /// `POST /v1/backups` or `POST /v1/replica/recover`: 202 with the job to follow.
@@ -391,12 +400,28 @@ impl AgentClient {
     /// `accept`, else the error the status and body describe.
     async fn answer<T: DeserializeOwned>(
         &self,
-        mut response: reqwest::Response,
+        response: reqwest::Response,
         endpoint: Endpoint,
         accept: &[StatusCode],
         body_size_max: usize,
         timeout_ms: u64,
     ) -> Result<T, AgentError> {
+        let (status, body) = self
+            .accepted_body(response, endpoint, accept, body_size_max, timeout_ms)
+            .await?;
+        parse(status, &body)
+    }
+
+    /// The status and body of an answer whose status is in `accept`, else the error the status
+    /// and body describe. Reads at most `body_size_max` bytes.
+    async fn accepted_body(
+        &self,
+        mut response: reqwest::Response,
+        endpoint: Endpoint,
+        accept: &[StatusCode],
+        body_size_max: usize,
+        timeout_ms: u64,
+    ) -> Result<(StatusCode, Vec<u8>), AgentError> {
         let classify = |error: reqwest::Error| classify(&error, timeout_ms);
         let status = response.status();
         let mut body = Vec::new();
@@ -411,10 +436,7 @@ impl AgentClient {
         }
 
         if accept.contains(&status) {
-            return serde_json::from_slice(&body).map_err(|error| AgentError::Unexpected {
-                status: status.as_u16(),
-                detail: format!("body does not match the agent API: {error}"),
-            });
+            return Ok((status, body));
         }
         let error_body: Option<api::ErrorBody> = serde_json::from_slice(&body).ok();
         let message = match &error_body {
@@ -439,6 +461,13 @@ impl AgentClient {
             },
         })
     }
+}
+
+fn parse<T: DeserializeOwned>(status: StatusCode, body: &[u8]) -> Result<T, AgentError> {
+    serde_json::from_slice(body).map_err(|error| AgentError::Unexpected {
+        status: status.as_u16(),
+        detail: format!("body does not match the agent API: {error}"),
+    })
 }
 
 fn scope_names(scopes: &[Scope]) -> String {

@@ -9,6 +9,7 @@ mod client;
 mod client_log;
 mod control;
 mod drill;
+mod inventory_check;
 mod jobs;
 pub mod local;
 mod local_files;
@@ -92,6 +93,17 @@ enum Command {
     /// A local cluster on 127.0.0.1, one agent per replica, for development.
     #[command(subcommand)]
     Local(LocalCommand),
+    /// Inventory files (docs/inventory.md).
+    #[command(subcommand)]
+    Inventory(InventoryCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum InventoryCommand {
+    /// Check FILE against every rule of docs/inventory.md. Exits 0 and prints a summary (or,
+    /// with --json, the resolved cluster) when it is valid; exits 1 with the first error on
+    /// stderr when not.
+    Check(inventory_check::CheckArgs),
 }
 
 #[derive(Debug, Args)]
@@ -207,6 +219,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Command::Local(LocalCommand::Down(args)) = &cli.command {
         return local::down(args);
     }
+    // Reading one file needs no runtime, no token and no network.
+    if let Command::Inventory(InventoryCommand::Check(args)) = &cli.command {
+        return inventory_check::check(args);
+    }
     // One thread is plenty: tbctl waits on a handful of sockets and child processes.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -250,7 +266,9 @@ async fn run_async(cli: Cli) -> anyhow::Result<ExitCode> {
             drill::restore_drill(&client, &inventory, args).await
         }
         Command::Local(LocalCommand::Up(args)) => local::up(args).await,
-        Command::Local(LocalCommand::Down(_)) => unreachable!("handled without a runtime"),
+        Command::Local(LocalCommand::Down(_)) | Command::Inventory(_) => {
+            unreachable!("handled without a runtime")
+        }
     }
 }
 

@@ -317,20 +317,31 @@ impl Store {
 /// Writes `value` as JSON atomically: temporary name, fsync, rename, fsync of the directory.
 pub fn write_json_atomically<T: serde::Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
     let dir = path.parent().expect("a file inside a directory");
+    // A name of its own per write: two writers of the same file (a verify and a backup's
+    // verification, say) never share a temporary file, and the last rename wins whole.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let temporary = dir.join(format!(
-        ".{}.tmp",
-        path.file_name().expect("a file name").to_string_lossy()
+        ".{}.{}-{}-{:08x}.tmp",
+        path.file_name().expect("a file name").to_string_lossy(),
+        std::process::id(),
+        WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        rand::random::<u32>()
     ));
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(FILE_MODE)
-        .open(&temporary)?;
-    file.write_all(&serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?)?;
-    file.sync_all()?;
-    drop(file);
-    std::fs::rename(&temporary, path)?;
+    let written = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(FILE_MODE)
+            .open(&temporary)?;
+        file.write_all(&serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?)?;
+        file.sync_all()?;
+        drop(file);
+        std::fs::rename(&temporary, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temporary);
+    }
+    written?;
     sync_dir(dir)
 }
 
@@ -728,5 +739,36 @@ pub(crate) mod tests {
         create_private_file(&partial.join("x")).unwrap();
         assert_eq!(mode(&partial.join("x")), 0o600);
         std::fs::remove_dir_all(&store.dir).unwrap();
+    }
+
+    #[test]
+    fn concurrent_atomic_writes_of_one_file_all_succeed_whole() {
+        let dir = std::env::temp_dir().join(format!("tb-atomic-write-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("verification.json");
+        let writers: Vec<_> = (0..8)
+            .map(|writer| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    for write in 0..50 {
+                        let value = serde_json::json!({ "writer": writer, "write": write,
+                            "padding": "x".repeat(4096) });
+                        write_json_atomically(&path, &value).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for writer in writers {
+            writer.join().expect("no write failed");
+        }
+        let last: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(last["write"], 49);
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["verification.json"], "temporary files left behind");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
