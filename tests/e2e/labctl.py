@@ -261,3 +261,86 @@ class PlaybookRun:
 
     def tail(self, lines: int = 60) -> str:
         return "\n".join((self.stdout + "\n" + self.stderr).splitlines()[-lines:])
+
+
+class Timeline:
+    """Samples every host's replica (systemd MainPID) every 100 ms, from a loop on each host, so
+    the order of restarts and any overlap of downtime can be checked afterwards."""
+
+    SAMPLE_S = 0.1
+
+    def __init__(self, lab: "harness.Lab"):
+        self.lab = lab
+        self.processes: dict[str, subprocess.Popen] = {}
+        self.samples: dict[str, list[tuple[int, int]]] = {}
+
+    def __enter__(self) -> "Timeline":
+        script = ("while :; do echo \"$(date +%s%3N) "
+                  "$(systemctl show --property=MainPID --value tigerbeetle.service)\"; "
+                  f"sleep {self.SAMPLE_S}; done")
+        for host in self.lab.hosts():
+            self.processes[host.name] = subprocess.Popen(
+                self.lab.controller_command(self.lab.ssh_command(host.name, script)),
+                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for name, process in self.processes.items():
+            process.terminate()
+            stdout, _ = process.communicate(timeout=30)
+            samples = []
+            for line in stdout.splitlines():
+                parts = line.split()
+                if len(parts) == 2 and parts[0].isdigit() and parts[1].isdigit():
+                    samples.append((int(parts[0]), int(parts[1])))
+            self.samples[name] = samples
+
+    def pids(self, host: str) -> list[int]:
+        """The distinct replica pids in order (0 = not running)."""
+        out: list[int] = []
+        for _, pid in self.samples[host]:
+            if not out or out[-1] != pid:
+                out.append(pid)
+        return out
+
+    def down_intervals(self, host: str) -> list[tuple[int, int]]:
+        """[start_ms, end_ms] intervals where the replica had no process, or where its pid
+        changed between two samples (a restart faster than the sampling)."""
+        intervals = []
+        samples = self.samples[host]
+        start = None
+        for (t0, p0), (t1, p1) in zip(samples, samples[1:]):
+            if p1 == 0 and start is None:
+                start = t1
+            elif p1 != 0 and start is not None:
+                intervals.append((start, t1))
+                start = None
+            elif p0 != 0 and p1 != 0 and p0 != p1:
+                intervals.append((t0, t1))
+        if start is not None:
+            intervals.append((start, samples[-1][0]))
+        return intervals
+
+    def summary(self) -> dict:
+        return {host: {"pids": self.pids(host), "down_ms": self.down_intervals(host)}
+                for host in self.samples}
+
+
+def overlapping(intervals: dict[str, list[tuple[int, int]]]) -> list[tuple[str, str]]:
+    flat = [(start, end, host) for host, spans in intervals.items() for start, end in spans]
+    pairs = []
+    for i, (s1, e1, h1) in enumerate(flat):
+        for s2, e2, h2 in flat[i + 1:]:
+            if h1 != h2 and s1 < e2 and s2 < e1:
+                pairs.append((h1, h2))
+    return pairs
+
+
+def record(name: str, data: dict) -> Path:
+    """Writes what a test measured to target/e2e/<name>.json and prints it."""
+    directory = REPO / "target" / "e2e"
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}.json"
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    log(f"{name}: {json.dumps(data)}")
+    return path
