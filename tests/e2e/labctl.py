@@ -110,6 +110,15 @@ class Controller:
         self.binaries = binaries
         self.work = work
         secrets_dir = work / "secrets"
+        self.vars_path = work / "vars.json"
+        self.inventory_path = work / "lab.json"
+        if self.vars_path.exists():
+            # A development lab kept up between runs (tests/e2e/devlab): reuse its secrets.
+            self.token_file = secrets_dir / "ops.token"
+            self.peer_token_file = secrets_dir / "peer.token"
+            self.inventory = json.loads(self.inventory_path.read_text())
+            self.vars = json.loads(self.vars_path.read_text())
+            return
         secrets_dir.mkdir(mode=0o700)
         self.token_file = secrets_dir / "ops.token"
         self.peer_token_file = secrets_dir / "peer.token"
