@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use tb_agent::auth::hash_secret_hex;
+use tb_proto::auth::hash_secret_hex;
 
 const READER: &str = "reader-secret-0123456789";
 const OPERATOR_OLD: &str = "operator-old-secret-0123456789";

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-pub use tb_agent::tbctl::local::LocalState;
+pub use tbctl::local::LocalState;
 
 pub const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Control requests (restart) wait for readiness on the agent's side.
@@ -33,15 +33,40 @@ pub fn repo_dir() -> PathBuf {
 }
 
 pub fn tigerbeetle_bin() -> PathBuf {
-    if let Some(path) = std::env::var_os("TIGERBEETLE_BIN") {
+    built_binary("TIGERBEETLE_BIN", "scripts/tigerbeetle-build", &[])
+}
+
+/// A 0.16.70 server: a release older than the agents' embedded client (0.16.78).
+pub fn tigerbeetle_past_bin() -> PathBuf {
+    built_binary(
+        "TIGERBEETLE_PAST_BIN",
+        "scripts/tigerbeetle-build-release",
+        &["0.16.70"],
+    )
+}
+
+/// A 0.16.78 server that carries 0.16.70 as its past release: replicas running 0.16.70
+/// upgrade when it replaces their binary.
+pub fn tigerbeetle_multiversion_bin() -> PathBuf {
+    built_binary(
+        "TIGERBEETLE_MULTIVERSION_BIN",
+        "scripts/tigerbeetle-build-release",
+        &["0.16.78", "--multiversion-past", "0.16.70"],
+    )
+}
+
+/// The binary named by `variable`, else the one the build script prints (built once, cached).
+fn built_binary(variable: &str, script: &str, args: &[&str]) -> PathBuf {
+    if let Some(path) = std::env::var_os(variable) {
         return path.into();
     }
-    let output = Command::new(repo_dir().join("scripts/tigerbeetle-build"))
+    let output = Command::new(repo_dir().join(script))
+        .args(args)
         .output()
-        .expect("scripts/tigerbeetle-build");
+        .unwrap_or_else(|error| panic!("{script}: {error}"));
     assert!(
         output.status.success(),
-        "{}",
+        "{script}: {}",
         String::from_utf8_lossy(&output.stderr)
     );
     PathBuf::from(String::from_utf8(output.stdout).unwrap().trim())

@@ -1,0 +1,244 @@
+//! The client probe: a real request through the embedded TigerBeetle client.
+//!
+//! The client never times out a request by itself (it retries until the cluster answers), so a
+//! probe is never abandoned: at most one is in flight, and while it waits longer than the
+//! timeout the probe counts as failing. Dropping the future would leave the request queued in the
+//! client and let probes pile up.
+//!
+//! Version skew: during an upgrade the cluster may still run an older release than the embedded
+//! client (0.16.78). A serving primary then evicts the client (`ClientReleaseTooHigh`). That
+//! eviction is an answer from a primary that is processing requests, so the probe counts it as
+//! the cluster answering and reports the skew (in `/v1/status` and `tbctl status`); readiness
+//! gates keep working across an upgrade. An evicted client is dead, so the probe makes a new one
+//! for the next attempt, which succeeds once the cluster runs the client's release.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tb_proto::tigerbeetle::PROBE_ACCOUNT_ID;
+use tigerbeetle_unofficial::error::SendErrorKind;
+
+/// Back-off between attempts to create the client (bad addresses, resource limits).
+const CLIENT_CREATE_RETRY: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, Default)]
+pub struct ProbeState {
+    /// Set while a probe waits for its answer.
+    pub in_flight_since: Option<Instant>,
+    /// The last completed probe: when, how long it took, and its error if any.
+    pub last: Option<ProbeResult>,
+    pub failures_total: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProbeResult {
+    pub completed: Instant,
+    pub latency: Duration,
+    pub outcome: Outcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The cluster answered the lookup.
+    Answered,
+    /// A primary evicted the client as newer than the cluster's release: the cluster answers,
+    /// and runs an older release than the agent's client.
+    ClusterOlderThanClient,
+    Failed(String),
+}
+
+/// The probe's verdict for readiness and metrics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    pub ok: bool,
+    pub detail: String,
+    pub latency: Option<Duration>,
+    /// The cluster runs an older release than the embedded client (see the module comment).
+    pub version_skew: bool,
+}
+
+#[derive(Default)]
+pub struct Prober {
+    state: Mutex<ProbeState>,
+}
+
+impl Prober {
+    pub fn state(&self) -> ProbeState {
+        self.state.lock().expect("not poisoned").clone()
+    }
+
+    /// A probe passes when the last one answered without error recently enough and none is
+    /// stuck beyond the timeout.
+    pub fn verdict(&self, timeout: Duration, interval: Duration) -> Verdict {
+        let state = self.state();
+        if let Some(since) = state.in_flight_since {
+            let waiting = since.elapsed();
+            if waiting > timeout {
+                return Verdict {
+                    ok: false,
+                    detail: format!(
+                        "lookup_accounts has had no answer for {} ms (timeout {} ms): the cluster \
+                         is not answering clients from this host",
+                        waiting.as_millis(),
+                        timeout.as_millis()
+                    ),
+                    latency: None,
+                    version_skew: false,
+                };
+            }
+        }
+        match &state.last {
+            None => Verdict {
+                ok: false,
+                detail: "no probe has completed yet".into(),
+                latency: None,
+                version_skew: false,
+            },
+            Some(ProbeResult {
+                outcome: Outcome::Failed(error),
+                ..
+            }) => Verdict {
+                ok: false,
+                detail: format!("lookup_accounts failed: {error}"),
+                latency: None,
+                version_skew: false,
+            },
+            Some(result) if result.latency > timeout => Verdict {
+                ok: false,
+                detail: format!(
+                    "lookup_accounts answered in {} ms, over the {} ms timeout",
+                    result.latency.as_millis(),
+                    timeout.as_millis()
+                ),
+                latency: Some(result.latency),
+                version_skew: false,
+            },
+            Some(result) if result.completed.elapsed() > interval + timeout * 2 => Verdict {
+                ok: false,
+                detail: format!(
+                    "the last probe completed {} ms ago",
+                    result.completed.elapsed().as_millis()
+                ),
+                latency: Some(result.latency),
+                version_skew: false,
+            },
+            Some(result) if result.outcome == Outcome::ClusterOlderThanClient => Verdict {
+                ok: true,
+                detail: format!(
+                    "a primary answered in {} ms by evicting this agent's client (release {}) \
+                     as newer than the cluster: the cluster serves requests on an older release \
+                     (version skew, expected during an upgrade)",
+                    result.latency.as_millis(),
+                    tb_proto::tigerbeetle::CLIENT_RELEASE
+                ),
+                latency: Some(result.latency),
+                version_skew: true,
+            },
+            Some(result) => Verdict {
+                ok: true,
+                detail: format!(
+                    "lookup_accounts answered in {} ms",
+                    result.latency.as_millis()
+                ),
+                latency: Some(result.latency),
+                version_skew: false,
+            },
+        }
+    }
+
+    fn begin(&self) -> Instant {
+        let now = Instant::now();
+        self.state.lock().expect("not poisoned").in_flight_since = Some(now);
+        now
+    }
+
+    fn finish(&self, started: Instant, outcome: Outcome) {
+        let mut state = self.state.lock().expect("not poisoned");
+        state.in_flight_since = None;
+        if matches!(outcome, Outcome::Failed(_)) {
+            state.failures_total += 1;
+        }
+        state.last = Some(ProbeResult {
+            completed: Instant::now(),
+            latency: started.elapsed(),
+            outcome,
+        });
+    }
+
+    fn fail_to_start(&self, error: String) {
+        let mut state = self.state.lock().expect("not poisoned");
+        state.failures_total += 1;
+        state.last = Some(ProbeResult {
+            completed: Instant::now(),
+            latency: Duration::ZERO,
+            outcome: Outcome::Failed(error),
+        });
+    }
+}
+
+/// Probes forever, one request at a time, `interval` apart.
+pub async fn run(prober: Arc<Prober>, cluster_id: u128, addresses: String, interval: Duration) {
+    loop {
+        let client = loop {
+            match tigerbeetle_unofficial::Client::new(cluster_id, &addresses) {
+                Ok(client) => break client,
+                Err(error) => {
+                    prober.fail_to_start(format!("cannot create the client: {error}"));
+                    tracing::warn!(%error, "cannot create the TigerBeetle client; retrying");
+                    tokio::time::sleep(CLIENT_CREATE_RETRY).await;
+                }
+            }
+        };
+        loop {
+            let started = prober.begin();
+            let result = client.lookup_accounts(vec![PROBE_ACCOUNT_ID]).await;
+            let outcome = match result {
+                Ok(accounts) if accounts.is_empty() => Outcome::Answered,
+                Ok(_) => Outcome::Failed(format!(
+                    "account {PROBE_ACCOUNT_ID:#x} exists, but that id is reserved for probes"
+                )),
+                Err(error) if matches!(error.kind(), SendErrorKind::ClientReleaseTooHigh) => {
+                    Outcome::ClusterOlderThanClient
+                }
+                Err(error) => Outcome::Failed(error.to_string()),
+            };
+            let evicted = outcome == Outcome::ClusterOlderThanClient;
+            prober.finish(started, outcome);
+            tokio::time::sleep(interval).await;
+            if evicted {
+                // An evicted client answers every later request with the same error without
+                // asking the cluster: make a new one. Dropping a client joins its I/O thread.
+                tokio::task::spawn_blocking(move || drop(client))
+                    .await
+                    .expect("dropping the client does not panic");
+                break;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verdicts() {
+        let prober = Prober::default();
+        let timeout = Duration::from_millis(100);
+        let interval = Duration::from_millis(50);
+        assert!(!prober.verdict(timeout, interval).ok);
+        let started = prober.begin();
+        // In flight but within the timeout: the previous (absent) result decides.
+        assert!(!prober.verdict(timeout, interval).ok);
+        prober.finish(started, Outcome::Answered);
+        assert!(prober.verdict(timeout, interval).ok);
+        let started = prober.begin();
+        std::thread::sleep(Duration::from_millis(150));
+        let verdict = prober.verdict(timeout, interval);
+        assert!(!verdict.ok);
+        assert!(verdict.detail.contains("no answer"), "{}", verdict.detail);
+        prober.finish(started, Outcome::Failed("boom".into()));
+        assert!(!prober.verdict(timeout, interval).ok);
+        assert_eq!(prober.state().failures_total, 1);
+    }
+}

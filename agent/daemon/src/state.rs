@@ -1,0 +1,61 @@
+//! Everything the agent's tasks and handlers share.
+
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use crate::audit::AuditLog;
+use crate::auth::Authenticator;
+use crate::config::Config;
+use crate::host::HostMonitor;
+use crate::metrics::Counters;
+use crate::peers::Peers;
+use crate::probe::Prober;
+use crate::replica::Replica;
+use crate::statsd;
+use tb_proto::tigerbeetle::BinaryIdentity;
+
+pub struct AgentState {
+    pub config: Arc<Config>,
+    pub started: Instant,
+    pub auth: Authenticator,
+    pub audit: AuditLog,
+    pub counters: Counters,
+    pub statsd: Arc<statsd::Store>,
+    pub prober: Arc<Prober>,
+    pub host: Arc<HostMonitor>,
+    pub replica: Arc<Replica>,
+    pub peers: Option<Peers>,
+    /// One control operation at a time per host; a second one gets 409.
+    pub control_lock: Arc<tokio::sync::Mutex<()>>,
+    pub jobs: crate::backup::jobs::Jobs,
+    /// `tigerbeetle version` and the binary's SHA-256, kept current in the background.
+    pub binary_identity: RwLock<Option<BinaryIdentity>>,
+}
+
+impl AgentState {
+    pub fn new(config: Config) -> anyhow::Result<Arc<AgentState>> {
+        let config = Arc::new(config);
+        let statsd = Arc::new(statsd::Store::default());
+        Ok(Arc::new(AgentState {
+            auth: Authenticator::new(&config.tokens, config.server.auth_failures_per_minute_max),
+            audit: AuditLog::open(config.server.audit_log.as_deref())?,
+            counters: Counters::default(),
+            prober: Arc::new(Prober::default()),
+            host: Arc::new(HostMonitor::default()),
+            replica: Replica::new(Arc::clone(&config), Arc::clone(&statsd)),
+            peers: Peers::new(&config)?,
+            statsd,
+            control_lock: Arc::new(tokio::sync::Mutex::new(())),
+            jobs: Default::default(),
+            binary_identity: RwLock::new(None),
+            started: Instant::now(),
+            config,
+        }))
+    }
+}
+
+impl AgentState {
+    pub fn binary_identity(&self) -> Option<BinaryIdentity> {
+        self.binary_identity.read().expect("not poisoned").clone()
+    }
+}

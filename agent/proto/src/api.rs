@@ -1,0 +1,259 @@
+//! The JSON bodies of the agent's HTTP API, shared by the agent (server) and tbctl (client).
+//! `docs/openapi.json` describes the same shapes; a test checks the running agent against it.
+
+use serde::{Deserialize, Serialize};
+
+/// `GET /v1/health/ready`: 200 when `ready`, else 503.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReadyReport {
+    pub ready: bool,
+    pub checks: Vec<Check>,
+}
+
+impl ReadyReport {
+    /// The failing checks as one line, `name: detail; name: detail`, for errors and logs.
+    pub fn failing_summary(&self) -> String {
+        let failing: Vec<String> = self
+            .checks
+            .iter()
+            .filter(|check| !check.ok)
+            .map(|check| format!("{}: {}", check.name, check.detail))
+            .collect();
+        failing.join("; ")
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Check {
+    pub name: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+/// Every error answer: a stable machine-readable `error` code and a sentence for people.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+    pub message: String,
+}
+
+/// Body of `POST /v1/replica/{start,stop,restart}`; an empty body means the defaults.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlRequest {
+    /// Overrides the quorum guard. Recorded in the audit log.
+    #[serde(default)]
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ControlResponse {
+    pub action: String,
+    pub outcome: String,
+    pub detail: String,
+    /// For restart: from the moment the replica stopped until it was ready again.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub downtime_ms: Option<u64>,
+    #[serde(default)]
+    pub forced: bool,
+}
+
+/// `GET /v1/status`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusReport {
+    pub agent: AgentStatus,
+    pub host: HostStatus,
+    pub replica: ReplicaStatus,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentStatus {
+    pub version: String,
+    /// The TigerBeetle release of the client embedded in the agent: never newer than the cluster.
+    pub tigerbeetle_client_version: String,
+    pub uptime_seconds: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct HostStatus {
+    pub hostname: String,
+    pub uptime_seconds: u64,
+    pub load_average: [f64; 3],
+    pub cpu_usage_percent: Vec<f32>,
+    pub memory_total_bytes: u64,
+    pub memory_available_bytes: u64,
+    pub swap_total_bytes: u64,
+    pub swap_free_bytes: u64,
+    pub filesystem: Option<FilesystemStatus>,
+    pub clock: Option<ClockStatus>,
+    /// `kernel.io_uring_disabled`: 0 allows io_uring, which TigerBeetle needs. None when absent.
+    pub io_uring_disabled: Option<u8>,
+    /// When these figures were taken (Unix seconds); they refresh on a timer.
+    pub refreshed_at_unix_seconds: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FilesystemStatus {
+    pub mount_point: String,
+    pub device: String,
+    pub fs_type: String,
+    pub size_bytes: u64,
+    pub available_bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClockStatus {
+    pub synchronised: bool,
+    pub offset_seconds: f64,
+    pub max_error_seconds: f64,
+    pub estimated_error_seconds: f64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ReplicaStatus {
+    pub cluster_id: String,
+    pub index: u8,
+    pub count: u8,
+    pub addresses: Vec<String>,
+    pub run_mode: String,
+    pub running: bool,
+    pub pid: Option<u32>,
+    pub uptime_seconds: Option<u64>,
+    pub resident_bytes: Option<u64>,
+    pub locked_bytes: Option<u64>,
+    pub memlock_limit_bytes: Option<u64>,
+    pub binary: String,
+    pub binary_version: Option<String>,
+    pub binary_sha256: Option<String>,
+    pub data_file: String,
+    pub data_file_size_bytes: Option<u64>,
+    /// Latest `tb.replica_status`: 0 normal, 1 view_change, 2 recovering, 3 recovering_head.
+    pub replica_status: Option<i64>,
+    /// Latest `tb.replica_sync_stage`: non-zero while state sync runs.
+    pub replica_sync_stage: Option<i64>,
+    pub statsd_age_ms: Option<u64>,
+    pub probe_latency_ms: Option<u64>,
+    pub probe_ok: bool,
+    /// The cluster evicted the agent's client as newer than its release: it answers on an
+    /// older release (expected during an upgrade; see the probe's documentation).
+    #[serde(default)]
+    pub version_skew: bool,
+}
+
+/// `POST /v1/backups` and `POST /v1/replica/recover` answer 202 with the job to follow.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobAccepted {
+    pub job_id: String,
+    /// For backups: the id the backup will have once complete.
+    pub backup_id: Option<String>,
+}
+
+/// `GET /v1/jobs/{id}`: a long-running backup or recover.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Job {
+    pub id: String,
+    /// `backup` or `recover`.
+    pub kind: String,
+    /// `running`, `succeeded` or `failed`.
+    pub state: String,
+    /// What the job is doing now (or did last).
+    pub step: String,
+    pub started_unix_ms: u64,
+    pub finished_unix_ms: Option<u64>,
+    pub error: Option<String>,
+    pub backup_id: Option<String>,
+    /// From the moment the replica stopped until it was ready again.
+    pub downtime_ms: Option<u64>,
+}
+
+/// `manifest.json` of a backup, written atomically once the backup is complete. Unknown fields
+/// are accepted so that older readers can list backups written by newer agents.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format_version: u32,
+    pub backup_id: String,
+    pub cluster_id: String,
+    pub replica_index: u8,
+    pub replica_count: u8,
+    pub tigerbeetle_version: Option<String>,
+    pub host: String,
+    pub agent_version: String,
+    pub created_unix_ms: u64,
+    /// The stored file's name inside the backup directory.
+    pub file: String,
+    /// `zstd` or `none`.
+    pub compression: String,
+    pub data_size_bytes: u64,
+    pub data_blake3: String,
+    pub stored_size_bytes: u64,
+    pub stored_blake3: String,
+    /// Whether the copy was an atomic reflink clone (FICLONE) rather than a streamed copy.
+    pub reflink: bool,
+    pub timings: BackupTimings,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct BackupTimings {
+    /// How long the replica process was not running: stop, copy, start.
+    #[serde(default)]
+    pub stopped_ms: u64,
+    pub copy_ms: u64,
+    pub downtime_ms: u64,
+    pub hash_ms: u64,
+    pub compress_ms: u64,
+}
+
+/// One shipping hook's run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HookResult {
+    pub name: String,
+    pub ok: bool,
+    pub exit_code: Option<i32>,
+    pub duration_ms: u64,
+    /// The end of its combined output, bounded.
+    pub output: String,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Verification {
+    pub ok: bool,
+    pub verified_unix_ms: u64,
+    pub detail: String,
+}
+
+/// `GET /v1/backups/{id}` and the items of `GET /v1/backups`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BackupRecord {
+    pub id: String,
+    pub manifest: Manifest,
+    pub verification: Option<Verification>,
+    /// True when every configured hook succeeded (vacuously true without hooks).
+    pub shipped: bool,
+    pub hooks: Vec<HookResult>,
+}
+
+/// Body of `POST /v1/backups/{id}/restore`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreRequest {
+    /// Must be `disaster-recovery` to restore while any peer replica may be running.
+    #[serde(default)]
+    pub mode: Option<String>,
+    /// With `mode`: the cluster id, typed out as confirmation.
+    #[serde(default)]
+    pub cluster_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RestoreResponse {
+    pub backup_id: String,
+    pub data_file: String,
+    /// Where the previous data file was moved (never deleted), if there was one.
+    pub previous_moved_to: Option<String>,
+}
+
+/// Body of `POST /v1/backups`: nothing to set yet; present so unknown fields are refused.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupRequest {}

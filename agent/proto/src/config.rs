@@ -1,0 +1,655 @@
+//! The agent's configuration: one TOML file, parsed strictly and validated before anything starts.
+//!
+//! Every error names the field and the reason, so an operator can fix a bad file without reading
+//! source code. Unknown fields are errors: a misspelt setting silently falling back to a default
+//! is how safety checks get disabled by accident.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::auth::Scope;
+use crate::tigerbeetle::REPLICA_COUNT_MAX;
+
+/// More tokens than this is a configuration smell, and every request compares against all of them.
+pub const TOKENS_MAX: usize = 16;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub server: Server,
+    #[serde(default)]
+    pub log: Log,
+    pub tokens: Vec<Token>,
+    pub replica: Replica,
+    #[serde(default)]
+    pub peers: Option<Peers>,
+    #[serde(default)]
+    pub health: Health,
+    #[serde(default)]
+    pub control: Control,
+    /// Without it the backup endpoints answer 409 "backups are not configured".
+    #[serde(default)]
+    pub backup: Option<Backup>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Backup {
+    /// Where backups live: one directory per backup. Must not be inside the data directory.
+    pub dir: PathBuf,
+    /// zstd-compress the stored copy (TigerBeetle data files are mostly zeros at first).
+    #[serde(default = "defaults::compress")]
+    pub compress: bool,
+    #[serde(default = "defaults::zstd_level")]
+    pub zstd_level: i32,
+    /// Retention: keep at most this many complete backups...
+    #[serde(default = "defaults::keep_last")]
+    pub keep_last: u32,
+    /// ...and none older than this, except the newest verified one, which is always kept.
+    #[serde(default)]
+    pub max_age_days: Option<u32>,
+    /// Free space the destination must have beyond the data file's size.
+    #[serde(default = "defaults::free_margin_bytes")]
+    pub free_margin_bytes: u64,
+    #[serde(default)]
+    pub hooks: Vec<Hook>,
+}
+
+/// A shipping command run after each backup (rclone, restic, aws-cli...). It gets
+/// TB_BACKUP_ID, TB_BACKUP_DIR and TB_BACKUP_MANIFEST in its environment.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hook {
+    pub name: String,
+    /// Program and arguments; no shell is involved.
+    pub command: Vec<String>,
+    #[serde(default = "defaults::hook_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Server {
+    pub listen: SocketAddr,
+    #[serde(default)]
+    pub tls: Option<Tls>,
+    #[serde(default = "defaults::connections_max")]
+    pub connections_max: u32,
+    #[serde(default = "defaults::request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    #[serde(default = "defaults::body_size_max_bytes")]
+    pub body_size_max_bytes: u64,
+    /// Failed authentications from one address within a minute before it is refused with 429.
+    #[serde(default = "defaults::auth_failures_per_minute_max")]
+    pub auth_failures_per_minute_max: u32,
+    /// Where control actions are recorded, one JSON line each. Without it they go to the log.
+    #[serde(default)]
+    pub audit_log: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// When set, clients must present a certificate signed by this CA (mutual TLS).
+    #[serde(default)]
+    pub client_ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Log {
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Token {
+    pub name: String,
+    pub scopes: Vec<Scope>,
+    /// Hex SHA-256 of the secret (`tb-agent hash-token`). The secret itself never appears here.
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Replica {
+    /// Decimal u128, as a string: TOML integers stop at 2^63.
+    pub cluster_id: String,
+    pub index: u8,
+    pub count: u8,
+    /// Every replica's address, in replica order, exactly as passed to `tigerbeetle start`.
+    pub addresses: Vec<String>,
+    pub data_file: PathBuf,
+    /// The UDP port on 127.0.0.1 where the agent receives the replica's DogStatsD metrics.
+    pub statsd_port: u16,
+    pub run: Run,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "mode", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Run {
+    /// The agent supervises `tigerbeetle start` itself (hosts without systemd, local clusters).
+    Process {
+        binary: PathBuf,
+        #[serde(default)]
+        extra_args: Vec<String>,
+        /// Where the replica's output goes; the agent also keeps the last lines in memory.
+        #[serde(default)]
+        log_file: Option<PathBuf>,
+    },
+    /// systemd runs the replica; the agent asks systemctl to start and stop it.
+    Systemd {
+        unit: String,
+        /// The binary the unit runs, for version and checksum reporting.
+        binary: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Peers {
+    /// Every replica's agent URL, in replica order (this agent's own entry is not called).
+    pub agent_urls: Vec<String>,
+    /// File holding a `read` token accepted by the peer agents.
+    pub token_file: PathBuf,
+    /// CA for peer agents served over TLS.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    #[serde(default = "defaults::peer_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Health {
+    #[serde(default = "defaults::free_bytes_min")]
+    pub free_bytes_min: u64,
+    #[serde(default = "defaults::free_percent_min")]
+    pub free_percent_min: f64,
+    #[serde(default = "defaults::probe_interval_ms")]
+    pub probe_interval_ms: u64,
+    #[serde(default = "defaults::probe_timeout_ms")]
+    pub probe_timeout_ms: u64,
+    /// StatsD values older than this no longer count: TigerBeetle emits every 10 s.
+    #[serde(default = "defaults::statsd_stale_ms")]
+    pub statsd_stale_ms: u64,
+    /// VmLck must be at least this fraction of VmRSS for memory to count as locked.
+    #[serde(default = "defaults::memlock_ratio_min")]
+    pub memlock_ratio_min: f64,
+    /// How often host data (CPU, memory, disks, clock) is refreshed in the background.
+    #[serde(default = "defaults::host_refresh_interval_ms")]
+    pub host_refresh_interval_ms: u64,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        toml::from_str("").expect("defaults parse")
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Control {
+    /// How long a replica gets to exit after SIGTERM (process mode) before SIGKILL.
+    #[serde(default = "defaults::stop_timeout_ms")]
+    pub stop_timeout_ms: u64,
+    /// How long restart waits for the replica to become ready again.
+    #[serde(default = "defaults::ready_timeout_ms")]
+    pub ready_timeout_ms: u64,
+    /// How long a recover may take, state sync included (it grows with the data).
+    #[serde(default = "defaults::recover_timeout_ms")]
+    pub recover_timeout_ms: u64,
+}
+
+impl Default for Control {
+    fn default() -> Self {
+        toml::from_str("").expect("defaults parse")
+    }
+}
+
+mod defaults {
+    pub fn compress() -> bool {
+        true
+    }
+    pub fn zstd_level() -> i32 {
+        3
+    }
+    pub fn keep_last() -> u32 {
+        7
+    }
+    pub fn free_margin_bytes() -> u64 {
+        1024 * 1024 * 1024
+    }
+    pub fn hook_timeout_ms() -> u64 {
+        30 * 60 * 1000
+    }
+    pub fn connections_max() -> u32 {
+        256
+    }
+    pub fn request_timeout_ms() -> u64 {
+        10_000
+    }
+    pub fn body_size_max_bytes() -> u64 {
+        64 * 1024
+    }
+    pub fn auth_failures_per_minute_max() -> u32 {
+        20
+    }
+    pub fn peer_timeout_ms() -> u64 {
+        2_000
+    }
+    pub fn free_bytes_min() -> u64 {
+        1024 * 1024 * 1024
+    }
+    pub fn free_percent_min() -> f64 {
+        5.0
+    }
+    pub fn probe_interval_ms() -> u64 {
+        1_000
+    }
+    pub fn probe_timeout_ms() -> u64 {
+        2_000
+    }
+    pub fn statsd_stale_ms() -> u64 {
+        25_000
+    }
+    pub fn memlock_ratio_min() -> f64 {
+        0.9
+    }
+    pub fn host_refresh_interval_ms() -> u64 {
+        5_000
+    }
+    pub fn stop_timeout_ms() -> u64 {
+        10_000
+    }
+    pub fn recover_timeout_ms() -> u64 {
+        3_600_000
+    }
+    pub fn ready_timeout_ms() -> u64 {
+        120_000
+    }
+}
+
+/// A configuration error: the field it concerns and why it is wrong.
+#[derive(Debug, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct ConfigError {
+    pub field: String,
+    pub reason: String,
+}
+
+fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|error| {
+            invalid(path.display().to_string(), format!("cannot read: {error}"))
+        })?;
+        Config::parse(&text)
+    }
+
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|error| {
+            let field = error
+                .span()
+                .map(|span| locate_key(text, span.start))
+                .unwrap_or_else(|| "config".to_string());
+            invalid(field, error.message().to_string())
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn cluster_id(&self) -> u128 {
+        self.replica
+            .cluster_id
+            .parse()
+            .expect("validated in Config::validate")
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let replica = &self.replica;
+        if replica.cluster_id.is_empty()
+            || !replica.cluster_id.bytes().all(|b| b.is_ascii_digit())
+            || replica.cluster_id.parse::<u128>().is_err()
+        {
+            return Err(invalid(
+                "replica.cluster_id",
+                "must be a decimal u128 written as a string, e.g. \"0\"",
+            ));
+        }
+        if replica.count == 0 || replica.count > REPLICA_COUNT_MAX {
+            return Err(invalid(
+                "replica.count",
+                format!("must be between 1 and {REPLICA_COUNT_MAX}"),
+            ));
+        }
+        if replica.index >= replica.count {
+            return Err(invalid(
+                "replica.index",
+                format!("must be below replica.count ({})", replica.count),
+            ));
+        }
+        if replica.addresses.len() != usize::from(replica.count) {
+            return Err(invalid(
+                "replica.addresses",
+                format!(
+                    "has {} entries but replica.count is {}",
+                    replica.addresses.len(),
+                    replica.count
+                ),
+            ));
+        }
+        for (i, address) in replica.addresses.iter().enumerate() {
+            if address.is_empty() || address.contains(',') || address.contains(char::is_whitespace)
+            {
+                return Err(invalid(
+                    format!("replica.addresses[{i}]"),
+                    "must be one host:port (or port) without commas or spaces",
+                ));
+            }
+        }
+        if !replica.data_file.is_absolute() {
+            return Err(invalid("replica.data_file", "must be an absolute path"));
+        }
+        if replica.statsd_port == 0 {
+            return Err(invalid("replica.statsd_port", "must not be 0"));
+        }
+        match &replica.run {
+            Run::Process { binary, .. } | Run::Systemd { binary, .. } if !binary.is_absolute() => {
+                return Err(invalid("replica.run.binary", "must be an absolute path"));
+            }
+            Run::Systemd { unit, .. } if unit.is_empty() || unit.contains('/') => {
+                return Err(invalid("replica.run.unit", "must be a systemd unit name"));
+            }
+            _ => {}
+        }
+
+        if self.tokens.is_empty() {
+            return Err(invalid("tokens", "at least one token is required"));
+        }
+        if self.tokens.len() > TOKENS_MAX {
+            return Err(invalid("tokens", format!("at most {TOKENS_MAX} tokens")));
+        }
+        for (i, token) in self.tokens.iter().enumerate() {
+            if token.name.is_empty() || token.name.len() > 64 {
+                return Err(invalid(
+                    format!("tokens[{i}].name"),
+                    "must be 1 to 64 characters",
+                ));
+            }
+            if self.tokens[..i]
+                .iter()
+                .any(|other| other.name == token.name)
+            {
+                return Err(invalid(format!("tokens[{i}].name"), "is used twice"));
+            }
+            if token.scopes.is_empty() {
+                return Err(invalid(format!("tokens[{i}].scopes"), "must not be empty"));
+            }
+            let hash_ok = token.sha256.len() == 64
+                && token
+                    .sha256
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            if !hash_ok {
+                return Err(invalid(
+                    format!("tokens[{i}].sha256"),
+                    "must be 64 lowercase hex digits: the SHA-256 of the secret \
+                     (tb-agent hash-token), never the secret itself",
+                ));
+            }
+        }
+
+        if let Some(peers) = &self.peers {
+            if peers.agent_urls.len() != usize::from(replica.count) {
+                return Err(invalid(
+                    "peers.agent_urls",
+                    format!(
+                        "has {} entries but replica.count is {}",
+                        peers.agent_urls.len(),
+                        replica.count
+                    ),
+                ));
+            }
+            for (i, url) in peers.agent_urls.iter().enumerate() {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(invalid(
+                        format!("peers.agent_urls[{i}]"),
+                        "must start with http:// or https://",
+                    ));
+                }
+            }
+            if peers.timeout_ms == 0 || peers.timeout_ms > 60_000 {
+                return Err(invalid("peers.timeout_ms", "must be between 1 and 60000"));
+            }
+        }
+
+        let server = &self.server;
+        if server.connections_max == 0 || server.connections_max > 65_536 {
+            return Err(invalid(
+                "server.connections_max",
+                "must be between 1 and 65536",
+            ));
+        }
+        if server.request_timeout_ms == 0 || server.request_timeout_ms > 600_000 {
+            return Err(invalid(
+                "server.request_timeout_ms",
+                "must be between 1 and 600000",
+            ));
+        }
+        if server.body_size_max_bytes == 0 || server.body_size_max_bytes > 16 * 1024 * 1024 {
+            return Err(invalid(
+                "server.body_size_max_bytes",
+                "must be between 1 and 16777216",
+            ));
+        }
+
+        let health = &self.health;
+        if !(0.0..100.0).contains(&health.free_percent_min) {
+            return Err(invalid(
+                "health.free_percent_min",
+                "must be at least 0 and below 100",
+            ));
+        }
+        if !(0.0..=1.0).contains(&health.memlock_ratio_min) {
+            return Err(invalid(
+                "health.memlock_ratio_min",
+                "must be between 0 and 1",
+            ));
+        }
+        for (field, value) in [
+            ("health.probe_interval_ms", health.probe_interval_ms),
+            ("health.probe_timeout_ms", health.probe_timeout_ms),
+            ("health.statsd_stale_ms", health.statsd_stale_ms),
+            (
+                "health.host_refresh_interval_ms",
+                health.host_refresh_interval_ms,
+            ),
+            ("control.stop_timeout_ms", self.control.stop_timeout_ms),
+            ("control.ready_timeout_ms", self.control.ready_timeout_ms),
+            (
+                "control.recover_timeout_ms",
+                self.control.recover_timeout_ms,
+            ),
+        ] {
+            if value == 0 || value > 3_600_000 {
+                return Err(invalid(field, "must be between 1 and 3600000"));
+            }
+        }
+        if let Some(backup) = &self.backup {
+            backup.validate(&self.replica.data_file)?;
+        }
+        Ok(())
+    }
+}
+
+impl Backup {
+    fn validate(&self, data_file: &Path) -> Result<(), ConfigError> {
+        if !self.dir.is_absolute() {
+            return Err(invalid("backup.dir", "must be an absolute path"));
+        }
+        if data_file
+            .parent()
+            .is_some_and(|data_dir| self.dir.starts_with(data_dir))
+        {
+            return Err(invalid(
+                "backup.dir",
+                "must not be inside the data file's directory: keep backups apart from the \
+                 replica's files (the same filesystem is fine, and lets backups use reflink)",
+            ));
+        }
+        if !(1..=19).contains(&self.zstd_level) {
+            return Err(invalid("backup.zstd_level", "must be between 1 and 19"));
+        }
+        if self.keep_last == 0 || self.keep_last > 1000 {
+            return Err(invalid("backup.keep_last", "must be between 1 and 1000"));
+        }
+        if self.hooks.len() > 8 {
+            return Err(invalid("backup.hooks", "at most 8 hooks"));
+        }
+        for (i, hook) in self.hooks.iter().enumerate() {
+            if hook.name.is_empty() || hook.command.is_empty() || hook.command[0].is_empty() {
+                return Err(invalid(
+                    format!("backup.hooks[{i}]"),
+                    "needs a name and a command (program first)",
+                ));
+            }
+            if hook.timeout_ms == 0 || hook.timeout_ms > 24 * 3_600_000 {
+                return Err(invalid(
+                    format!("backup.hooks[{i}].timeout_ms"),
+                    "must be between 1 and 86400000",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Names the dotted key path around a byte offset of a TOML document, for error messages.
+fn locate_key(text: &str, offset: usize) -> String {
+    let before = &text[..offset.min(text.len())];
+    let mut table = String::new();
+    let mut key = String::new();
+    for line in before.lines() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            table = line
+                .trim_matches(|c| c == '[' || c == ']')
+                .trim()
+                .to_string();
+            key.clear();
+        } else if let Some((name, _)) = line.split_once('=') {
+            key = name.trim().to_string();
+        }
+    }
+    // The offending key is usually on the line where the error starts.
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next().unwrap_or("");
+    if let Some((name, _)) = line.split_once('=') {
+        key = name.trim().to_string();
+    } else if line.trim_start().starts_with('[') {
+        return line
+            .trim()
+            .trim_matches(|c| c == '[' || c == ']')
+            .to_string();
+    }
+    match (table.is_empty(), key.is_empty()) {
+        (true, true) => "config".to_string(),
+        (true, false) => key,
+        (false, true) => table,
+        (false, false) => format!("{table}.{key}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../../../examples/tb-agent.toml");
+
+    #[test]
+    fn the_example_config_is_valid() {
+        let config = Config::parse(EXAMPLE).unwrap();
+        assert_eq!(config.replica.count, 3);
+        assert!(matches!(config.replica.run, Run::Systemd { .. }));
+        assert_eq!(config.health.probe_timeout_ms, 2000);
+    }
+
+    fn error_of(text: &str) -> String {
+        Config::parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn errors_name_the_field_and_the_reason() {
+        let cases = [
+            (
+                "index = 0",
+                "index = 3",
+                "replica.index: must be below replica.count",
+            ),
+            (
+                "cluster_id = \"0\"",
+                "cluster_id = \"0x10\"",
+                "replica.cluster_id: must be a decimal u128",
+            ),
+            (
+                "count = 3",
+                "count = 7",
+                "replica.count: must be between 1 and 6",
+            ),
+            (
+                "request_timeout_ms = 10000",
+                "request_timeout_ms = 0",
+                "server.request_timeout_ms",
+            ),
+            (
+                "statsd_port = 8125",
+                "statsd_port = 8125\ncolour = 1",
+                "unknown field `colour`",
+            ),
+            (
+                "mode = \"systemd\"",
+                "mode = \"docker\"",
+                "unknown variant `docker`",
+            ),
+            (
+                "memlock_ratio_min = 0.9",
+                "memlock_ratio_min = 1.5",
+                "health.memlock_ratio_min",
+            ),
+        ];
+        for (from, to, expected) in cases {
+            let text = EXAMPLE.replacen(from, to, 1);
+            assert_ne!(text, EXAMPLE, "{from} not in the example");
+            let error = error_of(&text);
+            assert!(error.contains(expected), "{to}: {error}");
+        }
+        let secret_instead_of_hash = EXAMPLE.replacen(
+            "8d3b2b7c8ea0c7f4f9b6b5a0e4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5",
+            "hunter2",
+            1,
+        );
+        assert!(error_of(&secret_instead_of_hash).contains("tokens[0].sha256"));
+        let three_addresses_for_two = EXAMPLE.replacen("count = 3", "count = 2", 1);
+        assert!(error_of(&three_addresses_for_two).contains("replica.addresses: has 3 entries"));
+    }
+}

@@ -1,0 +1,16 @@
+//! tb-proto: the contract between `tb-agent` and `tbctl` (and what Nix and Ansible must agree
+//! with): API bodies, the inventory, the agent's configuration file, quorum arithmetic,
+//! TigerBeetle facts and the backup file format.
+
+pub mod api;
+pub mod auth;
+pub mod backup_files;
+pub mod clock;
+pub mod config;
+pub mod endpoints;
+pub mod inventory;
+pub mod quorum;
+pub mod tigerbeetle;
+
+/// The version of this repository's tools (agent, tbctl, contract).
+pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,72 @@
+//! Facts about TigerBeetle that the agent and tbctl share: release, replica status names, the
+//! probe account, and how a binary identifies itself.
+
+use std::path::Path;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncReadExt;
+
+/// The TigerBeetle release of the embedded client. The cluster must be this release or newer.
+pub const CLIENT_RELEASE: &str = "0.16.78";
+/// TigerBeetle supports clusters of 1 to 6 replicas.
+pub const REPLICA_COUNT_MAX: u8 = 6;
+
+/// The account id probes look up. Reserved: never create an account with this id.
+/// (ASCII "tb-agent-probe", so it is recognisable in traces.)
+pub const PROBE_ACCOUNT_ID: u128 = 0x0000_7462_2d61_6765_6e74_2d70_726f_6265;
+
+pub fn status_name(value: i64) -> &'static str {
+    match value {
+        0 => "normal",
+        1 => "view_change",
+        2 => "recovering",
+        3 => "recovering_head",
+        _ => "unknown",
+    }
+}
+
+const VERSION_TIMEOUT: Duration = Duration::from_secs(10);
+const READ_CHUNK_SIZE_BYTES: usize = 1024 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct BinaryIdentity {
+    pub version: Option<String>,
+    pub sha256: Option<String>,
+}
+
+pub async fn identify(path: &Path) -> BinaryIdentity {
+    let version = tokio::time::timeout(
+        VERSION_TIMEOUT,
+        tokio::process::Command::new(path)
+            .arg("version")
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .ok()
+    .and_then(Result::ok)
+    .filter(|output| output.status.success())
+    .and_then(|output| {
+        // "TigerBeetle version 0.16.78+c3d9b09" → "0.16.78+c3d9b09"
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        text.split_whitespace().last().map(str::to_string)
+    });
+    BinaryIdentity {
+        version,
+        sha256: sha256_file(path).await.ok(),
+    }
+}
+
+pub async fn sha256_file(path: &Path) -> std::io::Result<String> {
+    let mut file = tokio::fs::File::open(path).await?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; READ_CHUNK_SIZE_BYTES];
+    loop {
+        let read = file.read(&mut buffer).await?;
+        if read == 0 {
+            return Ok(hex::encode(hasher.finalize()));
+        }
+        hasher.update(&buffer[..read]);
+    }
+}

@@ -1,5 +1,0 @@
-//! tbctl: see `tb_agent::tbctl`.
-
-fn main() -> std::process::ExitCode {
-    tb_agent::tbctl::main()
-}

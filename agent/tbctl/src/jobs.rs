@@ -1,0 +1,150 @@
+//! Following an agent job (backup, recover) until it finishes: poll `GET /v1/jobs/{id}`, print
+//! each new step, give up at a deadline. Giving up never cancels anything: the job runs on the
+//! agent whether or not tbctl watches.
+
+use std::time::{Duration, Instant};
+
+use super::client::{AgentClient, AgentError};
+use super::status::describe;
+use tb_proto::api;
+use tb_proto::inventory::ReplicaEntry;
+
+/// Jobs report their step as it changes; half a second shows every step of a backup.
+const POLL_INTERVAL_MS: u64 = 500;
+/// Each poll is one small GET: an agent that takes longer is struggling, and the next poll
+/// asks again.
+const POLL_REQUEST_TIMEOUT_MS: u64 = 5_000;
+
+pub const STATE_RUNNING: &str = "running";
+pub const STATE_SUCCEEDED: &str = "succeeded";
+
+/// Polls job `job_id` on `replica`'s agent until it leaves the running state, printing each
+/// step once, and returns the finished job (succeeded or failed: the caller decides). Fails
+/// after `timeout_ms`, on an error that waiting cannot fix, or when the agent no longer knows
+/// the job (it restarted, which interrupts jobs).
+pub async fn follow(
+    client: &AgentClient,
+    replica: &ReplicaEntry,
+    job_id: &str,
+    timeout_ms: u64,
+) -> anyhow::Result<api::Job> {
+    let start = Instant::now();
+    let deadline = start + Duration::from_millis(timeout_ms);
+    let mut shown: Option<String> = None;
+    let mut last_step = String::from("(not known yet)");
+    loop {
+        let remaining_ms = deadline
+            .saturating_duration_since(Instant::now())
+            .as_millis() as u64;
+        let request_timeout_ms = POLL_REQUEST_TIMEOUT_MS.min(remaining_ms).max(1);
+        let answer = client
+            .job(&replica.agent_url, job_id, request_timeout_ms)
+            .await;
+        let progress = match &answer {
+            Ok(job) => job.step.clone(),
+            Err(AgentError::NotFound(_)) => anyhow::bail!(
+                "{}: the agent no longer knows job {job_id}: it restarted, which interrupts \
+                 jobs (last step seen: {last_step}); check its log, then `tbctl backups` or \
+                 `tbctl status`",
+                describe(replica)
+            ),
+            Err(error) if error.is_permanent() => {
+                anyhow::bail!("{}: job {job_id}: {error}", describe(replica))
+            }
+            // An agent busy copying may answer late once; the deadline bounds the waiting.
+            Err(error) => format!("cannot ask: {error}"),
+        };
+        if shown.as_deref() != Some(progress.as_str()) {
+            let elapsed_s = start.elapsed().as_secs_f64();
+            println!("[{elapsed_s:6.1} s] replica {}: {progress}", replica.index);
+            shown = Some(progress);
+        }
+        if let Ok(job) = answer {
+            if job.state != STATE_RUNNING {
+                return Ok(job);
+            }
+            last_step = job.step;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            anyhow::bail!(
+                "{}: job {job_id} still running after {timeout_ms} ms (step: {last_step}); it \
+                 continues on the agent: follow it with `tbctl backups` or `tbctl status`",
+                describe(replica)
+            );
+        }
+        let pause = Duration::from_millis(POLL_INTERVAL_MS).min(deadline - now);
+        tokio::time::sleep(pause).await;
+    }
+}
+
+/// The job's error as one line, for messages about a failed job.
+pub fn failure(job: &api::Job) -> String {
+    match &job.error {
+        Some(error) => format!("job {} failed at \"{}\": {error}", job.id, job.step),
+        None => format!(
+            "job {} ended as {} at \"{}\" without an error",
+            job.id, job.state, job.step
+        ),
+    }
+}
+
+/// "1.3 s" for a job's downtime, or why there is none.
+pub fn downtime_text(job: &api::Job) -> String {
+    match job.downtime_ms {
+        Some(downtime_ms) => format!("{:.1} s", downtime_ms as f64 / 1000.0),
+        None => "none (the replica was not running)".to_string(),
+    }
+}
+
+/// The agent's answer to starting a job (`action`: "backup", "recover"), or one line naming
+/// the replica that says why it did not start. After a timeout the job may have started anyway:
+/// `check_with` names the command that tells.
+pub fn accepted(
+    entry: &ReplicaEntry,
+    action: &str,
+    check_with: &str,
+    result: Result<api::JobAccepted, AgentError>,
+) -> anyhow::Result<api::JobAccepted> {
+    match result {
+        Ok(accepted) => Ok(accepted),
+        Err(AgentError::Refused { code, message }) => {
+            anyhow::bail!("{}: {action} refused ({code}): {message}", describe(entry))
+        }
+        Err(error @ AgentError::Timeout(_)) => anyhow::bail!(
+            "{}: starting {action}: {error}; it may have started anyway: check with \
+             `{check_with}` before repeating it",
+            describe(entry)
+        ),
+        Err(error) => anyhow::bail!("{}: starting {action}: {error}", describe(entry)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(state: &str, error: Option<&str>, downtime_ms: Option<u64>) -> api::Job {
+        api::Job {
+            id: "backup-x".into(),
+            kind: "backup".into(),
+            state: state.into(),
+            step: "copying the data file".into(),
+            started_unix_ms: 0,
+            finished_unix_ms: None,
+            error: error.map(str::to_string),
+            backup_id: None,
+            downtime_ms,
+        }
+    }
+
+    #[test]
+    fn failure_and_downtime_texts() {
+        assert_eq!(
+            failure(&job("failed", Some("disk full"), None)),
+            "job backup-x failed at \"copying the data file\": disk full"
+        );
+        assert_eq!(downtime_text(&job("succeeded", None, Some(1300))), "1.3 s");
+        assert!(downtime_text(&job("succeeded", None, None)).starts_with("none"));
+    }
+}

@@ -1,0 +1,261 @@
+//! tbctl: the orchestrator side. It reads an inventory, calls every replica's agent over HTTP,
+//! and runs a local three-replica cluster for development (`tbctl local up`).
+//!
+//! Every network call has a timeout and no call is retried on its own: a control action that
+//! timed out may still have happened, so repeating it is the operator's decision.
+
+mod backup;
+mod client;
+mod client_log;
+mod control;
+mod drill;
+mod jobs;
+pub mod local;
+mod local_files;
+mod process;
+mod recover;
+mod scratch;
+mod status;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use client::{AgentClient, Token};
+use tb_proto::inventory::Inventory;
+
+/// The largest timeout any flag accepts: one hour. Longer waits are better served by a loop.
+const TIMEOUT_MAX_MS: u64 = 3_600_000;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tbctl",
+    version,
+    about = "Calls the tb-agent of every TigerBeetle replica in an inventory, and runs local clusters"
+)]
+struct Cli {
+    /// File holding the agent token's secret. Without it, the secret is read from TBCTL_TOKEN.
+    #[arg(long, global = true, env = "TBCTL_TOKEN_FILE", value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// PEM CA certificate(s) trusted for https:// agent URLs.
+    #[arg(long, global = true, env = "TBCTL_CA_FILE", value_name = "FILE")]
+    ca_file: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show every replica: readiness, replica status, sync, free disk, version, probe latency.
+    Status(StatusArgs),
+    /// Poll until every replica is ready, or fail after --timeout-ms.
+    WaitReady(WaitReadyArgs),
+    /// Start one replica (through its agent).
+    Start(ControlArgs),
+    /// Stop one replica; the agent refuses when that would cost the cluster its quorum.
+    Stop(ControlArgs),
+    /// Restart one replica and wait until it is ready again.
+    Restart(ControlArgs),
+    /// Back up one replica (stopped briefly for the copy) and wait for the backup to finish.
+    /// Without --replica: only when every replica is ready, the replica whose newest backup is
+    /// oldest.
+    Backup(BackupArgs),
+    /// List the backups of every replica.
+    Backups(BackupsArgs),
+    /// Rebuild a replica whose data file is lost (`tigerbeetle recover`), and wait until it has
+    /// caught up with the cluster.
+    Recover(RecoverArgs),
+    /// Prove the backups restore: write known records, back up every replica, restore the
+    /// backups into a scratch cluster on this host, and compare. Never touches the live
+    /// cluster's files or ports; it does leave two accounts and their transfers in it.
+    RestoreDrill(drill::DrillArgs),
+    /// A local cluster on 127.0.0.1, one agent per replica, for development.
+    #[command(subcommand)]
+    Local(LocalCommand),
+}
+
+#[derive(Debug, Args)]
+struct StatusArgs {
+    #[arg(long, value_name = "FILE")]
+    inventory: PathBuf,
+    /// Print a JSON array with one object per replica instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Timeout of each request to an agent.
+    #[arg(long, default_value_t = 5_000, value_parser = timeout_ms)]
+    timeout_ms: u64,
+}
+
+#[derive(Debug, Args)]
+struct WaitReadyArgs {
+    #[arg(long, value_name = "FILE")]
+    inventory: PathBuf,
+    /// How long to wait for every replica in total.
+    #[arg(long, default_value_t = 180_000, value_parser = timeout_ms)]
+    timeout_ms: u64,
+}
+
+#[derive(Debug, Args)]
+struct ControlArgs {
+    #[arg(long, value_name = "FILE")]
+    inventory: PathBuf,
+    /// Replica index, as in the inventory's tigerbeetle_replica.
+    #[arg(long, value_name = "N")]
+    replica: u8,
+    /// Override the agent's quorum guard. The agent records forced actions in its audit log.
+    #[arg(long)]
+    force: bool,
+    /// Request timeout. Defaults: 60000 for start and stop, 180000 for restart (the agent
+    /// answers a restart only once the replica is ready again).
+    #[arg(long, value_parser = timeout_ms)]
+    timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+struct BackupArgs {
+    #[arg(long, value_name = "FILE")]
+    inventory: PathBuf,
+    /// Back up this replica (its agent's quorum guard still decides) instead of choosing one.
+    #[arg(long, value_name = "N")]
+    replica: Option<u8>,
+    /// How long to wait for the backup job to finish.
+    #[arg(long, default_value_t = 600_000, value_parser = timeout_ms)]
+    timeout_ms: u64,
+}
+
+#[derive(Debug, Args)]
+struct BackupsArgs {
+    #[arg(long, value_name = "FILE")]
+    inventory: PathBuf,
+    /// Print a JSON array with one object per backup (the agent's record plus `replica` and
+    /// `agent_url`) instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Timeout of each request to an agent.
+    #[arg(long, default_value_t = 10_000, value_parser = timeout_ms)]
+    timeout_ms: u64,
+}
+
+#[derive(Debug, Args)]
+struct RecoverArgs {
+    #[arg(long, value_name = "FILE")]
+    inventory: PathBuf,
+    /// Replica index, as in the inventory's tigerbeetle_replica.
+    #[arg(long, value_name = "N")]
+    replica: u8,
+    /// How long to wait for the recover job, state sync included.
+    #[arg(long, default_value_t = TIMEOUT_MAX_MS, value_parser = timeout_ms)]
+    timeout_ms: u64,
+}
+
+#[derive(Debug, Subcommand)]
+enum LocalCommand {
+    /// Format (first time only), configure and start a local cluster, then wait until ready.
+    Up(local::UpArgs),
+    /// Stop the local cluster's agents and replicas. Data files are kept.
+    Down(local::DownArgs),
+}
+
+fn timeout_ms(text: &str) -> Result<u64, String> {
+    let value: u64 = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not a whole number"))?;
+    if value == 0 || value > TIMEOUT_MAX_MS {
+        return Err(format!("must be between 1 and {TIMEOUT_MAX_MS}"));
+    }
+    Ok(value)
+}
+
+/// The entry point of the `tbctl` binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("tbctl: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // reqwest is built without a default crypto provider so that the whole binary uses ring.
+    // An error only means a provider is already installed, which is fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+
+    // `local down` only signals local processes: no runtime needed.
+    if let Command::Local(LocalCommand::Down(args)) = &cli.command {
+        return local::down(args);
+    }
+    // One thread is plenty: tbctl waits on a handful of sockets and child processes.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(run_async(cli))
+}
+
+async fn run_async(cli: Cli) -> anyhow::Result<ExitCode> {
+    match &cli.command {
+        Command::Status(args) => {
+            let (client, inventory) = connect(&cli, &args.inventory)?;
+            status::status(&client, &inventory, args.json, args.timeout_ms).await
+        }
+        Command::WaitReady(args) => {
+            let (client, inventory) = connect(&cli, &args.inventory)?;
+            let ready = status::wait_ready(&client, &inventory, args.timeout_ms, || Ok(())).await?;
+            Ok(if ready {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Start(args) => control_command(&cli, control::Action::Start, args).await,
+        Command::Stop(args) => control_command(&cli, control::Action::Stop, args).await,
+        Command::Restart(args) => control_command(&cli, control::Action::Restart, args).await,
+        Command::Backup(args) => {
+            let (client, inventory) = connect(&cli, &args.inventory)?;
+            backup::backup(&client, &inventory, args.replica, args.timeout_ms).await
+        }
+        Command::Backups(args) => {
+            let (client, inventory) = connect(&cli, &args.inventory)?;
+            backup::backups(&client, &inventory, args.json, args.timeout_ms).await
+        }
+        Command::Recover(args) => {
+            let (client, inventory) = connect(&cli, &args.inventory)?;
+            let replica = inventory.replica(args.replica)?;
+            recover::recover(&client, replica, args.timeout_ms).await
+        }
+        Command::RestoreDrill(args) => {
+            let (client, inventory) = connect(&cli, &args.inventory)?;
+            drill::restore_drill(&client, &inventory, args).await
+        }
+        Command::Local(LocalCommand::Up(args)) => local::up(args).await,
+        Command::Local(LocalCommand::Down(_)) => unreachable!("handled without a runtime"),
+    }
+}
+
+async fn control_command(
+    cli: &Cli,
+    action: control::Action,
+    args: &ControlArgs,
+) -> anyhow::Result<ExitCode> {
+    let (client, inventory) = connect(cli, &args.inventory)?;
+    let replica = inventory.replica(args.replica)?;
+    let timeout_ms = args
+        .timeout_ms
+        .unwrap_or(control::default_timeout_ms(action));
+    control::run(&client, replica, action, args.force, timeout_ms).await
+}
+
+/// Loads the token and the inventory, and builds the client: everything a remote command needs,
+/// checked before the first request so that a bad flag fails fast with one clear message.
+fn connect(cli: &Cli, inventory: &Path) -> anyhow::Result<(AgentClient, Inventory)> {
+    let token = match &cli.token_file {
+        Some(path) => Token::from_file(path)?,
+        None => Token::from_env("TBCTL_TOKEN")?,
+    };
+    let inventory = Inventory::load(inventory)?;
+    let client = AgentClient::new(token, cli.ca_file.as_deref())?;
+    Ok((client, inventory))
+}

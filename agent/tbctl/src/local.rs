@@ -1,0 +1,738 @@
+//! `tbctl local up|down`: a cluster on 127.0.0.1 with one agent per replica, each agent running
+//! its replica as a child process. Data files are formatted once and then only ever reused.
+
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Args;
+use nix::fcntl::{Flock, FlockArg};
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+
+use super::client::{AgentClient, Token, read_secret_file};
+use super::local_files::{self, AgentSettings, ClusterIdentity, FormatPlan, Layout};
+use super::process;
+use super::status;
+use tb_proto::auth;
+use tb_proto::config::Config;
+use tb_proto::inventory::Inventory;
+
+/// `tigerbeetle format` takes well under a second; a minute means it is stuck.
+const FORMAT_TIMEOUT_MS: u64 = 120_000;
+/// Small state files (cluster.json, local.json) are a few KiB at most.
+const STATE_FILE_SIZE_MAX_BYTES: u64 = 64 * 1024;
+/// Log lines shown when an agent or a format fails.
+const LOG_TAIL_LINES: usize = 20;
+/// How often `local down` checks whether the signalled processes are gone.
+const STOP_POLL_INTERVAL_MS: u64 = 100;
+/// After SIGKILL the kernel needs only moments; waiting longer would hide a real problem.
+const KILL_WAIT_MS: u64 = 5_000;
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Holds data files, configs, tokens and logs. Default: $HOME/.local/state/tbctl/local.
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// The `tigerbeetle` server binary (scripts/tigerbeetle-build prints its path).
+    #[arg(long, env = "TIGERBEETLE_BIN", value_name = "PATH")]
+    tigerbeetle: PathBuf,
+    /// Default: `tb-agent` beside this tbctl executable.
+    #[arg(long, value_name = "PATH")]
+    agent_binary: Option<PathBuf>,
+    #[arg(long, default_value_t = 3)]
+    replica_count: u8,
+    /// Replica i listens on this port + i.
+    #[arg(long, default_value_t = 3000)]
+    replica_port_base: u16,
+    /// Agent i listens on this port + i.
+    #[arg(long, default_value_t = 7000)]
+    agent_port_base: u16,
+    /// Agent i receives replica i's StatsD metrics on this UDP port + i.
+    #[arg(long, default_value_t = 8125)]
+    statsd_port_base: u16,
+    /// Each replica's grid cache (`tigerbeetle start --cache-grid`).
+    #[arg(long, default_value = "256MiB")]
+    cache_grid: String,
+    /// How long to wait for every replica to be ready.
+    #[arg(long, default_value_t = 180_000, value_parser = super::timeout_ms)]
+    ready_timeout_ms: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct DownArgs {
+    /// Default: $HOME/.local/state/tbctl/local.
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// How long agents get to stop their replicas and exit after SIGTERM, before SIGKILL.
+    #[arg(long, default_value_t = 30_000, value_parser = super::timeout_ms)]
+    stop_timeout_ms: u64,
+}
+
+/// `STATE/local.json`: what `local down` and scripts need to find the cluster's pieces.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct LocalState {
+    pub state_dir: PathBuf,
+    pub cluster_id: String,
+    pub inventory: PathBuf,
+    pub admin_token_file: PathBuf,
+    pub peer_token_file: PathBuf,
+    pub agents: Vec<AgentEntry>,
+    pub replicas: Vec<ReplicaFiles>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AgentEntry {
+    pub replica: u8,
+    pub url: String,
+    pub pid: i32,
+    pub config: PathBuf,
+    pub log: PathBuf,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ReplicaFiles {
+    pub replica: u8,
+    pub address: String,
+    pub data_file: PathBuf,
+    pub log: PathBuf,
+}
+
+pub async fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
+    local_files::check_cache_grid(&args.cache_grid)?;
+    let tigerbeetle = executable(&args.tigerbeetle, "--tigerbeetle")?;
+    let agent_binary = match &args.agent_binary {
+        Some(path) => executable(path, "--agent-binary")?,
+        None => {
+            let beside = std::env::current_exe()?.with_file_name("tb-agent");
+            executable(&beside, "tb-agent beside tbctl")
+                .context("build it (`cargo build --bin tb-agent`) or pass --agent-binary PATH")?
+        }
+    };
+    let state_dir = create_state_dir(&state_dir_or_default(&args.state_dir)?)?;
+    let layout = Layout::new(
+        state_dir,
+        args.replica_count,
+        args.replica_port_base,
+        args.agent_port_base,
+        args.statsd_port_base,
+    )?;
+    let _lock = lock(&layout.state_dir)?;
+
+    let cluster = prepare_data_files(&layout, &tigerbeetle).await?;
+    let admin_secret = secret(&layout.admin_token_file())?;
+    let peer_secret = secret(&layout.peer_token_file())?;
+    let settings = AgentSettings {
+        cluster_id: &cluster.cluster_id,
+        admin_token_sha256: &auth::hash_secret_hex(&admin_secret),
+        peer_token_sha256: &auth::hash_secret_hex(&peer_secret),
+        tigerbeetle: &tigerbeetle,
+        cache_grid: &args.cache_grid,
+    };
+
+    let down_hint = format!(
+        "`tbctl local down --state-dir {}`",
+        shell_quote(&layout.state_dir)
+    );
+    let inventory_file = local_files::inventory(&layout, &cluster.cluster_id);
+    let inventory_json = serde_json::to_string_pretty(&inventory_file)?;
+    let inventory = Inventory::parse(&inventory_json).context("the generated inventory")?;
+
+    // Every check comes before the first write, so that a refused up changes nothing.
+    let previous = read_state(&layout.state_file())?;
+    let mut plans = Vec::new();
+    for replica in layout.replicas() {
+        let config_path = layout.agent_config(replica);
+        let config = local_files::agent_config(&layout, replica, &settings)?;
+        Config::parse(&config)
+            .map_err(|error| anyhow::anyhow!("generated {}: {error}", config_path.display()))?;
+        let running = previous
+            .as_ref()
+            .and_then(|state| state.agents.iter().find(|agent| agent.replica == replica))
+            .map(|agent| agent.pid)
+            .filter(|pid| process::is_agent(*pid, &config_path));
+        if let Some(pid) = running {
+            // The running agent read its config when it started. Rewriting the file under it
+            // would make the file lie; a changed setting needs a restart.
+            let current = std::fs::read_to_string(&config_path).unwrap_or_default();
+            anyhow::ensure!(
+                current == config,
+                "agent {replica} (pid {pid}) is running with a different configuration than \
+                 these flags produce; run {down_hint} first, then `tbctl local up` again"
+            );
+        }
+        plans.push((replica, config_path, config, running));
+    }
+
+    local_files::write_atomic(&layout.inventory_file(), inventory_json.as_bytes(), 0o600)?;
+    let mut agents = Vec::new();
+    // Only agents started now: the ones from an earlier up are not our children.
+    let mut children: Vec<Option<Child>> = Vec::new();
+    for (replica, config_path, config, running) in plans {
+        let pid = match running {
+            Some(pid) => {
+                println!("agent {replica}: already running (pid {pid})");
+                children.push(None);
+                pid
+            }
+            None => {
+                local_files::write_atomic(&config_path, config.as_bytes(), 0o600)?;
+                let args = [
+                    "serve".as_ref(),
+                    "--config".as_ref(),
+                    config_path.as_os_str(),
+                ];
+                let child =
+                    process::spawn_detached(&agent_binary, &args, &layout.agent_log(replica))?;
+                let pid = i32::try_from(child.id()).expect("Linux pids fit in i32");
+                println!("agent {replica}: started (pid {pid})");
+                children.push(Some(child));
+                pid
+            }
+        };
+        agents.push(AgentEntry {
+            replica,
+            url: layout.agent_url(replica),
+            pid,
+            config: config_path,
+            log: layout.agent_log(replica),
+        });
+    }
+    let state = LocalState {
+        state_dir: layout.state_dir.clone(),
+        cluster_id: cluster.cluster_id.clone(),
+        inventory: layout.inventory_file(),
+        admin_token_file: layout.admin_token_file(),
+        peer_token_file: layout.peer_token_file(),
+        agents,
+        replicas: layout
+            .replicas()
+            .map(|replica| ReplicaFiles {
+                replica,
+                address: layout.replica_address(replica),
+                data_file: layout.data_file(replica),
+                log: layout.replica_log(replica),
+            })
+            .collect(),
+    };
+    // Written before waiting, so that `local down` can stop the agents even if this wait fails.
+    let state_json = serde_json::to_string_pretty(&state)?;
+    local_files::write_atomic(&layout.state_file(), state_json.as_bytes(), 0o600)?;
+
+    let status_command = status_command(&state)?;
+    let hint =
+        format!("the agents keep running: inspect with `{status_command}`, stop with {down_hint}");
+    println!(
+        "waiting for {} replicas to be ready (up to {} s)",
+        layout.replica_count,
+        args.ready_timeout_ms / 1000
+    );
+    let token = Token::from_file(&layout.admin_token_file())?;
+    let client = AgentClient::new(token, None)?;
+    let ready = status::wait_ready(&client, &inventory, args.ready_timeout_ms, || {
+        check_agents_alive(&layout, &state.agents, &mut children)
+    })
+    .await
+    .map_err(|error| anyhow::anyhow!("{error:#}\n{hint}"))?;
+    print_summary(&layout, &state, ready, &status_command);
+    if !ready {
+        anyhow::bail!(
+            "the local cluster was not ready within {} ms; logs: {}/agent-*.log and \
+             replica-*.log; {hint}",
+            args.ready_timeout_ms,
+            layout.state_dir.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn down(args: &DownArgs) -> anyhow::Result<ExitCode> {
+    let state_dir = state_dir_or_default(&args.state_dir)?;
+    let nothing = || {
+        println!(
+            "no local cluster in {}: nothing to stop",
+            state_dir.display()
+        );
+        Ok(ExitCode::SUCCESS)
+    };
+    if !state_dir.is_dir() {
+        return nothing();
+    }
+    let _lock = lock(&state_dir)?;
+    let Some(state) = read_state(&state_dir.join(local_files::STATE_FILE_NAME))? else {
+        return nothing();
+    };
+
+    let mut stopping = Vec::new();
+    for agent in &state.agents {
+        let members = process::group_members(agent.pid);
+        if members.is_empty() {
+            println!("agent {}: not running", agent.replica);
+            continue;
+        }
+        if members.contains(&agent.pid) && !process::is_agent(agent.pid, &agent.config) {
+            // The pid now belongs to another program: never signal what is not ours.
+            println!(
+                "agent {}: not running (pid {} is now another program; left alone)",
+                agent.replica, agent.pid
+            );
+            continue;
+        }
+        // The group is the agent and its replica. If the agent died earlier, the group
+        // may still hold its orphaned replica, which must stop too. Group ids are not
+        // reused while the group has members, so the members are ours.
+        signal_group(agent.pid, Signal::SIGTERM)?;
+        stopping.push(agent);
+    }
+
+    let stopped_in_time = wait_groups_empty(&stopping, args.stop_timeout_ms);
+    let mut failed = false;
+    for agent in &stopping {
+        if stopped_in_time.contains(&agent.pid) {
+            println!("agent {}: stopped (pid {})", agent.replica, agent.pid);
+            continue;
+        }
+        eprintln!(
+            "agent {}: did not stop within {} ms of SIGTERM; sending SIGKILL to its process group",
+            agent.replica, args.stop_timeout_ms
+        );
+        signal_group(agent.pid, Signal::SIGKILL)?;
+        if wait_groups_empty(&[agent], KILL_WAIT_MS).is_empty() {
+            eprintln!(
+                "agent {}: processes of group {} still exist after SIGKILL: {:?}",
+                agent.replica,
+                agent.pid,
+                process::group_members(agent.pid)
+            );
+            failed = true;
+        } else {
+            println!("agent {}: killed (pid {})", agent.replica, agent.pid);
+        }
+    }
+    println!(
+        "data files kept in {}; `tbctl local up` starts the same cluster again",
+        state_dir.join("data").display()
+    );
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Formats the data files of a new cluster, or checks those of an existing one. Returns the
+/// cluster identity, which is written before any format so that a crash cannot orphan files.
+async fn prepare_data_files(
+    layout: &Layout,
+    tigerbeetle: &Path,
+) -> anyhow::Result<ClusterIdentity> {
+    let data_dir = layout.data_dir();
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .recursive(true)
+        .create(&data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    let exists = layout
+        .replicas()
+        .map(|replica| {
+            let path = layout.data_file(replica);
+            path.try_exists()
+                .with_context(|| format!("checking {}", path.display()))
+        })
+        .collect::<anyhow::Result<Vec<bool>>>()?;
+    let plan = local_files::format_plan(&exists);
+
+    let cluster_file = layout.cluster_file();
+    let known = match local_files::read_optional(&cluster_file, STATE_FILE_SIZE_MAX_BYTES)? {
+        Some(text) => Some(
+            serde_json::from_str::<ClusterIdentity>(&text)
+                .with_context(|| format!("{}: not a cluster identity", cluster_file.display()))?,
+        ),
+        None => None,
+    };
+    let cluster = match known {
+        Some(cluster) => {
+            anyhow::ensure!(
+                cluster.replica_count == layout.replica_count,
+                "{} holds a {}-replica cluster; pass --replica-count {} or use another --state-dir",
+                layout.state_dir.display(),
+                cluster.replica_count,
+                cluster.replica_count
+            );
+            cluster
+        }
+        None => {
+            anyhow::ensure!(
+                plan == FormatPlan::FormatAll,
+                "{} is missing, but data files exist in {}: their cluster id is unknown. \
+                 Restore the file (the id is also in inventory.json and local.json), or delete \
+                 the whole state directory {} to start a fresh cluster",
+                cluster_file.display(),
+                data_dir.display(),
+                layout.state_dir.display()
+            );
+            let cluster = ClusterIdentity {
+                cluster_id: rand::random::<u128>().to_string(),
+                replica_count: layout.replica_count,
+            };
+            let json = serde_json::to_string_pretty(&cluster)?;
+            local_files::write_atomic(&cluster_file, json.as_bytes(), 0o600)?;
+            cluster
+        }
+    };
+
+    match plan {
+        FormatPlan::ReuseAll => {
+            println!("reusing the data files in {}", data_dir.display());
+        }
+        FormatPlan::Refuse { missing } => {
+            let addresses: Vec<String> = layout
+                .replicas()
+                .map(|i| layout.replica_address(i))
+                .collect();
+            let recover: Vec<String> = missing
+                .iter()
+                .map(|replica| {
+                    format!(
+                        "  {} recover --cluster={} --addresses={} --replica={replica} \
+                         --replica-count={} {}",
+                        shell_quote(tigerbeetle),
+                        cluster.cluster_id,
+                        addresses.join(","),
+                        layout.replica_count,
+                        shell_quote(&layout.data_file(*replica))
+                    )
+                })
+                .collect();
+            anyhow::bail!(
+                "data files of replicas {missing:?} are missing while the others exist. \
+                 Refusing to format them: a freshly formatted replica has forgotten what it \
+                 acknowledged, and the cluster can lose committed transfers. Rebuild a lost file \
+                 from the other replicas (they must be running) with:\n{}\n\
+                 or delete the whole state directory {} to start a fresh, empty cluster",
+                recover.join("\n"),
+                layout.state_dir.display()
+            );
+        }
+        FormatPlan::FormatAll => {
+            for replica in layout.replicas() {
+                format(layout, &cluster, replica, tigerbeetle).await?;
+            }
+            println!(
+                "formatted {} data files for new cluster {} in {}",
+                layout.replica_count,
+                cluster.cluster_id,
+                data_dir.display()
+            );
+        }
+    }
+    Ok(cluster)
+}
+
+/// Formats into `PATH.formatting` and links it to PATH only when complete: an interrupted
+/// format never leaves a file that looks like a real replica.
+async fn format(
+    layout: &Layout,
+    cluster: &ClusterIdentity,
+    replica: u8,
+    tigerbeetle: &Path,
+) -> anyhow::Result<()> {
+    let path = layout.data_file(replica);
+    let mut partial = path.as_os_str().to_owned();
+    partial.push(".formatting");
+    let partial = PathBuf::from(partial);
+    match std::fs::remove_file(&partial) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+            return Err(error).with_context(|| format!("removing {}", partial.display()));
+        }
+        _ => {}
+    }
+    let mut command = tokio::process::Command::new(tigerbeetle);
+    command
+        .arg("format")
+        .arg(format!("--cluster={}", cluster.cluster_id))
+        .arg(format!("--replica={replica}"))
+        .arg(format!("--replica-count={}", cluster.replica_count))
+        .arg(&partial)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Dropping the future on timeout kills the process instead of leaving it behind.
+        .kill_on_drop(true);
+    let output = tokio::time::timeout(
+        Duration::from_millis(FORMAT_TIMEOUT_MS),
+        command.output(),
+    )
+    .await
+    .map_err(|_| {
+        anyhow::anyhow!(
+            "`tigerbeetle format` of replica {replica} did not finish within {FORMAT_TIMEOUT_MS} ms"
+        )
+    })?
+    .with_context(|| format!("running {}", tigerbeetle.display()))?;
+    if !output.status.success() {
+        // TigerBeetle logs to stderr; stdout is the fallback for anything else it printed.
+        let mut text = String::from_utf8_lossy(&output.stderr).into_owned();
+        if text.trim().is_empty() {
+            text = String::from_utf8_lossy(&output.stdout).into_owned();
+        }
+        if text.trim().is_empty() {
+            text = "(no output)".to_string();
+        }
+        let start = text.lines().count().saturating_sub(LOG_TAIL_LINES);
+        let tail: Vec<&str> = text.lines().skip(start).collect();
+        anyhow::bail!(
+            "`{} format` of replica {replica} failed ({}):\n{}",
+            tigerbeetle.display(),
+            output.status,
+            tail.join("\n")
+        );
+    }
+    // A hard link fails if PATH exists, where a rename would replace it: an existing data
+    // file is never overwritten, even by a race with another process.
+    std::fs::hard_link(&partial, &path)
+        .with_context(|| format!("linking {} to {}", partial.display(), path.display()))?;
+    std::fs::remove_file(&partial).with_context(|| format!("removing {}", partial.display()))?;
+    local_files::sync_parent(&path).with_context(|| format!("syncing {}", path.display()))?;
+    Ok(())
+}
+
+/// Fails the wait as soon as an agent exits: it will not become ready, and its log says why.
+fn check_agents_alive(
+    layout: &Layout,
+    agents: &[AgentEntry],
+    children: &mut [Option<Child>],
+) -> anyhow::Result<()> {
+    for (agent, child) in agents.iter().zip(children.iter_mut()) {
+        let exited = match child {
+            Some(child) => child.try_wait()?.map(|status| status.to_string()),
+            None if !process::is_alive(agent.pid) => Some("gone".to_string()),
+            None => None,
+        };
+        if let Some(how) = exited {
+            anyhow::bail!(
+                "agent {} exited during startup ({how}); last lines of {}:\n{}",
+                agent.replica,
+                agent.log.display(),
+                process::tail(&layout.agent_log(agent.replica), LOG_TAIL_LINES)
+            );
+        }
+    }
+    Ok(())
+}
+
+fn print_summary(layout: &Layout, state: &LocalState, ready: bool, status_command: &str) {
+    println!();
+    if ready {
+        println!(
+            "local cluster {} is ready ({} replicas)",
+            state.cluster_id, layout.replica_count
+        );
+    }
+    for agent in &state.agents {
+        println!(
+            "  agent {}: {} (pid {})",
+            agent.replica, agent.url, agent.pid
+        );
+    }
+    println!("  inventory:  {}", state.inventory.display());
+    println!("  token file: {}", state.admin_token_file.display());
+    println!("  state file: {}", layout.state_file().display());
+    println!();
+    println!("  {status_command}");
+}
+
+fn status_command(state: &LocalState) -> anyhow::Result<String> {
+    Ok(format!(
+        "{} status --inventory {} --token-file {}",
+        tbctl_command()?,
+        shell_quote(&state.inventory),
+        shell_quote(&state.admin_token_file)
+    ))
+}
+
+/// Sends `signal` to the process group led by `pid` (agents run in their own group).
+fn signal_group(pid: i32, signal: Signal) -> anyhow::Result<()> {
+    match killpg(Pid::from_raw(pid), signal) {
+        Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
+        Err(error) => Err(error).with_context(|| format!("{signal} to process group {pid}")),
+    }
+}
+
+/// Waits until the process groups of `agents` are empty, at most `timeout_ms`. Returns the
+/// pids of the agents whose groups emptied.
+fn wait_groups_empty(agents: &[&AgentEntry], timeout_ms: u64) -> Vec<i32> {
+    let deadline = Instant::now() + Duration::from_millis(timeout_ms);
+    loop {
+        let empty: Vec<i32> = agents
+            .iter()
+            .map(|agent| agent.pid)
+            .filter(|pid| process::group_members(*pid).is_empty())
+            .collect();
+        if empty.len() == agents.len() || Instant::now() >= deadline {
+            return empty;
+        }
+        std::thread::sleep(Duration::from_millis(STOP_POLL_INTERVAL_MS));
+    }
+}
+
+fn read_state(path: &Path) -> anyhow::Result<Option<LocalState>> {
+    let Some(text) = local_files::read_optional(path, STATE_FILE_SIZE_MAX_BYTES)? else {
+        return Ok(None);
+    };
+    let state = serde_json::from_str(&text)
+        .with_context(|| format!("{}: not a tbctl local state file", path.display()))?;
+    Ok(Some(state))
+}
+
+/// The secret in `path`, generated on first use. Only tbctl and the agents read it.
+fn secret(path: &Path) -> anyhow::Result<String> {
+    if path.try_exists()? {
+        return read_secret_file(path);
+    }
+    let secret = auth::generate_secret();
+    local_files::write_atomic(path, format!("{secret}\n").as_bytes(), 0o600)?;
+    Ok(secret)
+}
+
+/// Serializes `local up` and `local down` on one state directory: two ups at once would race
+/// to format the same files and start the same agents.
+fn lock(state_dir: &Path) -> anyhow::Result<Flock<std::fs::File>> {
+    let path = state_dir.join("lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
+        anyhow::anyhow!(
+            "{}: {errno}: another `tbctl local` command is using {}",
+            path.display(),
+            state_dir.display()
+        )
+    })
+}
+
+fn state_dir_or_default(state_dir: &Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    match state_dir {
+        Some(dir) => Ok(dir.clone()),
+        None => {
+            let home = std::env::var_os("HOME")
+                .filter(|home| !home.is_empty())
+                .context("HOME is not set: pass --state-dir DIR")?;
+            Ok(PathBuf::from(home).join(".local/state/tbctl/local"))
+        }
+    }
+}
+
+/// Creates the state directory (0700: it holds secrets) and returns its absolute path, which
+/// agent configs require.
+fn create_state_dir(dir: &Path) -> anyhow::Result<PathBuf> {
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .recursive(true)
+            .create(dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let dir = dir
+        .canonicalize()
+        .with_context(|| format!("{}", dir.display()))?;
+    anyhow::ensure!(dir.is_dir(), "{} is not a directory", dir.display());
+    anyhow::ensure!(
+        dir.to_str().is_some(),
+        "{}: the state directory path must be UTF-8 (it goes into TOML and JSON files)",
+        dir.display()
+    );
+    Ok(dir)
+}
+
+pub(super) fn executable(path: &Path, what: &str) -> anyhow::Result<PathBuf> {
+    let path = path
+        .canonicalize()
+        .with_context(|| format!("{what} {}", path.display()))?;
+    let metadata =
+        std::fs::metadata(&path).with_context(|| format!("{what} {}", path.display()))?;
+    anyhow::ensure!(
+        metadata.is_file() && metadata.permissions().mode() & 0o111 != 0,
+        "{what} {}: not an executable file",
+        path.display()
+    );
+    Ok(path)
+}
+
+/// `tbctl` when the tbctl on PATH is this one, else this executable's full path, so the
+/// printed command works when pasted.
+fn tbctl_command() -> anyhow::Result<String> {
+    let current = std::env::current_exe()?;
+    let current = current.canonicalize().unwrap_or(current);
+    let on_path = std::env::var_os("PATH")
+        .map(|paths| {
+            std::env::split_paths(&paths)
+                .map(|dir| dir.join("tbctl"))
+                .find(|candidate| candidate.is_file())
+        })
+        .unwrap_or_default();
+    if on_path.and_then(|path| path.canonicalize().ok()).as_ref() == Some(&current) {
+        Ok("tbctl".to_string())
+    } else {
+        Ok(shell_quote(&current))
+    }
+}
+
+/// Quotes a path for a POSIX shell, only when needed.
+fn shell_quote(path: &Path) -> String {
+    let text = path.to_string_lossy();
+    let plain = text
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/._-+,:=@%".contains(c));
+    if plain && !text.is_empty() {
+        text.into_owned()
+    } else {
+        format!("'{}'", text.replace('\'', r"'\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shell_quote_only_when_needed() {
+        assert_eq!(shell_quote(Path::new("/a/b.json")), "/a/b.json");
+        assert_eq!(shell_quote(Path::new("/a b/c")), "'/a b/c'");
+        assert_eq!(shell_quote(Path::new("/it's")), r"'/it'\''s'");
+    }
+
+    #[test]
+    fn local_state_json_shape() {
+        let state = LocalState {
+            state_dir: "/s".into(),
+            cluster_id: "7".into(),
+            inventory: "/s/inventory.json".into(),
+            admin_token_file: "/s/admin.token".into(),
+            peer_token_file: "/s/peer.token".into(),
+            agents: vec![AgentEntry {
+                replica: 0,
+                url: "http://127.0.0.1:7000".into(),
+                pid: 42,
+                config: "/s/agent-0.toml".into(),
+                log: "/s/agent-0.log".into(),
+            }],
+            replicas: vec![ReplicaFiles {
+                replica: 0,
+                address: "127.0.0.1:3000".into(),
+                data_file: "/s/data/0_0.tigerbeetle".into(),
+                log: "/s/replica-0.log".into(),
+            }],
+        };
+        let json = serde_json::to_value(&state).unwrap();
+        assert_eq!(json["cluster_id"], "7");
+        assert_eq!(json["agents"][0]["pid"], 42);
+        assert_eq!(json["replicas"][0]["data_file"], "/s/data/0_0.tigerbeetle");
+    }
+}

@@ -1,0 +1,442 @@
+//! The files of a local cluster's state directory: where each one lives, what goes in it, and
+//! how it is written (atomically, so an interrupted `tbctl local up` never leaves half a file).
+//!
+//! ```text
+//! STATE/cluster.json            cluster id and replica count, fixed at the first up
+//! STATE/admin.token, peer.token secrets (0600); agent configs hold only their SHA-256
+//! STATE/agent-I.toml            agent configs
+//! STATE/inventory.json          the inventory for `tbctl status`
+//! STATE/local.json              agent pids, URLs and paths, for `tbctl local down` and scripts
+//! STATE/data/0_I.tigerbeetle    replica data files, never deleted or overwritten
+//! STATE/agent-I.log, replica-I.log, audit-I.log
+//! ```
+
+use std::collections::BTreeMap;
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+use tb_proto::inventory::{ClusterVars, Group, HostVars, InventoryFile};
+use tb_proto::tigerbeetle::REPLICA_COUNT_MAX;
+
+/// `local.json`: `local down` finds it without knowing the layout's ports.
+pub const STATE_FILE_NAME: &str = "local.json";
+
+/// Where every file of the state directory lives, and every port.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub state_dir: PathBuf,
+    pub replica_count: u8,
+    replica_port_base: u16,
+    agent_port_base: u16,
+    statsd_port_base: u16,
+}
+
+impl Layout {
+    pub fn new(
+        state_dir: PathBuf,
+        replica_count: u8,
+        replica_port_base: u16,
+        agent_port_base: u16,
+        statsd_port_base: u16,
+    ) -> anyhow::Result<Layout> {
+        anyhow::ensure!(
+            (1..=REPLICA_COUNT_MAX).contains(&replica_count),
+            "--replica-count must be between 1 and {REPLICA_COUNT_MAX}"
+        );
+        let count = u16::from(replica_count);
+        for (flag, base) in [
+            ("--replica-port-base", replica_port_base),
+            ("--agent-port-base", agent_port_base),
+            ("--statsd-port-base", statsd_port_base),
+        ] {
+            anyhow::ensure!(
+                base != 0 && base.checked_add(count - 1).is_some(),
+                "{flag} {base}: the ports {base} to {base}+{} must be between 1 and 65535",
+                count - 1
+            );
+        }
+        // Replicas and agents both listen on TCP: their port ranges must not overlap.
+        anyhow::ensure!(
+            replica_port_base.abs_diff(agent_port_base) >= count,
+            "--replica-port-base {replica_port_base} and --agent-port-base {agent_port_base}: \
+             the {count} replica ports and the {count} agent ports overlap"
+        );
+        Ok(Layout {
+            state_dir,
+            replica_count,
+            replica_port_base,
+            agent_port_base,
+            statsd_port_base,
+        })
+    }
+
+    pub fn replicas(&self) -> std::ops::Range<u8> {
+        0..self.replica_count
+    }
+
+    fn file(&self, name: impl AsRef<Path>) -> PathBuf {
+        self.state_dir.join(name)
+    }
+
+    pub fn cluster_file(&self) -> PathBuf {
+        self.file("cluster.json")
+    }
+    pub fn admin_token_file(&self) -> PathBuf {
+        self.file("admin.token")
+    }
+    pub fn peer_token_file(&self) -> PathBuf {
+        self.file("peer.token")
+    }
+    pub fn inventory_file(&self) -> PathBuf {
+        self.file("inventory.json")
+    }
+    pub fn state_file(&self) -> PathBuf {
+        self.file(STATE_FILE_NAME)
+    }
+    pub fn data_dir(&self) -> PathBuf {
+        self.file("data")
+    }
+    pub fn data_file(&self, replica: u8) -> PathBuf {
+        self.data_dir().join(format!("0_{replica}.tigerbeetle"))
+    }
+    pub fn agent_config(&self, replica: u8) -> PathBuf {
+        self.file(format!("agent-{replica}.toml"))
+    }
+    pub fn agent_log(&self, replica: u8) -> PathBuf {
+        self.file(format!("agent-{replica}.log"))
+    }
+    pub fn replica_log(&self, replica: u8) -> PathBuf {
+        self.file(format!("replica-{replica}.log"))
+    }
+    fn audit_log(&self, replica: u8) -> PathBuf {
+        self.file(format!("audit-{replica}.log"))
+    }
+    /// Each replica's backups, outside the data directory (as the agent requires).
+    pub fn backup_dir(&self, replica: u8) -> PathBuf {
+        self.file(format!("backups/replica-{replica}"))
+    }
+
+    pub fn replica_address(&self, replica: u8) -> String {
+        format!("127.0.0.1:{}", self.replica_port_base + u16::from(replica))
+    }
+    pub fn agent_url(&self, replica: u8) -> String {
+        format!(
+            "http://127.0.0.1:{}",
+            self.agent_port_base + u16::from(replica)
+        )
+    }
+    fn agent_listen(&self, replica: u8) -> String {
+        format!("127.0.0.1:{}", self.agent_port_base + u16::from(replica))
+    }
+    fn statsd_port(&self, replica: u8) -> u16 {
+        self.statsd_port_base + u16::from(replica)
+    }
+}
+
+/// What to do with the data files, given which of them exist (index = replica).
+#[derive(Debug, PartialEq, Eq)]
+pub enum FormatPlan {
+    /// A new cluster: format every replica.
+    FormatAll,
+    /// An existing cluster: start on the files as they are.
+    ReuseAll,
+    /// Some replicas' files are gone. Formatting them anew could lose acknowledged data.
+    Refuse { missing: Vec<u8> },
+}
+
+pub fn format_plan(exists: &[bool]) -> FormatPlan {
+    let missing: Vec<u8> = (0u8..)
+        .zip(exists)
+        .filter(|(_, exists)| !**exists)
+        .map(|(replica, _)| replica)
+        .collect();
+    if missing.is_empty() {
+        FormatPlan::ReuseAll
+    } else if missing.len() == exists.len() {
+        FormatPlan::FormatAll
+    } else {
+        FormatPlan::Refuse { missing }
+    }
+}
+
+/// The identity fixed when the cluster's data files are formatted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterIdentity {
+    /// Decimal u128 as a string, as in agent configs and inventories.
+    pub cluster_id: String,
+    pub replica_count: u8,
+}
+
+/// Everything an agent config needs beyond the layout.
+pub struct AgentSettings<'a> {
+    pub cluster_id: &'a str,
+    pub admin_token_sha256: &'a str,
+    pub peer_token_sha256: &'a str,
+    pub tigerbeetle: &'a Path,
+    pub cache_grid: &'a str,
+}
+
+/// A TOML string literal: quoted and escaped.
+fn toml_string(text: &str) -> String {
+    toml::Value::String(text.to_string()).to_string()
+}
+
+fn toml_path(path: &Path) -> anyhow::Result<String> {
+    let text = path
+        .to_str()
+        .with_context(|| format!("path {} is not UTF-8", path.display()))?;
+    Ok(toml_string(text))
+}
+
+fn toml_list(items: impl IntoIterator<Item = String>) -> String {
+    let items: Vec<String> = items.into_iter().map(|item| toml_string(&item)).collect();
+    format!("[{}]", items.join(", "))
+}
+
+/// The agent config for one replica (see config.rs for every field).
+pub fn agent_config(
+    layout: &Layout,
+    replica: u8,
+    settings: &AgentSettings,
+) -> anyhow::Result<String> {
+    let addresses = toml_list(layout.replicas().map(|i| layout.replica_address(i)));
+    let agent_urls = toml_list(layout.replicas().map(|i| layout.agent_url(i)));
+    Ok(format!(
+        r#"# Written by `tbctl local up`, and rewritten by every `up`: edit the flags, not this file.
+
+[server]
+listen = {listen}
+audit_log = {audit_log}
+
+[[tokens]]
+name = "admin"
+scopes = ["read", "control", "backup"]
+sha256 = {admin}
+
+# Agents ask each other for readiness before a stop or restart (the quorum guard).
+[[tokens]]
+name = "peer"
+scopes = ["read"]
+sha256 = {peer}
+
+[replica]
+cluster_id = {cluster_id}
+index = {replica}
+count = {count}
+addresses = {addresses}
+data_file = {data_file}
+statsd_port = {statsd_port}
+
+[replica.run]
+mode = "process"
+binary = {binary}
+extra_args = [{cache_grid}]
+log_file = {replica_log}
+
+[peers]
+agent_urls = {agent_urls}
+token_file = {peer_token_file}
+
+# A development machine is not a production host: a smaller disk floor. The memory-lock check
+# stays on: run as root (or with CAP_IPC_LOCK) so the replicas can lock their memory.
+[health]
+free_bytes_min = {free_bytes_min}
+free_percent_min = 0.0
+
+[backup]
+dir = {backup_dir}
+keep_last = 3
+free_margin_bytes = {free_bytes_min}
+"#,
+        listen = toml_string(&layout.agent_listen(replica)),
+        audit_log = toml_path(&layout.audit_log(replica))?,
+        admin = toml_string(settings.admin_token_sha256),
+        peer = toml_string(settings.peer_token_sha256),
+        cluster_id = toml_string(settings.cluster_id),
+        count = layout.replica_count,
+        data_file = toml_path(&layout.data_file(replica))?,
+        statsd_port = layout.statsd_port(replica),
+        binary = toml_path(settings.tigerbeetle)?,
+        cache_grid = toml_string(&format!("--cache-grid={}", settings.cache_grid)),
+        replica_log = toml_path(&layout.replica_log(replica))?,
+        peer_token_file = toml_path(&layout.peer_token_file())?,
+        backup_dir = toml_path(&layout.backup_dir(replica))?,
+        free_bytes_min = 256 * 1024 * 1024,
+    ))
+}
+
+pub fn inventory(layout: &Layout, cluster_id: &str) -> InventoryFile {
+    let hosts = layout
+        .replicas()
+        .map(|replica| {
+            let host = HostVars {
+                ansible_host: "127.0.0.1".to_string(),
+                tigerbeetle_replica: replica,
+                tigerbeetle_address: layout.replica_address(replica),
+                tb_agent_url: layout.agent_url(replica),
+                other: BTreeMap::new(),
+            };
+            (format!("replica-{replica}"), host)
+        })
+        .collect();
+    InventoryFile {
+        all: Group {
+            vars: ClusterVars {
+                tigerbeetle_cluster_id: cluster_id.to_string(),
+                tigerbeetle_replica_count: layout.replica_count,
+                other: BTreeMap::new(),
+            },
+            hosts,
+        },
+    }
+}
+
+/// `--cache-grid` takes a size like `256MiB` or `1GiB`; anything else would only fail later,
+/// inside the replica, with the error buried in its log.
+pub fn check_cache_grid(size: &str) -> anyhow::Result<()> {
+    let digits = size.bytes().take_while(u8::is_ascii_digit).count();
+    let unit = &size[digits..];
+    anyhow::ensure!(
+        digits > 0 && ["KiB", "MiB", "GiB", "TiB"].contains(&unit),
+        "--cache-grid {size}: must be a number followed by KiB, MiB, GiB or TiB, e.g. 256MiB"
+    );
+    Ok(())
+}
+
+/// Writes `path` so that it either keeps its old contents or has all the new ones: write a
+/// temporary file, flush it to disk, rename it over `path`, flush the directory.
+pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> anyhow::Result<()> {
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(".tmp");
+    let temporary = PathBuf::from(temporary);
+    let write = || -> std::io::Result<()> {
+        // A leftover from an interrupted write is ours and holds nothing of value.
+        match std::fs::remove_file(&temporary) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(error),
+            _ => {}
+        }
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&temporary)?;
+        file.write_all(contents)?;
+        file.sync_all()?;
+        std::fs::rename(&temporary, path)?;
+        sync_parent(path)
+    };
+    write().with_context(|| format!("writing {}", path.display()))
+}
+
+/// Makes a rename or link in `path`'s directory durable.
+pub fn sync_parent(path: &Path) -> std::io::Result<()> {
+    let parent = path.parent().unwrap_or(Path::new("."));
+    std::fs::File::open(parent)?.sync_all()
+}
+
+/// Reads a small file, or None when it does not exist.
+pub fn read_optional(path: &Path, size_max_bytes: u64) -> anyhow::Result<Option<String>> {
+    match std::fs::metadata(path) {
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(error).with_context(|| format!("{}", path.display())),
+        Ok(metadata) => anyhow::ensure!(
+            metadata.len() <= size_max_bytes,
+            "{}: larger than {size_max_bytes} bytes; not a file tbctl wrote",
+            path.display()
+        ),
+    }
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
+    Ok(Some(text))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tb_proto::config::{Config, Run};
+    use tb_proto::inventory::Inventory;
+
+    fn layout() -> Layout {
+        Layout::new(PathBuf::from("/tmp/tbctl \"local\""), 3, 3000, 7000, 8125).unwrap()
+    }
+
+    #[test]
+    fn format_plan_formats_none_reuses_all_refuses_some() {
+        assert_eq!(format_plan(&[false, false, false]), FormatPlan::FormatAll);
+        assert_eq!(format_plan(&[true, true, true]), FormatPlan::ReuseAll);
+        assert_eq!(
+            format_plan(&[true, false, true]),
+            FormatPlan::Refuse { missing: vec![1] }
+        );
+        assert_eq!(
+            format_plan(&[false, false, true]),
+            FormatPlan::Refuse {
+                missing: vec![0, 1]
+            }
+        );
+    }
+
+    #[test]
+    fn agent_config_is_valid() {
+        let layout = layout();
+        let hash = tb_proto::auth::hash_secret_hex("secret");
+        let settings = AgentSettings {
+            cluster_id: "340282366920938463463374607431768211455",
+            admin_token_sha256: &hash,
+            peer_token_sha256: &hash,
+            tigerbeetle: Path::new("/opt/tigerbeetle"),
+            cache_grid: "256MiB",
+        };
+        let text = agent_config(&layout, 2, &settings).unwrap();
+        let config = Config::parse(&text).unwrap_or_else(|error| panic!("{error}\n{text}"));
+        assert_eq!(config.cluster_id(), u128::MAX);
+        assert_eq!(config.replica.index, 2);
+        assert_eq!(config.replica.addresses[2], "127.0.0.1:3002");
+        assert_eq!(config.replica.statsd_port, 8127);
+        assert_eq!(config.server.listen.port(), 7002);
+        assert_eq!(config.replica.data_file, layout.data_file(2));
+        assert_eq!(config.peers.unwrap().agent_urls[0], "http://127.0.0.1:7000");
+        let Run::Process { extra_args, .. } = config.replica.run else {
+            panic!("not process mode");
+        };
+        assert_eq!(extra_args, ["--cache-grid=256MiB"]);
+    }
+
+    #[test]
+    fn inventory_is_valid() {
+        let file = inventory(&layout(), "42");
+        let parsed = Inventory::parse(&serde_json::to_string(&file).unwrap()).unwrap();
+        assert_eq!(parsed.cluster_id, 42);
+        assert_eq!(
+            parsed.addresses(),
+            "127.0.0.1:3000,127.0.0.1:3001,127.0.0.1:3002"
+        );
+        assert_eq!(parsed.replicas[1].host_name, "replica-1");
+        assert_eq!(parsed.replicas[1].agent_url, "http://127.0.0.1:7001");
+    }
+
+    #[test]
+    fn layout_rejects_bad_ports() {
+        let dir = PathBuf::from("/tmp/x");
+        assert!(Layout::new(dir.clone(), 0, 3000, 7000, 8125).is_err());
+        assert!(Layout::new(dir.clone(), 7, 3000, 7000, 8125).is_err());
+        assert!(Layout::new(dir.clone(), 3, 65534, 7000, 8125).is_err());
+        assert!(Layout::new(dir.clone(), 3, 3000, 3002, 8125).is_err());
+        assert!(Layout::new(dir, 3, 0, 7000, 8125).is_err());
+    }
+
+    #[test]
+    fn cache_grid_sizes() {
+        assert!(check_cache_grid("256MiB").is_ok());
+        assert!(check_cache_grid("1GiB").is_ok());
+        assert!(check_cache_grid("MiB").is_err());
+        assert!(check_cache_grid("256").is_err());
+        assert!(check_cache_grid("256 MiB").is_err());
+        assert!(check_cache_grid("--x").is_err());
+    }
+}

@@ -1,0 +1,434 @@
+//! `tbctl status` and `tbctl wait-ready`: ask every agent at once, show one line per replica.
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::task::JoinSet;
+
+use super::client::{AgentClient, AgentError};
+use tb_proto::api;
+use tb_proto::inventory::{Inventory, ReplicaEntry};
+
+/// Timeout of each readiness request while waiting: an agent that takes longer is not ready.
+const WAIT_REQUEST_TIMEOUT_MS: u64 = 5_000;
+/// How often wait-ready asks. Readiness checks run every second or so on the agents.
+const WAIT_POLL_INTERVAL_MS: u64 = 1_000;
+
+/// One element of `tbctl status --json`. `error` is set when the agent could not be asked;
+/// `checks` and `status` are null when their request failed.
+#[derive(Serialize)]
+struct ReplicaJson<'a> {
+    replica: u8,
+    host: &'a str,
+    agent_url: &'a str,
+    ready: bool,
+    error: Option<String>,
+    checks: Option<&'a Vec<api::Check>>,
+    status: Option<&'a api::StatusReport>,
+}
+
+/// What one agent answered, or why it did not.
+struct ReplicaReport {
+    entry: ReplicaEntry,
+    ready: Result<api::ReadyReport, AgentError>,
+    status: Result<api::StatusReport, AgentError>,
+}
+
+impl ReplicaReport {
+    fn is_ready(&self) -> bool {
+        matches!(&self.ready, Ok(report) if report.ready)
+    }
+
+    /// Why this replica is not ready, or None when it is.
+    fn problem(&self) -> Option<String> {
+        match (&self.ready, &self.status) {
+            (Err(error), _) | (Ok(_), Err(error)) => Some(error.to_string()),
+            (Ok(report), Ok(_)) if !report.ready => {
+                Some(format!("not ready: {}", not_ready_reason(report)))
+            }
+            (Ok(_), Ok(_)) => None,
+        }
+    }
+
+    fn json(&self) -> ReplicaJson<'_> {
+        let error = match (&self.ready, &self.status) {
+            (Err(error), _) | (Ok(_), Err(error)) => Some(error.to_string()),
+            _ => None,
+        };
+        ReplicaJson {
+            replica: self.entry.index,
+            host: &self.entry.host_name,
+            agent_url: &self.entry.agent_url,
+            ready: self.is_ready(),
+            error,
+            checks: self.ready.as_ref().ok().map(|report| &report.checks),
+            status: self.status.as_ref().ok(),
+        }
+    }
+
+    fn row(&self) -> [String; 8] {
+        let ready = match &self.ready {
+            Ok(report) if report.ready => "yes",
+            Ok(_) => "no",
+            Err(_) => "error",
+        };
+        let status = self.status.as_ref().ok();
+        let replica = status.map(|status| &status.replica);
+        let free_disk = status
+            .and_then(|status| status.host.filesystem.as_ref())
+            .map_or("-".to_string(), |filesystem| {
+                human_bytes(filesystem.available_bytes)
+            });
+        let probe = match replica {
+            None => "-".to_string(),
+            Some(replica) if !replica.probe_ok => "failed".to_string(),
+            // The cluster runs an older release than the agents' client (an upgrade is due or
+            // under way): it answers, and this says why the probe's latency is not a lookup's.
+            Some(replica) if replica.version_skew => "version skew".to_string(),
+            Some(replica) => replica
+                .probe_latency_ms
+                .map_or("-".to_string(), |ms| format!("{ms} ms")),
+        };
+        [
+            self.entry.index.to_string(),
+            self.entry.host_name.clone(),
+            ready.to_string(),
+            replica
+                .map_or("-", |replica| status_text(replica.replica_status))
+                .to_string(),
+            replica.map_or("-".to_string(), |replica| {
+                sync_text(replica.replica_sync_stage)
+            }),
+            free_disk,
+            replica
+                .and_then(|replica| replica.binary_version.clone())
+                .unwrap_or_else(|| "-".to_string()),
+            probe,
+        ]
+    }
+}
+
+pub async fn status(
+    client: &AgentClient,
+    inventory: &Inventory,
+    json: bool,
+    timeout_ms: u64,
+) -> anyhow::Result<ExitCode> {
+    let reports = query_all(client, inventory, timeout_ms).await;
+    if json {
+        let array: Vec<ReplicaJson> = reports.iter().map(ReplicaReport::json).collect();
+        println!("{}", serde_json::to_string_pretty(&array)?);
+    } else {
+        let header = [
+            "replica",
+            "host",
+            "ready",
+            "status",
+            "sync",
+            "free disk",
+            "version",
+            "probe",
+        ];
+        let rows: Vec<[String; 8]> = reports.iter().map(ReplicaReport::row).collect();
+        print!("{}", table(&header, &rows));
+    }
+    // Problems go to stderr so that `--json` output stays parseable.
+    for report in &reports {
+        if let Some(problem) = report.problem() {
+            eprintln!("{}: {problem}", describe(&report.entry));
+        }
+    }
+    let ready_count = reports.iter().filter(|report| report.is_ready()).count();
+    if ready_count == reports.len() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("{ready_count} of {} replicas ready", reports.len());
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+/// Polls until every replica is ready (true) or `timeout_ms` passes (false, after printing
+/// which replicas are not ready and why). `each_poll` runs before every round so a caller can
+/// stop early, for example when an agent it started has exited. A rejected token ends the wait
+/// at once: polling cannot fix it.
+pub async fn wait_ready(
+    client: &AgentClient,
+    inventory: &Inventory,
+    timeout_ms: u64,
+    mut each_poll: impl FnMut() -> anyhow::Result<()>,
+) -> anyhow::Result<bool> {
+    let start = Instant::now();
+    let deadline = start + Duration::from_millis(timeout_ms);
+    let mut shown: Vec<Option<String>> = vec![None; inventory.replicas.len()];
+    loop {
+        each_poll()?;
+        let remaining_ms = deadline
+            .saturating_duration_since(Instant::now())
+            .as_millis();
+        let request_timeout_ms = WAIT_REQUEST_TIMEOUT_MS.min(remaining_ms as u64).max(1);
+        let answers = ready_all(client, inventory, request_timeout_ms).await;
+
+        let mut problems = Vec::new();
+        for ((entry, answer), shown) in inventory.replicas.iter().zip(&answers).zip(&mut shown) {
+            if let Err(error) = answer {
+                if error.is_permanent() {
+                    anyhow::bail!("{}: {error}", describe(entry));
+                }
+            }
+            // Progress names the failing checks only: their details hold changing figures
+            // (elapsed ms) and would print a line every poll. The details come at the end.
+            let (progress, problem) = match answer {
+                Ok(report) if report.ready => ("ready".to_string(), None),
+                Ok(report) => (
+                    format!("not ready: {}", failed_check_names(report)),
+                    Some(format!("not ready: {}", not_ready_reason(report))),
+                ),
+                Err(error) => (error.to_string(), Some(error.to_string())),
+            };
+            if shown.as_deref() != Some(progress.as_str()) {
+                let elapsed_s = start.elapsed().as_secs_f64();
+                println!("[{elapsed_s:6.1} s] replica {}: {progress}", entry.index);
+                *shown = Some(progress);
+            }
+            if let Some(problem) = problem {
+                problems.push(format!("{}: {problem}", describe(entry)));
+            }
+        }
+        if problems.is_empty() {
+            let elapsed_s = start.elapsed().as_secs_f64();
+            println!(
+                "all {} replicas ready after {elapsed_s:.1} s",
+                inventory.replicas.len()
+            );
+            return Ok(true);
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            eprintln!("not every replica was ready within {timeout_ms} ms:");
+            for problem in &problems {
+                eprintln!("  {problem}");
+            }
+            return Ok(false);
+        }
+        let pause = Duration::from_millis(WAIT_POLL_INTERVAL_MS).min(deadline - now);
+        tokio::time::sleep(pause).await;
+    }
+}
+
+/// Readiness and status of every replica, asked concurrently, in replica order.
+async fn query_all(
+    client: &AgentClient,
+    inventory: &Inventory,
+    timeout_ms: u64,
+) -> Vec<ReplicaReport> {
+    let mut tasks = JoinSet::new();
+    for entry in &inventory.replicas {
+        let client = client.clone();
+        let entry = entry.clone();
+        tasks.spawn(async move {
+            let (ready, status) = tokio::join!(
+                client.ready(&entry.agent_url, timeout_ms),
+                client.status(&entry.agent_url, timeout_ms)
+            );
+            ReplicaReport {
+                entry,
+                ready,
+                status,
+            }
+        });
+    }
+    let mut reports = tasks.join_all().await;
+    reports.sort_by_key(|report| report.entry.index);
+    reports
+}
+
+async fn ready_all(
+    client: &AgentClient,
+    inventory: &Inventory,
+    timeout_ms: u64,
+) -> Vec<Result<api::ReadyReport, AgentError>> {
+    let mut tasks = JoinSet::new();
+    for entry in &inventory.replicas {
+        let client = client.clone();
+        let entry = entry.clone();
+        tasks.spawn(async move {
+            let answer = client.ready(&entry.agent_url, timeout_ms).await;
+            (entry.index, answer)
+        });
+    }
+    let mut answers = tasks.join_all().await;
+    answers.sort_by_key(|(index, _)| *index);
+    answers.into_iter().map(|(_, answer)| answer).collect()
+}
+
+/// Every replica that is not ready, each as "replica N (URL): why", asked concurrently.
+pub(super) async fn not_ready(
+    client: &AgentClient,
+    inventory: &Inventory,
+    timeout_ms: u64,
+) -> Vec<String> {
+    let answers = ready_all(client, inventory, timeout_ms).await;
+    inventory
+        .replicas
+        .iter()
+        .zip(&answers)
+        .filter_map(|(entry, answer)| {
+            let problem = match answer {
+                Ok(report) if report.ready => return None,
+                Ok(report) => format!("not ready: {}", not_ready_reason(report)),
+                Err(error) => error.to_string(),
+            };
+            Some(format!("{}: {problem}", describe(entry)))
+        })
+        .collect()
+}
+
+/// How every message names a replica: index and agent URL, the two things an operator checks.
+pub fn describe(entry: &ReplicaEntry) -> String {
+    format!("replica {} ({})", entry.index, entry.agent_url)
+}
+
+fn failed_check_names(report: &api::ReadyReport) -> String {
+    let names: Vec<&str> = report
+        .checks
+        .iter()
+        .filter(|check| !check.ok)
+        .map(|check| check.name.as_str())
+        .collect();
+    if names.is_empty() {
+        "no failed check".to_string()
+    } else {
+        names.join(", ")
+    }
+}
+
+fn not_ready_reason(report: &api::ReadyReport) -> String {
+    let failing = report.failing_summary();
+    if failing.is_empty() {
+        "no check failed, but the agent reports not ready".to_string()
+    } else {
+        failing
+    }
+}
+
+/// `tb.replica_status`, as TigerBeetle's `Status` enum names it.
+pub fn status_text(replica_status: Option<i64>) -> &'static str {
+    replica_status.map_or("unknown", tb_proto::tigerbeetle::status_name)
+}
+
+/// `tb.replica_sync_stage`, as TigerBeetle's `SyncStage` enum names it.
+fn sync_text(stage: Option<i64>) -> String {
+    match stage {
+        None => "-".to_string(),
+        Some(0) => "idle".to_string(),
+        Some(1) => "canceling_commit".to_string(),
+        Some(2) => "canceling_grid".to_string(),
+        Some(3) => "updating_checkpoint".to_string(),
+        Some(stage) => format!("stage {stage}"),
+    }
+}
+
+/// Bytes in binary units with one decimal: "512 B", "1.5 KiB", "20.0 GiB".
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+pub(super) fn table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
+    let mut widths = header.map(str::len);
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: Vec<&str>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        out.push_str(padded.join("  ").trim_end());
+        out.push('\n');
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_text_names_every_status() {
+        assert_eq!(status_text(Some(0)), "normal");
+        assert_eq!(status_text(Some(1)), "view_change");
+        assert_eq!(status_text(Some(2)), "recovering");
+        assert_eq!(status_text(Some(3)), "recovering_head");
+        assert_eq!(status_text(Some(4)), "unknown");
+        assert_eq!(status_text(Some(-1)), "unknown");
+        assert_eq!(status_text(None), "unknown");
+    }
+
+    #[test]
+    fn sync_text_names_stages() {
+        assert_eq!(sync_text(None), "-");
+        assert_eq!(sync_text(Some(0)), "idle");
+        assert_eq!(sync_text(Some(3)), "updating_checkpoint");
+        assert_eq!(sync_text(Some(9)), "stage 9");
+    }
+
+    #[test]
+    fn human_bytes_uses_binary_units() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1024), "1.0 KiB");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(256 * 1024 * 1024), "256.0 MiB");
+        assert_eq!(human_bytes(20 * 1024 * 1024 * 1024), "20.0 GiB");
+        assert_eq!(human_bytes(u64::MAX), "16384.0 PiB");
+    }
+
+    #[test]
+    fn not_ready_reason_lists_failed_checks() {
+        let check = |name: &str, ok: bool, detail: &str| api::Check {
+            name: name.to_string(),
+            ok,
+            detail: detail.to_string(),
+        };
+        let report = api::ReadyReport {
+            ready: false,
+            checks: vec![
+                check("replica_process", true, "running"),
+                check("replica_status", false, "view_change"),
+                check("client_probe", false, "timed out"),
+            ],
+        };
+        assert_eq!(
+            not_ready_reason(&report),
+            "replica_status: view_change; client_probe: timed out"
+        );
+    }
+
+    #[test]
+    fn table_aligns_columns() {
+        let rows = [["0".to_string(), "replica-0".to_string()]];
+        assert_eq!(
+            table(&["replica", "host"], &rows),
+            "replica  host\n0        replica-0\n"
+        );
+    }
+}

@@ -1,0 +1,134 @@
+# NixOS VM tests, for CI with KVM and a binary cache (`nix flake check`). Each boots three
+# replica VMs built by our modules from tests/inventories/good/vm-cluster.json, a client VM inside
+# the client and orchestrator networks (192.168.1.20), and for the firewall test an outsider
+# (192.168.1.30) inside neither.
+{ pkgs, self }:
+let
+  inherit (pkgs) lib;
+  inventoryFile = ../tests/inventories/good/vm-cluster.json;
+  cluster = (import ./inventory.nix).fromFile inventoryFile;
+  packages = self.packages.${pkgs.stdenv.hostPlatform.system};
+  operatorSecret = "vm-test-operator-secret";
+
+  withAddress = address: {
+    networking.interfaces.eth1.ipv4.addresses = lib.mkForce [{ inherit address; prefixLength = 24; }];
+  };
+
+  replicaNode = hostName: { pkgs, ... }: {
+    imports = [ self.nixosModules.replica-host (withAddress cluster.hosts.${hostName}.ip) ];
+    services.tigerbeetle-host = { enable = true; inherit inventoryFile hostName; };
+    # First deploy: the bootstrap unit exists, and the test starts it by hand.
+    services.tigerbeetle-replica.bootstrap = true;
+    # A test secret in the store; production uses agenix or sops-nix (docs/nixos.md).
+    environment.etc."tb-agent/peer.token" = { text = "vm-test-peer-secret"; mode = "0400"; user = "tb-replica"; };
+    environment.systemPackages = [ pkgs.curl pkgs.netcat ];
+    virtualisation.memorySize = 3072;
+    virtualisation.cores = 2;
+  };
+
+  client = { pkgs, ... }: {
+    imports = [ (withAddress "192.168.1.20") ];
+    environment.systemPackages = [ packages.tigerbeetle packages.tbctl pkgs.curl pkgs.netcat ];
+    environment.etc."tb/inventory.json".source = inventoryFile;
+    environment.variables.TBCTL_TOKEN = operatorSecret;
+  };
+
+  outsider = { pkgs, ... }: {
+    imports = [ (withAddress "192.168.1.30") ];
+    environment.systemPackages = [ pkgs.curl pkgs.netcat ];
+  };
+
+  addresses = lib.concatStringsSep "," cluster.addresses;
+  repl = command: "tigerbeetle repl --cluster=${cluster.cluster_id} --addresses=${addresses} --command='${command}'";
+
+  # Boot, then the explicit first-deploy bootstrap, then wait until every agent is ready.
+  bootstrapScript = ''
+    replicas = [replica0, replica1, replica2]
+    start_all()
+    for r in replicas:
+        r.wait_for_unit("tb-agent.service")
+        # Without a data file the replica does not start, and nothing formats one.
+        r.wait_until_succeeds("journalctl -u tigerbeetle-replica.service | grep -q 'tbctl recover'")
+        r.fail("test -e ${cluster.data_dir}/*.tigerbeetle")
+        r.succeed("systemctl start tigerbeetle-replica-bootstrap.service")
+        # A second bootstrap refuses: the file exists.
+        r.fail("systemctl start tigerbeetle-replica-bootstrap.service")
+        r.succeed("systemctl start tigerbeetle-replica.service")
+    client.wait_for_unit("multi-user.target")
+    client.succeed("tbctl wait-ready --inventory /etc/tb/inventory.json --timeout-ms 300000")
+  '';
+
+  mkTest = name: extraNodes: testScript: pkgs.testers.runNixOSTest {
+    name = "tigerbeetle-${name}";
+    nodes = {
+      replica0 = replicaNode "replica0";
+      replica1 = replicaNode "replica1";
+      replica2 = replicaNode "replica2";
+      inherit client;
+    } // extraNodes;
+    testScript = bootstrapScript + testScript;
+  };
+in
+{
+  # (1) Three replicas form a cluster, every agent is ready, a client creates and looks up accounts.
+  vm-cluster = mkTest "cluster" { } ''
+    for r in replicas:
+        r.succeed("curl -sf -H 'Authorization: Bearer ${operatorSecret}' http://" + r.name.replace("replica", "192.168.1.1") + ":7000/v1/health/ready")
+    client.succeed("${repl "create_accounts id=1 code=10 ledger=700, id=2 code=10 ledger=700"}")
+    out = client.succeed("${repl "lookup_accounts id=1, id=2"}")
+    assert '"id": "1"' in out and '"id": "2"' in out, out
+  '';
+
+  # (2) Inside the client networks the replica port answers; outside it does not, nor the agent's.
+  vm-firewall = mkTest "firewall" { inherit outsider; } ''
+    outsider.wait_for_unit("multi-user.target")
+    for r in replicas:
+        ip = r.name.replace("replica", "192.168.1.1")
+        client.succeed(f"nc -z -w 5 {ip} 3000")
+        client.succeed(f"nc -z -w 5 {ip} 7000")
+        outsider.fail(f"nc -z -w 5 {ip} 3000")
+        outsider.fail(f"nc -z -w 5 {ip} 7000")
+    # The peers reach each other's replica and agent ports.
+    replica0.succeed("nc -z -w 5 192.168.1.11 3000 && nc -z -w 5 192.168.1.11 7000")
+  '';
+
+  # (3) Memory is locked: unlimited RLIMIT_MEMLOCK, VmLck close to VmRSS, no warning.
+  vm-memlock = mkTest "memlock" { } ''
+    for r in replicas:
+        pid = r.succeed("systemctl show --property=MainPID --value tigerbeetle-replica.service").strip()
+        r.succeed(f"grep -E '^Max locked memory +unlimited +unlimited' /proc/{pid}/limits")
+        r.succeed(f"awk '/^VmLck/ {{l=$2}} /^VmRSS/ {{r=$2}} END {{exit !(l >= 0.9 * r)}}' /proc/{pid}/status")
+        r.fail("journalctl -u tigerbeetle-replica.service | grep -q 'Unable to lock pages'")
+  '';
+
+  # (4) A deleted data file is not re-formatted; recover through the agent brings the replica back.
+  vm-recover = mkTest "recover" { } ''
+    client.succeed("${repl "create_accounts id=7 code=10 ledger=700"}")
+    data_file = "${cluster.hosts.replica2.data_file}"
+    replica2.succeed("systemctl stop tigerbeetle-replica.service")
+    replica2.succeed(f"rm {data_file}")
+    # Type=exec: the start request succeeds once the start script runs; the script then refuses.
+    replica2.succeed("systemctl start tigerbeetle-replica.service")
+    replica2.wait_until_succeeds("systemctl is-failed tigerbeetle-replica.service")
+    replica2.succeed("journalctl -u tigerbeetle-replica.service | grep -q 'tbctl recover --inventory <inventory> --replica 2'")
+    # Not restarted (exit status 78 is exempt from Restart=), and nothing formatted.
+    replica2.succeed("test $(systemctl show --property=NRestarts --value tigerbeetle-replica.service) = 0")
+    replica2.fail(f"test -e {data_file}")
+    client.succeed("tbctl recover --inventory /etc/tb/inventory.json --replica 2")
+    replica2.succeed(f"test -e {data_file}")
+    replica2.succeed("systemctl is-active tigerbeetle-replica.service")
+    client.succeed("tbctl wait-ready --inventory /etc/tb/inventory.json --timeout-ms 300000")
+    out = client.succeed("${repl "lookup_accounts id=7"}")
+    assert '"id": "7"' in out, out
+  '';
+
+  # (5) The agent refuses requests without a valid token.
+  vm-auth = mkTest "auth" { } ''
+    url = "http://192.168.1.10:7000"
+    client.succeed(f"curl -s -o /dev/null -w '%{{http_code}}' {url}/v1/status | grep -qx 401")
+    client.succeed(f"curl -s -o /dev/null -w '%{{http_code}}' -H 'Authorization: Bearer wrong' {url}/v1/status | grep -qx 401")
+    client.succeed(f"curl -s -o /dev/null -w '%{{http_code}}' -X POST {url}/v1/replica/stop | grep -qx 401")
+    client.succeed(f"curl -sf -H 'Authorization: Bearer ${operatorSecret}' {url}/v1/status")
+    replica0.succeed("systemctl is-active tigerbeetle-replica.service")
+  '';
+}

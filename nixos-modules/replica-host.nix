@@ -1,0 +1,96 @@
+# A replica host: the replica and its agent, configured from the one inventory, plus the host
+# settings TigerBeetle wants (time sync, io_uring allowed, socket buffers, no swap).
+#
+#   services.tigerbeetle-host = { enable = true; inventoryFile = ./inventories/prod.json; hostName = "tb-0"; };
+#
+# lib.mkCluster does this for every host of an inventory.
+{ config, lib, ... }:
+let
+  inherit (lib) mkOption mkIf mkDefault types;
+  cfg = config.services.tigerbeetle-host;
+  inventory = import ../nix/inventory.nix;
+  cluster = inventory.fromFile cfg.inventoryFile;
+  hostKnown = cfg.inventoryFile != null && cluster.hosts ? ${cfg.hostName};
+  host = cluster.hosts.${cfg.hostName};
+  swapOn = config.swapDevices != [ ] || config.zramSwap.enable;
+in
+{
+  imports = [ ./replica.nix ./agent.nix ];
+
+  options.services.tigerbeetle-host = {
+    enable = mkOption {
+      type = types.bool;
+      default = false;
+      description = "Whether this host runs a TigerBeetle replica and its agent, with TigerBeetle's host settings.";
+    };
+    inventoryFile = mkOption {
+      type = types.nullOr types.path;
+      default = null;
+      description = "The inventory (inventories/<env>.json, docs/inventory.md). Null: configure services.tigerbeetle-replica and services.tb-agent by hand.";
+    };
+    hostName = mkOption {
+      type = types.str;
+      description = "This host's name under all.hosts in the inventory.";
+    };
+  };
+
+  config = mkIf cfg.enable (lib.mkMerge [
+    {
+      assertions = [
+        {
+          assertion = cfg.inventoryFile == null || hostKnown;
+          message = "services.tigerbeetle-host.hostName: \"${cfg.hostName}\" is not under all.hosts in ${toString cfg.inventoryFile} (hosts: ${lib.concatStringsSep ", " (lib.attrNames cluster.hosts)})";
+        }
+        {
+          assertion = config.services.timesyncd.enable || config.services.chrony.enable || config.services.ntp.enable;
+          message = "services.tigerbeetle-host: a replica host needs time sync (services.timesyncd, chrony or ntp): TigerBeetle's cluster clock refuses replicas whose clocks drift apart";
+        }
+      ];
+
+      warnings = lib.optional swapOn
+        "services.tigerbeetle-host: swap is on. TigerBeetle locks its memory, but other processes swapping under memory pressure can still stall the host; replica hosts should run without swap.";
+
+      services.timesyncd.enable = mkDefault true;
+      networking.firewall.enable = mkDefault true;
+      networking.nftables.enable = mkDefault true;
+
+      boot.kernel.sysctl = {
+        # Hardened profiles disable io_uring; TigerBeetle does all its I/O through it.
+        "kernel.io_uring_disabled" = mkDefault 0;
+        # TigerBeetle asks for 4 MiB receive buffers and up to 16 MiB send buffers
+        # (constants.tcp_rcvbuf, tcp_sndbuf_replica); without CAP_NET_ADMIN the kernel caps them here.
+        "net.core.rmem_max" = mkDefault 4194304;
+        "net.core.wmem_max" = mkDefault 16777216;
+      };
+
+      services.tigerbeetle-replica.enable = true;
+      services.tb-agent.enable = true;
+    }
+    (mkIf hostKnown {
+      services.tigerbeetle-replica = {
+        clusterId = cluster.cluster_id;
+        replicaIndex = host.replica;
+        replicaCount = cluster.replica_count;
+        addresses = cluster.addresses;
+        cacheGrid = cluster.cache_grid;
+        dataDir = cluster.data_dir;
+        statsdPort = cluster.statsd_port;
+        clientNetworks = cluster.client_networks;
+      };
+      services.tb-agent = {
+        listen = host.agent_listen;
+        tls =
+          if cluster.agent_tls == null then null else {
+            certFile = cluster.agent_tls.cert_file;
+            keyFile = cluster.agent_tls.key_file;
+            clientCaFile = cluster.agent_tls.client_ca_file;
+          };
+        tokens = cluster.agent_tokens;
+        agentUrls = lib.optionals (cluster.replica_count > 1) cluster.agent_urls;
+        peerTokenFile = cluster.agent_peer_token_file;
+        peerCaFile = cluster.agent_peer_ca_file;
+        orchestratorNetworks = cluster.orchestrator_networks;
+      };
+    })
+  ]);
+}

@@ -1,0 +1,283 @@
+# Evaluates nixos-modules/ with lib.evalModules against typed stubs of the NixOS options they
+# set (stubs.nix) and checks what they generate. Run by scripts/check-nix:
+#
+#   nix-instantiate --eval --strict --json tests/nix/module-tests.nix --arg nixpkgsLib ../shared/nixpkgs-lib/lib
+#
+# Output: { results = [ { name; ok; detail; } ... ]; agentConfigs = { "<inventory>/<host>" = <agent TOML as JSON>; }; }
+# The script fails on any result that is not ok, and runs `tb-agent check-config` on every agent config.
+{ nixpkgsLib }:
+let
+  lib = import nixpkgsLib;
+  b = builtins;
+  pkgs = import ./fake-pkgs.nix { inherit lib; };
+  inventory = import ../../nix/inventory.nix;
+
+  evalConfig = modules:
+    (lib.evalModules {
+      modules = [
+        ./stubs.nix
+        { _module.args.pkgs = pkgs; }
+        ../../nixos-modules/replica-host.nix
+        {
+          services.tigerbeetle-host.enable = true;
+          services.tigerbeetle-replica.package = pkgs.tigerbeetle;
+          services.tb-agent.package = pkgs.tb-agent;
+        }
+      ] ++ modules;
+    }).config;
+
+  failedAssertions = config: map (a: a.message) (b.filter (a: !a.assertion) config.assertions);
+
+  result = name: ok: detail: { inherit name ok; detail = if ok then "" else detail; };
+
+  asList = v: if b.isList v then v else if v == null then [ ] else [ v ];
+
+  # A command line, followed by the text of every store file it names: what the unit runs.
+  commandText = command:
+    let
+      words = b.filter (w: b.isString w && w != "") (b.split "[ '\"]" command);
+      files = b.filter (w: lib.hasPrefix "/nix/store/" w && b.pathExists w) words;
+    in
+    lib.concatStringsSep "\n" ([ command ] ++ map b.readFile files);
+
+  # Everything that runs when a unit starts.
+  startPath = unit:
+    lib.concatStringsSep "\n" ([ unit.preStart unit.script unit.postStart ]
+      ++ map commandText (b.concatMap (key: asList (unit.serviceConfig.${key} or null))
+      [ "ExecStartPre" "ExecStart" "ExecStartPost" ]));
+
+  hasFormat = text: b.match ".*tigerbeetle[^\n]* format .*" text != null;
+
+  acceptLines = config:
+    b.filter (line: lib.hasInfix "accept" line)
+      (lib.splitString "\n" config.networking.firewall.extraInputRules);
+
+  expectedAcceptLines = sources: port:
+    lib.optional (sources != [ ])
+      "ip saddr { ${lib.concatStringsSep ", " sources} } tcp dport ${toString port} accept";
+
+  # --- every host of every good inventory --------------------------------------------------------
+
+  goodInventories =
+    { "inventories/example.json" = ../../inventories/example.json; }
+    // lib.mapAttrs' (file: _: lib.nameValuePair "tests/inventories/good/${file}" (../inventories/good + "/${file}"))
+      (lib.filterAttrs (file: kind: kind == "regular" && lib.hasSuffix ".json" file && !(b.elem file tbctlOnly)) (b.readDir ../inventories/good));
+  # Valid inventories that a NixOS host refuses (tested below as broken inputs).
+  tbctlOnly = [ "no-tokens.json" ];
+
+  hostResults = inventoryName: inventoryFile: hostName:
+    let
+      cluster = inventory.fromFile inventoryFile;
+      host = cluster.hosts.${hostName};
+      config = evalConfig [
+        {
+          services.tigerbeetle-host = { inherit inventoryFile hostName; };
+          services.tigerbeetle-replica.allowClusterIdZero = cluster.cluster_id == "0";
+        }
+      ];
+      replica = config.systemd.services.tigerbeetle-replica;
+      agent = config.systemd.services.tb-agent;
+      at = "${inventoryName} ${hostName}: ";
+      failed = failedAssertions config;
+      expectedFirewall =
+        expectedAcceptLines (host.peer_ips ++ cluster.client_networks) host.port
+        ++ expectedAcceptLines (host.peer_ips ++ cluster.orchestrator_networks) host.agent_port;
+    in
+    [
+      (result "${at}assertions pass" (failed == [ ]) (lib.concatStringsSep "; " failed))
+      (result "${at}replica unit has CAP_IPC_LOCK"
+        (b.elem "CAP_IPC_LOCK" (asList (replica.serviceConfig.AmbientCapabilities or null))
+          && b.elem "CAP_IPC_LOCK" (asList (replica.serviceConfig.CapabilityBoundingSet or null)))
+        (b.toJSON (replica.serviceConfig.AmbientCapabilities or null)))
+      (result "${at}replica unit has LimitMEMLOCK=infinity" ((replica.serviceConfig.LimitMEMLOCK or null) == "infinity") (toString (replica.serviceConfig.LimitMEMLOCK or null)))
+      (result "${at}replica unit restarts on failure at a bounded rate"
+        ((replica.serviceConfig.Restart or null) == "on-failure" && replica.startLimitBurst != null && replica.startLimitIntervalSec != null)
+        (b.toJSON { inherit (replica) startLimitBurst startLimitIntervalSec; Restart = (replica.serviceConfig.Restart or null); }))
+      (result "${at}replica unit runs as its dedicated user" ((replica.serviceConfig.User or null) == "tb-replica" && config.users.users.tb-replica.isSystemUser) (replica.serviceConfig.User or null))
+      (result "${at}replica unit has upstream's hardening"
+        (b.all (key: replica.serviceConfig ? ${key}) [
+          "DevicePolicy"
+          "LockPersonality"
+          "ProtectClock"
+          "ProtectControlGroups"
+          "ProtectHome"
+          "ProtectHostname"
+          "ProtectKernelLogs"
+          "ProtectKernelModules"
+          "ProtectKernelTunables"
+          "ProtectProc"
+          "ProtectSystem"
+          "RestrictAddressFamilies"
+          "RestrictNamespaces"
+          "RestrictRealtime"
+          "RestrictSUIDSGID"
+        ])
+        (b.toJSON (b.attrNames replica.serviceConfig)))
+      (result "${at}replica start path never formats" (!hasFormat (startPath replica)) (startPath replica))
+      (result "${at}agent start path never formats" (!hasFormat (startPath agent)) (startPath agent))
+      (result "${at}a missing data file names tbctl recover" (lib.hasInfix "tbctl recover" (startPath replica)) (startPath replica))
+      (result "${at}replica runs the inventory's addresses, cache grid and statsd port"
+        (lib.hasInfix "--addresses=${lib.concatStringsSep "," cluster.addresses}" (startPath replica)
+          && lib.hasInfix "--statsd=127.0.0.1:${toString cluster.statsd_port}" (startPath replica)
+          && lib.hasInfix " ${host.data_file}\n" (startPath replica)
+          && (cluster.cache_grid == null || lib.hasInfix "--cache-grid=${cluster.cache_grid}" (startPath replica)))
+        (startPath replica))
+      (result "${at}a missing data file fails without restarting"
+        (lib.hasInfix "exit 78" (startPath replica) && (replica.serviceConfig.RestartPreventExitStatus or null) == 78)
+        (startPath replica))
+      (result "${at}no bootstrap unit unless asked" (!(config.systemd.services ? tigerbeetle-replica-bootstrap)) "bootstrap unit present")
+      (result "${at}firewall opens exactly the peer, client and orchestrator sources"
+        (lib.sort lib.lessThan (acceptLines config) == lib.sort lib.lessThan expectedFirewall)
+        "got ${b.toJSON (acceptLines config)}, expected ${b.toJSON expectedFirewall}")
+      (result "${at}no port is opened to everyone"
+        (config.networking.firewall.allowedTCPPorts == [ ] && config.networking.firewall.allowedUDPPorts == [ ] && config.networking.nftables.enable)
+        (b.toJSON config.networking.firewall.allowedTCPPorts))
+      (result "${at}agent may manage only the replica unit"
+        (lib.hasInfix ''action.lookup("unit") == "tigerbeetle-replica.service"'' config.security.polkit.extraConfig
+          && lib.hasInfix ''subject.user == "tb-replica"'' config.security.polkit.extraConfig
+          && config.security.polkit.enable)
+        config.security.polkit.extraConfig)
+      (result "${at}agent serves the generated config"
+        ((agent.serviceConfig.ExecStart or "") == "${pkgs.tb-agent}/bin/tb-agent serve --config ${config.services.tb-agent.configFile}"
+          && config.services.tb-agent.configFile.value == config.services.tb-agent.settings)
+        (agent.serviceConfig.ExecStart or ""))
+      (result "${at}agent config: systemd mode on the replica unit, inventory layout"
+        (
+          let s = config.services.tb-agent.settings; in
+          s.replica.run == { mode = "systemd"; unit = "tigerbeetle-replica.service"; binary = "${pkgs.tigerbeetle}/bin/tigerbeetle"; }
+          && s.replica.addresses == cluster.addresses
+          && s.replica.cluster_id == cluster.cluster_id
+          && s.replica.index == host.replica
+          && s.replica.data_file == host.data_file
+          && s.server.listen == host.agent_listen
+          && map (t: t.sha256) s.tokens == map (t: t.sha256) cluster.agent_tokens
+          && (cluster.replica_count == 1 || s.peers.agent_urls == cluster.agent_urls)
+        )
+        (b.toJSON config.services.tb-agent.settings))
+      (result "${at}host sysctls" (config.boot.kernel.sysctl."kernel.io_uring_disabled" == 0 && config.boot.kernel.sysctl."net.core.rmem_max" >= 4194304) (b.toJSON config.boot.kernel.sysctl))
+      (result "${at}time sync on, no swap warning" (config.services.timesyncd.enable && config.warnings == [ ]) (b.toJSON config.warnings))
+    ];
+
+  goodHosts = lib.concatLists (lib.mapAttrsToList
+    (name: file: lib.concatMap (hostResults name file) (b.attrNames (inventory.fromFile file).hosts))
+    goodInventories);
+
+  agentConfigs = lib.listToAttrs (lib.concatLists (lib.mapAttrsToList
+    (name: file: map
+      (hostName: lib.nameValuePair "${name}/${hostName}"
+        (evalConfig [{
+          services.tigerbeetle-host = { inventoryFile = file; inherit hostName; };
+          services.tigerbeetle-replica.allowClusterIdZero = true;
+        }]).services.tb-agent.settings)
+      (b.attrNames (inventory.fromFile file).hosts))
+    goodInventories));
+
+  # --- the example's tb-0, spelt out (independent of the modules' own derivations) ----------------
+
+  example = evalConfig [{ services.tigerbeetle-host = { inventoryFile = ../../inventories/example.json; hostName = "tb-0"; }; }];
+  exampleResults = [
+    (result "example tb-0: firewall rules, literally"
+      (lib.sort lib.lessThan (acceptLines example) == [
+        "ip saddr { 10.0.0.11, 10.0.0.12, 10.0.1.0/24 } tcp dport 3000 accept"
+        "ip saddr { 10.0.0.11, 10.0.0.12, 10.0.2.0/24 } tcp dport 7443 accept"
+      ])
+      (b.toJSON (acceptLines example)))
+    (result "example tb-0: the replica's command, literally"
+      (lib.hasInfix "\nexec /nix/store/00000000000000000000000000000000-tigerbeetle-0.16.78/bin/tigerbeetle start '--addresses=10.0.0.10:3000,10.0.0.11:3000,10.0.0.12:3000' '--cache-grid=4GiB' --experimental '--statsd=127.0.0.1:8125' /var/lib/tigerbeetle/155384968277351797236104484427093106345_0.tigerbeetle\n"
+        (startPath example.systemd.services.tigerbeetle-replica))
+      (startPath example.systemd.services.tigerbeetle-replica))
+  ];
+
+  # --- bootstrap, swap, and nixpkgs' services.tigerbeetle beside ours ---------------------------
+
+  withExample = modules: evalConfig ([{ services.tigerbeetle-host = { inventoryFile = ../../inventories/example.json; hostName = "tb-1"; }; }] ++ modules);
+  bootstrapped = withExample [{ services.tigerbeetle-replica.bootstrap = true; }];
+  bootstrapUnit = bootstrapped.systemd.services.tigerbeetle-replica-bootstrap;
+  withSwap = withExample [{ swapDevices = [{ device = "/dev/sda2"; }]; }];
+  withNixpkgsModule = enable: withExample [
+    ./nixpkgs-tigerbeetle-standin.nix
+    { services.tigerbeetle.enable = enable; }
+  ];
+  otherResults = [
+    (result "bootstrap: a one-shot unit formats, refusing an existing file"
+      ((bootstrapUnit.serviceConfig.Type or null) == "oneshot"
+        && hasFormat (startPath bootstrapUnit)
+        && lib.hasInfix "refusing to format" (startPath bootstrapUnit)
+        && lib.hasInfix "--cluster=155384968277351797236104484427093106345 --replica=1 --replica-count=3" (startPath bootstrapUnit))
+      (startPath bootstrapUnit))
+    (result "bootstrap: started only by hand" (bootstrapUnit.wantedBy == [ ] && bootstrapUnit.requiredBy == [ ] && !(b.elem "tigerbeetle-replica-bootstrap.service" (bootstrapped.systemd.services.tigerbeetle-replica.wants ++ bootstrapped.systemd.services.tigerbeetle-replica.requires))) (b.toJSON bootstrapUnit.wantedBy))
+    (result "bootstrap: the replica's own start path still never formats" (!hasFormat (startPath bootstrapped.systemd.services.tigerbeetle-replica)) "")
+    (result "bootstrap: a warning says to turn it off" (b.any (lib.hasInfix "bootstrap is on") bootstrapped.warnings) (b.toJSON bootstrapped.warnings))
+    (result "swap on: a warning" (b.any (lib.hasInfix "swap is on") withSwap.warnings) (b.toJSON withSwap.warnings))
+    (result "nixpkgs' services.tigerbeetle imported beside ours: evaluates, no shared names"
+      (let c = withNixpkgsModule false; in b.deepSeq c.systemd.services (failedAssertions c == [ ] && !(c.systemd.services ? tigerbeetle)))
+      "")
+    (result "nixpkgs' services.tigerbeetle enabled beside ours: both units, distinct"
+      (let c = withNixpkgsModule true; in b.deepSeq c.systemd.services (c.systemd.services ? tigerbeetle && c.systemd.services ? tigerbeetle-replica))
+      "")
+  ];
+
+  # --- broken inputs: each trips its assertion, with its message ---------------------------------
+
+  manual = {
+    services.tigerbeetle-replica = {
+      clusterId = "7";
+      replicaIndex = 0;
+      replicaCount = 3;
+      addresses = [ "10.0.0.10:3000" "10.0.0.11:3000" "10.0.0.12:3000" ];
+      clientNetworks = [ "10.0.1.0/24" ];
+    };
+    services.tb-agent = {
+      listen = "10.0.0.10:7000";
+      tokens = [{ name = "ops"; scopes = [ "read" "control" ]; sha256 = lib.fixedWidthString 64 "a" ""; }];
+      agentUrls = [ "http://10.0.0.10:7000" "http://10.0.0.11:7000" "http://10.0.0.12:7000" ];
+    };
+  };
+  broken = name: override: expected:
+    let
+      failed = failedAssertions (evalConfig [ manual override ]);
+    in
+    result "broken input ${name}: \"${expected}\""
+      (b.any (lib.hasInfix expected) failed)
+      "failed assertions: ${b.toJSON failed}";
+  force = lib.mkForce;
+  brokenResults = [
+    (result "broken inputs: the base they break is valid" (failedAssertions (evalConfig [ manual ]) == [ ]) (b.toJSON (failedAssertions (evalConfig [ manual ]))))
+    (broken "seven replicas" { services.tigerbeetle-replica.replicaCount = force 7; } "replicaCount: must be between 1 and 6")
+    (broken "zero replicas" { services.tigerbeetle-replica.replicaCount = force 0; } "replicaCount: must be between 1 and 6")
+    (broken "index not below count" { services.tigerbeetle-replica.replicaIndex = force 3; } "replicaIndex: must be below replicaCount")
+    (broken "duplicate addresses" { services.tigerbeetle-replica.addresses = force [ "10.0.0.10:3000" "10.0.0.10:3000" "10.0.0.12:3000" ]; } "addresses: must be unique")
+    (broken "DNS name" { services.tigerbeetle-replica.addresses = force [ "tb-0.example.net:3000" "10.0.0.11:3000" "10.0.0.12:3000" ]; } "TigerBeetle takes no DNS names")
+    (broken "address without port" { services.tigerbeetle-replica.addresses = force [ "10.0.0.10" "10.0.0.11:3000" "10.0.0.12:3000" ]; } "addresses: must be IPv4:port")
+    (broken "address count" { services.tigerbeetle-replica.addresses = force [ "10.0.0.10:3000" "10.0.0.11:3000" ]; } "addresses: has 2 entries but replicaCount is 3")
+    (broken "cluster id 0" { services.tigerbeetle-replica.clusterId = force "0"; } "clusterId: 0 is for tests")
+    (broken "cluster id hex" { services.tigerbeetle-replica.clusterId = force "0x7"; } "clusterId: must be a decimal u128")
+    (broken "cluster id above u128" { services.tigerbeetle-replica.clusterId = force "340282366920938463463374607431768211456"; } "clusterId: must be a decimal u128")
+    (broken "cache size" { services.tigerbeetle-replica.cacheGrid = force "4GB"; } "cacheGrid: must be a size")
+    (broken "client network" { services.tigerbeetle-replica.clientNetworks = force [ "10.0.1.1/24" ]; } "clientNetworks: must be IPv4 networks")
+    (broken "relative data dir" { services.tigerbeetle-replica.dataDir = force "var/lib/tb"; } "dataDir: must be an absolute path")
+    (broken "public listen without TLS" { services.tb-agent.listen = force "203.0.113.5:7000"; } "listen: 203.0.113.5:7000 is a public address")
+    (broken "wildcard listen without TLS" { services.tb-agent.listen = force "0.0.0.0:7000"; } "listen: 0.0.0.0:7000 is a public address")
+    (broken "listen not IPv4:port" { services.tb-agent.listen = force "localhost:7000"; } "listen: must be IPv4:port")
+    (broken "secret instead of hash" { services.tb-agent.tokens = force [{ name = "ops"; scopes = [ "read" ]; sha256 = "hunter2"; }]; } "sha256 must be 64 lowercase hex digits")
+    (broken "no token" { services.tb-agent.tokens = force [ ]; } "tokens: 1 to 16 tokens are required")
+    (broken "token name twice" { services.tb-agent.tokens = force [{ name = "a"; scopes = [ "read" ]; sha256 = lib.fixedWidthString 64 "a" ""; } { name = "a"; scopes = [ "read" ]; sha256 = lib.fixedWidthString 64 "b" ""; }]; } "tokens: names must be unique")
+    (broken "TLS key in the store" { services.tb-agent.tls = force { certFile = "/etc/tb/agent.pem"; keyFile = "/nix/store/00000000000000000000000000000000-key"; }; } "tls.keyFile: must not be in /nix/store")
+    (broken "peer token in the store" { services.tb-agent.peerTokenFile = force "/nix/store/00000000000000000000000000000000-token"; } "peerTokenFile: must not be in /nix/store")
+    (broken "agent URL count" { services.tb-agent.agentUrls = force [ "http://10.0.0.10:7000" ]; } "agentUrls: has 1 entries but services.tigerbeetle-replica.replicaCount is 3")
+    (broken "orchestrator network" { services.tb-agent.orchestratorNetworks = force [ "10.0.0.0/33" ]; } "orchestratorNetworks: must be IPv4 networks")
+    (broken "firewall without nftables" { networking.nftables.enable = force false; } "needs networking.nftables.enable = true")
+    (broken "no time sync" { services.timesyncd.enable = force false; } "needs time sync")
+    (
+      let failed = failedAssertions (evalConfig [{ services.tigerbeetle-host = { inventoryFile = ../inventories/good/no-tokens.json; hostName = "tb-0"; }; }]); in
+      result "broken input inventory without tokens: \"tokens: 1 to 16 tokens are required\""
+        (b.any (lib.hasInfix "tokens: 1 to 16 tokens are required") failed)
+        "failed assertions: ${b.toJSON failed}"
+    )
+    (broken "host not in the inventory" { services.tigerbeetle-host = { inventoryFile = ../../inventories/example.json; hostName = "tb-9"; }; } "\"tb-9\" is not under all.hosts")
+  ];
+in
+{
+  results = goodHosts ++ exampleResults ++ otherResults ++ brokenResults;
+  inherit agentConfigs;
+}
