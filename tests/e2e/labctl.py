@@ -30,8 +30,6 @@ ANSIBLE_DIR = REPO / "ansible"
 # (the lab hosts have no route to any mirror), then the role's apt task finds them installed.
 LAB_SEED_PACKAGES = ("polkitd",)
 PLAYBOOK_TIMEOUT_S = 1200
-# Lab replicas use a small grid cache: three replicas share this machine's memory.
-LAB_CACHE_GRID = "256MiB"
 CONTROLLER = str(harness.CONTROLLER_ADDRESS)
 # An address on the controller side that is NOT in the client networks, for the firewall check.
 OUTSIDER = str(harness.SUBNET.network_address + 250)
@@ -129,29 +127,54 @@ class Controller:
             harness.write_private(path, secret + "\n")
             hashes[name] = run([str(binaries["tb_agent"]), "hash-token"], input=secret,
                                capture_output=True, text=True).stdout.strip()
-        self.inventory_path = work / "lab.json"
-        self.inventory = harness.inventory(len(lab.hosts()))
-        self.inventory_path.write_text(json.dumps(self.inventory, indent=2))
+        # The committed lab inventory (tests/hosts), with this run's token hashes: the only
+        # source of the cluster's settings, as in production (docs/inventory.md).
+        self.inventory = harness.inventory(min(len(lab.hosts()), harness.INVENTORY_REPLICA_COUNT))
+        self.inventory["all"]["vars"]["tb_agent_tokens"] = [
+            {"name": "ops", "scopes": ["read", "control", "backup"], "sha256": hashes["ops"]},
+            {"name": "peers", "scopes": ["read"], "sha256": hashes["peers"]},
+        ]
+        self.write_inventory()
+        # Role variables (not inventory keys): what to install from this controller.
         self.vars = {
             "tigerbeetle_binary_src": str(binaries["tigerbeetle"]),
             "tigerbeetle_binary_sha256": sha256_file(binaries["tigerbeetle"]),
             "tb_agent_binary_src": str(binaries["tb_agent"]),
             "tb_agent_binary_sha256": sha256_file(binaries["tb_agent"]),
-            "tb_agent_tokens": [
-                {"name": "ops", "scopes": ["read", "control", "backup"], "sha256": hashes["ops"]},
-                {"name": "peers", "scopes": ["read"], "sha256": hashes["peers"]},
-            ],
             "tb_agent_peer_token_src": str(self.peer_token_file),
             "tb_agent_token_file": str(self.token_file),
             "tb_agent_tls_cert_src": f"{lab.pki_dir}/{{{{ inventory_hostname }}}}.crt",
             "tb_agent_tls_key_src": f"{lab.pki_dir}/{{{{ inventory_hostname }}}}.key",
             "tb_agent_tls_ca_src": str(lab.ca_cert_path),
-            "tigerbeetle_client_networks": [f"{CONTROLLER}/32"],
-            "tb_agent_orchestrator_networks": [f"{CONTROLLER}/32"],
-            "tigerbeetle_cache_grid": LAB_CACHE_GRID,
         }
         self.vars_path = work / "vars.json"
         self.write_vars()
+
+    def write_inventory(self) -> None:
+        """Writes the inventory and checks it with the Rust reader (`tbctl inventory check`),
+        which applies every rule of docs/inventory.md, when this tbctl has that command."""
+        harness.write_private(self.inventory_path, json.dumps(self.inventory, indent=2) + "\n")
+        tbctl = str(self.binaries["tbctl"])
+        if run([tbctl, "inventory", "check", "--help"], check=False).returncode == 0:
+            run([tbctl, "inventory", "check", str(self.inventory_path)])
+
+    def set_inventory_vars(self, **values) -> dict:
+        """Changes cluster-wide inventory keys (all.vars), as an operator edits the inventory
+        before rollout.yml; returns the previous values (None: absent) for restore_inventory_vars."""
+        inventory_vars = self.inventory["all"]["vars"]
+        previous = {key: inventory_vars.get(key) for key in values}
+        inventory_vars.update(values)
+        self.write_inventory()
+        return previous
+
+    def restore_inventory_vars(self, previous: dict) -> None:
+        inventory_vars = self.inventory["all"]["vars"]
+        for key, value in previous.items():
+            if value is None:
+                inventory_vars.pop(key, None)
+            else:
+                inventory_vars[key] = value
+        self.write_inventory()
 
     def write_vars(self, **overrides) -> Path:
         self.vars.update(overrides)

@@ -43,11 +43,12 @@ def test_killed_replica_stops_the_rollout(controller):
                 kills.append(time.time())
             time.sleep(0.5)
 
+    controller.set_inventory_vars(tigerbeetle_cache_grid="288MiB")
     killer = threading.Thread(target=kill_second_after_its_restart, daemon=True)
     killer.start()
     try:
-        rollout = controller.playbook("rollout.yml", "-e", "tigerbeetle_cache_grid=288MiB",
-                                      "-e", f"tb_ready_timeout_s={READY_TIMEOUT_S}", check=False)
+        rollout = controller.playbook("rollout.yml", "-e", f"tb_ready_timeout_s={READY_TIMEOUT_S}",
+                                      check=False)
         # The play failed at the second host and never touched the third.
         assert rollout.returncode != 0, rollout.tail()
         assert second in rollout.stdout

@@ -17,10 +17,10 @@ def test_partitioned_host_fails_the_preflight(cluster):
     units_before = {h: lab.exec(h, "sha256sum /etc/systemd/system/tigerbeetle.service").stdout
                     for h in hosts}
     pids_before = {h: controller.replica_pid(h) for h in hosts}
+    controller.set_inventory_vars(tigerbeetle_cache_grid="288MiB")
     lab.partition(partitioned)
     try:
-        rollout = controller.playbook("rollout.yml", "-e", "tigerbeetle_cache_grid=288MiB",
-                                      "-e", "tb_ready_timeout_s=20", check=False)
+        rollout = controller.playbook("rollout.yml", "-e", "tb_ready_timeout_s=20", check=False)
     finally:
         lab.heal(partitioned)
     labctl.record("partition", {"rollout_seconds": rollout.seconds, "recap": rollout.recap(),

@@ -101,8 +101,11 @@ def test_check_mode_changes_nothing(cluster):
                             "/etc/tb-agent/tb-agent.toml").stdout
     # A pending change shown with --check --diff is reported but not applied (and not refused:
     # check mode only looks).
-    preview = controller.playbook("rollout.yml", "--check", "--diff", "-e",
-                                  "tigerbeetle_cache_grid=320MiB")
+    previous = controller.set_inventory_vars(tigerbeetle_cache_grid="320MiB")
+    try:
+        preview = controller.playbook("rollout.yml", "--check", "--diff")
+    finally:
+        controller.restore_inventory_vars(previous)
     assert "--cache-grid=320MiB" in preview.stdout, preview.tail()
     after = lab.exec(host, "sha256sum /etc/systemd/system/tigerbeetle.service "
                            "/etc/tb-agent/tb-agent.toml").stdout
