@@ -24,9 +24,13 @@ def lab():
 
 
 @pytest.fixture(scope="module")
-def controller(lab, binaries):
+def controller(request, lab, binaries):
     with tempfile.TemporaryDirectory(prefix="tb-e2e.") as work:
-        yield labctl.Controller(lab, binaries, Path(work))
+        try:
+            yield labctl.Controller(lab, binaries, Path(work))
+        finally:
+            # The playbook logs outlive the lab: target/e2e/logs/<test module>/.
+            labctl.keep_logs(Path(work), request.module.__name__)
 
 
 @pytest.fixture(scope="module")

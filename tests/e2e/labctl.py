@@ -59,7 +59,8 @@ def build_binaries() -> dict[str, Path]:
     env = dict(os.environ)
     zig = run([str(REPO / "scripts" / "zig-path")], capture_output=True, text=True).stdout.strip()
     env.update(ZIG_PATH=zig, TB_CLIENT_DEBUG="false")
-    run(["cargo", "build", "--release", "--locked", "-p", "tb-agent", "--bins"], cwd=REPO,
+    run(["cargo", "build", "--release", "--locked", "-p", "tb-agent", "-p", "tbctl",
+         "--bins"], cwd=REPO,
         env=env, timeout_s=3600)
     run(["cargo", "build", "--release", "--locked", "-p", "tb-tests", "--example", "commit_gap"],
         cwd=REPO, env=env, timeout_s=3600)
@@ -366,6 +367,17 @@ def overlapping(intervals: dict[str, list[tuple[int, int]]]) -> list[tuple[str, 
             if h1 != h2 and s1 < e2 and s2 < e1:
                 pairs.append((h1, h2))
     return pairs
+
+
+def keep_logs(work: Path, name: str) -> None:
+    """Copies a controller's playbook logs to target/e2e/logs/<name>/ (replacing older ones)."""
+    source = work / "logs"
+    if not source.is_dir():
+        return
+    target = REPO / "target" / "e2e" / "logs" / name
+    shutil.rmtree(target, ignore_errors=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(source, target)
 
 
 def record(name: str, data: dict) -> Path:
