@@ -88,6 +88,7 @@ LAB_CACHE_GRID = "256MiB"
 
 BOOT_TIMEOUT_S = 90
 STOP_TIMEOUT_S = 30
+RMTREE_ATTEMPTS = 5
 SSH_CONNECT_TIMEOUT_S = 3
 COMMAND_TIMEOUT_S_DEFAULT = 120
 DEBOOTSTRAP_TIMEOUT_S = 1800
@@ -592,7 +593,17 @@ class Lab:
                       if line.split()[1].startswith(str(self.hosts_dir))]
             if mounts:
                 raise LabError(f"refusing to delete {self.hosts_dir}: still mounted: {mounts}")
-            shutil.rmtree(self.hosts_dir)
+            # A process of a killed host can still be writing (its journal under /run/log) while
+            # it exits: retry, then fail loudly.
+            for attempt in range(RMTREE_ATTEMPTS):
+                try:
+                    shutil.rmtree(self.hosts_dir)
+                    break
+                except OSError as error:
+                    if attempt + 1 == RMTREE_ATTEMPTS:
+                        raise LabError(f"cannot delete {self.hosts_dir}: {error}; "
+                                       f"lab processes left: {self._lab_pids()}") from error
+                    time.sleep(1)
         if self.pki_dir.exists():
             shutil.rmtree(self.pki_dir)
         for path in (self.state_path, self.known_hosts_path):
