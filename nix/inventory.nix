@@ -179,6 +179,20 @@ let
     then "${at}.sha256: must be 64 lowercase hex digits: the SHA-256 of the secret (tb-agent hash-token), never the secret itself"
     else null;
 
+  deployMethods = [ "systemd" "nixos" ];
+
+  deployReason = v:
+    if b.isString v && b.elem v deployMethods then null
+    else "must be \"systemd\" or \"nixos\"";
+
+  # A flake reference as nixos-rebuild takes it on the host. rollout.yml appends #<host name>, so
+  # the reference itself has no "#"; no spaces either (one argv element, no quoting surprises).
+  flakeReason = v:
+    if b.isString v && b.stringLength v >= 1 && b.stringLength v <= pathLengthMax
+      && b.match "[!-\"$-~]+" v != null
+    then null
+    else "must be null or a flake reference of 1 to ${toString pathLengthMax} printable ASCII characters without spaces or \"#\" (rollout.yml adds #<host name>), e.g. \"/etc/nixos\"";
+
   tokensReason = v:
     let
       names = map (t: t.name) v;
@@ -208,6 +222,7 @@ let
     tb_agent_tls_cert_file = { default = null; reason = nullOr pathReason; };
     tb_agent_tls_key_file = { default = null; reason = nullOr secretPathReason; };
     tb_agent_tls_client_ca_file = { default = null; reason = nullOr pathReason; };
+    tigerbeetle_nixos_flake = { default = null; reason = nullOr flakeReason; };
   };
 
   # Per-host keys, in all.hosts.<name>.
@@ -217,6 +232,7 @@ let
     tigerbeetle_address = { reason = socketReason; };
     tb_agent_url = { reason = urlReason; };
     tb_agent_listen = { default = null; reason = nullOr socketReason; };
+    tigerbeetle_deploy = { default = "systemd"; reason = deployReason; };
   };
 
   isReserved = k: b.match "(tigerbeetle_|tb_agent_).*" k != null;
@@ -282,6 +298,7 @@ let
           inherit name url;
           replica = h.tigerbeetle_replica;
           ansible_host = h.ansible_host;
+          deploy = h.tigerbeetle_deploy;
           address = h.tigerbeetle_address;
           ip = socket.ip;
           port = socket.port;
@@ -315,6 +332,9 @@ let
           (if !tls && !isPrivateIpv4 h.agent_listen_socket.octets
           then "all.hosts.${h.name}.tb_agent_listen: ${h.agent_listen_socket.ip} is a public address and bearer tokens would cross it in clear text: set all.vars.tb_agent_tls_cert_file and all.vars.tb_agent_tls_key_file"
           else null)
+          (if h.deploy == "nixos" && vars.tigerbeetle_nixos_flake == null
+          then "all.hosts.${h.name}.tigerbeetle_deploy: \"nixos\" needs all.vars.tigerbeetle_nixos_flake (the flake that nixos-rebuild switch builds this host from)"
+          else null)
         ];
 
       error = first [
@@ -347,6 +367,7 @@ let
         data_dir = vars.tigerbeetle_data_dir;
         client_networks = vars.tigerbeetle_client_networks;
         orchestrator_networks = vars.tb_agent_orchestrator_networks;
+        nixos_flake = vars.tigerbeetle_nixos_flake;
         statsd_port = vars.tb_agent_statsd_port;
         agent_urls = map (h: h.agent_url) ordered;
         agent_tokens = map (t: { inherit (t) name scopes sha256; }) vars.tb_agent_tokens;
@@ -362,7 +383,7 @@ let
           (h: {
             name = h.name;
             value = {
-              inherit (h) replica ansible_host address ip port agent_url agent_listen data_file;
+              inherit (h) replica ansible_host address ip port agent_url agent_listen data_file deploy;
               agent_port = h.agent_listen_socket.port;
               agent_ip = h.agent_listen_socket.ip;
               peer_ips = unique (b.filter (ip: ip != h.ip) (map (o: o.ip) ordered));

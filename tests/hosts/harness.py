@@ -84,9 +84,12 @@ INVENTORY_REPLICA_COUNT = 3
 CLUSTER_ID = "0"
 REPLICA_PORT = 3000
 AGENT_PORT = 7443
+AGENT_TLS_DIR = "/etc/tb-agent/tls"
+LAB_CACHE_GRID = "256MiB"
 
 BOOT_TIMEOUT_S = 90
 STOP_TIMEOUT_S = 30
+RMTREE_ATTEMPTS = 5
 SSH_CONNECT_TIMEOUT_S = 3
 COMMAND_TIMEOUT_S_DEFAULT = 120
 DEBOOTSTRAP_TIMEOUT_S = 1800
@@ -593,7 +596,17 @@ class Lab:
                       if line.split()[1].startswith(str(self.hosts_dir))]
             if mounts:
                 raise LabError(f"refusing to delete {self.hosts_dir}: still mounted: {mounts}")
-            shutil.rmtree(self.hosts_dir)
+            # A process of a killed host can still be writing (its journal under /run/log) while
+            # it exits: retry, then fail loudly.
+            for attempt in range(RMTREE_ATTEMPTS):
+                try:
+                    shutil.rmtree(self.hosts_dir)
+                    break
+                except OSError as error:
+                    if attempt + 1 == RMTREE_ATTEMPTS:
+                        raise LabError(f"cannot delete {self.hosts_dir}: {error}; "
+                                       f"lab processes left: {self._lab_pids()}") from error
+                    time.sleep(1)
         if self.pki_dir.exists():
             shutil.rmtree(self.pki_dir)
         for path in (self.state_path, self.known_hosts_path):
@@ -696,10 +709,20 @@ def inventory(replica_count: int = INVENTORY_REPLICA_COUNT) -> dict:
             "tigerbeetle_address": f"{address}:{REPLICA_PORT}",
             "tb_agent_url": f"https://{address}:{AGENT_PORT}",
         }
+    controller_network = f"{CONTROLLER_ADDRESS}/32"
     return {"all": {
         "vars": {
             "tigerbeetle_cluster_id": CLUSTER_ID,
             "tigerbeetle_replica_count": replica_count,
+            # Three replicas share this machine's memory: a small grid cache.
+            "tigerbeetle_cache_grid": LAB_CACHE_GRID,
+            # The controller is the only client and orchestrator (tb-3 and the others are not).
+            "tigerbeetle_client_networks": [controller_network],
+            "tb_agent_orchestrator_networks": [controller_network],
+            # Where the roles install each host's certificate and key and the lab CA (docs/inventory.md).
+            "tb_agent_tls_cert_file": f"{AGENT_TLS_DIR}/agent.crt",
+            "tb_agent_tls_key_file": f"{AGENT_TLS_DIR}/agent.key",
+            "tb_agent_peer_ca_file": f"{AGENT_TLS_DIR}/ca.crt",
             "ansible_user": "root",
         },
         "hosts": hosts,

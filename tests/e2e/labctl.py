@@ -1,0 +1,390 @@
+"""Support for the end-to-end tests: a lab of real systemd hosts (tests/hosts), the controller-side
+files the playbooks need (tokens, vars), and helpers to run ansible-playbook, tbctl and a client
+from inside the lab's network namespace.
+
+Nothing here is a mock: the hosts are systemd-nspawn machines with their own systemd and sshd,
+the replicas are real TigerBeetle processes, the agents serve real HTTPS with the lab CA.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterator, Sequence
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(os.environ.get("TB_HOSTS_HARNESS_DIR", REPO / "tests" / "hosts"))))
+import harness  # noqa: E402  (tests/hosts/harness.py)
+
+ANSIBLE_DIR = REPO / "ansible"
+# The packages the roles need that the lab's base image lacks; seeded from the controller's apt
+# (the lab hosts have no route to any mirror), then the role's apt task finds them installed.
+LAB_SEED_PACKAGES = ("polkitd",)
+PLAYBOOK_TIMEOUT_S = 1200
+CONTROLLER = str(harness.CONTROLLER_ADDRESS)
+# An address on the controller side that is NOT in the client networks, for the firewall check.
+OUTSIDER = str(harness.SUBNET.network_address + 250)
+
+
+def log(message: str) -> None:
+    print(f"e2e: {message}", file=sys.stderr, flush=True)
+
+
+def run(argv: Sequence[str], timeout_s: float = 600, check: bool = True, **kwargs):
+    """harness.run: output captured as text; raises LabError on failure when check."""
+    kwargs.pop("capture_output", None)
+    kwargs.pop("text", None)
+    return harness.run(argv, timeout_s=timeout_s, check=check, **kwargs)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for chunk in iter(lambda: file.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def build_binaries() -> dict[str, Path]:
+    """tb-agent, tbctl, the commit_gap client (cargo, release) and the tigerbeetle server."""
+    env = dict(os.environ)
+    zig = run([str(REPO / "scripts" / "zig-path")], capture_output=True, text=True).stdout.strip()
+    env.update(ZIG_PATH=zig, TB_CLIENT_DEBUG="false")
+    run(["cargo", "build", "--release", "--locked", "-p", "tb-agent", "-p", "tbctl",
+         "--bins"], cwd=REPO,
+        env=env, timeout_s=3600)
+    run(["cargo", "build", "--release", "--locked", "-p", "tb-tests", "--example", "commit_gap"],
+        cwd=REPO, env=env, timeout_s=3600)
+    tigerbeetle = run([str(REPO / "scripts" / "tigerbeetle-build")], capture_output=True,
+                      text=True, timeout_s=3600).stdout.strip()
+    target = REPO / "target" / "release"
+    return {
+        "tb_agent": target / "tb-agent",
+        "tbctl": target / "tbctl",
+        "commit_gap": target / "examples" / "commit_gap",
+        "tigerbeetle": Path(tigerbeetle),
+    }
+
+
+def seed_packages(lab: "harness.Lab", packages: Sequence[str] = LAB_SEED_PACKAGES) -> None:
+    """Installs packages the lab image lacks, downloaded on the controller with apt (the package
+    set is what `apt-get install` would add to the hosts' own dpkg status), with dpkg on each host."""
+    hosts = lab.hosts()
+    status = Path(hosts[0].root) / "var" / "lib" / "dpkg" / "status"
+    simulation = run(["apt-get", "-s", "-o", f"Dir::State::status={status}", "install",
+                      "--no-install-recommends", *packages], capture_output=True, text=True)
+    wanted = re.findall(r"^Inst (\S+) (?:\[[^\]]*\] )?\((\S+)", simulation.stdout, re.M)
+    if not wanted:
+        return
+    key = hashlib.sha256(json.dumps(sorted(wanted)).encode()).hexdigest()[:16]
+    cache = harness.cache_dir() / f"lab-debs-{key}"
+    if not cache.exists():
+        work = Path(tempfile.mkdtemp(prefix="lab-debs.", dir=harness.cache_dir()))
+        run(["apt-get", "download", *(f"{name}={version}" for name, version in wanted)],
+            cwd=work, timeout_s=600)
+        os.rename(work, cache)
+    for host in hosts:
+        target = Path(host.root) / "var" / "cache" / "tb-lab-debs"
+        target.mkdir(parents=True, exist_ok=True)
+        for deb in cache.glob("*.deb"):
+            shutil.copy2(deb, target / deb.name)
+        lab.exec(host.name, "DEBIAN_FRONTEND=noninteractive dpkg -i /var/cache/tb-lab-debs/*.deb"
+                 " >/dev/null && rm -rf /var/cache/tb-lab-debs", timeout_s=300)
+
+
+class Controller:
+    """The controller side of a lab: secrets, vars, inventory, and commands in the netns."""
+
+    def __init__(self, lab: "harness.Lab", binaries: dict[str, Path], work: Path):
+        self.lab = lab
+        self.binaries = binaries
+        self.work = work
+        secrets_dir = work / "secrets"
+        self.vars_path = work / "vars.json"
+        self.inventory_path = work / "lab.json"
+        if self.vars_path.exists():
+            # A development lab kept up between runs (tests/e2e/devlab): reuse its secrets.
+            self.token_file = secrets_dir / "ops.token"
+            self.peer_token_file = secrets_dir / "peer.token"
+            self.inventory = json.loads(self.inventory_path.read_text())
+            self.vars = json.loads(self.vars_path.read_text())
+            return
+        secrets_dir.mkdir(mode=0o700)
+        self.token_file = secrets_dir / "ops.token"
+        self.peer_token_file = secrets_dir / "peer.token"
+        hashes = {}
+        for name, path in (("ops", self.token_file), ("peers", self.peer_token_file)):
+            secret = run([str(binaries["tb_agent"]), "generate-token"], capture_output=True,
+                         text=True).stdout.strip()
+            harness.write_private(path, secret + "\n")
+            hashes[name] = run([str(binaries["tb_agent"]), "hash-token"], input=secret,
+                               capture_output=True, text=True).stdout.strip()
+        # The committed lab inventory (tests/hosts), with this run's token hashes: the only
+        # source of the cluster's settings, as in production (docs/inventory.md).
+        self.inventory = harness.inventory(min(len(lab.hosts()), harness.INVENTORY_REPLICA_COUNT))
+        self.inventory["all"]["vars"]["tb_agent_tokens"] = [
+            {"name": "ops", "scopes": ["read", "control", "backup"], "sha256": hashes["ops"]},
+            {"name": "peers", "scopes": ["read"], "sha256": hashes["peers"]},
+        ]
+        self.write_inventory()
+        # Role variables (not inventory keys): what to install from this controller.
+        self.vars = {
+            "tigerbeetle_binary_src": str(binaries["tigerbeetle"]),
+            "tigerbeetle_binary_sha256": sha256_file(binaries["tigerbeetle"]),
+            "tb_agent_binary_src": str(binaries["tb_agent"]),
+            "tb_agent_binary_sha256": sha256_file(binaries["tb_agent"]),
+            "tb_agent_peer_token_src": str(self.peer_token_file),
+            "tb_agent_token_file": str(self.token_file),
+            "tb_agent_tls_cert_src": f"{lab.pki_dir}/{{{{ inventory_hostname }}}}.crt",
+            "tb_agent_tls_key_src": f"{lab.pki_dir}/{{{{ inventory_hostname }}}}.key",
+            "tb_agent_tls_ca_src": str(lab.ca_cert_path),
+        }
+        self.vars_path = work / "vars.json"
+        self.write_vars()
+
+    def write_inventory(self) -> None:
+        """Writes the inventory and checks it with the Rust reader (`tbctl inventory check`),
+        which applies every rule of docs/inventory.md, when this tbctl has that command."""
+        harness.write_private(self.inventory_path, json.dumps(self.inventory, indent=2) + "\n")
+        tbctl = str(self.binaries["tbctl"])
+        if run([tbctl, "inventory", "check", "--help"], check=False).returncode == 0:
+            run([tbctl, "inventory", "check", str(self.inventory_path)])
+
+    def set_inventory_vars(self, **values) -> dict:
+        """Changes cluster-wide inventory keys (all.vars), as an operator edits the inventory
+        before rollout.yml; returns the previous values (None: absent) for restore_inventory_vars."""
+        inventory_vars = self.inventory["all"]["vars"]
+        previous = {key: inventory_vars.get(key) for key in values}
+        inventory_vars.update(values)
+        self.write_inventory()
+        return previous
+
+    def restore_inventory_vars(self, previous: dict) -> None:
+        inventory_vars = self.inventory["all"]["vars"]
+        for key, value in previous.items():
+            if value is None:
+                inventory_vars.pop(key, None)
+            else:
+                inventory_vars[key] = value
+        self.write_inventory()
+
+    def write_vars(self, **overrides) -> Path:
+        self.vars.update(overrides)
+        harness.write_private(self.vars_path, json.dumps(self.vars, indent=2))
+        return self.vars_path
+
+    @property
+    def host_names(self) -> list[str]:
+        return [host.name for host in self.lab.hosts()]
+
+    def addresses(self) -> str:
+        hosts = self.inventory["all"]["hosts"]
+        return ",".join(hosts[name]["tigerbeetle_address"] for name in sorted(
+            hosts, key=lambda name: hosts[name]["tigerbeetle_replica"]))
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(self.lab.ansible_env())
+        env.update(ANSIBLE_CONFIG=str(ANSIBLE_DIR / "ansible.cfg"), ANSIBLE_FORCE_COLOR="0",
+                   ANSIBLE_NOCOLOR="1", TBCTL_TOKEN_FILE=str(self.token_file),
+                   PYTHONUNBUFFERED="1")
+        return env
+
+    def playbook(self, name: str, *args: str, check: bool = True,
+                 timeout_s: float = PLAYBOOK_TIMEOUT_S) -> "PlaybookRun":
+        argv = self.lab.controller_command([
+            "ansible-playbook", "-i", str(self.inventory_path), str(ANSIBLE_DIR / name),
+            "-e", f"@{self.vars_path}", *args])
+        started = time.monotonic()
+        log(f"ansible-playbook {name} {' '.join(args)}")
+        result = subprocess.run(argv, env=self.env(), capture_output=True, text=True,
+                                timeout=timeout_s, cwd=REPO)
+        outcome = PlaybookRun(name, result.returncode, result.stdout, result.stderr,
+                              time.monotonic() - started)
+        log_dir = self.work / "logs"
+        log_dir.mkdir(exist_ok=True)
+        (log_dir / f"{int(time.time() * 1000)}-{name}.log").write_text(
+            outcome.stdout + "\n--- stderr\n" + outcome.stderr)
+        if check and result.returncode != 0:
+            raise AssertionError(f"{name} failed ({result.returncode}):\n{outcome.tail()}")
+        return outcome
+
+    def tbctl(self, *args: str, check: bool = True, timeout_s: float = 300):
+        argv = self.lab.controller_command([
+            str(self.binaries["tbctl"]), "--ca-file", str(self.lab.ca_cert_path), *args])
+        return subprocess.run(argv, env=self.env(), capture_output=True, text=True,
+                              timeout=timeout_s, check=check)
+
+    def status(self) -> list[dict]:
+        result = self.tbctl("status", "--inventory", str(self.inventory_path), "--json",
+                            check=False)
+        return json.loads(result.stdout)
+
+    def agent(self, host: str, path: str, method: str = "GET", timeout_s: float = 30) -> dict:
+        """One request to a host's agent over TLS, verified with the lab CA (curl, no token in
+        argv: the header comes from a 0600 file)."""
+        url = self.inventory["all"]["hosts"][host]["tb_agent_url"] + path
+        header = self.work / "secrets" / "auth.header"
+        harness.write_private(header, f"Authorization: Bearer {self.token_file.read_text().strip()}\n")
+        result = run(self.lab.controller_command([
+            "curl", "--silent", "--show-error", "--max-time", str(timeout_s), "--cacert",
+            str(self.lab.ca_cert_path), "-H", f"@{header}", "-X", method, url]),
+            capture_output=True, text=True, check=False, timeout_s=timeout_s + 5)
+        if result.returncode != 0:
+            raise AssertionError(f"{method} {url}: curl {result.returncode}: {result.stderr}")
+        return json.loads(result.stdout)
+
+    def replica_pid(self, host: str) -> int:
+        out = self.lab.exec(host, "systemctl show --property=MainPID --value tigerbeetle.service")
+        return int(out.stdout.strip() or 0)
+
+    @contextlib.contextmanager
+    def client(self, seconds: int, extra: Sequence[str] = ()) -> Iterator["ClientRun"]:
+        """commit_gap writing transfers the whole time, from the controller (a client network)."""
+        argv = self.lab.controller_command([
+            str(self.binaries["commit_gap"]), "--cluster-id", "0", "--addresses",
+            self.addresses(), "--seconds", str(seconds), *extra])
+        process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   text=True)
+        client = ClientRun(process)
+        try:
+            yield client
+        finally:
+            client.stop()
+
+
+class ClientRun:
+    def __init__(self, process: subprocess.Popen):
+        self.process = process
+        self.report: dict | None = None
+        self.stderr = ""
+
+    def stop(self) -> dict:
+        if self.report is None:
+            if self.process.poll() is None:
+                self.process.terminate()
+            stdout, self.stderr = self.process.communicate(timeout=120)
+            try:
+                self.report = json.loads(stdout.strip().splitlines()[-1])
+            except (IndexError, json.JSONDecodeError):
+                raise AssertionError(f"the client printed no report: {stdout!r} {self.stderr!r}")
+        return self.report
+
+
+class PlaybookRun:
+    RECAP = re.compile(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)",
+                       re.M)
+
+    def __init__(self, name: str, returncode: int, stdout: str, stderr: str, seconds: float):
+        self.name, self.returncode, self.stdout, self.stderr = name, returncode, stdout, stderr
+        self.seconds = seconds
+
+    def recap(self) -> dict[str, dict[str, int]]:
+        return {m[0]: {"ok": int(m[1]), "changed": int(m[2]), "unreachable": int(m[3]),
+                       "failed": int(m[4])} for m in self.RECAP.findall(self.stdout)}
+
+    def tail(self, lines: int = 60) -> str:
+        return "\n".join((self.stdout + "\n" + self.stderr).splitlines()[-lines:])
+
+
+class Timeline:
+    """Samples every host's replica (systemd MainPID) every 100 ms, from a loop on each host, so
+    the order of restarts and any overlap of downtime can be checked afterwards."""
+
+    SAMPLE_S = 0.1
+
+    def __init__(self, lab: "harness.Lab"):
+        self.lab = lab
+        self.processes: dict[str, subprocess.Popen] = {}
+        self.samples: dict[str, list[tuple[int, int]]] = {}
+
+    def __enter__(self) -> "Timeline":
+        script = ("while :; do echo \"$(date +%s%3N) "
+                  "$(systemctl show --property=MainPID --value tigerbeetle.service)\"; "
+                  f"sleep {self.SAMPLE_S}; done")
+        for host in self.lab.hosts():
+            self.processes[host.name] = subprocess.Popen(
+                self.lab.controller_command(self.lab.ssh_command(host.name, script)),
+                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for name, process in self.processes.items():
+            process.terminate()
+            stdout, _ = process.communicate(timeout=30)
+            samples = []
+            for line in stdout.splitlines():
+                parts = line.split()
+                if len(parts) == 2 and parts[0].isdigit() and parts[1].isdigit():
+                    samples.append((int(parts[0]), int(parts[1])))
+            self.samples[name] = samples
+
+    def pids(self, host: str) -> list[int]:
+        """The distinct replica pids in order (0 = not running)."""
+        out: list[int] = []
+        for _, pid in self.samples[host]:
+            if not out or out[-1] != pid:
+                out.append(pid)
+        return out
+
+    def down_intervals(self, host: str) -> list[tuple[int, int]]:
+        """[start_ms, end_ms] intervals where the replica had no process, or where its pid
+        changed between two samples (a restart faster than the sampling)."""
+        intervals = []
+        samples = self.samples[host]
+        start = None
+        for (t0, p0), (t1, p1) in zip(samples, samples[1:]):
+            if p1 == 0 and start is None:
+                start = t1
+            elif p1 != 0 and start is not None:
+                intervals.append((start, t1))
+                start = None
+            elif p0 != 0 and p1 != 0 and p0 != p1:
+                intervals.append((t0, t1))
+        if start is not None:
+            intervals.append((start, samples[-1][0]))
+        return intervals
+
+    def summary(self) -> dict:
+        return {host: {"pids": self.pids(host), "down_ms": self.down_intervals(host)}
+                for host in self.samples}
+
+
+def overlapping(intervals: dict[str, list[tuple[int, int]]]) -> list[tuple[str, str]]:
+    flat = [(start, end, host) for host, spans in intervals.items() for start, end in spans]
+    pairs = []
+    for i, (s1, e1, h1) in enumerate(flat):
+        for s2, e2, h2 in flat[i + 1:]:
+            if h1 != h2 and s1 < e2 and s2 < e1:
+                pairs.append((h1, h2))
+    return pairs
+
+
+def keep_logs(work: Path, name: str) -> None:
+    """Copies a controller's playbook logs to target/e2e/logs/<name>/ (replacing older ones)."""
+    source = work / "logs"
+    if not source.is_dir():
+        return
+    target = REPO / "target" / "e2e" / "logs" / name
+    shutil.rmtree(target, ignore_errors=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(source, target)
+
+
+def record(name: str, data: dict) -> Path:
+    """Writes what a test measured to target/e2e/<name>.json and prints it."""
+    directory = REPO / "target" / "e2e"
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}.json"
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    log(f"{name}: {json.dumps(data)}")
+    return path

@@ -1,0 +1,59 @@
+"""End-to-end test 6: backup.yml backs up every replica, one at a time, while a client writes;
+then a deleted data file comes back with recover.yml (tigerbeetle recover, never format), and
+bootstrap.yml refuses the partial cluster in between.
+
+    python3 -m pytest tests/e2e/test_backup_recover.py
+"""
+
+from __future__ import annotations
+
+import labctl
+
+
+def test_backup_then_recover(cluster):
+    controller = cluster
+    lab = controller.lab
+    hosts = controller.host_names
+    with controller.client(600) as client:
+        backup = controller.playbook("backup.yml")
+    report = client.stop()
+    assert report["failures"] == 0 and report["requests"] > 0, report
+    backups = {host: controller.agent(host, "/v1/backups") for host in hosts}
+    for host in hosts:
+        listed = backups[host]
+        listed = listed if isinstance(listed, list) else listed.get("backups", [])
+        assert len(listed) == 1, (host, backups[host])
+
+    # Lose one replica's data file: stop it through its agent (quorum guarded), delete the file.
+    lost = hosts[1]
+    controller.tbctl("stop", "--inventory", str(controller.inventory_path), "--replica", "1")
+    data_file = "/var/lib/tigerbeetle/0_1.tigerbeetle"
+    lab.exec(lost, f"rm {data_file}")
+
+    # The unit refuses to start without it, and says what to do instead of formatting.
+    started = lab.exec(lost, "systemctl start tigerbeetle.service", check=False)
+    assert started.returncode != 0
+    journal = lab.exec(lost, "journalctl -u tigerbeetle.service --no-pager -n 20").stdout
+    assert "Never format a replacement" in journal, journal
+    lab.exec(lost, "systemctl reset-failed tigerbeetle.service", check=False)
+
+    # bootstrap.yml sees a partial cluster and refuses without changing anything.
+    refused = controller.playbook("bootstrap.yml", check=False)
+    assert refused.returncode != 0
+    assert "Rebuild each missing replica with recover.yml" in refused.stdout, refused.tail()
+    assert lab.exec(lost, f"test -e {data_file}", check=False).returncode != 0
+
+    with controller.client(900) as client:
+        recover = controller.playbook("recover.yml", "-e",
+                                      '{"tigerbeetle_recover_hosts": ["%s"]}' % lost)
+    report_recover = client.stop()
+    labctl.record("backup_recover", {"backup_seconds": backup.seconds, "client_backup": report,
+                                     "recover_seconds": recover.seconds,
+                                     "client_recover": report_recover})
+    assert report_recover["failures"] == 0, report_recover
+    assert lab.exec(lost, f"test -e {data_file}", check=False).returncode == 0
+    assert controller.tbctl("status", "--inventory", str(controller.inventory_path),
+                            check=False).returncode == 0
+    # recover, not format: the agent's audit log and job say so.
+    audit = lab.exec(lost, "cat /var/log/tb-agent/audit.jsonl").stdout
+    assert "recover" in audit

@@ -1,0 +1,74 @@
+"""End-to-end test 3: the replica on the second host is killed (again and again, as in a crash
+loop) during the rollout: the play stops before the third host, saying which host and why, and
+the cluster still answers.
+
+    python3 -m pytest tests/e2e/test_fault_kill.py
+"""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+
+import labctl
+
+# Short gates so the failure shows within a minute or two.
+READY_TIMEOUT_S = 45
+
+
+def test_killed_replica_stops_the_rollout(controller):
+    controller.write_vars(tb_agent_ready_timeout_ms=READY_TIMEOUT_S * 1000)
+    controller.playbook("site.yml")
+    controller.playbook("bootstrap.yml")
+    lab = controller.lab
+    first, second, third = controller.host_names
+    pids_before = {host: controller.replica_pid(host) for host in (first, second, third)}
+
+    stop_killing = threading.Event()
+    kills = []
+
+    def kill_second_after_its_restart():
+        # Wait until the rollout restarted the second host's replica (its pid changed)...
+        while not stop_killing.is_set():
+            pid = controller.replica_pid(second)
+            if pid not in (0, pids_before[second]):
+                break
+            time.sleep(0.2)
+        # ...then SIGKILL every process it gets, until told to stop.
+        while not stop_killing.is_set():
+            # The main process by pid: `systemctl kill` exits 1 in the lab's containers even
+            # when it killed it ("Failed to send signal SIGKILL to auxiliary processes").
+            result = lab.exec(second, "pid=$(systemctl show --property=MainPID --value "
+                              "tigerbeetle.service); [ \"$pid\" -gt 0 ] && kill -KILL \"$pid\"",
+                              check=False)
+            if result.returncode == 0:
+                kills.append(time.time())
+            time.sleep(0.5)
+
+    controller.set_inventory_vars(tigerbeetle_cache_grid="288MiB")
+    killer = threading.Thread(target=kill_second_after_its_restart, daemon=True)
+    killer.start()
+    try:
+        rollout = controller.playbook("rollout.yml", "-e", f"tb_ready_timeout_s={READY_TIMEOUT_S}",
+                                      check=False)
+        # The play failed at the second host and never touched the third.
+        assert rollout.returncode != 0, rollout.tail()
+        assert second in rollout.stdout
+        failing = [line for line in rollout.stdout.splitlines() if "fatal:" in line]
+        assert failing and all(second in line for line in failing), failing
+        assert controller.replica_pid(third) == pids_before[third]
+        unit = lab.exec(third, "cat /etc/systemd/system/tigerbeetle.service").stdout
+        assert "--cache-grid=288MiB" not in unit
+        # The cluster still answers (two of three replicas) while the second keeps dying.
+        with controller.client(10) as client:
+            time.sleep(10)
+        report = client.stop()
+        labctl.record("fault_kill", {"kills": len(kills), "client": report,
+                                     "rollout_seconds": rollout.seconds,
+                                     "failure": failing})
+        assert report["failures"] == 0 and report["requests"] > 0, report
+    finally:
+        stop_killing.set()
+        killer.join(timeout=30)
+    assert kills, "the replica on the second host was never killed"

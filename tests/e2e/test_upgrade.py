@@ -1,0 +1,98 @@
+"""End-to-end test 5: a real TigerBeetle upgrade, 0.16.70 to 0.16.78, with upgrade.yml.
+
+The cluster is bootstrapped on 0.16.70 (built from the source vendored in
+tigerbeetle-unofficial-sys 0.14.20+0.16.70); upgrade.yml swaps in the multiversion 0.16.78 binary
+that bundles 0.16.70 (scripts/tigerbeetle-build-multiversion); every agent then reports 0.16.78
+and the accounts written before are intact. A 0.16.70 client (the old binary's `repl`) keeps
+working throughout. Refused before anything changes: a target that does not bundle the running
+release, and a target older than the agents' embedded client.
+
+    python3 -m pytest tests/e2e/test_upgrade.py
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+import labctl
+
+ACCOUNTS = "create_accounts id=7001 code=10 ledger=700, id=7002 code=10 ledger=700;"
+LOOKUP = "lookup_accounts id=7001, id=7002;"
+
+
+def repl(controller, binary, command: str, timeout_s: float = 30):
+    return labctl.run(controller.lab.controller_command([
+        str(binary), "repl", "--cluster=0", f"--addresses={controller.addresses()}",
+        f"--command={command}"]), check=False, timeout_s=timeout_s)
+
+
+@pytest.fixture(scope="module")
+def releases():
+    old = labctl.run([str(labctl.REPO / "scripts" / "tigerbeetle-build-release"), "0.16.70"],
+                     timeout_s=3600).stdout.strip()
+    new = labctl.run([str(labctl.REPO / "scripts" / "tigerbeetle-build-multiversion")],
+                     timeout_s=3600).stdout.strip()
+    return {"old": old, "new": new}
+
+
+def hashes(controller) -> dict[str, str]:
+    return {h: controller.lab.exec(h, "sha256sum /usr/local/bin/tigerbeetle").stdout.split()[0]
+            for h in controller.host_names}
+
+
+def test_upgrade_0_16_70_to_0_16_78(controller, releases):
+    old, new = releases["old"], releases["new"]
+    controller.write_vars(tigerbeetle_binary_src=old,
+                          tigerbeetle_binary_sha256=labctl.sha256_file(labctl.Path(old)))
+    controller.playbook("site.yml")
+    controller.playbook("bootstrap.yml")
+    created = repl(controller, old, ACCOUNTS)
+    assert created.returncode == 0, created.stdout + created.stderr
+    before = hashes(controller)
+
+    # Refused before anything changes: 0.16.78 without 0.16.70 bundled...
+    plain = labctl.run([str(labctl.REPO / "scripts" / "tigerbeetle-build")]).stdout.strip()
+    refused = controller.playbook("upgrade.yml", "-e", f"tigerbeetle_binary_src={plain}", "-e",
+                                  f"tigerbeetle_binary_sha256={labctl.sha256_file(labctl.Path(plain))}",
+                                  check=False)
+    assert refused.returncode != 0 and "cannot" in refused.stdout and \
+        "upgrade this replica" in refused.stdout, refused.tail()
+    # ...and a target older than the agents' client (0.16.78 > 0.16.70).
+    refused_client = controller.playbook("upgrade.yml", check=False)
+    assert refused_client.returncode != 0, refused_client.tail()
+    assert "newer than the target release" in refused_client.stdout, refused_client.tail()
+    assert hashes(controller) == before
+
+    # A 0.16.70 client keeps working throughout (each request is one `repl` session).
+    failures, requests, stop = [], [], threading.Event()
+
+    def old_client():
+        while not stop.is_set():
+            result = repl(controller, old, LOOKUP)
+            requests.append(time.time())
+            if result.returncode != 0 or "7001" not in result.stdout:
+                failures.append((time.time(), result.stdout[-200:], result.stderr[-200:]))
+            time.sleep(0.5)
+
+    client = threading.Thread(target=old_client, daemon=True)
+    client.start()
+    try:
+        upgrade = controller.playbook(
+            "upgrade.yml", "-e", f"tigerbeetle_binary_src={new}", "-e",
+            f"tigerbeetle_binary_sha256={labctl.sha256_file(labctl.Path(new))}")
+    finally:
+        stop.set()
+        client.join(timeout=60)
+    versions = {h: controller.agent(h, "/v1/status")["replica"]["binary_version"]
+                for h in controller.host_names}
+    labctl.record("upgrade", {"upgrade_seconds": upgrade.seconds, "versions": versions,
+                              "old_client_requests": len(requests),
+                              "old_client_failures": failures[:5]})
+    assert all(v.startswith("0.16.78+") for v in versions.values()), versions
+    # The replicas really run 0.16.78 (re-executed, same unit), and the accounts are intact.
+    looked_up = repl(controller, new, LOOKUP)
+    assert "7001" in looked_up.stdout and "7002" in looked_up.stdout, looked_up.stdout
+    assert requests and not failures, failures[:5]
