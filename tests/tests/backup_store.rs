@@ -12,7 +12,7 @@ mod common;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::Ports;
@@ -24,19 +24,7 @@ const SECRET_TEXT: &str = "TOP-SECRET-not-for-the-backup-api";
 const BACKUP_TIMEOUT: Duration = Duration::from_secs(60);
 const DAY_MS: u64 = 86_400_000;
 
-struct Agent {
-    child: Child,
-    url: String,
-    dir: PathBuf,
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+use common::StandaloneAgent as Agent;
 
 impl Agent {
     fn data_file(&self) -> PathBuf {

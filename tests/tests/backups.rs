@@ -23,21 +23,10 @@ fn start_backup(cluster: &Cluster, replica: u8) -> (String, String) {
     )
 }
 
-fn job(cluster: &Cluster, replica: u8, job_id: &str) -> Value {
-    cluster
-        .get(
-            replica,
-            &format!("/v1/jobs/{job_id}"),
-            Some(&cluster.admin_token),
-        )
-        .json()
-        .unwrap()
-}
-
 fn wait_job(cluster: &Cluster, replica: u8, job_id: &str, timeout: Duration) -> Value {
     let mut last = Value::Null;
     cluster.wait_until(&format!("job {job_id}"), timeout, || {
-        last = job(cluster, replica, job_id);
+        last = cluster.job(replica, job_id);
         last["state"] != "running"
     });
     last
@@ -381,7 +370,7 @@ fn killed_agent_and_full_disk_leave_no_backup_and_the_replica_running() {
     // SIGKILL the agent in the middle of the copy.
     let (job_id, backup_id) = start_backup(&cluster, 2);
     cluster.wait_until("the copy to start", Duration::from_secs(30), || {
-        job(&cluster, 2, &job_id)["step"] == "copying the data file"
+        cluster.job(2, &job_id)["step"] == "copying the data file"
     });
     let agent_pid = cluster.state.agents[2].pid;
     nix::sys::signal::kill(

@@ -21,17 +21,6 @@ fn audit_lines(cluster: &Cluster, replica: u8) -> Vec<Value> {
         .collect()
 }
 
-fn job(cluster: &Cluster, replica: u8, job_id: &str) -> Value {
-    cluster
-        .get(
-            replica,
-            &format!("/v1/jobs/{job_id}"),
-            Some(&cluster.admin_token),
-        )
-        .json()
-        .unwrap()
-}
-
 /// Sends `POST path` with the admin token on a raw connection and drops it after `after`,
 /// as a client whose timeout expired would.
 fn post_and_hang_up(cluster: &Cluster, replica: u8, path: &str, after: Duration) {
@@ -114,7 +103,7 @@ fn a_dropped_restart_finishes_holds_the_lock_and_is_audited_and_force_restarts()
     assert_eq!(busy.len(), 1, "{lines:?}");
     assert_eq!(busy[0]["outcome"], "busy");
     // The job that carried the restart says how it ended.
-    let finished = job(&cluster, 2, job_id);
+    let finished = cluster.job(2, job_id);
     assert_eq!(
         (finished["state"].as_str(), finished["outcome"].as_str()),
         (Some("succeeded"), Some("restarted")),
@@ -249,7 +238,7 @@ fn a_backup_copy_past_its_deadline_is_abandoned_and_the_replica_started() {
     let job_id = accepted["job_id"].as_str().unwrap().to_string();
     let mut finished = Value::Null;
     cluster.wait_until("the backup job to end", Duration::from_secs(120), || {
-        finished = job(&cluster, 2, &job_id);
+        finished = cluster.job(2, &job_id);
         finished["state"] != "running"
     });
     assert_eq!(finished["state"], "failed", "{finished}");

@@ -5,8 +5,7 @@
 mod common;
 
 use std::io::Write;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tb_proto::auth::hash_secret_hex;
@@ -15,19 +14,7 @@ const READER: &str = "reader-secret-0123456789";
 const OPERATOR_OLD: &str = "operator-old-secret-0123456789";
 const OPERATOR_NEW: &str = "operator-new-secret-0123456789";
 
-struct Agent {
-    child: Child,
-    url: String,
-    dir: PathBuf,
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+use common::StandaloneAgent as Agent;
 
 fn config(port: u16, tokens: &[(&str, &str, &str)], extra_server: &str) -> String {
     let mut text = format!(
