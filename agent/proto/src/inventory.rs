@@ -67,6 +67,10 @@ const REASON_SECRET_IN_STORE: &str = "must not be in /nix/store: the store is wo
 const REASON_URL: &str =
     "must be http://HOST:PORT or https://HOST:PORT, with an explicit port and no path";
 const REASON_TOKENS: &str = "must be a list of at most 16 tokens";
+const REASON_DEPLOY: &str = "must be \"systemd\" or \"nixos\"";
+const REASON_FLAKE: &str = "must be null or a flake reference of 1 to 4096 printable ASCII characters without spaces or \"#\" (rollout.yml adds #<host name>), e.g. \"/etc/nixos\"";
+/// How `ansible/rollout.yml` applies a change to a host, when the inventory does not say.
+const DEPLOY_DEFAULT: &str = "systemd";
 
 // ---------------------------------------------------------------------------------------------
 // The file as written (by `tbctl local up`, for example). Reading never goes through these types:
@@ -122,6 +126,8 @@ pub struct Cluster {
     pub cluster_id: String,
     pub data_dir: String,
     pub hosts: BTreeMap<String, Host>,
+    /// The flake `ansible/rollout.yml` switches NixOS hosts to, as the host sees it.
+    pub nixos_flake: Option<String>,
     pub orchestrator_networks: Vec<String>,
     pub replica_count: u8,
     /// Host names, in replica order.
@@ -153,6 +159,8 @@ pub struct Host {
     pub agent_url: String,
     pub ansible_host: String,
     pub data_file: String,
+    /// How `ansible/rollout.yml` applies a change: "systemd" (the roles) or "nixos".
+    pub deploy: String,
     pub ip: String,
     /// The other replicas' IPs, in replica order, without this host's own IP, each once.
     pub peer_ips: Vec<String>,
@@ -379,6 +387,8 @@ enum Rule {
     SecretPathOrNull,
     Url,
     Tokens,
+    Deploy,
+    FlakeOrNull,
 }
 
 struct KeySpec {
@@ -398,7 +408,7 @@ const fn spec(key: &'static str, level: Level, required: bool, rule: Rule) -> Ke
 }
 
 /// Every key of docs/inventory.md. Within a level they are checked in sorted order of key.
-const KEYS: [KeySpec; 18] = [
+const KEYS: [KeySpec; 20] = [
     spec("tigerbeetle_cluster_id", Level::Vars, true, Rule::U128),
     spec("tigerbeetle_replica_count", Level::Vars, true, Rule::Count),
     spec("tigerbeetle_cache_grid", Level::Vars, false, Rule::Size),
@@ -452,6 +462,13 @@ const KEYS: [KeySpec; 18] = [
     spec("tigerbeetle_address", Level::Host, true, Rule::Socket),
     spec("tb_agent_url", Level::Host, true, Rule::Url),
     spec("tb_agent_listen", Level::Host, false, Rule::SocketOrNull),
+    spec(
+        "tigerbeetle_nixos_flake",
+        Level::Vars,
+        false,
+        Rule::FlakeOrNull,
+    ),
+    spec("tigerbeetle_deploy", Level::Host, false, Rule::Deploy),
 ];
 
 fn key_spec(key: &str) -> Option<&'static KeySpec> {
@@ -558,7 +575,21 @@ fn check_value(rule: Rule, value: &Value) -> Result<(), Failure> {
         Rule::SecretPathOrNull => secret_path_check(value),
         Rule::Url => ok(text.and_then(parse_url).is_some(), REASON_URL),
         Rule::Tokens => check_tokens(value),
+        Rule::Deploy => ok(
+            text.is_some_and(|s| s == "systemd" || s == "nixos"),
+            REASON_DEPLOY,
+        ),
+        Rule::FlakeOrNull => ok(value.is_null() || text.is_some_and(is_flake), REASON_FLAKE),
     }
+}
+
+/// `[!-"$-~]+`, 1 to 4096 bytes: printable ASCII without space or `#` (rollout.yml appends
+/// `#<host name>`, and the reference is one argv element).
+fn is_flake(text: &str) -> bool {
+    (1..=PATH_LENGTH_MAX_BYTES).contains(&text.len())
+        && text
+            .bytes()
+            .all(|b| (b'!'..=b'~').contains(&b) && b != b'#')
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -921,6 +952,7 @@ struct HostDraft<'a> {
     socket: Socket<'a>,
     url: Url<'a>,
     agent_listen: String,
+    deploy: String,
 }
 
 /// The resolved cluster, or the first error (without the `inventory <path>: ` prefix).
@@ -984,6 +1016,7 @@ pub fn resolve(document: &Value) -> Result<Cluster, String> {
         return Err("all.vars.tb_agent_tls_client_ca_file: needs all.vars.tb_agent_tls_cert_file and all.vars.tb_agent_tls_key_file".to_string());
     }
 
+    let nixos_flake = optional_string(vars, "tigerbeetle_nixos_flake");
     let cluster_id = string_or(vars, "tigerbeetle_cluster_id", "");
     let replica_count = u8::try_from(vars["tigerbeetle_replica_count"].as_i64().expect("count"))
         .expect("validated count");
@@ -1006,6 +1039,7 @@ pub fn resolve(document: &Value) -> Result<Cluster, String> {
                 socket,
                 url,
                 agent_listen,
+                deploy: string_or(values, "tigerbeetle_deploy", DEPLOY_DEFAULT),
             }
         })
         .collect();
@@ -1080,6 +1114,11 @@ pub fn resolve(document: &Value) -> Result<Cluster, String> {
                 listen.ip
             ));
         }
+        if host.deploy == "nixos" && nixos_flake.is_none() {
+            return Err(format!(
+                "{at}.tigerbeetle_deploy: \"nixos\" needs all.vars.tigerbeetle_nixos_flake (the flake that nixos-rebuild switch builds this host from)"
+            ));
+        }
         listen_sockets.push((listen.ip.to_string(), listen.port));
     }
 
@@ -1104,6 +1143,7 @@ pub fn resolve(document: &Value) -> Result<Cluster, String> {
                 agent_url: agent_url(&host.url),
                 ansible_host: host.ansible_host.clone(),
                 data_file: format!("{data_dir}/{cluster_id}_{}.tigerbeetle", host.replica),
+                deploy: host.deploy.clone(),
                 ip: host.socket.ip.to_string(),
                 peer_ips,
                 port: host.socket.port,
@@ -1150,6 +1190,7 @@ pub fn resolve(document: &Value) -> Result<Cluster, String> {
         cluster_id,
         data_dir,
         hosts,
+        nixos_flake,
         orchestrator_networks: string_list(vars, "tb_agent_orchestrator_networks"),
         replica_count,
         replica_hosts: ordered.iter().map(|host| host.name.to_string()).collect(),
@@ -1220,6 +1261,37 @@ mod tests {
     }
 
     #[test]
+    fn deploy_method_and_nixos_flake() {
+        let example: Value =
+            serde_json::from_str(include_str!("../../../inventories/example.json")).unwrap();
+        let mut document = example.clone();
+        host(&mut document, "tb-1").insert("tigerbeetle_deploy".into(), json!("nixos"));
+        assert_eq!(
+            error(document.clone()),
+            "all.hosts.tb-1.tigerbeetle_deploy: \"nixos\" needs all.vars.tigerbeetle_nixos_flake (the flake that nixos-rebuild switch builds this host from)"
+        );
+        vars(&mut document).insert("tigerbeetle_nixos_flake".into(), json!("/etc/nixos"));
+        let cluster = resolve(&document).unwrap();
+        assert_eq!(cluster.hosts["tb-1"].deploy, "nixos");
+        assert_eq!(cluster.hosts["tb-0"].deploy, "systemd");
+        assert_eq!(cluster.nixos_flake.as_deref(), Some("/etc/nixos"));
+        for flake in ["", "/etc/nixos#tb-1", "path with space"] {
+            let mut broken = document.clone();
+            vars(&mut broken).insert("tigerbeetle_nixos_flake".into(), json!(flake));
+            assert_eq!(
+                error(broken),
+                format!("all.vars.tigerbeetle_nixos_flake: {REASON_FLAKE}")
+            );
+        }
+        let mut broken = example;
+        host(&mut broken, "tb-0").insert("tigerbeetle_deploy".into(), json!("docker"));
+        assert_eq!(
+            error(broken),
+            format!("all.hosts.tb-0.tigerbeetle_deploy: {REASON_DEPLOY}")
+        );
+    }
+
+    #[test]
     fn the_example_inventory_resolves_as_docs_inventory_md_shows() {
         let inventory =
             Inventory::parse(include_str!("../../../inventories/example.json")).unwrap();
@@ -1239,6 +1311,7 @@ mod tests {
                 "agent_url": "https://10.0.0.10:7443",
                 "ansible_host": "10.0.0.10",
                 "data_file": "/var/lib/tigerbeetle/155384968277351797236104484427093106345_0.tigerbeetle",
+                "deploy": "systemd",
                 "ip": "10.0.0.10",
                 "peer_ips": ["10.0.0.11", "10.0.0.12"],
                 "port": 3000,
