@@ -434,7 +434,7 @@ fn write_inventory(path: &Path, urls: &[String]) {
             )
         })
         .collect();
-    let inventory = serde_json::json!({
+    let mut inventory = serde_json::json!({
         "all": {
             "vars": {
                 "tigerbeetle_cluster_id": "7",
@@ -443,7 +443,22 @@ fn write_inventory(path: &Path, urls: &[String]) {
             "hosts": hosts,
         }
     });
+    declare_tls(&mut inventory);
     std::fs::write(path, serde_json::to_string_pretty(&inventory).unwrap()).unwrap();
+}
+
+/// An inventory with https:// agent URLs must say that the agents serve TLS (both inventory
+/// readers refuse it otherwise). tbctl reads only the URLs; the files are the agents' business.
+fn declare_tls(inventory: &mut serde_json::Value) {
+    let vars = inventory["all"]["vars"].as_object_mut().unwrap();
+    vars.insert(
+        "tb_agent_tls_cert_file".into(),
+        "/etc/tb-agent/tls/agent.crt".into(),
+    );
+    vars.insert(
+        "tb_agent_tls_key_file".into(),
+        "/etc/tb-agent/tls/agent.key".into(),
+    );
 }
 
 /// Server TLS with `tbctl --ca-file`, then mutual TLS: tbctl needs `--client-cert` and
@@ -644,10 +659,14 @@ fn mutual_tls_cluster_status_and_guarded_stop() {
         ));
     }
     let inventory_text = std::fs::read_to_string(&cluster.state.inventory).unwrap();
+    let mut inventory_json: serde_json::Value =
+        serde_json::from_str(&inventory_text.replace("\"http://127.0.0.1", "\"https://127.0.0.1"))
+            .unwrap();
+    declare_tls(&mut inventory_json);
     let inventory = dir.join("inventory.json");
     std::fs::write(
         &inventory,
-        inventory_text.replace("\"http://127.0.0.1", "\"https://127.0.0.1"),
+        serde_json::to_string_pretty(&inventory_json).unwrap(),
     )
     .unwrap();
     let token_file = cluster.token_file_arg();
