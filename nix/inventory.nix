@@ -17,6 +17,9 @@ let
   tokensMax = 16;
   tokenNameLengthMax = 64;
   networksMax = 64;
+  # Objects and lists nested deeper are refused (an inventory needs 6 levels): serde_json, under
+  # the Rust reader, has a recursion limit of its own (128), and the two readers must agree.
+  nestingDepthMax = 32;
   pathLengthMax = 4096;
   u128Max = "340282366920938463463374607431768211455";
   scopes = [ "read" "control" "backup" ];
@@ -34,6 +37,13 @@ let
   unique = list: b.foldl' (kept: x: if b.elem x kept then kept else kept ++ [ x ]) [ ] list;
 
   pow2 = n: if n == 0 then 1 else 2 * pow2 (n - 1);
+
+  # Whether v holds an object or a list nested more than `levels` deep (v itself is level 1).
+  # Looks no deeper than needed.
+  nestsDeeperThan = levels: v:
+    if b.isAttrs v then levels == 0 || b.any (nestsDeeperThan (levels - 1)) (b.attrValues v)
+    else if b.isList v then levels == 0 || b.any (nestsDeeperThan (levels - 1)) v
+    else false;
 
   isDecimal = s: b.match "0|[1-9][0-9]*" s != null;
 
@@ -328,6 +338,7 @@ let
         ];
 
       error = first [
+        (if nestsDeeperThan nestingDepthMax inventory then "the inventory must not nest objects and lists more than ${toString nestingDepthMax} levels deep" else null)
         (if !b.isAttrs inventory then "the inventory must be a JSON object" else null)
         (if !(inventory ? all) || !b.isAttrs inventory.all then "all: must be an object with vars and hosts" else null)
         (if !(all ? vars) || !b.isAttrs rawVars then "all.vars: must be an object" else null)
@@ -391,6 +402,10 @@ let
     let text = b.readFile path; in
     if b.stringLength text > inventorySizeMaxBytes
     then throw "inventory: larger than ${toString inventorySizeMaxBytes} bytes"
+    # Nix strings end at a NUL character: fromJSON would give a shortened key or value where the
+    # Rust reader sees the whole one. Both readers refuse the escape instead.
+    else if b.replaceStrings [ "\\u0000" ] [ "" ] text != text
+    then throw "inventory: the inventory must not contain \\u0000: Nix strings cannot hold NUL characters"
     else resolve (b.fromJSON text);
 in
 {

@@ -37,6 +37,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -563,6 +564,7 @@ class Lab:
         """Stops every machine, deletes the namespace and removes the host copies. Safe to run
         on a lab in any state, including after a crash."""
         hosts = self.hosts()
+        started = time.monotonic()
         # Orderly poweroff first: nspawn forwards SIGTERM as SIGRTMIN+3 to the host's systemd.
         for host in hosts:
             if _is_nspawn(host.nspawn_pid):
@@ -573,6 +575,7 @@ class Lab:
             while _is_nspawn(host.nspawn_pid) and time.monotonic() < deadline:
                 _reap(host.nspawn_pid)
                 time.sleep(0.2)
+        log(f"down: machines stopped in {time.monotonic() - started:.1f} s")
         # Whatever is left (a hung shutdown, a crashed earlier run): every process rooted in a
         # host copy or living in the lab's namespace is the lab's own.
         for _ in range(50):
@@ -608,6 +611,7 @@ class Lab:
             shutil.rmtree(self.pki_dir)
         for path in (self.state_path, self.known_hosts_path):
             path.unlink(missing_ok=True)
+        log(f"down in {time.monotonic() - started:.1f} s")
 
     def _lab_pids(self) -> list[int]:
         netns_inode = _inode(NETNS_PATH)
@@ -666,12 +670,25 @@ def running_lab(count: int, state_dir: Path | None = None) -> Iterator[Lab]:
     """A lab of `count` hosts for the body of a `with` block, under the machine-wide heavy lock;
     torn down however the block exits."""
     lab = Lab(state_dir)
-    with heavy_lock():
-        try:
-            lab.up(count)
-            yield lab
-        finally:
-            lab.down()
+    # A SIGTERM (a CI timeout, a killed runner) unwinds through `finally` like Ctrl-C does.
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM) if main_thread else None
+    if previous == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        with heavy_lock():
+            try:
+                lab.up(count)
+                yield lab
+            finally:
+                lab.down()
+    finally:
+        if previous == signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _exit_on_sigterm(signum, frame):
+    raise SystemExit(128 + signum)
 
 
 # ---------------------------------------------------------------------------------------------

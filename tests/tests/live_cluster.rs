@@ -384,8 +384,23 @@ fn metrics_openapi_tbctl_and_second_up() {
     ]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        !output.status.success() && stderr.contains("inventory"),
+        !output.status.success() && stderr.contains("all.vars: must be an object"),
         "{stderr}"
+    );
+    // The inventory `tbctl local up` wrote passes the rules that Nix applies too
+    // (docs/inventory.md), and resolves to this cluster.
+    let output = tbctl(&["inventory", "check", "--json", &inventory]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let resolved: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(resolved["replica_count"], 3, "{resolved}");
+    assert_eq!(
+        resolved["agent_urls"].as_array().unwrap().len(),
+        3,
+        "{resolved}"
     );
 
     // Write an account, take the cluster down and up again: the data files are reused, never

@@ -197,6 +197,8 @@ def test_upgrade_0_16_70_to_0_16_78_by_binary_swap(binaries):
                      UPGRADE_TIMEOUT_S, f"every replica serving {TARGET}", diagnostics)
             upgraded_s = time.monotonic() - swapped_at
             print(f"every replica serves {TARGET} {upgraded_s:.1f} s after the last swap")
+            for replica in replicas:
+                print(f"replica {replica.index} images (release, serving): {replica.images()}")
 
             # Upgraded in place: the same processes, re-executed, never restarted.
             assert all(r.alive() for r in replicas), diagnostics()

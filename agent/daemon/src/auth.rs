@@ -19,6 +19,17 @@ const SECRET_LENGTH_MAX: usize = 512;
 const PENALTY_ADDRESSES_MAX: usize = 4096;
 const PENALTY_WINDOW: Duration = Duration::from_secs(60);
 
+/// The secret of an `Authorization: Bearer <secret>` header value. The scheme is matched
+/// case-insensitively (RFC 9110, section 11.1): `bearer` and `BEARER` are the same scheme.
+fn bearer_secret(header: &str) -> Option<&str> {
+    let (scheme, secret) = header.trim_start().split_once(' ')?;
+    let secret = secret.trim();
+    let valid = scheme.eq_ignore_ascii_case("bearer")
+        && !secret.is_empty()
+        && secret.len() <= SECRET_LENGTH_MAX;
+    valid.then_some(secret)
+}
+
 struct TokenEntry {
     name: String,
     scopes: Vec<Scope>,
@@ -66,18 +77,34 @@ impl Authenticator {
     }
 
     /// Checks a request's `Authorization` header value for every one of `scopes`.
+    ///
+    /// A known token is always served, whatever else came from its address: throttling (429)
+    /// applies only to failures. Otherwise anyone sharing the address (the orchestrator host, a
+    /// NAT, the peers of a local cluster) could lock the legitimate clients out by sending bad
+    /// tokens. Secrets are 256 random bits, so refusing a correct guess buys nothing; the
+    /// throttle only keeps a flood of failures cheap to answer and out of the logs.
     pub fn check(&self, header: Option<&str>, remote: IpAddr, scopes: &[Scope]) -> Verdict {
-        if self.throttled(remote) {
-            return Verdict::Throttled;
-        }
-        let secret = header
-            .and_then(|value| value.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|secret| !secret.is_empty() && secret.len() <= SECRET_LENGTH_MAX);
-        let Some(secret) = secret else {
+        let Some(token) = header
+            .and_then(bearer_secret)
+            .and_then(|secret| self.find(secret))
+        else {
+            let throttled = self.throttled(remote);
             self.record_failure(remote);
-            return Verdict::Unauthenticated;
+            return if throttled {
+                Verdict::Throttled
+            } else {
+                Verdict::Unauthenticated
+            };
         };
+        if scopes.iter().all(|scope| token.scopes.contains(scope)) {
+            Verdict::Allowed(token.name.clone())
+        } else {
+            Verdict::Forbidden(token.name.clone())
+        }
+    }
+
+    /// The configured token whose hash matches `secret`'s.
+    fn find(&self, secret: &str) -> Option<&TokenEntry> {
         let presented = hash_secret(secret);
         // Compare against every token, without an early exit, so timing does not reveal which
         // token (or how many) matched.
@@ -87,16 +114,7 @@ impl Authenticator {
                 matched = Some(token);
             }
         }
-        match matched {
-            None => {
-                self.record_failure(remote);
-                Verdict::Unauthenticated
-            }
-            Some(token) if scopes.iter().all(|scope| token.scopes.contains(scope)) => {
-                Verdict::Allowed(token.name.clone())
-            }
-            Some(token) => Verdict::Forbidden(token.name.clone()),
-        }
+        matched
     }
 
     fn throttled(&self, remote: IpAddr) -> bool {
@@ -199,12 +217,69 @@ mod tests {
             );
         }
         assert_eq!(
-            auth.check(Some("Bearer read-secret"), attacker, &[Scope::Read]),
+            auth.check(Some("Bearer wrong"), attacker, &[Scope::Read]),
+            Verdict::Throttled
+        );
+        assert_eq!(
+            auth.check(None, attacker, &[Scope::Read]),
             Verdict::Throttled
         );
         assert_eq!(
             auth.check(Some("Bearer read-secret"), friend, &[Scope::Read]),
             Verdict::Allowed("reader".into())
         );
+    }
+
+    #[test]
+    fn a_valid_token_is_served_from_a_throttled_address() {
+        let auth = authenticator();
+        let shared: IpAddr = "10.0.0.1".parse().unwrap();
+        for _ in 0..10 {
+            auth.check(Some("Bearer wrong"), shared, &[Scope::Read]);
+        }
+        assert_eq!(
+            auth.check(Some("Bearer wrong"), shared, &[Scope::Read]),
+            Verdict::Throttled
+        );
+        assert_eq!(
+            auth.check(Some("Bearer read-secret"), shared, &[Scope::Read]),
+            Verdict::Allowed("reader".into())
+        );
+        assert_eq!(
+            auth.check(Some("Bearer read-secret"), shared, &[Scope::Control]),
+            Verdict::Forbidden("reader".into())
+        );
+    }
+
+    #[test]
+    fn the_scheme_is_case_insensitive() {
+        let auth = authenticator();
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        for header in [
+            "bearer read-secret",
+            "BEARER read-secret",
+            "bEaReR read-secret",
+            "Bearer   read-secret  ",
+        ] {
+            assert_eq!(
+                auth.check(Some(header), ip, &[Scope::Read]),
+                Verdict::Allowed("reader".into()),
+                "{header}"
+            );
+        }
+        for header in [
+            "Bearerread-secret",
+            "Bearer ",
+            "Bearer",
+            "Basic read-secret",
+            "",
+        ] {
+            // A fresh authenticator each time: these failures would otherwise trip the throttle.
+            assert_eq!(
+                authenticator().check(Some(header), ip, &[Scope::Read]),
+                Verdict::Unauthenticated,
+                "{header}"
+            );
+        }
     }
 }

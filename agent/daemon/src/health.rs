@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use crate::api::{Check, ReadyReport};
+use crate::replica::ProcessState;
 use tb_proto::tigerbeetle::status_name;
 
 use crate::state::AgentState;
@@ -47,8 +48,23 @@ fn check(name: &str, ok: bool, detail: String) -> Check {
 }
 
 fn replica_process(state: &AgentState) -> Check {
-    match state.replica.pid() {
-        Some(pid) => check("replica_process", true, format!("pid {pid}")),
+    match state.replica.process_state() {
+        Some((pid, ProcessState::Running(code))) => {
+            check("replica_process", true, format!("pid {pid}, state {code}"))
+        }
+        Some((pid, ProcessState::Stopped(code))) => check(
+            "replica_process",
+            false,
+            format!(
+                "pid {pid} is stopped (state {code}: SIGSTOP, SIGTSTP or a debugger); it serves \
+                 nothing until it gets SIGCONT"
+            ),
+        ),
+        Some((pid, ProcessState::Exited(code))) => check(
+            "replica_process",
+            false,
+            format!("pid {pid} has exited (state {code}) and is not reaped yet"),
+        ),
         None => check(
             "replica_process",
             false,
@@ -66,16 +82,26 @@ fn stale_after(state: &AgentState) -> Duration {
 
 /// The latest StatsD gauge if it is fresh, else why it cannot be trusted.
 fn fresh_gauge(state: &AgentState, name: &str) -> Result<i64, String> {
+    let rejected = || match state.statsd.last_rejection() {
+        Some((reason, from, total)) => format!(
+            "; the agent has rejected {total} StatsD datagrams, the latest from {from} ({}): \
+             only the replica process's own socket is trusted",
+            reason.as_str()
+        ),
+        None => String::new(),
+    };
     match state.statsd.gauge(name) {
         None => Err(format!(
             "no {name} received from this replica process yet (TigerBeetle emits every 10 s; is it \
-             started with --experimental --statsd=127.0.0.1:{}?)",
-            state.config.replica.statsd_port
+             started with --experimental --statsd=127.0.0.1:{}?){}",
+            state.config.replica.statsd_port,
+            rejected()
         )),
         Some((_, age)) if age > stale_after(state) => Err(format!(
-            "the last StatsD datagram is {} ms old (limit {} ms)",
+            "the last {name} from the replica is {} ms old (limit {} ms){}",
             age.as_millis(),
-            stale_after(state).as_millis()
+            stale_after(state).as_millis(),
+            rejected()
         )),
         Some((value, _)) => Ok(value),
     }

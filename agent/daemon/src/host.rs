@@ -2,6 +2,7 @@
 //! a scrape storm must not turn into a storm of /proc reads.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -12,11 +13,17 @@ use crate::api::{ClockStatus, FilesystemStatus, HostStatus};
 #[derive(Default)]
 pub struct HostMonitor {
     latest: RwLock<Arc<HostStatus>>,
+    /// Bumped at every refresh (the /metrics cache key).
+    generation: AtomicU64,
 }
 
 impl HostMonitor {
     pub fn latest(&self) -> Arc<HostStatus> {
         Arc::clone(&self.latest.read().expect("not poisoned"))
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// Refreshes every `interval` until the task is dropped. The first refresh happens at once.
@@ -54,6 +61,7 @@ impl HostMonitor {
                     .map_or(0, |duration| duration.as_secs()),
             };
             *self.latest.write().expect("not poisoned") = Arc::new(status);
+            self.generation.fetch_add(1, Ordering::AcqRel);
         }
     }
 }

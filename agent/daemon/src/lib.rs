@@ -9,6 +9,7 @@ pub mod control;
 pub mod health;
 pub mod host;
 pub mod metrics;
+pub mod ops;
 pub mod peers;
 pub mod probe;
 pub mod replica;

@@ -36,6 +36,11 @@ enum Command {
     CheckConfig {
         #[arg(long)]
         config: PathBuf,
+        /// Check the file alone, not the secret files it names: for configs generated on a
+        /// build host (Nix, Ansible's renders) before the secrets are deployed. `serve` always
+        /// checks them.
+        #[arg(long)]
+        without_secret_files: bool,
     },
     /// Read a token secret from standard input and print its SHA-256 for the config file.
     HashToken,
@@ -46,14 +51,21 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { config } => match Config::load(&config) {
+        Command::Serve { config } => match load(&config) {
             Ok(config) => serve(config),
             Err(error) => {
                 eprintln!("tb-agent: invalid config {}: {error}", config.display());
                 ExitCode::from(2)
             }
         },
-        Command::CheckConfig { config } => match Config::load(&config) {
+        Command::CheckConfig {
+            config,
+            without_secret_files,
+        } => match if without_secret_files {
+            Config::load(&config)
+        } else {
+            load(&config)
+        } {
             Ok(_) => {
                 println!("{}: ok", config.display());
                 ExitCode::SUCCESS
@@ -83,6 +95,14 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
     }
+}
+
+/// The configuration, checked as a whole: the file itself, then the secret files it names
+/// (which must be open to their owner only).
+fn load(path: &std::path::Path) -> Result<Config, tb_agent::config::ConfigError> {
+    let config = Config::load(path)?;
+    config.check_secret_files()?;
+    Ok(config)
 }
 
 fn init_logging(format: &LogFormat) {

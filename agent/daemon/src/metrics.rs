@@ -1,11 +1,18 @@
 //! `GET /metrics`: host figures under node_exporter's names, the agent's own `tb_agent_*`, and the
 //! replica's StatsD stream re-exposed as `tb_*`. docs/metrics.md lists every name.
 //!
-//! The registry is built per scrape from snapshots the background tasks keep, so a scrape costs
-//! no /proc walk beyond the replica's own status file.
+//! The body is encoded once per change and served from a cache: the StatsD store, the host
+//! monitor, the prober, the replica supervisor and the counters each bump a generation when what
+//! they hold changes, and a scrape re-encodes only when one of them moved or the cached body is
+//! older than `BODY_AGE_MAX` (for what is read at encode time and what ages by itself: the
+//! replica's /proc figures, the data file's size, readiness). A scrape storm costs a copy-free
+//! clone of the cached bytes per request.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -72,8 +79,10 @@ fn label(key: &str, value: impl ToString) -> (String, String) {
 /// Counters the HTTP layer and control paths increment.
 #[derive(Default)]
 pub struct Counters {
+    /// Monotonic, so its value doubles as its generation in the cache key.
     pub auth_failures_total: AtomicU64,
     control_actions: std::sync::Mutex<BTreeMap<(String, String), u64>>,
+    control_generation: AtomicU64,
 }
 
 impl Counters {
@@ -82,6 +91,70 @@ impl Counters {
         *actions
             .entry((action.to_string(), outcome.to_string()))
             .or_default() += 1;
+        drop(actions);
+        self.control_generation.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+/// The longest a cached body is served when no source signalled a change: bounds the age of the
+/// figures read at encode time (replica VmRSS, VmLck and state, data file size) and of readiness,
+/// which turns stale with time alone (StatsD age, probe age).
+pub const BODY_AGE_MAX: Duration = Duration::from_secs(1);
+
+/// What the cached body was encoded from: one generation per source of change.
+type ChangeKey = [u64; 6];
+
+fn change_key(state: &AgentState) -> ChangeKey {
+    [
+        state.statsd.generation(),
+        state.host.generation(),
+        state.prober.generation(),
+        state.replica.generation(),
+        state.counters.control_generation.load(Ordering::Acquire),
+        state.counters.auth_failures_total.load(Ordering::Acquire),
+    ]
+}
+
+struct Cached {
+    key: ChangeKey,
+    encoded: Instant,
+    body: Bytes,
+}
+
+/// The encoded /metrics body, re-encoded only when something changed.
+#[derive(Default)]
+pub struct Cache {
+    /// An async mutex: while one scrape re-encodes (about a millisecond), the others wait for its
+    /// result instead of encoding the same body in parallel, without blocking runtime threads.
+    cached: tokio::sync::Mutex<Option<Cached>>,
+    encodes_total: AtomicU64,
+}
+
+impl Cache {
+    pub async fn body(&self, state: &AgentState) -> Bytes {
+        let mut cached = self.cached.lock().await;
+        // The key is read before encoding: a change that lands during the encode moves it again,
+        // so the next scrape encodes anew.
+        let key = change_key(state);
+        if let Some(current) = cached.as_ref()
+            && current.key == key
+            && current.encoded.elapsed() < BODY_AGE_MAX
+        {
+            return current.body.clone();
+        }
+        let body = Bytes::from(render(state));
+        self.encodes_total.fetch_add(1, Ordering::Relaxed);
+        *cached = Some(Cached {
+            key,
+            encoded: Instant::now(),
+            body: body.clone(),
+        });
+        body
+    }
+
+    /// How many times the body was encoded (for tests and the bench).
+    pub fn encodes_total(&self) -> u64 {
+        self.encodes_total.load(Ordering::Relaxed)
     }
 }
 
@@ -219,12 +292,16 @@ fn agent_metrics(builder: &mut Builder, state: &AgentState) {
             )
         }),
     );
-    let info = state.replica.process_info();
+    let running = state
+        .replica
+        .process_state()
+        .is_some_and(|(_, process)| process.is_running());
     builder.gauge(
         "tb_agent_replica_running",
-        "1 while the replica process exists.",
-        f64::from(u8::from(info.is_some())),
+        "1 while the replica process exists and is neither stopped (SIGSTOP) nor a zombie.",
+        f64::from(u8::from(running)),
     );
+    let info = state.replica.process_info();
     if let Some(info) = &info {
         if let Some(start) = info.start_time_unix_seconds {
             builder.gauge(
@@ -306,8 +383,18 @@ fn agent_metrics(builder: &mut Builder, state: &AgentState) {
 fn statsd_metrics(builder: &mut Builder, snapshot: &statsd::Snapshot) {
     builder.counter(
         "tb_agent_statsd_packets",
-        "StatsD datagrams received from the replica.",
+        "StatsD datagrams accepted from the replica.",
         snapshot.packets_total as f64,
+    );
+    builder.counter_family(
+        "tb_agent_statsd_rejected",
+        "StatsD datagrams rejected, by reason: not from a socket of the replica's current \
+         process, wrong cluster or replica tags, no replica running, not loopback, or an owner \
+         /proc could not tell.",
+        snapshot
+            .rejected_total
+            .iter()
+            .map(|(reason, count)| (vec![label("reason", reason.as_str())], *count as f64)),
     );
     builder.counter(
         "tb_agent_statsd_dropped",
@@ -338,5 +425,62 @@ fn statsd_metrics(builder: &mut Builder, snapshot: &statsd::Snapshot) {
                 values,
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::statsd::RejectReason;
+
+    fn state() -> std::sync::Arc<AgentState> {
+        let config = crate::config::Config::parse(
+            "[server]\nlisten = \"127.0.0.1:1\"\n\
+             [replica]\ncluster_id = \"0\"\nindex = 0\ncount = 1\naddresses = [\"3000\"]\n\
+             data_file = \"/nonexistent/0_0.tigerbeetle\"\nstatsd_port = 2\n\
+             [replica.run]\nmode = \"process\"\nbinary = \"/nonexistent/tigerbeetle\"\n\
+             [[tokens]]\nname = \"reader\"\nscopes = [\"read\"]\n\
+             sha256 = \"0000000000000000000000000000000000000000000000000000000000000000\"\n",
+        )
+        .unwrap();
+        AgentState::new(config).unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_body_is_encoded_once_per_change() {
+        let state = state();
+        let cache = &state.metrics_cache;
+        let first = cache.body(&state).await;
+        for _ in 0..100 {
+            assert_eq!(cache.body(&state).await, first);
+        }
+        assert_eq!(cache.encodes_total(), 1);
+
+        // A change from any source: the next scrape encodes anew and shows it.
+        let from = std::net::SocketAddr::from(([127, 0, 0, 1], 9));
+        state.statsd.reject(RejectReason::NotReplicaSocket, from);
+        let second = cache.body(&state).await;
+        assert_eq!(cache.encodes_total(), 2);
+        let text = std::str::from_utf8(&second).unwrap();
+        assert!(
+            text.contains("tb_agent_statsd_rejected_total{reason=\"not_replica_socket\"} 1"),
+            "{text}"
+        );
+        cache.body(&state).await;
+        assert_eq!(cache.encodes_total(), 2);
+        state.counters.record_control("restart", "ok");
+        cache.body(&state).await;
+        assert_eq!(cache.encodes_total(), 3);
+        state
+            .counters
+            .auth_failures_total
+            .fetch_add(1, Ordering::Relaxed);
+        cache.body(&state).await;
+        assert_eq!(cache.encodes_total(), 4);
+
+        // Nothing changed, but what is read at encode time ages: re-encoded after BODY_AGE_MAX.
+        tokio::time::sleep(BODY_AGE_MAX + Duration::from_millis(50)).await;
+        cache.body(&state).await;
+        assert_eq!(cache.encodes_total(), 5);
     }
 }

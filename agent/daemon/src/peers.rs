@@ -9,6 +9,11 @@ use tb_proto::quorum::ready_replicas_needed;
 
 /// Token files are one line; anything larger is a misconfiguration.
 const TOKEN_FILE_SIZE_MAX_BYTES: u64 = 4096;
+/// A CA bundle, a client certificate chain or its key: a few PEM blocks.
+const PEM_FILE_SIZE_MAX_BYTES: u64 = 1024 * 1024;
+/// A peer's readiness report or status is a few KiB; a larger answer is not an agent talking,
+/// and reading it whole would let a confused or hostile peer exhaust this agent's memory.
+pub const PEER_BODY_SIZE_MAX_BYTES: usize = 256 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct QuorumVerdict {
@@ -41,24 +46,111 @@ pub fn read_token_file(path: &std::path::Path) -> anyhow::Result<String> {
     Ok(token)
 }
 
-/// An HTTP client with bounded timeouts, trusting `ca_file` for https URLs when given.
-pub fn http_client(
-    timeout: Duration,
-    ca_file: Option<&std::path::Path>,
-) -> anyhow::Result<reqwest::Client> {
+fn read_pem(field: &str, path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    use std::io::Read;
+    let file = std::fs::File::open(path)
+        .map_err(|error| anyhow::anyhow!("{field} {}: {error}", path.display()))?;
+    let mut bytes = Vec::new();
+    file.take(PEM_FILE_SIZE_MAX_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|error| anyhow::anyhow!("{field} {}: {error}", path.display()))?;
+    if bytes.len() as u64 > PEM_FILE_SIZE_MAX_BYTES {
+        anyhow::bail!(
+            "{field} {}: larger than {PEM_FILE_SIZE_MAX_BYTES} bytes",
+            path.display()
+        );
+    }
+    Ok(bytes)
+}
+
+/// The peer client's TLS settings: CA for the peers' server certificates, and the client
+/// certificate this agent presents to peers that require one (mutual TLS).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ClientTls<'a> {
+    pub ca_file: Option<&'a std::path::Path>,
+    pub client_cert_file: Option<&'a std::path::Path>,
+    pub client_key_file: Option<&'a std::path::Path>,
+}
+
+/// An HTTP client with bounded timeouts, trusting `tls.ca_file` for https URLs when given and
+/// presenting the client certificate when given. It never uses a proxy from the environment
+/// (`HTTPS_PROXY` and the like): peers are reached directly, and a proxy would see the token.
+pub fn http_client(timeout: Duration, tls: ClientTls) -> anyhow::Result<reqwest::Client> {
     let mut builder = reqwest::Client::builder()
+        .use_rustls_tls()
+        .no_proxy()
         .timeout(timeout)
         .connect_timeout(timeout)
         .pool_max_idle_per_host(2)
         .redirect(reqwest::redirect::Policy::none());
-    if let Some(ca_file) = ca_file {
-        let pem = std::fs::read(ca_file)
-            .map_err(|error| anyhow::anyhow!("CA file {}: {error}", ca_file.display()))?;
-        for certificate in reqwest::Certificate::from_pem_bundle(&pem)? {
+    if let Some(ca_file) = tls.ca_file {
+        let pem = read_pem("peers.ca_file", ca_file)?;
+        let certificates = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|error| anyhow::anyhow!("peers.ca_file {}: {error}", ca_file.display()))?;
+        if certificates.is_empty() {
+            anyhow::bail!(
+                "peers.ca_file {}: holds no PEM certificate",
+                ca_file.display()
+            );
+        }
+        for certificate in certificates {
             builder = builder.add_root_certificate(certificate);
         }
     }
+    match (tls.client_cert_file, tls.client_key_file) {
+        (Some(cert_file), Some(key_file)) => {
+            let mut pem = read_pem("peers.client_cert_file", cert_file)?;
+            pem.push(b'\n');
+            pem.extend(read_pem("peers.client_key_file", key_file)?);
+            let identity = reqwest::Identity::from_pem(&pem).map_err(|error| {
+                anyhow::anyhow!(
+                    "peers.client_cert_file {} with peers.client_key_file {}: {}",
+                    cert_file.display(),
+                    key_file.display(),
+                    root_cause(&error)
+                )
+            })?;
+            builder = builder.identity(identity);
+        }
+        (None, None) => {}
+        _ => anyhow::bail!("peers: set both client_cert_file and client_key_file, or neither"),
+    }
     Ok(builder.build()?)
+}
+
+/// Reads a JSON body of at most `PEER_BODY_SIZE_MAX_BYTES`, refusing a larger one as soon as
+/// its announced length or its arriving bytes pass the limit.
+async fn read_json<T: serde::de::DeserializeOwned>(
+    mut response: reqwest::Response,
+    url: &str,
+) -> Result<T, String> {
+    let status = response.status();
+    let too_large = || {
+        format!(
+            "agent {url} answered {status} with a body larger than {PEER_BODY_SIZE_MAX_BYTES} \
+             bytes"
+        )
+    };
+    if response
+        .content_length()
+        .is_some_and(|length| length > PEER_BODY_SIZE_MAX_BYTES as u64)
+    {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|error| {
+        format!(
+            "agent {url} answered {status}, then the body failed: {}",
+            root_cause(&error)
+        )
+    })? {
+        if body.len() + chunk.len() > PEER_BODY_SIZE_MAX_BYTES {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    serde_json::from_slice(&body)
+        .map_err(|error| format!("agent {url} answered {status} with an unreadable body: {error}"))
 }
 
 impl Peers {
@@ -69,7 +161,11 @@ impl Peers {
         Ok(Some(Peers {
             client: http_client(
                 Duration::from_millis(peers.timeout_ms),
-                peers.ca_file.as_deref(),
+                ClientTls {
+                    ca_file: peers.ca_file.as_deref(),
+                    client_cert_file: peers.client_cert_file.as_deref(),
+                    client_key_file: peers.client_key_file.as_deref(),
+                },
             )?,
             token: read_token_file(&peers.token_file)?,
             urls: peers
@@ -80,19 +176,35 @@ impl Peers {
         }))
     }
 
-    /// Asks every other agent, concurrently, whether its replica is ready.
-    pub async fn quorum_without(&self, this_replica: u8) -> QuorumVerdict {
-        let replica_count = self.urls.len() as u8;
-        let needed = ready_replicas_needed(replica_count);
+    /// Asks every agent but this replica's, concurrently (each request bounded by the client's
+    /// timeout), and returns the answers in replica order.
+    async fn ask_others<T, F, Fut>(&self, this_replica: u8, ask: F) -> Vec<(usize, T)>
+    where
+        T: Send + 'static,
+        F: Fn(reqwest::Client, String, String) -> Fut,
+        Fut: std::future::Future<Output = T> + Send + 'static,
+    {
         let mut asks = tokio::task::JoinSet::new();
         for (index, url) in self.urls.iter().enumerate() {
             if index != usize::from(this_replica) {
-                let (client, token, url) = (self.client.clone(), self.token.clone(), url.clone());
-                asks.spawn(async move { (index, ask(&client, &token, &url).await) });
+                let answer = ask(self.client.clone(), self.token.clone(), url.clone());
+                asks.spawn(async move { (index, answer.await) });
             }
         }
         let mut answers = asks.join_all().await;
         answers.sort_by_key(|(index, _)| *index);
+        answers
+    }
+
+    /// Asks every other agent, concurrently, whether its replica is ready.
+    pub async fn quorum_without(&self, this_replica: u8) -> QuorumVerdict {
+        let replica_count = self.urls.len() as u8;
+        let needed = ready_replicas_needed(replica_count);
+        let answers = self
+            .ask_others(this_replica, |client, token, url| async move {
+                ask(&client, &token, &url).await
+            })
+            .await;
         let ready: Vec<String> = answers
             .iter()
             .filter(|(_, answer)| answer.is_ok())
@@ -136,9 +248,7 @@ async fn ask(client: &reqwest::Client, token: &str, url: &str) -> Result<(), Str
     if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
         return Err(format!("agent {url} rejected the peer token ({status})"));
     }
-    let report: ReadyReport = response.json().await.map_err(|error| {
-        format!("agent {url} answered {status} with an unreadable body: {error}")
-    })?;
+    let report: ReadyReport = read_json(response, url).await?;
     if report.ready {
         Ok(())
     } else {
@@ -150,23 +260,17 @@ impl Peers {
     /// Other replicas whose process runs, or whose agent cannot say (unknown counts as running:
     /// the caller is about to do something only safe when they are all stopped).
     pub async fn running_peers(&self, this_replica: u8) -> Vec<String> {
-        let mut asks = tokio::task::JoinSet::new();
-        for (index, url) in self.urls.iter().enumerate() {
-            if index != usize::from(this_replica) {
-                let (client, token, url) = (self.client.clone(), self.token.clone(), url.clone());
-                asks.spawn(async move { (index, replica_running(&client, &token, &url).await) });
-            }
-        }
-        let mut answers = asks.join_all().await;
-        answers.sort_by_key(|(index, _)| *index);
-        answers
-            .into_iter()
-            .filter_map(|(index, answer)| match answer {
-                Ok(false) => None,
-                Ok(true) => Some(format!("replica {index} is running")),
-                Err(why) => Some(format!("replica {index}: {why}")),
-            })
-            .collect()
+        self.ask_others(this_replica, |client, token, url| async move {
+            replica_running(&client, &token, &url).await
+        })
+        .await
+        .into_iter()
+        .filter_map(|(index, answer)| match answer {
+            Ok(false) => None,
+            Ok(true) => Some(format!("replica {index} is running")),
+            Err(why) => Some(format!("replica {index}: {why}")),
+        })
+        .collect()
     }
 }
 
@@ -181,10 +285,7 @@ async fn replica_running(client: &reqwest::Client, token: &str, url: &str) -> Re
     if !status.is_success() {
         return Err(format!("agent {url} answered {status}"));
     }
-    let report: crate::api::StatusReport = response
-        .json()
-        .await
-        .map_err(|error| format!("agent {url}: unreadable status: {error}"))?;
+    let report: crate::api::StatusReport = read_json(response, url).await?;
     Ok(report.replica.running)
 }
 
@@ -195,4 +296,99 @@ pub fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
         current = source;
     }
     current.to_string()
+}
+
+#[cfg(test)]
+mod oversized_answers {
+    use std::time::Instant;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// How a fake peer announces the endless body it then sends.
+    #[derive(Clone, Copy)]
+    enum Framing {
+        Chunked,
+        ContentLength,
+    }
+
+    /// A fake peer agent: a real agent never answers like this, which is the point. It answers
+    /// every request with a 200 whose body does not end (whitespace, which is valid JSON so far).
+    async fn endless_peer(framing: Framing) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        if stream.read(&mut byte).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        head.push(byte[0]);
+                    }
+                    let framing = match framing {
+                        Framing::Chunked => "transfer-encoding: chunked".to_string(),
+                        Framing::ContentLength => format!("content-length: {}", 1u64 << 40),
+                    };
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n{framing}\r\n\r\n"
+                    );
+                    if stream.write_all(head.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    let spaces = vec![b' '; 64 * 1024];
+                    loop {
+                        let written = if framing.starts_with("transfer") {
+                            let size = format!("{:x}\r\n", spaces.len());
+                            stream.write_all(size.as_bytes()).await.is_ok()
+                                && stream.write_all(&spaces).await.is_ok()
+                                && stream.write_all(b"\r\n").await.is_ok()
+                        } else {
+                            stream.write_all(&spaces).await.is_ok()
+                        };
+                        if !written {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        format!("http://{address}")
+    }
+
+    #[tokio::test]
+    async fn a_peer_with_an_endless_answer_is_not_ready_and_not_read_whole() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let timeout = Duration::from_secs(20);
+        let peers = Peers {
+            client: http_client(timeout, ClientTls::default()).unwrap(),
+            token: "peer-token".to_string(),
+            urls: vec![
+                "http://127.0.0.1:1".to_string(), // This replica: never called.
+                endless_peer(Framing::Chunked).await,
+                endless_peer(Framing::ContentLength).await,
+            ],
+        };
+        let started = Instant::now();
+        let verdict = peers.quorum_without(0).await;
+        assert!(!verdict.ok, "{}", verdict.detail);
+        assert_eq!(
+            verdict.detail.matches("with a body larger than").count(),
+            2,
+            "{}",
+            verdict.detail
+        );
+        // Refused as the bytes arrive, long before the request timeout would have ended it.
+        assert!(started.elapsed() < timeout / 4, "{:?}", started.elapsed());
+        let running = peers.running_peers(0).await;
+        assert_eq!(running.len(), 2, "{running:?}");
+        assert!(
+            running.iter().all(|why| why.contains("larger than")),
+            "{running:?}"
+        );
+    }
 }

@@ -12,6 +12,7 @@
 //! gates keep working across an upgrade. An evicted client is dead, so the probe makes a new one
 //! for the next attempt, which succeeds once the cluster runs the client's release.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,6 +21,11 @@ use tigerbeetle_unofficial::error::SendErrorKind;
 
 /// Back-off between attempts to create the client (bad addresses, resource limits).
 const CLIENT_CREATE_RETRY: Duration = Duration::from_secs(5);
+/// A request unanswered this long makes a new client. A TigerBeetle client retries forever, and
+/// some clusters never answer it: after a disaster-recovery restore the cluster has forgotten the
+/// client's session and ignores its requests as "newer" than any it knows, so the probe (and
+/// with it readiness) would fail until the agent restarts. A new client registers afresh.
+const CLIENT_RENEW_AFTER: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, Default)]
 pub struct ProbeState {
@@ -60,9 +66,19 @@ pub struct Verdict {
 #[derive(Default)]
 pub struct Prober {
     state: Mutex<ProbeState>,
+    /// Bumped when a probe starts or ends (the /metrics cache key).
+    generation: AtomicU64,
 }
 
 impl Prober {
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    fn changed(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
     pub fn state(&self) -> ProbeState {
         self.state.lock().expect("not poisoned").clone()
     }
@@ -149,6 +165,7 @@ impl Prober {
     fn begin(&self) -> Instant {
         let now = Instant::now();
         self.state.lock().expect("not poisoned").in_flight_since = Some(now);
+        self.changed();
         now
     }
 
@@ -163,6 +180,8 @@ impl Prober {
             latency: started.elapsed(),
             outcome,
         });
+        drop(state);
+        self.changed();
     }
 
     fn fail_to_start(&self, error: String) {
@@ -173,6 +192,8 @@ impl Prober {
             latency: Duration::ZERO,
             outcome: Outcome::Failed(error),
         });
+        drop(state);
+        self.changed();
     }
 }
 
@@ -191,23 +212,35 @@ pub async fn run(prober: Arc<Prober>, cluster_id: u128, addresses: String, inter
         };
         loop {
             let started = prober.begin();
-            let result = client.lookup_accounts(vec![PROBE_ACCOUNT_ID]).await;
+            let result = tokio::time::timeout(
+                CLIENT_RENEW_AFTER,
+                client.lookup_accounts(vec![PROBE_ACCOUNT_ID]),
+            )
+            .await;
+            let stuck = result.is_err();
             let outcome = match result {
-                Ok(accounts) if accounts.is_empty() => Outcome::Answered,
-                Ok(_) => Outcome::Failed(format!(
-                    "account {PROBE_ACCOUNT_ID:#x} exists, but that id is reserved for probes"
+                Err(_) => Outcome::Failed(format!(
+                    "no answer within {} s; making a new client",
+                    CLIENT_RENEW_AFTER.as_secs()
                 )),
-                Err(error) if matches!(error.kind(), SendErrorKind::ClientReleaseTooHigh) => {
-                    Outcome::ClusterOlderThanClient
-                }
-                Err(error) => Outcome::Failed(error.to_string()),
+                Ok(result) => match result {
+                    Ok(accounts) if accounts.is_empty() => Outcome::Answered,
+                    Ok(_) => Outcome::Failed(format!(
+                        "account {PROBE_ACCOUNT_ID:#x} exists, but that id is reserved for probes"
+                    )),
+                    Err(error) if matches!(error.kind(), SendErrorKind::ClientReleaseTooHigh) => {
+                        Outcome::ClusterOlderThanClient
+                    }
+                    Err(error) => Outcome::Failed(error.to_string()),
+                },
             };
             let evicted = outcome == Outcome::ClusterOlderThanClient;
             prober.finish(started, outcome);
             tokio::time::sleep(interval).await;
-            if evicted {
+            if evicted || stuck {
                 // An evicted client answers every later request with the same error without
-                // asking the cluster: make a new one. Dropping a client joins its I/O thread.
+                // asking the cluster, and a stuck one may never be answered: make a new one.
+                // Dropping a client ends its requests and joins its I/O thread.
                 tokio::task::spawn_blocking(move || drop(client))
                     .await
                     .expect("dropping the client does not panic");

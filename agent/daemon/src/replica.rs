@@ -8,7 +8,7 @@
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -49,6 +49,7 @@ pub struct Replica {
     last_error: Mutex<Option<String>>,
     /// Process mode: whether the replica should run. The supervisor task follows it.
     desired_running: watch::Sender<bool>,
+    generation: AtomicU64,
 }
 
 impl Replica {
@@ -62,6 +63,7 @@ impl Replica {
             log_tail: Mutex::new(VecDeque::new()),
             last_error: Mutex::new(None),
             desired_running,
+            generation: AtomicU64::new(0),
         })
     }
 
@@ -83,6 +85,13 @@ impl Replica {
         let pid = (*self.pid.lock().expect("not poisoned"))?;
         // A pid we recorded may have exited since (systemd mode is polled, not notified).
         Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
+    }
+
+    /// The replica's pid and scheduling state while its process exists. A process that exists
+    /// but is stopped (SIGSTOP) or a zombie is not running: it serves nothing.
+    pub fn process_state(&self) -> Option<(u32, ProcessState)> {
+        let pid = self.pid()?;
+        Some((pid, process_state(pid)?))
     }
 
     pub fn memlock_warning_seen(&self) -> bool {
@@ -110,17 +119,39 @@ impl Replica {
     fn set_pid(&self, pid: Option<u32>) {
         let mut current = self.pid.lock().expect("not poisoned");
         if *current != pid {
-            // A new process: nothing the previous one reported may count for readiness.
-            self.statsd.reset();
+            // A new process: nothing the previous one reported may count for readiness, and
+            // only its own sockets may feed StatsD from now on.
+            self.statsd.set_replica_process(pid);
             if pid.is_some() {
-                self.memlock_warning.store(false, Ordering::Relaxed);
+                self.set_memlock_warning(false);
             }
+            self.changed();
         }
         *current = pid;
     }
 
     fn set_error(&self, error: Option<String>) {
-        *self.last_error.lock().expect("not poisoned") = error;
+        let mut last_error = self.last_error.lock().expect("not poisoned");
+        if *last_error != error {
+            *last_error = error;
+            self.changed();
+        }
+    }
+
+    /// Bumped when the process, its error or its memory-lock warning changes (the /metrics
+    /// cache key).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    fn changed(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn set_memlock_warning(&self, seen: bool) {
+        if self.memlock_warning.swap(seen, Ordering::Relaxed) != seen {
+            self.changed();
+        }
     }
 
     fn data_file_missing(&self) -> Option<String> {
@@ -247,7 +278,7 @@ impl Replica {
         if let Ok(Ok(output)) = output
             && !output.stdout.is_empty()
         {
-            self.memlock_warning.store(true, Ordering::Relaxed);
+            self.set_memlock_warning(true);
         }
     }
 
@@ -363,7 +394,7 @@ impl Replica {
             });
         }
         let mut child = command.spawn()?;
-        self.memlock_warning.store(false, Ordering::Relaxed);
+        self.set_memlock_warning(false);
         let log = match log_file {
             Some(path) => Some(Arc::new(tokio::sync::Mutex::new(
                 tokio::fs::OpenOptions::new()
@@ -396,7 +427,7 @@ impl Replica {
                 Ok(_) => {}
             }
             if line.contains(MEMLOCK_WARNING) {
-                self.memlock_warning.store(true, Ordering::Relaxed);
+                self.set_memlock_warning(true);
             }
             if let Some(log) = &log {
                 let _ = log.lock().await.write_all(line.as_bytes()).await;
@@ -436,6 +467,41 @@ async fn systemctl(args: &[&str]) -> anyhow::Result<String> {
         );
     }
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// The scheduling state of a process, from the third field of /proc/PID/stat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcessState {
+    /// R, S, D, I...: it runs, or waits as a running program does.
+    Running(char),
+    /// T (SIGSTOP, SIGTSTP) or t (stopped by a debugger): it exists but executes nothing, so it
+    /// answers neither clients nor peers until SIGCONT.
+    Stopped(char),
+    /// Z or X: it has exited and waits to be reaped.
+    Exited(char),
+}
+
+impl ProcessState {
+    pub fn is_running(self) -> bool {
+        matches!(self, ProcessState::Running(_))
+    }
+}
+
+/// The state of process `pid`, or None if it does not exist.
+pub fn process_state(pid: u32) -> Option<ProcessState> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_process_state(&stat)
+}
+
+/// `PID (COMM) STATE ...`: the command name may hold spaces and parentheses, so the state is the
+/// first field after the last `)`.
+fn parse_process_state(stat: &str) -> Option<ProcessState> {
+    let state = stat[stat.rfind(')')? + 1..].trim_start().chars().next()?;
+    Some(match state {
+        'T' | 't' => ProcessState::Stopped(state),
+        'Z' | 'X' | 'x' => ProcessState::Exited(state),
+        _ => ProcessState::Running(state),
+    })
 }
 
 /// Reads VmRSS, VmLck, the memlock limit and the start time of a process from /proc.
@@ -501,6 +567,60 @@ pub fn boot_time_unix_seconds() -> Option<f64> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn process_states() {
+        assert_eq!(
+            parse_process_state("42 (tigerbeetle) S 1 42"),
+            Some(ProcessState::Running('S'))
+        );
+        assert_eq!(
+            parse_process_state("42 (a) b) T 1 42"),
+            Some(ProcessState::Stopped('T'))
+        );
+        assert_eq!(
+            parse_process_state("42 (x) t 1"),
+            Some(ProcessState::Stopped('t'))
+        );
+        assert_eq!(
+            parse_process_state("42 (x) Z 1"),
+            Some(ProcessState::Exited('Z'))
+        );
+        assert_eq!(parse_process_state("garbage"), None);
+    }
+
+    #[test]
+    fn a_stopped_process_is_not_running() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let wait_for = |wanted: fn(ProcessState) -> bool| {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                let state = process_state(pid);
+                if state.is_some_and(wanted) {
+                    return;
+                }
+                assert!(Instant::now() < deadline, "state {state:?}");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        };
+        wait_for(ProcessState::is_running);
+        let target = nix::unistd::Pid::from_raw(pid as i32);
+        nix::sys::signal::kill(target, nix::sys::signal::Signal::SIGSTOP).unwrap();
+        wait_for(|state| matches!(state, ProcessState::Stopped(_)));
+        nix::sys::signal::kill(target, nix::sys::signal::Signal::SIGCONT).unwrap();
+        wait_for(ProcessState::is_running);
+        child.kill().unwrap();
+        // Killed but not yet reaped: a zombie.
+        wait_for(|state| matches!(state, ProcessState::Exited(_)));
+        child.wait().unwrap();
+        assert_eq!(process_state(pid), None);
+    }
+
     #[test]
     fn reads_own_process_info() {
         let info = super::read_process_info(std::process::id()).unwrap();

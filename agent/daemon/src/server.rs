@@ -1,74 +1,69 @@
 //! The HTTP API: routes, authentication, body limits, timeouts, and a bounded accept loop with
 //! optional TLS (and client-certificate verification).
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Bytes;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodFilter, MethodRouter, on};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tower::ServiceExt;
 
-use crate::api::{ControlRequest, ErrorBody, StatusReport};
+use crate::api::{ControlRequest, ControlResponse, ErrorBody, JobKind, StatusReport};
 use crate::auth::{Scope, Verdict};
-use crate::control::{self, Action, ControlError};
+use crate::ops::{self, Answer, AppError, Caller, JsonBody, Lock, Spec, Wait};
 use crate::state::AgentState;
-use crate::{api, audit, backup, health, metrics};
+use crate::{api, backup, control, health};
+use tb_proto::endpoints::{
+    Duration as EndpointDuration, Endpoint, Method as EndpointMethod, ReplicaAction,
+};
 
-/// Time a client gets to send its request headers (slowloris bound).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long in-flight requests get to finish after SIGTERM.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 type AppState = Arc<AgentState>;
 
+/// The router, built from the endpoint table in `tb_proto::endpoints`: every entry gets its
+/// handler, its scope check and the timeout of its duration class, so tbctl, the OpenAPI test and
+/// the server cannot disagree on a route.
 pub fn router(state: AppState) -> Router {
     let config = &state.config;
-    let read_timeout = Duration::from_millis(config.server.request_timeout_ms);
-    // Restart waits for readiness, so control requests get the ready timeout plus the stop time.
-    let control_timeout =
-        Duration::from_millis(config.control.ready_timeout_ms + config.control.stop_timeout_ms)
-            + Duration::from_secs(30);
-    let require = |scopes: &'static [Scope]| {
-        axum::middleware::from_fn_with_state((Arc::clone(&state), scopes), require_scope)
-    };
-    let (backup_reads, backup_quick) = backup::routes::quick_routes();
-    let (backup_slow, recover, restore) = backup::routes::slow_routes();
-    let reads = Router::new()
-        .route("/v1/health/ready", get(ready))
-        .route("/v1/status", get(status))
-        .route("/metrics", get(metrics_text))
-        .merge(backup_reads)
-        .route_layer(require(&[Scope::Read]))
-        .merge(backup_quick.route_layer(require(&[Scope::Backup])))
-        // Liveness says only that the agent runs (like Patroni's /liveness): no token needed.
-        .route("/v1/health/live", get(live))
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            read_timeout,
-        ));
-    let controls = Router::new()
-        .route("/v1/replica/{action}", post(replica_control))
-        .merge(recover)
-        .route_layer(require(&[Scope::Control]))
-        .merge(backup_slow.route_layer(require(&[Scope::Backup])))
-        .merge(restore.route_layer(require(&[Scope::Control, Scope::Backup])))
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            control_timeout,
-        ));
-    reads
-        .merge(controls)
+    let quick_timeout = Duration::from_millis(config.server.request_timeout_ms);
+    // Operations run as tasks of their own and their handlers answer 202 once
+    // `answer_wait` has passed, so this is only a backstop that never cuts an operation short.
+    let slow_timeout = state.timeouts.answer_wait + Duration::from_secs(10);
+    let mut router = Router::new();
+    for endpoint in Endpoint::ALL {
+        let mut route = handler(endpoint);
+        if !endpoint.scopes().is_empty() {
+            route = route.route_layer(axum::middleware::from_fn_with_state(
+                (Arc::clone(&state), endpoint.scopes()),
+                require_scope,
+            ));
+        }
+        let timeout = match endpoint.duration() {
+            EndpointDuration::Quick => quick_timeout,
+            EndpointDuration::Slow => slow_timeout,
+        };
+        // Axum merges the method routers of one path (`GET` and `POST /v1/backups`).
+        router = router.route(
+            endpoint.path(),
+            route.layer(tower_http::timeout::TimeoutLayer::with_status_code(
+                StatusCode::REQUEST_TIMEOUT,
+                timeout,
+            )),
+        );
+    }
+    router
         .fallback(|| async {
             error(
                 StatusCode::NOT_FOUND,
@@ -80,6 +75,36 @@ pub fn router(state: AppState) -> Router {
             config.server.body_size_max_bytes as usize,
         ))
         .with_state(state)
+}
+
+fn handler(endpoint: Endpoint) -> MethodRouter<AppState> {
+    let method = method_filter(endpoint);
+    match endpoint {
+        // Liveness says only that the agent runs (like Patroni's /liveness): no token needed.
+        Endpoint::HealthLive => on(method, live),
+        Endpoint::HealthReady => on(method, ready),
+        Endpoint::Status => on(method, status),
+        Endpoint::Metrics => on(method, metrics_text),
+        Endpoint::ReplicaControl => on(method, replica_control),
+        Endpoint::ReplicaRecover
+        | Endpoint::BackupList
+        | Endpoint::BackupCreate
+        | Endpoint::BackupShow
+        | Endpoint::BackupDelete
+        | Endpoint::BackupVerify
+        | Endpoint::BackupFile
+        | Endpoint::BackupRestore
+        | Endpoint::Job => backup::routes::handler(endpoint),
+    }
+}
+
+/// The endpoint's method as axum filters it: the table is the one place a method is named.
+pub fn method_filter(endpoint: Endpoint) -> MethodFilter {
+    match endpoint.method() {
+        EndpointMethod::Get => MethodFilter::GET,
+        EndpointMethod::Post => MethodFilter::POST,
+        EndpointMethod::Delete => MethodFilter::DELETE,
+    }
 }
 
 pub fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
@@ -182,7 +207,7 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        metrics::render(&state),
+        state.metrics_cache.body(&state).await,
     )
         .into_response()
 }
@@ -257,95 +282,33 @@ pub fn status_report(state: &AgentState) -> StatusReport {
 
 async fn replica_control(
     State(state): State<AppState>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
-    axum::Extension(TokenName(token)): axum::Extension<TokenName>,
+    caller: Caller,
     Path(action): Path<String>,
-    headers: HeaderMap,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-) -> Response {
-    let action = match action.as_str() {
-        "start" => Action::Start,
-        "stop" => Action::Stop,
-        "restart" => Action::Restart,
-        _ => {
-            return error(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                "actions are start, stop and restart",
-            );
+    JsonBody(request): JsonBody<ControlRequest>,
+) -> Result<Answer<ControlResponse>, AppError> {
+    let action = match ReplicaAction::parse(&action) {
+        Some(ReplicaAction::Start) => JobKind::Start,
+        Some(ReplicaAction::Stop) => JobKind::Stop,
+        Some(ReplicaAction::Restart) => JobKind::Restart,
+        None => {
+            return Err(AppError::NotFound(
+                "actions are start, stop and restart".into(),
+            ));
         }
     };
-    let request = match parse_body::<ControlRequest>(&headers, body) {
-        Ok(request) => request,
-        Err(response) => return response,
-    };
-    let outcome = control::act(&state, action, request.force).await;
-    let (outcome_name, detail) = match &outcome {
-        Ok(response) => (response.outcome.as_str(), response.detail.clone()),
-        Err(ControlError::Busy) => ("busy", "another control operation is running".to_string()),
-        Err(ControlError::Refused(why) | ControlError::Failed(why)) => (
-            outcome.as_ref().err().map_or("", ControlError::outcome),
-            why.clone(),
-        ),
-    };
-    state.counters.record_control(action.as_str(), outcome_name);
-    state.audit.record(&audit::Entry {
-        token: &token,
-        remote,
-        action: action.as_str(),
-        outcome: outcome_name,
-        forced: request.force,
-        detail: &detail,
-    });
-    match outcome {
-        Ok(response) => axum::Json(response).into_response(),
-        Err(ControlError::Busy) => error(StatusCode::CONFLICT, "busy", detail),
-        Err(ControlError::Refused(_)) => error(StatusCode::CONFLICT, "refused", detail),
-        Err(ControlError::Failed(_)) => error(StatusCode::INTERNAL_SERVER_ERROR, "failed", detail),
-    }
-}
-
-/// An optional JSON body: empty means defaults; otherwise it must be JSON of the exact shape.
-#[allow(clippy::result_large_err)]
-pub fn parse_body<T: serde::de::DeserializeOwned + Default>(
-    headers: &HeaderMap,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-) -> Result<T, Response> {
-    let body = body.map_err(|rejection| {
-        let status = rejection.status();
-        let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
-            "body_too_large"
-        } else {
-            "bad_body"
-        };
-        error(status, code, rejection.body_text())
-    })?;
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(T::default());
-    }
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or("");
-    if !content_type.starts_with("application/json") {
-        return Err(error(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "send the body as application/json",
-        ));
-    }
-    serde_json::from_slice(&body).map_err(|parse_error| {
-        let status = match parse_error.classify() {
-            serde_json::error::Category::Data => StatusCode::UNPROCESSABLE_ENTITY,
-            _ => StatusCode::BAD_REQUEST,
-        };
-        let code = if status == StatusCode::BAD_REQUEST {
-            "malformed_json"
-        } else {
-            "invalid_body"
-        };
-        error(status, code, format!("request body: {parse_error}"))
-    })
+    ops::launch(
+        &state,
+        caller,
+        Spec {
+            kind: action,
+            forced: request.force,
+            lock: Lock::Replica,
+            wait: Wait::Finish,
+            backup_id: None,
+        },
+        move |job| control::act(job, action),
+    )
+    .await
 }
 
 /// TLS settings from the config: server certificate and, optionally, required client certificates.
@@ -378,6 +341,70 @@ fn tls_acceptor(tls: &crate::config::Tls) -> anyhow::Result<tokio_rustls::TlsAcc
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
+/// Connections held per client address, so that one address cannot take every slot of the
+/// global cap (slowloris from one host, a client leaking connections).
+struct AddressSlots {
+    per_address_max: u32,
+    held: Mutex<HashMap<IpAddr, u32>>,
+}
+
+/// One connection's place in `AddressSlots`, given back when the connection ends.
+struct AddressSlot {
+    slots: Arc<AddressSlots>,
+    address: IpAddr,
+}
+
+impl AddressSlots {
+    fn new(per_address_max: u32) -> Arc<AddressSlots> {
+        assert!(per_address_max > 0);
+        Arc::new(AddressSlots {
+            per_address_max,
+            held: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// IPv4 (also when mapped into IPv6) per address; IPv6 per /64, since one host usually
+    /// holds a whole /64 and could otherwise use a fresh address per connection.
+    fn key(address: IpAddr) -> IpAddr {
+        match address.to_canonical() {
+            IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from_bits(
+                v6.to_bits() & !((1u128 << 64) - 1),
+            )),
+            v4 => v4,
+        }
+    }
+
+    fn try_acquire(self: &Arc<Self>, remote: IpAddr) -> Option<AddressSlot> {
+        let address = AddressSlots::key(remote);
+        let mut held = self.held.lock().expect("not poisoned");
+        let count = held.entry(address).or_insert(0);
+        if *count >= self.per_address_max {
+            return None;
+        }
+        *count += 1;
+        Some(AddressSlot {
+            slots: Arc::clone(self),
+            address,
+        })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut held = self.slots.held.lock().expect("not poisoned");
+        let count = held
+            .get_mut(&self.address)
+            .expect("a held slot has an entry");
+        assert!(*count > 0);
+        *count -= 1;
+        if *count == 0 {
+            // Entries exist only for addresses with open connections: the table stays bounded
+            // by the global connection cap.
+            held.remove(&self.address);
+        }
+    }
+}
+
 /// Serves until `shutdown` turns true, then lets in-flight requests finish (bounded).
 pub async fn serve(
     listener: TcpListener,
@@ -395,11 +422,16 @@ pub async fn serve(
     }
     let app = router(state);
     let connections = Arc::new(Semaphore::new(config.server.connections_max as usize));
+    let address_slots = AddressSlots::new(config.server.connections_per_address_max());
+    // A slow client (slowloris: headers a byte at a time, or nothing at all) holds its slot at
+    // most this long; the same bound covers the TLS handshake and idle keep-alive connections.
+    let header_read_timeout = Duration::from_millis(config.server.header_read_timeout_ms);
     let graceful = GracefulShutdown::new();
     // HTTP/1.1 only: the API has no use for HTTP/2, and one protocol is one less attack surface.
     let mut http = hyper::server::conn::http1::Builder::new();
+    // The header timeout only runs with a timer.
     http.timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+        .header_read_timeout(header_read_timeout);
     loop {
         // Wait for a free connection slot before accepting: excess clients queue in the kernel.
         let permit = tokio::select! {
@@ -417,6 +449,12 @@ pub async fn serve(
             },
             _ = shutdown.changed() => break,
         };
+        let Some(address_slot) = address_slots.try_acquire(remote.ip()) else {
+            // Closed at once, which frees the global slot: other addresses keep being served.
+            // Debug level: a flood would otherwise flood the log too.
+            tracing::debug!(%remote, "connection closed: too many from this address");
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let service = app.clone().map_request(
             move |mut request: axum::extract::Request<hyper::body::Incoming>| {
@@ -430,9 +468,10 @@ pub async fn serve(
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let _permit = permit;
+            let _address_slot = address_slot;
             let result = match tls {
                 Some(tls) => {
-                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
+                    match tokio::time::timeout(header_read_timeout, tls.accept(stream)).await {
                         Ok(Ok(stream)) => {
                             let connection = http.serve_connection(TokioIo::new(stream), service);
                             watcher.watch(connection).await

@@ -20,13 +20,17 @@ pub struct AgentState {
     pub auth: Authenticator,
     pub audit: AuditLog,
     pub counters: Counters,
+    /// The encoded /metrics body, re-encoded only when something changed.
+    pub metrics_cache: crate::metrics::Cache,
     pub statsd: Arc<statsd::Store>,
     pub prober: Arc<Prober>,
     pub host: Arc<HostMonitor>,
     pub replica: Arc<Replica>,
     pub peers: Option<Peers>,
-    /// One control operation at a time per host; a second one gets 409.
-    pub control_lock: Arc<tokio::sync::Mutex<()>>,
+    /// One operation on the replica at a time, one per backup; a second one gets 409 busy.
+    pub locks: crate::ops::Locks,
+    /// The operations' durations, parsed once from the config.
+    pub timeouts: crate::ops::Timeouts,
     pub jobs: crate::backup::jobs::Jobs,
     /// `tigerbeetle version` and the binary's SHA-256, kept current in the background.
     pub binary_identity: RwLock<Option<BinaryIdentity>>,
@@ -35,17 +39,22 @@ pub struct AgentState {
 impl AgentState {
     pub fn new(config: Config) -> anyhow::Result<Arc<AgentState>> {
         let config = Arc::new(config);
-        let statsd = Arc::new(statsd::Store::default());
+        let statsd = Arc::new(statsd::Store::new(
+            config.cluster_id(),
+            config.replica.index,
+        ));
         Ok(Arc::new(AgentState {
             auth: Authenticator::new(&config.tokens, config.server.auth_failures_per_minute_max),
             audit: AuditLog::open(config.server.audit_log.as_deref())?,
             counters: Counters::default(),
+            metrics_cache: Default::default(),
             prober: Arc::new(Prober::default()),
             host: Arc::new(HostMonitor::default()),
             replica: Replica::new(Arc::clone(&config), Arc::clone(&statsd)),
             peers: Peers::new(&config)?,
             statsd,
-            control_lock: Arc::new(tokio::sync::Mutex::new(())),
+            locks: Default::default(),
+            timeouts: crate::ops::Timeouts::from_config(&config),
             jobs: Default::default(),
             binary_identity: RwLock::new(None),
             started: Instant::now(),

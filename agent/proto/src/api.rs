@@ -48,8 +48,8 @@ pub struct ControlRequest {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ControlResponse {
-    pub action: String,
-    pub outcome: String,
+    pub action: JobKind,
+    pub outcome: Outcome,
     pub detail: String,
     /// For restart: from the moment the replica stopped until it was ready again.
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -140,7 +140,8 @@ pub struct ReplicaStatus {
     pub version_skew: bool,
 }
 
-/// `POST /v1/backups` and `POST /v1/replica/recover` answer 202 with the job to follow.
+/// `POST /v1/backups` and `POST /v1/replica/recover` answer 202 with the job to follow; the
+/// other operations answer 202 too when they outlast the agent's wait for them.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JobAccepted {
     pub job_id: String,
@@ -148,18 +149,118 @@ pub struct JobAccepted {
     pub backup_id: Option<String>,
 }
 
-/// `GET /v1/jobs/{id}`: a long-running backup or recover.
+/// What a state-changing operation is. Also the `action` of audit lines and of
+/// `tb_agent_control_actions_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobKind {
+    Start,
+    Stop,
+    Restart,
+    Backup,
+    Recover,
+    Restore,
+    BackupVerify,
+    BackupDelete,
+}
+
+impl JobKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Start => "start",
+            JobKind::Stop => "stop",
+            JobKind::Restart => "restart",
+            JobKind::Backup => "backup",
+            JobKind::Recover => "recover",
+            JobKind::Restore => "restore",
+            JobKind::BackupVerify => "backup_verify",
+            JobKind::BackupDelete => "backup_delete",
+        }
+    }
+}
+
+impl std::fmt::Display for JobKind {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(self.as_str())
+    }
+}
+
+/// Where a job is: `running` until its last step has finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    Running,
+    Succeeded,
+    Failed,
+}
+
+impl std::fmt::Display for JobState {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(match self {
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+        })
+    }
+}
+
+/// How an operation ended (or, for the audit line written when it begins, `running`). Also the
+/// `outcome` label of `tb_agent_control_actions_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The operation began (first audit line of every operation).
+    Running,
+    Started,
+    Stopped,
+    Restarted,
+    /// Nothing to do: start of a running replica, stop of a stopped one.
+    Unchanged,
+    Succeeded,
+    /// A verification found the stored file corrupt.
+    Corrupt,
+    /// Another operation holds the lock it needs; nothing was done.
+    Busy,
+    /// Refused before anything was changed (quorum guard, a missing file, a bad request).
+    Refused,
+    Failed,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Running => "running",
+            Outcome::Started => "started",
+            Outcome::Stopped => "stopped",
+            Outcome::Restarted => "restarted",
+            Outcome::Unchanged => "unchanged",
+            Outcome::Succeeded => "succeeded",
+            Outcome::Corrupt => "corrupt",
+            Outcome::Busy => "busy",
+            Outcome::Refused => "refused",
+            Outcome::Failed => "failed",
+        }
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(self.as_str())
+    }
+}
+
+/// `GET /v1/jobs/{id}`: every state-changing operation runs as a job owned by the agent.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Job {
     pub id: String,
-    /// `backup` or `recover`.
-    pub kind: String,
-    /// `running`, `succeeded` or `failed`.
-    pub state: String,
+    pub kind: JobKind,
+    pub state: JobState,
     /// What the job is doing now (or did last).
     pub step: String,
     pub started_unix_ms: u64,
     pub finished_unix_ms: Option<u64>,
+    /// How it ended; null while it runs.
+    pub outcome: Option<Outcome>,
     pub error: Option<String>,
     pub backup_id: Option<String>,
     /// From the moment the replica stopped until it was ready again.
@@ -179,6 +280,11 @@ pub struct Manifest {
     pub host: String,
     pub agent_version: String,
     pub created_unix_ms: u64,
+    /// Orders the backups of one backup directory: one more than any before it, whatever the
+    /// clock says. Absent in manifests written before it existed; those order before every
+    /// backup that has one, and among themselves by `created_unix_ms`, then id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequence: Option<u64>,
     /// The stored file's name inside the backup directory.
     pub file: String,
     /// `zstd` or `none`.

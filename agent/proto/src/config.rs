@@ -7,15 +7,18 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use crate::auth::Scope;
 use crate::tigerbeetle::REPLICA_COUNT_MAX;
 
+/// TigerBeetle's StatsD emit period, fixed in its source (`trace_emit_timeout`).
+pub const STATSD_EMIT_PERIOD_MS: u64 = 10_000;
 /// More tokens than this is a configuration smell, and every request compares against all of them.
 pub const TOKENS_MAX: usize = 16;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub server: Server,
@@ -34,7 +37,7 @@ pub struct Config {
     pub backup: Option<Backup>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Backup {
     /// Where backups live: one directory per backup. Must not be inside the data directory.
@@ -53,13 +56,17 @@ pub struct Backup {
     /// Free space the destination must have beyond the data file's size.
     #[serde(default = "defaults::free_margin_bytes")]
     pub free_margin_bytes: u64,
+    /// How long the copy may keep the replica stopped. Past it, the copy is abandoned, the
+    /// partial backup removed and the replica started again (the backup fails).
+    #[serde(default = "defaults::copy_timeout_ms")]
+    pub copy_timeout_ms: u64,
     #[serde(default)]
     pub hooks: Vec<Hook>,
 }
 
 /// A shipping command run after each backup (rclone, restic, aws-cli...). It gets
 /// TB_BACKUP_ID, TB_BACKUP_DIR and TB_BACKUP_MANIFEST in its environment.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Hook {
     pub name: String,
@@ -69,7 +76,7 @@ pub struct Hook {
     pub timeout_ms: u64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Server {
     pub listen: SocketAddr,
@@ -77,6 +84,16 @@ pub struct Server {
     pub tls: Option<Tls>,
     #[serde(default = "defaults::connections_max")]
     pub connections_max: u32,
+    /// Connections one client address may hold at once; more are closed as soon as they are
+    /// accepted, so that one slow or hostile client cannot take every slot. Default: a quarter
+    /// of `connections_max`. IPv6 clients count per /64 (one host usually holds a whole /64).
+    #[serde(default)]
+    pub connections_per_address_max: Option<u32>,
+    /// Time a client gets to send a request head (and, with TLS, to finish the handshake), and
+    /// the longest an idle keep-alive connection is kept: a client that sends its headers a
+    /// byte at a time holds a connection slot for at most this long.
+    #[serde(default = "defaults::header_read_timeout_ms")]
+    pub header_read_timeout_ms: u64,
     #[serde(default = "defaults::request_timeout_ms")]
     pub request_timeout_ms: u64,
     #[serde(default = "defaults::body_size_max_bytes")]
@@ -89,7 +106,7 @@ pub struct Server {
     pub audit_log: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Tls {
     pub cert_file: PathBuf,
@@ -99,7 +116,7 @@ pub struct Tls {
     pub client_ca_file: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     #[default]
@@ -107,14 +124,14 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Log {
     #[serde(default)]
     pub format: LogFormat,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Token {
     pub name: String,
@@ -123,7 +140,7 @@ pub struct Token {
     pub sha256: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Replica {
     /// Decimal u128, as a string: TOML integers stop at 2^63.
@@ -138,7 +155,7 @@ pub struct Replica {
     pub run: Run,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "mode", rename_all = "lowercase", deny_unknown_fields)]
 pub enum Run {
     /// The agent supervises `tigerbeetle start` itself (hosts without systemd, local clusters).
@@ -158,7 +175,7 @@ pub enum Run {
     },
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Peers {
     /// Every replica's agent URL, in replica order (this agent's own entry is not called).
@@ -168,11 +185,18 @@ pub struct Peers {
     /// CA for peer agents served over TLS.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) presented to peer agents that require one (mutual TLS:
+    /// their `server.tls.client_ca_file`). Needs `client_key_file`.
+    #[serde(default)]
+    pub client_cert_file: Option<PathBuf>,
+    /// The client certificate's private key (PEM), readable by its owner only.
+    #[serde(default)]
+    pub client_key_file: Option<PathBuf>,
     #[serde(default = "defaults::peer_timeout_ms")]
     pub timeout_ms: u64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Health {
     #[serde(default = "defaults::free_bytes_min")]
@@ -183,7 +207,8 @@ pub struct Health {
     pub probe_interval_ms: u64,
     #[serde(default = "defaults::probe_timeout_ms")]
     pub probe_timeout_ms: u64,
-    /// StatsD values older than this no longer count: TigerBeetle emits every 10 s.
+    /// StatsD values older than this no longer count: TigerBeetle emits every 10 s, so this must
+    /// be above 10 s (see the default's comment).
     #[serde(default = "defaults::statsd_stale_ms")]
     pub statsd_stale_ms: u64,
     /// VmLck must be at least this fraction of VmRSS for memory to count as locked.
@@ -200,7 +225,46 @@ impl Default for Health {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// A section with its required fields from `required` and every other field at its default:
+/// the defaults stay where serde reads them, not copied into constructors.
+fn with_defaults<T: DeserializeOwned>(required: toml::Table) -> T {
+    T::deserialize(toml::Value::Table(required)).expect("required fields of the right types")
+}
+
+impl Server {
+    pub fn new(listen: SocketAddr) -> Server {
+        with_defaults(toml::Table::from_iter([(
+            "listen".to_string(),
+            toml::Value::String(listen.to_string()),
+        )]))
+    }
+}
+
+impl Backup {
+    pub fn new(dir: &Path) -> Backup {
+        with_defaults(toml::Table::from_iter([(
+            "dir".to_string(),
+            toml::Value::String(dir.to_string_lossy().into_owned()),
+        )]))
+    }
+}
+
+impl Peers {
+    pub fn new(agent_urls: Vec<String>, token_file: &Path) -> Peers {
+        with_defaults(toml::Table::from_iter([
+            (
+                "agent_urls".to_string(),
+                toml::Value::Array(agent_urls.into_iter().map(toml::Value::String).collect()),
+            ),
+            (
+                "token_file".to_string(),
+                toml::Value::String(token_file.to_string_lossy().into_owned()),
+            ),
+        ]))
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Control {
     /// How long a replica gets to exit after SIGTERM (process mode) before SIGKILL.
@@ -233,11 +297,18 @@ mod defaults {
     pub fn free_margin_bytes() -> u64 {
         1024 * 1024 * 1024
     }
+    pub fn copy_timeout_ms() -> u64 {
+        // A streamed copy runs at disk speed: 30 minutes is about 1 TB at 600 MB/s.
+        30 * 60 * 1000
+    }
     pub fn hook_timeout_ms() -> u64 {
         30 * 60 * 1000
     }
     pub fn connections_max() -> u32 {
         256
+    }
+    pub fn header_read_timeout_ms() -> u64 {
+        5_000
     }
     pub fn request_timeout_ms() -> u64 {
         10_000
@@ -263,8 +334,15 @@ mod defaults {
     pub fn probe_timeout_ms() -> u64 {
         2_000
     }
+    /// TigerBeetle emits every 10 s, a period counted in 10 ms event-loop ticks
+    /// (`trace_emit_timeout`, fixed in its source). Each tick is 10 ms of waiting for I/O plus the
+    /// tick's own work, so on a loaded replica the real period runs somewhat over 10 s, and a
+    /// datagram may wait for the agent's runtime. 15 s is one period plus half a period for that
+    /// stretch: readiness does not flap between emits of a busy but healthy replica, and a
+    /// replica whose event loop hangs (without being stopped, which /proc/PID/stat shows at once)
+    /// is caught within 15 s instead of 25 s.
     pub fn statsd_stale_ms() -> u64 {
-        25_000
+        15_000
     }
     pub fn memlock_ratio_min() -> f64 {
         0.9
@@ -441,6 +519,12 @@ impl Config {
             if peers.timeout_ms == 0 || peers.timeout_ms > 60_000 {
                 return Err(invalid("peers.timeout_ms", "must be between 1 and 60000"));
             }
+            if peers.client_cert_file.is_some() != peers.client_key_file.is_some() {
+                return Err(invalid(
+                    "peers.client_cert_file",
+                    "set both client_cert_file and client_key_file, or neither",
+                ));
+            }
         }
 
         let server = &self.server;
@@ -448,6 +532,23 @@ impl Config {
             return Err(invalid(
                 "server.connections_max",
                 "must be between 1 and 65536",
+            ));
+        }
+        let per_address = server.connections_per_address_max;
+        if per_address.is_some_and(|max| max == 0 || max >= server.connections_max) {
+            return Err(invalid(
+                "server.connections_per_address_max",
+                format!(
+                    "must be at least 1 and below server.connections_max ({}), so that one \
+                     client address cannot take every connection",
+                    server.connections_max
+                ),
+            ));
+        }
+        if !(100..=60_000).contains(&server.header_read_timeout_ms) {
+            return Err(invalid(
+                "server.header_read_timeout_ms",
+                "must be between 100 and 60000",
             ));
         }
         if server.request_timeout_ms == 0 || server.request_timeout_ms > 600_000 {
@@ -476,6 +577,15 @@ impl Config {
                 "must be between 0 and 1",
             ));
         }
+        if health.statsd_stale_ms <= STATSD_EMIT_PERIOD_MS {
+            return Err(invalid(
+                "health.statsd_stale_ms",
+                format!(
+                    "must be above {STATSD_EMIT_PERIOD_MS}: TigerBeetle emits StatsD every 10 s, \
+                     so a shorter limit fails readiness between two emits of a healthy replica"
+                ),
+            ));
+        }
         for (field, value) in [
             ("health.probe_interval_ms", health.probe_interval_ms),
             ("health.probe_timeout_ms", health.probe_timeout_ms),
@@ -502,6 +612,57 @@ impl Config {
     }
 }
 
+impl Server {
+    /// The per-address connection cap in force: the configured one, else a quarter of the
+    /// global cap (at least 1).
+    pub fn connections_per_address_max(&self) -> u32 {
+        self.connections_per_address_max
+            .unwrap_or((self.connections_max / 4).max(1))
+    }
+}
+
+impl Config {
+    /// Secret files the agent reads: each must exist and be open to its owner only, as ssh
+    /// demands of private keys. A token or key that every local user can read is a leaked one,
+    /// so the agent refuses to start (and `check-config` says so) rather than use it.
+    pub fn check_secret_files(&self) -> Result<(), ConfigError> {
+        let mut secrets: Vec<(&str, &Path)> = Vec::new();
+        if let Some(tls) = &self.server.tls {
+            secrets.push(("server.tls.key_file", &tls.key_file));
+        }
+        if let Some(peers) = &self.peers {
+            secrets.push(("peers.token_file", &peers.token_file));
+            if let Some(key_file) = &peers.client_key_file {
+                secrets.push(("peers.client_key_file", key_file));
+            }
+        }
+        for (field, path) in secrets {
+            check_secret_file(path).map_err(|reason| invalid(field, reason))?;
+        }
+        Ok(())
+    }
+}
+
+/// Ok when `path` is a regular file that neither group nor others can access.
+pub fn check_secret_file(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let metadata = std::fs::metadata(path)
+        .map_err(|error| format!("cannot read {}: {error}", path.display()))?;
+    if !metadata.is_file() {
+        return Err(format!("{} is not a regular file", path.display()));
+    }
+    let mode = metadata.permissions().mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "{path} is open to group or others (mode {mode:04o}): a secret must be readable by \
+             its owner only; run `chmod 600 {path}` (and rotate the secret if others may have \
+             read it)",
+            path = path.display()
+        ));
+    }
+    Ok(())
+}
+
 impl Backup {
     fn validate(&self, data_file: &Path) -> Result<(), ConfigError> {
         if !self.dir.is_absolute() {
@@ -522,6 +683,12 @@ impl Backup {
         }
         if self.keep_last == 0 || self.keep_last > 1000 {
             return Err(invalid("backup.keep_last", "must be between 1 and 1000"));
+        }
+        if self.copy_timeout_ms == 0 || self.copy_timeout_ms > 24 * 3_600_000 {
+            return Err(invalid(
+                "backup.copy_timeout_ms",
+                "must be between 1 and 86400000",
+            ));
         }
         if self.hooks.len() > 8 {
             return Err(invalid("backup.hooks", "at most 8 hooks"));

@@ -20,9 +20,6 @@ use tb_proto::endpoints::Endpoint;
 use tb_proto::inventory::{Inventory, ReplicaEntry};
 use tb_proto::quorum::ready_replicas_needed;
 
-/// Starting a backup runs the agent's quorum guard (peer requests of a few seconds) and a
-/// statvfs; anything slower is an agent in trouble.
-const START_TIMEOUT_MS: u64 = 30_000;
 /// Readiness and backup-list requests while choosing a replica.
 const QUERY_TIMEOUT_MS: u64 = 10_000;
 
@@ -55,30 +52,21 @@ pub async fn backup_replica(
     entry: &ReplicaEntry,
     timeout_ms: u64,
 ) -> anyhow::Result<Completed> {
-    let result = client
-        .start_job(&entry.agent_url, Endpoint::BackupCreate, START_TIMEOUT_MS)
-        .await;
-    let accepted = jobs::accepted(entry, "backup", "tbctl backups", result)?;
-    let backup_id = accepted.backup_id.clone().ok_or_else(|| {
+    let (accepted, job) = jobs::start_and_follow(
+        client,
+        entry,
+        Endpoint::BackupCreate,
+        "tbctl backups",
+        timeout_ms,
+    )
+    .await?;
+    let backup_id = accepted.backup_id.ok_or_else(|| {
         anyhow::anyhow!(
             "{}: the agent accepted the backup (job {}) without naming its backup id",
             describe(entry),
             accepted.job_id
         )
     })?;
-    println!(
-        "replica {}: backup {backup_id} started (job {}; waiting up to {} s)",
-        entry.index,
-        accepted.job_id,
-        timeout_ms / 1000
-    );
-    let job = jobs::follow(client, entry, &accepted.job_id, timeout_ms).await?;
-    anyhow::ensure!(
-        job.state == jobs::STATE_SUCCEEDED,
-        "{}: backup {backup_id}: {}",
-        describe(entry),
-        jobs::failure(&job)
-    );
     let record = client
         .backup(&entry.agent_url, &backup_id, QUERY_TIMEOUT_MS)
         .await

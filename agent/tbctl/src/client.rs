@@ -21,7 +21,7 @@ const BODY_SIZE_MAX_BYTES: usize = 1024 * 1024;
 const BACKUP_LIST_SIZE_MAX_BYTES: usize = 64 * 1024 * 1024;
 /// A secret file holds one hex secret; anything larger is the wrong file.
 const SECRET_FILE_SIZE_MAX_BYTES: u64 = 4 * 1024;
-/// A CA bundle is a few certificates.
+/// A CA bundle, a client certificate chain or its key: a few PEM blocks.
 const CA_FILE_SIZE_MAX_BYTES: u64 = 1024 * 1024;
 /// Connecting is quick or hopeless; a long request timeout (restart) must not stretch it.
 const CONNECT_TIMEOUT_MS: u64 = 5_000;
@@ -121,6 +121,21 @@ impl AgentError {
     }
 }
 
+/// TLS settings beyond the system's defaults.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Tls<'a> {
+    /// CA certificates trusted for https:// agent URLs (`--ca-file`).
+    pub ca_file: Option<&'a Path>,
+    /// Client certificate and its key, for agents that require one (`--client-cert`,
+    /// `--client-key`).
+    pub client_cert: Option<(&'a Path, &'a Path)>,
+}
+
+pub enum ControlAnswer {
+    Done(api::ControlResponse),
+    Accepted(api::JobAccepted),
+}
+
 #[derive(Clone)]
 pub struct AgentClient {
     http: reqwest::Client,
@@ -128,7 +143,7 @@ pub struct AgentClient {
 }
 
 impl AgentClient {
-    pub fn new(token: Token, ca_file: Option<&Path>) -> anyhow::Result<AgentClient> {
+    pub fn new(token: Token, tls: Tls) -> anyhow::Result<AgentClient> {
         let mut builder = reqwest::Client::builder()
             .use_rustls_tls()
             // Agents are reached directly: a proxy from the environment would see the token,
@@ -138,7 +153,7 @@ impl AgentClient {
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS))
             .user_agent(concat!("tbctl/", env!("CARGO_PKG_VERSION")));
-        if let Some(path) = ca_file {
+        if let Some(path) = tls.ca_file {
             let pem = read_bounded(path, CA_FILE_SIZE_MAX_BYTES)?;
             let certificates = reqwest::Certificate::from_pem_bundle(&pem)
                 .with_context(|| format!("--ca-file {}: not PEM certificates", path.display()))?;
@@ -150,6 +165,20 @@ impl AgentClient {
             for certificate in certificates {
                 builder = builder.add_root_certificate(certificate);
             }
+        }
+        if let Some((cert_file, key_file)) = tls.client_cert {
+            let mut pem = read_bounded(cert_file, CA_FILE_SIZE_MAX_BYTES)?;
+            pem.push(b'\n');
+            pem.extend(read_bounded(key_file, CA_FILE_SIZE_MAX_BYTES)?);
+            let identity = reqwest::Identity::from_pem(&pem).map_err(|error| {
+                anyhow::anyhow!(
+                    "--client-cert {} with --client-key {}: {}",
+                    cert_file.display(),
+                    key_file.display(),
+                    root_cause(&error)
+                )
+            })?;
+            builder = builder.identity(identity);
         }
         let http = builder.build().context("building the HTTP client")?;
         Ok(AgentClient { http, token })
@@ -170,25 +199,29 @@ impl AgentClient {
         self.get(url, Endpoint::Status, &[], timeout_ms).await
     }
 
-    /// `POST /v1/replica/{action}`.
+    /// `POST /v1/replica/{action}`: the result, or the job to follow when the operation
+    /// outlasted the agent's wait (it goes on as a job of the agent's own).
     pub async fn control(
         &self,
         url: &str,
         action: &str,
         force: bool,
         timeout_ms: u64,
-    ) -> Result<api::ControlResponse, AgentError> {
+    ) -> Result<ControlAnswer, AgentError> {
+        let endpoint = Endpoint::ReplicaControl;
         let body = serde_json::to_value(api::ControlRequest { force }).expect("plain struct");
-        let accept = [StatusCode::OK];
-        self.call(
-            url,
-            Endpoint::ReplicaControl,
-            &[action],
-            Some(body),
-            &accept,
-            timeout_ms,
-        )
-        .await
+        let response = self
+            .send(url, endpoint, &[action], Some(body), timeout_ms)
+            .await?;
+        let accept = [StatusCode::OK, StatusCode::ACCEPTED];
+        let (status, body) = self
+            .accepted_body(response, endpoint, &accept, BODY_SIZE_MAX_BYTES, timeout_ms)
+            .await?;
+        if status == StatusCode::ACCEPTED {
+            Ok(ControlAnswer::Accepted(parse(status, &body)?))
+        } else {
+            Ok(ControlAnswer::Done(parse(status, &body)?))
+        }
     }
 
     /// `POST /v1/backups` or `POST /v1/replica/recover`: 202 with the job to follow.
@@ -367,12 +400,28 @@ impl AgentClient {
     /// `accept`, else the error the status and body describe.
     async fn answer<T: DeserializeOwned>(
         &self,
-        mut response: reqwest::Response,
+        response: reqwest::Response,
         endpoint: Endpoint,
         accept: &[StatusCode],
         body_size_max: usize,
         timeout_ms: u64,
     ) -> Result<T, AgentError> {
+        let (status, body) = self
+            .accepted_body(response, endpoint, accept, body_size_max, timeout_ms)
+            .await?;
+        parse(status, &body)
+    }
+
+    /// The status and body of an answer whose status is in `accept`, else the error the status
+    /// and body describe. Reads at most `body_size_max` bytes.
+    async fn accepted_body(
+        &self,
+        mut response: reqwest::Response,
+        endpoint: Endpoint,
+        accept: &[StatusCode],
+        body_size_max: usize,
+        timeout_ms: u64,
+    ) -> Result<(StatusCode, Vec<u8>), AgentError> {
         let classify = |error: reqwest::Error| classify(&error, timeout_ms);
         let status = response.status();
         let mut body = Vec::new();
@@ -387,10 +436,7 @@ impl AgentClient {
         }
 
         if accept.contains(&status) {
-            return serde_json::from_slice(&body).map_err(|error| AgentError::Unexpected {
-                status: status.as_u16(),
-                detail: format!("body does not match the agent API: {error}"),
-            });
+            return Ok((status, body));
         }
         let error_body: Option<api::ErrorBody> = serde_json::from_slice(&body).ok();
         let message = match &error_body {
@@ -417,6 +463,13 @@ impl AgentClient {
     }
 }
 
+fn parse<T: DeserializeOwned>(status: StatusCode, body: &[u8]) -> Result<T, AgentError> {
+    serde_json::from_slice(body).map_err(|error| AgentError::Unexpected {
+        status: status.as_u16(),
+        detail: format!("body does not match the agent API: {error}"),
+    })
+}
+
 fn scope_names(scopes: &[Scope]) -> String {
     let names: Vec<&str> = scopes.iter().map(|scope| scope.as_str()).collect();
     names.join(" and ")
@@ -427,6 +480,22 @@ fn classify(error: &reqwest::Error, timeout_ms: u64) -> AgentError {
         return AgentError::Timeout(timeout_ms);
     }
     let cause = root_cause(error);
+    if cause.contains("CertificateRequired") {
+        return AgentError::Unreachable(format!(
+            "{cause}: the agent requires a client certificate; pass --client-cert and \
+             --client-key (or set TBCTL_CLIENT_CERT and TBCTL_CLIENT_KEY)"
+        ));
+    }
+    if cause.contains("BadCertificate")
+        || cause.contains("UnknownCA")
+        || cause.contains("CertificateExpired")
+    {
+        // The agent's alert: it did not accept the client certificate we presented.
+        return AgentError::Unreachable(format!(
+            "{cause}: the agent refused the client certificate; check --client-cert against \
+             its server.tls.client_ca_file"
+        ));
+    }
     if cause.contains("certificate") || cause.contains("Certificate") {
         return AgentError::Unreachable(format!("{cause}: check --ca-file"));
     }

@@ -3,7 +3,8 @@
 
 use std::process::ExitCode;
 
-use super::client::{AgentClient, AgentError};
+use super::client::{AgentClient, AgentError, ControlAnswer};
+use super::jobs;
 use super::status::describe;
 use tb_proto::inventory::ReplicaEntry;
 
@@ -33,11 +34,28 @@ pub async fn run(
             timeout_ms / 1000
         );
     }
+    let started = std::time::Instant::now();
     match client
         .control(&replica.agent_url, name, force, timeout_ms)
         .await
     {
-        Ok(response) => {
+        Ok(ControlAnswer::Accepted(accepted)) => {
+            // The operation outlasted the agent's wait; it goes on as the agent's job.
+            let remaining_ms = timeout_ms.saturating_sub(started.elapsed().as_millis() as u64);
+            let job = jobs::follow(client, replica, &accepted.job_id, remaining_ms.max(1)).await?;
+            if job.state != jobs::STATE_SUCCEEDED {
+                eprintln!("{}: {name}: {}", describe(replica), jobs::failure(&job));
+                return Ok(ExitCode::FAILURE);
+            }
+            println!(
+                "replica {}: {name} finished: {}; downtime {}",
+                replica.index,
+                job.step,
+                jobs::downtime_text(&job)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(ControlAnswer::Done(response)) => {
             println!(
                 "replica {}: {} {}: {}",
                 replica.index, response.action, response.outcome, response.detail

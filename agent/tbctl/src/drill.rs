@@ -568,12 +568,12 @@ fn compare_balances(expected: &[Balances], found: &[Balances]) -> Vec<String> {
     differences
 }
 
-/// The newest backup whose verification passed.
+/// The newest backup whose verification passed. The agent lists backups newest first, by their
+/// sequence: not by creation time, which a stepped clock can reorder.
 fn latest_verified(records: &[api::BackupRecord]) -> Option<&api::BackupRecord> {
     records
         .iter()
-        .filter(|record| record.verification.as_ref().is_some_and(|v| v.ok))
-        .max_by_key(|record| (record.manifest.created_unix_ms, record.id.as_str()))
+        .find(|record| record.verification.as_ref().is_some_and(|v| v.ok))
 }
 
 /// Step 3 for one replica: its newest verified backup, downloaded, hash-checked and extracted
@@ -838,6 +838,7 @@ mod tests {
                 host: "h".into(),
                 agent_version: "0".into(),
                 created_unix_ms,
+                sequence: None,
                 file: "data.tigerbeetle.zst".into(),
                 compression: "zstd".into(),
                 data_size_bytes: 0,
@@ -875,10 +876,12 @@ mod tests {
 
     #[test]
     fn latest_verified_skips_unverified_and_corrupt_backups() {
+        // Newest first, as the agent lists them; "a" was taken after the clock was stepped back.
         let records = [
             record("c", 300, None),
             record("b", 200, Some(false)),
             record("a", 100, Some(true)),
+            record("z", 900, Some(true)),
         ];
         assert_eq!(latest_verified(&records).map(|r| r.id.as_str()), Some("a"));
         assert!(latest_verified(&records[..2]).is_none());

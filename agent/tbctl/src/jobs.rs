@@ -7,16 +7,19 @@ use std::time::{Duration, Instant};
 use super::client::{AgentClient, AgentError};
 use super::status::describe;
 use tb_proto::api;
+use tb_proto::endpoints::Endpoint;
 use tb_proto::inventory::ReplicaEntry;
 
+/// Starting a job runs the agent's checks and quorum guard: seconds at most.
+const START_TIMEOUT_MS: u64 = 30_000;
 /// Jobs report their step as it changes; half a second shows every step of a backup.
 const POLL_INTERVAL_MS: u64 = 500;
 /// Each poll is one small GET: an agent that takes longer is struggling, and the next poll
 /// asks again.
 const POLL_REQUEST_TIMEOUT_MS: u64 = 5_000;
 
-pub const STATE_RUNNING: &str = "running";
-pub const STATE_SUCCEEDED: &str = "succeeded";
+pub const STATE_RUNNING: api::JobState = api::JobState::Running;
+pub const STATE_SUCCEEDED: api::JobState = api::JobState::Succeeded;
 
 /// Polls job `job_id` on `replica`'s agent until it leaves the running state, printing each
 /// step once, and returns the finished job (succeeded or failed: the caller decides). Fails
@@ -78,6 +81,46 @@ pub async fn follow(
     }
 }
 
+/// Starts the job of `endpoint` (a backup or a recover) on `entry`'s agent, follows it, and
+/// returns the accepted answer and the finished job; fails with one line naming the replica when
+/// the agent refuses, the job fails, or `timeout_ms` passes. `check_with` names the command that
+/// tells whether a job started after a timeout.
+pub async fn start_and_follow(
+    client: &AgentClient,
+    entry: &ReplicaEntry,
+    endpoint: Endpoint,
+    check_with: &str,
+    timeout_ms: u64,
+) -> anyhow::Result<(api::JobAccepted, api::Job)> {
+    let action = match endpoint {
+        Endpoint::BackupCreate => "backup",
+        Endpoint::ReplicaRecover => "recover",
+        _ => unreachable!("{endpoint:?} starts no job"),
+    };
+    let result = client
+        .start_job(&entry.agent_url, endpoint, START_TIMEOUT_MS)
+        .await;
+    let accepted = accepted(entry, action, check_with, result)?;
+    let subject = match &accepted.backup_id {
+        Some(backup_id) => format!("{action} {backup_id}"),
+        None => action.to_string(),
+    };
+    println!(
+        "replica {}: {subject} started (job {}; waiting up to {} s)",
+        entry.index,
+        accepted.job_id,
+        timeout_ms / 1000
+    );
+    let job = follow(client, entry, &accepted.job_id, timeout_ms).await?;
+    anyhow::ensure!(
+        job.state == STATE_SUCCEEDED,
+        "{}: {subject}: {}",
+        describe(entry),
+        failure(&job)
+    );
+    Ok((accepted, job))
+}
+
 /// The job's error as one line, for messages about a failed job.
 pub fn failure(job: &api::Job) -> String {
     match &job.error {
@@ -124,14 +167,15 @@ pub fn accepted(
 mod tests {
     use super::*;
 
-    fn job(state: &str, error: Option<&str>, downtime_ms: Option<u64>) -> api::Job {
+    fn job(state: api::JobState, error: Option<&str>, downtime_ms: Option<u64>) -> api::Job {
         api::Job {
             id: "backup-x".into(),
-            kind: "backup".into(),
-            state: state.into(),
+            kind: api::JobKind::Backup,
+            state,
             step: "copying the data file".into(),
             started_unix_ms: 0,
             finished_unix_ms: None,
+            outcome: None,
             error: error.map(str::to_string),
             backup_id: None,
             downtime_ms,
@@ -141,10 +185,13 @@ mod tests {
     #[test]
     fn failure_and_downtime_texts() {
         assert_eq!(
-            failure(&job("failed", Some("disk full"), None)),
+            failure(&job(api::JobState::Failed, Some("disk full"), None)),
             "job backup-x failed at \"copying the data file\": disk full"
         );
-        assert_eq!(downtime_text(&job("succeeded", None, Some(1300))), "1.3 s");
-        assert!(downtime_text(&job("succeeded", None, None)).starts_with("none"));
+        assert_eq!(
+            downtime_text(&job(STATE_SUCCEEDED, None, Some(1300))),
+            "1.3 s"
+        );
+        assert!(downtime_text(&job(STATE_SUCCEEDED, None, None)).starts_with("none"));
     }
 }

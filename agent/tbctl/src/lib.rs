@@ -9,6 +9,7 @@ mod client;
 mod client_log;
 mod control;
 mod drill;
+mod inventory_check;
 mod jobs;
 pub mod local;
 mod local_files;
@@ -41,6 +42,25 @@ struct Cli {
     /// PEM CA certificate(s) trusted for https:// agent URLs.
     #[arg(long, global = true, env = "TBCTL_CA_FILE", value_name = "FILE")]
     ca_file: Option<PathBuf>,
+    /// PEM client certificate presented to agents that require one (mutual TLS: the agent's
+    /// server.tls.client_ca_file). Needs --client-key.
+    #[arg(
+        long,
+        global = true,
+        env = "TBCTL_CLIENT_CERT",
+        value_name = "FILE",
+        requires = "client_key"
+    )]
+    client_cert: Option<PathBuf>,
+    /// The client certificate's PEM private key.
+    #[arg(
+        long,
+        global = true,
+        env = "TBCTL_CLIENT_KEY",
+        value_name = "FILE",
+        requires = "client_cert"
+    )]
+    client_key: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -73,6 +93,17 @@ enum Command {
     /// A local cluster on 127.0.0.1, one agent per replica, for development.
     #[command(subcommand)]
     Local(LocalCommand),
+    /// Inventory files (docs/inventory.md).
+    #[command(subcommand)]
+    Inventory(InventoryCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum InventoryCommand {
+    /// Check FILE against every rule of docs/inventory.md. Exits 0 and prints a summary (or,
+    /// with --json, the resolved cluster) when it is valid; exits 1 with the first error on
+    /// stderr when not.
+    Check(inventory_check::CheckArgs),
 }
 
 #[derive(Debug, Args)]
@@ -188,6 +219,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Command::Local(LocalCommand::Down(args)) = &cli.command {
         return local::down(args);
     }
+    // Reading one file needs no runtime, no token and no network.
+    if let Command::Inventory(InventoryCommand::Check(args)) = &cli.command {
+        return inventory_check::check(args);
+    }
     // One thread is plenty: tbctl waits on a handful of sockets and child processes.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -231,7 +266,9 @@ async fn run_async(cli: Cli) -> anyhow::Result<ExitCode> {
             drill::restore_drill(&client, &inventory, args).await
         }
         Command::Local(LocalCommand::Up(args)) => local::up(args).await,
-        Command::Local(LocalCommand::Down(_)) => unreachable!("handled without a runtime"),
+        Command::Local(LocalCommand::Down(_)) | Command::Inventory(_) => {
+            unreachable!("handled without a runtime")
+        }
     }
 }
 
@@ -256,6 +293,10 @@ fn connect(cli: &Cli, inventory: &Path) -> anyhow::Result<(AgentClient, Inventor
         None => Token::from_env("TBCTL_TOKEN")?,
     };
     let inventory = Inventory::load(inventory)?;
-    let client = AgentClient::new(token, cli.ca_file.as_deref())?;
+    let tls = client::Tls {
+        ca_file: cli.ca_file.as_deref(),
+        client_cert: cli.client_cert.as_deref().zip(cli.client_key.as_deref()),
+    };
+    let client = AgentClient::new(token, tls)?;
     Ok((client, inventory))
 }

@@ -231,7 +231,7 @@ pub async fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
         args.ready_timeout_ms / 1000
     );
     let token = Token::from_file(&layout.admin_token_file())?;
-    let client = AgentClient::new(token, None)?;
+    let client = AgentClient::new(token, super::client::Tls::default())?;
     let ready = status::wait_ready(&client, &inventory, args.ready_timeout_ms, || {
         check_agents_alive(&layout, &state.agents, &mut children)
     })

@@ -20,6 +20,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
+use tb_proto::auth::Scope;
+use tb_proto::config::{self, Config};
 use tb_proto::inventory::{ClusterVars, Group, HostVars, InventoryFile};
 use tb_proto::tigerbeetle::REPLICA_COUNT_MAX;
 
@@ -182,92 +184,84 @@ pub struct AgentSettings<'a> {
     pub cache_grid: &'a str,
 }
 
-/// A TOML string literal: quoted and escaped.
-fn toml_string(text: &str) -> String {
-    toml::Value::String(text.to_string()).to_string()
+/// Paths go into TOML as strings: a path that is not UTF-8 cannot be written faithfully.
+fn utf8(path: &Path) -> anyhow::Result<&Path> {
+    anyhow::ensure!(
+        path.to_str().is_some(),
+        "path {} is not UTF-8",
+        path.display()
+    );
+    Ok(path)
 }
 
-fn toml_path(path: &Path) -> anyhow::Result<String> {
-    let text = path
-        .to_str()
-        .with_context(|| format!("path {} is not UTF-8", path.display()))?;
-    Ok(toml_string(text))
-}
-
-fn toml_list(items: impl IntoIterator<Item = String>) -> String {
-    let items: Vec<String> = items.into_iter().map(|item| toml_string(&item)).collect();
-    format!("[{}]", items.join(", "))
-}
-
-/// The agent config for one replica (see config.rs for every field).
+/// The agent config for one replica: the daemon's own typed `Config`, serialised, so a field
+/// the daemon renames or adds cannot be forgotten here.
 pub fn agent_config(
     layout: &Layout,
     replica: u8,
     settings: &AgentSettings,
 ) -> anyhow::Result<String> {
-    let addresses = toml_list(layout.replicas().map(|i| layout.replica_address(i)));
-    let agent_urls = toml_list(layout.replicas().map(|i| layout.agent_url(i)));
+    // A development machine is not a production host: a smaller disk floor. The memory-lock
+    // check stays on: run as root (or with CAP_IPC_LOCK) so the replicas can lock their memory.
+    const FREE_BYTES_MIN: u64 = 256 * 1024 * 1024;
+    let listen = layout
+        .agent_listen(replica)
+        .parse()
+        .context("agent listen address")?;
+    let mut server = config::Server::new(listen);
+    server.audit_log = Some(utf8(&layout.audit_log(replica))?.to_path_buf());
+    let token = |name: &str, scopes: Vec<Scope>, sha256: &str| config::Token {
+        name: name.to_string(),
+        scopes,
+        sha256: sha256.to_string(),
+    };
+    let mut backup = config::Backup::new(utf8(&layout.backup_dir(replica))?);
+    backup.keep_last = 3;
+    backup.free_margin_bytes = FREE_BYTES_MIN;
+    let health = config::Health {
+        free_bytes_min: FREE_BYTES_MIN,
+        free_percent_min: 0.0,
+        ..config::Health::default()
+    };
+    let config = Config {
+        server,
+        log: config::Log::default(),
+        tokens: vec![
+            token(
+                "admin",
+                vec![Scope::Read, Scope::Control, Scope::Backup],
+                settings.admin_token_sha256,
+            ),
+            // Agents ask each other for readiness before a stop or restart (the quorum guard).
+            token("peer", vec![Scope::Read], settings.peer_token_sha256),
+        ],
+        replica: config::Replica {
+            cluster_id: settings.cluster_id.to_string(),
+            index: replica,
+            count: layout.replica_count,
+            addresses: layout
+                .replicas()
+                .map(|i| layout.replica_address(i))
+                .collect(),
+            data_file: utf8(&layout.data_file(replica))?.to_path_buf(),
+            statsd_port: layout.statsd_port(replica),
+            run: config::Run::Process {
+                binary: utf8(settings.tigerbeetle)?.to_path_buf(),
+                extra_args: vec![format!("--cache-grid={}", settings.cache_grid)],
+                log_file: Some(utf8(&layout.replica_log(replica))?.to_path_buf()),
+            },
+        },
+        peers: Some(config::Peers::new(
+            layout.replicas().map(|i| layout.agent_url(i)).collect(),
+            utf8(&layout.peer_token_file())?,
+        )),
+        health,
+        control: config::Control::default(),
+        backup: Some(backup),
+    };
+    let text = toml::to_string(&config).context("serialising the agent config")?;
     Ok(format!(
-        r#"# Written by `tbctl local up`, and rewritten by every `up`: edit the flags, not this file.
-
-[server]
-listen = {listen}
-audit_log = {audit_log}
-
-[[tokens]]
-name = "admin"
-scopes = ["read", "control", "backup"]
-sha256 = {admin}
-
-# Agents ask each other for readiness before a stop or restart (the quorum guard).
-[[tokens]]
-name = "peer"
-scopes = ["read"]
-sha256 = {peer}
-
-[replica]
-cluster_id = {cluster_id}
-index = {replica}
-count = {count}
-addresses = {addresses}
-data_file = {data_file}
-statsd_port = {statsd_port}
-
-[replica.run]
-mode = "process"
-binary = {binary}
-extra_args = [{cache_grid}]
-log_file = {replica_log}
-
-[peers]
-agent_urls = {agent_urls}
-token_file = {peer_token_file}
-
-# A development machine is not a production host: a smaller disk floor. The memory-lock check
-# stays on: run as root (or with CAP_IPC_LOCK) so the replicas can lock their memory.
-[health]
-free_bytes_min = {free_bytes_min}
-free_percent_min = 0.0
-
-[backup]
-dir = {backup_dir}
-keep_last = 3
-free_margin_bytes = {free_bytes_min}
-"#,
-        listen = toml_string(&layout.agent_listen(replica)),
-        audit_log = toml_path(&layout.audit_log(replica))?,
-        admin = toml_string(settings.admin_token_sha256),
-        peer = toml_string(settings.peer_token_sha256),
-        cluster_id = toml_string(settings.cluster_id),
-        count = layout.replica_count,
-        data_file = toml_path(&layout.data_file(replica))?,
-        statsd_port = layout.statsd_port(replica),
-        binary = toml_path(settings.tigerbeetle)?,
-        cache_grid = toml_string(&format!("--cache-grid={}", settings.cache_grid)),
-        replica_log = toml_path(&layout.replica_log(replica))?,
-        peer_token_file = toml_path(&layout.peer_token_file())?,
-        backup_dir = toml_path(&layout.backup_dir(replica))?,
-        free_bytes_min = 256 * 1024 * 1024,
+        "# Written by `tbctl local up`, and rewritten by every `up`: edit the flags, not this file.\n\n{text}"
     ))
 }
 
@@ -405,6 +399,11 @@ mod tests {
             panic!("not process mode");
         };
         assert_eq!(extra_args, ["--cache-grid=256MiB"]);
+        let backup = config.backup.expect("backups configured");
+        assert_eq!(backup.keep_last, 3);
+        assert_eq!(config.health.free_percent_min, 0.0);
+        // Unset options are left out rather than written as empty values.
+        assert!(!text.contains("tls"), "{text}");
     }
 
     #[test]
@@ -418,6 +417,42 @@ mod tests {
         );
         assert_eq!(parsed.replicas[1].host_name, "replica-1");
         assert_eq!(parsed.replicas[1].agent_url, "http://127.0.0.1:7001");
+    }
+
+    /// Every layout `tbctl local up` accepts gives an inventory that passes every rule of
+    /// docs/inventory.md (the ones the Nix reader applies too), and the listen address that the
+    /// inventory implies is where the local agent really listens.
+    #[test]
+    fn inventory_passes_the_shared_rules_for_every_layout() {
+        let dir = PathBuf::from("/tmp/x");
+        for replica_count in 1..=REPLICA_COUNT_MAX {
+            for (replica_port_base, agent_port_base) in
+                [(3000, 7000), (1, 7), (65530, 1), (7000, 3000)]
+            {
+                let layout = Layout::new(
+                    dir.clone(),
+                    replica_count,
+                    replica_port_base,
+                    agent_port_base,
+                    8125,
+                )
+                .unwrap();
+                let text = serde_json::to_string_pretty(&inventory(
+                    &layout,
+                    "340282366920938463463374607431768211455",
+                ))
+                .unwrap();
+                let parsed =
+                    Inventory::parse(&text).unwrap_or_else(|error| panic!("{error}\n{text}"));
+                assert_eq!(parsed.replicas.len(), usize::from(replica_count));
+                for replica in layout.replicas() {
+                    let host = &parsed.cluster.hosts[&format!("replica-{replica}")];
+                    assert_eq!(host.replica, replica);
+                    assert_eq!(host.address, layout.replica_address(replica));
+                    assert_eq!(host.agent_listen, layout.agent_listen(replica));
+                }
+            }
+        }
     }
 
     #[test]

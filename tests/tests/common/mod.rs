@@ -256,6 +256,17 @@ impl Cluster {
         status["replica"]["pid"].as_u64().map(|pid| pid as u32)
     }
 
+    /// `GET /v1/jobs/{id}` with the admin token.
+    pub fn job(&self, replica: u8, job_id: &str) -> serde_json::Value {
+        self.get(
+            replica,
+            &format!("/v1/jobs/{job_id}"),
+            Some(&self.admin_token),
+        )
+        .json()
+        .unwrap()
+    }
+
     pub fn inventory_arg(&self) -> String {
         self.state.inventory.display().to_string()
     }
@@ -305,5 +316,20 @@ impl Drop for Cluster {
         if std::env::var_os("TB_TESTS_KEEP").is_none() {
             let _ = std::fs::remove_dir_all(&self.state.state_dir);
         }
+    }
+}
+
+/// An agent a test started by itself (no cluster): killed and its directory removed on drop.
+pub struct StandaloneAgent {
+    pub child: std::process::Child,
+    pub url: String,
+    pub dir: PathBuf,
+}
+
+impl Drop for StandaloneAgent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -1,11 +1,11 @@
-//! Long-running jobs (backup, recover), kept in memory for `GET /v1/jobs/{id}`. Bounded: the
+//! Every state-changing operation is a job, kept in memory for `GET /v1/jobs/{id}`. Bounded: the
 //! oldest finished jobs are forgotten first. A job survives as long as the agent runs; the
 //! backups themselves are on disk.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
-use crate::api::Job;
+use crate::api::{Job, JobKind, JobState, Outcome};
 
 use super::store::now_unix_ms;
 
@@ -17,20 +17,23 @@ pub struct Jobs {
 }
 
 impl Jobs {
-    pub fn begin(&self, id: &str, kind: &str, backup_id: Option<String>) {
+    pub fn begin(&self, id: &str, kind: JobKind, backup_id: Option<String>) {
         let mut jobs = self.jobs.lock().expect("not poisoned");
         if jobs.len() >= JOBS_KEPT_MAX
-            && let Some(position) = jobs.iter().position(|job| job.state != "running")
+            && let Some(position) = jobs.iter().position(|job| job.state != JobState::Running)
         {
             jobs.remove(position);
         }
+        // Running jobs are never forgotten; they are bounded by the locks (one per host, one
+        // per backup, and at most `backup.keep_last` backups).
         jobs.push_back(Job {
             id: id.to_string(),
-            kind: kind.to_string(),
-            state: "running".into(),
+            kind,
+            state: JobState::Running,
             step: "starting".into(),
             started_unix_ms: now_unix_ms(),
             finished_unix_ms: None,
+            outcome: None,
             error: None,
             backup_id,
             downtime_ms: None,
@@ -49,14 +52,16 @@ impl Jobs {
         self.update(id, |job| job.step = step.to_string());
     }
 
-    pub fn finish(&self, id: &str, error: Option<String>) {
+    /// Records how the job ended: `error` is None when it succeeded.
+    pub fn finish(&self, id: &str, outcome: Outcome, error: Option<String>) {
         self.update(id, |job| {
+            assert_eq!(job.state, JobState::Running, "a job finishes once");
             job.state = if error.is_some() {
-                "failed"
+                JobState::Failed
             } else {
-                "succeeded"
-            }
-            .to_string();
+                JobState::Succeeded
+            };
+            job.outcome = Some(outcome);
             job.error = error;
             job.finished_unix_ms = Some(now_unix_ms());
         });

@@ -6,6 +6,7 @@
 //! cluster keeps committing without it — clones or copies the file, and starts it again. Hashing,
 //! compression and shipping happen afterwards, from the copy, with the replica already back.
 
+pub mod cold_copy;
 pub mod jobs;
 pub mod routes;
 pub mod store;
@@ -14,14 +15,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::OwnedMutexGuard;
-
 use crate::api::{
-    BackupRecord, BackupTimings, HookResult, JobAccepted, Manifest, RestoreRequest,
-    RestoreResponse, Verification,
+    BackupRecord, BackupTimings, HookResult, Manifest, RestoreRequest, RestoreResponse,
+    Verification,
 };
 use crate::config::{self, Run};
-use crate::control::{self, ControlError};
+use crate::ops::{self, AppError, JobDone, JobHandle, Override, io_failure};
 use crate::state::AgentState;
 use store::{Store, now_unix_ms, write_json_atomically};
 use tb_proto::backup_files as files;
@@ -34,39 +33,23 @@ const HOOK_OUTPUT_KEPT_BYTES: usize = 16 * 1024;
 /// `tigerbeetle recover` formats a small file and asks the cluster: minutes at most.
 const RECOVER_COMMAND_TIMEOUT: Duration = Duration::from_secs(600);
 
-/// Why a backup, restore or recover did not start.
-#[derive(Debug)]
-pub enum Refusal {
-    NotConfigured,
-    Busy,
-    NotFound(String),
-    BadRequest(String),
-    Refused(String),
-    Failed(String),
+fn backup_config(state: &AgentState) -> Result<&config::Backup, AppError> {
+    state.config.backup.as_ref().ok_or(AppError::NotConfigured)
 }
 
-impl From<ControlError> for Refusal {
-    fn from(error: ControlError) -> Refusal {
-        match error {
-            ControlError::Busy => Refusal::Busy,
-            ControlError::Refused(why) => Refusal::Refused(why),
-            ControlError::Failed(why) => Refusal::Failed(why),
-        }
-    }
-}
-
-fn backup_config(state: &AgentState) -> Result<&config::Backup, Refusal> {
-    state.config.backup.as_ref().ok_or(Refusal::NotConfigured)
-}
-
-pub fn store(state: &AgentState) -> Result<Store, Refusal> {
+pub fn store(state: &AgentState) -> Result<Store, AppError> {
     Ok(Store {
         dir: backup_config(state)?.dir.clone(),
     })
 }
 
-fn io_failure(what: &str) -> impl Fn(std::io::Error) -> Refusal + '_ {
-    move |error| Refusal::Failed(format!("{what}: {error}"))
+/// File work off the async runtime: runs `work` on a blocking thread.
+pub async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, AppError> + Send + 'static,
+) -> Result<T, AppError> {
+    tokio::task::spawn_blocking(work).await.map_err(|error| {
+        AppError::Failed(format!("internal: file work ended abnormally: {error}"))
+    })?
 }
 
 /// At start-up: removes half-written backups and brings back a replica that a killed agent had
@@ -99,135 +82,136 @@ pub async fn recover_after_crash(state: &Arc<AgentState>) {
     }
 }
 
-/// `POST /v1/backups`: checks that the backup is safe, then runs it as a job.
-pub async fn start_backup(state: &Arc<AgentState>) -> Result<JobAccepted, Refusal> {
-    let config = backup_config(state)?;
-    let guard = Arc::clone(&state.control_lock)
-        .try_lock_owned()
-        .map_err(|_| Refusal::Busy)?;
+/// `POST /v1/backups`, as a job of the operations layer holding the replica lock: checks that
+/// the backup is safe (then the answer is 202), stops the replica, copies, starts it, and
+/// completes the backup; the lock is released before the shipping hooks run.
+pub async fn backup(mut job: JobHandle, backup_id: String) -> Result<JobDone, AppError> {
+    let state = Arc::clone(&job.state);
+    let config = backup_config(&state)?;
     let running = state.replica.pid().is_some();
     if running {
-        control::quorum_guard(state, control::Override::NotOffered).await?;
+        job.step("asking the peers (quorum guard)");
+        ops::quorum_guard(&state, Override::NotOffered).await?;
     }
-    std::fs::create_dir_all(&config.dir).map_err(io_failure("backup.dir"))?;
-    let data_size_bytes = std::fs::metadata(&state.config.replica.data_file)
-        .map_err(io_failure("the data file"))?
-        .len();
-    let available = files::available_bytes(&config.dir).map_err(io_failure("backup.dir"))?;
-    let needed = data_size_bytes + config.free_margin_bytes;
-    if available < needed {
-        return Err(Refusal::Refused(format!(
-            "{} has {available} bytes free; a backup needs {needed} (the data file's \
-             {data_size_bytes} bytes plus the {} byte margin)",
-            config.dir.display(),
-            config.free_margin_bytes
-        )));
-    }
-    let backup_id = store::new_backup_id(state.config.replica.index);
-    let job_id = format!("backup-{backup_id}");
-    state.jobs.begin(&job_id, "backup", Some(backup_id.clone()));
-    tokio::spawn(run_backup(
-        Arc::clone(state),
-        guard,
-        job_id.clone(),
-        backup_id.clone(),
-    ));
-    Ok(JobAccepted {
-        job_id,
-        backup_id: Some(backup_id),
+    let (dir, data_file, free_margin_bytes) = (
+        config.dir.clone(),
+        state.config.replica.data_file.clone(),
+        config.free_margin_bytes,
+    );
+    blocking(move || {
+        store::create_private_dir_all(&dir).map_err(io_failure("backup.dir"))?;
+        let data_size_bytes = std::fs::metadata(&data_file)
+            .map_err(io_failure("the data file"))?
+            .len();
+        let available = files::available_bytes(&dir).map_err(io_failure("backup.dir"))?;
+        let needed = data_size_bytes + free_margin_bytes;
+        if available < needed {
+            return Err(AppError::Refused(format!(
+                "{} has {available} bytes free; a backup needs {needed} (the data file's \
+                 {data_size_bytes} bytes plus the {free_margin_bytes} byte margin)",
+                dir.display(),
+            )));
+        }
+        Ok(())
     })
-}
+    .await?;
+    job.accept();
 
-async fn run_backup(
-    state: Arc<AgentState>,
-    guard: OwnedMutexGuard<()>,
-    job_id: String,
-    backup_id: String,
-) {
-    let result = backup_steps(&state, &job_id, &backup_id).await;
-    // The replica is back; other control operations may run while hooks ship the backup.
-    drop(guard);
-    let store = store(&state).expect("configured");
+    let result = backup_steps(&job, &backup_id).await;
+    // The replica is back; other operations may run while hooks ship the backup.
+    job.release_replica_lock();
+    let store = store(&state)?;
     match result {
         Ok(downtime_ms) => {
-            state
-                .jobs
-                .update(&job_id, |job| job.downtime_ms = downtime_ms);
-            run_hooks(&state, &store, &job_id, &backup_id).await;
-            state.jobs.step(&job_id, "applying retention");
-            apply_retention(&state, &store);
-            state.jobs.finish(&job_id, None);
+            job.update(|record| record.downtime_ms = downtime_ms);
+            run_hooks(&state, &store, &job.id, &backup_id).await;
+            job.step("applying retention");
+            let retention_state = Arc::clone(&state);
+            blocking(move || {
+                apply_retention(&retention_state, &store);
+                Ok(())
+            })
+            .await?;
+            Ok(JobDone {
+                detail: format!("backup {backup_id} complete"),
+            })
         }
         Err(error) => {
             let partial = store.partial_dir(&backup_id);
-            if let Err(cleanup) = std::fs::remove_dir_all(&partial)
-                && cleanup.kind() != std::io::ErrorKind::NotFound
-            {
-                tracing::error!(%cleanup, dir = %partial.display(), "cannot remove a failed backup");
-            }
+            let _ = blocking(move || {
+                if let Err(cleanup) = std::fs::remove_dir_all(&partial)
+                    && cleanup.kind() != std::io::ErrorKind::NotFound
+                {
+                    tracing::error!(%cleanup, dir = %partial.display(), "cannot remove a failed backup");
+                }
+                Ok(())
+            })
+            .await;
             tracing::error!(%error, backup = %backup_id, "backup failed");
-            state.jobs.finish(&job_id, Some(error));
+            Err(AppError::Failed(error))
         }
     }
 }
 
 /// The copy and everything until the backup is complete on disk. Returns the replica's downtime.
-async fn backup_steps(
-    state: &Arc<AgentState>,
-    job_id: &str,
-    backup_id: &str,
-) -> Result<Option<u64>, String> {
+async fn backup_steps(job: &JobHandle, backup_id: &str) -> Result<Option<u64>, String> {
+    let state = &job.state;
+    let job_id = job.id.as_str();
     let config = backup_config(state).expect("configured");
     let store = store(state).expect("configured");
-    let partial = store.partial_dir(backup_id);
-    std::fs::create_dir_all(&partial).map_err(|error| format!("{}: {error}", partial.display()))?;
+    let partial = store
+        .create_partial_dir(backup_id)
+        .map_err(|error| format!("{}: {error}", store.partial_dir(backup_id).display()))?;
     let raw = partial.join(RAW_FILE);
     let data_file = state.config.replica.data_file.clone();
 
-    let was_running = state.replica.pid().is_some();
     let down_since = Instant::now();
-    if was_running {
-        state.jobs.step(job_id, "stopping the replica");
-        std::fs::write(store.marker(), backup_id)
-            .map_err(|error| format!("writing the marker: {error}"))?;
-        store::sync_dir(&store.dir).map_err(|error| error.to_string())?;
-        state
-            .replica
-            .stop()
-            .await
-            .map_err(|error| format!("stopping the replica: {error}"))?;
-    }
-    state.jobs.step(job_id, "copying the data file");
-    let copy_started = Instant::now();
-    let copy = {
+    let marker = store.marker();
+    let store_dir = store.dir.clone();
+    let abandoned_partial = partial.clone();
+    let copied = {
         let (data_file, raw) = (data_file.clone(), raw.clone());
-        tokio::task::spawn_blocking(move || files::clone_or_copy(&data_file, &raw)).await
+        cold_copy::copy_while_stopped(
+            &state.replica,
+            || {
+                // Found at start-up if the agent dies while the replica is stopped.
+                store::create_private_file(&marker)
+                    .and_then(|mut file| std::io::Write::write_all(&mut file, backup_id.as_bytes()))
+                    .map_err(|error| format!("writing the marker: {error}"))?;
+                store::sync_dir(&store_dir).map_err(|error| error.to_string())
+            },
+            move || files::clone_or_copy(&data_file, &raw),
+            move || {
+                // The abandoned copy has ended: what it wrote goes too.
+                if let Err(error) = std::fs::remove_dir_all(&abandoned_partial)
+                    && error.kind() != std::io::ErrorKind::NotFound
+                {
+                    tracing::error!(%error, dir = %abandoned_partial.display(), "cannot remove an abandoned copy");
+                }
+            },
+            state.timeouts.backup_copy,
+            |step| job.step(step),
+        )
+        .await
     };
-    let copy_ms = copy_started.elapsed().as_millis() as u64;
-    let mut downtime_ms = None;
-    let mut stopped_ms = 0;
-    if was_running {
-        // Whatever happened to the copy, the replica comes back.
-        state.jobs.step(job_id, "starting the replica");
-        state
-            .replica
-            .start()
-            .await
-            .map_err(|error| format!("starting the replica again: {error}"))?;
-        stopped_ms = down_since.elapsed().as_millis() as u64;
-        let _ = std::fs::remove_file(store.marker());
+    // Kept while the replica is down: a restarted agent then starts it (systemd mode).
+    if state.replica.pid().is_some() && marker.exists() {
+        let _ = std::fs::remove_file(&marker);
     }
-    let reflink = match copy {
-        Ok(Ok(reflink)) => reflink,
-        Ok(Err(error)) => return Err(format!("copying {}: {error}", data_file.display())),
-        Err(error) => return Err(format!("copying {}: {error}", data_file.display())),
-    };
+    let cold_copy::Copied {
+        reflink,
+        was_running,
+        stopped_ms,
+        copy_ms,
+    } = copied?;
+    let mut downtime_ms = None;
     if was_running {
         state
             .jobs
             .step(job_id, "waiting for the replica to be ready");
-        let timeout = Duration::from_millis(state.config.control.ready_timeout_ms);
-        control::wait_ready(state, timeout).await?;
+        ops::wait_ready(state, state.timeouts.ready)
+            .await
+            .map_err(|error| error.to_string())?;
         downtime_ms = Some(down_since.elapsed().as_millis() as u64);
     }
 
@@ -262,6 +246,7 @@ async fn backup_steps(
         .map_err(|error| format!("hashing and compressing: {error}"))?;
     let hash_ms = hash_started.elapsed().as_millis() as u64;
 
+    let sequence = next_sequence(&store)?;
     let identity = state.binary_identity();
     let manifest = Manifest {
         format_version: MANIFEST_FORMAT_VERSION,
@@ -273,6 +258,7 @@ async fn backup_steps(
         host: state.host.latest().hostname.clone(),
         agent_version: crate::AGENT_VERSION.to_string(),
         created_unix_ms: now_unix_ms(),
+        sequence: Some(sequence),
         file,
         compression: if compress { "zstd" } else { "none" }.to_string(),
         data_size_bytes: stored.data_size_bytes,
@@ -292,7 +278,8 @@ async fn backup_steps(
         .map_err(|error| format!("writing the manifest: {error}"))?;
 
     state.jobs.step(job_id, "verifying the stored file");
-    let verification = verify_files(&partial, &manifest).await;
+    let stored = std::fs::File::open(partial.join(&manifest.file));
+    let verification = verify_files(stored, &manifest).await;
     write_json_atomically(&partial.join(store::VERIFICATION_FILE), &verification)
         .map_err(|error| error.to_string())?;
     if !verification.ok {
@@ -325,11 +312,35 @@ async fn backup_steps(
     Ok(downtime_ms)
 }
 
-/// Re-hashes a backup's stored file against its manifest.
-pub async fn verify_files(dir: &Path, manifest: &Manifest) -> Verification {
-    let stored = dir.join(&manifest.file);
+/// The sequence number of a new backup (see `Manifest::sequence`).
+fn next_sequence(store: &Store) -> Result<u64, String> {
+    let listed = store
+        .list()
+        .map_err(|error| format!("listing backups for the sequence: {error}"))?;
+    store
+        .next_sequence(&listed)
+        .map_err(|error| format!("the backup sequence: {error}"))
+}
+
+/// Re-hashes a backup's stored file (opened by the caller, inside the backup's directory)
+/// against its manifest.
+pub async fn verify_files(
+    stored: std::io::Result<std::fs::File>,
+    manifest: &Manifest,
+) -> Verification {
     let expected = manifest.stored_blake3.clone();
-    let outcome = tokio::task::spawn_blocking(move || files::blake3_file(&stored)).await;
+    let expected_size_bytes = manifest.stored_size_bytes;
+    let outcome = tokio::task::spawn_blocking(move || {
+        let stored = stored?;
+        let size_bytes = stored.metadata()?.len();
+        if size_bytes != expected_size_bytes {
+            return Err(std::io::Error::other(format!(
+                "it holds {size_bytes} bytes, the manifest says {expected_size_bytes}"
+            )));
+        }
+        files::blake3_reader(stored)
+    })
+    .await;
     let (ok, detail) = match outcome {
         Ok(Ok(actual)) if actual == expected => {
             (true, format!("blake3 {actual} matches the manifest"))
@@ -351,23 +362,49 @@ pub async fn verify_files(dir: &Path, manifest: &Manifest) -> Verification {
 }
 
 /// A complete backup by id: the id is validated first, so no path escapes the backup directory.
-fn find_backup(state: &AgentState, id: &str) -> Result<(Store, BackupRecord), Refusal> {
-    store::validate_backup_id(id).map_err(Refusal::BadRequest)?;
+/// Reads files: call it through [`blocking`].
+fn find_backup(state: &AgentState, id: &str) -> Result<(Store, BackupRecord), AppError> {
+    store::validate_backup_id(id).map_err(AppError::BadRequest)?;
     let store = store(state)?;
     let record = store
         .get(id)
-        .map_err(io_failure("reading the backup"))?
-        .ok_or_else(|| Refusal::NotFound(format!("no backup {id}")))?;
+        .map_err(|error| match error.kind() {
+            // A tampered or foreign backup: refused, with the reason, and nothing of it used.
+            std::io::ErrorKind::InvalidData => AppError::Refused(error.to_string()),
+            _ => AppError::Failed(format!("reading the backup: {error}")),
+        })?
+        .ok_or_else(|| AppError::NotFound(format!("no backup {id}")))?;
     Ok((store, record))
 }
 
-/// `POST /v1/backups/{id}/verify`.
-pub async fn verify(state: &AgentState, id: &str) -> Result<Verification, Refusal> {
-    let (store, record) = find_backup(state, id)?;
-    let dir = store.backup_dir(id);
-    let verification = verify_files(&dir, &record.manifest).await;
-    write_json_atomically(&dir.join(store::VERIFICATION_FILE), &verification)
-        .map_err(io_failure("recording the verification"))?;
+/// [`find_backup`] off the async runtime.
+pub async fn find_backup_blocking(
+    state: &Arc<AgentState>,
+    id: &str,
+) -> Result<(Store, BackupRecord), AppError> {
+    let (state, id) = (Arc::clone(state), id.to_string());
+    blocking(move || find_backup(&state, &id)).await
+}
+
+/// `POST /v1/backups/{id}/verify`, as a job holding the backup's lock.
+pub async fn verify(job: JobHandle, id: String) -> Result<Verification, AppError> {
+    let (store, record) = find_backup_blocking(&job.state, &id).await?;
+    let dir = store.backup_dir(&id);
+    job.step("hashing the stored file");
+    let stored = {
+        let (store_dir, id, file) = (store.dir.clone(), id.clone(), record.manifest.file.clone());
+        blocking(move || Ok(Store { dir: store_dir }.open_in_backup(&id, &file))).await?
+    };
+    let verification = verify_files(stored, &record.manifest).await;
+    let recorded = verification.clone();
+    blocking(move || {
+        write_json_atomically(&dir.join(store::VERIFICATION_FILE), &recorded)
+            .map_err(io_failure("recording the verification"))
+    })
+    .await?;
+    if !verification.ok {
+        return Err(AppError::Corrupt(verification.detail));
+    }
     Ok(verification)
 }
 
@@ -406,16 +443,26 @@ async fn run_hook(hook: &config::Hook, dir: &Path, backup_id: &str) -> HookResul
         .spawn();
     let result = match child {
         Err(error) => Err(format!("cannot start {}: {error}", hook.command[0])),
-        Ok(child) => match tokio::time::timeout(
-            Duration::from_millis(hook.timeout_ms),
-            child.wait_with_output(),
-        )
-        .await
-        {
-            Err(_) => Err(format!("timed out after {} ms", hook.timeout_ms)),
-            Ok(Err(error)) => Err(error.to_string()),
-            Ok(Ok(output)) => Ok(output),
-        },
+        Ok(mut child) => {
+            let stdout = child.stdout.take().expect("piped");
+            let stderr = child.stderr.take().expect("piped");
+            // The output is read as it comes and only its tail kept: a hook that prints
+            // gigabytes costs the agent no more than the kept bytes. On a timeout the child is
+            // dropped, which kills it.
+            let run = async {
+                let (stdout, stderr, status) = tokio::join!(
+                    read_tail(stdout, HOOK_OUTPUT_KEPT_BYTES),
+                    read_tail(stderr, HOOK_OUTPUT_KEPT_BYTES),
+                    child.wait()
+                );
+                Ok::<_, std::io::Error>((stdout?, stderr?, status?))
+            };
+            match tokio::time::timeout(Duration::from_millis(hook.timeout_ms), run).await {
+                Err(_) => Err(format!("timed out after {} ms", hook.timeout_ms)),
+                Ok(Err(error)) => Err(error.to_string()),
+                Ok(Ok(output)) => Ok(output),
+            }
+        }
     };
     let duration_ms = started.elapsed().as_millis() as u64;
     match result {
@@ -427,94 +474,206 @@ async fn run_hook(hook: &config::Hook, dir: &Path, backup_id: &str) -> HookResul
             output: String::new(),
             error: Some(error),
         },
-        Ok(output) => {
-            let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
-            text.push_str(&String::from_utf8_lossy(&output.stderr));
-            if text.len() > HOOK_OUTPUT_KEPT_BYTES {
-                let mut cut = text.len() - HOOK_OUTPUT_KEPT_BYTES;
-                while !text.is_char_boundary(cut) {
-                    cut += 1;
-                }
-                text = text[cut..].to_string();
+        Ok((stdout, stderr, status)) => {
+            let mut bytes = stdout;
+            bytes.extend_from_slice(&stderr);
+            let mut cut = bytes.len().saturating_sub(HOOK_OUTPUT_KEPT_BYTES);
+            // Start on a character, not inside one (UTF-8 continuation bytes are 0b10xxxxxx).
+            while cut < bytes.len() && bytes[cut] & 0xC0 == 0x80 {
+                cut += 1;
             }
+            let text = String::from_utf8_lossy(&bytes[cut..]).into_owned();
             HookResult {
                 name: hook.name.clone(),
-                ok: output.status.success(),
-                exit_code: output.status.code(),
+                ok: status.success(),
+                exit_code: status.code(),
                 duration_ms,
                 output: text,
-                error: (!output.status.success()).then(|| format!("exited with {}", output.status)),
+                error: (!status.success()).then(|| format!("exited with {status}")),
             }
         }
     }
+}
+
+/// Reads `reader` to its end, keeping only the last `kept_bytes` bytes: memory stays bounded by
+/// `kept_bytes` plus one read buffer, whatever the amount read.
+async fn read_tail(
+    mut reader: impl tokio::io::AsyncRead + Unpin,
+    kept_bytes: usize,
+) -> std::io::Result<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut kept: std::collections::VecDeque<u8> =
+        std::collections::VecDeque::with_capacity(kept_bytes);
+    let mut buffer = vec![0u8; 8192];
+    loop {
+        let read = reader.read(&mut buffer).await?;
+        if read == 0 {
+            break;
+        }
+        let fresh = &buffer[read.saturating_sub(kept_bytes)..read];
+        let overflow = (kept.len() + fresh.len()).saturating_sub(kept_bytes);
+        kept.drain(..overflow);
+        kept.extend(fresh);
+        assert!(kept.len() <= kept_bytes);
+    }
+    Ok(kept.into())
 }
 
 /// Keeps the newest `keep_last` backups and none older than `max_age_days`, but never deletes
 /// the newest verified backup.
 fn apply_retention(state: &AgentState, store: &Store) {
     let config = backup_config(state).expect("configured");
-    let Ok(backups) = store.list() else {
-        return;
+    let backups = match store.list() {
+        Ok(backups) => backups,
+        Err(error) => {
+            tracing::error!(%error, "retention cannot list the backups");
+            return;
+        }
     };
-    let newest_verified = backups
-        .iter()
-        .find(|backup| {
-            backup
-                .verification
-                .as_ref()
-                .is_some_and(|verification| verification.ok)
-        })
-        .map(|backup| backup.id.clone());
-    let now = now_unix_ms();
     let max_age_ms = config.max_age_days.map(|days| u64::from(days) * 86_400_000);
-    for (position, backup) in backups.iter().enumerate() {
-        let too_many = position >= config.keep_last as usize;
-        let too_old =
-            max_age_ms.is_some_and(|max| now.saturating_sub(backup.manifest.created_unix_ms) > max);
-        if (too_many || too_old) && Some(&backup.id) != newest_verified.as_ref() {
-            match store.delete(&backup.id) {
-                Ok(()) => {
-                    tracing::info!(backup = %backup.id, too_many, too_old, "retention deleted a backup")
-                }
-                Err(error) => {
-                    tracing::error!(%error, backup = %backup.id, "retention could not delete")
-                }
+    for doomed in retention_doomed(&backups, config.keep_last, max_age_ms, now_unix_ms()) {
+        // A backup being verified, restored or deleted is left for the next run.
+        let Some(_lease) = state.locks.backup(&doomed.id) else {
+            continue;
+        };
+        match store.delete(&doomed.id) {
+            Ok(()) => tracing::info!(
+                backup = %doomed.id,
+                too_many = doomed.too_many,
+                too_old = doomed.too_old,
+                "retention deleted a backup"
+            ),
+            Err(error) => {
+                tracing::error!(%error, backup = %doomed.id, "retention could not delete")
             }
         }
     }
 }
 
-/// `DELETE /v1/backups/{id}`.
-pub fn delete(state: &AgentState, id: &str) -> Result<(), Refusal> {
-    let (store, _) = find_backup(state, id)?;
-    store.delete(id).map_err(io_failure("deleting the backup"))
+/// A backup retention deletes, and why.
+#[derive(Debug, PartialEq, Eq)]
+struct Doomed {
+    id: String,
+    too_many: bool,
+    too_old: bool,
 }
 
-/// The stored file of a complete backup, for downloads (restore drills).
-pub fn stored_file(state: &AgentState, id: &str) -> Result<(PathBuf, Manifest), Refusal> {
-    let (store, record) = find_backup(state, id)?;
-    Ok((
-        store.backup_dir(id).join(&record.manifest.file),
-        record.manifest,
-    ))
+/// What retention deletes from `backups` (newest first, as `Store::list` orders them by
+/// sequence): those past the newest `keep_last` and those older than `max_age_ms`, except the
+/// newest verified backup, which is always kept. Age is by the clock at creation; a creation
+/// time in the future (a clock stepped back since) counts as age zero.
+fn retention_doomed(
+    backups: &[BackupRecord],
+    keep_last: u32,
+    max_age_ms: Option<u64>,
+    now_unix_ms: u64,
+) -> Vec<Doomed> {
+    assert!(
+        keep_last >= 1,
+        "config validation keeps at least one backup"
+    );
+    assert!(
+        backups
+            .windows(2)
+            .all(|pair| store::order_key(&pair[0]) >= store::order_key(&pair[1])),
+        "backups are listed newest first"
+    );
+    let newest_verified = backups.iter().position(|backup| {
+        backup
+            .verification
+            .as_ref()
+            .is_some_and(|verification| verification.ok)
+    });
+    let mut doomed = Vec::new();
+    for (position, backup) in backups.iter().enumerate() {
+        let too_many = position >= keep_last as usize;
+        let too_old = max_age_ms
+            .is_some_and(|max| now_unix_ms.saturating_sub(backup.manifest.created_unix_ms) > max);
+        if (too_many || too_old) && Some(position) != newest_verified {
+            doomed.push(Doomed {
+                id: backup.id.clone(),
+                too_many,
+                too_old,
+            });
+        }
+    }
+    doomed
+}
+
+/// `DELETE /v1/backups/{id}`, as a job holding the backup's lock. No manifest check: deleting
+/// uses nothing of the backup, so a tampered one (refused everywhere else) can be removed too. A
+/// directory that is a symbolic link is removed as a link; what it points to is left alone.
+pub async fn delete(job: JobHandle, id: String) -> Result<ops::Deleted, AppError> {
+    let state = Arc::clone(&job.state);
+    blocking(move || {
+        store::validate_backup_id(&id).map_err(AppError::BadRequest)?;
+        let store = store(&state)?;
+        match std::fs::symlink_metadata(store.backup_dir(&id)) {
+            Ok(_) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                return Err(AppError::NotFound(format!("no backup {id}")));
+            }
+            Err(error) => return Err(AppError::Failed(format!("deleting the backup: {error}"))),
+        }
+        store
+            .delete(&id)
+            .map_err(io_failure("deleting the backup"))?;
+        Ok(ops::Deleted { deleted: id })
+    })
+    .await
+}
+
+/// The stored file of a complete backup, opened inside the backup's directory, for downloads
+/// (restore drills). Refused when its size is not the manifest's: the download's length is the
+/// manifest's, and a verification would fail anyway.
+pub async fn stored_file(
+    state: &Arc<AgentState>,
+    id: &str,
+) -> Result<(std::fs::File, Manifest), AppError> {
+    let (state, id) = (Arc::clone(state), id.to_string());
+    blocking(move || {
+        let (store, record) = find_backup(&state, &id)?;
+        let manifest = record.manifest;
+        let file =
+            store
+                .open_in_backup(&id, &manifest.file)
+                .map_err(|error| match error.kind() {
+                    std::io::ErrorKind::InvalidData => AppError::Refused(error.to_string()),
+                    _ => AppError::Failed(format!("opening backup {id}: {error}")),
+                })?;
+        let size_bytes = file
+            .metadata()
+            .map_err(io_failure("reading the stored file"))?
+            .len();
+        if size_bytes != manifest.stored_size_bytes {
+            return Err(AppError::Refused(format!(
+                "backup {id}'s stored file holds {size_bytes} bytes, its manifest says {}: \
+                 verify it",
+                manifest.stored_size_bytes
+            )));
+        }
+        Ok((file, manifest))
+    })
+    .await
 }
 
 /// `POST /v1/backups/{id}/restore`: disaster recovery only. Puts a verified backup in place of
 /// this replica's data file, atomically, after moving the current file aside.
+/// Runs as a job holding the replica lock and the backup's lock.
 pub async fn restore(
-    state: &Arc<AgentState>,
-    id: &str,
-    request: &RestoreRequest,
-) -> Result<RestoreResponse, Refusal> {
-    let (store, record) = find_backup(state, id)?;
-    let _guard = state.control_lock.try_lock().map_err(|_| Refusal::Busy)?;
+    job: JobHandle,
+    id: String,
+    request: RestoreRequest,
+) -> Result<RestoreResponse, AppError> {
+    let (state, id, request) = (&job.state, id.as_str(), &request);
+    let (store, record) = find_backup_blocking(state, id).await?;
     let replica = &state.config.replica;
     let manifest = &record.manifest;
     if manifest.cluster_id != replica.cluster_id
         || manifest.replica_index != replica.index
         || manifest.replica_count != replica.count
     {
-        return Err(Refusal::Refused(format!(
+        return Err(AppError::Refused(format!(
             "backup {id} is of cluster {} replica {} of {}; this is cluster {} replica {} of {}",
             manifest.cluster_id,
             manifest.replica_index,
@@ -525,7 +684,7 @@ pub async fn restore(
         )));
     }
     if state.replica.pid().is_some() {
-        return Err(Refusal::Refused(
+        return Err(AppError::Refused(
             "the local replica is running: stop it first. Restoring an old copy into a live \
              cluster can lose committed data; restore is for disaster recovery of a stopped \
              cluster"
@@ -536,7 +695,7 @@ pub async fn restore(
         (None, None) => {
             let running = peers_possibly_running(state).await;
             if !running.is_empty() {
-                return Err(Refusal::Refused(format!(
+                return Err(AppError::Refused(format!(
                     "peer replicas may be running ({}). Restoring one replica's old file into a \
                      live cluster can lose committed data. For a disaster recovery of the whole \
                      cluster, stop every replica, or send {{\"mode\": \"disaster-recovery\", \
@@ -547,7 +706,7 @@ pub async fn restore(
         }
         (Some(mode), Some(cluster_id)) if mode == "disaster-recovery" => {
             if *cluster_id != replica.cluster_id {
-                return Err(Refusal::Refused(format!(
+                return Err(AppError::Refused(format!(
                     "the confirmation names cluster {cluster_id}, but this replica belongs to \
                      cluster {}",
                     replica.cluster_id
@@ -555,17 +714,19 @@ pub async fn restore(
             }
         }
         _ => {
-            return Err(Refusal::BadRequest(
+            return Err(AppError::BadRequest(
                 "the body must be empty or {\"mode\": \"disaster-recovery\", \"cluster_id\": \"...\"}".into(),
             ));
         }
     }
     // Verify before touching anything.
+    job.step("verifying the backup");
     let backup_dir = store.backup_dir(id);
-    let verification = verify_files(&backup_dir, manifest).await;
+    let stored = store.open_in_backup(id, &manifest.file);
+    let verification = verify_files(stored, manifest).await;
     let _ = write_json_atomically(&backup_dir.join(store::VERIFICATION_FILE), &verification);
     if !verification.ok {
-        return Err(Refusal::Refused(format!(
+        return Err(AppError::Refused(format!(
             "backup {id} failed verification, nothing was changed: {}",
             verification.detail
         )));
@@ -574,28 +735,28 @@ pub async fn restore(
     let data_dir = data_file.parent().expect("absolute path").to_path_buf();
     let temporary = data_dir.join(format!(".restore-{id}.tmp"));
     let _ = std::fs::remove_file(&temporary);
-    let (stored, compression, expected) = (
-        backup_dir.join(&manifest.file),
-        manifest.compression.clone(),
-        manifest.data_blake3.clone(),
-    );
+    let stored = store
+        .open_in_backup(id, &manifest.file)
+        .map_err(|error| AppError::Failed(format!("opening backup {id}: {error}")))?;
+    let (compression, expected) = (manifest.compression.clone(), manifest.data_blake3.clone());
     let temporary_for_work = temporary.clone();
+    job.step("extracting the backup");
     let extracted = tokio::task::spawn_blocking(move || {
-        files::extract(&stored, &compression, &temporary_for_work)
+        files::extract_file(stored, &compression, &temporary_for_work)
     })
     .await
-    .map_err(|error| Refusal::Failed(error.to_string()))?;
+    .map_err(|error| AppError::Failed(error.to_string()))?;
     match extracted {
         Ok(hash) if hash == expected => {}
         Ok(hash) => {
             let _ = std::fs::remove_file(&temporary);
-            return Err(Refusal::Failed(format!(
+            return Err(AppError::Failed(format!(
                 "the extracted file hashes to {hash}, not {expected}; nothing was changed"
             )));
         }
         Err(error) => {
             let _ = std::fs::remove_file(&temporary);
-            return Err(Refusal::Failed(format!(
+            return Err(AppError::Failed(format!(
                 "extracting the backup: {error}; nothing was changed"
             )));
         }
@@ -635,49 +796,36 @@ async fn peers_possibly_running(state: &AgentState) -> Vec<String> {
 
 /// `POST /v1/replica/recover`: rebuilds a lost data file with `tigerbeetle recover` (never
 /// `format`), starts the replica and waits until state sync has finished.
-pub async fn start_recover(state: &Arc<AgentState>) -> Result<JobAccepted, Refusal> {
-    let guard = Arc::clone(&state.control_lock)
-        .try_lock_owned()
-        .map_err(|_| Refusal::Busy)?;
+/// Runs as a job holding the replica lock; answers 202 once the checks have passed.
+pub async fn recover(mut job: JobHandle) -> Result<JobDone, AppError> {
+    let state = Arc::clone(&job.state);
     let replica = &state.config.replica;
     if replica.count < 3 {
-        return Err(Refusal::Refused(format!(
+        return Err(AppError::Refused(format!(
             "tigerbeetle recover needs a cluster of 3 or more replicas; this one has {}",
             replica.count
         )));
     }
     if replica.data_file.exists() {
-        return Err(Refusal::Refused(format!(
+        return Err(AppError::Refused(format!(
             "{} exists: recover is only for a lost data file. To rebuild a damaged one, move it \
              aside first",
             replica.data_file.display()
         )));
     }
     if state.replica.pid().is_some() {
-        return Err(Refusal::Refused("the replica is running".into()));
+        return Err(AppError::Refused("the replica is running".into()));
     }
     // The rest of the cluster must be healthy enough to view-change without this replica.
-    control::quorum_guard(state, control::Override::NotOffered).await?;
-    let job_id = format!("recover-{}", store::new_backup_id(replica.index));
-    state.jobs.begin(&job_id, "recover", None);
-    let task_state = Arc::clone(state);
-    let task_job = job_id.clone();
-    tokio::spawn(async move {
-        let result = recover_steps(&task_state, &task_job).await;
-        drop(guard);
-        state_finish(&task_state, &task_job, result);
-    });
-    Ok(JobAccepted {
-        job_id,
-        backup_id: None,
+    job.step("asking the peers (quorum guard)");
+    ops::quorum_guard(&state, Override::NotOffered).await?;
+    job.accept();
+    recover_steps(&state, &job.id)
+        .await
+        .map_err(AppError::Failed)?;
+    Ok(JobDone {
+        detail: "the data file was recovered and the replica is ready".into(),
     })
-}
-
-fn state_finish(state: &AgentState, job_id: &str, result: Result<(), String>) {
-    if let Err(error) = &result {
-        tracing::error!(%error, job = %job_id, "job failed");
-    }
-    state.jobs.finish(job_id, result.err());
 }
 
 async fn recover_steps(state: &Arc<AgentState>, job_id: &str) -> Result<(), String> {
@@ -729,6 +877,121 @@ async fn recover_steps(state: &Arc<AgentState>, job_id: &str) -> Result<(), Stri
         .await
         .map_err(|error| error.to_string())?;
     state.jobs.step(job_id, "waiting for state sync to finish");
-    let timeout = Duration::from_millis(state.config.control.recover_timeout_ms);
-    control::wait_ready(state, timeout).await
+    ops::wait_ready(state, state.timeouts.recover)
+        .await
+        .map_err(|error| error.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(
+        id: &str,
+        sequence: u64,
+        created_unix_ms: u64,
+        verified: Option<bool>,
+    ) -> BackupRecord {
+        BackupRecord {
+            id: id.into(),
+            manifest: store::tests::manifest(id, Some(sequence), created_unix_ms),
+            verification: verified.map(|ok| Verification {
+                ok,
+                verified_unix_ms: 0,
+                detail: String::new(),
+            }),
+            shipped: true,
+            hooks: Vec::new(),
+        }
+    }
+
+    fn doomed_ids(doomed: &[Doomed]) -> Vec<&str> {
+        doomed.iter().map(|doomed| doomed.id.as_str()).collect()
+    }
+
+    const DAY_MS: u64 = 86_400_000;
+
+    #[test]
+    fn retention_keeps_the_newest_and_the_newest_verified() {
+        let now = 100 * DAY_MS;
+        // Newest first; the two newest failed verification (or were never verified).
+        let backups = [
+            record("e", 5, now - DAY_MS, Some(false)),
+            record("d", 4, now - 2 * DAY_MS, None),
+            record("c", 3, now - 40 * DAY_MS, Some(true)),
+            record("b", 2, now - 50 * DAY_MS, Some(true)),
+            record("a", 1, now - 60 * DAY_MS, Some(true)),
+        ];
+        // keep_last 2: c is past it and too old, yet it is the newest verified one.
+        let doomed = retention_doomed(&backups, 2, Some(30 * DAY_MS), now);
+        assert_eq!(doomed_ids(&doomed), ["b", "a"]);
+        assert!(
+            doomed
+                .iter()
+                .all(|doomed| doomed.too_many && doomed.too_old)
+        );
+        // max_age_days alone deletes what is older, but not the newest verified one.
+        let doomed = retention_doomed(&backups, 100, Some(45 * DAY_MS), now);
+        assert_eq!(doomed_ids(&doomed), ["b", "a"]);
+        assert!(
+            doomed
+                .iter()
+                .all(|doomed| !doomed.too_many && doomed.too_old)
+        );
+        // keep_last alone.
+        let doomed = retention_doomed(&backups, 3, None, now);
+        assert_eq!(doomed_ids(&doomed), ["b", "a"]);
+        assert!(
+            doomed
+                .iter()
+                .all(|doomed| doomed.too_many && !doomed.too_old)
+        );
+        // Nothing verified: keep_last and age rule alone.
+        let unverified: Vec<_> = backups
+            .iter()
+            .map(|backup| BackupRecord {
+                verification: None,
+                ..backup.clone()
+            })
+            .collect();
+        assert_eq!(
+            doomed_ids(&retention_doomed(&unverified, 1, None, now)),
+            ["d", "c", "b", "a"]
+        );
+    }
+
+    /// After the clock was stepped back, the newest backup has the oldest creation time, and the
+    /// older ones have creation times in the future: the newest (by sequence) is kept, and a
+    /// creation time in the future is not "old".
+    #[test]
+    fn retention_after_a_stepped_back_clock() {
+        let now = 100 * DAY_MS;
+        let backups = [
+            record("new", 3, now - 10 * DAY_MS, Some(true)),
+            record("old", 2, now + 5 * DAY_MS, Some(true)),
+            record("older", 1, now + 4 * DAY_MS, Some(true)),
+        ];
+        let doomed = retention_doomed(&backups, 2, Some(5 * DAY_MS), now);
+        assert_eq!(doomed_ids(&doomed), ["older"]);
+        // With one kept, the newest by sequence survives, whatever the clock said.
+        assert_eq!(
+            doomed_ids(&retention_doomed(&backups, 1, None, now)),
+            ["old", "older"]
+        );
+    }
+
+    #[tokio::test]
+    async fn hook_output_keeps_the_tail() {
+        for (total, kept) in [
+            (0usize, 16),
+            (10, 16),
+            (16, 16),
+            (100_000, 16),
+            (100_000, 16 * 1024),
+        ] {
+            let input: Vec<u8> = (0..total).map(|i| (i % 251) as u8).collect();
+            let tail = read_tail(&input[..], kept).await.unwrap();
+            assert_eq!(tail, input[total.saturating_sub(kept)..], "{total} {kept}");
+        }
+    }
 }
