@@ -1,8 +1,18 @@
-"""Fixtures of the end-to-end tests. Each test module boots its own lab (3 fresh hosts) under the
-machine-wide heavy lock and tears it down afterwards, whatever happens."""
+"""Fixtures of the end-to-end tests: labs of 3 real systemd hosts (tests/hosts), under the
+machine-wide heavy lock, torn down afterwards whatever happens.
+
+Only one lab can exist on a machine (fixed namespace and addresses), so labs come from one pool:
+- `cluster` (session): a shared lab with site.yml and bootstrap.yml applied, for the tests that
+  leave a healthy cluster behind (site, rollout, partition) and, last, backup/recover. In one
+  pytest session (tests/e2e/run) they share it; a file run alone gets its own.
+- `controller` (module): a fresh lab of its own, nothing applied, for tests whose cluster cannot
+  be shared (a crash-looping replica; a cluster bootstrapped on another release). It replaces
+  any shared lab, which a later `cluster` user would boot again.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from pathlib import Path
 
@@ -11,31 +21,74 @@ import pytest
 import labctl
 
 
+class LabPool:
+    """At most one lab at a time: the shared one, or a module's own."""
+
+    def __init__(self, binaries):
+        self.binaries = binaries
+        self.stack: contextlib.ExitStack | None = None
+        self.kind: str | None = None
+        self.controller: labctl.Controller | None = None
+
+    def close(self) -> None:
+        if self.stack is not None:
+            stack, self.stack, self.kind, self.controller = self.stack, None, None, None
+            stack.close()
+
+    def _boot(self, kind: str) -> labctl.Controller:
+        self.close()
+        stack = contextlib.ExitStack()
+        try:
+            lab = stack.enter_context(labctl.harness.running_lab(3))
+            labctl.seed_packages(lab)
+            work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tb-e2e.")))
+            # Runs before the work directory goes: the playbook logs outlive the lab.
+            stack.callback(labctl.keep_logs, work, kind)
+            controller = labctl.Controller(lab, self.binaries, work)
+        except BaseException:
+            stack.close()
+            raise
+        self.stack, self.kind, self.controller = stack, kind, controller
+        return controller
+
+    def shared(self) -> labctl.Controller:
+        if self.kind == "shared":
+            return self.controller
+        controller = self._boot("shared")
+        labctl.log("shared lab: site.yml and bootstrap.yml")
+        controller.playbook("site.yml")
+        controller.playbook("bootstrap.yml")
+        return controller
+
+    def own(self, name: str) -> labctl.Controller:
+        return self._boot(name)
+
+
 @pytest.fixture(scope="session")
 def binaries():
     return labctl.build_binaries()
 
 
-@pytest.fixture(scope="module")
-def lab():
-    with labctl.harness.running_lab(3) as lab:
-        labctl.seed_packages(lab)
-        yield lab
+@pytest.fixture(scope="session")
+def lab_pool(binaries):
+    pool = LabPool(binaries)
+    try:
+        yield pool
+    finally:
+        pool.close()
 
 
 @pytest.fixture(scope="module")
-def controller(request, lab, binaries):
-    with tempfile.TemporaryDirectory(prefix="tb-e2e.") as work:
-        try:
-            yield labctl.Controller(lab, binaries, Path(work))
-        finally:
-            # The playbook logs outlive the lab: target/e2e/logs/<test module>/.
-            labctl.keep_logs(Path(work), request.module.__name__)
+def cluster(lab_pool):
+    """site.yml then bootstrap.yml: a running 3-replica cluster in systemd mode (shared)."""
+    return lab_pool.shared()
 
 
 @pytest.fixture(scope="module")
-def cluster(controller):
-    """site.yml then bootstrap.yml: a running 3-replica cluster in systemd mode."""
-    controller.playbook("site.yml")
-    controller.playbook("bootstrap.yml")
-    return controller
+def controller(request, lab_pool):
+    """A fresh lab of this module's own; nothing applied yet."""
+    controller = lab_pool.own(request.module.__name__)
+    try:
+        yield controller
+    finally:
+        lab_pool.close()

@@ -30,11 +30,17 @@ def test_backup_then_recover(cluster):
     data_file = "/var/lib/tigerbeetle/0_1.tigerbeetle"
     lab.exec(lost, f"rm {data_file}")
 
-    # The unit refuses to start without it, and says what to do instead of formatting.
-    started = lab.exec(lost, "systemctl start tigerbeetle.service", check=False)
-    assert started.returncode != 0
+    # The unit refuses to start without it (its main process exits 78 right after the start,
+    # Type=exec), is not restarted, and says what to do instead of formatting.
+    lab.exec(lost, "systemctl start tigerbeetle.service", check=False)
+    state = lab.exec(lost, "for i in $(seq 100); do s=$(systemctl show --property=ActiveState "
+                           "--value tigerbeetle.service); [ \"$s\" = failed ] && break; sleep 0.1; "
+                           "done; systemctl show --property=ActiveState --property=NRestarts "
+                           "--property=ExecMainStatus tigerbeetle.service").stdout
+    assert "ActiveState=failed" in state and "NRestarts=0" in state and \
+        "ExecMainStatus=78" in state, state
     journal = lab.exec(lost, "journalctl -u tigerbeetle.service --no-pager -n 20").stdout
-    assert "Never format a replacement" in journal, journal
+    assert "does not exist; refusing to start" in journal and "recover" in journal, journal
     lab.exec(lost, "systemctl reset-failed tigerbeetle.service", check=False)
 
     # bootstrap.yml sees a partial cluster and refuses without changing anything.

@@ -43,6 +43,27 @@ def hashes(controller) -> dict[str, str]:
             for h in controller.host_names}
 
 
+def skew(controller) -> dict[str, bool]:
+    return {h: controller.agent(h, "/v1/status")["replica"]["version_skew"]
+            for h in controller.host_names}
+
+
+def wait_for_skew(controller, expected: bool, timeout_s: float = 90) -> dict[str, bool]:
+    """The agents' probes refresh on their own schedule: wait for every one to agree."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        seen = skew(controller)
+        if all(value == expected for value in seen.values()) or time.monotonic() > deadline:
+            return seen
+        time.sleep(1)
+
+
+def tbctl_status(controller) -> str:
+    result = controller.tbctl("status", "--inventory", str(controller.inventory_path), check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
 def test_upgrade_0_16_70_to_0_16_78(controller, releases):
     old, new = releases["old"], releases["new"]
     controller.write_vars(tigerbeetle_binary_src=old,
@@ -52,6 +73,13 @@ def test_upgrade_0_16_70_to_0_16_78(controller, releases):
     created = repl(controller, old, ACCOUNTS)
     assert created.returncode == 0, created.stdout + created.stderr
     before = hashes(controller)
+    # The agents' embedded client (0.16.78) is newer than the cluster (0.16.70), whose primary
+    # evicts it: the agents count that as the cluster answering (bootstrap.yml's gate passed) and
+    # report the skew.
+    skew_before = wait_for_skew(controller, True)
+    assert all(skew_before.values()), skew_before
+    status_before = tbctl_status(controller)
+    assert status_before.count("version skew") == len(controller.host_names), status_before
 
     # Refused before anything changes: 0.16.78 without 0.16.70 bundled...
     plain = labctl.run([str(labctl.REPO / "scripts" / "tigerbeetle-build")]).stdout.strip()
@@ -88,9 +116,15 @@ def test_upgrade_0_16_70_to_0_16_78(controller, releases):
         client.join(timeout=60)
     versions = {h: controller.agent(h, "/v1/status")["replica"]["binary_version"]
                 for h in controller.host_names}
+    # The cluster runs 0.16.78 now: the agents' client is no longer evicted.
+    skew_after = wait_for_skew(controller, False)
+    status_after = tbctl_status(controller)
     labctl.record("upgrade", {"upgrade_seconds": upgrade.seconds, "versions": versions,
+                              "skew_before": skew_before, "skew_after": skew_after,
                               "old_client_requests": len(requests),
                               "old_client_failures": failures[:5]})
+    assert not any(skew_after.values()), skew_after
+    assert "version skew" not in status_after, status_after
     assert all(v.startswith("0.16.78+") for v in versions.values()), versions
     # The replicas really run 0.16.78 (re-executed, same unit), and the accounts are intact.
     looked_up = repl(controller, new, LOOKUP)
