@@ -227,7 +227,11 @@ fn a_backup_copy_past_its_deadline_is_abandoned_and_the_replica_started() {
     );
     // Edited as the typed config, so the new agent reads every other setting unchanged.
     let mut config = tb_proto::config::Config::load(&agent.config).unwrap();
-    config.backup.as_mut().expect("a [backup] section").copy_timeout_ms = 1;
+    config
+        .backup
+        .as_mut()
+        .expect("a [backup] section")
+        .copy_timeout_ms = 1;
     let config_path = cluster.state.state_dir.join("agent-2-deadline.toml");
     std::fs::write(&config_path, toml::to_string(&config).unwrap()).unwrap();
     let mut agent = OwnAgent::start(

@@ -7,6 +7,7 @@ use std::io::{BufReader, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::unistd::{Whence, lseek};
 
@@ -30,8 +31,13 @@ pub fn create_private_file(path: &Path) -> std::io::Result<File> {
 
 /// Copies `source` to a new owner-only file `destination`: an atomic reflink clone (FICLONE)
 /// where the filesystem supports it, else a sparse copy (`copy_sparse`). Both end with fsync.
-/// Returns whether the clone was a reflink.
-pub fn clone_or_copy(source: &Path, destination: &Path) -> std::io::Result<bool> {
+/// Returns whether the clone was a reflink. Once `cancel` is set, the copy stops at its next
+/// chunk with an error (a reflink is one call and is not interrupted).
+pub fn clone_or_copy(
+    source: &Path,
+    destination: &Path,
+    cancel: &AtomicBool,
+) -> std::io::Result<bool> {
     let input = File::open(source)?;
     let output = create_private_file(destination)?;
     // SAFETY: both descriptors are open for the duration of the call.
@@ -40,7 +46,7 @@ pub fn clone_or_copy(source: &Path, destination: &Path) -> std::io::Result<bool>
         output.sync_all()?;
         return Ok(true);
     }
-    copy_sparse(&input, &output)?;
+    copy_sparse(&input, &output, cancel)?;
     output.sync_all()?;
     Ok(false)
 }
@@ -54,14 +60,17 @@ pub fn clone_or_copy(source: &Path, destination: &Path) -> std::io::Result<bool>
 /// the buffer, without filling the page cache with a file the replica itself reads with
 /// O_DIRECT (on a 2-core host the page-cache copy was most of the copy's time). Otherwise, and
 /// for any read O_DIRECT refuses, buffered reads. Returns the bytes written (the rest are holes).
-pub fn copy_sparse(input: &File, output: &File) -> std::io::Result<u64> {
-    copy_sparse_with(ChunkReader::new(input), input, output)
+/// Checks `cancel` before each chunk: a copy abandoned at its deadline stops reading the data
+/// file the restarted replica is using.
+pub fn copy_sparse(input: &File, output: &File, cancel: &AtomicBool) -> std::io::Result<u64> {
+    copy_sparse_with(ChunkReader::new(input), input, output, cancel)
 }
 
 fn copy_sparse_with(
     mut reader: ChunkReader<'_>,
     input: &File,
     output: &File,
+    cancel: &AtomicBool,
 ) -> std::io::Result<u64> {
     let size_bytes = input.metadata()?.len();
     assert_eq!(
@@ -88,6 +97,9 @@ fn copy_sparse_with(
         assert!(data_start < data_end, "SEEK_HOLE went backwards");
         let mut position = data_start;
         while position < data_end {
+            if cancel.load(Ordering::Acquire) {
+                return Err(std::io::Error::other("the copy was cancelled"));
+            }
             let length = (data_end - position).min(CHUNK_SIZE_BYTES as u64) as usize;
             let chunk = reader.read_at(position, length)?;
             written_bytes += write_non_zero_blocks(output, chunk, position)?;
@@ -354,9 +366,12 @@ mod tests {
         }
         std::fs::write(&source, &content).unwrap();
         let copy = dir.join("copy");
-        clone_or_copy(&source, &copy).unwrap();
+        clone_or_copy(&source, &copy, &AtomicBool::new(false)).unwrap();
         assert_eq!(std::fs::read(&copy).unwrap(), content);
-        assert!(clone_or_copy(&source, &copy).is_err(), "never overwrites");
+        assert!(
+            clone_or_copy(&source, &copy, &AtomicBool::new(false)).is_err(),
+            "never overwrites"
+        );
         let compressed = compress(&copy, &dir.join("copy.zst"), 3).unwrap();
         assert_eq!(compressed.data_blake3, blake3_file(&source).unwrap());
         assert_eq!(
@@ -387,6 +402,29 @@ mod tests {
     /// A file with a hole, runs of written zeros (allocated) and data, including a zero block
     /// inside a chunk and an odd-sized tail: the copy has the same bytes and hash, and only the
     /// data is allocated.
+    #[test]
+    fn a_cancelled_copy_stops_before_its_next_chunk() {
+        let dir = std::env::temp_dir().join(format!("tb-agent-cancel-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let source = dir.join("data");
+        std::fs::write(&source, vec![7u8; 2 * CHUNK_SIZE_BYTES]).unwrap();
+        let output = create_private_file(&dir.join("copy")).unwrap();
+        let error = copy_sparse(
+            &File::open(&source).unwrap(),
+            &output,
+            &AtomicBool::new(true),
+        )
+        .unwrap_err();
+        assert!(error.to_string().contains("cancelled"), "{error}");
+        assert_eq!(
+            output.metadata().unwrap().len(),
+            0,
+            "wrote after the cancel"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn sparse_copy_skips_holes_and_zero_runs() {
         let dir = std::env::temp_dir().join(format!("tb-agent-sparse-{}", std::process::id()));
@@ -422,7 +460,7 @@ mod tests {
 
         // Through the backup's entry point (a reflink where the filesystem has them).
         let copy = dir.join("copy");
-        clone_or_copy(&source, &copy).unwrap();
+        clone_or_copy(&source, &copy, &AtomicBool::new(false)).unwrap();
         assert_eq!(
             std::fs::read(&copy).unwrap(),
             std::fs::read(&source).unwrap()
@@ -433,7 +471,12 @@ mod tests {
         // they are allocated (rounded up to blocks, with a little room for filesystem metadata).
         let direct = dir.join("direct");
         let output = create_private_file(&direct).unwrap();
-        let written = copy_sparse(&File::open(&source).unwrap(), &output).unwrap();
+        let written = copy_sparse(
+            &File::open(&source).unwrap(),
+            &output,
+            &AtomicBool::new(false),
+        )
+        .unwrap();
         output.sync_all().unwrap();
         assert_eq!(written, data_bytes);
         assert_eq!(
@@ -451,7 +494,13 @@ mod tests {
         // Buffered reads, as on a filesystem without O_DIRECT, give the same copy.
         let input = File::open(&source).unwrap();
         let output = create_private_file(&dir.join("buffered")).unwrap();
-        let written = copy_sparse_with(ChunkReader::with(&input, None), &input, &output).unwrap();
+        let written = copy_sparse_with(
+            ChunkReader::with(&input, None),
+            &input,
+            &output,
+            &AtomicBool::new(false),
+        )
+        .unwrap();
         assert_eq!(written, data_bytes);
         assert_eq!(
             std::fs::read(dir.join("buffered")).unwrap(),
@@ -463,7 +512,7 @@ mod tests {
             let path = dir.join(name);
             File::create(&path).unwrap().set_len(length).unwrap();
             let copy = dir.join(format!("{name}.copy"));
-            clone_or_copy(&path, &copy).unwrap();
+            clone_or_copy(&path, &copy, &AtomicBool::new(false)).unwrap();
             assert_eq!(std::fs::metadata(&copy).unwrap().len(), length);
             assert_eq!(blake3_file(&copy).unwrap(), blake3_file(&path).unwrap());
         }

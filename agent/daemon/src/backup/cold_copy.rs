@@ -5,6 +5,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::replica::Replica;
@@ -81,7 +82,7 @@ impl<R: StopStart> Drop for StartOnDrop<R> {
 pub async fn copy_while_stopped<R: StopStart>(
     replica: &Arc<R>,
     before_stop: impl FnOnce() -> Result<(), String>,
-    copy: impl FnOnce() -> std::io::Result<bool> + Send + 'static,
+    copy: impl FnOnce(&AtomicBool) -> std::io::Result<bool> + Send + 'static,
     abandoned: impl FnOnce() + Send + 'static,
     deadline: Duration,
     step: impl Fn(&str),
@@ -135,16 +136,19 @@ pub async fn copy_while_stopped<R: StopStart>(
 }
 
 /// The copy on a blocking thread, waited for at most `deadline`. Past it, the copy is abandoned:
-/// its thread cannot be interrupted, so it finishes into a file that is no longer wanted, and
-/// `abandoned` removes that file once the thread has ended.
+/// its cancel flag is set (the copy checks it between chunks, so it stops reading the data file
+/// the restarted replica uses), and `abandoned` removes what it wrote once its thread has ended.
 async fn copy_with_deadline(
-    copy: impl FnOnce() -> std::io::Result<bool> + Send + 'static,
+    copy: impl FnOnce(&AtomicBool) -> std::io::Result<bool> + Send + 'static,
     abandoned: impl FnOnce() + Send + 'static,
     deadline: Duration,
 ) -> Result<bool, String> {
-    let mut thread = tokio::task::spawn_blocking(copy);
+    let cancel = Arc::new(AtomicBool::new(false));
+    let thread_cancel = Arc::clone(&cancel);
+    let mut thread = tokio::task::spawn_blocking(move || copy(&thread_cancel));
     match tokio::time::timeout(deadline, &mut thread).await {
         Err(_) => {
+            cancel.store(true, Ordering::Release);
             tokio::spawn(async move {
                 let _ = thread.await;
                 let _ = tokio::task::spawn_blocking(abandoned).await;
@@ -212,7 +216,7 @@ mod tests {
         let result = copy_while_stopped(
             &replica,
             || Ok(()),
-            move || {
+            move |_| {
                 copy_flag.store(true, Ordering::SeqCst);
                 Ok(false)
             },
@@ -233,19 +237,28 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_copy_past_its_deadline_is_abandoned_and_the_replica_started() {
+    async fn a_copy_past_its_deadline_is_abandoned_cancelled_and_the_replica_started() {
         let replica = running(false);
         let started = Instant::now();
+        // The stand-in copy runs for 10 s unless cancelled; its end is recorded so that the
+        // clean-up can prove it ran after the copy, never under it.
+        let copy_ended = Arc::new(AtomicBool::new(false));
         let cleaned = Arc::new(AtomicBool::new(false));
-        let cleaned_flag = Arc::clone(&cleaned);
+        let (copy_ended_flag, cleaned_flag) = (Arc::clone(&copy_ended), Arc::clone(&cleaned));
         let result = copy_while_stopped(
             &replica,
             || Ok(()),
-            || {
-                std::thread::sleep(Duration::from_millis(500));
-                Ok(false)
+            move |cancel| {
+                let copy_started = Instant::now();
+                while !cancel.load(Ordering::Acquire)
+                    && copy_started.elapsed() < Duration::from_secs(10)
+                {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                copy_ended_flag.store(true, Ordering::SeqCst);
+                Err(std::io::Error::other("the copy was cancelled"))
             },
-            move || cleaned_flag.store(true, Ordering::SeqCst),
+            move || cleaned_flag.store(copy_ended.load(Ordering::SeqCst), Ordering::SeqCst),
             Duration::from_millis(50),
             |_| {},
         )
@@ -259,11 +272,8 @@ mod tests {
         );
         assert_eq!(replica.starts.load(Ordering::SeqCst), 1);
         assert!(replica.is_running());
-        // What the abandoned copy wrote is removed once its thread has ended.
-        assert!(
-            !cleaned.load(Ordering::SeqCst),
-            "cleaned up under a running copy"
-        );
+        // The cancelled copy stops within a poll of its flag (not after its 10 s), and what it
+        // wrote is removed after it ended.
         for _ in 0..200 {
             if cleaned.load(Ordering::SeqCst) {
                 break;
@@ -272,7 +282,7 @@ mod tests {
         }
         assert!(
             cleaned.load(Ordering::SeqCst),
-            "the abandoned copy was not cleaned up"
+            "the abandoned copy was not cancelled, or cleaned up before it ended"
         );
     }
 
@@ -283,7 +293,7 @@ mod tests {
             let result = copy_while_stopped(
                 &replica,
                 || Ok(()),
-                move || {
+                move |_| {
                     assert!(!panics, "copy panicked (on purpose)");
                     Err(std::io::Error::other("disk full (on purpose)"))
                 },
@@ -305,7 +315,7 @@ mod tests {
             copy_while_stopped(
                 &task_replica,
                 || Ok(()),
-                || {
+                |_| {
                     std::thread::sleep(Duration::from_secs(2));
                     Ok(false)
                 },
@@ -338,7 +348,7 @@ mod tests {
         let result = copy_while_stopped(
             &replica,
             || Err("writing the marker: read-only (on purpose)".into()),
-            || Ok(false),
+            |_| Ok(false),
             || {},
             Duration::from_secs(10),
             |_| {},

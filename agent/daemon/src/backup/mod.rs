@@ -180,7 +180,7 @@ async fn backup_steps(job: &JobHandle, backup_id: &str) -> Result<Option<u64>, S
                     .map_err(|error| format!("writing the marker: {error}"))?;
                 store::sync_dir(&store_dir).map_err(|error| error.to_string())
             },
-            move || files::clone_or_copy(&data_file, &raw),
+            move |cancel| files::clone_or_copy(&data_file, &raw, cancel),
             move || {
                 // The abandoned copy has ended: what it wrote goes too.
                 if let Err(error) = std::fs::remove_dir_all(&abandoned_partial)
