@@ -9,7 +9,8 @@
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
@@ -51,12 +52,14 @@ struct Line {
 
 pub struct AuditLog {
     queue: Option<mpsc::SyncSender<Line>>,
-    lost_lines: std::sync::atomic::AtomicU64,
+    /// Shared with the writer thread, which counts the lines the file refused.
+    lost_lines: Arc<AtomicU64>,
 }
 
 impl AuditLog {
     /// Opens the file (if any) and starts its writer thread.
     pub fn open(path: Option<&Path>) -> anyhow::Result<AuditLog> {
+        let lost_lines = Arc::new(AtomicU64::new(0));
         let queue = match path {
             Some(path) => {
                 let file = std::fs::OpenOptions::new()
@@ -65,22 +68,21 @@ impl AuditLog {
                     .open(path)
                     .map_err(|error| anyhow::anyhow!("audit log {}: {error}", path.display()))?;
                 let (sender, receiver) = mpsc::sync_channel(QUEUE_LINES_MAX);
+                let writer_lost_lines = Arc::clone(&lost_lines);
                 std::thread::Builder::new()
                     .name("audit-writer".into())
-                    .spawn(move || write_lines(file, receiver))?;
+                    .spawn(move || write_lines(file, receiver, &writer_lost_lines))?;
                 Some(sender)
             }
             None => None,
         };
-        Ok(AuditLog {
-            queue,
-            lost_lines: Default::default(),
-        })
+        Ok(AuditLog { queue, lost_lines })
     }
 
-    /// Lines that could not be written to the file (they are in the log).
+    /// Lines that could not be written to the file (they are in the log); exported as
+    /// `tb_agent_audit_lines_lost_total`.
     pub fn lost_lines(&self) -> u64 {
-        self.lost_lines.load(std::sync::atomic::Ordering::Relaxed)
+        self.lost_lines.load(Ordering::Relaxed)
     }
 
     /// Logs the line and appends it to the file; returns once it is on disk (or after a bound).
@@ -111,8 +113,7 @@ impl AuditLog {
         }
         let (written, done) = oneshot::channel();
         let lost = |why: &str| {
-            self.lost_lines
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.lost_lines.fetch_add(1, Ordering::Relaxed);
             tracing::error!(target: "audit", %line, "audit line not written to the file: {why}");
         };
         match queue.try_send(Line {
@@ -136,14 +137,18 @@ impl AuditLog {
 }
 
 /// The writer thread: appends and fsyncs each line, then confirms it.
-fn write_lines(mut file: std::fs::File, receiver: mpsc::Receiver<Line>) {
+fn write_lines(mut file: std::fs::File, receiver: mpsc::Receiver<Line>, lost_lines: &AtomicU64) {
     while let Ok(line) = receiver.recv() {
-        // An audit line that cannot be written is logged; the action itself already happened.
+        // An audit line that cannot be written is logged and counted; the action itself already
+        // happened.
         match writeln!(file, "{}", line.text).and_then(|()| file.sync_data()) {
             Ok(()) => {
                 let _ = line.written.send(());
             }
-            Err(error) => tracing::error!(%error, line = %line.text, "cannot write the audit log"),
+            Err(error) => {
+                lost_lines.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(target: "audit", %error, line = %line.text, "cannot write the audit log");
+            }
         }
     }
 }
@@ -188,5 +193,24 @@ mod tests {
         assert_eq!(lines[1]["job_id"], "restart-1");
         assert_eq!(audit.lost_lines(), 0);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn lines_the_file_refuses_are_counted_as_lost() {
+        // /dev/full answers every write with ENOSPC, as a full disk would.
+        let audit = AuditLog::open(Some(Path::new("/dev/full"))).unwrap();
+        audit
+            .record(&Entry {
+                token: "admin",
+                remote: "127.0.0.1:1".parse().unwrap(),
+                action: JobKind::Restart,
+                phase: Phase::Begin,
+                outcome: Outcome::Running,
+                forced: false,
+                job_id: Some("restart-1"),
+                detail: "",
+            })
+            .await;
+        assert_eq!(audit.lost_lines(), 1);
     }
 }

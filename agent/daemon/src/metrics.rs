@@ -102,7 +102,7 @@ impl Counters {
 pub const BODY_AGE_MAX: Duration = Duration::from_secs(1);
 
 /// What the cached body was encoded from: one generation per source of change.
-type ChangeKey = [u64; 6];
+type ChangeKey = [u64; 7];
 
 fn change_key(state: &AgentState) -> ChangeKey {
     [
@@ -112,6 +112,7 @@ fn change_key(state: &AgentState) -> ChangeKey {
         state.replica.generation(),
         state.counters.control_generation.load(Ordering::Acquire),
         state.counters.auth_failures_total.load(Ordering::Acquire),
+        state.audit.lost_lines(),
     ]
 }
 
@@ -361,6 +362,11 @@ fn agent_metrics(builder: &mut Builder, state: &AgentState) {
         "tb_agent_auth_failures",
         "Requests refused with 401, 403 or 429.",
         state.counters.auth_failures_total.load(Ordering::Relaxed) as f64,
+    );
+    builder.counter(
+        "tb_agent_audit_lines_lost",
+        "Audit lines not written: the writer was behind or had stopped.",
+        state.audit.lost_lines() as f64,
     );
     let actions = state
         .counters
