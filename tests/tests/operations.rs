@@ -225,8 +225,10 @@ fn a_backup_copy_past_its_deadline_is_abandoned_and_the_replica_started() {
         Duration::from_secs(30),
         || !process_exists(replica_pid),
     );
-    // Edited as the typed config, so the new agent reads every other setting unchanged.
+    // Edited as the typed config, so the new agent reads every other setting unchanged. It also
+    // answers a control request after 1 ms (202 with the job), for tbctl's follow below.
     let mut config = tb_proto::config::Config::load(&agent.config).unwrap();
+    config.control.answer_wait_ms = Some(1);
     config
         .backup
         .as_mut()
@@ -293,4 +295,38 @@ fn a_backup_copy_past_its_deadline_is_abandoned_and_the_replica_started() {
     );
     let listed: Value = cluster.get(2, "/v1/backups", Some(&admin)).json().unwrap();
     assert_eq!(listed, serde_json::json!([]));
+
+    // A restart that outlasts the agent's answer wait is answered 202 with its job, and tbctl
+    // follows the job to its end: the replica restarted and ready, exit 0.
+    let response = cluster.post(2, "/v1/replica/restart", Some(&admin), None);
+    assert_eq!(response.status(), 202, "{:?}", response.text());
+    let job_id = response.json::<Value>().unwrap()["job_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut restarted = Value::Null;
+    cluster.wait_until("the restart job to end", Duration::from_secs(120), || {
+        restarted = cluster.job(2, &job_id);
+        restarted["state"] != "running"
+    });
+    assert_eq!(restarted["state"], "succeeded", "{restarted}");
+    let pid_before = cluster.replica_pid(2).unwrap();
+    let output = common::tbctl(&[
+        "restart",
+        "--replica",
+        "2",
+        "--inventory",
+        &cluster.inventory_arg(),
+        "--token-file",
+        &cluster.token_file_arg(),
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("replica 2: restart finished"), "{stdout}");
+    assert!(cluster.replica_pid(2).is_some_and(|pid| pid != pid_before));
+    assert_eq!(cluster.ready_code(2), 200);
 }

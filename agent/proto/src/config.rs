@@ -276,6 +276,12 @@ pub struct Control {
     /// How long a recover may take, state sync included (it grows with the data).
     #[serde(default = "defaults::recover_timeout_ms")]
     pub recover_timeout_ms: u64,
+    /// How long a control request waits for its operation before answering 202 with the job to
+    /// follow (the operation goes on either way). Unset: stop_timeout_ms + ready_timeout_ms +
+    /// 30 s, so a restart answers 200. Lower it below the idle timeout of a proxy in front of
+    /// the agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer_wait_ms: Option<u64>,
 }
 
 impl Default for Control {
@@ -599,6 +605,10 @@ impl Config {
             (
                 "control.recover_timeout_ms",
                 self.control.recover_timeout_ms,
+            ),
+            (
+                "control.answer_wait_ms",
+                self.control.answer_wait_ms.unwrap_or(1),
             ),
         ] {
             if value == 0 || value > 3_600_000 {

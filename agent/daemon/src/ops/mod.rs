@@ -62,8 +62,12 @@ impl Timeouts {
                     .as_ref()
                     .map_or(u64::MAX / 2, |backup| backup.copy_timeout_ms),
             ),
-            // A restart stops, starts and waits for readiness: it answers within this.
-            answer_wait: stop + ready + Duration::from_secs(30),
+            // A restart stops, starts and waits for readiness: by default it answers within
+            // this, with its result.
+            answer_wait: control.answer_wait_ms.map_or(
+                stop + ready + Duration::from_secs(30),
+                Duration::from_millis,
+            ),
         }
     }
 }
