@@ -36,24 +36,36 @@ fn readiness_quorum_guard_and_restart() {
     cluster.wait_all_ready();
     let admin = cluster.admin_token.clone();
 
-    // A killed replica: its agent says 503 within 2 s; the other two stay ready throughout.
-    let killed_pid = kill_replica(&cluster, 0);
-    let took = cluster.wait_until("replica 0 not ready", Duration::from_secs(2), || {
-        cluster.ready_code(0) == 503
+    // A killed replica: its agent says 503 within 2 s, and the other two stay ready throughout,
+    // sampled until it is back. The killed one is a backup (replica 2; at view 0 the primary is
+    // replica 0): a dead primary makes the others view-change, and their readiness may then
+    // rightly drop for a moment.
+    let killed_pid = kill_replica(&cluster, 2);
+    let took = cluster.wait_until("replica 2 not ready", Duration::from_secs(2), || {
+        cluster.ready_code(2) == 503
     });
     println!("readiness went 503 {took:?} after SIGKILL");
-    let report = cluster.ready_json(0);
+    let report = cluster.ready_json(2);
     assert!(
         failing_checks(&report).contains(&"replica_process".to_string()),
         "{report}"
     );
-    assert_eq!(cluster.ready_code(1), 200);
-    assert_eq!(cluster.ready_code(2), 200);
     // The agent supervises its replica: it is restarted and becomes ready again.
-    cluster.wait_until("replica 0 ready again", Duration::from_secs(120), || {
-        cluster.ready_code(0) == 200
+    let mut samples = 0;
+    cluster.wait_until("replica 2 ready again", Duration::from_secs(120), || {
+        for other in [0, 1] {
+            assert_eq!(
+                cluster.ready_code(other),
+                200,
+                "replica {other} not ready while replica 2 was down: {}",
+                cluster.ready_json(other)
+            );
+        }
+        samples += 1;
+        cluster.ready_code(2) == 200
     });
-    assert_ne!(cluster.replica_pid(0), Some(killed_pid));
+    assert!(samples > 10, "sampled the others only {samples} times");
+    assert_ne!(cluster.replica_pid(2), Some(killed_pid));
 
     // Quorum guard: stopping 0 is safe while 1 and 2 are ready.
     let response = cluster.post(0, "/v1/replica/stop", Some(&admin), None);
