@@ -4,7 +4,7 @@
 mod common;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{Cluster, Ports, tbctl};
@@ -57,6 +57,7 @@ fn write_continuously(
     cluster_id: u128,
     addresses: String,
     stop: Arc<AtomicBool>,
+    committed: Arc<AtomicU64>,
 ) -> (u64, Vec<String>, Duration) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -94,6 +95,7 @@ fn write_continuously(
                 Ok(Ok(())) => {
                     longest_gap = longest_gap.max(last_commit.elapsed());
                     last_commit = Instant::now();
+                    committed.fetch_add(1, Ordering::Relaxed);
                 }
                 Ok(Err(error)) => failures.push(format!("{error:?}")),
                 Err(_) => failures.push("no answer within 30 s".into()),
@@ -129,17 +131,28 @@ fn backup_under_load_verify_corruption_and_refusals() {
         .map(|replica| replica.address.clone())
         .collect::<Vec<_>>()
         .join(",");
+    let committed = Arc::new(AtomicU64::new(0));
     let writer = {
-        let stop = Arc::clone(&stop);
-        std::thread::spawn(move || write_continuously(cluster_id, addresses, stop))
+        let (stop, committed) = (Arc::clone(&stop), Arc::clone(&committed));
+        std::thread::spawn(move || write_continuously(cluster_id, addresses, stop, committed))
     };
-    std::thread::sleep(Duration::from_secs(2));
+    // The backup starts while the client is committing, and the client is seen committing after
+    // the backup's replica is back.
+    let commits_past = |count: u64| committed.load(Ordering::Relaxed) >= count;
+    cluster.wait_until("the writer to commit", Duration::from_secs(60), || {
+        commits_past(20)
+    });
     let (job_id, backup_id) = start_backup(&cluster, 1);
     // One job at a time per host.
     let second = cluster.post(1, "/v1/backups", Some(&admin), None);
     assert_eq!(second.status(), 409);
     let finished = wait_job(&cluster, 1, &job_id, BACKUP_TIMEOUT);
-    std::thread::sleep(Duration::from_secs(2));
+    let after_backup = committed.load(Ordering::Relaxed);
+    cluster.wait_until(
+        "the writer to commit after the backup",
+        Duration::from_secs(60),
+        || commits_past(after_backup + 20),
+    );
     stop.store(true, Ordering::Relaxed);
     let (requests, failures, longest_gap) = writer.join().unwrap();
     println!("backup job: {finished}");
@@ -155,7 +168,13 @@ fn backup_under_load_verify_corruption_and_refusals() {
         "the cluster stopped committing for {longest_gap:?}"
     );
     let downtime_ms = finished["downtime_ms"].as_u64().unwrap();
-    assert!(downtime_ms > 0);
+    let job_ms = finished["finished_unix_ms"].as_u64().unwrap()
+        - finished["started_unix_ms"].as_u64().unwrap();
+    // The replica was stopped and started within the job.
+    assert!(
+        downtime_ms > 0 && downtime_ms <= job_ms,
+        "downtime {downtime_ms} ms in a job of {job_ms} ms"
+    );
     assert_eq!(cluster.ready_code(1), 200);
 
     // The backup is listed, complete, verified, and its manifest describes it.
@@ -384,7 +403,20 @@ fn killed_agent_and_full_disk_leave_no_backup_and_the_replica_running() {
         nix::sys::signal::Signal::SIGKILL,
     )
     .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    // Gone, or a zombie: it writes nothing more.
+    cluster.wait_until(
+        "the killed agent to be gone",
+        Duration::from_secs(10),
+        || {
+            std::fs::read_to_string(format!("/proc/{agent_pid}/stat")).map_or(true, |stat| {
+                stat.rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('Z')
+            })
+        },
+    );
     assert!(
         !backup_dir.join(&backup_id).exists(),
         "a killed backup looks complete"

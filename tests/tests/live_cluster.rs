@@ -139,13 +139,20 @@ fn readiness_quorum_guard_and_restart() {
     cluster.wait_all_ready();
 
     // Restart waits until ready and reports the downtime.
+    let asked = std::time::Instant::now();
     let response = cluster.post(2, "/v1/replica/restart", Some(&admin), None);
+    let answered_ms = asked.elapsed().as_millis() as u64;
     assert_eq!(response.status(), 200);
     let body: serde_json::Value = response.json().unwrap();
     assert_eq!(body["outcome"], "restarted", "{body}");
     let downtime_ms = body["downtime_ms"].as_u64().unwrap();
     println!("restart downtime: {downtime_ms} ms");
-    assert!(downtime_ms > 0);
+    // Measured inside the request: never zero (the process was stopped and started) and never
+    // longer than the request itself.
+    assert!(
+        downtime_ms > 0 && downtime_ms <= answered_ms,
+        "downtime {downtime_ms} ms, request {answered_ms} ms"
+    );
     assert_eq!(cluster.ready_code(2), 200);
 
     let output = tbctl(&[

@@ -131,8 +131,19 @@ mod tests {
     }
 
     #[test]
-    fn reads_the_clock() {
+    fn reads_the_clock_in_seconds() {
         let clock = clock_status().unwrap();
-        assert!(clock.max_error_seconds >= 0.0);
+        // The kernel caps maxerror at NTP_PHASE_LIMIT, 16 s (16,000,000 us): a value beyond it
+        // means a wrong unit.
+        assert!(
+            (0.0..=16.0).contains(&clock.max_error_seconds),
+            "{}",
+            clock.max_error_seconds
+        );
+        // An unsynchronised clock has reached the cap or was never disciplined; a synchronised
+        // one is below it.
+        if clock.synchronised {
+            assert!(clock.max_error_seconds < 16.0, "{clock:?}");
+        }
     }
 }
