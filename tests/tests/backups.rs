@@ -23,15 +23,6 @@ fn start_backup(cluster: &Cluster, replica: u8) -> (String, String) {
     )
 }
 
-fn wait_job(cluster: &Cluster, replica: u8, job_id: &str, timeout: Duration) -> Value {
-    let mut last = Value::Null;
-    cluster.wait_until(&format!("job {job_id}"), timeout, || {
-        last = cluster.job(replica, job_id);
-        last["state"] != "running"
-    });
-    last
-}
-
 /// Posts as admin and expects a 409 whose message gives `reason`.
 fn assert_refused(cluster: &Cluster, replica: u8, path: &str, body: Option<&str>, reason: &str) {
     let response = cluster.post(replica, path, Some(&cluster.admin_token), body);
@@ -146,7 +137,7 @@ fn backup_under_load_verify_corruption_and_refusals() {
     // One job at a time per host.
     let second = cluster.post(1, "/v1/backups", Some(&admin), None);
     assert_eq!(second.status(), 409);
-    let finished = wait_job(&cluster, 1, &job_id, BACKUP_TIMEOUT);
+    let finished = cluster.wait_job(1, &job_id, BACKUP_TIMEOUT);
     let after_backup = committed.load(Ordering::Relaxed);
     cluster.wait_until(
         "the writer to commit after the backup",
@@ -473,7 +464,7 @@ fn killed_agent_and_full_disk_leave_no_backup_and_the_replica_running() {
     let filled = fill_up(&backup_dir.join("filler"));
     assert!(filled > margin, "the filler got only {filled} bytes");
     nix::sys::signal::kill(replica_pid, nix::sys::signal::Signal::SIGCONT).unwrap();
-    let finished = wait_job(&cluster, 2, &job_id, BACKUP_TIMEOUT);
+    let finished = cluster.wait_job(2, &job_id, BACKUP_TIMEOUT);
     assert_eq!(finished["state"], "failed", "{finished}");
     assert!(
         finished["error"]
@@ -550,7 +541,7 @@ fn recover_rebuilds_a_lost_data_file_without_format() {
     assert_eq!(response.status(), 202, "{:?}", response.text());
     let accepted: Value = response.json().unwrap();
     let job_id = accepted["job_id"].as_str().unwrap();
-    let finished = wait_job(&cluster, 2, job_id, Duration::from_secs(600));
+    let finished = cluster.wait_job(2, job_id, Duration::from_secs(600));
     println!("recover job: {finished}");
     assert_eq!(finished["state"], "succeeded", "{finished}");
     assert!(data_file.exists());
@@ -709,7 +700,7 @@ fn disaster_recovery_restore_of_the_whole_cluster() {
     let mut backup_ids = Vec::new();
     for replica in 0..3 {
         let (job_id, backup_id) = start_backup(&cluster, replica);
-        let finished = wait_job(&cluster, replica, &job_id, BACKUP_TIMEOUT);
+        let finished = cluster.wait_job(replica, &job_id, BACKUP_TIMEOUT);
         assert_eq!(finished["state"], "succeeded", "{finished}");
         wait_ready_or_explain(&cluster, &format!("after the backup of replica {replica}"));
         backup_ids.push(backup_id);

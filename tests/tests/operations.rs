@@ -258,11 +258,7 @@ fn a_backup_copy_past_its_deadline_is_abandoned_and_the_replica_started() {
     assert_eq!(response.status(), 202, "{:?}", response.text());
     let accepted: Value = response.json().unwrap();
     let job_id = accepted["job_id"].as_str().unwrap().to_string();
-    let mut finished = Value::Null;
-    cluster.wait_until("the backup job to end", Duration::from_secs(120), || {
-        finished = cluster.job(2, &job_id);
-        finished["state"] != "running"
-    });
+    let finished = cluster.wait_job(2, &job_id, Duration::from_secs(120));
     assert_eq!(finished["state"], "failed", "{finished}");
     assert!(
         finished["error"]
@@ -304,11 +300,7 @@ fn a_backup_copy_past_its_deadline_is_abandoned_and_the_replica_started() {
         .as_str()
         .unwrap()
         .to_string();
-    let mut restarted = Value::Null;
-    cluster.wait_until("the restart job to end", Duration::from_secs(120), || {
-        restarted = cluster.job(2, &job_id);
-        restarted["state"] != "running"
-    });
+    let restarted = cluster.wait_job(2, &job_id, Duration::from_secs(120));
     assert_eq!(restarted["state"], "succeeded", "{restarted}");
     let pid_before = cluster.replica_pid(2).unwrap();
     let output = common::tbctl(&[

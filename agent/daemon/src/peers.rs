@@ -237,13 +237,23 @@ impl Peers {
     }
 }
 
-async fn ask(client: &reqwest::Client, token: &str, url: &str) -> Result<(), String> {
-    let response = client
-        .get(format!("{url}/v1/health/ready"))
+/// GET `path` from the peer agent at `url` with the peer token; an unreachable agent is one line.
+async fn get(
+    client: &reqwest::Client,
+    token: &str,
+    url: &str,
+    path: &str,
+) -> Result<reqwest::Response, String> {
+    client
+        .get(format!("{url}{path}"))
         .bearer_auth(token)
         .send()
         .await
-        .map_err(|error| format!("agent {url} unreachable: {}", root_cause(&error)))?;
+        .map_err(|error| format!("agent {url} unreachable: {}", root_cause(&error)))
+}
+
+async fn ask(client: &reqwest::Client, token: &str, url: &str) -> Result<(), String> {
+    let response = get(client, token, url, "/v1/health/ready").await?;
     let status = response.status();
     if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
         return Err(format!("agent {url} rejected the peer token ({status})"));
@@ -275,12 +285,7 @@ impl Peers {
 }
 
 async fn replica_running(client: &reqwest::Client, token: &str, url: &str) -> Result<bool, String> {
-    let response = client
-        .get(format!("{url}/v1/status"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .map_err(|error| format!("agent {url} unreachable: {}", root_cause(&error)))?;
+    let response = get(client, token, url, "/v1/status").await?;
     let status = response.status();
     if !status.is_success() {
         return Err(format!("agent {url} answered {status}"));

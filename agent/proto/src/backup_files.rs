@@ -354,11 +354,17 @@ pub fn available_bytes(path: &Path) -> std::io::Result<u64> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn copy_compress_extract_round_trip() {
-        let dir = std::env::temp_dir().join(format!("tb-agent-files-{}", std::process::id()));
+    /// A new empty directory for one test.
+    fn empty_dir(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("tb-agent-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn copy_compress_extract_round_trip() {
+        let dir = empty_dir("files");
         let source = dir.join("data");
         let mut content = vec![0u8; 3 * CHUNK_SIZE_BYTES + 17];
         for (i, byte) in content.iter_mut().enumerate().step_by(4096) {
@@ -404,9 +410,7 @@ mod tests {
     /// data is allocated.
     #[test]
     fn a_cancelled_copy_stops_before_its_next_chunk() {
-        let dir = std::env::temp_dir().join(format!("tb-agent-cancel-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = empty_dir("cancel");
         let source = dir.join("data");
         std::fs::write(&source, vec![7u8; 2 * CHUNK_SIZE_BYTES]).unwrap();
         let output = create_private_file(&dir.join("copy")).unwrap();
@@ -427,9 +431,7 @@ mod tests {
 
     #[test]
     fn sparse_copy_skips_holes_and_zero_runs() {
-        let dir = std::env::temp_dir().join(format!("tb-agent-sparse-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = empty_dir("sparse");
         let source = dir.join("data");
         let file = File::create(&source).unwrap();
         let mib = 1024 * 1024u64;

@@ -267,6 +267,16 @@ impl Cluster {
         .unwrap()
     }
 
+    /// Waits until the job has ended (not `running`) and returns it.
+    pub fn wait_job(&self, replica: u8, job_id: &str, timeout: Duration) -> serde_json::Value {
+        let mut last = serde_json::Value::Null;
+        self.wait_until(&format!("job {job_id} to end"), timeout, || {
+            last = self.job(replica, job_id);
+            last["state"] != "running"
+        });
+        last
+    }
+
     pub fn inventory_arg(&self) -> String {
         self.state.inventory.display().to_string()
     }

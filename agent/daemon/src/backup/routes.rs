@@ -1,6 +1,7 @@
 //! HTTP handlers of the backup API. Scopes: `backup` to create, verify, delete and download;
 //! `read` to list; `control` and `backup` together to restore; `control` to recover.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use axum::Json;
@@ -9,13 +10,17 @@ use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, on};
+use serde::Serialize;
 use tb_proto::endpoints::Endpoint;
 
 use super::store;
 use crate::api::{
     BackupRecord, BackupRequest, Job, JobKind, RestoreRequest, RestoreResponse, Verification,
 };
-use crate::ops::{self, Answer, AppError, Caller, Deleted, JobDone, JsonBody, Lock, Spec, Wait};
+use crate::ops::{
+    self, Answer, AppError, Caller, Deleted, Finished, JobDone, JobHandle, JsonBody, Lock, Spec,
+    Wait,
+};
 use crate::state::AgentState;
 
 type AppState = Arc<AgentState>;
@@ -109,18 +114,15 @@ async fn verify(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Answer<Verification>, AppError> {
-    checked_id(&state, &caller, JobKind::BackupVerify, false, &id).await?;
-    ops::launch(
+    let lock = Lock::Backup(id.clone());
+    on_backup(
         &state,
         caller,
-        Spec {
-            kind: JobKind::BackupVerify,
-            forced: false,
-            lock: Lock::Backup(id.clone()),
-            wait: Wait::Finish,
-            backup_id: Some(id.clone()),
-        },
-        move |job| super::verify(job, id),
+        JobKind::BackupVerify,
+        false,
+        lock,
+        id,
+        super::verify,
     )
     .await
 }
@@ -130,20 +132,44 @@ async fn delete(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Answer<Deleted>, AppError> {
-    checked_id(&state, &caller, JobKind::BackupDelete, false, &id).await?;
-    ops::launch(
+    let lock = Lock::Backup(id.clone());
+    on_backup(
         &state,
         caller,
-        Spec {
-            kind: JobKind::BackupDelete,
-            forced: false,
-            lock: Lock::Backup(id.clone()),
-            wait: Wait::Finish,
-            backup_id: Some(id.clone()),
-        },
-        move |job| super::delete(job, id),
+        JobKind::BackupDelete,
+        false,
+        lock,
+        id,
+        super::delete,
     )
     .await
+}
+
+/// Verify, delete and restore: an operation on one existing backup, named by an id checked
+/// first, under `lock`, answered when it ends.
+async fn on_backup<T, F, Fut>(
+    state: &AppState,
+    caller: Caller,
+    kind: JobKind,
+    forced: bool,
+    lock: Lock,
+    id: String,
+    operation: F,
+) -> Result<Answer<T>, AppError>
+where
+    T: Finished + Serialize + Send + 'static,
+    F: FnOnce(JobHandle, String) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<T, AppError>> + Send + 'static,
+{
+    checked_id(state, &caller, kind, forced, &id).await?;
+    let spec = Spec {
+        kind,
+        forced,
+        lock,
+        wait: Wait::Finish,
+        backup_id: Some(id.clone()),
+    };
+    ops::launch(state, caller, spec, move |job| operation(job, id)).await
 }
 
 async fn download(
@@ -176,18 +202,15 @@ async fn restore(
     JsonBody(request): JsonBody<RestoreRequest>,
 ) -> Result<Answer<RestoreResponse>, AppError> {
     let forced = request.mode.is_some();
-    checked_id(&state, &caller, JobKind::Restore, forced, &id).await?;
-    ops::launch(
+    let lock = Lock::ReplicaAndBackup(id.clone());
+    on_backup(
         &state,
         caller,
-        Spec {
-            kind: JobKind::Restore,
-            forced,
-            lock: Lock::ReplicaAndBackup(id.clone()),
-            wait: Wait::Finish,
-            backup_id: Some(id.clone()),
-        },
-        move |job| super::restore(job, id, request),
+        JobKind::Restore,
+        forced,
+        lock,
+        id,
+        move |job, id| super::restore(job, id, request),
     )
     .await
 }
