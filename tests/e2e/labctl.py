@@ -33,6 +33,9 @@ PLAYBOOK_TIMEOUT_S = 1200
 CONTROLLER = str(harness.CONTROLLER_ADDRESS)
 # An address on the controller side that is NOT in the client networks, for the firewall check.
 OUTSIDER = str(harness.SUBNET.network_address + 250)
+# The lab's backup timer: installed and running, never due during a test run.
+BACKUP_SCHEDULE = "*-01-01 03:00:00"
+BACKUP_TIMER = "tb-agent-backup.timer"
 
 
 def log(message: str) -> None:
@@ -115,14 +118,17 @@ class Controller:
             # A development lab kept up between runs (tests/e2e/devlab): reuse its secrets.
             self.token_file = secrets_dir / "ops.token"
             self.peer_token_file = secrets_dir / "peer.token"
+            self.backup_token_file = secrets_dir / "backup.token"
             self.inventory = json.loads(self.inventory_path.read_text())
             self.vars = json.loads(self.vars_path.read_text())
             return
         secrets_dir.mkdir(mode=0o700)
         self.token_file = secrets_dir / "ops.token"
         self.peer_token_file = secrets_dir / "peer.token"
+        self.backup_token_file = secrets_dir / "backup.token"
         hashes = {}
-        for name, path in (("ops", self.token_file), ("peers", self.peer_token_file)):
+        for name, path in (("ops", self.token_file), ("peers", self.peer_token_file),
+                           ("scheduler", self.backup_token_file)):
             secret = run([str(binaries["tb_agent"]), "generate-token"], capture_output=True,
                          text=True).stdout.strip()
             harness.write_private(path, secret + "\n")
@@ -134,6 +140,7 @@ class Controller:
         self.inventory["all"]["vars"]["tb_agent_tokens"] = [
             {"name": "ops", "scopes": ["read", "control", "backup"], "sha256": hashes["ops"]},
             {"name": "peers", "scopes": ["read"], "sha256": hashes["peers"]},
+            {"name": "scheduler", "scopes": ["backup"], "sha256": hashes["scheduler"]},
         ]
         self.write_inventory()
         # Role variables (not inventory keys): what to install from this controller.
@@ -147,6 +154,10 @@ class Controller:
             "tb_agent_tls_cert_src": f"{lab.pki_dir}/{{{{ inventory_hostname }}}}.crt",
             "tb_agent_tls_key_src": f"{lab.pki_dir}/{{{{ inventory_hostname }}}}.key",
             "tb_agent_tls_ca_src": str(lab.ca_cert_path),
+            # Scheduled backups: the timer is installed, enabled and running on every host, but
+            # due only on 1 January (the tests start its service themselves).
+            "tb_agent_backup_schedule": BACKUP_SCHEDULE,
+            "tb_agent_backup_token_src": str(self.backup_token_file),
         }
         self.vars_path = work / "vars.json"
         self.write_vars()
@@ -232,6 +243,9 @@ class Controller:
     def agent(self, host: str, path: str, method: str = "GET", timeout_s: float = 30) -> dict:
         """One request to a host's agent over TLS, verified with the lab CA (curl, no token in
         argv: the header comes from a 0600 file)."""
+        return json.loads(self.agent_text(host, path, method, timeout_s))
+
+    def agent_text(self, host: str, path: str, method: str = "GET", timeout_s: float = 30) -> str:
         url = self.inventory["all"]["hosts"][host]["tb_agent_url"] + path
         header = self.work / "secrets" / "auth.header"
         harness.write_private(header, f"Authorization: Bearer {self.token_file.read_text().strip()}\n")
@@ -241,7 +255,17 @@ class Controller:
             capture_output=True, text=True, check=False, timeout_s=timeout_s + 5)
         if result.returncode != 0:
             raise AssertionError(f"{method} {url}: curl {result.returncode}: {result.stderr}")
-        return json.loads(result.stdout)
+        return result.stdout
+
+    def running_release(self, host: str) -> str | None:
+        """The release the host's replica process reports it runs (StatsD gauge tb.release on
+        the agent's /metrics, packed major << 16 | minor << 8 | patch), not the binary on disk."""
+        match = re.search(r"^tb_release(?:\{[^}]*\})? ([0-9.eE+]+)$",
+                          self.agent_text(host, "/metrics"), re.M)
+        if match is None:
+            return None
+        value = int(float(match[1]))
+        return f"{value >> 16}.{(value >> 8) & 0xff}.{value & 0xff}"
 
     def replica_pid(self, host: str) -> int:
         out = self.lab.exec(host, "systemctl show --property=MainPID --value tigerbeetle.service")
@@ -306,10 +330,13 @@ class Timeline:
         self.lab = lab
         self.processes: dict[str, subprocess.Popen] = {}
         self.samples: dict[str, list[tuple[int, int]]] = {}
+        # The backup timer's ActiveState at each sample.
+        self.timer: dict[str, list[tuple[int, str]]] = {}
 
     def __enter__(self) -> "Timeline":
         script = ("while :; do echo \"$(date +%s%3N) "
-                  "$(systemctl show --property=MainPID --value tigerbeetle.service)\"; "
+                  "$(systemctl show --property=MainPID --value tigerbeetle.service) "
+                  f"$(systemctl show --property=ActiveState --value {BACKUP_TIMER})\"; "
                   f"sleep {self.SAMPLE_S}; done")
         for host in self.lab.hosts():
             self.processes[host.name] = subprocess.Popen(
@@ -321,12 +348,14 @@ class Timeline:
         for name, process in self.processes.items():
             process.terminate()
             stdout, _ = process.communicate(timeout=30)
-            samples = []
+            samples, timer = [], []
             for line in stdout.splitlines():
                 parts = line.split()
-                if len(parts) == 2 and parts[0].isdigit() and parts[1].isdigit():
+                if len(parts) == 3 and parts[0].isdigit() and parts[1].isdigit():
                     samples.append((int(parts[0]), int(parts[1])))
+                    timer.append((int(parts[0]), parts[2]))
             self.samples[name] = samples
+            self.timer[name] = timer
 
     def pids(self, host: str) -> list[int]:
         """The distinct replica pids in order (0 = not running)."""
@@ -354,8 +383,22 @@ class Timeline:
             intervals.append((start, samples[-1][0]))
         return intervals
 
+    def timer_paused_intervals(self, host: str) -> list[tuple[int, int]]:
+        """[start_ms, end_ms] intervals where the host's backup timer was not active."""
+        intervals, start = [], None
+        for t, state in self.timer[host]:
+            if state != "active" and start is None:
+                start = t
+            elif state == "active" and start is not None:
+                intervals.append((start, t))
+                start = None
+        if start is not None:
+            intervals.append((start, self.timer[host][-1][0]))
+        return intervals
+
     def summary(self) -> dict:
-        return {host: {"pids": self.pids(host), "down_ms": self.down_intervals(host)}
+        return {host: {"pids": self.pids(host), "down_ms": self.down_intervals(host),
+                       "backup_timer_paused_ms": self.timer_paused_intervals(host)}
                 for host in self.samples}
 
 

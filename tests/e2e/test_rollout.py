@@ -1,7 +1,8 @@
 """End-to-end test 2: rollout.yml with a config change while a client writes transfers.
 
 No client request fails; each replica restarts exactly once, in inventory order, never two down
-at once. The timeline is recorded in target/e2e/rollout.json.
+at once; each host's scheduled backups (its backup timer) are paused while it is changed, and
+only then. The timeline is recorded in target/e2e/rollout.json.
 
     python3 -m pytest tests/e2e/test_rollout.py
 """
@@ -36,6 +37,15 @@ def test_rollout_config_change_under_load(cluster):
     assert first_down == sorted(first_down), summary
     # Never two down at once.
     assert labctl.overlapping({h: timeline.down_intervals(h) for h in hosts}) == [], summary
+    # Backups paused on each host while it is changed, and only then: its backup timer stopped
+    # once, over the replica's restart, on one host at a time, and running again afterwards.
+    paused = {h: timeline.timer_paused_intervals(h) for h in hosts}
+    for host in hosts:
+        assert len(paused[host]) == 1, (host, paused[host], summary)
+        (start, end), (down_start, down_end) = paused[host][0], timeline.down_intervals(host)[0]
+        assert start <= down_start and down_end <= end, (host, paused[host], summary)
+        assert timeline.timer[host][-1][1] == "active", (host, timeline.timer[host][-3:])
+    assert labctl.overlapping(paused) == [], paused
     for host in hosts:
         unit = controller.lab.exec(host, "cat /etc/systemd/system/tigerbeetle.service").stdout
         assert "--cache-grid=288MiB" in unit

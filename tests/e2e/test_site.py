@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import time
+
 import labctl
 
 
@@ -81,6 +83,47 @@ def test_agent_may_control_only_the_replica_unit(cluster):
     assert denied.returncode != 0, denied.stdout
 
 
+def wait_ready(controller, timeout_s: float = 180) -> None:
+    """Until tbctl reports every replica ready (a deadline, not a sleep)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = controller.tbctl("status", "--inventory", str(controller.inventory_path),
+                                  check=False)
+        if result.returncode == 0:
+            return
+        assert time.monotonic() < deadline, result.stdout + result.stderr
+        time.sleep(1)
+
+
+def test_scheduled_backup_timer(cluster):
+    controller = cluster
+    lab = controller.lab
+    for host in controller.host_names:
+        state = lab.exec(host, f"systemctl is-enabled {labctl.BACKUP_TIMER}; "
+                               f"systemctl is-active {labctl.BACKUP_TIMER}; "
+                               "stat -c '%U %a' /etc/tb-agent/backup.token").stdout.split("\n")
+        assert state[:3] == ["enabled", "active", "tb-agent 600"], (host, state)
+    # What the timer starts, started now: the agent takes a backup of this replica.
+    host = controller.host_names[0]
+    before = controller.agent(host, "/v1/backups")
+    before = before if isinstance(before, list) else before.get("backups", [])
+    lab.exec(host, "systemctl start tb-agent-backup.service")
+    journal = lab.exec(host, "journalctl -u tb-agent-backup.service --no-pager -n 5").stdout
+    assert "backup accepted" in journal, journal
+    deadline = time.monotonic() + 180
+    while True:
+        after = controller.agent(host, "/v1/backups")
+        after = after if isinstance(after, list) else after.get("backups", [])
+        if len(after) == len(before) + 1:
+            break
+        assert time.monotonic() < deadline, (before, after)
+        time.sleep(1)
+    wait_ready(controller)
+    # The backup went through the agent with the scheduler's token (backup scope only).
+    audit = lab.exec(host, "cat /var/log/tb-agent/audit.jsonl").stdout
+    assert any("scheduler" in line and "backup" in line for line in audit.splitlines()), audit[-2000:]
+
+
 def test_second_run_changes_nothing(cluster):
     controller = cluster
     second = controller.playbook("site.yml")
@@ -99,6 +142,12 @@ def test_check_mode_changes_nothing(cluster):
     host = lab.hosts()[0].name
     before = lab.exec(host, "sha256sum /etc/systemd/system/tigerbeetle.service "
                             "/etc/tb-agent/tb-agent.toml").stdout
+    # On a configured host with nothing pending, --check --diff has nothing to report either.
+    clean = controller.playbook("site.yml", "--check", "--diff")
+    recap = clean.recap()
+    assert set(recap) == set(controller.host_names), recap
+    assert all(h["changed"] == 0 for h in recap.values()), (recap, clean.tail(120))
+    assert "\n--- before" not in clean.stdout and "\n+++ after" not in clean.stdout, clean.tail(120)
     # A pending change shown with --check --diff is reported but not applied (and not refused:
     # check mode only looks).
     previous = controller.set_inventory_vars(tigerbeetle_cache_grid="320MiB")

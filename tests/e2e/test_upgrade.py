@@ -80,6 +80,8 @@ def test_upgrade_0_16_70_to_0_16_78(controller, releases):
     assert all(skew_before.values()), skew_before
     status_before = tbctl_status(controller)
     assert status_before.count("version skew") == len(controller.host_names), status_before
+    running_before = {h: controller.running_release(h) for h in controller.host_names}
+    assert set(running_before.values()) == {"0.16.70"}, running_before
 
     # Refused before anything changes: 0.16.78 without 0.16.70 bundled...
     plain = labctl.run([str(labctl.REPO / "scripts" / "tigerbeetle-build")]).stdout.strip()
@@ -116,16 +118,21 @@ def test_upgrade_0_16_70_to_0_16_78(controller, releases):
         client.join(timeout=60)
     versions = {h: controller.agent(h, "/v1/status")["replica"]["binary_version"]
                 for h in controller.host_names}
+    # What each replica process runs (not just the binary on disk): upgrade.yml returned only
+    # after the cluster re-executed the new release.
+    running = {h: controller.running_release(h) for h in controller.host_names}
     # The cluster runs 0.16.78 now: the agents' client is no longer evicted.
     skew_after = wait_for_skew(controller, False)
     status_after = tbctl_status(controller)
     labctl.record("upgrade", {"upgrade_seconds": upgrade.seconds, "versions": versions,
+                              "running": running,
                               "skew_before": skew_before, "skew_after": skew_after,
                               "old_client_requests": len(requests),
                               "old_client_failures": failures[:5]})
     assert not any(skew_after.values()), skew_after
     assert "version skew" not in status_after, status_after
     assert all(v.startswith("0.16.78+") for v in versions.values()), versions
+    assert all(r == "0.16.78" for r in running.values()), running
     # The replicas really run 0.16.78 (re-executed, same unit), and the accounts are intact.
     looked_up = repl(controller, new, LOOKUP)
     assert "7001" in looked_up.stdout and "7002" in looked_up.stdout, looked_up.stdout
