@@ -365,7 +365,7 @@ fn agent_metrics(builder: &mut Builder, state: &AgentState) {
     );
     builder.counter(
         "tb_agent_audit_lines_lost",
-        "Audit lines not written: the writer was behind or had stopped.",
+        "Audit lines not written: the writer was behind or had stopped, or the file refused the write.",
         state.audit.lost_lines() as f64,
     );
     let actions = state

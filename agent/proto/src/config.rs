@@ -606,11 +606,14 @@ impl Config {
                 "control.recover_timeout_ms",
                 self.control.recover_timeout_ms,
             ),
-            (
-                "control.answer_wait_ms",
-                self.control.answer_wait_ms.unwrap_or(1),
-            ),
-        ] {
+        ]
+        .into_iter()
+        // Checked only when set; unset means the default, derived from the two above.
+        .chain(
+            self.control
+                .answer_wait_ms
+                .map(|value| ("control.answer_wait_ms", value)),
+        ) {
             if value == 0 || value > 3_600_000 {
                 return Err(invalid(field, "must be between 1 and 3600000"));
             }
@@ -807,6 +810,11 @@ mod tests {
                 "mode = \"systemd\"",
                 "mode = \"docker\"",
                 "unknown variant `docker`",
+            ),
+            (
+                "recover_timeout_ms = 3600000",
+                "recover_timeout_ms = 3600000\nanswer_wait_ms = 0",
+                "control.answer_wait_ms: must be between 1 and 3600000",
             ),
             (
                 "memlock_ratio_min = 0.9",
