@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import Iterator, Sequence
 
+import yaml
+
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(Path(os.environ.get("TB_HOSTS_HARNESS_DIR", REPO / "tests" / "hosts"))))
 import harness  # noqa: E402  (tests/hosts/harness.py)
@@ -36,6 +38,9 @@ OUTSIDER = str(harness.SUBNET.network_address + 250)
 # The lab's backup timer: installed and running, never due during a test run.
 BACKUP_SCHEDULE = "*-01-01 03:00:00"
 BACKUP_TIMER = "tb-agent-backup.timer"
+# The line of an agent's /metrics that carries the release its replica runs.
+RELEASE_PATTERN = yaml.safe_load(
+    (REPO / "ansible" / "vars" / "gates.yml").read_text())["tb_release_pattern"]
 
 
 def log(message: str) -> None:
@@ -257,14 +262,20 @@ class Controller:
             raise AssertionError(f"{method} {url}: curl {result.returncode}: {result.stderr}")
         return result.stdout
 
+    def backups(self, host: str) -> list:
+        """The host's backups as its agent lists them (GET /v1/backups answers a list)."""
+        listed = self.agent(host, "/v1/backups")
+        assert isinstance(listed, list), listed
+        return listed
+
     def running_release(self, host: str) -> str | None:
         """The release the host's replica process reports it runs (StatsD gauge tb.release on
-        the agent's /metrics, packed major << 16 | minor << 8 | patch), not the binary on disk."""
-        match = re.search(r"^tb_release(?:\{[^}]*\})? ([0-9.eE+]+)$",
-                          self.agent_text(host, "/metrics"), re.M)
+        the agent's /metrics, packed major << 16 | minor << 8 | patch), not the binary on disk.
+        The line is found with the pattern the playbooks use (ansible/vars/gates.yml)."""
+        match = re.search(RELEASE_PATTERN, self.agent_text(host, "/metrics"), re.M)
         if match is None:
             return None
-        value = int(float(match[1]))
+        value = int(float(match[0].split(" ")[-1]))
         return f"{value >> 16}.{(value >> 8) & 0xff}.{value & 0xff}"
 
     def replica_pid(self, host: str) -> int:

@@ -15,17 +15,13 @@ def test_backup_then_recover(cluster):
     lab = controller.lab
     hosts = controller.host_names
 
-    def listed(host):
-        backups = controller.agent(host, "/v1/backups")
-        return backups if isinstance(backups, list) else backups.get("backups", [])
-
     # A shared lab may hold a backup already (test_site starts the scheduled backup once).
-    before = {host: len(listed(host)) for host in hosts}
+    before = {host: len(controller.backups(host)) for host in hosts}
     with controller.client(600) as client:
         backup = controller.playbook("backup.yml")
     report = client.stop()
     assert report["failures"] == 0 and report["requests"] > 0, report
-    after = {host: len(listed(host)) for host in hosts}
+    after = {host: len(controller.backups(host)) for host in hosts}
     assert all(after[host] == before[host] + 1 for host in hosts), (before, after)
 
     # Lose one replica's data file: stop it through its agent (quorum guarded), delete the file.

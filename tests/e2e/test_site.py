@@ -105,15 +105,13 @@ def test_scheduled_backup_timer(cluster):
         assert state[:3] == ["enabled", "active", "tb-agent 600"], (host, state)
     # What the timer starts, started now: the agent takes a backup of this replica.
     host = controller.host_names[0]
-    before = controller.agent(host, "/v1/backups")
-    before = before if isinstance(before, list) else before.get("backups", [])
+    before = controller.backups(host)
     lab.exec(host, "systemctl start tb-agent-backup.service")
     journal = lab.exec(host, "journalctl -u tb-agent-backup.service --no-pager -n 5").stdout
     assert "backup accepted" in journal, journal
     deadline = time.monotonic() + 180
     while True:
-        after = controller.agent(host, "/v1/backups")
-        after = after if isinstance(after, list) else after.get("backups", [])
+        after = controller.backups(host)
         if len(after) == len(before) + 1:
             break
         assert time.monotonic() < deadline, (before, after)
