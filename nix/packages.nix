@@ -1,14 +1,27 @@
 # tigerbeetle, tb-agent and tbctl, built from this repository.
 #
-# tigerbeetle is the release of the agent's embedded client (0.16.78; a client must never be
-# newer than the cluster), built from the TigerBeetle source that the crate
-# tigerbeetle-unofficial-sys vendors, fetched through Cargo.lock so its hash is the one there,
-# with the same flags as scripts/tigerbeetle-build.
+# tigerbeetle is the release of the agent's embedded client (a client must never be newer than
+# the cluster), built from the TigerBeetle source that the crate tigerbeetle-unofficial-sys
+# vendors, fetched through Cargo.lock so its hash is the one there, with the same flags as
+# scripts/tigerbeetle-build. Each value has one source: the release is the one Cargo.lock pins
+# for the agent's client, the oldest accepted client is scripts/tigerbeetle-build-release's
+# (upstream's), and the commit is the one the crate's build.rs names, read at build time as the
+# script does.
 { lib, stdenv, rustPlatform, zig_0_14, src }:
 let
-  release = "0.16.78";
-  commit = "c3d9b09dc88e94dde9ac915c6e94a4c650332080";
-  sysCrate = "tigerbeetle-unofficial-sys-0.14.28+${release}";
+  lockedSys = builtins.filter (p: p.name == "tigerbeetle-unofficial-sys")
+    (builtins.fromTOML (builtins.readFile (src + "/Cargo.lock"))).package;
+  # "0.14.28+0.16.78": the crate's version, then the TigerBeetle release it vendors.
+  sysVersion =
+    if lib.length lockedSys == 1 then (lib.head lockedSys).version
+    else throw "nix/packages.nix: Cargo.lock must hold exactly one tigerbeetle-unofficial-sys, found ${toString (lib.length lockedSys)}";
+  release = lib.last (lib.splitString "+" sysVersion);
+  clientMinMatch = builtins.match ".*\nrelease_client_min=([0-9]+[.][0-9]+[.][0-9]+)\n.*"
+    (builtins.readFile (src + "/scripts/tigerbeetle-build-release"));
+  releaseClientMin =
+    if clientMinMatch == null
+    then throw "nix/packages.nix: no release_client_min=X.Y.Z line in scripts/tigerbeetle-build-release"
+    else lib.head clientMinMatch;
   vendored = rustPlatform.importCargoLock { lockFile = src + "/Cargo.lock"; };
   zigTarget = {
     x86_64-linux = "x86_64-linux";
@@ -18,7 +31,8 @@ let
   tigerbeetle = stdenv.mkDerivation {
     pname = "tigerbeetle";
     version = release;
-    src = "${vendored}/${sysCrate}/tigerbeetle";
+    # The whole crate: its build.rs names the upstream commit, its tigerbeetle/ is the source.
+    src = "${vendored}/tigerbeetle-unofficial-sys-${sysVersion}";
     # Zig itself, not its setup hook's build phases: the phases below are scripts/tigerbeetle-build's.
     nativeBuildInputs = [ zig_0_14 ];
     dontUseZigBuild = true;
@@ -28,19 +42,27 @@ let
     buildPhase = ''
       runHook preBuild
       export ZIG_GLOBAL_CACHE_DIR="$TMPDIR/zig-global-cache"
-      zig build -Drelease -Dtarget=${zigTarget} \
-        -Dconfig-release=${release} -Dconfig-release-client-min=${release} \
-        -Dgit-commit=${commit}
+      commit=$(sed -n 's/^const TIGERBEETLE_COMMIT: &str = "\([0-9a-f]\{40\}\)";$/\1/p' build.rs)
+      if [ "''${#commit}" != 40 ]; then
+        echo "tigerbeetle: no commit in the crate's build.rs" >&2
+        exit 1
+      fi
+      (cd tigerbeetle && zig build -Drelease -Dtarget=${zigTarget} \
+        -Dconfig-release=${release} -Dconfig-release-client-min=${releaseClientMin} \
+        "-Dgit-commit=$commit")
       runHook postBuild
     '';
     installPhase = ''
       runHook preInstall
-      install -Dm755 tigerbeetle "$out/bin/tigerbeetle"
+      install -Dm755 tigerbeetle/tigerbeetle "$out/bin/tigerbeetle"
       runHook postInstall
     '';
     doInstallCheck = true;
+    # The binary must say it is what the flags asked for (as scripts/tigerbeetle-build-release checks).
     installCheckPhase = ''
-      "$out/bin/tigerbeetle" version | grep -F ${release}
+      "$out/bin/tigerbeetle" version --verbose >version.txt 2>/dev/null
+      grep -qx "process.release=${release}" version.txt
+      grep -qx "process.release_client_min=${releaseClientMin}" version.txt
     '';
     meta = {
       description = "TigerBeetle ${release}, built from the source vendored in tigerbeetle-unofficial-sys";

@@ -228,7 +228,9 @@ in
         RestartSec = 2;
         LogsDirectory = "tb-agent";
         LogsDirectoryMode = "0700";
-        # `tigerbeetle recover`, run by the agent, locks its memory like the replica.
+        # `tigerbeetle recover`, run by the agent, locks its memory like the replica. Holding
+        # every capability the replica holds also lets the agent (the same user) read
+        # /proc/<replica pid>/fd, where it checks that StatsD datagrams come from the replica.
         AmbientCapabilities = [ "CAP_IPC_LOCK" ];
         CapabilityBoundingSet = [ "CAP_IPC_LOCK" ];
         LimitMEMLOCK = "infinity";

@@ -137,6 +137,14 @@ let
           && lib.hasInfix ''subject.user == "tb-replica"'' config.security.polkit.extraConfig
           && config.security.polkit.enable)
         config.security.polkit.extraConfig)
+      # The agent accepts StatsD datagrams only from the replica's own sockets, read from
+      # /proc/<replica pid>/fd. Without CAP_SYS_PTRACE the kernel allows that only to the same
+      # user holding every capability the replica holds (the Debian role needs the broad caps).
+      (result "${at}agent may read the replica's /proc/PID/fd: same user, a superset of its capabilities"
+        ((agent.serviceConfig.User or null) == (replica.serviceConfig.User or null)
+          && b.all (cap: b.elem cap (asList (agent.serviceConfig.AmbientCapabilities or null)))
+          (asList (replica.serviceConfig.AmbientCapabilities or null)))
+        (b.toJSON { agent = agent.serviceConfig.AmbientCapabilities or null; replica = replica.serviceConfig.AmbientCapabilities or null; }))
       (result "${at}agent serves the generated config"
         ((agent.serviceConfig.ExecStart or "") == "${pkgs.tb-agent}/bin/tb-agent serve --config ${config.services.tb-agent.configFile}"
           && config.services.tb-agent.configFile.value == config.services.tb-agent.settings)
