@@ -42,6 +42,8 @@ let
         binary = "${replica.package}/bin/tigerbeetle";
       };
     };
+  } // lib.optionalAttrs (cfg.backupDir != null) {
+    backup.dir = cfg.backupDir;
   } // lib.optionalAttrs (cfg.agentUrls != [ ]) {
     peers = {
       agent_urls = cfg.agentUrls;
@@ -51,7 +53,6 @@ let
 
   configFile = tomlFormat.generate "tb-agent.toml" cfg.settings;
 
-  backupDir = cfg.settings.backup.dir or null;
   firewallSources = replica.peerIps ++ cfg.orchestratorNetworks;
 in
 {
@@ -122,6 +123,15 @@ in
       default = true;
       description = "Open the agent port to the peer replicas' hosts and orchestratorNetworks only (nftables).";
     };
+    backupDir = mkOption {
+      type = types.nullOr types.str;
+      default = "/var/lib/tb-backups";
+      description = ''
+        Directory of the agent's backups (docs/backups.md), created 0700 for the agent; outside
+        the data directory. Null: no backups. Retention and compression are the agent's defaults
+        (keep the last 7, zstd), changed through settings.backup (its dir is this option).
+      '';
+    };
     settings = mkOption {
       type = tomlFormat.type;
       default = { };
@@ -180,6 +190,14 @@ in
           message = "services.tb-agent.agentUrls: has ${toString (lib.length cfg.agentUrls)} entries but services.tigerbeetle-replica.replicaCount is ${toString replica.replicaCount}";
         }
         {
+          assertion = cfg.backupDir != null || !(cfg.settings ? backup);
+          message = "services.tb-agent.settings.backup: backups are off (backupDir = null); set services.tb-agent.backupDir to turn them on";
+        }
+        {
+          assertion = cfg.backupDir == null || rules.pathReason cfg.backupDir == null;
+          message = "services.tb-agent.backupDir: must be an absolute path without \".\" or \"..\" components or a trailing \"/\"";
+        }
+        {
           assertion = !cfg.openFirewall || config.networking.nftables.enable;
           message = "services.tb-agent.openFirewall: needs networking.nftables.enable = true (the rules are nftables rules)";
         }
@@ -190,6 +208,10 @@ in
           message = "services.tb-agent.${secret.option}: ${toString (rules.secretPathReason secret.path)}";
         })
         secretPaths;
+
+    # The backup directory must exist before the unit starts: ReadWritePaths= of a missing path
+    # fails the unit's namespace setup.
+    systemd.tmpfiles.rules = lib.optional (cfg.backupDir != null) "d ${cfg.backupDir} 0700 ${replica.user} ${replica.user} - -";
 
     # journalctl: the agent looks for TigerBeetle's "Unable to lock pages" warning.
     users.users.${replica.user}.extraGroups = [ "systemd-journal" ];
@@ -210,7 +232,7 @@ in
     '';
 
     systemd.services.tb-agent = {
-      description = "tb-agent for TigerBeetle replica ${toString replica.replicaIndex}";
+      description = "tb-agent beside TigerBeetle replica ${toString replica.replicaIndex}";
       wantedBy = [ "multi-user.target" ];
       wants = [ "network-online.target" ];
       after = [ "network-online.target" ];
@@ -219,7 +241,6 @@ in
       startLimitBurst = 10;
       serviceConfig = {
         Type = "notify";
-        NotifyAccess = "main";
         User = replica.user;
         Group = replica.user;
         ExecStartPre = [ "${cfg.package}/bin/tb-agent check-config --config ${configFile}" ];
@@ -246,7 +267,7 @@ in
         ProtectKernelModules = true;
         ProtectKernelTunables = true;
         ProtectSystem = "strict";
-        ReadWritePaths = [ replica.dataDir ] ++ lib.optional (backupDir != null) backupDir;
+        ReadWritePaths = [ replica.dataDir ] ++ lib.optional (cfg.backupDir != null) cfg.backupDir;
         # AF_UNIX: systemctl and journalctl talk to systemd over local sockets.
         RestrictAddressFamilies = [ "AF_INET" "AF_INET6" "AF_UNIX" ];
         RestrictNamespaces = true;

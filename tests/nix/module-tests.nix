@@ -162,6 +162,11 @@ let
           && (cluster.replica_count == 1 || s.peers.agent_urls == cluster.agent_urls)
         )
         (b.toJSON config.services.tb-agent.settings))
+      (result "${at}backup directory: in the agent's config, created 0700 for it, writable in its sandbox"
+        (config.services.tb-agent.settings.backup.dir == "/var/lib/tb-backups"
+          && b.elem "d /var/lib/tb-backups 0700 tb-replica tb-replica - -" config.systemd.tmpfiles.rules
+          && b.elem "/var/lib/tb-backups" agent.serviceConfig.ReadWritePaths)
+        (b.toJSON { inherit (config.systemd) tmpfiles; inherit (agent.serviceConfig) ReadWritePaths; }))
       (result "${at}host sysctls" (config.boot.kernel.sysctl."kernel.io_uring_disabled" == 0 && config.boot.kernel.sysctl."net.core.rmem_max" >= 4194304) (b.toJSON config.boot.kernel.sysctl))
       (result "${at}time sync on, no swap warning" (config.services.timesyncd.enable && config.warnings == [ ]) (b.toJSON config.warnings))
     ];
@@ -216,6 +221,21 @@ let
     (result "bootstrap: started only by hand" (bootstrapUnit.wantedBy == [ ] && bootstrapUnit.requiredBy == [ ] && !(b.elem "tigerbeetle-replica-bootstrap.service" (bootstrapped.systemd.services.tigerbeetle-replica.wants ++ bootstrapped.systemd.services.tigerbeetle-replica.requires))) (b.toJSON bootstrapUnit.wantedBy))
     (result "bootstrap: the replica's own start path still never formats" (!hasFormat (startPath bootstrapped.systemd.services.tigerbeetle-replica)) "")
     (result "bootstrap: a warning says to turn it off" (b.any (lib.hasInfix "bootstrap is on") bootstrapped.warnings) (b.toJSON bootstrapped.warnings))
+    (
+      let c = withExample [{ services.tb-agent.backupDir = null; }]; in
+      result "backupDir = null: no backups, no directory"
+        (!(c.services.tb-agent.settings ? backup) && c.systemd.tmpfiles.rules == [ "d /var/lib/tigerbeetle 0700 tb-replica tb-replica - -" ]
+          && c.systemd.services.tb-agent.serviceConfig.ReadWritePaths == [ "/var/lib/tigerbeetle" ])
+        (b.toJSON c.systemd.tmpfiles.rules)
+    )
+    (
+      let c = withExample [{ services.tb-agent = { backupDir = "/srv/backups"; settings.backup.keep_last = 3; }; }]; in
+      result "backupDir and settings.backup: one [backup] section, the directory created"
+        (c.services.tb-agent.settings.backup == { dir = "/srv/backups"; keep_last = 3; }
+          && b.elem "d /srv/backups 0700 tb-replica tb-replica - -" c.systemd.tmpfiles.rules
+          && b.elem "/srv/backups" c.systemd.services.tb-agent.serviceConfig.ReadWritePaths)
+        (b.toJSON c.services.tb-agent.settings.backup)
+    )
     (result "swap on: a warning" (b.any (lib.hasInfix "swap is on") withSwap.warnings) (b.toJSON withSwap.warnings))
     (result "nixpkgs' services.tigerbeetle imported beside ours: evaluates, no shared names"
       (let c = withNixpkgsModule false; in b.deepSeq c.systemd.services (failedAssertions c == [ ] && !(c.systemd.services ? tigerbeetle)))
@@ -274,6 +294,8 @@ let
     (broken "peer token in the store" { services.tb-agent.peerTokenFile = force "/nix/store/00000000000000000000000000000000-token"; } "peerTokenFile: must not be in /nix/store")
     (broken "agent URL count" { services.tb-agent.agentUrls = force [ "http://10.0.0.10:7000" ]; } "agentUrls: has 1 entries but services.tigerbeetle-replica.replicaCount is 3")
     (broken "orchestrator network" { services.tb-agent.orchestratorNetworks = force [ "10.0.0.0/33" ]; } "orchestratorNetworks: must be IPv4 networks")
+    (broken "backup settings without a directory" { services.tb-agent = { backupDir = force null; settings.backup.keep_last = 3; }; } "backups are off (backupDir = null)")
+    (broken "relative backup directory" { services.tb-agent.backupDir = force "backups"; } "backupDir: must be an absolute path")
     (broken "firewall without nftables" { networking.nftables.enable = force false; } "needs networking.nftables.enable = true")
     (broken "no time sync" { services.timesyncd.enable = force false; } "needs time sync")
     (

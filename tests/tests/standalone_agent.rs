@@ -353,6 +353,35 @@ fn invalid_configs_stop_the_agent_with_the_field_and_reason() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `check-config --print-effective` prints what the agent reads: the file's values and every
+/// default filled in (tests/ansible/compare-agents compares the NixOS and Ansible configs by it).
+#[test]
+fn check_config_prints_the_effective_config() {
+    let text = config(29125, &[("reader", "[\"read\"]", READER)], "");
+    let dir = std::env::temp_dir().join(format!("tb-tests-effective-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("agent.toml");
+    std::fs::write(&path, &text).unwrap();
+    let output = Command::new(common::bin_dir().join("tb-agent"))
+        .args(["check-config", "--print-effective", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(output.status.success(), "{output:?}");
+    let effective: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    // From the file.
+    assert_eq!(effective["server"]["listen"], "127.0.0.1:29125");
+    assert_eq!(effective["server"]["body_size_max_bytes"], 1024);
+    assert_eq!(effective["replica"]["cluster_id"], "7");
+    assert_eq!(effective["tokens"][0]["sha256"], hash_secret_hex(READER));
+    // Defaults the file leaves out.
+    assert_eq!(effective["control"]["ready_timeout_ms"], 120_000);
+    assert_eq!(effective["health"]["memlock_ratio_min"], 0.9);
+    assert_eq!(effective["log"]["format"], "text");
+    assert!(effective["backup"].is_null(), "no [backup]: backups off");
+}
+
 /// Backups of a stopped replica need no cluster: hooks (success, failure, timeout, environment)
 /// and retention, with a real agent on a real file. systemd mode with a unit that does not exist
 /// keeps the agent from starting anything.

@@ -41,6 +41,11 @@ enum Command {
         /// checks them.
         #[arg(long)]
         without_secret_files: bool,
+        /// Print the config as the agent reads it, every default filled in, as JSON (token
+        /// hashes and file paths only: the config holds no secret). Tests compare the configs
+        /// the NixOS module and the Ansible role generate with it.
+        #[arg(long)]
+        print_effective: bool,
     },
     /// Read a token secret from standard input and print its SHA-256 for the config file.
     HashToken,
@@ -61,11 +66,17 @@ fn main() -> ExitCode {
         Command::CheckConfig {
             config,
             without_secret_files,
+            print_effective,
         } => match if without_secret_files {
             Config::load(&config)
         } else {
             load(&config)
         } {
+            Ok(effective) if print_effective => {
+                let json = serde_json::to_string_pretty(&effective).expect("a config serializes");
+                println!("{json}");
+                ExitCode::SUCCESS
+            }
             Ok(_) => {
                 println!("{}: ok", config.display());
                 ExitCode::SUCCESS

@@ -1,0 +1,51 @@
+# The replica and agent units, the agent's config and polkit rule that the NixOS modules
+# (nixos-modules/) evaluate to for one host of an inventory, as JSON, for
+# tests/ansible/compare-units and compare-agents (the Ansible roles must render the same).
+# Evaluated like tests/nix/module-tests.nix: lib.evalModules against the typed stubs, with the
+# named fake pkgs (store paths are placeholders; script texts are real).
+#
+#   nix-instantiate --eval --strict --json tests/ansible/nixos-units.nix \
+#     --argstr nixpkgsLib <nixpkgs>/lib --argstr inventoryFile $PWD/inventories/lab.json --argstr hostName tb-0
+{ nixpkgsLib, inventoryFile, hostName }:
+let
+  lib = import nixpkgsLib;
+  b = builtins;
+  pkgs = import ../nix/fake-pkgs.nix { inherit lib; };
+  inventory = import ../../nix/inventory.nix;
+  file = /. + inventoryFile;
+  cluster = inventory.fromFile file;
+
+  config = (lib.evalModules {
+    modules = [
+      ../nix/stubs.nix
+      { _module.args.pkgs = pkgs; }
+      ../../nixos-modules/replica-host.nix
+      {
+        services.tigerbeetle-host = { enable = true; inventoryFile = file; inherit hostName; };
+        services.tigerbeetle-replica.package = pkgs.tigerbeetle;
+        services.tigerbeetle-replica.allowClusterIdZero = cluster.cluster_id == "0";
+        services.tb-agent.package = pkgs.tb-agent;
+      }
+    ];
+  }).config;
+
+  unitFields = unit: { inherit (unit) description documentation after wants wantedBy startLimitIntervalSec startLimitBurst serviceConfig; };
+  replicaUnit = config.systemd.services.tigerbeetle-replica;
+  failed = map (a: a.message) (b.filter (a: !a.assertion) config.assertions);
+in
+assert failed == [ ] || throw "module assertions fail: ${lib.concatStringsSep "; " failed}";
+{
+  replica = unitFields replicaUnit // {
+    # ExecStart is a store script: its text is what runs.
+    execStartText = b.readFile replicaUnit.serviceConfig.ExecStart;
+    packagePath = pkgs.tigerbeetle.outPath;
+  };
+  agent = unitFields config.systemd.services.tb-agent // {
+    inherit (config.services.tb-agent) settings;
+    configPath = config.services.tb-agent.configFile.outPath;
+    packagePath = pkgs.tb-agent.outPath;
+    replicaPackagePath = pkgs.tigerbeetle.outPath;
+    polkitRules = config.security.polkit.extraConfig;
+    inherit (config.users.users.${config.services.tigerbeetle-replica.user}) extraGroups;
+  };
+}
