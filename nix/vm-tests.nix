@@ -72,13 +72,19 @@ let
   };
 in
 {
-  # (1) Three replicas form a cluster, every agent is ready, a client creates and looks up accounts.
+  # (1) Three replicas form a cluster, every agent is ready, a client creates and looks up
+  # accounts, and a backup through the agent lands in the backup directory.
   vm-cluster = mkTest "cluster" { } ''
     for r in replicas:
         r.succeed("curl -sf -H 'Authorization: Bearer ${operatorSecret}' http://" + r.name.replace("replica", "192.168.1.1") + ":7000/v1/health/ready")
     client.succeed("${repl "create_accounts id=1 code=10 ledger=700, id=2 code=10 ledger=700"}")
     out = client.succeed("${repl "lookup_accounts id=1, id=2"}")
     assert '"id": "1"' in out and '"id": "2"' in out, out
+    # A backup through the agent lands in the module's backup directory (0700, the agent's user).
+    client.succeed("tbctl backup --inventory /etc/tb/inventory.json --replica 1")
+    replica1.succeed("test \"$(stat -c '%a %U' /var/lib/tb-backups)\" = '700 tb-replica'")
+    replica1.succeed("test -n \"$(ls -A /var/lib/tb-backups)\"")
+    client.succeed("tbctl wait-ready --inventory /etc/tb/inventory.json --timeout-ms 300000")
   '';
 
   # (2) Inside the client networks the replica port answers; outside it does not, nor the agent's.
