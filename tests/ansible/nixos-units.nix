@@ -1,12 +1,14 @@
 # The replica and agent units, the agent's config and polkit rule that the NixOS modules
 # (nixos-modules/) evaluate to for one host of an inventory, as JSON, for
-# tests/ansible/compare-units and compare-agents (the Ansible roles must render the same).
+# tests/ansible/compare-units and compare-agents (the Ansible roles must render the same), and
+# with `--arg bootstrap true` everything tests/e2e/test_nixos_units.py installs on a real
+# systemd host (the bootstrap unit, tmpfiles rules, firewall rules, the store scripts' texts).
 # Evaluated like tests/nix/module-tests.nix: lib.evalModules against the typed stubs, with the
 # named fake pkgs (store paths are placeholders; script texts are real).
 #
 #   nix-instantiate --eval --strict --json tests/ansible/nixos-units.nix \
 #     --argstr nixpkgsLib <nixpkgs>/lib --argstr inventoryFile $PWD/inventories/lab.json --argstr hostName tb-0
-{ nixpkgsLib, inventoryFile, hostName }:
+{ nixpkgsLib, inventoryFile, hostName, bootstrap ? false }:
 let
   lib = import nixpkgsLib;
   b = builtins;
@@ -25,11 +27,12 @@ let
         services.tigerbeetle-replica.package = pkgs.tigerbeetle;
         services.tigerbeetle-replica.allowClusterIdZero = cluster.cluster_id == "0";
         services.tb-agent.package = pkgs.tb-agent;
+        services.tigerbeetle-replica.bootstrap = bootstrap;
       }
     ];
   }).config;
 
-  unitFields = unit: { inherit (unit) description documentation after wants wantedBy startLimitIntervalSec startLimitBurst serviceConfig; };
+  unitFields = unit: { inherit (unit) description documentation after before wants wantedBy startLimitIntervalSec startLimitBurst serviceConfig; };
   replicaUnit = config.systemd.services.tigerbeetle-replica;
   failed = map (a: a.message) (b.filter (a: !a.assertion) config.assertions);
 in
@@ -47,5 +50,18 @@ assert failed == [ ] || throw "module assertions fail: ${lib.concatStringsSep ";
     replicaPackagePath = pkgs.tigerbeetle.outPath;
     polkitRules = config.security.polkit.extraConfig;
     inherit (config.users.users.${config.services.tigerbeetle-replica.user}) extraGroups;
+  };
+  host = {
+    user = config.services.tigerbeetle-replica.user;
+    units = lib.mapAttrs (_: unitFields)
+      (lib.filterAttrs (name: _: b.elem name [ "tigerbeetle-replica" "tigerbeetle-replica-bootstrap" "tb-agent" ]) config.systemd.services);
+    # Store files the units name, with their texts (made here by builtins.toFile).
+    storeScripts = map (path: { inherit path; text = b.readFile path; })
+      ([ replicaUnit.serviceConfig.ExecStart ]
+        ++ lib.optional bootstrap config.systemd.services.tigerbeetle-replica-bootstrap.serviceConfig.ExecStart);
+    tmpfilesRules = config.systemd.tmpfiles.rules;
+    firewallInputRules = config.networking.firewall.extraInputRules;
+    inherit (config.services.tigerbeetle-replica) dataFile;
+    inherit (config.services.tb-agent) peerTokenFile backupDir;
   };
 }

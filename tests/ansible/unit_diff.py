@@ -40,6 +40,25 @@ def systemd_value(value) -> str:
     return str(value)
 
 
+def render_unit(nix: dict) -> str:
+    """The unit file NixOS writes for a systemd.services entry, for the keys our modules set
+    (nixos/lib/systemd-lib.nix: a list value becomes one line per element, booleans
+    true/false). tests/e2e/test_nixos_units.py installs these on real systemd hosts."""
+    def lines(section: str, pairs: list[tuple[str, object]]) -> list[str]:
+        out = [f"[{section}]"]
+        for key, value in pairs:
+            for item in value if isinstance(value, list) else [value]:
+                if item is not None:
+                    out.append(f"{key}={systemd_value(item)}")
+        return out
+    unit = [("Description", nix["description"]), ("Documentation", nix["documentation"]),
+            ("After", nix["after"]), ("Before", nix.get("before", [])), ("Wants", nix["wants"]),
+            ("StartLimitIntervalSec", nix["startLimitIntervalSec"]),
+            ("StartLimitBurst", nix["startLimitBurst"])]
+    return "\n".join(lines("Unit", unit) + [""] + lines("Service", list(nix["serviceConfig"].items()))
+                     + [""] + lines("Install", [("WantedBy", nix["wantedBy"])])) + "\n"
+
+
 def nixos_unit(nix: dict) -> dict[Key, str]:
     """The unit file NixOS writes for a systemd.services entry (the keys our modules set)."""
     out = {

@@ -62,6 +62,14 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def vm_kib(status: str, key: str) -> int:
+    """A `Vm*` value of /proc/PID/status, in KiB."""
+    for line in status.splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise AssertionError(f"{key} missing from /proc/PID/status")
+
+
 def build_binaries() -> dict[str, Path]:
     """tb-agent, tbctl, the commit_gap client (cargo, release) and the tigerbeetle server."""
     env = dict(os.environ)
@@ -239,6 +247,26 @@ class Controller:
             str(self.binaries["tbctl"]), "--ca-file", str(self.lab.ca_cert_path), *args])
         return subprocess.run(argv, env=self.env(), capture_output=True, text=True,
                               timeout=timeout_s, check=check)
+
+    def wait_ready(self, timeout_s: float = 180) -> None:
+        """Until tbctl reports every replica ready (a deadline, not a sleep)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            result = self.tbctl("status", "--inventory", str(self.inventory_path), check=False)
+            if result.returncode == 0:
+                return
+            assert time.monotonic() < deadline, result.stdout + result.stderr
+            time.sleep(1)
+
+    def connects(self, source: str, address: str, port: int) -> bool:
+        """A TCP connection from a controller-side source address (inside the lab netns)."""
+        code = ("import socket, sys\n"
+                "try:\n"
+                f"    socket.create_connection(('{address}', {port}), timeout=3,"
+                f" source_address=('{source}', 0)).close()\n"
+                "except OSError as error:\n"
+                "    print(error); sys.exit(1)\n")
+        return run(self.lab.controller_command(["python3", "-c", code]), check=False).returncode == 0
 
     def status(self) -> list[dict]:
         result = self.tbctl("status", "--inventory", str(self.inventory_path), "--json",

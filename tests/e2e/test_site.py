@@ -10,25 +10,6 @@ import time
 import labctl
 
 
-def vm_kib(status: str, key: str) -> int:
-    for line in status.splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    raise AssertionError(f"{key} missing from /proc/PID/status")
-
-
-def connects(controller, source: str, address: str, port: int) -> bool:
-    """A TCP connection from a controller-side source address (inside the lab netns)."""
-    code = ("import socket, sys\n"
-            "try:\n"
-            f"    socket.create_connection(('{address}', {port}), timeout=3,"
-            f" source_address=('{source}', 0)).close()\n"
-            "except OSError as error:\n"
-            "    print(error); sys.exit(1)\n")
-    result = labctl.run(controller.lab.controller_command(["python3", "-c", code]), check=False)
-    return result.returncode == 0
-
-
 def test_site_and_bootstrap(cluster):
     controller = cluster
     # Every agent ready, through tbctl over verified TLS.
@@ -43,7 +24,7 @@ def test_site_and_bootstrap(cluster):
         pid = controller.replica_pid(host)
         assert pid > 0 and replica["pid"] == pid, (host, pid, replica["pid"])
         proc = controller.lab.exec(host, f"cat /proc/{pid}/status").stdout
-        locked, resident = vm_kib(proc, "VmLck"), vm_kib(proc, "VmRSS")
+        locked, resident = labctl.vm_kib(proc, "VmLck"), labctl.vm_kib(proc, "VmRSS")
         labctl.log(f"{host}: VmLck {locked} kB, VmRSS {resident} kB")
         assert locked >= 0.9 * resident, (host, locked, resident)
         # The replica runs as its own user; the agent as another.
@@ -58,12 +39,12 @@ def test_firewall(cluster):
     lab.run_controller(["ip", "addr", "add", f"{labctl.OUTSIDER}/32", "dev", labctl.harness.BRIDGE])
     try:
         # The controller is in the client and orchestrator networks; the outsider in neither.
-        assert connects(controller, labctl.CONTROLLER, target, 3000)
-        assert connects(controller, labctl.CONTROLLER, target, 7443)
-        assert not connects(controller, labctl.OUTSIDER, target, 3000)
-        assert not connects(controller, labctl.OUTSIDER, target, 7443)
+        assert controller.connects(labctl.CONTROLLER, target, 3000)
+        assert controller.connects(labctl.CONTROLLER, target, 7443)
+        assert not controller.connects(labctl.OUTSIDER, target, 3000)
+        assert not controller.connects(labctl.OUTSIDER, target, 7443)
         # Other ports are not this firewall's business (sshd stays reachable).
-        assert connects(controller, labctl.OUTSIDER, target, 22)
+        assert controller.connects(labctl.OUTSIDER, target, 22)
     finally:
         lab.run_controller(["ip", "addr", "del", f"{labctl.OUTSIDER}/32", "dev",
                             labctl.harness.BRIDGE], check=False)
@@ -81,18 +62,6 @@ def test_agent_may_control_only_the_replica_unit(cluster):
     denied = lab.exec(host, "runuser -u tb-agent -- systemctl --no-ask-password restart ssh.service",
                       check=False)
     assert denied.returncode != 0, denied.stdout
-
-
-def wait_ready(controller, timeout_s: float = 180) -> None:
-    """Until tbctl reports every replica ready (a deadline, not a sleep)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = controller.tbctl("status", "--inventory", str(controller.inventory_path),
-                                  check=False)
-        if result.returncode == 0:
-            return
-        assert time.monotonic() < deadline, result.stdout + result.stderr
-        time.sleep(1)
 
 
 def test_scheduled_backup_timer(cluster):
@@ -116,7 +85,7 @@ def test_scheduled_backup_timer(cluster):
             break
         assert time.monotonic() < deadline, (before, after)
         time.sleep(1)
-    wait_ready(controller)
+    controller.wait_ready()
     # The backup went through the agent with the scheduler's token (backup scope only).
     audit = lab.exec(host, "cat /var/log/tb-agent/audit.jsonl").stdout
     assert any("scheduler" in line and "backup" in line for line in audit.splitlines()), audit[-2000:]

@@ -1,0 +1,222 @@
+"""End-to-end test 7: what the NixOS modules generate, run on real systemd hosts.
+
+There is no NixOS here (no nixpkgs, no KVM for the flake's VM tests), so this installs on the
+lab's Debian hosts exactly what the modules evaluate to for each inventory host
+(tests/ansible/nixos-units.nix with --arg bootstrap true): the replica, bootstrap and agent
+units as NixOS renders them, the store scripts they run, the generated agent config, the polkit
+rule, the tmpfiles rules and the firewall rules, with the real tigerbeetle and tb-agent at the
+units' store paths. What stands in for NixOS itself, named as such: the user (useradd, as
+users.users would), and the input chain around the module's rules (nixos-fw-standin: drop by
+default, ssh and established traffic allowed, as NixOS's nftables firewall does).
+
+Then it does what the VM tests do: no format without bootstrap, bootstrap once, a ready
+cluster whose agents (the replica's user) accept the replica's StatsD, locked memory (VmLck;
+RLIMIT_MEMLOCK as systemd configured it: the lab's containers cannot raise the process's), control
+through polkit and nothing more, a backup, recover of a deleted data file, the firewall, auth.
+
+    python3 -m pytest tests/e2e/test_nixos_units.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import labctl
+
+sys.path.insert(0, str(labctl.REPO / "tests" / "ansible"))
+from unit_diff import render_unit  # noqa: E402
+
+UNITS = ("tigerbeetle-replica", "tigerbeetle-replica-bootstrap", "tb-agent")
+FIREWALL_TABLE = "nixos-fw-standin"
+
+
+def evaluate(controller, host: str) -> dict:
+    lib_flake = Path(os.environ.get("TB_NIXPKGS_LIB", labctl.REPO.parent / "shared" / "nixpkgs-lib"))
+    if shutil.which("nix-instantiate") is None or not (lib_flake / "lib" / "default.nix").exists():
+        pytest.skip(f"nix-instantiate or nixpkgs' lib ({lib_flake}) missing (scripts/deps; TB_NIXPKGS_LIB)")
+    env = dict(os.environ, NIX_CONFIG="build-users-group =\n")
+    result = labctl.run([
+        "nix-instantiate", "--read-write-mode", "--eval", "--strict", "--json",
+        "tests/ansible/nixos-units.nix", "--argstr", "nixpkgsLib", str(lib_flake / "lib"),
+        "--argstr", "inventoryFile", str(controller.inventory_path), "--argstr", "hostName", host,
+        "--arg", "bootstrap", "true"], cwd=labctl.REPO, env=env, capture_output=True)
+    return json.loads(result.stdout)
+
+
+def write(root: Path, path: str, data: bytes) -> None:
+    target = root / path.lstrip("/")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(data)
+
+
+def install(controller, host: str, nix: dict) -> None:
+    """Puts on the host what `nixos-rebuild switch` would, at the same paths."""
+    lab = controller.lab
+    lab_host = lab.host(host)
+    root = Path(lab_host.root)
+    spec, agent = nix["host"], nix["agent"]
+    user = spec["user"]
+    # Stand-in for users.users: a system user and group, in the journal's group.
+    lab.exec(host, f"useradd --system --user-group --no-create-home --home-dir /var/empty "
+                   f"--shell /usr/sbin/nologin --groups {','.join(agent['extraGroups'])} {user}")
+    binaries = controller.binaries
+    write(root, f"{nix['replica']['packagePath']}/bin/tigerbeetle", binaries["tigerbeetle"].read_bytes())
+    write(root, f"{agent['packagePath']}/bin/tb-agent", binaries["tb_agent"].read_bytes())
+    for script in spec["storeScripts"]:
+        write(root, script["path"], script["text"].encode())
+    toml = labctl.run([sys.executable, str(labctl.REPO / "tests" / "nix" / "json-to-toml.py")],
+                      input=json.dumps(agent["settings"]), capture_output=True).stdout
+    write(root, agent["configPath"], toml.encode())
+    for name, unit in spec["units"].items():
+        assert name in UNITS, name
+        write(root, f"/etc/systemd/system/{name}.service", render_unit(unit).encode())
+    write(root, "/etc/polkit-1/rules.d/60-tb-agent.rules", agent["polkitRules"].encode())
+    write(root, "/etc/tmpfiles.d/tigerbeetle.conf", ("\n".join(spec["tmpfilesRules"]) + "\n").encode())
+    tls = "/etc/tb-agent/tls"
+    write(root, f"{tls}/agent.crt", Path(lab_host.tls_cert).read_bytes())
+    write(root, f"{tls}/agent.key", Path(lab_host.tls_key).read_bytes())
+    write(root, f"{tls}/ca.crt", lab.ca_cert_path.read_bytes())
+    write(root, spec["peerTokenFile"], controller.peer_token_file.read_bytes())
+    # Stand-in for NixOS's firewall around the module's rules (networking.firewall.extraInputRules).
+    write(root, "/etc/nixos-fw-standin.nft", (
+        f"table inet {FIREWALL_TABLE} {{\n  chain input {{\n"
+        "    type filter hook input priority filter; policy drop;\n"
+        "    iifname \"lo\" accept\n    ct state established,related accept\n"
+        "    ip protocol icmp accept\n    tcp dport 22 accept\n"
+        f"{spec['firewallInputRules']}\n  }}\n}}\n").encode())
+    lab.exec(host, " && ".join([
+        "chmod 0555 /nix/store/*/bin/* " + " ".join(s["path"] for s in spec["storeScripts"]),
+        f"chmod 0444 {agent['configPath']}",
+        f"chown -R {user}:{user} /etc/tb-agent && chmod 0700 /etc/tb-agent {tls}",
+        f"chmod 0600 {tls}/agent.key {spec['peerTokenFile']}",
+        "systemd-tmpfiles --create /etc/tmpfiles.d/tigerbeetle.conf",
+        "nft -f /etc/nixos-fw-standin.nft",
+        "systemctl restart polkit.service",
+        "systemctl daemon-reload",
+    ]))
+
+
+def unit_state(lab, host: str, unit: str, deadline_s: float = 30) -> dict[str, str]:
+    """ActiveState etc. once the unit has settled (not activating), within a deadline."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        out = lab.exec(host, f"systemctl show --property=ActiveState --property=NRestarts "
+                             f"--property=ExecMainStatus --property=MainPID {unit}").stdout
+        state = dict(line.split("=", 1) for line in out.split())
+        if state["ActiveState"] not in ("activating", "deactivating") or time.monotonic() > deadline:
+            return state
+        time.sleep(0.2)
+
+
+def journal(lab, host: str, unit: str) -> str:
+    return lab.exec(host, f"journalctl -u {unit} --no-pager -n 50").stdout
+
+
+def test_nixos_units_on_real_systemd_hosts(controller):
+    lab = controller.lab
+    hosts = controller.host_names
+    inventory = controller.inventory_path
+    nix = {host: evaluate(controller, host) for host in hosts}
+    for host in hosts:
+        install(controller, host, nix[host])
+
+    # Before bootstrap: the replica unit refuses without a data file (exit 78, not restarted)
+    # and says to recover; nothing formats.
+    for index, host in enumerate(hosts):
+        data_file = nix[host]["host"]["dataFile"]
+        lab.exec(host, "systemctl start tigerbeetle-replica.service", check=False)
+        state = unit_state(lab, host, "tigerbeetle-replica.service")
+        assert (state["ActiveState"], state["ExecMainStatus"], state["NRestarts"]) == ("failed", "78", "0"), state
+        assert f"tbctl recover --inventory <inventory> --replica {index}" in journal(
+            lab, host, "tigerbeetle-replica.service")
+        assert lab.exec(host, f"test -e {data_file}", check=False).returncode != 0
+
+    # Bootstrap formats once, 0600 in a 0700 directory of the replica's user; a second refuses.
+    for host in hosts:
+        data_file = nix[host]["host"]["dataFile"]
+        lab.exec(host, "systemctl start tigerbeetle-replica-bootstrap.service", timeout_s=300)
+        modes = lab.exec(host, f"stat -c '%a %U' {data_file} {os.path.dirname(data_file)}").stdout.split("\n")
+        assert modes[:2] == ["600 tb-replica", "700 tb-replica"], modes
+        again = lab.exec(host, "systemctl start tigerbeetle-replica-bootstrap.service", check=False)
+        assert again.returncode != 0
+        assert "refusing to format" in journal(lab, host, "tigerbeetle-replica-bootstrap.service")
+
+    # The replicas and their agents: ready, which needs each agent (the replica's user) to
+    # accept its replica's StatsD datagrams, checked against /proc/<replica pid>/fd.
+    for host in hosts:
+        lab.exec(host, "systemctl reset-failed tigerbeetle-replica.service && "
+                       "systemctl start tigerbeetle-replica.service tb-agent.service")
+    controller.wait_ready(timeout_s=240)
+    for host in hosts:
+        status = controller.agent(host, "/v1/status")["replica"]
+        assert status["run_mode"] == "systemd" and status["running"], status
+        pid = int(unit_state(lab, host, "tigerbeetle-replica.service")["MainPID"])
+        # systemd took the unit's unlimited RLIMIT_MEMLOCK. (The lab's containers lack
+        # CAP_SYS_RESOURCE, so the process itself keeps the container's 8 MiB cap there; the VM
+        # test reads /proc/PID/limits. The unit's CAP_IPC_LOCK bypasses the cap, so VmLck below
+        # is the evidence that the memory is locked.)
+        limit = lab.exec(host, "systemctl show --property=LimitMEMLOCK --property=LimitMEMLOCKSoft "
+                               "tigerbeetle-replica.service").stdout.split()
+        assert limit == ["LimitMEMLOCK=infinity", "LimitMEMLOCKSoft=infinity"], limit
+        proc = lab.exec(host, f"cat /proc/{pid}/status").stdout
+        locked, resident = labctl.vm_kib(proc, "VmLck"), labctl.vm_kib(proc, "VmRSS")
+        assert locked >= 0.9 * resident, (host, locked, resident)
+        assert "Unable to lock pages" not in journal(lab, host, "tigerbeetle-replica.service")
+
+    # Control through polkit, under a writing client: a restart by the agent; nothing else.
+    before = int(unit_state(lab, hosts[1], "tigerbeetle-replica.service")["MainPID"])
+    with controller.client(600) as client:
+        controller.tbctl("restart", "--inventory", str(inventory), "--replica", "1", timeout_s=300)
+    report = client.stop()
+    assert report["failures"] == 0 and report["requests"] > 0, report
+    after = int(unit_state(lab, hosts[1], "tigerbeetle-replica.service")["MainPID"])
+    assert after not in (0, before), (before, after)
+    denied = lab.exec(hosts[0], "runuser -u tb-replica -- systemctl --no-ask-password restart "
+                                "ssh.service", check=False)
+    assert denied.returncode != 0, denied.stdout
+
+    # A backup lands in the module's backup directory.
+    controller.tbctl("backup", "--inventory", str(inventory), "--replica", "2", timeout_s=600)
+    backup_dir = nix[hosts[2]]["host"]["backupDir"]
+    listing = lab.exec(hosts[2], f"stat -c '%a %U' {backup_dir} && ls -A {backup_dir}").stdout.split("\n")
+    assert listing[0] == "700 tb-replica" and listing[1], listing
+    controller.wait_ready()
+
+    # A deleted data file: no format, recover through the agent brings the replica back.
+    lost, data_file = hosts[2], nix[hosts[2]]["host"]["dataFile"]
+    controller.tbctl("stop", "--inventory", str(inventory), "--replica", "2")
+    lab.exec(lost, f"rm {data_file}")
+    lab.exec(lost, "systemctl start tigerbeetle-replica.service", check=False)
+    state = unit_state(lab, lost, "tigerbeetle-replica.service")
+    assert (state["ActiveState"], state["ExecMainStatus"]) == ("failed", "78"), state
+    controller.tbctl("recover", "--inventory", str(inventory), "--replica", "2", timeout_s=900)
+    assert lab.exec(lost, f"test -e {data_file}", check=False).returncode == 0
+    controller.wait_ready()
+    assert "recover" in lab.exec(lost, "cat /var/log/tb-agent/audit.jsonl").stdout
+
+    # The firewall: the controller (client and orchestrator networks) in, an outsider out.
+    target = lab.hosts()[0].address
+    lab.run_controller(["ip", "addr", "add", f"{labctl.OUTSIDER}/32", "dev", labctl.harness.BRIDGE])
+    try:
+        assert controller.connects(labctl.CONTROLLER, target, 3000)
+        assert controller.connects(labctl.CONTROLLER, target, 7443)
+        assert not controller.connects(labctl.OUTSIDER, target, 3000)
+        assert not controller.connects(labctl.OUTSIDER, target, 7443)
+    finally:
+        lab.run_controller(["ip", "addr", "del", f"{labctl.OUTSIDER}/32", "dev",
+                            labctl.harness.BRIDGE], check=False)
+
+    # No token, no answer.
+    url = controller.inventory["all"]["hosts"][hosts[0]]["tb_agent_url"] + "/v1/status"
+    code = subprocess.run(lab.controller_command([
+        "curl", "--silent", "--output", "/dev/null", "--write-out", "%{http_code}", "--cacert",
+        str(lab.ca_cert_path), url]), capture_output=True, text=True, timeout=30).stdout
+    assert code == "401", code
