@@ -268,6 +268,19 @@ class Controller:
                 "    print(error); sys.exit(1)\n")
         return run(self.lab.controller_command(["python3", "-c", code]), check=False).returncode == 0
 
+    def firewall_verdicts(self, target: str, ports: Sequence[int]) -> dict[tuple[str, int], bool]:
+        """Whether each port of `target` accepts a TCP connection from the controller (inside
+        the client and orchestrator networks) and from an outsider (in neither), whose address
+        is on the lab bridge only for the check."""
+        bridge = ["dev", harness.BRIDGE]
+        self.lab.run_controller(["ip", "addr", "add", f"{OUTSIDER}/32", *bridge])
+        try:
+            return {(name, port): self.connects(source, target, port)
+                    for name, source in (("controller", CONTROLLER), ("outsider", OUTSIDER))
+                    for port in ports}
+        finally:
+            self.lab.run_controller(["ip", "addr", "del", f"{OUTSIDER}/32", *bridge], check=False)
+
     def status(self) -> list[dict]:
         result = self.tbctl("status", "--inventory", str(self.inventory_path), "--json",
                             check=False)
