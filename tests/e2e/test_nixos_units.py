@@ -159,10 +159,10 @@ def test_nixos_units_on_real_systemd_hosts(controller):
         status = controller.agent(host, "/v1/status")["replica"]
         assert status["run_mode"] == "systemd" and status["running"], status
         pid = int(unit_state(lab, host, "tigerbeetle-replica.service")["MainPID"])
-        # systemd took the unit's unlimited RLIMIT_MEMLOCK. (The lab's containers lack
-        # CAP_SYS_RESOURCE, so the process itself keeps the container's 8 MiB cap there; the VM
-        # test reads /proc/PID/limits. The unit's CAP_IPC_LOCK bypasses the cap, so VmLck below
-        # is the evidence that the memory is locked.)
+        # systemd took the unit's unlimited RLIMIT_MEMLOCK. (The lab's systemd cannot raise a
+        # process's limit above the container's 8 MiB: this machine has no CAP_SYS_RESOURCE to
+        # give its containers. The VM test reads /proc/PID/limits. The unit's CAP_IPC_LOCK
+        # bypasses the cap, so VmLck below is the evidence that the memory is locked.)
         limit = lab.exec(host, "systemctl show --property=LimitMEMLOCK --property=LimitMEMLOCKSoft "
                                "tigerbeetle-replica.service").stdout.split()
         assert limit == ["LimitMEMLOCK=infinity", "LimitMEMLOCKSoft=infinity"], limit
