@@ -40,40 +40,37 @@ def systemd_value(value) -> str:
     return str(value)
 
 
-def render_unit(nix: dict) -> str:
-    """The unit file NixOS writes for a systemd.services entry, for the keys our modules set
-    (nixos/lib/systemd-lib.nix: a list value becomes one line per element, booleans
-    true/false). tests/e2e/test_nixos_units.py installs these on real systemd hosts."""
-    def lines(section: str, pairs: list[tuple[str, object]]) -> list[str]:
-        out = [f"[{section}]"]
-        for key, value in pairs:
-            for item in value if isinstance(value, list) else [value]:
-                if item is not None:
-                    out.append(f"{key}={systemd_value(item)}")
-        return out
+def unit_entries(nix: dict) -> list[tuple[str, str, object]]:
+    """(section, key, value) for what NixOS writes of a systemd.services entry, for the keys our
+    modules set; a value may be a list (one line per element) or None (no line)."""
     unit = [("Description", nix["description"]), ("Documentation", nix["documentation"]),
             ("After", nix["after"]), ("Before", nix.get("before", [])), ("Wants", nix["wants"]),
             ("StartLimitIntervalSec", nix["startLimitIntervalSec"]),
             ("StartLimitBurst", nix["startLimitBurst"])]
-    return "\n".join(lines("Unit", unit) + [""] + lines("Service", list(nix["serviceConfig"].items()))
-                     + [""] + lines("Install", [("WantedBy", nix["wantedBy"])])) + "\n"
+    return ([("Unit", key, value) for key, value in unit]
+            + [("Service", key, value) for key, value in nix["serviceConfig"].items()]
+            + [("Install", "WantedBy", nix["wantedBy"])])
+
+
+def render_unit(nix: dict) -> str:
+    """The unit file NixOS writes for a systemd.services entry (nixos/lib/systemd-lib.nix: a
+    list value becomes one line per element, booleans true/false).
+    tests/e2e/test_nixos_units.py installs these on real systemd hosts."""
+    out: list[str] = []
+    for section, key, value in unit_entries(nix):
+        if f"[{section}]" not in out:
+            out += ([""] if out else []) + [f"[{section}]"]
+        for item in value if isinstance(value, list) else [value]:
+            if item is not None:
+                out.append(f"{key}={systemd_value(item)}")
+    return "\n".join(out) + "\n"
 
 
 def nixos_unit(nix: dict) -> dict[Key, str]:
-    """The unit file NixOS writes for a systemd.services entry (the keys our modules set)."""
-    out = {
-        ("Unit", "Description"): nix["description"],
-        ("Unit", "Documentation"): systemd_value(nix["documentation"]),
-        ("Unit", "After"): systemd_value(nix["after"]),
-        ("Unit", "Wants"): systemd_value(nix["wants"]),
-        ("Unit", "StartLimitIntervalSec"): systemd_value(nix["startLimitIntervalSec"]),
-        ("Unit", "StartLimitBurst"): systemd_value(nix["startLimitBurst"]),
-        ("Install", "WantedBy"): systemd_value(nix["wantedBy"]),
-    }
-    for key, value in nix["serviceConfig"].items():
-        out[("Service", key)] = systemd_value(value)
-    # An empty list is no setting at all.
-    return {key: value for key, value in out.items() if value != ""}
+    """The same unit as (section, key) -> value, a list's elements joined by spaces as systemd
+    reads repeated lines; keys without a line (None, an empty list) are absent."""
+    return {(section, key): systemd_value(value) for section, key, value in unit_entries(nix)
+            if value is not None and value != []}
 
 
 def diff_keyed(ansible: dict, nixos: dict, expected: Expected, seen: set) -> list[str]:
