@@ -14,6 +14,8 @@ let
   };
 in
 {
+  # For the other evaluations under tests/ that need a placeholder package.
+  inherit fakePackage;
   system = "x86_64-linux";
   tigerbeetle = fakePackage "tigerbeetle-0.16.78";
   tb-agent = fakePackage "tb-agent-0.1.0";

@@ -4,11 +4,11 @@
 #
 #   nix-instantiate --eval --strict --json tests/nix/package-tests.nix --argstr nixpkgsLib ../shared/nixpkgs-lib/lib
 #
-# Output: { "<system>" = { tigerbeetle = { version; src; buildPhase; installPhase; }; agent = { ... }; }; }
+# Output: { "<system>" = { tigerbeetle = { version; src; buildPhase; installPhase; }; }; }
 { nixpkgsLib }:
 let
   lib = import nixpkgsLib;
-  fakeStorePath = name: "/nix/store/00000000000000000000000000000000-${name}";
+  fakeStorePath = name: ((import ./fake-pkgs.nix { inherit lib; }).fakePackage name).outPath;
   forSystem = system:
     let
       built = import ../../nix/packages.nix {
@@ -28,10 +28,6 @@ let
     in
     {
       tigerbeetle = { inherit (built.tigerbeetle) version src buildPhase installPhase; };
-      agent = {
-        inherit (built.tb-agent) ZIG_PATH cargoBuildFlags;
-        mainPrograms = [ built.tb-agent.meta.mainProgram built.tbctl.meta.mainProgram ];
-      };
     };
 in
 lib.genAttrs [ "x86_64-linux" "aarch64-linux" ] forSystem

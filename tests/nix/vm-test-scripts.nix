@@ -9,11 +9,7 @@
 let
   lib = import nixpkgsLib;
   system = "x86_64-linux";
-  fakePackage = name: {
-    type = "derivation";
-    inherit name;
-    outPath = "/nix/store/00000000000000000000000000000000-${name}";
-  };
+  inherit (import ./fake-pkgs.nix { inherit lib; }) fakePackage;
   pkgs = {
     inherit lib;
     stdenv.hostPlatform = { inherit system; };
