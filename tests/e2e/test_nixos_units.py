@@ -51,10 +51,14 @@ def evaluate(controller, host: str) -> dict:
     return json.loads(result.stdout)
 
 
-def write(root: Path, path: str, data: bytes) -> None:
+def write(root: Path, path: str, data: bytes, mode: int = 0o644) -> None:
+    """A file in a host's root, created with `mode` (a secret is never readable by others, not
+    even until a later chmod)."""
     target = root / path.lstrip("/")
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(data)
+    descriptor = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    with os.fdopen(descriptor, "wb") as file:
+        file.write(data)
 
 
 def install(controller, host: str, nix: dict) -> None:
@@ -82,9 +86,9 @@ def install(controller, host: str, nix: dict) -> None:
     write(root, "/etc/tmpfiles.d/tigerbeetle.conf", ("\n".join(spec["tmpfilesRules"]) + "\n").encode())
     tls = "/etc/tb-agent/tls"
     write(root, f"{tls}/agent.crt", Path(lab_host.tls_cert).read_bytes())
-    write(root, f"{tls}/agent.key", Path(lab_host.tls_key).read_bytes())
+    write(root, f"{tls}/agent.key", Path(lab_host.tls_key).read_bytes(), mode=0o600)
     write(root, f"{tls}/ca.crt", lab.ca_cert_path.read_bytes())
-    write(root, spec["peerTokenFile"], controller.peer_token_file.read_bytes())
+    write(root, spec["peerTokenFile"], controller.peer_token_file.read_bytes(), mode=0o600)
     # Stand-in for NixOS's firewall around the module's rules (networking.firewall.extraInputRules).
     write(root, "/etc/nixos-fw-standin.nft", (
         f"table inet {FIREWALL_TABLE} {{\n  chain input {{\n"
