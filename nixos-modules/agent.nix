@@ -195,7 +195,7 @@ in
         }
         {
           assertion = cfg.backupDir == null || rules.pathReason cfg.backupDir == null;
-          message = "services.tb-agent.backupDir: must be an absolute path without \".\" or \"..\" components or a trailing \"/\"";
+          message = "services.tb-agent.backupDir: ${toString (rules.pathReason cfg.backupDir)}";
         }
         {
           assertion = !cfg.openFirewall || config.networking.nftables.enable;

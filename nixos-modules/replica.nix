@@ -226,7 +226,7 @@ in
         }
         {
           assertion = rules.pathReason cfg.dataDir == null;
-          message = "services.tigerbeetle-replica.dataDir: must be an absolute path without \".\" or \"..\" components or a trailing \"/\"";
+          message = "services.tigerbeetle-replica.dataDir: ${toString (rules.pathReason cfg.dataDir)}";
         }
         {
           assertion = badNetworks == [ ];
