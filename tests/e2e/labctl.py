@@ -239,8 +239,27 @@ class Controller:
         (log_dir / f"{int(time.time() * 1000)}-{name}.log").write_text(
             outcome.stdout + "\n--- stderr\n" + outcome.stderr)
         if check and result.returncode != 0:
-            raise AssertionError(f"{name} failed ({result.returncode}):\n{outcome.tail()}")
+            raise AssertionError(f"{name} failed ({result.returncode}):\n{outcome.tail()}\n"
+                                 f"{self.failed_units_report()}")
         return outcome
+
+    def failed_units_report(self, journal_lines: int = 40) -> str:
+        """What systemd says about every failed unit on every host: a failed task names only
+        the unit, and the lab (with its journals) is gone when CI prints the failure."""
+        script = ("for unit in $(systemctl list-units --failed --plain --no-legend "
+                  "| awk '{print $1}'); do systemctl status --no-pager --lines=0 \"$unit\"; "
+                  f"journalctl --no-pager --lines={journal_lines} --unit=\"$unit\"; done")
+        report = []
+        for host in self.host_names:
+            try:
+                result = self.lab.exec(host, script, timeout_s=30, check=False)
+            except subprocess.SubprocessError as error:
+                report.append(f"--- {host}: {error}")
+                continue
+            if result.returncode != 0 or result.stdout.strip():
+                report.append(f"--- failed units on {host} (exit {result.returncode}):\n"
+                              f"{result.stdout}{result.stderr}")
+        return "\n".join(report) or "--- no failed units on any host"
 
     def tbctl(self, *args: str, check: bool = True, timeout_s: float = 300):
         argv = self.lab.controller_command([

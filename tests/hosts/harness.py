@@ -20,6 +20,11 @@ Traps (all verified on a Debian bookworm machine without systemd as its PID 1):
   static-address file must sort before it (`10-host0.network`).
 - The container needs CAP_IPC_LOCK to mlock TigerBeetle's memory: it bypasses RLIMIT_MEMLOCK,
   which shows as `VmLck` in `/proc/PID/status`.
+- `--keep-unit` puts the container's units under nspawn's own cgroup (`<cgroup>/payload`). Started
+  from the same cgroup, all hosts would share one tree: a unit of the same name on two hosts is
+  one cgroup directory, and one host's systemd removing it while another starts a process there
+  fails that start (`status=219/CGROUP`, seen with a firewall unit started on three hosts at
+  once). Each nspawn therefore starts in a cgroup of its own (`host_cgroup_dirs`).
 """
 
 from __future__ import annotations
@@ -524,6 +529,9 @@ class Lab:
             f"[Network]\nAddress={address}/{SUBNET.prefixlen}\n"
             "LinkLocalAddressing=no\nIPv6AcceptRA=no\n")
         log_path = host_dir / "console.log"
+        cgroups = host_cgroup_dirs(name)
+        for path in cgroups:
+            path.mkdir(exist_ok=True)
         with open(log_path, "w") as console:
             process = subprocess.Popen(
                 self.controller_command([
@@ -531,7 +539,7 @@ class Lab:
                     f"--network-bridge={BRIDGE}", "--capability=CAP_IPC_LOCK",
                     "--console=read-only", "-D", str(root), "-M", name]),
                 stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT,
-                start_new_session=True)
+                start_new_session=True, preexec_fn=lambda: _enter_cgroups(cgroups))
         pki = self.pki_dir
         return Host(name=name, index=index, address=str(address), root=str(root),
                     nspawn_pid=process.pid, log_path=str(log_path),
@@ -589,6 +597,9 @@ class Lab:
             time.sleep(0.1)
         else:
             raise LabError(f"processes survive SIGKILL: {self._lab_pids()}")
+        for index in range(HOST_COUNT_MAX):
+            for path in host_cgroup_dirs(host_name(index)):
+                _remove_cgroup_tree(path)
         if NETNS_PATH.exists():
             run(["ip", "netns", "delete", NETNS])
         if self.hosts_dir.exists():
@@ -630,6 +641,56 @@ class Lab:
                         netns_inode:
                     pids.append(int(entry.name))
         return pids
+
+
+def _systemd_cgroup_parents() -> list[Path]:
+    """This process's cgroup in each hierarchy a container's systemd tracks units in: the
+    unified (cgroup2) one and, on a legacy or hybrid host, the v1 `name=systemd` one."""
+    own = {}
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        own[controllers] = path
+    parents = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields, _, tail = line.partition(" - ")
+        fields, tail = fields.split(), tail.split()
+        mount_root, mount_point, fs_type, options = fields[3], fields[4], tail[0], tail[2]
+        if fs_type == "cgroup2":
+            key = ""
+        elif fs_type == "cgroup" and "name=systemd" in options.split(","):
+            key = "name=systemd"
+        else:
+            continue
+        if key not in own:
+            continue
+        if mount_root != "/":
+            raise LabError(f"cgroup hierarchy at {mount_point} is mounted from {mount_root}, "
+                           "not its root: cannot place the lab's hosts in their own cgroups")
+        parents.append(Path(mount_point) / own[key].lstrip("/"))
+    return parents
+
+
+def host_cgroup_dirs(name: str) -> list[Path]:
+    return [parent / f"tb-lab-{name}" for parent in _systemd_cgroup_parents()]
+
+
+def _enter_cgroups(dirs: Sequence[Path]) -> None:
+    """Runs in the forked child before exec: moves it (so nspawn) into the host's cgroups."""
+    for path in dirs:
+        (path / "cgroup.procs").write_text("0\n")
+
+
+def _remove_cgroup_tree(path: Path) -> None:
+    """Deepest first: a cgroup directory goes only once it has no children and no processes.
+    What cannot go (a process not yet reaped) is reused by the next host of that name."""
+    if not path.is_dir():
+        return
+    for directory, _, _ in sorted(os.walk(path), key=lambda entry: -len(entry[0])):
+        try:
+            os.rmdir(directory)
+        except OSError as error:
+            log(f"down: cgroup {directory} left: {error}")
+            return
 
 
 def _inode(path: Path) -> int | None:
