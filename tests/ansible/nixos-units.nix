@@ -3,8 +3,7 @@
 # tests/ansible/compare-units and compare-agents (the Ansible roles must render the same), and
 # with `--arg bootstrap true` everything tests/e2e/test_nixos_units.py installs on a real
 # systemd host (the bootstrap unit, tmpfiles rules, firewall rules, the store scripts' texts).
-# Evaluated like tests/nix/module-tests.nix: lib.evalModules against the typed stubs, with the
-# named fake pkgs (store paths are placeholders; script texts are real).
+# Evaluated as tests/nix/module-tests.nix evaluates hosts (tests/nix/eval-host.nix).
 #
 #   nix-instantiate --eval --strict --json tests/ansible/nixos-units.nix \
 #     --argstr nixpkgsLib <nixpkgs>/lib --argstr inventoryFile $PWD/inventories/lab.json --argstr hostName tb-0
@@ -12,29 +11,20 @@
 let
   lib = import nixpkgsLib;
   b = builtins;
-  pkgs = import ../nix/fake-pkgs.nix { inherit lib; };
   inventory = import ../../nix/inventory.nix;
+  inherit (import ../nix/eval-host.nix { inherit lib; }) pkgs evalConfig failedAssertions;
   file = /. + inventoryFile;
   cluster = inventory.fromFile file;
 
-  config = (lib.evalModules {
-    modules = [
-      ../nix/stubs.nix
-      { _module.args.pkgs = pkgs; }
-      ../../nixos-modules/replica-host.nix
-      {
-        services.tigerbeetle-host = { enable = true; inventoryFile = file; inherit hostName; };
-        services.tigerbeetle-replica.package = pkgs.tigerbeetle;
-        services.tigerbeetle-replica.allowClusterIdZero = cluster.cluster_id == "0";
-        services.tb-agent.package = pkgs.tb-agent;
-        services.tigerbeetle-replica.bootstrap = bootstrap;
-      }
-    ];
-  }).config;
+  config = evalConfig [{
+    services.tigerbeetle-host = { inventoryFile = file; inherit hostName; };
+    services.tigerbeetle-replica.allowClusterIdZero = cluster.cluster_id == "0";
+    services.tigerbeetle-replica.bootstrap = bootstrap;
+  }];
 
   unitFields = unit: { inherit (unit) description documentation after before wants wantedBy startLimitIntervalSec startLimitBurst serviceConfig; };
   replicaUnit = config.systemd.services.tigerbeetle-replica;
-  failed = map (a: a.message) (b.filter (a: !a.assertion) config.assertions);
+  failed = failedAssertions config;
 in
 assert failed == [ ] || throw "module assertions fail: ${lib.concatStringsSep "; " failed}";
 {

@@ -1,5 +1,5 @@
 # Evaluates nixos-modules/ with lib.evalModules against typed stubs of the NixOS options they
-# set (stubs.nix) and checks what they generate. Run by scripts/check-nix:
+# set (eval-host.nix) and checks what they generate. Run by scripts/check-nix:
 #
 #   nix-instantiate --eval --strict --json tests/nix/module-tests.nix --arg nixpkgsLib ../shared/nixpkgs-lib/lib
 #
@@ -9,24 +9,8 @@
 let
   lib = import nixpkgsLib;
   b = builtins;
-  pkgs = import ./fake-pkgs.nix { inherit lib; };
   inventory = import ../../nix/inventory.nix;
-
-  evalConfig = modules:
-    (lib.evalModules {
-      modules = [
-        ./stubs.nix
-        { _module.args.pkgs = pkgs; }
-        ../../nixos-modules/replica-host.nix
-        {
-          services.tigerbeetle-host.enable = true;
-          services.tigerbeetle-replica.package = pkgs.tigerbeetle;
-          services.tb-agent.package = pkgs.tb-agent;
-        }
-      ] ++ modules;
-    }).config;
-
-  failedAssertions = config: map (a: a.message) (b.filter (a: !a.assertion) config.assertions);
+  inherit (import ./eval-host.nix { inherit lib; }) pkgs evalConfig failedAssertions;
 
   result = name: ok: detail: { inherit name ok; detail = if ok then "" else detail; };
 
