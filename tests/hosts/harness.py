@@ -80,6 +80,8 @@ CONTROLLER_ADDRESS = SUBNET.network_address + 1
 HOST_ADDRESS_OFFSET = 10
 HOST_COUNT_MAX = 8
 NFT_TABLE = "tb_lab"
+# Each host's cgroup (in each systemd hierarchy) is this prefix and its name.
+HOST_CGROUP_PREFIX = "tb-lab-"
 
 # The lab inventory: replicas are the first INVENTORY_REPLICA_COUNT hosts. Hosts after them
 # (`lab up 4` boots tb-3) are outside the cluster and outside the client networks: the
@@ -585,7 +587,7 @@ class Lab:
                 time.sleep(0.2)
         log(f"down: machines stopped in {time.monotonic() - started:.1f} s")
         # Whatever is left (a hung shutdown, a crashed earlier run): every process rooted in a
-        # host copy or living in the lab's namespace is the lab's own.
+        # host copy, living in the lab's namespace or in a host's cgroup is the lab's own.
         for _ in range(50):
             pids = self._lab_pids()
             if not pids:
@@ -597,9 +599,9 @@ class Lab:
             time.sleep(0.1)
         else:
             raise LabError(f"processes survive SIGKILL: {self._lab_pids()}")
-        for index in range(HOST_COUNT_MAX):
-            for path in host_cgroup_dirs(host_name(index)):
-                _remove_cgroup_tree(path)
+        # Every host's cgroup, also of a crashed run's hosts not in the state file.
+        for path in _host_cgroups():
+            _remove_cgroup_tree(path)
         if NETNS_PATH.exists():
             run(["ip", "netns", "delete", NETNS])
         if self.hosts_dir.exists():
@@ -640,7 +642,15 @@ class Lab:
                 if netns_inode is not None and os.stat(entry / "ns" / "net").st_ino == \
                         netns_inode:
                     pids.append(int(entry.name))
-        return pids
+        # A host's own processes are in their own mount and network namespaces (their root reads
+        # as "/"), and a SIGKILLed nspawn leaves them running: its cgroup is what names them.
+        for host_cgroup in _host_cgroups():
+            for directory, _, files in os.walk(host_cgroup):
+                if "cgroup.procs" in files:
+                    with contextlib.suppress(OSError):
+                        pids += [int(pid) for pid in
+                                 Path(directory, "cgroup.procs").read_text().split()]
+        return sorted(set(pids) - own)
 
 
 def _systemd_cgroup_parents() -> list[Path]:
@@ -671,7 +681,13 @@ def _systemd_cgroup_parents() -> list[Path]:
 
 
 def host_cgroup_dirs(name: str) -> list[Path]:
-    return [parent / f"tb-lab-{name}" for parent in _systemd_cgroup_parents()]
+    return [parent / f"{HOST_CGROUP_PREFIX}{name}" for parent in _systemd_cgroup_parents()]
+
+
+def _host_cgroups() -> list[Path]:
+    """Every lab host's cgroup on this machine, of this run or an earlier one."""
+    return [path for parent in _systemd_cgroup_parents()
+            for path in parent.glob(f"{HOST_CGROUP_PREFIX}*")]
 
 
 def _enter_cgroups(dirs: Sequence[Path]) -> None:

@@ -1,5 +1,5 @@
 """A crashed run's leftovers are cleaned at the next `up`: machines whose owner is gone and whose
-state file is lost, the namespace and the host copies.
+state file is lost (their nspawn and the hosts' own processes), the namespace and the host copies.
 
 Run (root, about half a minute):
     flock /tmp/tb-heavy.lock python3 -m pytest -q tests/hosts/test_lab_crash.py
@@ -16,6 +16,19 @@ import harness  # noqa: E402
 LAB_CLI = Path(__file__).resolve().parent / "lab"
 
 
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                status = (entry / "status").read_text()
+            except OSError:
+                continue
+            if f"\nPPid:\t{pid}\n" in status:
+                found.append(int(entry.name))
+    return found
+
+
 def test_up_cleans_a_crashed_run(tmp_path):
     state_dir = tmp_path / "lab"
     env = {**os.environ, "TB_LAB_DIR": str(state_dir)}
@@ -27,11 +40,15 @@ def test_up_cleans_a_crashed_run(tmp_path):
                            capture_output=True)
             orphans = lab.hosts()
             assert len(orphans) == 2 and all(harness._is_nspawn(h.nspawn_pid) for h in orphans)
+            # The hosts' systemd: in their own namespaces, they outlive a killed nspawn.
+            inits = [pid for h in orphans for pid in children(h.nspawn_pid)]
+            assert len(inits) == 2, inits
             # ... and whose state file is lost: only the namespace and the copies remain.
             lab.state_path.unlink()
             lab.up(1)
             for orphan in orphans:
                 assert not harness._is_nspawn(orphan.nspawn_pid), orphan
+            assert [pid for pid in inits if harness._alive(pid)] == [], inits
             assert [h.name for h in lab.hosts()] == ["tb-0"]
             assert not (lab.hosts_dir / "tb-1").exists()
             assert lab.exec("tb-0", "cat /proc/1/comm").stdout.strip() == "systemd"
