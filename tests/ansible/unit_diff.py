@@ -91,3 +91,9 @@ def diff_keyed(ansible: dict, nixos: dict, expected: Expected, seen: set) -> lis
 
 def stale(expected: Expected, seen: set) -> list[str]:
     return [f"{key}: listed as a difference but neither side has it" for key in set(expected) - seen]
+
+
+def diff_listed(ansible: dict, nixos: dict, expected: Expected) -> list[str]:
+    """diff_keyed over everything `expected` lists, with its stale entries."""
+    seen: set = set()
+    return diff_keyed(ansible, nixos, expected, seen) + stale(expected, seen)

@@ -35,12 +35,20 @@ fn config(port: u16, tokens: &[(&str, &str, &str)], extra_server: &str) -> Strin
     text
 }
 
-fn spawn(name: &str, port: u16, config_text: &str) -> Agent {
+/// `<temp>/tb-tests-standalone-<name>-<pid>/agent.toml` holding `config_text`; the directory is
+/// the caller's to remove.
+fn write_config(name: &str, config_text: &str) -> std::path::PathBuf {
     let dir =
         std::env::temp_dir().join(format!("tb-tests-standalone-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let config_path = dir.join("agent.toml");
     std::fs::write(&config_path, config_text).unwrap();
+    config_path
+}
+
+fn spawn(name: &str, port: u16, config_text: &str) -> Agent {
+    let config_path = write_config(name, config_text);
+    let dir = config_path.parent().unwrap().to_path_buf();
     let child = Command::new(common::bin_dir().join("tb-agent"))
         .args(["serve", "--config", config_path.to_str().unwrap()])
         .stdout(Stdio::null())
@@ -358,16 +366,13 @@ fn invalid_configs_stop_the_agent_with_the_field_and_reason() {
 #[test]
 fn check_config_prints_the_effective_config() {
     let text = config(29125, &[("reader", "[\"read\"]", READER)], "");
-    let dir = std::env::temp_dir().join(format!("tb-tests-effective-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("agent.toml");
-    std::fs::write(&path, &text).unwrap();
+    let path = write_config("effective", &text);
     let output = Command::new(common::bin_dir().join("tb-agent"))
         .args(["check-config", "--print-effective", "--config"])
         .arg(&path)
         .output()
         .unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
     assert!(output.status.success(), "{output:?}");
     let effective: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     // From the file.
