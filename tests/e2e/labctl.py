@@ -338,9 +338,27 @@ class Controller:
         value = int(float(match[0].split(" ")[-1]))
         return f"{value >> 16}.{(value >> 8) & 0xff}.{value & 0xff}"
 
-    def replica_pid(self, host: str) -> int:
-        out = self.lab.exec(host, "systemctl show --property=MainPID --value tigerbeetle.service")
+    def replica_pid(self, host: str, unit: str = "tigerbeetle.service") -> int:
+        """The replica unit's main pid (0: not running). The Ansible role's unit by default."""
+        out = self.lab.exec(host, f"systemctl show --property=MainPID --value {unit}")
         return int(out.stdout.strip() or 0)
+
+    def unit_state(self, host: str, unit: str, until: Sequence[str],
+                   timeout_s: float = 30) -> dict[str, str]:
+        """ActiveState, NRestarts and ExecMainStatus of a unit once its ActiveState is one of
+        `until`, or at the deadline (for the caller's assertion to show). Not merely "settled":
+        a Type=exec unit whose process exits at once is "active" before it is "failed"."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            out = self.lab.exec(host, "systemctl show --property=ActiveState "
+                                      f"--property=NRestarts --property=ExecMainStatus {unit}")
+            state = dict(line.split("=", 1) for line in out.stdout.splitlines())
+            if state["ActiveState"] in until or time.monotonic() > deadline:
+                return state
+            time.sleep(0.1)
+
+    def journal(self, host: str, unit: str, lines: int = 50) -> str:
+        return self.lab.exec(host, f"journalctl --unit={unit} --no-pager --lines={lines}").stdout
 
     @contextlib.contextmanager
     def client(self, seconds: int, extra: Sequence[str] = ()) -> Iterator["ClientRun"]:

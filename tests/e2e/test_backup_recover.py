@@ -33,13 +33,10 @@ def test_backup_then_recover(cluster):
     # The unit refuses to start without it (its main process exits 78 right after the start,
     # Type=exec), is not restarted, and says what to do instead of formatting.
     lab.exec(lost, "systemctl start tigerbeetle.service", check=False)
-    state = lab.exec(lost, "for i in $(seq 100); do s=$(systemctl show --property=ActiveState "
-                           "--value tigerbeetle.service); [ \"$s\" = failed ] && break; sleep 0.1; "
-                           "done; systemctl show --property=ActiveState --property=NRestarts "
-                           "--property=ExecMainStatus tigerbeetle.service").stdout
-    assert "ActiveState=failed" in state and "NRestarts=0" in state and \
-        "ExecMainStatus=78" in state, state
-    journal = lab.exec(lost, "journalctl -u tigerbeetle.service --no-pager -n 20").stdout
+    state = controller.unit_state(lost, "tigerbeetle.service", until=("failed",), timeout_s=10)
+    assert (state["ActiveState"], state["NRestarts"], state["ExecMainStatus"]) == \
+        ("failed", "0", "78"), state
+    journal = controller.journal(lost, "tigerbeetle.service", lines=20)
     assert "does not exist; refusing to start" in journal and "recover" in journal, journal
     lab.exec(lost, "systemctl reset-failed tigerbeetle.service", check=False)
 

@@ -7,7 +7,6 @@ the cluster still answers.
 
 from __future__ import annotations
 
-import subprocess
 import threading
 import time
 

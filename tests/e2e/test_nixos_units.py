@@ -24,7 +24,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -35,6 +34,7 @@ sys.path.insert(0, str(labctl.REPO / "tests" / "ansible"))
 from unit_diff import render_unit  # noqa: E402
 
 UNITS = ("tigerbeetle-replica", "tigerbeetle-replica-bootstrap", "tb-agent")
+REPLICA_UNIT = "tigerbeetle-replica.service"
 FIREWALL_TABLE = "nixos-fw-standin"
 
 
@@ -108,22 +108,6 @@ def install(controller, host: str, nix: dict) -> None:
     ]))
 
 
-def unit_state(lab, host: str, unit: str, deadline_s: float = 30) -> dict[str, str]:
-    """ActiveState etc. once the unit has settled (not activating), within a deadline."""
-    deadline = time.monotonic() + deadline_s
-    while True:
-        out = lab.exec(host, f"systemctl show --property=ActiveState --property=NRestarts "
-                             f"--property=ExecMainStatus --property=MainPID {unit}").stdout
-        state = dict(line.split("=", 1) for line in out.split())
-        if state["ActiveState"] not in ("activating", "deactivating") or time.monotonic() > deadline:
-            return state
-        time.sleep(0.2)
-
-
-def journal(lab, host: str, unit: str) -> str:
-    return lab.exec(host, f"journalctl -u {unit} --no-pager -n 50").stdout
-
-
 def test_nixos_units_on_real_systemd_hosts(controller):
     lab = controller.lab
     hosts = controller.host_names
@@ -137,10 +121,10 @@ def test_nixos_units_on_real_systemd_hosts(controller):
     for index, host in enumerate(hosts):
         data_file = nix[host]["host"]["dataFile"]
         lab.exec(host, "systemctl start tigerbeetle-replica.service", check=False)
-        state = unit_state(lab, host, "tigerbeetle-replica.service")
+        state = controller.unit_state(host, REPLICA_UNIT, until=("failed",))
         assert (state["ActiveState"], state["ExecMainStatus"], state["NRestarts"]) == ("failed", "78", "0"), state
-        assert f"tbctl recover --inventory <inventory> --replica {index}" in journal(
-            lab, host, "tigerbeetle-replica.service")
+        assert f"tbctl recover --inventory <inventory> --replica {index}" in controller.journal(
+            host, REPLICA_UNIT)
         assert lab.exec(host, f"test -e {data_file}", check=False).returncode != 0
 
     # Bootstrap formats once, 0600 in a 0700 directory of the replica's user; a second refuses.
@@ -151,7 +135,7 @@ def test_nixos_units_on_real_systemd_hosts(controller):
         assert modes[:2] == ["600 tb-replica", "700 tb-replica"], modes
         again = lab.exec(host, "systemctl start tigerbeetle-replica-bootstrap.service", check=False)
         assert again.returncode != 0
-        assert "refusing to format" in journal(lab, host, "tigerbeetle-replica-bootstrap.service")
+        assert "refusing to format" in controller.journal(host, "tigerbeetle-replica-bootstrap.service")
 
     # The replicas and their agents: ready, which needs each agent (the replica's user) to
     # accept its replica's StatsD datagrams, checked against /proc/<replica pid>/fd.
@@ -162,7 +146,7 @@ def test_nixos_units_on_real_systemd_hosts(controller):
     for host in hosts:
         status = controller.agent(host, "/v1/status")["replica"]
         assert status["run_mode"] == "systemd" and status["running"], status
-        pid = int(unit_state(lab, host, "tigerbeetle-replica.service")["MainPID"])
+        pid = controller.replica_pid(host, REPLICA_UNIT)
         # systemd took the unit's unlimited RLIMIT_MEMLOCK. (The lab's systemd cannot raise a
         # process's limit above the container's 8 MiB: this machine has no CAP_SYS_RESOURCE to
         # give its containers. The VM test reads /proc/PID/limits. The unit's CAP_IPC_LOCK
@@ -173,15 +157,15 @@ def test_nixos_units_on_real_systemd_hosts(controller):
         proc = lab.exec(host, f"cat /proc/{pid}/status").stdout
         locked, resident = labctl.vm_kib(proc, "VmLck"), labctl.vm_kib(proc, "VmRSS")
         assert locked >= 0.9 * resident, (host, locked, resident)
-        assert "Unable to lock pages" not in journal(lab, host, "tigerbeetle-replica.service")
+        assert "Unable to lock pages" not in controller.journal(host, REPLICA_UNIT)
 
     # Control through polkit, under a writing client: a restart by the agent; nothing else.
-    before = int(unit_state(lab, hosts[1], "tigerbeetle-replica.service")["MainPID"])
+    before = controller.replica_pid(hosts[1], REPLICA_UNIT)
     with controller.client(600) as client:
         controller.tbctl("restart", "--inventory", str(inventory), "--replica", "1", timeout_s=300)
     report = client.stop()
     assert report["failures"] == 0 and report["requests"] > 0, report
-    after = int(unit_state(lab, hosts[1], "tigerbeetle-replica.service")["MainPID"])
+    after = controller.replica_pid(hosts[1], REPLICA_UNIT)
     assert after not in (0, before), (before, after)
     denied = lab.exec(hosts[0], "runuser -u tb-replica -- systemctl --no-ask-password restart "
                                 "ssh.service", check=False)
@@ -199,7 +183,7 @@ def test_nixos_units_on_real_systemd_hosts(controller):
     controller.tbctl("stop", "--inventory", str(inventory), "--replica", "2")
     lab.exec(lost, f"rm {data_file}")
     lab.exec(lost, "systemctl start tigerbeetle-replica.service", check=False)
-    state = unit_state(lab, lost, "tigerbeetle-replica.service")
+    state = controller.unit_state(lost, REPLICA_UNIT, until=("failed",))
     assert (state["ActiveState"], state["ExecMainStatus"]) == ("failed", "78"), state
     controller.tbctl("recover", "--inventory", str(inventory), "--replica", "2", timeout_s=900)
     assert lab.exec(lost, f"test -e {data_file}", check=False).returncode == 0

@@ -70,7 +70,7 @@ def test_scheduled_backup_timer(cluster):
     host = controller.host_names[0]
     before = controller.backups(host)
     lab.exec(host, "systemctl start tb-agent-backup.service")
-    journal = lab.exec(host, "journalctl -u tb-agent-backup.service --no-pager -n 5").stdout
+    journal = controller.journal(host, "tb-agent-backup.service", lines=5)
     assert "backup accepted" in journal, journal
     deadline = time.monotonic() + 180
     while True:
