@@ -708,13 +708,19 @@ fn disaster_recovery_restore_of_the_whole_cluster() {
     accounts(&cluster, &after, &[]);
     assert_eq!(accounts(&cluster, &[], &after).len(), 2);
 
-    // The disaster: every replica stopped (the last two stops need force: the guard refuses to
-    // take the cluster below its quorum).
-    let forced = r#"{"force": true}"#;
+    // The disaster: every replica stopped. The last two stops need force (the guard refuses to
+    // take the cluster below its quorum) and the last one the cluster id typed out: without a
+    // quorum the maintenance lease cannot be had.
+    let forced = serde_json::json!({"force": true}).to_string();
+    let lease_less =
+        serde_json::json!({"force": true, "without_lease": cluster.state.cluster_id}).to_string();
     for replica in 0..3 {
-        let response = cluster.post(replica, "/v1/replica/stop", Some(&admin), Some(forced));
+        let body = if replica < 2 { &forced } else { &lease_less };
+        let response = cluster.post(replica, "/v1/replica/stop", Some(&admin), Some(body));
         assert_eq!(response.status(), 200, "{:?}", response.text());
     }
+    let audit = std::fs::read_to_string(cluster.state.state_dir.join("audit-2.log")).unwrap();
+    assert!(audit.contains("WITHOUT the maintenance lease"), "{audit}");
     let confirmed =
         serde_json::json!({"mode": "disaster-recovery", "cluster_id": cluster.state.cluster_id})
             .to_string();

@@ -137,6 +137,11 @@ fn readiness_quorum_guard_and_restart() {
         assert_eq!(response.status(), 200, "{:?}", response.text());
     }
     cluster.wait_all_ready();
+    // The forced stop's maintenance lease is released once the cluster answers again.
+    cluster.wait_until("the lease to be free", Duration::from_secs(30), || {
+        let lease: serde_json::Value = cluster.get(1, "/v1/lease", Some(&admin)).json().unwrap();
+        lease["lease"].is_null()
+    });
 
     // Restart waits until ready and reports the downtime.
     let asked = std::time::Instant::now();

@@ -3,11 +3,19 @@
 
 use std::time::Instant;
 
-use crate::api::{ControlResponse, JobKind, Outcome};
+use crate::api::{ControlResponse, JobKind, LeaseFields, Outcome};
+use crate::lease::hold;
 use crate::ops::{self, AppError, JobHandle, Override};
+use tb_proto::lease::Operation;
 
 /// Runs `action` (start, stop or restart) for the job; `force` overrides the quorum guard.
-pub async fn act(job: JobHandle, action: JobKind) -> Result<ControlResponse, AppError> {
+/// Stop and restart hold the cluster's maintenance lease from before the guard until the
+/// replica is stopped (stop) or ready again (restart): two agents cannot both pass the guard.
+pub async fn act(
+    job: JobHandle,
+    action: JobKind,
+    lease: LeaseFields,
+) -> Result<ControlResponse, AppError> {
     assert!(
         matches!(action, JobKind::Start | JobKind::Stop | JobKind::Restart),
         "not a control action: {action:?}"
@@ -52,23 +60,29 @@ pub async fn act(job: JobHandle, action: JobKind) -> Result<ControlResponse, App
             None,
         )),
         JobKind::Stop => {
+            let standing = hold::take(&job, Operation::Stop, &lease).await?;
             job.step("asking the peers (quorum guard)");
             let guard_detail = ops::quorum_guard(state, guard_override).await?;
+            standing.check_time_left(state.timeouts.stop)?;
             job.step("stopping the replica");
             state
                 .replica
                 .stop()
                 .await
                 .map_err(|error| AppError::Failed(error.to_string()))?;
-            Ok(response(Outcome::Stopped, guard_detail, None))
+            let detail = format!("{guard_detail}; {}", standing.describe());
+            Ok(response(Outcome::Stopped, detail, None))
         }
         _ => {
+            let standing = hold::take(&job, Operation::Restart, &lease).await?;
             let guard_detail = if running {
                 job.step("asking the peers (quorum guard)");
                 ops::quorum_guard(state, guard_override).await?
             } else {
                 String::new()
             };
+            standing.check_time_left(hold::needed(state))?;
+            let standing_text = standing.describe();
             let down_since = Instant::now();
             job.step("stopping the replica");
             let stopped = state.replica.stop().await;
@@ -96,11 +110,13 @@ pub async fn act(job: JobHandle, action: JobKind) -> Result<ControlResponse, App
             ops::wait_ready(state, state.timeouts.ready).await?;
             let downtime_ms = down_since.elapsed().as_millis() as u64;
             job.update(|record| record.downtime_ms = Some(downtime_ms));
+            drop(standing);
             Ok(response(
                 Outcome::Restarted,
                 format!(
-                    "ready again after {downtime_ms} ms{}{guard_detail}",
-                    if guard_detail.is_empty() { "" } else { "; " }
+                    "ready again after {downtime_ms} ms{}{guard_detail}; {}",
+                    if guard_detail.is_empty() { "" } else { "; " },
+                    standing_text
                 ),
                 Some(downtime_ms),
             ))

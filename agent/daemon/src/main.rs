@@ -185,8 +185,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     ));
     background.spawn(probe::run(
         Arc::clone(&state.prober),
-        config.cluster_id(),
-        config.replica.addresses.join(","),
+        Arc::clone(&state.cluster_client),
         Duration::from_millis(config.health.probe_interval_ms),
     ));
     background.spawn(binary::watch(

@@ -237,6 +237,22 @@ impl Peers {
     }
 }
 
+impl Peers {
+    /// The lease as replica `replica`'s agent sees it: the agent that granted a lease names
+    /// its holder.
+    pub async fn lease_view(&self, replica: u8) -> Result<tb_proto::lease::LeaseStatus, String> {
+        let url = self
+            .urls
+            .get(usize::from(replica))
+            .ok_or_else(|| format!("no agent URL for replica {replica}"))?;
+        let response = get(&self.client, &self.token, url, "/v1/lease").await?;
+        if !response.status().is_success() {
+            return Err(format!("agent {url} answered {}", response.status()));
+        }
+        read_json(response, url).await
+    }
+}
+
 /// GET `path` from the peer agent at `url` with the peer token; an unreachable agent is one line.
 async fn get(
     client: &reqwest::Client,

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::cluster_client::ClusterClient;
 use tb_proto::tigerbeetle::PROBE_ACCOUNT_ID;
 use tigerbeetle_unofficial::error::SendErrorKind;
 
@@ -197,15 +198,15 @@ impl Prober {
     }
 }
 
-/// Probes forever, one request at a time, `interval` apart.
-pub async fn run(prober: Arc<Prober>, cluster_id: u128, addresses: String, interval: Duration) {
+/// Probes forever, one request at a time, `interval` apart, through the agent's shared client.
+pub async fn run(prober: Arc<Prober>, clients: Arc<ClusterClient>, interval: Duration) {
     loop {
         let client = loop {
-            match tigerbeetle_unofficial::Client::new(cluster_id, &addresses) {
+            match clients.get() {
                 Ok(client) => break client,
                 Err(error) => {
-                    prober.fail_to_start(format!("cannot create the client: {error}"));
-                    tracing::warn!(%error, "cannot create the TigerBeetle client; retrying");
+                    prober.fail_to_start(error.clone());
+                    tracing::warn!(%error, "retrying");
                     tokio::time::sleep(CLIENT_CREATE_RETRY).await;
                 }
             }
@@ -240,10 +241,8 @@ pub async fn run(prober: Arc<Prober>, cluster_id: u128, addresses: String, inter
             if evicted || stuck {
                 // An evicted client answers every later request with the same error without
                 // asking the cluster, and a stuck one may never be answered: make a new one.
-                // Dropping a client ends its requests and joins its I/O thread.
-                tokio::task::spawn_blocking(move || drop(client))
-                    .await
-                    .expect("dropping the client does not panic");
+                // The old one is dropped (on a thread of its own) with its last user.
+                clients.discard(&client);
                 break;
             }
         }

@@ -95,6 +95,12 @@ fn handler(endpoint: Endpoint) -> MethodRouter<AppState> {
         | Endpoint::BackupFile
         | Endpoint::BackupRestore
         | Endpoint::Job => backup::routes::handler(endpoint),
+        Endpoint::LeaseShow
+        | Endpoint::LeaseInit
+        | Endpoint::LeaseAcquire
+        | Endpoint::LeaseRenew
+        | Endpoint::LeaseRelease
+        | Endpoint::LeaseBreak => crate::lease::routes::handler(endpoint),
     }
 }
 
@@ -306,7 +312,7 @@ async fn replica_control(
             wait: Wait::Finish,
             backup_id: None,
         },
-        move |job| control::act(job, action),
+        move |job| control::act(job, action, request.lease()),
     )
     .await
 }

@@ -24,6 +24,10 @@ pub struct AgentState {
     pub metrics_cache: crate::metrics::Cache,
     pub statsd: Arc<statsd::Store>,
     pub prober: Arc<Prober>,
+    /// The one TigerBeetle client of the agent (probe and lease).
+    pub cluster_client: Arc<crate::cluster_client::ClusterClient>,
+    /// The maintenance lease: this agent's view of it and the leases it granted.
+    pub lease: crate::lease::LeaseService,
     pub host: Arc<HostMonitor>,
     pub replica: Arc<Replica>,
     pub peers: Option<Peers>,
@@ -49,6 +53,11 @@ impl AgentState {
             counters: Counters::default(),
             metrics_cache: Default::default(),
             prober: Arc::new(Prober::default()),
+            cluster_client: Arc::new(crate::cluster_client::ClusterClient::new(
+                config.cluster_id(),
+                config.replica.addresses.join(","),
+            )),
+            lease: crate::lease::LeaseService::new(&config),
             host: Arc::new(HostMonitor::default()),
             replica: Replica::new(Arc::clone(&config), Arc::clone(&statsd)),
             peers: Peers::new(&config)?,

@@ -44,6 +44,22 @@ pub struct ControlRequest {
     /// Overrides the quorum guard. Recorded in the audit log.
     #[serde(default)]
     pub force: bool,
+    /// Acts under this maintenance lease (held by the caller, e.g. a rollout) instead of taking
+    /// one of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_id: Option<String>,
+    /// The cluster id, typed out: proceed when the lease cannot be had (no quorum, an upgrade
+    /// from an older release), under the quorum guard alone. Audited as lease-less.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub without_lease: Option<String>,
+}
+
+/// How an operation that stops a replica relates to the maintenance lease (the lease fields of
+/// its request).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LeaseFields {
+    pub lease_id: Option<String>,
+    pub without_lease: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -162,6 +178,12 @@ pub enum JobKind {
     Restore,
     BackupVerify,
     BackupDelete,
+    /// The maintenance lease's requests (audit lines and counters only: they run no job).
+    LeaseInit,
+    LeaseAcquire,
+    LeaseRenew,
+    LeaseRelease,
+    LeaseBreak,
 }
 
 impl JobKind {
@@ -175,6 +197,11 @@ impl JobKind {
             JobKind::Restore => "restore",
             JobKind::BackupVerify => "backup_verify",
             JobKind::BackupDelete => "backup_delete",
+            JobKind::LeaseInit => "lease_init",
+            JobKind::LeaseAcquire => "lease_acquire",
+            JobKind::LeaseRenew => "lease_renew",
+            JobKind::LeaseRelease => "lease_release",
+            JobKind::LeaseBreak => "lease_break",
         }
     }
 }
@@ -359,7 +386,31 @@ pub struct RestoreResponse {
     pub previous_moved_to: Option<String>,
 }
 
-/// Body of `POST /v1/backups`: nothing to set yet; present so unknown fields are refused.
+/// Body of `POST /v1/backups` and `POST /v1/replica/recover`: the lease fields, as for
+/// `ControlRequest`. Unknown fields are refused.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct BackupRequest {}
+pub struct BackupRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub without_lease: Option<String>,
+}
+
+impl ControlRequest {
+    pub fn lease(&self) -> LeaseFields {
+        LeaseFields {
+            lease_id: self.lease_id.clone(),
+            without_lease: self.without_lease.clone(),
+        }
+    }
+}
+
+impl BackupRequest {
+    pub fn lease(&self) -> LeaseFields {
+        LeaseFields {
+            lease_id: self.lease_id.clone(),
+            without_lease: self.without_lease.clone(),
+        }
+    }
+}

@@ -35,6 +35,74 @@ pub struct Config {
     /// Without it the backup endpoints answer 409 "backups are not configured".
     #[serde(default)]
     pub backup: Option<Backup>,
+    /// The cluster-wide maintenance lease (docs/safety.md).
+    #[serde(default)]
+    pub lease: Lease,
+}
+
+/// The maintenance lease kept in the cluster (`tb_proto::lease`). On by default; off, stopping
+/// operations rely on the quorum guard alone, which two agents acting at once can both pass.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Lease {
+    #[serde(default = "defaults::lease_enabled")]
+    pub enabled: bool,
+    /// The reserved ledger of the lease's accounts and transfers (exclude it from CDC consumers
+    /// and reports, as the probe account).
+    #[serde(default = "defaults::lease_ledger")]
+    pub ledger: u32,
+    /// The high 64 bits of every reserved account and transfer id, as 16 hex digits.
+    #[serde(default = "defaults::lease_id_prefix")]
+    pub id_prefix: String,
+    /// How long one request to the cluster about the lease may wait for its answer.
+    #[serde(default = "defaults::lease_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// Kept between the cluster's expiry of a lease and the holder's own deadline: the cluster
+    /// expires by the primary's wall clock, which may run ahead of this host's.
+    #[serde(default = "defaults::lease_margin_ms")]
+    pub margin_ms: u64,
+}
+
+impl Default for Lease {
+    fn default() -> Self {
+        toml::from_str("").expect("defaults parse")
+    }
+}
+
+impl Lease {
+    pub fn ids(&self) -> crate::lease::Ids {
+        crate::lease::Ids {
+            ledger: self.ledger,
+            prefix: u64::from_str_radix(&self.id_prefix, 16).expect("validated"),
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.ledger == 0 {
+            return Err(invalid(
+                "lease.ledger",
+                "must not be 0 (TigerBeetle refuses it)",
+            ));
+        }
+        let prefix_ok = self.id_prefix.len() == 16
+            && self.id_prefix.bytes().all(|byte| byte.is_ascii_hexdigit())
+            && u64::from_str_radix(&self.id_prefix, 16).is_ok_and(|p| p != 0 && p != u64::MAX);
+        if !prefix_ok {
+            return Err(invalid(
+                "lease.id_prefix",
+                "must be 16 hex digits, not all 0 and not all f",
+            ));
+        }
+        for (field, value) in [
+            ("lease.request_timeout_ms", self.request_timeout_ms),
+            ("lease.margin_ms", self.margin_ms),
+        ] {
+            if value == 0 || value > 600_000 {
+                return Err(invalid(field, "must be between 1 and 600000"));
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -365,6 +433,23 @@ mod defaults {
     pub fn ready_timeout_ms() -> u64 {
         120_000
     }
+    pub fn lease_enabled() -> bool {
+        true
+    }
+    /// ASCII "tbl" in the high bytes: far from the small ledger numbers applications use.
+    pub fn lease_ledger() -> u32 {
+        0x7462_6c00
+    }
+    /// ASCII "tb-lease".
+    pub fn lease_id_prefix() -> String {
+        "74622d6c65617365".into()
+    }
+    pub fn lease_request_timeout_ms() -> u64 {
+        5_000
+    }
+    pub fn lease_margin_ms() -> u64 {
+        5_000
+    }
 }
 
 /// A configuration error: the field it concerns and why it is wrong.
@@ -621,7 +706,7 @@ impl Config {
         if let Some(backup) = &self.backup {
             backup.validate(&self.replica.data_file)?;
         }
-        Ok(())
+        self.lease.validate()
     }
 }
 

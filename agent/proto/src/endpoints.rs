@@ -76,10 +76,17 @@ pub enum Endpoint {
     BackupFile,
     BackupRestore,
     Job,
+    /// The cluster-wide maintenance lease (`tb_proto::lease`).
+    LeaseShow,
+    LeaseInit,
+    LeaseAcquire,
+    LeaseRenew,
+    LeaseRelease,
+    LeaseBreak,
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 14] = [
+    pub const ALL: [Endpoint; 20] = [
         Endpoint::HealthLive,
         Endpoint::HealthReady,
         Endpoint::Status,
@@ -94,6 +101,12 @@ impl Endpoint {
         Endpoint::BackupFile,
         Endpoint::BackupRestore,
         Endpoint::Job,
+        Endpoint::LeaseShow,
+        Endpoint::LeaseInit,
+        Endpoint::LeaseAcquire,
+        Endpoint::LeaseRenew,
+        Endpoint::LeaseRelease,
+        Endpoint::LeaseBreak,
     ];
 
     pub fn method(self) -> Method {
@@ -105,12 +118,18 @@ impl Endpoint {
             | Endpoint::BackupList
             | Endpoint::BackupShow
             | Endpoint::BackupFile
-            | Endpoint::Job => Method::Get,
+            | Endpoint::Job
+            | Endpoint::LeaseShow => Method::Get,
             Endpoint::ReplicaControl
             | Endpoint::ReplicaRecover
             | Endpoint::BackupCreate
             | Endpoint::BackupVerify
-            | Endpoint::BackupRestore => Method::Post,
+            | Endpoint::BackupRestore
+            | Endpoint::LeaseInit
+            | Endpoint::LeaseAcquire
+            | Endpoint::LeaseRenew
+            | Endpoint::LeaseRelease
+            | Endpoint::LeaseBreak => Method::Post,
             Endpoint::BackupDelete => Method::Delete,
         }
     }
@@ -130,6 +149,12 @@ impl Endpoint {
             Endpoint::BackupFile => "/v1/backups/{id}/file",
             Endpoint::BackupRestore => "/v1/backups/{id}/restore",
             Endpoint::Job => "/v1/jobs/{id}",
+            Endpoint::LeaseShow => "/v1/lease",
+            Endpoint::LeaseInit => "/v1/lease/init",
+            Endpoint::LeaseAcquire => "/v1/lease/acquire",
+            Endpoint::LeaseRenew => "/v1/lease/renew",
+            Endpoint::LeaseRelease => "/v1/lease/release",
+            Endpoint::LeaseBreak => "/v1/lease/break",
         }
     }
 
@@ -143,8 +168,15 @@ impl Endpoint {
             | Endpoint::Metrics
             | Endpoint::BackupList
             | Endpoint::BackupShow
-            | Endpoint::Job => &[Scope::Read],
-            Endpoint::ReplicaControl | Endpoint::ReplicaRecover => &[Scope::Control],
+            | Endpoint::Job
+            | Endpoint::LeaseShow => &[Scope::Read],
+            Endpoint::ReplicaControl
+            | Endpoint::ReplicaRecover
+            | Endpoint::LeaseInit
+            | Endpoint::LeaseAcquire
+            | Endpoint::LeaseRenew
+            | Endpoint::LeaseRelease
+            | Endpoint::LeaseBreak => &[Scope::Control],
             Endpoint::BackupCreate
             | Endpoint::BackupDelete
             | Endpoint::BackupVerify
@@ -160,7 +192,14 @@ impl Endpoint {
             | Endpoint::ReplicaRecover
             | Endpoint::BackupVerify
             | Endpoint::BackupFile
-            | Endpoint::BackupRestore => Duration::Slow,
+            | Endpoint::BackupRestore
+            // They wait on the cluster (bounded by lease.request_timeout_ms, and acquire
+            // retries briefly after an expiry).
+            | Endpoint::LeaseInit
+            | Endpoint::LeaseAcquire
+            | Endpoint::LeaseRenew
+            | Endpoint::LeaseRelease
+            | Endpoint::LeaseBreak => Duration::Slow,
             _ => Duration::Quick,
         }
     }

@@ -9,6 +9,7 @@ pub mod clock;
 pub mod config;
 pub mod endpoints;
 pub mod inventory;
+pub mod lease;
 pub mod quorum;
 pub mod tigerbeetle;
 

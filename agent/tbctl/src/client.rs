@@ -10,9 +10,9 @@ use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
 use tokio::io::AsyncWriteExt;
 
-use tb_proto::api;
 use tb_proto::auth::Scope;
 use tb_proto::endpoints::{Endpoint, Method};
+use tb_proto::{api, lease};
 
 /// Answers are small JSON documents; a larger body is not an agent talking.
 const BODY_SIZE_MAX_BYTES: usize = 1024 * 1024;
@@ -140,6 +140,9 @@ pub enum ControlAnswer {
 pub struct AgentClient {
     http: reqwest::Client,
     token: Token,
+    /// The lease fields every request that stops a replica carries (`--lease-id`,
+    /// `--without-lease`).
+    lease: api::LeaseFields,
 }
 
 impl AgentClient {
@@ -181,7 +184,47 @@ impl AgentClient {
             builder = builder.identity(identity);
         }
         let http = builder.build().context("building the HTTP client")?;
-        Ok(AgentClient { http, token })
+        Ok(AgentClient {
+            http,
+            token,
+            lease: api::LeaseFields::default(),
+        })
+    }
+
+    /// Requests that stop a replica act under `lease` (a lease id held by the caller, or the
+    /// typed-out cluster id to proceed without one).
+    pub fn with_lease(mut self, lease: api::LeaseFields) -> AgentClient {
+        self.lease = lease;
+        self
+    }
+
+    /// `GET /v1/lease`.
+    pub async fn lease_status(
+        &self,
+        url: &str,
+        timeout_ms: u64,
+    ) -> Result<lease::LeaseStatus, AgentError> {
+        self.get(url, Endpoint::LeaseShow, &[], timeout_ms).await
+    }
+
+    /// `POST /v1/lease/{init,acquire,renew,release,break}`.
+    pub async fn lease_post<T: DeserializeOwned>(
+        &self,
+        url: &str,
+        endpoint: Endpoint,
+        body: serde_json::Value,
+        timeout_ms: u64,
+    ) -> Result<T, AgentError> {
+        assert!(endpoint.path().starts_with("/v1/lease/"), "{endpoint:?}");
+        self.call(
+            url,
+            endpoint,
+            &[],
+            Some(body),
+            &[StatusCode::OK],
+            timeout_ms,
+        )
+        .await
     }
 
     /// `GET /v1/health/ready`: a report whether ready (200) or not (503).
@@ -209,7 +252,12 @@ impl AgentClient {
         timeout_ms: u64,
     ) -> Result<ControlAnswer, AgentError> {
         let endpoint = Endpoint::ReplicaControl;
-        let body = serde_json::to_value(api::ControlRequest { force }).expect("plain struct");
+        let request = api::ControlRequest {
+            force,
+            lease_id: self.lease.lease_id.clone(),
+            without_lease: self.lease.without_lease.clone(),
+        };
+        let body = serde_json::to_value(request).expect("plain struct");
         let response = self
             .send(url, endpoint, &[action], Some(body), timeout_ms)
             .await?;
@@ -235,7 +283,11 @@ impl AgentClient {
             endpoint,
             Endpoint::BackupCreate | Endpoint::ReplicaRecover
         ));
-        let body = serde_json::to_value(api::BackupRequest {}).expect("plain struct");
+        let request = api::BackupRequest {
+            lease_id: self.lease.lease_id.clone(),
+            without_lease: self.lease.without_lease.clone(),
+        };
+        let body = serde_json::to_value(request).expect("plain struct");
         let accept = [StatusCode::ACCEPTED];
         self.call(url, endpoint, &[], Some(body), &accept, timeout_ms)
             .await

@@ -77,7 +77,7 @@ pub async fn run(
         }
         Err(AgentError::Refused { code, message }) => {
             eprintln!("{}: {name} refused ({code}): {message}", describe(replica));
-            Ok(ExitCode::FAILURE)
+            Ok(super::exit::refused())
         }
         Err(error @ AgentError::Timeout(_)) => anyhow::bail!(
             "{}: {name}: {error}; the action may still be in progress or done, \

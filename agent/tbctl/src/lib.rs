@@ -9,8 +9,10 @@ mod client;
 mod client_log;
 mod control;
 mod drill;
+mod exit;
 mod inventory_check;
 mod jobs;
+mod lease;
 pub mod local;
 mod local_files;
 mod process;
@@ -33,7 +35,10 @@ const TIMEOUT_MAX_MS: u64 = 3_600_000;
 #[command(
     name = "tbctl",
     version,
-    about = "Calls the tb-agent of every TigerBeetle replica in an inventory, and runs local clusters"
+    about = "Calls the tb-agent of every TigerBeetle replica in an inventory, and runs local clusters",
+    after_help = "Exit codes: 0 done; 1 failed; 2 bad usage; 3 refused before anything changed (a \
+                  quorum guard, the maintenance lease, a missing confirmation); 4 no agent could \
+                  be reached."
 )]
 struct Cli {
     /// File holding the agent token's secret. Without it, the secret is read from TBCTL_TOKEN.
@@ -61,6 +66,14 @@ struct Cli {
         requires = "client_cert"
     )]
     client_key: Option<PathBuf>,
+    /// Act under this maintenance lease (held by the caller: `tbctl lease acquire`, or set by
+    /// `tbctl lease run`) instead of the agent taking one of its own.
+    #[arg(long, global = true, env = "TBCTL_LEASE_ID", value_name = "ID")]
+    lease_id: Option<String>,
+    /// When the maintenance lease cannot be had (no quorum, an upgrade from an older release):
+    /// proceed under the quorum guard alone. Takes the cluster id, typed out; audited.
+    #[arg(long, global = true, value_name = "CLUSTER_ID")]
+    without_lease: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -96,6 +109,9 @@ enum Command {
     /// Inventory files (docs/inventory.md).
     #[command(subcommand)]
     Inventory(InventoryCommand),
+    /// The cluster-wide maintenance lease that every operation stopping a replica holds.
+    #[command(subcommand)]
+    Lease(lease::LeaseCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -205,7 +221,7 @@ pub fn main() -> ExitCode {
         Ok(code) => code,
         Err(error) => {
             eprintln!("tbctl: {error:#}");
-            ExitCode::FAILURE
+            exit::code_of(&error)
         }
     }
 }
@@ -265,6 +281,10 @@ async fn run_async(cli: Cli) -> anyhow::Result<ExitCode> {
             let (client, inventory) = connect(&cli, &args.inventory)?;
             drill::restore_drill(&client, &inventory, args).await
         }
+        Command::Lease(command) => {
+            let client = agent_client(&cli)?;
+            lease::run(&client, command, cli.lease_id.as_deref()).await
+        }
         Command::Local(LocalCommand::Up(args)) => local::up(args).await,
         Command::Local(LocalCommand::Down(_)) | Command::Inventory(_) => {
             unreachable!("handled without a runtime")
@@ -288,15 +308,23 @@ async fn control_command(
 /// Loads the token and the inventory, and builds the client: everything a remote command needs,
 /// checked before the first request so that a bad flag fails fast with one clear message.
 fn connect(cli: &Cli, inventory: &Path) -> anyhow::Result<(AgentClient, Inventory)> {
+    let client = agent_client(cli)?;
+    let inventory = Inventory::load(inventory)?;
+    Ok((client, inventory))
+}
+
+fn agent_client(cli: &Cli) -> anyhow::Result<AgentClient> {
     let token = match &cli.token_file {
         Some(path) => Token::from_file(path)?,
         None => Token::from_env("TBCTL_TOKEN")?,
     };
-    let inventory = Inventory::load(inventory)?;
     let tls = client::Tls {
         ca_file: cli.ca_file.as_deref(),
         client_cert: cli.client_cert.as_deref().zip(cli.client_key.as_deref()),
     };
-    let client = AgentClient::new(token, tls)?;
-    Ok((client, inventory))
+    let lease = tb_proto::api::LeaseFields {
+        lease_id: cli.lease_id.clone(),
+        without_lease: cli.without_lease.clone(),
+    };
+    Ok(AgentClient::new(token, tls)?.with_lease(lease))
 }

@@ -258,6 +258,7 @@ pub fn agent_config(
         health,
         control: config::Control::default(),
         backup: Some(backup),
+        lease: config::Lease::default(),
     };
     let text = toml::to_string(&config).context("serialising the agent config")?;
     Ok(format!(

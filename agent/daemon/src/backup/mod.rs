@@ -15,15 +15,18 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::api::LeaseFields;
 use crate::api::{
     BackupRecord, BackupTimings, HookResult, Manifest, RestoreRequest, RestoreResponse,
     Verification,
 };
 use crate::config::{self, Run};
+use crate::lease::hold;
 use crate::ops::{self, AppError, JobDone, JobHandle, Override, io_failure};
 use crate::state::AgentState;
 use store::{Store, now_unix_ms, write_json_atomically};
 use tb_proto::backup_files as files;
+use tb_proto::lease::Operation;
 
 const MANIFEST_FORMAT_VERSION: u32 = 1;
 const RAW_FILE: &str = "data.tigerbeetle";
@@ -85,14 +88,23 @@ pub async fn recover_after_crash(state: &Arc<AgentState>) {
 /// `POST /v1/backups`, as a job of the operations layer holding the replica lock: checks that
 /// the backup is safe (then the answer is 202), stops the replica, copies, starts it, and
 /// completes the backup; the lock is released before the shipping hooks run.
-pub async fn backup(mut job: JobHandle, backup_id: String) -> Result<JobDone, AppError> {
+pub async fn backup(
+    mut job: JobHandle,
+    backup_id: String,
+    lease: LeaseFields,
+) -> Result<JobDone, AppError> {
     let state = Arc::clone(&job.state);
     let config = backup_config(&state)?;
     let running = state.replica.pid().is_some();
-    if running {
+    // A stopped replica is copied as it is: nothing is stopped, so no lease is needed.
+    let standing = if running {
+        let standing = hold::take(&job, Operation::Backup, &lease).await?;
         job.step("asking the peers (quorum guard)");
         ops::quorum_guard(&state, Override::NotOffered).await?;
-    }
+        Some(standing)
+    } else {
+        None
+    };
     let (dir, data_file, free_margin_bytes) = (
         config.dir.clone(),
         state.config.replica.data_file.clone(),
@@ -115,10 +127,14 @@ pub async fn backup(mut job: JobHandle, backup_id: String) -> Result<JobDone, Ap
         Ok(())
     })
     .await?;
+    if let Some(standing) = &standing {
+        standing.check_time_left(hold::needed(&state))?;
+    }
     job.accept();
 
     let result = backup_steps(&job, &backup_id).await;
     // The replica is back; other operations may run while hooks ship the backup.
+    drop(standing);
     job.release_replica_lock();
     let store = store(&state)?;
     match result {
@@ -797,7 +813,7 @@ async fn peers_possibly_running(state: &AgentState) -> Vec<String> {
 /// `POST /v1/replica/recover`: rebuilds a lost data file with `tigerbeetle recover` (never
 /// `format`), starts the replica and waits until state sync has finished.
 /// Runs as a job holding the replica lock; answers 202 once the checks have passed.
-pub async fn recover(mut job: JobHandle) -> Result<JobDone, AppError> {
+pub async fn recover(mut job: JobHandle, lease: LeaseFields) -> Result<JobDone, AppError> {
     let state = Arc::clone(&job.state);
     let replica = &state.config.replica;
     if replica.count < 3 {
@@ -816,15 +832,21 @@ pub async fn recover(mut job: JobHandle) -> Result<JobDone, AppError> {
     if state.replica.pid().is_some() {
         return Err(AppError::Refused("the replica is running".into()));
     }
+    // Held until the replica has caught up: no other replica may stop meanwhile.
+    let standing = hold::take(&job, Operation::Recover, &lease).await?;
     // The rest of the cluster must be healthy enough to view-change without this replica.
     job.step("asking the peers (quorum guard)");
     ops::quorum_guard(&state, Override::NotOffered).await?;
+    standing.check_time_left(hold::needed(&state))?;
     job.accept();
     recover_steps(&state, &job.id)
         .await
         .map_err(AppError::Failed)?;
     Ok(JobDone {
-        detail: "the data file was recovered and the replica is ready".into(),
+        detail: format!(
+            "the data file was recovered and the replica is ready; {}",
+            standing.describe()
+        ),
     })
 }
 

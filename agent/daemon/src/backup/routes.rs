@@ -43,7 +43,13 @@ pub fn handler(endpoint: Endpoint) -> MethodRouter<AppState> {
         | Endpoint::HealthReady
         | Endpoint::Status
         | Endpoint::Metrics
-        | Endpoint::ReplicaControl => unreachable!("{endpoint:?} is served by server.rs"),
+        | Endpoint::ReplicaControl
+        | Endpoint::LeaseShow
+        | Endpoint::LeaseInit
+        | Endpoint::LeaseAcquire
+        | Endpoint::LeaseRenew
+        | Endpoint::LeaseRelease
+        | Endpoint::LeaseBreak => unreachable!("{endpoint:?} is served elsewhere"),
     }
 }
 
@@ -64,7 +70,7 @@ async fn checked_id(
 async fn create(
     State(state): State<AppState>,
     caller: Caller,
-    JsonBody(_request): JsonBody<BackupRequest>,
+    JsonBody(request): JsonBody<BackupRequest>,
 ) -> Result<Answer<JobDone>, AppError> {
     let backup_id = store::new_backup_id(state.config.replica.index);
     let id = backup_id.clone();
@@ -78,7 +84,7 @@ async fn create(
             wait: Wait::Accept,
             backup_id: Some(backup_id),
         },
-        move |job| super::backup(job, id),
+        move |job| super::backup(job, id, request.lease()),
     )
     .await
 }
@@ -218,7 +224,7 @@ async fn restore(
 async fn recover(
     State(state): State<AppState>,
     caller: Caller,
-    JsonBody(_request): JsonBody<BackupRequest>,
+    JsonBody(request): JsonBody<BackupRequest>,
 ) -> Result<Answer<JobDone>, AppError> {
     ops::launch(
         &state,
@@ -230,7 +236,7 @@ async fn recover(
             wait: Wait::Accept,
             backup_id: None,
         },
-        super::recover,
+        move |job| super::recover(job, request.lease()),
     )
     .await
 }

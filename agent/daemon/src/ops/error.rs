@@ -19,6 +19,12 @@ pub enum AppError {
     Corrupt(String),
     /// The operation ran and failed.
     Failed(String),
+    /// Another holder has the cluster-wide maintenance lease; nothing was done.
+    LeaseHeld(String),
+    /// The maintenance lease cannot be had (no quorum, an older cluster, disabled pool).
+    LeaseUnavailable(String),
+    /// The lease named is not held any more.
+    LeaseLost(String),
     /// The request body was refused (size, media type, JSON): its own status and code.
     Body {
         status: StatusCode,
@@ -30,13 +36,15 @@ pub enum AppError {
 impl AppError {
     pub fn outcome(&self) -> Outcome {
         match self {
-            AppError::Busy(_) => Outcome::Busy,
+            AppError::Busy(_) | AppError::LeaseHeld(_) => Outcome::Busy,
             AppError::Corrupt(_) => Outcome::Corrupt,
             AppError::Failed(_) => Outcome::Failed,
             AppError::NotConfigured
             | AppError::NotFound(_)
             | AppError::BadRequest(_)
             | AppError::Refused(_)
+            | AppError::LeaseUnavailable(_)
+            | AppError::LeaseLost(_)
             | AppError::Body { .. } => Outcome::Refused,
         }
     }
@@ -54,6 +62,11 @@ impl AppError {
             AppError::Refused(why) => (StatusCode::CONFLICT, "refused", why.clone()),
             AppError::Corrupt(why) => (StatusCode::CONFLICT, "corrupt", why.clone()),
             AppError::Failed(why) => (StatusCode::INTERNAL_SERVER_ERROR, "failed", why.clone()),
+            AppError::LeaseHeld(why) => (StatusCode::CONFLICT, "lease_held", why.clone()),
+            AppError::LeaseUnavailable(why) => {
+                (StatusCode::CONFLICT, "lease_unavailable", why.clone())
+            }
+            AppError::LeaseLost(why) => (StatusCode::CONFLICT, "lease_lost", why.clone()),
             AppError::Body {
                 status,
                 code,

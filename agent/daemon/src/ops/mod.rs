@@ -313,6 +313,8 @@ pub struct JobHandle {
     pub state: Arc<AgentState>,
     pub id: String,
     pub forced: bool,
+    /// The name of the caller's token (the holder named in a lease it takes).
+    pub caller_token: String,
     replica_lock: Arc<Mutex<Option<OwnedMutexGuard<()>>>>,
     accepted: Option<oneshot::Sender<()>>,
 }
@@ -393,6 +395,7 @@ where
         state: Arc::clone(state),
         id: job_id.clone(),
         forced,
+        caller_token: caller.token.clone(),
         replica_lock: Arc::clone(&replica_lock),
         accepted: Some(accepted_sender),
     };
@@ -505,8 +508,7 @@ fn take_locks(
     })
 }
 
-/// A refusal before an operation began (busy, a malformed id): one audit line, counted. The
-/// line is written by a task of its own, so a client that goes away cannot skip it.
+/// A refusal before an operation began (busy, a malformed id): one audit line, counted.
 pub async fn refuse(
     state: &Arc<AgentState>,
     caller: &Caller,
@@ -514,11 +516,32 @@ pub async fn refuse(
     forced: bool,
     error: AppError,
 ) -> AppError {
-    let outcome = error.outcome();
+    record_once(
+        state,
+        caller,
+        kind,
+        forced,
+        error.outcome(),
+        &error.detail(),
+    )
+    .await;
+    error
+}
+
+/// A request that runs no job (a refusal, a lease request): one audit line, counted. The line
+/// is written by a task of its own, so a client that goes away cannot skip it.
+pub async fn record_once(
+    state: &Arc<AgentState>,
+    caller: &Caller,
+    kind: JobKind,
+    forced: bool,
+    outcome: Outcome,
+    detail: &str,
+) {
     state
         .counters
         .record_control(kind.as_str(), outcome.as_str());
-    let (task_state, task_caller, detail) = (Arc::clone(state), caller.clone(), error.detail());
+    let (task_state, task_caller, detail) = (Arc::clone(state), caller.clone(), detail.to_string());
     let _ = tokio::spawn(async move {
         record(
             &task_state,
@@ -533,7 +556,6 @@ pub async fn refuse(
         .await;
     })
     .await;
-    error
 }
 
 #[allow(clippy::too_many_arguments)]

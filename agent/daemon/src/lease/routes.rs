@@ -1,0 +1,172 @@
+//! `GET /v1/lease` and `POST /v1/lease/{init,acquire,renew,release,break}`. Every request that
+//! changes the lease writes one audit line naming the holder.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::routing::{MethodRouter, on};
+use tb_proto::endpoints::Endpoint;
+use tb_proto::lease::{
+    self as contract, AcquireRequest, Initialized, LeaseIdRequest, LeaseStatus, LeaseView,
+    Operation, Released, RenewRequest,
+};
+
+use crate::api::{JobKind, Outcome};
+use crate::ops::{self, AppError, Caller, JsonBody};
+use crate::state::AgentState;
+
+type AppState = Arc<AgentState>;
+
+/// A holder's name is shown to other operators and written to audit lines: short and printable.
+const HOLDER_LENGTH_MAX: usize = 128;
+
+pub fn handler(endpoint: Endpoint) -> MethodRouter<AppState> {
+    let method = crate::server::method_filter(endpoint);
+    match endpoint {
+        Endpoint::LeaseShow => on(method, show),
+        Endpoint::LeaseInit => on(method, init),
+        Endpoint::LeaseAcquire => on(method, acquire),
+        Endpoint::LeaseRenew => on(method, renew),
+        Endpoint::LeaseRelease => on(method, release),
+        Endpoint::LeaseBreak => on(method, break_lease),
+        other => unreachable!("{other:?} is not a lease endpoint"),
+    }
+}
+
+async fn show(State(state): State<AppState>) -> Result<Json<LeaseStatus>, AppError> {
+    state.lease.status(&state).await.map(Json)
+}
+
+/// Audits the request's result (its outcome or its error) and passes it on.
+async fn audited<T>(
+    state: &AppState,
+    caller: &Caller,
+    kind: JobKind,
+    result: Result<T, AppError>,
+    detail: impl FnOnce(&T) -> String,
+) -> Result<Json<T>, AppError> {
+    let (outcome, text) = match &result {
+        Ok(value) => (Outcome::Succeeded, detail(value)),
+        Err(error) => (error.outcome(), error.detail()),
+    };
+    ops::record_once(state, caller, kind, false, outcome, &text).await;
+    result.map(Json)
+}
+
+async fn init(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Initialized>, AppError> {
+    let result = state.lease.init(&state).await;
+    audited(&state, &caller, JobKind::LeaseInit, result, |done| {
+        done.detail.clone()
+    })
+    .await
+}
+
+fn holder_of(caller: &Caller, holder: Option<String>) -> Result<String, AppError> {
+    let Some(holder) = holder else {
+        return Ok(caller.token.clone());
+    };
+    if holder.is_empty()
+        || holder.len() > HOLDER_LENGTH_MAX
+        || holder.chars().any(|c| c.is_control())
+    {
+        return Err(AppError::BadRequest(format!(
+            "holder must be 1 to {HOLDER_LENGTH_MAX} printable characters"
+        )));
+    }
+    // The token's name stays part of it: a holder cannot pass for another token.
+    Ok(format!("{holder} (token {})", caller.token))
+}
+
+async fn acquire(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(request): JsonBody<AcquireRequest>,
+) -> Result<Json<LeaseView>, AppError> {
+    let result = async {
+        let holder = holder_of(&caller, request.holder)?;
+        let retry_of = match (&request.lease_id, &request.transfer_id) {
+            (Some(lease), Some(transfer)) => Some((
+                contract::parse_id(lease).map_err(AppError::BadRequest)?,
+                contract::parse_id(transfer).map_err(AppError::BadRequest)?,
+            )),
+            (None, None) => None,
+            _ => {
+                return Err(AppError::BadRequest(
+                    "a retried acquire names both lease_id and transfer_id".into(),
+                ));
+            }
+        };
+        let operation = request.operation.unwrap_or(Operation::Manual);
+        let held = state
+            .lease
+            .acquire(&state, &holder, operation, request.ttl_s, retry_of)
+            .await?;
+        Ok(held.view)
+    }
+    .await;
+    audited(&state, &caller, JobKind::LeaseAcquire, result, |view| {
+        format!("took lease {} for {} s", view.lease_id, view.ttl_s)
+    })
+    .await
+}
+
+async fn renew(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(request): JsonBody<RenewRequest>,
+) -> Result<Json<LeaseView>, AppError> {
+    let result = async {
+        let lease_id = contract::parse_id(&request.lease_id).map_err(AppError::BadRequest)?;
+        let held = state.lease.renew(&state, lease_id, request.ttl_s).await?;
+        Ok(held.view)
+    }
+    .await;
+    audited(&state, &caller, JobKind::LeaseRenew, result, |view| {
+        format!("renewed lease {} for {} s", view.lease_id, view.ttl_s)
+    })
+    .await
+}
+
+async fn release(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(request): JsonBody<LeaseIdRequest>,
+) -> Result<Json<Released>, AppError> {
+    let result = void(&state, &request.lease_id, "released").await;
+    audited(&state, &caller, JobKind::LeaseRelease, result, |done| {
+        done.detail.clone()
+    })
+    .await
+}
+
+/// Ends a lease whose holder is gone, without waiting for its ttl: the lease id must be typed
+/// out, so only the lease an operator looked at (`tbctl lease show`) can be broken.
+async fn break_lease(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(request): JsonBody<LeaseIdRequest>,
+) -> Result<Json<Released>, AppError> {
+    let result = void(&state, &request.lease_id, "broken").await;
+    audited(&state, &caller, JobKind::LeaseBreak, result, |done| {
+        done.detail.clone()
+    })
+    .await
+}
+
+async fn void(state: &AppState, lease_id: &str, verb: &str) -> Result<Released, AppError> {
+    let id = contract::parse_id(lease_id).map_err(AppError::BadRequest)?;
+    let released = state.lease.release(state, id).await?;
+    Ok(Released {
+        lease_id: lease_id.to_string(),
+        released,
+        detail: if released {
+            format!("lease {lease_id} {verb}")
+        } else {
+            format!("lease {lease_id} was not held (already released, expired or broken)")
+        },
+    })
+}
