@@ -171,6 +171,8 @@ class Controller:
             # due only on 1 January (the tests start its service themselves).
             "tb_agent_backup_schedule": BACKUP_SCHEDULE,
             "tb_agent_backup_token_src": str(self.backup_token_file),
+            # The playbooks call tbctl on the controller (the maintenance lease).
+            "tbctl_path": str(binaries["tbctl"]),
         }
         self.vars_path = work / "vars.json"
         self.write_vars()
@@ -445,6 +447,12 @@ class Timeline:
                     timer.append((int(parts[0]), parts[2]))
             self.samples[name] = samples
             self.timer[name] = timer
+
+    def cut(self, until_ms: int) -> None:
+        """Forgets the samples after `until_ms` (what happened after the step under test)."""
+        for host in self.samples:
+            self.samples[host] = [s for s in self.samples[host] if s[0] <= until_ms]
+            self.timer[host] = [t for t in self.timer[host] if t[0] <= until_ms]
 
     def pids(self, host: str) -> list[int]:
         """The distinct replica pids in order (0 = not running)."""

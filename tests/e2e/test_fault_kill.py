@@ -21,7 +21,9 @@ def test_killed_replica_stops_the_rollout(controller):
     controller.playbook("site.yml")
     controller.playbook("bootstrap.yml")
     lab = controller.lab
-    first, second, third = controller.host_names
+    # The rollout's own order (inventory order, the current primary last).
+    first, second, third = controller.tbctl(
+        "rollout", "order", "--inventory", str(controller.inventory_path)).stdout.split()
     pids_before = {host: controller.replica_pid(host) for host in (first, second, third)}
 
     stop_killing = threading.Event()

@@ -1,17 +1,49 @@
 """End-to-end test 2: rollout.yml with a config change while a client writes transfers.
 
-No client request fails; each replica restarts exactly once, in inventory order, never two down
-at once; each host's scheduled backups (its backup timer) are paused while it is changed, and
-only then. The timeline is recorded in target/e2e/rollout.json.
+No client request fails; each replica restarts exactly once, in inventory order with the
+primary last (so the rollout costs exactly one view change), never two down at once; each host's scheduled backups (its backup timer) are paused while it is changed, and
+only then. The rollout holds the cluster's maintenance lease throughout: a scheduled backup
+fired on another host meanwhile waits for it (the rollout never meets a 409) and runs after. The
+timeline is recorded in target/e2e/rollout.json.
 
     python3 -m pytest tests/e2e/test_rollout.py
 """
 
 from __future__ import annotations
 
+import json
+import threading
+import time
+
 import labctl
 
 CLIENT_SECONDS_MAX = 900
+BACKUP_SERVICE = "tb-agent-backup.service"
+LEASE_WAIT_S = 300
+
+
+class BackupDuringRollout(threading.Thread):
+    """Once the rollout holds the maintenance lease, fires `host`'s scheduled backup."""
+
+    def __init__(self, controller, host: str):
+        super().__init__(daemon=True)
+        self.controller, self.host = controller, host
+        self.fired_at: float | None = None
+        self.error: str | None = None
+
+    def run(self) -> None:
+        deadline = time.monotonic() + LEASE_WAIT_S
+        while time.monotonic() < deadline:
+            shown = self.controller.tbctl("lease", "show", "--inventory",
+                                          str(self.controller.inventory_path), "--json",
+                                          check=False)
+            lease = json.loads(shown.stdout or "{}").get("lease") if shown.returncode == 0 else None
+            if lease and lease.get("operation") == "rollout":
+                self.controller.lab.exec(self.host, f"systemctl start --no-block {BACKUP_SERVICE}")
+                self.fired_at = time.time()
+                return
+            time.sleep(0.5)
+        self.error = "the rollout never held the maintenance lease"
 
 
 def test_rollout_config_change_under_load(cluster):
@@ -19,10 +51,25 @@ def test_rollout_config_change_under_load(cluster):
     hosts = controller.host_names
     # The change, as an operator makes it: in the inventory.
     controller.set_inventory_vars(tigerbeetle_cache_grid="288MiB")
+    order = controller.tbctl("rollout", "order", "--inventory",
+                             str(controller.inventory_path)).stdout.split()
+    assert sorted(order) == sorted(hosts), order
+    view_before = cluster_view(controller)
+    assert order[-1] == hosts[view_before % len(hosts)], (order, view_before)
+    backup_host = order[0]
+    backups_before = {backup["id"] for backup in controller.backups(backup_host)}
     with labctl.Timeline(controller.lab) as timeline:
         with controller.client(CLIENT_SECONDS_MAX) as client:
+            backup = BackupDuringRollout(controller, backup_host)
+            backup.start()
             rollout = controller.playbook("rollout.yml")
+            rollout_ended = time.time()
+            backup.join()
         report = client.stop()
+    backup_started_ms = backup_waited_for_the_lease(controller, backup, backups_before,
+                                                    rollout_ended)
+    # That backup stops its replica after the rollout: the rollout's timeline ends before it.
+    timeline.cut(min(int(rollout_ended * 1000), backup_started_ms))
     summary = timeline.summary()
     labctl.record("rollout", {"client": report, "timeline": summary,
                               "rollout_seconds": rollout.seconds, "recap": rollout.recap()})
@@ -32,9 +79,10 @@ def test_rollout_config_change_under_load(cluster):
     for host in hosts:
         pids = [pid for pid in timeline.pids(host) if pid != 0]
         assert len(pids) == 2, (host, timeline.pids(host))
-    # In inventory order.
-    first_down = [timeline.down_intervals(host)[0][0] for host in hosts]
-    assert first_down == sorted(first_down), summary
+    # In inventory order with the primary last, which costs one view change.
+    first_down = [timeline.down_intervals(host)[0][0] for host in order]
+    assert first_down == sorted(first_down), (order, summary)
+    assert cluster_view(controller) == view_before + 1, (view_before, summary)
     # Never two down at once.
     assert labctl.overlapping({h: timeline.down_intervals(h) for h in hosts}) == [], summary
     # Backups paused on each host while it is changed, and only then: its backup timer stopped
@@ -51,3 +99,42 @@ def test_rollout_config_change_under_load(cluster):
         assert "--cache-grid=288MiB" in unit
     assert controller.tbctl("status", "--inventory", str(controller.inventory_path),
                             check=False).returncode == 0
+
+
+def backup_waited_for_the_lease(controller, backup, backups_before, rollout_ended) -> int:
+    """The backup fired during the rollout waited for its lease and ran after it. Returns when
+    its job began (unix ms)."""
+    assert backup.error is None and backup.fired_at is not None, backup.error
+    assert backup.fired_at < rollout_ended
+    controller.unit_state(backup.host, BACKUP_SERVICE, until=["inactive", "failed"],
+                          timeout_s=120)
+    journal = controller.journal(backup.host, BACKUP_SERVICE, lines=200)
+    assert "waiting for the maintenance lease" in journal, journal
+    assert "backup accepted" in journal, journal
+    new = []
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not new:
+        new = [b for b in controller.backups(backup.host) if b["id"] not in backups_before]
+        time.sleep(1)
+    assert len(new) == 1, (new, journal)
+    job = controller.agent(backup.host, f"/v1/jobs/backup-{new[0]['id']}")
+    assert job["state"] == "succeeded", job
+    # It began once the rollout had released the lease, at the rollout's very end.
+    assert job["started_unix_ms"] / 1000 >= rollout_ended - 5, (job, rollout_ended)
+    shown = controller.tbctl("lease", "show", "--inventory", str(controller.inventory_path),
+                             "--json")
+    assert json.loads(shown.stdout)["lease"] is None, shown.stdout
+    return job["started_unix_ms"]
+
+
+def cluster_view(controller, timeout_s: float = 60) -> int:
+    """The view every replica reports in normal status (StatsD, every 10 s), once they agree."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        replicas = [controller.agent(host, "/v1/status")["replica"]
+                    for host in controller.host_names]
+        views = {r["replica_view"] for r in replicas if r["replica_status"] == 0}
+        if len(views) == 1 and all(r["replica_status"] == 0 for r in replicas):
+            return views.pop()
+        assert time.monotonic() < deadline, replicas
+        time.sleep(1)

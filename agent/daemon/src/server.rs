@@ -26,6 +26,7 @@ use crate::{api, backup, control, health};
 use tb_proto::endpoints::{
     Duration as EndpointDuration, Endpoint, Method as EndpointMethod, ReplicaAction,
 };
+use tb_proto::tigerbeetle::Release;
 
 /// How long in-flight requests get to finish after SIGTERM.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -275,6 +276,15 @@ pub fn status_report(state: &AgentState) -> StatusReport {
                 .statsd
                 .gauge("tb_replica_sync_stage")
                 .map(|(value, _)| value),
+            replica_view: state
+                .statsd
+                .gauge("tb_replica_view")
+                .map(|(value, _)| value),
+            running_release: state
+                .statsd
+                .gauge("tb_release")
+                .and_then(|(value, _)| Release::from_packed(value))
+                .map(|release| release.to_string()),
             statsd_age_ms: state
                 .statsd
                 .last_packet_age()

@@ -147,6 +147,13 @@ pub struct ReplicaStatus {
     pub replica_status: Option<i64>,
     /// Latest `tb.replica_sync_stage`: non-zero while state sync runs.
     pub replica_sync_stage: Option<i64>,
+    /// Latest `tb.replica_view`: the primary of view v is replica v mod replica count.
+    #[serde(default)]
+    pub replica_view: Option<i64>,
+    /// The release the replica process runs (`tb.release`), which may be older than the binary
+    /// on disk until the process re-executes it.
+    #[serde(default)]
+    pub running_release: Option<String>,
     pub statsd_age_ms: Option<u64>,
     pub probe_latency_ms: Option<u64>,
     pub probe_ok: bool,

@@ -16,6 +16,40 @@ pub const REPLICA_COUNT_MAX: u8 = 6;
 /// (ASCII "tb-agent-probe", so it is recognisable in traces.)
 pub const PROBE_ACCOUNT_ID: u128 = 0x0000_7462_2d61_6765_6e74_2d70_726f_6265;
 
+/// Releases upstream advises not to upgrade to (0.16.77: potential liveness issues).
+pub const RELEASES_TO_SKIP: [&str; 1] = ["0.16.77"];
+
+/// A release as TigerBeetle orders them: major, minor, patch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Release(pub u16, pub u16, pub u16);
+
+impl Release {
+    /// "0.16.78", or the start of "0.16.78+c3d9b09".
+    pub fn parse(text: &str) -> Option<Release> {
+        let core = text.split('+').next()?;
+        let mut parts = core.split('.').map(|part| part.parse::<u16>().ok());
+        let release = Release(parts.next()??, parts.next()??, parts.next()??);
+        parts.next().is_none().then_some(release)
+    }
+
+    /// `tb.release` packs a release as major << 16 | minor << 8 | patch.
+    pub fn from_packed(value: i64) -> Option<Release> {
+        (value > 0 && value < 1 << 32).then_some({
+            Release(
+                (value >> 16) as u16,
+                (value >> 8 & 0xff) as u16,
+                (value & 0xff) as u16,
+            )
+        })
+    }
+}
+
+impl std::fmt::Display for Release {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(formatter, "{}.{}.{}", self.0, self.1, self.2)
+    }
+}
+
 pub fn status_name(value: i64) -> &'static str {
     match value {
         0 => "normal",
@@ -68,5 +102,22 @@ pub async fn sha256_file(path: &Path) -> std::io::Result<String> {
             return Ok(hex::encode(hasher.finalize()));
         }
         hasher.update(&buffer[..read]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn releases_parse_unpack_and_order() {
+        assert_eq!(Release::parse("0.16.78+c3d9b09"), Some(Release(0, 16, 78)));
+        assert_eq!(Release::parse("0.16"), None);
+        assert_eq!(Release::parse("0.16.78.1"), None);
+        assert_eq!(Release::from_packed(16 << 8 | 78), Some(Release(0, 16, 78)));
+        assert_eq!(Release::from_packed(0), None);
+        assert!(Release(0, 16, 70) < Release(0, 16, 78));
+        assert!(Release(0, 16, 78) < Release(0, 17, 0));
+        assert_eq!(Release(0, 16, 4).to_string(), "0.16.4");
     }
 }

@@ -17,8 +17,10 @@ pub mod local;
 mod local_files;
 mod process;
 mod recover;
+mod rollout_order;
 mod scratch;
 mod status;
+mod upgrade_check;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -112,6 +114,28 @@ enum Command {
     /// The cluster-wide maintenance lease that every operation stopping a replica holds.
     #[command(subcommand)]
     Lease(lease::LeaseCommand),
+    /// TigerBeetle upgrades (docs/ansible.md).
+    #[command(subcommand)]
+    Upgrade(UpgradeCommand),
+    /// Rollouts (rollout.yml).
+    #[command(subcommand)]
+    Rollout(RolloutCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum RolloutCommand {
+    /// Print the inventory's host names in the order a rollout restarts them: inventory order
+    /// with the current primary last (one view change per rollout).
+    Order(rollout_order::RolloutOrderArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum UpgradeCommand {
+    /// Check an upgrade before anything changes: the target binary's SHA-256 (before it is run
+    /// at all), its release (not on the skip list), the oldest client it accepts (not newer
+    /// than the agents' client), and every replica's running release (the target bundles it).
+    /// Exits 0 when the upgrade can proceed, 3 when refused, 4 when an agent is unreachable.
+    Check(upgrade_check::UpgradeCheckArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -280,6 +304,14 @@ async fn run_async(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::RestoreDrill(args) => {
             let (client, inventory) = connect(&cli, &args.inventory)?;
             drill::restore_drill(&client, &inventory, args).await
+        }
+        Command::Rollout(RolloutCommand::Order(args)) => {
+            let client = agent_client(&cli)?;
+            rollout_order::order(&client, args).await
+        }
+        Command::Upgrade(UpgradeCommand::Check(args)) => {
+            let client = agent_client(&cli)?;
+            upgrade_check::check(&client, args).await
         }
         Command::Lease(command) => {
             let client = agent_client(&cli)?;

@@ -1,0 +1,86 @@
+//! `tbctl rollout order`: the order in which a rollout restarts the replicas, with the current
+//! primary last. Restarting the primary costs a view change; restarting it first would make a
+//! new primary that a later restart may remove again. Last, a rollout costs one view change
+//! instead of up to one per replica.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use tb_proto::inventory::Inventory;
+
+use super::client::AgentClient;
+
+#[derive(Debug, Args)]
+pub struct RolloutOrderArgs {
+    #[arg(long, value_name = "FILE", env = "TBCTL_INVENTORY")]
+    inventory: PathBuf,
+    /// Timeout of each request to an agent.
+    #[arg(long, default_value_t = 5_000, value_parser = super::timeout_ms)]
+    timeout_ms: u64,
+}
+
+/// Prints the inventory's host names, one per line, in inventory order with the primary moved
+/// last. Without a primary to name (no replica in normal status has reported its view), the
+/// inventory order, with a warning on stderr.
+pub async fn order(client: &AgentClient, args: &RolloutOrderArgs) -> anyhow::Result<ExitCode> {
+    let inventory = Inventory::load(&args.inventory)?;
+    let mut asks = tokio::task::JoinSet::new();
+    for entry in &inventory.replicas {
+        let (client, url, timeout_ms) = (client.clone(), entry.agent_url.clone(), args.timeout_ms);
+        asks.spawn(async move { client.status(&url, timeout_ms).await.ok() });
+    }
+    let views: Vec<i64> = asks
+        .join_all()
+        .await
+        .into_iter()
+        .flatten()
+        .filter(|status| status.replica.replica_status == Some(0))
+        .filter_map(|status| status.replica.replica_view)
+        .collect();
+    let count = inventory.replicas.len();
+    let primary = primary_of(&views, count);
+    if primary.is_none() {
+        eprintln!("tbctl: no replica in normal status reported its view: inventory order");
+    }
+    let hosts: Vec<(u8, &str)> = inventory
+        .replicas
+        .iter()
+        .map(|entry| (entry.index, entry.host_name.as_str()))
+        .collect();
+    for host in primary_last(&hosts, primary) {
+        println!("{host}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The primary of the newest view reported: view mod replica count (Viewstamped Replication).
+pub fn primary_of(views: &[i64], replica_count: usize) -> Option<u8> {
+    let view = *views.iter().max()?;
+    (view >= 0 && replica_count > 0).then(|| (view as u64 % replica_count as u64) as u8)
+}
+
+/// The hosts in their order, with the primary's moved to the end.
+pub fn primary_last<'a>(hosts: &[(u8, &'a str)], primary: Option<u8>) -> Vec<&'a str> {
+    let (last, mut order): (Vec<(u8, &str)>, Vec<(u8, &str)>) = hosts
+        .iter()
+        .copied()
+        .partition(|(index, _)| Some(*index) == primary);
+    order.extend(last);
+    order.into_iter().map(|(_, name)| name).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_primary_goes_last() {
+        let hosts = [(0, "tb-1"), (1, "tb-2"), (2, "tb-3")];
+        assert_eq!(primary_of(&[4, 4, 3], 3), Some(1));
+        assert_eq!(primary_of(&[], 3), None);
+        assert_eq!(primary_last(&hosts, Some(1)), ["tb-1", "tb-3", "tb-2"]);
+        assert_eq!(primary_last(&hosts, Some(2)), ["tb-1", "tb-2", "tb-3"]);
+        assert_eq!(primary_last(&hosts, None), ["tb-1", "tb-2", "tb-3"]);
+    }
+}
