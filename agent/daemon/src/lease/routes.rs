@@ -136,11 +136,7 @@ async fn release(
     caller: Caller,
     JsonBody(request): JsonBody<LeaseIdRequest>,
 ) -> Result<Json<Released>, AppError> {
-    let result = void(&state, &request.lease_id, "released").await;
-    audited(&state, &caller, JobKind::LeaseRelease, result, |done| {
-        done.detail.clone()
-    })
-    .await
+    void(&state, &caller, &request.lease_id, JobKind::LeaseRelease).await
 }
 
 /// Ends a lease whose holder is gone, without waiting for its ttl: the lease id must be typed
@@ -150,23 +146,34 @@ async fn break_lease(
     caller: Caller,
     JsonBody(request): JsonBody<LeaseIdRequest>,
 ) -> Result<Json<Released>, AppError> {
-    let result = void(&state, &request.lease_id, "broken").await;
-    audited(&state, &caller, JobKind::LeaseBreak, result, |done| {
-        done.detail.clone()
-    })
-    .await
+    void(&state, &caller, &request.lease_id, JobKind::LeaseBreak).await
 }
 
-async fn void(state: &AppState, lease_id: &str, verb: &str) -> Result<Released, AppError> {
-    let id = contract::parse_id(lease_id).map_err(AppError::BadRequest)?;
-    let released = state.lease.release(state, id).await?;
-    Ok(Released {
-        lease_id: lease_id.to_string(),
-        released,
-        detail: if released {
-            format!("lease {lease_id} {verb}")
-        } else {
-            format!("lease {lease_id} was not held (already released, expired or broken)")
-        },
-    })
+/// Release and break: void the lease's pending transfer (idempotent), audited as `kind`.
+async fn void(
+    state: &AppState,
+    caller: &Caller,
+    lease_id: &str,
+    kind: JobKind,
+) -> Result<Json<Released>, AppError> {
+    let verb = if kind == JobKind::LeaseBreak {
+        "broken"
+    } else {
+        "released"
+    };
+    let result = async {
+        let id = contract::parse_id(lease_id).map_err(AppError::BadRequest)?;
+        let released = state.lease.release(state, id).await?;
+        Ok(Released {
+            lease_id: lease_id.to_string(),
+            released,
+            detail: if released {
+                format!("lease {lease_id} {verb}")
+            } else {
+                format!("lease {lease_id} was not held (already released, expired or broken)")
+            },
+        })
+    }
+    .await;
+    audited(state, caller, kind, result, |done| done.detail.clone()).await
 }
