@@ -45,6 +45,7 @@ def local_repository(lab: "labctl.harness.Lab") -> None:
         packages = labctl.run(["dpkg-scanpackages", "--multiversion", "."], cwd=work,
                        capture_output=True, text=True).stdout
         (work / "Packages").write_text(packages)
+        work.chmod(0o755)  # apt's sandbox user reads it on the hosts
         os.rename(work, cache)
     for host in lab.hosts():
         shutil.copytree(cache, Path(host.root) / REPO_ON_HOST.lstrip("/"), dirs_exist_ok=True)
