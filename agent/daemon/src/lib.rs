@@ -6,6 +6,7 @@ pub mod auth;
 pub mod backup;
 pub mod binary;
 pub mod control;
+pub mod firewall;
 pub mod health;
 pub mod host;
 pub mod metrics;

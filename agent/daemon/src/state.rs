@@ -25,6 +25,8 @@ pub struct AgentState {
     pub statsd: Arc<statsd::Store>,
     pub prober: Arc<Prober>,
     pub host: Arc<HostMonitor>,
+    /// The last firewall record read (health.firewall_record).
+    pub firewall: crate::firewall::Monitor,
     pub replica: Arc<Replica>,
     pub peers: Option<Peers>,
     /// One operation on the replica at a time, one per backup; a second one gets 409 busy.
@@ -50,6 +52,7 @@ impl AgentState {
             metrics_cache: Default::default(),
             prober: Arc::new(Prober::default()),
             host: Arc::new(HostMonitor::default()),
+            firewall: Default::default(),
             replica: Replica::new(Arc::clone(&config), Arc::clone(&statsd)),
             peers: Peers::new(&config)?,
             statsd,
