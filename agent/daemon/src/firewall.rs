@@ -522,4 +522,44 @@ mod tests {
         assert_eq!(mode & 0o777, 0o644);
         std::fs::remove_dir_all(&dir).unwrap();
     }
+
+    #[test]
+    fn readiness_and_metrics_report_the_record() {
+        let dir = std::env::temp_dir().join(format!("tb-firewall-agent-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("record.json");
+        let config = Config::parse(&format!(
+            "[server]\nlisten = \"127.0.0.1:7443\"\n\
+             [replica]\ncluster_id = \"0\"\nindex = 0\ncount = 1\naddresses = [\"3000\"]\n\
+             data_file = \"/nonexistent/0_0.tigerbeetle\"\nstatsd_port = 2\n\
+             [replica.run]\nmode = \"process\"\nbinary = \"/nonexistent/tigerbeetle\"\n\
+             [health]\nfirewall_record = \"{}\"\n\
+             [[tokens]]\nname = \"reader\"\nscopes = [\"read\"]\n\
+             sha256 = \"0000000000000000000000000000000000000000000000000000000000000000\"\n",
+            path.display()
+        ))
+        .unwrap();
+        let state = AgentState::new(config).unwrap();
+        write_record(&path, &record(now_unix_ms(), true, &[3000, 7443]).unwrap()).unwrap();
+        let check = check(&state).unwrap();
+        assert!(check.ok, "{check:?}");
+        let metrics = crate::metrics::render(&state);
+        assert!(
+            metrics.contains("\ntb_agent_firewall_rules_loaded{} 1.0\n"),
+            "{metrics}"
+        );
+        assert!(metrics.contains("\ntb_agent_firewall_record_age_seconds{} "));
+        // The table gone: the check fails and says what to do; the metric drops to 0 once the
+        // agent reads the record again (at most READ_INTERVAL later).
+        write_record(&path, &record(now_unix_ms(), false, &[]).unwrap()).unwrap();
+        *state.firewall.last.lock().unwrap() = None;
+        let check = super::check(&state).unwrap();
+        assert!(
+            !check.ok && check.detail.contains("is not loaded"),
+            "{check:?}"
+        );
+        let metrics = crate::metrics::render(&state);
+        assert!(metrics.contains("\ntb_agent_firewall_rules_loaded{} 0.0\n"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
