@@ -3,8 +3,9 @@ machine-wide heavy lock, torn down afterwards whatever happens.
 
 Only one lab can exist on a machine (fixed namespace and addresses), so labs come from one pool:
 - `cluster` (session): a shared lab with site.yml and bootstrap.yml applied, for the tests that
-  leave a healthy cluster behind (site, rollout, partition) and, last, backup/recover. In one
-  pytest session (tests/e2e/run) they share it; a file run alone gets its own.
+  leave a healthy cluster behind (site, firewall reload, rollout, partition) and, last,
+  backup/recover. In one pytest session (tests/e2e/run) they share it; a file run alone gets
+  its own.
 - `controller` (module): a fresh lab of its own, nothing applied, for tests whose cluster cannot
   be shared (a crash-looping replica; a cluster bootstrapped on another release). It replaces
   any shared lab, which a later `cluster` user would boot again.

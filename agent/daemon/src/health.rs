@@ -9,17 +9,19 @@ use tb_proto::tigerbeetle::status_name;
 
 use crate::state::AgentState;
 
-pub const CHECK_NAMES: [&str; 6] = [
+/// `firewall` only when the config names a firewall record (crate::firewall).
+pub const CHECK_NAMES: [&str; 7] = [
     "replica_process",
     "replica_status",
     "replica_sync",
     "client_probe",
     "disk_space",
     "memory_lock",
+    "firewall",
 ];
 
 pub fn ready_report(state: &AgentState) -> ReadyReport {
-    let checks = vec![
+    let mut checks = vec![
         replica_process(state),
         replica_status(state),
         replica_sync(state),
@@ -27,11 +29,12 @@ pub fn ready_report(state: &AgentState) -> ReadyReport {
         disk_space(state),
         memory_lock(state),
     ];
+    checks.extend(crate::firewall::check(state));
     debug_assert!(
         checks
             .iter()
             .map(|check| check.name.as_str())
-            .eq(CHECK_NAMES)
+            .eq(CHECK_NAMES.into_iter().take(checks.len()))
     );
     ReadyReport {
         ready: checks.iter().all(|check| check.ok),

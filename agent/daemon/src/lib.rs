@@ -7,6 +7,7 @@ pub mod backup;
 pub mod binary;
 pub mod cluster_client;
 pub mod control;
+pub mod firewall;
 pub mod health;
 pub mod host;
 pub mod lease;

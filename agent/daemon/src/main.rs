@@ -47,6 +47,13 @@ enum Command {
         #[arg(long)]
         print_effective: bool,
     },
+    /// Record whether the nftables table inet tigerbeetle drops this agent's replica and agent
+    /// ports, in the config's health.firewall_record (JSON, 0644), for the agent's `firewall`
+    /// check. Runs as root from a timer: reading nftables needs CAP_NET_ADMIN.
+    FirewallRecord {
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Read a token secret from standard input and print its SHA-256 for the config file.
     HashToken,
     /// Print a new random token secret.
@@ -86,6 +93,7 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::FirewallRecord { config } => firewall_record(&config),
         Command::HashToken => {
             let mut secret = String::new();
             let limit = 4096;
@@ -106,6 +114,33 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
     }
+}
+
+fn firewall_record(path: &std::path::Path) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("tb-agent: invalid config {}: {error}", path.display());
+            return ExitCode::from(2);
+        }
+    };
+    let Some(output) = config.health.firewall_record.as_deref() else {
+        eprintln!(
+            "tb-agent: {}: health.firewall_record is not set",
+            path.display()
+        );
+        return ExitCode::from(2);
+    };
+    let record = tb_agent::firewall::record_now(&config);
+    if let Err(error) = tb_agent::firewall::write_record(output, &record) {
+        eprintln!("tb-agent: cannot write {}: {error}", output.display());
+        return ExitCode::FAILURE;
+    }
+    println!(
+        "{}",
+        serde_json::to_string(&record).expect("a record serializes")
+    );
+    ExitCode::SUCCESS
 }
 
 /// The configuration, checked as a whole: the file itself, then the secret files it names

@@ -293,6 +293,21 @@ fn agent_metrics(builder: &mut Builder, state: &AgentState) {
             )
         }),
     );
+    if let Some(firewall) = state.firewall.verdict(&state.config) {
+        builder.gauge(
+            "tb_agent_firewall_rules_loaded",
+            "1 when the last firewall record says the table inet tigerbeetle drops the replica \
+             and agent ports (0 also when the record is unreadable).",
+            f64::from(u8::from(firewall.rules_loaded)),
+        );
+        if let Some(age_ms) = firewall.age_ms {
+            builder.gauge(
+                "tb_agent_firewall_record_age_seconds",
+                "Age of the last firewall record (tb-agent firewall-record runs every 30 s).",
+                age_ms as f64 / 1000.0,
+            );
+        }
+    }
     let running = state
         .replica
         .process_state()

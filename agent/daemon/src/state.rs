@@ -29,6 +29,8 @@ pub struct AgentState {
     /// The maintenance lease: this agent's view of it and the leases it granted.
     pub lease: crate::lease::LeaseService,
     pub host: Arc<HostMonitor>,
+    /// The last firewall record read (health.firewall_record).
+    pub firewall: crate::firewall::Monitor,
     pub replica: Arc<Replica>,
     pub peers: Option<Peers>,
     /// One operation on the replica at a time, one per backup; a second one gets 409 busy.
@@ -59,6 +61,7 @@ impl AgentState {
             )),
             lease: crate::lease::LeaseService::new(&config),
             host: Arc::new(HostMonitor::default()),
+            firewall: Default::default(),
             replica: Replica::new(Arc::clone(&config), Arc::clone(&statsd)),
             peers: Peers::new(&config)?,
             statsd,

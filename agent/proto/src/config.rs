@@ -285,6 +285,15 @@ pub struct Health {
     /// How often host data (CPU, memory, disks, clock) is refreshed in the background.
     #[serde(default = "defaults::host_refresh_interval_ms")]
     pub host_refresh_interval_ms: u64,
+    /// Where `tb-agent firewall-record` (run as root by a timer: reading nftables needs
+    /// CAP_NET_ADMIN, which the agent does not have) records whether the firewall table
+    /// `inet tigerbeetle` drops the replica and agent ports. When set, readiness has a
+    /// `firewall` check that fails when the table or a port is missing, or the record is stale.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firewall_record: Option<PathBuf>,
+    /// A firewall record older than this fails the check: the recorder stopped running.
+    #[serde(default = "defaults::firewall_record_stale_ms")]
+    pub firewall_record_stale_ms: u64,
 }
 
 impl Default for Health {
@@ -423,6 +432,10 @@ mod defaults {
     }
     pub fn host_refresh_interval_ms() -> u64 {
         5_000
+    }
+    /// The recorder runs every 30 s: three runs missed.
+    pub fn firewall_record_stale_ms() -> u64 {
+        90_000
     }
     pub fn stop_timeout_ms() -> u64 {
         10_000
@@ -668,6 +681,16 @@ impl Config {
                 "must be between 0 and 1",
             ));
         }
+        if health
+            .firewall_record
+            .as_ref()
+            .is_some_and(|path| !path.is_absolute())
+        {
+            return Err(invalid(
+                "health.firewall_record",
+                "must be an absolute path",
+            ));
+        }
         if health.statsd_stale_ms <= STATSD_EMIT_PERIOD_MS {
             return Err(invalid(
                 "health.statsd_stale_ms",
@@ -684,6 +707,10 @@ impl Config {
             (
                 "health.host_refresh_interval_ms",
                 health.host_refresh_interval_ms,
+            ),
+            (
+                "health.firewall_record_stale_ms",
+                health.firewall_record_stale_ms,
             ),
             ("control.stop_timeout_ms", self.control.stop_timeout_ms),
             ("control.ready_timeout_ms", self.control.ready_timeout_ms),
@@ -905,6 +932,11 @@ mod tests {
                 "memlock_ratio_min = 0.9",
                 "memlock_ratio_min = 1.5",
                 "health.memlock_ratio_min",
+            ),
+            (
+                "memlock_ratio_min = 0.9",
+                "memlock_ratio_min = 0.9\nfirewall_record = \"run/record.json\"",
+                "health.firewall_record: must be an absolute path",
             ),
         ];
         for (from, to, expected) in cases {
