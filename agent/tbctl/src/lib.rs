@@ -5,6 +5,7 @@
 //! timed out may still have happened, so repeating it is the operator's decision.
 
 mod backup;
+mod bootstrap_check;
 mod client;
 mod client_log;
 mod control;
@@ -96,6 +97,10 @@ enum Command {
     /// Inventory files (docs/inventory.md).
     #[command(subcommand)]
     Inventory(InventoryCommand),
+    /// Whether formatting the cluster is safe (ansible/bootstrap.yml asks before it formats):
+    /// exits 0 when no replica listens, answers, runs or has a data file; 3 when one does; 4
+    /// when an address or an agent could not be observed.
+    BootstrapCheck(bootstrap_check::CheckArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -264,6 +269,10 @@ async fn run_async(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::RestoreDrill(args) => {
             let (client, inventory) = connect(&cli, &args.inventory)?;
             drill::restore_drill(&client, &inventory, args).await
+        }
+        Command::BootstrapCheck(args) => {
+            let (client, inventory) = connect(&cli, &args.inventory)?;
+            bootstrap_check::check(&client, &inventory, args).await
         }
         Command::Local(LocalCommand::Up(args)) => local::up(args).await,
         Command::Local(LocalCommand::Down(_)) | Command::Inventory(_) => {
