@@ -40,7 +40,7 @@ let
       echo "tigerbeetle-replica: data file ${dataFile} does not exist; refusing to start." >&2
       echo "Nothing formats it automatically: a re-formatted replica forgets what it acknowledged to the cluster and can lose committed data." >&2
       echo "If this host's data file was lost, rebuild it from the other replicas with: tbctl recover --inventory <inventory> --replica ${toString cfg.replicaIndex}" >&2
-      echo "If this is the cluster's first deploy, set services.tigerbeetle-replica.bootstrap = true and run: systemctl start tigerbeetle-replica-bootstrap.service" >&2
+      echo "Never format it: that is not a repair." >&2
       exit ${toString missingDataFileStatus}
     fi
     exec ${lib.escapeShellArgs ([ "${cfg.package}/bin/tigerbeetle" "start" ] ++ startFlags ++ [ dataFile ])}

@@ -58,7 +58,7 @@ class LabPool:
         controller = self._boot("shared")
         labctl.log("shared lab: site.yml and bootstrap.yml")
         controller.playbook("site.yml")
-        controller.playbook("bootstrap.yml")
+        controller.bootstrap()
         return controller
 
     def own(self, name: str) -> labctl.Controller:

@@ -245,6 +245,17 @@ class Controller:
                                  f"{self.failed_units_report()}")
         return outcome
 
+    def bootstrap_vars(self) -> list[str]:
+        """What bootstrap.yml needs beyond the vars file: the operator's confirmation (the
+        cluster id) and the tbctl it runs `tbctl bootstrap-check` with."""
+        cluster_id = self.inventory["all"]["vars"]["tigerbeetle_cluster_id"]
+        return ["-e", f"tigerbeetle_bootstrap_confirm={cluster_id}",
+                "-e", f"tbctl_path={self.binaries['tbctl']}"]
+
+    def bootstrap(self, *args: str, check: bool = True) -> "PlaybookRun":
+        """bootstrap.yml as an operator runs it for a new cluster (confirmed)."""
+        return self.playbook("bootstrap.yml", *self.bootstrap_vars(), *args, check=check)
+
     def failed_units_report(self, journal_lines: int = 40) -> str:
         """What systemd says about every failed unit on every host: a failed task names only
         the unit, and the lab (with its journals) is gone when CI prints the failure."""

@@ -41,7 +41,7 @@ def test_backup_then_recover(cluster):
     lab.exec(lost, "systemctl reset-failed tigerbeetle.service", check=False)
 
     # bootstrap.yml sees a partial cluster and refuses without changing anything.
-    refused = controller.playbook("bootstrap.yml", check=False)
+    refused = controller.bootstrap(check=False)
     assert refused.returncode != 0
     assert "Rebuild each missing replica with recover.yml" in refused.stdout, refused.tail()
     assert lab.exec(lost, f"test -e {data_file}", check=False).returncode != 0

@@ -19,7 +19,7 @@ READY_TIMEOUT_S = 45
 def test_killed_replica_stops_the_rollout(controller):
     controller.write_vars(tb_agent_ready_timeout_ms=READY_TIMEOUT_S * 1000)
     controller.playbook("site.yml")
-    controller.playbook("bootstrap.yml")
+    controller.bootstrap()
     lab = controller.lab
     # The rollout's own order (inventory order, the current primary last).
     first, second, third = controller.tbctl(

@@ -69,7 +69,7 @@ def test_upgrade_0_16_70_to_0_16_78(controller, releases):
     controller.write_vars(tigerbeetle_binary_src=old,
                           tigerbeetle_binary_sha256=labctl.sha256_file(labctl.Path(old)))
     controller.playbook("site.yml")
-    controller.playbook("bootstrap.yml")
+    controller.bootstrap()
     created = repl(controller, old, ACCOUNTS)
     assert created.returncode == 0, created.stdout + created.stderr
     before = hashes(controller)

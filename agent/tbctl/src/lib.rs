@@ -5,6 +5,7 @@
 //! timed out may still have happened, so repeating it is the operator's decision.
 
 mod backup;
+mod bootstrap_check;
 mod client;
 mod client_log;
 mod control;
@@ -111,6 +112,10 @@ enum Command {
     /// Inventory files (docs/inventory.md).
     #[command(subcommand)]
     Inventory(InventoryCommand),
+    /// Whether formatting the cluster is safe (ansible/bootstrap.yml asks before it formats):
+    /// exits 0 when no replica listens, answers, runs or has a data file; 3 when one does; 4
+    /// when an address or an agent could not be observed.
+    BootstrapCheck(bootstrap_check::CheckArgs),
     /// The cluster-wide maintenance lease that every operation stopping a replica holds.
     #[command(subcommand)]
     Lease(lease::LeaseCommand),
@@ -304,6 +309,10 @@ async fn run_async(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::RestoreDrill(args) => {
             let (client, inventory) = connect(&cli, &args.inventory)?;
             drill::restore_drill(&client, &inventory, args).await
+        }
+        Command::BootstrapCheck(args) => {
+            let (client, inventory) = connect(&cli, &args.inventory)?;
+            bootstrap_check::check(&client, &inventory, args).await
         }
         Command::Rollout(RolloutCommand::Order(args)) => {
             let client = agent_client(&cli)?;
