@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 from typing import Iterator, Sequence
 
-import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(Path(os.environ.get("TB_HOSTS_HARNESS_DIR", REPO / "tests" / "hosts"))))
@@ -38,9 +37,9 @@ OUTSIDER = str(harness.SUBNET.network_address + 250)
 # The lab's backup timer: installed and running, never due during a test run.
 BACKUP_SCHEDULE = "*-01-01 03:00:00"
 BACKUP_TIMER = "tb-agent-backup.timer"
-# The line of an agent's /metrics that carries the release its replica runs.
-RELEASE_PATTERN = yaml.safe_load(
-    (REPO / "ansible" / "vars" / "gates.yml").read_text())["tb_release_pattern"]
+# The line of an agent's /metrics that carries the release its replica runs (read here
+# independently of /v1/status's running_release, which upgrade.yml waits on).
+RELEASE_PATTERN = r"^tb_release(?:\{[^}]*\})? [0-9.eE+]+$"
 
 
 def log(message: str) -> None:
@@ -343,8 +342,7 @@ class Controller:
 
     def running_release(self, host: str) -> str | None:
         """The release the host's replica process reports it runs (StatsD gauge tb.release on
-        the agent's /metrics, packed major << 16 | minor << 8 | patch), not the binary on disk.
-        The line is found with the pattern the playbooks use (ansible/vars/gates.yml)."""
+        the agent's /metrics, packed major << 16 | minor << 8 | patch), not the binary on disk."""
         match = re.search(RELEASE_PATTERN, self.agent_text(host, "/metrics"), re.M)
         if match is None:
             return None
