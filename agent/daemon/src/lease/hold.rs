@@ -131,7 +131,10 @@ pub async fn take(
     }
     job.step("taking the cluster's maintenance lease");
     let needed = needed(state);
-    let ttl_s = ttl_covering(needed + service.margin * 2);
+    // The holder's deadline is the send time plus the ttl less one margin, and the quorum guard
+    // (and an acquire's retries after an expiry) run between the send and the stop: a third
+    // margin leaves them room before `check_time_left`.
+    let ttl_s = ttl_covering(needed + service.margin * 3);
     let taken = match &fields.lease_id {
         Some(text) => {
             let lease_id = contract::parse_id(text).map_err(AppError::BadRequest)?;
