@@ -64,6 +64,11 @@ pub async fn act(
             job.step("asking the peers (quorum guard)");
             let guard_detail = ops::quorum_guard(state, guard_override).await?;
             standing.check_time_left(state.timeouts.stop)?;
+            // An operator's stop: no leftover stopped-for-backup marker may make a restarted
+            // agent start this replica again.
+            if let Ok(store) = crate::backup::store(state) {
+                crate::backup::remove_marker(&store.marker());
+            }
             job.step("stopping the replica");
             state
                 .replica

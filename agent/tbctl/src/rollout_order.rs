@@ -62,12 +62,10 @@ pub fn primary_of(views: &[i64], replica_count: usize) -> Option<u8> {
 
 /// The hosts in their order, with the primary's moved to the end.
 pub fn primary_last<'a>(hosts: &[(u8, &'a str)], primary: Option<u8>) -> Vec<&'a str> {
-    let (last, mut order): (Vec<(u8, &str)>, Vec<(u8, &str)>) = hosts
-        .iter()
-        .copied()
-        .partition(|(index, _)| Some(*index) == primary);
-    order.extend(last);
-    order.into_iter().map(|(_, name)| name).collect()
+    let is_primary = |index: u8| Some(index) == primary;
+    let others = hosts.iter().filter(|(index, _)| !is_primary(*index));
+    let last = hosts.iter().filter(|(index, _)| is_primary(*index));
+    others.chain(last).map(|(_, name)| *name).collect()
 }
 
 #[cfg(test)]
