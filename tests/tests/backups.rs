@@ -383,11 +383,19 @@ fn killed_agent_and_full_disk_leave_no_backup_and_the_replica_running() {
     cluster.wait_all_ready();
     let backup_dir = cluster.state.state_dir.join("backups/replica-2");
 
-    // SIGKILL the agent in the middle of the copy.
+    // SIGKILL the agent in the middle of the backup, with the replica being stopped for the
+    // copy and the marker written. A sparse copy of a fresh data file takes milliseconds, too
+    // short a state to catch between two polls; so the replica is frozen (SIGSTOP): the agent's
+    // stop then waits on it (SIGTERM stays pending) for up to its stop timeout, a state that holds.
+    let frozen = nix::unistd::Pid::from_raw(cluster.replica_pid(2).unwrap() as i32);
+    nix::sys::signal::kill(frozen, nix::sys::signal::Signal::SIGSTOP).unwrap();
     let (job_id, backup_id) = start_backup(&cluster, 2);
-    cluster.wait_until("the copy to start", Duration::from_secs(30), || {
-        cluster.job(2, &job_id)["step"] == "copying the data file"
-    });
+    let marker = backup_dir.join(".replica-stopped-for-backup");
+    cluster.wait_until(
+        "the agent to stop the replica for the copy",
+        Duration::from_secs(30),
+        || cluster.job(2, &job_id)["step"] == "stopping the replica" && marker.exists(),
+    );
     let agent_pid = cluster.state.agents[2].pid;
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(agent_pid),
@@ -411,6 +419,22 @@ fn killed_agent_and_full_disk_leave_no_backup_and_the_replica_running() {
     assert!(
         !backup_dir.join(&backup_id).exists(),
         "a killed backup looks complete"
+    );
+    // The frozen replica takes its pending SIGTERM and exits, freeing its data file.
+    nix::sys::signal::kill(frozen, nix::sys::signal::Signal::SIGCONT).unwrap();
+    cluster.wait_until(
+        "the frozen replica to exit",
+        Duration::from_secs(30),
+        || {
+            !std::path::Path::new(&format!("/proc/{frozen}")).exists()
+                || std::fs::read_to_string(format!("/proc/{frozen}/stat")).is_ok_and(|stat| {
+                    stat.rsplit(')')
+                        .next()
+                        .unwrap_or("")
+                        .trim_start()
+                        .starts_with('Z')
+                })
+        },
     );
     // The agent comes back (as its supervisor would restart it): leftovers are cleaned, the
     // replica runs again, and nothing half-written is listed.

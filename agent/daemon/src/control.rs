@@ -61,70 +61,101 @@ pub async fn act(
         )),
         JobKind::Stop => {
             let standing = hold::take(&job, Operation::Stop, &lease).await?;
-            job.step("asking the peers (quorum guard)");
-            let guard_detail = ops::quorum_guard(state, guard_override).await?;
-            standing.check_time_left(state.timeouts.stop)?;
-            // An operator's stop: no leftover stopped-for-backup marker may make a restarted
-            // agent start this replica again.
-            if let Ok(store) = crate::backup::store(state) {
-                crate::backup::remove_marker(&store.marker());
-            }
-            job.step("stopping the replica");
-            state
-                .replica
-                .stop()
-                .await
-                .map_err(|error| AppError::Failed(error.to_string()))?;
-            let detail = format!("{guard_detail}; {}", standing.describe());
-            Ok(response(Outcome::Stopped, detail, None))
+            let result = stop_under(&job, &standing, guard_override).await;
+            // Released before the answer: the next operation must find the lease free.
+            let lease_text = standing.describe();
+            standing.finish().await;
+            let guard_detail = result?;
+            Ok(response(
+                Outcome::Stopped,
+                format!("{guard_detail}; {lease_text}"),
+                None,
+            ))
         }
         _ => {
             let standing = hold::take(&job, Operation::Restart, &lease).await?;
-            let guard_detail = if running {
-                job.step("asking the peers (quorum guard)");
-                ops::quorum_guard(state, guard_override).await?
-            } else {
-                String::new()
-            };
-            standing.check_time_left(hold::needed(state))?;
-            let standing_text = standing.describe();
-            let down_since = Instant::now();
-            job.step("stopping the replica");
-            let stopped = state.replica.stop().await;
-            // Whatever the stop did, the replica is started again: a restart never leaves it
-            // down on purpose.
-            job.step("starting the replica");
-            let started = state.replica.start().await;
-            match (stopped, started) {
-                (Ok(()), Ok(())) => {}
-                (Err(stop), Ok(())) => {
-                    return Err(AppError::Failed(format!(
-                        "stopping the replica: {stop}; it was started again"
-                    )));
-                }
-                (stop, Err(start)) => {
-                    let stop = stop
-                        .err()
-                        .map_or(String::new(), |e| format!("stopping: {e}; "));
-                    return Err(AppError::Failed(format!(
-                        "{stop}starting the replica: {start}"
-                    )));
-                }
-            }
-            job.step("waiting for the replica to be ready");
-            ops::wait_ready(state, state.timeouts.ready).await?;
-            let downtime_ms = down_since.elapsed().as_millis() as u64;
-            job.update(|record| record.downtime_ms = Some(downtime_ms));
-            drop(standing);
+            let result = restart_under(&job, &standing, running, guard_override).await;
+            let lease_text = standing.describe();
+            standing.finish().await;
+            let (guard_detail, downtime_ms) = result?;
             Ok(response(
                 Outcome::Restarted,
                 format!(
-                    "ready again after {downtime_ms} ms{}{guard_detail}; {}",
+                    "ready again after {downtime_ms} ms{}{guard_detail}; {lease_text}",
                     if guard_detail.is_empty() { "" } else { "; " },
-                    standing_text
                 ),
                 Some(downtime_ms),
             ))
         }
     }
+}
+
+/// The stop, under the lease: the quorum guard, then the stop. Returns the guard's finding.
+async fn stop_under(
+    job: &JobHandle,
+    standing: &hold::Standing,
+    guard_override: Override,
+) -> Result<String, AppError> {
+    let state = &job.state;
+    job.step("asking the peers (quorum guard)");
+    let guard_detail = ops::quorum_guard(state, guard_override).await?;
+    standing.check_time_left(state.timeouts.stop)?;
+    // An operator's stop: no leftover stopped-for-backup marker may make a restarted agent
+    // start this replica again.
+    if let Ok(store) = crate::backup::store(state) {
+        crate::backup::remove_marker(&store.marker());
+    }
+    job.step("stopping the replica");
+    state
+        .replica
+        .stop()
+        .await
+        .map_err(|error| AppError::Failed(error.to_string()))?;
+    Ok(guard_detail)
+}
+
+/// The restart, under the lease: the quorum guard (when running), stop, start, wait for ready.
+/// Returns the guard's finding and the downtime.
+async fn restart_under(
+    job: &JobHandle,
+    standing: &hold::Standing,
+    running: bool,
+    guard_override: Override,
+) -> Result<(String, u64), AppError> {
+    let state = &job.state;
+    let guard_detail = if running {
+        job.step("asking the peers (quorum guard)");
+        ops::quorum_guard(state, guard_override).await?
+    } else {
+        String::new()
+    };
+    standing.check_time_left(hold::needed(state))?;
+    let down_since = Instant::now();
+    job.step("stopping the replica");
+    let stopped = state.replica.stop().await;
+    // Whatever the stop did, the replica is started again: a restart never leaves it down on
+    // purpose.
+    job.step("starting the replica");
+    let started = state.replica.start().await;
+    match (stopped, started) {
+        (Ok(()), Ok(())) => {}
+        (Err(stop), Ok(())) => {
+            return Err(AppError::Failed(format!(
+                "stopping the replica: {stop}; it was started again"
+            )));
+        }
+        (stop, Err(start)) => {
+            let stop = stop
+                .err()
+                .map_or(String::new(), |e| format!("stopping: {e}; "));
+            return Err(AppError::Failed(format!(
+                "{stop}starting the replica: {start}"
+            )));
+        }
+    }
+    job.step("waiting for the replica to be ready");
+    ops::wait_ready(state, state.timeouts.ready).await?;
+    let downtime_ms = down_since.elapsed().as_millis() as u64;
+    job.update(|record| record.downtime_ms = Some(downtime_ms));
+    Ok((guard_detail, downtime_ms))
 }

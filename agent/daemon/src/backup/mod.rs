@@ -22,7 +22,7 @@ use crate::api::{
 };
 use crate::config::{self, Run};
 use crate::lease::hold;
-use crate::ops::{self, AppError, JobDone, JobHandle, Override, io_failure};
+use crate::ops::{self, AppError, JobDone, JobHandle, io_failure};
 use crate::state::AgentState;
 use store::{Store, now_unix_ms, write_json_atomically};
 use tb_proto::backup_files as files;
@@ -152,15 +152,6 @@ pub async fn backup(
     let state = Arc::clone(&job.state);
     let config = backup_config(&state)?;
     let running = state.replica.pid().is_some();
-    // A stopped replica is copied as it is: nothing is stopped, so no lease is needed.
-    let standing = if running {
-        let standing = hold::take(&job, Operation::Backup, &lease).await?;
-        job.step("asking the peers (quorum guard)");
-        ops::quorum_guard(&state, Override::NotOffered).await?;
-        Some(standing)
-    } else {
-        None
-    };
     let (dir, data_file, free_margin_bytes) = (
         config.dir.clone(),
         state.config.replica.data_file.clone(),
@@ -183,14 +174,19 @@ pub async fn backup(
         Ok(())
     })
     .await?;
-    if let Some(standing) = &standing {
-        standing.check_time_left(hold::needed(&state))?;
-    }
+    // A stopped replica is copied as it is: nothing is stopped, so no lease is needed.
+    let standing = if running {
+        Some(hold::take_guarded(&job, Operation::Backup, &lease).await?)
+    } else {
+        None
+    };
     job.accept();
 
     let result = backup_steps(&job, &backup_id).await;
     // The replica is back; other operations may run while hooks ship the backup.
-    drop(standing);
+    if let Some(standing) = standing {
+        standing.finish().await;
+    }
     job.release_replica_lock();
     let store = store(&state)?;
     match result {
@@ -888,21 +884,16 @@ pub async fn recover(mut job: JobHandle, lease: LeaseFields) -> Result<JobDone, 
     if state.replica.pid().is_some() {
         return Err(AppError::Refused("the replica is running".into()));
     }
-    // Held until the replica has caught up: no other replica may stop meanwhile.
-    let standing = hold::take(&job, Operation::Recover, &lease).await?;
-    // The rest of the cluster must be healthy enough to view-change without this replica.
-    job.step("asking the peers (quorum guard)");
-    ops::quorum_guard(&state, Override::NotOffered).await?;
-    standing.check_time_left(hold::needed(&state))?;
+    // Held until the replica has caught up: no other replica may stop meanwhile. The rest of
+    // the cluster must be healthy enough to view-change without this replica (the guard).
+    let standing = hold::take_guarded(&job, Operation::Recover, &lease).await?;
     job.accept();
-    recover_steps(&state, &job.id)
-        .await
-        .map_err(AppError::Failed)?;
+    let recovered = recover_steps(&state, &job.id).await;
+    let lease_text = standing.describe();
+    standing.finish().await;
+    recovered.map_err(AppError::Failed)?;
     Ok(JobDone {
-        detail: format!(
-            "the data file was recovered and the replica is ready; {}",
-            standing.describe()
-        ),
+        detail: format!("the data file was recovered and the replica is ready; {lease_text}"),
     })
 }
 

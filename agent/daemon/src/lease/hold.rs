@@ -37,6 +37,14 @@ impl Standing {
         }
     }
 
+    /// Ends the operation's hold: its own lease is released now (the next operation must find
+    /// it free); a release the cluster cannot answer now is retried in the background.
+    pub async fn finish(self) {
+        if let Standing::Leased(lease) = self {
+            lease.finish().await;
+        }
+    }
+
     /// Refuses to begin stopping the replica unless the lease outlasts `needed` (the stop and
     /// the wait for ready) and was not lost.
     pub fn check_time_left(&self, needed: Duration) -> Result<(), AppError> {
@@ -84,6 +92,19 @@ impl OperationLease {
     pub fn lease_id_hex(&self) -> String {
         contract::format_id(self.lease_id)
     }
+
+    async fn finish(mut self) {
+        self.renewer.abort();
+        if !self.owned {
+            return;
+        }
+        match self.state.lease.release(&self.state, self.lease_id).await {
+            // Released: nothing left for Drop to do.
+            Ok(_) => self.owned = false,
+            Err(error) => tracing::warn!(%error, lease = %self.lease_id_hex(),
+                "releasing the maintenance lease failed; retrying in the background"),
+        }
+    }
 }
 
 impl Drop for OperationLease {
@@ -116,6 +137,30 @@ impl Drop for OperationLease {
 /// ready. Longer operations are covered by renewal.
 pub fn needed(state: &AgentState) -> Duration {
     state.timeouts.stop + state.timeouts.ready
+}
+
+/// The lease, then the quorum guard (never forced: backups and recover), then the time left:
+/// the standing of an operation that may begin stopping its replica. A refusal releases the
+/// lease before it answers.
+pub async fn take_guarded(
+    job: &JobHandle,
+    operation: Operation,
+    fields: &LeaseFields,
+) -> Result<Standing, AppError> {
+    let standing = take(job, operation, fields).await?;
+    let checked = async {
+        job.step("asking the peers (quorum guard)");
+        crate::ops::quorum_guard(&job.state, crate::ops::Override::NotOffered).await?;
+        standing.check_time_left(needed(&job.state))
+    }
+    .await;
+    match checked {
+        Ok(()) => Ok(standing),
+        Err(error) => {
+            standing.finish().await;
+            Err(error)
+        }
+    }
 }
 
 /// Takes the operation's standing with the lease, before its quorum guard.
