@@ -98,11 +98,17 @@ def test_bootstrap_check_sees_the_live_cluster(cluster):
 def test_changed_data_dir_on_the_live_cluster_is_refused(cluster):
     controller = cluster
     before = identities(controller)
+    refuse_changed_data_dir(controller, "the replica unit is active")
+    assert identities(controller) == before
+
+
+def refuse_changed_data_dir(controller, finding: str) -> None:
+    """bootstrap.yml with a changed tigerbeetle_data_dir is refused, naming the installed unit's
+    file, the existing data file, `finding` and the check; nothing is created there."""
     refused = controller.bootstrap("-e", f"tigerbeetle_data_dir={ELSEWHERE}", check=False)
     assert_refused(refused, "Refusing to format cluster", "the installed unit starts",
                    f"data file {data_file(controller, controller.host_names[0])} exists",
-                   "the replica unit is active", "bootstrap-check (exit 3")
-    assert identities(controller) == before
+                   finding, "bootstrap-check (exit 3")
     for host in controller.host_names:
         assert controller.lab.exec(host, f"test -e {ELSEWHERE}", check=False).returncode != 0
 
@@ -130,13 +136,8 @@ def test_changed_data_dir_on_a_stopped_cluster_is_refused_then_rerun_starts_it(c
         before = hashes(controller)
         # The old units still point at the old files; with a changed data directory every
         # host would look new to a check of the inventory's path alone.
-        refused = controller.bootstrap("-e", f"tigerbeetle_data_dir={ELSEWHERE}", check=False)
-        assert_refused(refused, "Refusing to format cluster", "the installed unit starts",
-                       f"data file {data_file(controller, controller.host_names[0])} exists",
-                       "reports the data file", "bootstrap-check (exit 3")
+        refuse_changed_data_dir(controller, "reports the data file")
         assert hashes(controller) == before
-        for host in controller.host_names:
-            assert controller.lab.exec(host, f"test -e {ELSEWHERE}", check=False).returncode != 0
     finally:
         # Every data file exists and nothing runs, as after a bootstrap whose start failed:
         # the re-run starts the replicas (it never formats) and waits for the cluster.
