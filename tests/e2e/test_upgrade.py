@@ -83,8 +83,14 @@ def test_upgrade_0_16_70_to_0_16_78(controller, releases):
     running_before = {h: controller.running_release(h) for h in controller.host_names}
     assert set(running_before.values()) == {"0.16.70"}, running_before
 
-    # Refused before anything changes: 0.16.78 without 0.16.70 bundled...
+    # Refused before anything changes, and before the binary runs anywhere: a SHA-256 that is
+    # not the binary's...
     plain = labctl.run([str(labctl.REPO / "scripts" / "tigerbeetle-build")]).stdout.strip()
+    refused_sha = controller.playbook("upgrade.yml", "-e", f"tigerbeetle_binary_src={plain}",
+                                      "-e", f"tigerbeetle_binary_sha256={'0' * 64}", check=False)
+    assert refused_sha.returncode != 0 and "not the expected" in refused_sha.stdout and \
+        "it was not run" in refused_sha.stdout, refused_sha.tail()
+    # ...0.16.78 without 0.16.70 bundled...
     refused = controller.playbook("upgrade.yml", "-e", f"tigerbeetle_binary_src={plain}", "-e",
                                   f"tigerbeetle_binary_sha256={labctl.sha256_file(labctl.Path(plain))}",
                                   check=False)

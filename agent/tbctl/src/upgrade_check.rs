@@ -214,8 +214,8 @@ pub fn refuse_replica(
     }
     if !target.bundled.contains(&running) {
         return Err(format!(
-            "runs {running}, which the target does not bundle ({}): upgrade through an \
-             intermediate release that bundles {running}",
+            "runs {running}, which the target does not bundle ({}): the target cannot upgrade \
+             this replica; upgrade through an intermediate release that bundles {running}",
             list(&target.bundled)
         ));
     }
