@@ -300,13 +300,21 @@ fn metrics_openapi_tbctl_and_second_up() {
         }
     }
     // Every documented operation exists: without a token it answers 401 (unknown routes
-    // answer 404 before any authentication), and documented GETs answer 2xx with one.
+    // answer 404 before any authentication), and documented GETs answer 2xx with one. Failed
+    // authentications are throttled per address (20 a minute), and there are more operations:
+    // each batch of anonymous requests comes from an address of its own on the loopback.
+    let mut anonymous_sent = 0u8;
     for (path, operations) in paths {
         let concrete = path.replace("{id}", "20261123T101500Z-r0-1a2b3c4d");
         for method in operations.as_object().unwrap().keys() {
             let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
-            let anonymous = cluster
-                .http
+            let source = std::net::Ipv4Addr::new(127, 0, 0, 2 + anonymous_sent / 15);
+            anonymous_sent += 1;
+            let anonymous = reqwest::blocking::Client::builder()
+                .local_address(std::net::IpAddr::V4(source))
+                .timeout(common::HTTP_TIMEOUT)
+                .build()
+                .unwrap()
                 .request(method.clone(), cluster.url(0, &concrete))
                 .send()
                 .unwrap();
