@@ -60,6 +60,15 @@ impl Operation {
         Operation::ALL.into_iter().find(|op| op.code() == code)
     }
 
+    /// Taken by a caller through the API (rollout, upgrade, manual), not by an agent for one of
+    /// its own operations.
+    pub fn external(self) -> bool {
+        matches!(
+            self,
+            Operation::Rollout | Operation::Upgrade | Operation::Manual
+        )
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Operation::Stop => "stop",

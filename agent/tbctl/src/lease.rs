@@ -20,9 +20,10 @@ use tb_proto::lease::{
 use super::client::{AgentClient, AgentError};
 use super::exit;
 
-/// A lease request waits on the cluster (the agent bounds it by lease.request_timeout_ms and
-/// an acquire retries briefly after an expiry).
-const REQUEST_TIMEOUT_MS: u64 = 20_000;
+/// A lease request waits on the cluster: each of the agent's requests to it is bounded by
+/// lease.request_timeout_ms (5 s), and an acquire may make a dozen after an expiry. Past this,
+/// tbctl asks the next agent, so it must outlast the slowest answer the agent can give.
+const REQUEST_TIMEOUT_MS: u64 = 90_000;
 
 #[derive(Debug, Subcommand)]
 pub enum LeaseCommand {
@@ -98,12 +99,14 @@ pub struct RunArgs {
     command: Vec<String>,
 }
 
+/// rollout, upgrade or manual: stop, restart, backup and recover leases are the agents' own.
 fn operation(text: &str) -> Result<Operation, String> {
-    Operation::ALL
-        .into_iter()
+    let external = Operation::ALL.into_iter().filter(|op| op.external());
+    external
+        .clone()
         .find(|op| op.as_str() == text)
         .ok_or_else(|| {
-            let names: Vec<&str> = Operation::ALL.iter().map(|op| op.as_str()).collect();
+            let names: Vec<&str> = external.map(|op| op.as_str()).collect();
             format!("one of {}", names.join(", "))
         })
 }

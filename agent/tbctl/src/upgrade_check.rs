@@ -198,7 +198,7 @@ pub fn refuse_replica(
 ) -> Result<String, String> {
     if client_release > target.release {
         return Err(format!(
-            "its agent embeds client {client_release}, newer than the target {}: the cluster \
+            "its agent embeds client {client_release}, newer than the target release {}: the cluster \
              would refuse it (a client must never be newer than the cluster)",
             target.release
         ));

@@ -13,6 +13,10 @@ use crate::ops::{AppError, JobHandle};
 use crate::state::AgentState;
 
 const RELEASE_RETRY_INTERVAL: Duration = Duration::from_secs(1);
+/// After a failed renewal the next comes this soon (the deadline has not moved).
+const RENEWAL_RETRY_INTERVAL: Duration = Duration::from_secs(5);
+/// Renewals are never closer than this (a lease at its end gets a few tries, not a busy loop).
+const RENEWAL_PAUSE_MIN: Duration = Duration::from_millis(500);
 
 /// How the operation stands with the lease.
 pub enum Standing {
@@ -133,6 +137,20 @@ impl Drop for OperationLease {
     }
 }
 
+/// Releases `lease_id` if it holds the pool, trying until its ttl has passed: for an acquire
+/// whose answer did not come (the cluster may still grant it).
+fn release_in_background(state: Arc<AgentState>, lease_id: u128, ttl_s: u32) {
+    let give_up = Instant::now() + Duration::from_secs(ttl_s.into());
+    tokio::spawn(async move {
+        while Instant::now() < give_up {
+            if state.lease.release(&state, lease_id).await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(RELEASE_RETRY_INTERVAL * 5).await;
+        }
+    });
+}
+
 /// What the lease must cover for an operation that stops the replica: the stop and the wait for
 /// ready. Longer operations are covered by renewal.
 pub fn needed(state: &AgentState) -> Duration {
@@ -187,10 +205,16 @@ pub async fn take(
         }
         None => {
             let holder = format!("{} ({})", job.caller_token, job.id);
-            service
-                .acquire(state, &holder, operation, ttl_s, None)
-                .await
-                .map(|held| (held, true))
+            // Chosen here, so that an acquire whose outcome is unknown (no answer in time) can
+            // be released if the cluster granted it after all.
+            let ids = (contract::new_lease_id(), service.ids.fresh_transfer());
+            let taken = service
+                .acquire(state, &holder, operation, ttl_s, Some(ids))
+                .await;
+            if let Err(AppError::LeaseUnavailable(_)) = &taken {
+                release_in_background(Arc::clone(state), ids.0, ttl_s);
+            }
+            taken.map(|held| (held, true))
         }
     };
     match taken {
@@ -293,20 +317,43 @@ async fn renew_forever(
     lost: Arc<AtomicBool>,
 ) {
     let period = Duration::from_secs(ttl_s.into()) / 3;
+    let mut failed = false;
     loop {
-        tokio::time::sleep(period).await;
+        let left = deadline
+            .lock()
+            .expect("not poisoned")
+            .saturating_duration_since(Instant::now());
+        tokio::time::sleep(renewal_pause(period, left, failed)).await;
         match state.lease.renew(&state, lease_id, ttl_s).await {
-            Ok(held) => *deadline.lock().expect("not poisoned") = held.deadline,
+            Ok(held) => {
+                *deadline.lock().expect("not poisoned") = held.deadline;
+                failed = false;
+            }
             Err(AppError::LeaseLost(why)) => {
                 tracing::error!(lease = %contract::format_id(lease_id), %why,
                     "the maintenance lease was lost while an operation held it");
                 lost.store(true, Ordering::Release);
                 return;
             }
-            // Unavailable for now: the deadline stays, the next period tries again.
-            Err(error) => tracing::warn!(%error, "renewing the maintenance lease failed"),
+            // Unavailable for now: the deadline stays; try again soon.
+            Err(error) => {
+                tracing::warn!(%error, "renewing the maintenance lease failed");
+                failed = true;
+            }
         }
     }
+}
+
+/// Until the next renewal: a third of the ttl, but never more than half of what is left (a
+/// borrowed lease may have little left), and soon after a failure.
+fn renewal_pause(period: Duration, left: Duration, failed: bool) -> Duration {
+    let pause = period.min(left / 2);
+    let pause = if failed {
+        pause.min(RENEWAL_RETRY_INTERVAL)
+    } else {
+        pause
+    };
+    pause.max(RENEWAL_PAUSE_MIN)
 }
 
 #[cfg(test)]
@@ -321,6 +368,20 @@ mod tests {
         let refused = enough_left(now + Duration::from_secs(129), now, needed).unwrap_err();
         assert!(refused.contains("129000 ms left"), "{refused}");
         assert!(enough_left(now, now + Duration::from_secs(1), needed).is_err());
+    }
+
+    #[test]
+    fn renewals_come_before_half_of_what_is_left_and_soon_after_a_failure() {
+        let period = Duration::from_secs(200);
+        let s = Duration::from_secs;
+        assert_eq!(renewal_pause(period, s(595), false), s(200));
+        // A borrowed lease with 150 s left of its holder's 600 s ttl: renewed at 75 s.
+        assert_eq!(renewal_pause(period, s(150), false), s(75));
+        assert_eq!(renewal_pause(period, s(150), true), RENEWAL_RETRY_INTERVAL);
+        assert_eq!(
+            renewal_pause(period, Duration::ZERO, false),
+            RENEWAL_PAUSE_MIN
+        );
     }
 
     #[test]

@@ -344,8 +344,18 @@ pub async fn acquire(
         let transfer = pending_transfer(ids, pending);
         match create(client, timeout, "taking the lease", vec![transfer]).await? {
             Ok(()) => return found(client, timeout, pending.transfer_id).await,
+            // A retry of an acquire that was granted: it holds the pool now, or it was granted
+            // and has ended since (released or expired), which this caller must not take for a
+            // lease it holds.
             Err(kinds) if kinds == [Event::Exists] => {
-                return found(client, timeout, pending.transfer_id).await;
+                let now = self::read(client, ids, timeout).await?;
+                return match now.current {
+                    Some(current) if current.lease_id == pending.lease_id => Ok(current),
+                    _ => Err(LedgerError::Lost(format!(
+                        "lease {:032x} was granted to an earlier attempt and has ended since",
+                        pending.lease_id
+                    ))),
+                };
             }
             // Taken by someone else between the read and the request: read it again.
             Err(kinds) if kinds == [Event::ExceedsCredits] => {
@@ -406,12 +416,17 @@ pub async fn renew(
             Some(other) => return Err(LedgerError::Lost(held_by_other(&other))),
             None => return Err(LedgerError::Lost(NOT_HELD.into())),
         };
+        // A renewal never shortens the lease: another holder of it may count on what is left.
+        let left_s = current
+            .expires()
+            .duration_since(SystemTime::now())
+            .map_or(0, |left| left.as_secs().min(contract_ttl_max_s()) as u32);
         let next = Pending {
             transfer_id: ids.fresh_transfer(),
             lease_id,
             tag: current.tag,
             operation_code: current.operation_code,
-            ttl_s,
+            ttl_s: ttl_s.max(left_s),
         };
         let void = void_transfer(ids, ids.fresh_transfer(), current.transfer_id)
             .with_flags(transfer::Flags::VOID_PENDING_TRANSFER | transfer::Flags::LINKED);
@@ -436,6 +451,10 @@ pub async fn renew(
     ))
 }
 
+fn contract_ttl_max_s() -> u64 {
+    tb_proto::lease::TTL_MAX_S.into()
+}
+
 const NOT_HELD: &str = "the lease is not held any more (it expired, or was released or broken)";
 
 fn held_by_other(other: &Current) -> String {
@@ -445,26 +464,36 @@ fn held_by_other(other: &Current) -> String {
     )
 }
 
-/// Voids the lease's pending transfer. Ok(false) when it was not held any more.
+/// Voids the lease's pending transfer. Ok(false) when it was not held any more. A void that
+/// meets a renewal by another holder of the same lease (`already_voided`) reads again: the
+/// renewed transfer is voided too, or the lease would stay held until its ttl.
 pub async fn release(
     client: &Client,
     ids: Ids,
     timeout: Duration,
     lease_id: u128,
 ) -> Result<bool, LedgerError> {
-    let read = read(client, ids, timeout).await?;
-    let current = match read.current {
-        Some(current) if current.lease_id == lease_id => current,
-        _ => return Ok(false),
-    };
-    let void = void_transfer(ids, ids.fresh_transfer(), current.transfer_id);
-    match create(client, timeout, "releasing the lease", vec![void]).await? {
-        Ok(()) => Ok(true),
-        Err(kinds) if kinds == [Event::Expired] || kinds == [Event::AlreadyVoided] => Ok(false),
-        Err(kinds) => Err(LedgerError::Unsound(format!(
-            "releasing the lease: the cluster refused the void: {kinds:?}"
-        ))),
+    for _ in 0..3 {
+        let read = read(client, ids, timeout).await?;
+        let current = match read.current {
+            Some(current) if current.lease_id == lease_id => current,
+            _ => return Ok(false),
+        };
+        let void = void_transfer(ids, ids.fresh_transfer(), current.transfer_id);
+        match create(client, timeout, "releasing the lease", vec![void]).await? {
+            Ok(()) => return Ok(true),
+            Err(kinds) if kinds == [Event::Expired] => return Ok(false),
+            Err(kinds) if kinds == [Event::AlreadyVoided] => {}
+            Err(kinds) => {
+                return Err(LedgerError::Unsound(format!(
+                    "releasing the lease: the cluster refused the void: {kinds:?}"
+                )));
+            }
+        }
     }
+    Err(LedgerError::Unavailable(
+        "the lease was renewed by another holder of it three times while this release ran".into(),
+    ))
 }
 
 #[cfg(test)]

@@ -255,8 +255,16 @@ impl LeaseService {
             Operation::from_code(current.operation_code),
             Some(Operation::Stop | Operation::Restart | Operation::Backup | Operation::Recover)
         );
+        let granted_here = self
+            .granted
+            .lock()
+            .expect("not poisoned")
+            .contains_key(&current.lease_id);
+        // Not granted by this process, and older than it: the cluster's clock (since) and this
+        // host's (started) are compared, so a lease this process took is excluded by name first.
         contract::tag_replica(current.tag) == self.replica_index
             && own_operation
+            && !granted_here
             && current.since < self.started
     }
 

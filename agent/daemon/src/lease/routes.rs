@@ -101,6 +101,14 @@ async fn acquire(
             }
         };
         let operation = request.operation.unwrap_or(Operation::Manual);
+        // Stop, restart, backup and recover leases are the agents' own: a lease taken through
+        // the API cannot pass for one (a restarted agent releases its predecessor's).
+        if !operation.external() {
+            return Err(AppError::BadRequest(format!(
+                "operation {operation} is an agent's own; a lease taken through the API is for \
+                 rollout, upgrade or manual"
+            )));
+        }
         let held = state
             .lease
             .acquire(&state, &holder, operation, request.ttl_s, retry_of)
