@@ -147,6 +147,18 @@ let
 
   nullOr = reason: v: if v == null then null else reason v;
 
+  boolReason = v: if b.isBool v then null else "must be null, true or false";
+
+  ledgerReason = v:
+    if b.isInt v && v >= 1 && v <= 4294967295 then null
+    else "must be null or an integer between 1 and 4294967295 (a ledger no application uses)";
+
+  idPrefixReason = v:
+    if b.isString v && b.match "[0-9a-f]{16}" v != null
+      && v != "0000000000000000" && v != "ffffffffffffffff"
+    then null
+    else "must be null or 16 lowercase hex digits, not all 0 and not all f";
+
   portReason = v:
     if b.isInt v && v >= 1 && v <= 65535 then null else "must be an integer between 1 and 65535";
 
@@ -223,6 +235,11 @@ let
     tb_agent_tls_key_file = { default = null; reason = nullOr secretPathReason; };
     tb_agent_tls_client_ca_file = { default = null; reason = nullOr pathReason; };
     tigerbeetle_nixos_flake = { default = null; reason = nullOr flakeReason; };
+    # The maintenance lease's reserved ledger and ids; null: the agent's default (written once,
+    # in the agent's config defaults).
+    tb_agent_lease_enabled = { default = null; reason = nullOr boolReason; };
+    tb_agent_lease_ledger = { default = null; reason = nullOr ledgerReason; };
+    tb_agent_lease_id_prefix = { default = null; reason = nullOr idPrefixReason; };
   };
 
   # Per-host keys, in all.hosts.<name>.
@@ -368,6 +385,11 @@ let
         client_networks = vars.tigerbeetle_client_networks;
         orchestrator_networks = vars.tb_agent_orchestrator_networks;
         nixos_flake = vars.tigerbeetle_nixos_flake;
+        lease = {
+          enabled = vars.tb_agent_lease_enabled;
+          id_prefix = vars.tb_agent_lease_id_prefix;
+          ledger = vars.tb_agent_lease_ledger;
+        };
         statsd_port = vars.tb_agent_statsd_port;
         agent_urls = map (h: h.agent_url) ordered;
         agent_tokens = map (t: { inherit (t) name scopes sha256; }) vars.tb_agent_tokens;

@@ -89,6 +89,10 @@ in
         agentUrls = lib.optionals (cluster.replica_count > 1) cluster.agent_urls;
         peerTokenFile = cluster.agent_peer_token_file;
         peerCaFile = cluster.agent_peer_ca_file;
+        # Only what the inventory sets: the agent's defaults are the one copy of the rest.
+        settings =
+          let lease = lib.filterAttrs (_: v: v != null) cluster.lease; in
+          lib.optionalAttrs (lease != { }) { inherit lease; };
         orchestratorNetworks = cluster.orchestrator_networks;
       };
     })

@@ -1,6 +1,9 @@
 """End-to-end test 3: the replica on the second host is killed (again and again, as in a crash
 loop) during the rollout: the play stops before the third host, saying which host and why, and
-the cluster still answers.
+the cluster still answers. Then the forward fix of the host the rollout left down (its unit
+failed at its start limit): a plain re-run refuses at the pre-flight and says how to repair; a
+repair whose --limit leaves that host out refuses; `-e tigerbeetle_rollout_repair=<host>` starts
+that host first and finishes the rollout while a client writes, with no failed request.
 
     python3 -m pytest tests/e2e/test_fault_kill.py
 """
@@ -73,3 +76,35 @@ def test_killed_replica_stops_the_rollout(controller):
         stop_killing.set()
         killer.join(timeout=30)
     assert kills, "the replica on the second host was never killed"
+    forward_fix(controller, first, second, third, pids_before)
+
+
+def forward_fix(controller, first: str, second: str, third: str, pids_before) -> None:
+    """The second host, left down by the rollout, is repaired and the rollout finished."""
+    # Crashed more often than its start limit allows: failed, and it stays failed.
+    state = controller.unit_state(second, "tigerbeetle.service", until=["failed"], timeout_s=120)
+    assert state["ActiveState"] == "failed", state
+    timeout = ("-e", f"tb_ready_timeout_s={READY_TIMEOUT_S}")
+    rerun = controller.playbook("rollout.yml", *timeout, check=False)
+    assert rerun.returncode != 0, rerun.tail()
+    assert "pre-flight: not every replica is ready" in rerun.stdout, rerun.tail()
+    assert "tigerbeetle_rollout_repair=<that host>" in rerun.stdout, rerun.tail()
+    outside = controller.playbook("rollout.yml", *timeout, "--limit", third,
+                                  "-e", f"tigerbeetle_rollout_repair={second}", check=False)
+    assert outside.returncode != 0, outside.tail()
+    assert "that the play covers" in outside.stdout, outside.tail()
+    assert controller.replica_pid(third) == pids_before[third]
+    first_pid = controller.replica_pid(first)
+    with controller.client(300) as client:
+        controller.playbook("rollout.yml", *timeout, "-e", f"tigerbeetle_rollout_repair={second}")
+    report = client.stop()
+    assert report["failures"] == 0 and report["requests"] > 0, report
+    assert controller.replica_pid(second) != 0
+    # The third host got the change and restarted; the first, which had it, did not restart.
+    assert controller.replica_pid(third) not in (0, pids_before[third])
+    for host in (first, second, third):
+        unit = controller.lab.exec(host, "cat /etc/systemd/system/tigerbeetle.service").stdout
+        assert "--cache-grid=288MiB" in unit, host
+    assert controller.replica_pid(first) == first_pid
+    assert controller.tbctl("status", "--inventory", str(controller.inventory_path),
+                            check=False).returncode == 0

@@ -25,7 +25,8 @@ VARS_KEYS = [
     "tigerbeetle_data_dir", "tigerbeetle_client_networks", "tb_agent_orchestrator_networks",
     "tb_agent_statsd_port", "tb_agent_tokens", "tb_agent_peer_token_file",
     "tb_agent_peer_ca_file", "tb_agent_tls_cert_file", "tb_agent_tls_key_file",
-    "tb_agent_tls_client_ca_file",
+    "tb_agent_tls_client_ca_file", "tb_agent_lease_enabled", "tb_agent_lease_ledger",
+    "tb_agent_lease_id_prefix",
 ]
 HOST_KEYS = ["ansible_host", "tigerbeetle_replica", "tigerbeetle_address", "tb_agent_url",
              "tb_agent_listen"]
@@ -69,6 +70,11 @@ SHA = ["8d3b2b7c8ea0c7f4f9b6b5a0e4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5",
        "8d3b2b7c8ea0c7f4f9b6b5a0e4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e9f8a7b6c",
        "8d3b2b7c8ea0c7f4f9b6b5a0e4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e9f8a7b6c55",
        "g" * 64, "my-secret-token"]
+BOOLS = [True, False, None, 0, 1, "true", "false"]
+LEDGERS = [0, 1, 2, 1952607232, 4294967295, 4294967296, -1, 2**63, 1.0, None, True, "1"]
+ID_PREFIXES = ["74622d6c65617365", "0000000000000000", "ffffffffffffffff", "0000000000000001",
+               "fffffffffffffffe", "74622D6C65617365", "74622d6c6561736", "74622d6c656173655",
+               "74622d6c6561736g", " 4622d6c65617365", None, 1]
 TOKEN_NAMES = ["", "a" * 64, "a" * 65, "é" * 32, "é" * 33, "ops", "prometheus"]
 POOLS = {
     "tigerbeetle_cluster_id": U128, "tigerbeetle_replica_count": INTS,
@@ -79,7 +85,8 @@ POOLS = {
     "tb_agent_tls_cert_file": PATHS, "tb_agent_tls_key_file": PATHS,
     "tb_agent_tls_client_ca_file": PATHS, "ansible_host": NAMES, "tigerbeetle_replica": INTS,
     "tigerbeetle_address": SOCKETS, "tb_agent_url": URLS, "tb_agent_listen": SOCKETS,
-    "name": TOKEN_NAMES, "sha256": SHA,
+    "name": TOKEN_NAMES, "sha256": SHA, "tb_agent_lease_enabled": BOOLS,
+    "tb_agent_lease_ledger": LEDGERS, "tb_agent_lease_id_prefix": ID_PREFIXES,
 }
 SCALARS = INTS + U128 + SOCKETS + NETWORKS + PATHS + URLS + SIZES + NAMES + SHA + [
     "read", "control", "backup", "admin"]

@@ -183,6 +183,17 @@ let
       (lib.hasInfix "\nexec /nix/store/00000000000000000000000000000000-tigerbeetle-0.16.78/bin/tigerbeetle start '--addresses=10.0.0.10:3000,10.0.0.11:3000,10.0.0.12:3000' '--cache-grid=4GiB' --experimental '--statsd=127.0.0.1:8125' /var/lib/tigerbeetle/155384968277351797236104484427093106345_0.tigerbeetle\n"
         (startPath example.systemd.services.tigerbeetle-replica))
       (startPath example.systemd.services.tigerbeetle-replica))
+    # The inventory's lease keys reach the agent's [lease] as given; unset ones stay the agent's.
+    (result "example tb-0: no [lease] section (the agent's defaults)"
+      (!(example.services.tb-agent.settings ? lease))
+      (b.toJSON (example.services.tb-agent.settings.lease or null)))
+    (result "lease-settings tb-1: [lease] as the inventory gives it"
+      (agentConfigs."tests/inventories/good/lease-settings.json/tb-1".lease == {
+        enabled = true;
+        id_prefix = "0123456789abcdef";
+        ledger = 7;
+      })
+      (b.toJSON (agentConfigs."tests/inventories/good/lease-settings.json/tb-1".lease or null)))
   ];
 
   # --- bootstrap, swap, and nixpkgs' services.tigerbeetle beside ours ---------------------------

@@ -68,6 +68,11 @@ const REASON_URL: &str =
     "must be http://HOST:PORT or https://HOST:PORT, with an explicit port and no path";
 const REASON_TOKENS: &str = "must be a list of at most 16 tokens";
 const REASON_DEPLOY: &str = "must be \"systemd\" or \"nixos\"";
+const REASON_BOOL_OR_NULL: &str = "must be null, true or false";
+const REASON_LEDGER_OR_NULL: &str =
+    "must be null or an integer between 1 and 4294967295 (a ledger no application uses)";
+const REASON_ID_PREFIX_OR_NULL: &str =
+    "must be null or 16 lowercase hex digits, not all 0 and not all f";
 const REASON_FLAKE: &str = "must be null or a flake reference of 1 to 4096 printable ASCII characters without spaces or \"#\" (rollout.yml adds #<host name>), e.g. \"/etc/nixos\"";
 /// How `ansible/rollout.yml` applies a change to a host, when the inventory does not say.
 const DEPLOY_DEFAULT: &str = "systemd";
@@ -126,6 +131,8 @@ pub struct Cluster {
     pub cluster_id: String,
     pub data_dir: String,
     pub hosts: BTreeMap<String, Host>,
+    /// The maintenance lease's settings the inventory gives; the agent's defaults for the rest.
+    pub lease: LeaseKeys,
     /// The flake `ansible/rollout.yml` switches NixOS hosts to, as the host sees it.
     pub nixos_flake: Option<String>,
     pub orchestrator_networks: Vec<String>,
@@ -133,6 +140,14 @@ pub struct Cluster {
     /// Host names, in replica order.
     pub replica_hosts: Vec<String>,
     pub statsd_port: u16,
+}
+
+/// `tb_agent_lease_*`, each `None` where the inventory leaves it to the agent's default.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LeaseKeys {
+    pub enabled: Option<bool>,
+    pub id_prefix: Option<String>,
+    pub ledger: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -389,6 +404,9 @@ enum Rule {
     Tokens,
     Deploy,
     FlakeOrNull,
+    BoolOrNull,
+    LedgerOrNull,
+    IdPrefixOrNull,
 }
 
 struct KeySpec {
@@ -408,7 +426,7 @@ const fn spec(key: &'static str, level: Level, required: bool, rule: Rule) -> Ke
 }
 
 /// Every key of docs/inventory.md. Within a level they are checked in sorted order of key.
-const KEYS: [KeySpec; 20] = [
+const KEYS: [KeySpec; 23] = [
     spec("tigerbeetle_cluster_id", Level::Vars, true, Rule::U128),
     spec("tigerbeetle_replica_count", Level::Vars, true, Rule::Count),
     spec("tigerbeetle_cache_grid", Level::Vars, false, Rule::Size),
@@ -467,6 +485,26 @@ const KEYS: [KeySpec; 20] = [
         Level::Vars,
         false,
         Rule::FlakeOrNull,
+    ),
+    // The maintenance lease's reserved ledger and ids (docs/safety.md); null: the agent's
+    // default, the one place it is written (`tb_proto::config::defaults`).
+    spec(
+        "tb_agent_lease_enabled",
+        Level::Vars,
+        false,
+        Rule::BoolOrNull,
+    ),
+    spec(
+        "tb_agent_lease_ledger",
+        Level::Vars,
+        false,
+        Rule::LedgerOrNull,
+    ),
+    spec(
+        "tb_agent_lease_id_prefix",
+        Level::Vars,
+        false,
+        Rule::IdPrefixOrNull,
     ),
     spec("tigerbeetle_deploy", Level::Host, false, Rule::Deploy),
 ];
@@ -580,6 +618,15 @@ fn check_value(rule: Rule, value: &Value) -> Result<(), Failure> {
             REASON_DEPLOY,
         ),
         Rule::FlakeOrNull => ok(value.is_null() || text.is_some_and(is_flake), REASON_FLAKE),
+        Rule::BoolOrNull => ok(value.is_null() || value.is_boolean(), REASON_BOOL_OR_NULL),
+        Rule::LedgerOrNull => ok(
+            value.is_null() || int.is_some_and(|n| (1..=i64::from(u32::MAX)).contains(&n)),
+            REASON_LEDGER_OR_NULL,
+        ),
+        Rule::IdPrefixOrNull => ok(
+            value.is_null() || text.is_some_and(is_id_prefix),
+            REASON_ID_PREFIX_OR_NULL,
+        ),
     }
 }
 
@@ -603,6 +650,16 @@ fn is_decimal(text: &str) -> bool {
         [b'1'..=b'9', rest @ ..] => rest.iter().all(u8::is_ascii_digit),
         _ => false,
     }
+}
+
+/// `[0-9a-f]{16}`, not all 0 and not all f: the high 64 bits of the lease's reserved ids.
+fn is_id_prefix(text: &str) -> bool {
+    text.len() == 16
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        && text != "0000000000000000"
+        && text != "ffffffffffffffff"
 }
 
 /// Decimal, at most u128::MAX.
@@ -1190,6 +1247,14 @@ pub fn resolve(document: &Value) -> Result<Cluster, String> {
         cluster_id,
         data_dir,
         hosts,
+        lease: LeaseKeys {
+            enabled: present(vars, "tb_agent_lease_enabled")
+                .map(|value| value.as_bool().expect("validated bool")),
+            id_prefix: optional_string(vars, "tb_agent_lease_id_prefix"),
+            ledger: present(vars, "tb_agent_lease_ledger").map(|value| {
+                u32::try_from(value.as_i64().expect("validated")).expect("validated ledger")
+            }),
+        },
         nixos_flake,
         orchestrator_networks: string_list(vars, "tb_agent_orchestrator_networks"),
         replica_count,
