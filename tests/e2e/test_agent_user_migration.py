@@ -50,8 +50,9 @@ def statsd_accepted(controller, host: str) -> None:
     deadline = time.monotonic() + STATSD_WAIT_S
     while True:
         metrics = controller.agent_text(host, "/metrics")
-        values = {line.split(" ")[0]: float(line.split(" ")[-1]) for line in metrics.splitlines()
-                  if line.startswith("tb_agent_statsd_")}
+        # "name{labels} value"; a series without labels is written "name{}".
+        values = {line.split(" ")[0].removesuffix("{}"): float(line.split(" ")[-1])
+                  for line in metrics.splitlines() if line.startswith("tb_agent_statsd_")}
         if values.get("tb_agent_statsd_packets_total", 0) > 0:
             break
         assert time.monotonic() < deadline, (host, values)
