@@ -147,6 +147,8 @@ def test_nixos_units_on_real_systemd_hosts(controller):
     for host in hosts:
         status = controller.agent(host, "/v1/status")["replica"]
         assert status["run_mode"] == "systemd" and status["running"], status
+        # The agent as on Debian: the replica's user, CAP_IPC_LOCK alone, a seccomp filter.
+        assert controller.agent_process(host) == labctl.AGENT_LEAST_PRIVILEGE, host
         pid = controller.replica_pid(host, REPLICA_UNIT)
         # systemd took the unit's unlimited RLIMIT_MEMLOCK. (The lab's systemd cannot raise a
         # process's limit above the container's 8 MiB: this machine has no CAP_SYS_RESOURCE to
