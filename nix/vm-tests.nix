@@ -20,7 +20,7 @@ let
     # First deploy: the bootstrap unit exists, and the test starts it by hand.
     services.tigerbeetle-replica.bootstrap = true;
     # A test secret in the store; production uses agenix or sops-nix (docs/nixos.md).
-    environment.etc."tb-agent/peer.token" = { text = "vm-test-peer-secret"; mode = "0400"; user = "tb-replica"; };
+    environment.etc."tb-agent/peer.token" = { text = "vm-test-peer-secret"; mode = "0400"; user = "tigerbeetle"; };
     environment.systemPackages = [ pkgs.curl pkgs.netcat ];
     # A replica at this cache grid holds about 2.4 GB resident (measured with 0.16.78), all of it
     # locked: the agent, the OS and headroom need the rest. QEMU touches guest pages lazily.
@@ -82,7 +82,7 @@ in
     assert '"id": "1"' in out and '"id": "2"' in out, out
     # A backup through the agent lands in the module's backup directory (0700, the agent's user).
     client.succeed("tbctl backup --inventory /etc/tb/inventory.json --replica 1")
-    replica1.succeed("test \"$(stat -c '%a %U' /var/lib/tb-backups)\" = '700 tb-replica'")
+    replica1.succeed("test \"$(stat -c '%a %U' /var/lib/tb-backups)\" = '700 tigerbeetle'")
     replica1.succeed("test -n \"$(ls -A /var/lib/tb-backups)\"")
     client.succeed("tbctl wait-ready --inventory /etc/tb/inventory.json --timeout-ms 300000")
   '';

@@ -213,9 +213,6 @@ in
     # fails the unit's namespace setup.
     systemd.tmpfiles.rules = lib.optional (cfg.backupDir != null) "d ${cfg.backupDir} 0700 ${replica.user} ${replica.user} - -";
 
-    # journalctl: the agent looks for TigerBeetle's "Unable to lock pages" warning.
-    users.users.${replica.user}.extraGroups = [ "systemd-journal" ];
-
     # The agent may start, stop and restart the replica unit, and nothing else.
     security.polkit.enable = true;
     security.polkit.extraConfig = ''
@@ -243,6 +240,9 @@ in
         Type = "notify";
         User = replica.user;
         Group = replica.user;
+        # journalctl: the agent looks for TigerBeetle's "Unable to lock pages" warning. The
+        # unit's group only: the replica, the same user, does not read the journal.
+        SupplementaryGroups = [ "systemd-journal" ];
         ExecStartPre = [ "${cfg.package}/bin/tb-agent check-config --config ${configFile}" ];
         ExecStart = "${cfg.package}/bin/tb-agent serve --config ${configFile}";
         Restart = "on-failure";
@@ -255,6 +255,11 @@ in
         AmbientCapabilities = [ "CAP_IPC_LOCK" ];
         CapabilityBoundingSet = [ "CAP_IPC_LOCK" ];
         LimitMEMLOCK = "infinity";
+        # What a system service calls: io_uring (@aio) and mlockall (@memlock), which
+        # `tigerbeetle recover` (a child, under the same filter) and the TigerBeetle client use,
+        # are in it. A call outside fails with EPERM instead of killing the agent.
+        SystemCallFilter = [ "@system-service" ];
+        SystemCallErrorNumber = "EPERM";
         NoNewPrivileges = true;
         LockPersonality = true;
         PrivateTmp = true;

@@ -151,8 +151,13 @@ in
     };
     user = mkOption {
       type = types.str;
-      default = "tb-replica";
-      description = "Dedicated user (and group) of the replica; the agent runs as this user too.";
+      default = "tigerbeetle";
+      description = ''
+        Dedicated user (and group) of the replica; the agent runs as this user too. The same
+        name as the Ansible role's (tigerbeetle_user). Up to this layout the default was
+        "tb-replica": a host deployed then keeps it by setting this option to "tb-replica", or
+        moves its files to the new user first (docs/nixos.md, "The replica's user").
+      '';
     };
     bootstrap = mkOption {
       type = types.bool;
@@ -235,6 +240,12 @@ in
         {
           assertion = !cfg.openFirewall || config.networking.nftables.enable;
           message = "services.tigerbeetle-replica.openFirewall: needs networking.nftables.enable = true (the rules are nftables rules)";
+        }
+        {
+          # nixpkgs' services.tigerbeetle runs as a DynamicUser named after its unit, tigerbeetle:
+          # with a static user of that name, systemd would run it as this replica's user.
+          assertion = !(config.services.tigerbeetle.enable or false) || cfg.user != "tigerbeetle";
+          message = "services.tigerbeetle-replica.user: \"tigerbeetle\" is also the user of nixpkgs' services.tigerbeetle, which is enabled: give this replica another user";
         }
       ];
 

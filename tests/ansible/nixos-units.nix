@@ -39,7 +39,6 @@ assert failed == [ ] || throw "module assertions fail: ${lib.concatStringsSep ";
     packagePath = pkgs.tb-agent.outPath;
     replicaPackagePath = pkgs.tigerbeetle.outPath;
     polkitRules = config.security.polkit.extraConfig;
-    inherit (config.users.users.${config.services.tigerbeetle-replica.user}) extraGroups;
   };
   host = {
     user = config.services.tigerbeetle-replica.user;

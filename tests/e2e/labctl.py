@@ -27,6 +27,13 @@ sys.path.insert(0, str(Path(os.environ.get("TB_HOSTS_HARNESS_DIR", REPO / "tests
 import harness  # noqa: E402  (tests/hosts/harness.py)
 
 ANSIBLE_DIR = REPO / "ansible"
+# What the agent process is allowed (Controller.agent_process): the replica's user and its one
+# capability, CAP_IPC_LOCK (bit 14), in every set, and a seccomp filter (SystemCallFilter=).
+AGENT_PROCESS_FIELDS = ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "Seccomp")
+CAP_IPC_LOCK_MASK = f"{1 << 14:016x}"
+AGENT_LEAST_PRIVILEGE = {"user": "tigerbeetle", "CapInh": CAP_IPC_LOCK_MASK,
+                         "CapPrm": CAP_IPC_LOCK_MASK, "CapEff": CAP_IPC_LOCK_MASK,
+                         "CapBnd": CAP_IPC_LOCK_MASK, "CapAmb": CAP_IPC_LOCK_MASK, "Seccomp": "2"}
 # The packages the roles need that the lab's base image lacks; seeded from the controller's apt
 # (the lab hosts have no route to any mirror), then the role's apt task finds them installed.
 LAB_SEED_PACKAGES = ("polkitd",)
@@ -216,22 +223,24 @@ class Controller:
         return ",".join(hosts[name]["tigerbeetle_address"] for name in sorted(
             hosts, key=lambda name: hosts[name]["tigerbeetle_replica"]))
 
-    def env(self) -> dict[str, str]:
+    def env(self, ansible_dir: Path = ANSIBLE_DIR) -> dict[str, str]:
         env = dict(os.environ)
         env.update(self.lab.ansible_env())
-        env.update(ANSIBLE_CONFIG=str(ANSIBLE_DIR / "ansible.cfg"), ANSIBLE_FORCE_COLOR="0",
+        env.update(ANSIBLE_CONFIG=str(ansible_dir / "ansible.cfg"), ANSIBLE_FORCE_COLOR="0",
                    ANSIBLE_NOCOLOR="1", TBCTL_TOKEN_FILE=str(self.token_file),
                    PYTHONUNBUFFERED="1")
         return env
 
     def playbook(self, name: str, *args: str, check: bool = True,
-                 timeout_s: float = PLAYBOOK_TIMEOUT_S) -> "PlaybookRun":
+                 timeout_s: float = PLAYBOOK_TIMEOUT_S,
+                 ansible_dir: Path = ANSIBLE_DIR) -> "PlaybookRun":
+        """ansible/<name>, or the same playbook of another tree's ansible/ (an earlier commit's)."""
         argv = self.lab.controller_command([
-            "ansible-playbook", "-i", str(self.inventory_path), str(ANSIBLE_DIR / name),
+            "ansible-playbook", "-i", str(self.inventory_path), str(ansible_dir / name),
             "-e", f"@{self.vars_path}", *args])
         started = time.monotonic()
         log(f"ansible-playbook {name} {' '.join(args)}")
-        result = subprocess.run(argv, env=self.env(), capture_output=True, text=True,
+        result = subprocess.run(argv, env=self.env(ansible_dir), capture_output=True, text=True,
                                 timeout=timeout_s, cwd=REPO)
         outcome = PlaybookRun(name, result.returncode, result.stdout, result.stderr,
                               time.monotonic() - started)
@@ -251,9 +260,11 @@ class Controller:
         return ["-e", f"tigerbeetle_bootstrap_confirm={cluster_id}",
                 "-e", f"tbctl_path={self.binaries['tbctl']}"]
 
-    def bootstrap(self, *args: str, check: bool = True) -> "PlaybookRun":
+    def bootstrap(self, *args: str, check: bool = True,
+                  ansible_dir: Path = ANSIBLE_DIR) -> "PlaybookRun":
         """bootstrap.yml as an operator runs it for a new cluster (confirmed)."""
-        return self.playbook("bootstrap.yml", *self.bootstrap_vars(), *args, check=check)
+        return self.playbook("bootstrap.yml", *self.bootstrap_vars(), *args, check=check,
+                             ansible_dir=ansible_dir)
 
     def failed_units_report(self, journal_lines: int = 40) -> str:
         """What systemd says about every failed unit on every host: a failed task names only
@@ -348,6 +359,16 @@ class Controller:
             return None
         value = int(float(match[0].split(" ")[-1]))
         return f"{value >> 16}.{(value >> 8) & 0xff}.{value & 0xff}"
+
+    def agent_process(self, host: str, unit: str = "tb-agent.service") -> dict[str, str]:
+        """Who the running agent is, from /proc/<its pid>/status: its user, capability sets
+        (hex masks) and seccomp mode (2: a filter)."""
+        pid = self.lab.exec(host, f"systemctl show --property=MainPID --value {unit}").stdout.strip()
+        assert pid not in ("", "0"), (host, unit, "not running")
+        out = self.lab.exec(host, f"stat -c %U /proc/{pid} && cat /proc/{pid}/status").stdout
+        user, status = out.split("\n", 1)
+        fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+        return {"user": user, **{key: fields[key].strip() for key in AGENT_PROCESS_FIELDS}}
 
     def replica_pid(self, host: str, unit: str = "tigerbeetle.service") -> int:
         """The replica unit's main pid (0: not running). The Ansible role's unit by default."""

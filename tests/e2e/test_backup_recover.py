@@ -55,6 +55,11 @@ def test_backup_then_recover(cluster):
                                      "client_recover": report_recover})
     assert report_recover["failures"] == 0, report_recover
     assert lab.exec(lost, f"test -e {data_file}", check=False).returncode == 0
+    # `tigerbeetle recover` ran as the agent's child, under its unit: the replica's user, its one
+    # capability and SystemCallFilter=@system-service (io_uring included); the file is the
+    # replica's.
+    assert controller.agent_process(lost) == labctl.AGENT_LEAST_PRIVILEGE
+    assert lab.exec(lost, f"stat -c %U {data_file}").stdout.strip() == "tigerbeetle"
     assert controller.tbctl("status", "--inventory", str(controller.inventory_path),
                             check=False).returncode == 0
     # recover, not format: the agent's audit log and job say so.

@@ -68,9 +68,10 @@ def install(controller, host: str, nix: dict) -> None:
     root = Path(lab_host.root)
     spec, agent = nix["host"], nix["agent"]
     user = spec["user"]
-    # Stand-in for users.users: a system user and group, in the journal's group.
+    # Stand-in for users.users: a system user and group (the agent's unit adds the journal's
+    # group, SupplementaryGroups=).
     lab.exec(host, f"useradd --system --user-group --no-create-home --home-dir /var/empty "
-                   f"--shell /usr/sbin/nologin --groups {','.join(agent['extraGroups'])} {user}")
+                   f"--shell /usr/sbin/nologin {user}")
     binaries = controller.binaries
     write(root, f"{nix['replica']['packagePath']}/bin/tigerbeetle", binaries["tigerbeetle"].read_bytes())
     write(root, f"{agent['packagePath']}/bin/tb-agent", binaries["tb_agent"].read_bytes())
@@ -132,7 +133,7 @@ def test_nixos_units_on_real_systemd_hosts(controller):
         data_file = nix[host]["host"]["dataFile"]
         lab.exec(host, "systemctl start tigerbeetle-replica-bootstrap.service", timeout_s=300)
         modes = lab.exec(host, f"stat -c '%a %U' {data_file} {os.path.dirname(data_file)}").stdout.split("\n")
-        assert modes[:2] == ["600 tb-replica", "700 tb-replica"], modes
+        assert modes[:2] == ["600 tigerbeetle", "700 tigerbeetle"], modes
         again = lab.exec(host, "systemctl start tigerbeetle-replica-bootstrap.service", check=False)
         assert again.returncode != 0
         assert "refusing to format" in controller.journal(host, "tigerbeetle-replica-bootstrap.service")
@@ -146,6 +147,8 @@ def test_nixos_units_on_real_systemd_hosts(controller):
     for host in hosts:
         status = controller.agent(host, "/v1/status")["replica"]
         assert status["run_mode"] == "systemd" and status["running"], status
+        # The agent as on Debian: the replica's user, CAP_IPC_LOCK alone, a seccomp filter.
+        assert controller.agent_process(host) == labctl.AGENT_LEAST_PRIVILEGE, host
         pid = controller.replica_pid(host, REPLICA_UNIT)
         # systemd took the unit's unlimited RLIMIT_MEMLOCK. (The lab's systemd cannot raise a
         # process's limit above the container's 8 MiB: this machine has no CAP_SYS_RESOURCE to
@@ -167,7 +170,7 @@ def test_nixos_units_on_real_systemd_hosts(controller):
     assert report["failures"] == 0 and report["requests"] > 0, report
     after = controller.replica_pid(hosts[1], REPLICA_UNIT)
     assert after not in (0, before), (before, after)
-    denied = lab.exec(hosts[0], "runuser -u tb-replica -- systemctl --no-ask-password restart "
+    denied = lab.exec(hosts[0], "runuser -u tigerbeetle -- systemctl --no-ask-password restart "
                                 "ssh.service", check=False)
     assert denied.returncode != 0, denied.stdout
 
@@ -175,7 +178,7 @@ def test_nixos_units_on_real_systemd_hosts(controller):
     controller.tbctl("backup", "--inventory", str(inventory), "--replica", "2", timeout_s=600)
     backup_dir = nix[hosts[2]]["host"]["backupDir"]
     listing = lab.exec(hosts[2], f"stat -c '%a %U' {backup_dir} && ls -A {backup_dir}").stdout.split("\n")
-    assert listing[0] == "700 tb-replica" and listing[1], listing
+    assert listing[0] == "700 tigerbeetle" and listing[1], listing
     controller.wait_ready()
 
     # A deleted data file: no format, recover through the agent brings the replica back.

@@ -27,9 +27,12 @@ def test_site_and_bootstrap(cluster):
         locked, resident = labctl.vm_kib(proc, "VmLck"), labctl.vm_kib(proc, "VmRSS")
         labctl.log(f"{host}: VmLck {locked} kB, VmRSS {resident} kB")
         assert locked >= 0.9 * resident, (host, locked, resident)
-        # The replica runs as its own user; the agent as another.
+        # The replica runs as its own user; the agent as the same user, with the replica's one
+        # capability and under a syscall filter (labctl.AGENT_LEAST_PRIVILEGE).
         user = controller.lab.exec(host, f"stat -c %U /proc/{pid}").stdout.strip()
         assert user == "tigerbeetle", user
+        agent = controller.agent_process(host)
+        assert agent == labctl.AGENT_LEAST_PRIVILEGE, (host, agent)
 
 
 def test_firewall(cluster):
@@ -50,10 +53,11 @@ def test_firewall(cluster):
 def test_agent_may_control_only_the_replica_unit(cluster):
     lab = cluster.lab
     host = lab.hosts()[0].name
-    # polkit lets the agent's user start the replica unit (already running: a no-op)...
-    lab.exec(host, "runuser -u tb-agent -- systemctl start tigerbeetle.service")
+    # polkit lets the agent's user (the replica's) start the replica unit (already running: a
+    # no-op)...
+    lab.exec(host, "runuser -u tigerbeetle -- systemctl start tigerbeetle.service")
     # ...and nothing else.
-    denied = lab.exec(host, "runuser -u tb-agent -- systemctl --no-ask-password restart ssh.service",
+    denied = lab.exec(host, "runuser -u tigerbeetle -- systemctl --no-ask-password restart ssh.service",
                       check=False)
     assert denied.returncode != 0, denied.stdout
 
@@ -65,7 +69,7 @@ def test_scheduled_backup_timer(cluster):
         state = lab.exec(host, f"systemctl is-enabled {labctl.BACKUP_TIMER}; "
                                f"systemctl is-active {labctl.BACKUP_TIMER}; "
                                "stat -c '%U %a' /etc/tb-agent/backup.token").stdout.split("\n")
-        assert state[:3] == ["enabled", "active", "tb-agent 600"], (host, state)
+        assert state[:3] == ["enabled", "active", "tigerbeetle 600"], (host, state)
     # What the timer starts, started now: the agent takes a backup of this replica.
     host = controller.host_names[0]
     before = controller.backups(host)

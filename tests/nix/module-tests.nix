@@ -77,7 +77,7 @@ let
       (result "${at}replica unit restarts on failure at a bounded rate"
         ((replica.serviceConfig.Restart or null) == "on-failure" && replica.startLimitBurst != null && replica.startLimitIntervalSec != null)
         (b.toJSON { inherit (replica) startLimitBurst startLimitIntervalSec; Restart = (replica.serviceConfig.Restart or null); }))
-      (result "${at}replica unit runs as its dedicated user" ((replica.serviceConfig.User or null) == "tb-replica" && config.users.users.tb-replica.isSystemUser) (replica.serviceConfig.User or null))
+      (result "${at}replica unit runs as its dedicated user" ((replica.serviceConfig.User or null) == "tigerbeetle" && config.users.users.tigerbeetle.isSystemUser) (replica.serviceConfig.User or null))
       (result "${at}replica unit has upstream's hardening"
         (b.all (key: replica.serviceConfig ? ${key}) [
           "DevicePolicy"
@@ -118,17 +118,23 @@ let
         (b.toJSON config.networking.firewall.allowedTCPPorts))
       (result "${at}agent may manage only the replica unit"
         (lib.hasInfix ''action.lookup("unit") == "tigerbeetle-replica.service"'' config.security.polkit.extraConfig
-          && lib.hasInfix ''subject.user == "tb-replica"'' config.security.polkit.extraConfig
+          && lib.hasInfix ''subject.user == "tigerbeetle"'' config.security.polkit.extraConfig
           && config.security.polkit.enable)
         config.security.polkit.extraConfig)
       # The agent accepts StatsD datagrams only from the replica's own sockets, read from
       # /proc/<replica pid>/fd. Without CAP_SYS_PTRACE the kernel allows that only to the same
-      # user holding every capability the replica holds (the Debian role needs the broad caps).
+      # user holding every capability the replica holds (the Debian role's unit is the same).
       (result "${at}agent may read the replica's /proc/PID/fd: same user, a superset of its capabilities"
         ((agent.serviceConfig.User or null) == (replica.serviceConfig.User or null)
           && b.all (cap: b.elem cap (asList (agent.serviceConfig.AmbientCapabilities or null)))
           (asList (replica.serviceConfig.AmbientCapabilities or null)))
         (b.toJSON { agent = agent.serviceConfig.AmbientCapabilities or null; replica = replica.serviceConfig.AmbientCapabilities or null; }))
+      (result "${at}agent: the replica's capability only, a system-service syscall filter, the journal for itself"
+        ((agent.serviceConfig.CapabilityBoundingSet or null) == [ "CAP_IPC_LOCK" ]
+          && (agent.serviceConfig.SystemCallFilter or null) == [ "@system-service" ]
+          && (agent.serviceConfig.SupplementaryGroups or null) == [ "systemd-journal" ]
+          && !(b.elem "systemd-journal" config.users.users.tigerbeetle.extraGroups))
+        (b.toJSON { inherit (agent.serviceConfig) CapabilityBoundingSet SystemCallFilter SupplementaryGroups; }))
       (result "${at}agent serves the generated config"
         ((agent.serviceConfig.ExecStart or "") == "${pkgs.tb-agent}/bin/tb-agent serve --config ${config.services.tb-agent.configFile}"
           && config.services.tb-agent.configFile.value == config.services.tb-agent.settings)
@@ -148,7 +154,7 @@ let
         (b.toJSON config.services.tb-agent.settings))
       (result "${at}backup directory: in the agent's config, created 0700 for it, writable in its sandbox"
         (config.services.tb-agent.settings.backup.dir == "/var/lib/tb-backups"
-          && b.elem "d /var/lib/tb-backups 0700 tb-replica tb-replica - -" config.systemd.tmpfiles.rules
+          && b.elem "d /var/lib/tb-backups 0700 tigerbeetle tigerbeetle - -" config.systemd.tmpfiles.rules
           && b.elem "/var/lib/tb-backups" agent.serviceConfig.ReadWritePaths)
         (b.toJSON { inherit (config.systemd) tmpfiles; inherit (agent.serviceConfig) ReadWritePaths; }))
       (result "${at}host sysctls" (config.boot.kernel.sysctl."kernel.io_uring_disabled" == 0 && config.boot.kernel.sysctl."net.core.rmem_max" >= 4194304) (b.toJSON config.boot.kernel.sysctl))
@@ -219,7 +225,7 @@ let
     (
       let c = withExample [{ services.tb-agent.backupDir = null; }]; in
       result "backupDir = null: no backups, no directory"
-        (!(c.services.tb-agent.settings ? backup) && c.systemd.tmpfiles.rules == [ "d /var/lib/tigerbeetle 0700 tb-replica tb-replica - -" ]
+        (!(c.services.tb-agent.settings ? backup) && c.systemd.tmpfiles.rules == [ "d /var/lib/tigerbeetle 0700 tigerbeetle tigerbeetle - -" ]
           && c.systemd.services.tb-agent.serviceConfig.ReadWritePaths == [ "/var/lib/tigerbeetle" ])
         (b.toJSON c.systemd.tmpfiles.rules)
     )
@@ -227,7 +233,7 @@ let
       let c = withExample [{ services.tb-agent = { backupDir = "/srv/backups"; settings.backup.keep_last = 3; }; }]; in
       result "backupDir and settings.backup: one [backup] section, the directory created"
         (c.services.tb-agent.settings.backup == { dir = "/srv/backups"; keep_last = 3; }
-          && b.elem "d /srv/backups 0700 tb-replica tb-replica - -" c.systemd.tmpfiles.rules
+          && b.elem "d /srv/backups 0700 tigerbeetle tigerbeetle - -" c.systemd.tmpfiles.rules
           && b.elem "/srv/backups" c.systemd.services.tb-agent.serviceConfig.ReadWritePaths)
         (b.toJSON c.services.tb-agent.settings.backup)
     )

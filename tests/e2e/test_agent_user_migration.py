@@ -1,0 +1,106 @@
+"""End-to-end: a cluster deployed with the earlier layout, where the agent ran as a user of its
+own (tb-agent, in the replica's group, with CAP_DAC_READ_SEARCH and CAP_SYS_PTRACE), moves to
+the agent as the replica's user with CAP_IPC_LOCK only and a syscall filter, through
+rollout.yml, one host at a time, while a client writes.
+
+The earlier layout is the real one: site.yml and bootstrap.yml of the last commit that had it
+(OLD_LAYOUT_COMMIT, from this repository's history), with this tree's binaries. A backup taken
+by that agent must still be readable and verifiable by the new one; every file the old user
+owned is handed over, the old user keeps no group; no client request fails and no replica
+restarts (an agent change restarts agents only); a second site.yml changes nothing.
+
+    python3 -m pytest tests/e2e/test_agent_user_migration.py
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import labctl
+
+# The last commit whose roles ran the agent as tb-agent.
+OLD_LAYOUT_COMMIT = "8c7f892e6b18c219c1e80638f3fcc899d762603a"
+OLD_USER = "tb-agent"
+# Where the old agent's files are: its config and secrets, audit log, backups, the data directory.
+AGENT_PATHS = "/etc/tb-agent /var/log/tb-agent /var/lib/tb-backups /var/lib/tigerbeetle"
+STATSD_WAIT_S = 60
+
+
+def old_ansible_dir(controller):
+    """ansible/ as it was at OLD_LAYOUT_COMMIT, unpacked in the controller's work directory."""
+    target = controller.work / "old-layout"
+    target.mkdir()
+    archive = subprocess.run(["git", "-C", str(labctl.REPO), "archive", OLD_LAYOUT_COMMIT, "ansible"],
+                             capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    return target / "ansible"
+
+
+def old_owned(controller, host: str) -> list[str]:
+    """Paths under the agent's directories still owned by the old user or its group."""
+    out = controller.lab.exec(host, f"find {AGENT_PATHS} -xdev \\( -user {OLD_USER} -o "
+                                    f"-group {OLD_USER} \\) -print 2>/dev/null || true").stdout
+    return out.split()
+
+
+def statsd_accepted(controller, host: str) -> None:
+    """The agent (restarted) accepts its replica's StatsD datagrams: the origin check read the
+    replica's /proc/PID/fd; none is rejected for an unknown owner."""
+    deadline = time.monotonic() + STATSD_WAIT_S
+    while True:
+        metrics = controller.agent_text(host, "/metrics")
+        # "name{labels} value"; a series without labels is written "name{}".
+        values = {line.split(" ")[0].removesuffix("{}"): float(line.split(" ")[-1])
+                  for line in metrics.splitlines() if line.startswith("tb_agent_statsd_")}
+        if values.get("tb_agent_statsd_packets_total", 0) > 0:
+            break
+        assert time.monotonic() < deadline, (host, values)
+        time.sleep(1)
+    assert values.get('tb_agent_statsd_rejected_total{reason="owner_unknown"}', 0) == 0, values
+
+
+def test_agent_moves_to_the_replicas_user_through_the_rollout(controller):
+    lab = controller.lab
+    hosts = controller.host_names
+    old = old_ansible_dir(controller)
+    controller.playbook("site.yml", ansible_dir=old)
+    controller.bootstrap(ansible_dir=old)
+    controller.wait_ready()
+    for host in hosts:
+        assert controller.agent_process(host)["user"] == OLD_USER, host
+    # A backup by the old agent: files of the old user in the backup directory.
+    controller.tbctl("backup", "--inventory", str(controller.inventory_path), "--replica", "0",
+                     timeout_s=600)
+    (backup,) = controller.backups(hosts[0])
+    assert old_owned(controller, hosts[0]), "the old layout left no file of its user"
+    controller.wait_ready()
+
+    pids = {host: controller.replica_pid(host) for host in hosts}
+    with labctl.Timeline(lab) as timeline:
+        with controller.client(600) as client:
+            rollout = controller.playbook("rollout.yml")
+        report = client.stop()
+    labctl.record("agent_user_migration", {"client": report, "timeline": timeline.summary(),
+                                           "rollout_seconds": rollout.seconds})
+    assert report["failures"] == 0 and report["requests"] > 0, report
+    # Agents only: no replica went down, so never two.
+    assert all(timeline.down_intervals(host) == [] for host in hosts), timeline.summary()
+    assert {host: controller.replica_pid(host) for host in hosts} == pids
+
+    for host in hosts:
+        assert controller.agent_process(host) == labctl.AGENT_LEAST_PRIVILEGE, host
+        assert old_owned(controller, host) == [], host
+        groups = lab.exec(host, f"id -nG {OLD_USER}").stdout.split()
+        assert groups == [OLD_USER], (host, groups)
+        statsd_accepted(controller, host)
+    # The old agent's backup: listed, read whole and re-hashed by the new agent.
+    assert [b["id"] for b in controller.backups(hosts[0])] == [backup["id"]]
+    verified = controller.agent(hosts[0], f"/v1/backups/{backup['id']}/verify", method="POST",
+                                timeout_s=120)
+    assert "error" not in verified, verified
+    assert controller.tbctl("status", "--inventory", str(controller.inventory_path),
+                            check=False).returncode == 0
+
+    second = controller.playbook("site.yml")
+    assert all(h["changed"] == 0 for h in second.recap().values()), second.tail(120)
