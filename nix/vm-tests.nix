@@ -49,8 +49,13 @@ let
     start_all()
     for r in replicas:
         r.wait_for_unit("tb-agent.service")
-        # Without a data file the replica does not start, and nothing formats one.
+        # Without a data file the replica does not start, and nothing formats one. Waiting for
+        # bootstrap is not a failure (switch-to-configuration would exit 4): the unit ends
+        # inactive with status 78, and the agent's readiness says the data file is missing.
         r.wait_until_succeeds("journalctl -u tigerbeetle-replica.service | grep -q 'tbctl recover'")
+        r.wait_until_succeeds("test $(systemctl show --property=ExecMainStatus --value tigerbeetle-replica.service) = 78")
+        r.succeed("test $(systemctl show --property=ActiveState --value tigerbeetle-replica.service) = inactive")
+        r.wait_until_succeeds("curl -s -H 'Authorization: Bearer ${operatorSecret}' http://" + r.name.replace("replica", "192.168.1.1") + ":7000/v1/health/ready | grep -q 'does not exist'")
         r.fail("test -e ${cluster.data_dir}/*.tigerbeetle")
         r.succeed("systemctl start tigerbeetle-replica-bootstrap.service")
         # A second bootstrap refuses: the file exists.
@@ -115,11 +120,13 @@ in
     data_file = "${cluster.hosts.replica2.data_file}"
     replica2.succeed("systemctl stop tigerbeetle-replica.service")
     replica2.succeed(f"rm {data_file}")
-    # Type=exec: the start request succeeds once the start script runs; the script then refuses.
+    # Type=exec: the start request succeeds once the start script runs; the script then refuses
+    # with status 78, a success status: the unit is inactive, not failed.
     replica2.succeed("systemctl start tigerbeetle-replica.service")
-    replica2.wait_until_succeeds("systemctl is-failed tigerbeetle-replica.service")
+    replica2.wait_until_succeeds("test $(systemctl show --property=ExecMainStatus --value tigerbeetle-replica.service) = 78")
+    replica2.succeed("test $(systemctl show --property=ActiveState --value tigerbeetle-replica.service) = inactive")
     replica2.succeed("journalctl -u tigerbeetle-replica.service | grep -q 'tbctl recover --inventory <inventory> --replica 2'")
-    # Not restarted (exit status 78 is exempt from Restart=), and nothing formatted.
+    # Not restarted (exit status 78 is a success, and exempt from Restart=), and nothing formatted.
     replica2.succeed("test $(systemctl show --property=NRestarts --value tigerbeetle-replica.service) = 0")
     replica2.fail(f"test -e {data_file}")
     client.succeed("tbctl recover --inventory /etc/tb/inventory.json --replica 2")
