@@ -26,6 +26,12 @@ let
     # locked: the agent, the OS and headroom need the rest. QEMU touches guest pages lazily.
     virtualisation.memorySize = 4096;
     virtualisation.cores = 2;
+    # The root disk (qemu-vm.nix: an ext4 image, 1024 MiB unless set) holds the data file, which
+    # `tigerbeetle format` preallocates at about 1089 MiB (1 GiB of WAL, client replies, the
+    # superblock), a backup (the agent first wants the data file's size plus a 1 GiB margin
+    # free), and the agent's readiness wants 1 GiB free besides. scripts/check-nix
+    # (tests/nix/check-vm-disks.py) redoes this arithmetic against a freshly formatted file.
+    virtualisation.diskSize = 6144;
   };
 
   client = { pkgs, ... }: {
