@@ -368,6 +368,16 @@ class Controller:
                 return state
             time.sleep(0.1)
 
+    def readiness_until(self, host: str, text: str, timeout_s: float = 15) -> str:
+        """The agent's readiness report once it contains `text`, or at the deadline (for the
+        caller's assertion to show): the agent polls its replica's unit every second."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            report = self.agent_text(host, "/v1/health/ready")
+            if text in report or time.monotonic() > deadline:
+                return report
+            time.sleep(0.2)
+
     def journal(self, host: str, unit: str, lines: int = 50) -> str:
         return self.lab.exec(host, f"journalctl --unit={unit} --no-pager --lines={lines}").stdout
 

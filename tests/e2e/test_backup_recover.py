@@ -39,6 +39,9 @@ def test_backup_then_recover(cluster):
         ("inactive", "0", "78"), state
     journal = controller.journal(lost, "tigerbeetle.service", lines=20)
     assert "does not exist; refusing to start" in journal and "recover" in journal, journal
+    # The agent's readiness says why the replica does not run.
+    ready = controller.readiness_until(lost, "does not exist")
+    assert "data file /var/lib/tigerbeetle/0_1.tigerbeetle does not exist" in ready, ready
     lab.exec(lost, "systemctl reset-failed tigerbeetle.service", check=False)
 
     # bootstrap.yml sees a partial cluster and refuses without changing anything.

@@ -186,6 +186,8 @@ def test_nixos_units_on_real_systemd_hosts(controller):
     lab.exec(lost, "systemctl start tigerbeetle-replica.service", check=False)
     state = controller.unit_state(lost, REPLICA_UNIT, until=("inactive", "failed"))
     assert (state["ActiveState"], state["ExecMainStatus"]) == ("inactive", "78"), state
+    ready = controller.readiness_until(lost, "does not exist")
+    assert f"data file {data_file} does not exist" in ready, ready
     controller.tbctl("recover", "--inventory", str(inventory), "--replica", "2", timeout_s=900)
     assert lab.exec(lost, f"test -e {data_file}", check=False).returncode == 0
     controller.wait_ready()
