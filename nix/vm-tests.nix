@@ -56,11 +56,11 @@ let
     for r in replicas:
         r.wait_for_unit("tb-agent.service")
         # Without a data file the replica does not start, and nothing formats one. Waiting for
-        # bootstrap is not a failure (switch-to-configuration would exit 4): the unit ends
-        # inactive with status 78, and the agent's readiness says the data file is missing.
+        # bootstrap is not a failure (switch-to-configuration would exit 4): the start script's
+        # status 78 is a success, the unit ends inactive, and the agent's readiness says why.
         r.wait_until_succeeds("journalctl -u tigerbeetle-replica.service | grep -q 'tbctl recover'")
-        r.wait_until_succeeds("test $(systemctl show --property=ExecMainStatus --value tigerbeetle-replica.service) = 78")
-        r.succeed("test $(systemctl show --property=ActiveState --value tigerbeetle-replica.service) = inactive")
+        r.wait_until_succeeds("test $(systemctl show --property=ActiveState --value tigerbeetle-replica.service) = inactive")
+        r.fail("systemctl is-failed --quiet tigerbeetle-replica.service")
         r.wait_until_succeeds("curl -s -H 'Authorization: Bearer ${operatorSecret}' http://" + r.name.replace("replica", "192.168.1.1") + ":7000/v1/health/ready | grep -q 'does not exist'")
         r.fail("test -e ${cluster.data_dir}/*.tigerbeetle")
         r.succeed("systemctl start tigerbeetle-replica-bootstrap.service")
@@ -127,11 +127,11 @@ in
     replica2.succeed("systemctl stop tigerbeetle-replica.service")
     replica2.succeed(f"rm {data_file}")
     # Type=exec: the start request succeeds once the start script runs; the script then refuses
-    # with status 78, a success status: the unit is inactive, not failed.
+    # with status 78, a success status: the unit ends inactive, not failed.
     replica2.succeed("systemctl start tigerbeetle-replica.service")
-    replica2.wait_until_succeeds("test $(systemctl show --property=ExecMainStatus --value tigerbeetle-replica.service) = 78")
-    replica2.succeed("test $(systemctl show --property=ActiveState --value tigerbeetle-replica.service) = inactive")
-    replica2.succeed("journalctl -u tigerbeetle-replica.service | grep -q 'tbctl recover --inventory <inventory> --replica 2'")
+    replica2.wait_until_succeeds("journalctl -u tigerbeetle-replica.service | grep -q 'tbctl recover --inventory <inventory> --replica 2'")
+    replica2.wait_until_succeeds("test $(systemctl show --property=ActiveState --value tigerbeetle-replica.service) = inactive")
+    replica2.fail("systemctl is-failed --quiet tigerbeetle-replica.service")
     # Not restarted (exit status 78 is a success, and exempt from Restart=), and nothing formatted.
     replica2.succeed("test $(systemctl show --property=NRestarts --value tigerbeetle-replica.service) = 0")
     replica2.fail(f"test -e {data_file}")
