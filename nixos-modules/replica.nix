@@ -34,7 +34,7 @@ let
   # becomes `tigerbeetle start`. Exit status 78 (EX_CONFIG) means "waiting for bootstrap or
   # recover": a success status (SuccessExitStatus), so the unit ends inactive, not failed, and
   # `nixos-rebuild switch` (which exits 4 when a unit it started failed) succeeds on a first
-  # deploy; `systemctl status` shows "status=78" and the message, and the agent's readiness
+  # deploy; `systemctl status` shows the refusal in its log lines, and the agent's readiness
   # says the data file is missing. It is never restarted (a success, and RestartPreventExitStatus),
   # so a missing file neither loops nor uses up the start limit, and the agent's `systemctl start`
   # after `tbctl recover` is not refused. TigerBeetle's own exit statuses are 1 to 7 (vsr.zig,
