@@ -2,19 +2,23 @@
 #
 # tigerbeetle is the release of the agent's embedded client (a client must never be newer than
 # the cluster), built from the TigerBeetle source that the crate tigerbeetle-unofficial-sys
-# vendors, fetched through Cargo.lock so its hash is the one there, with the same flags as
+# vendors, fetched as the .crate file Cargo.lock names, with Cargo.lock's checksum as its hash (not
+# through importCargoLock: its vendor directory holds each crate as a symlink to a read-only store
+# path, and stdenv's unpack phase copies the symlink, then fails on `chmod -R u+w` of the store
+# path it points to), built with the same flags as
 # scripts/tigerbeetle-build. Each value has one source: the release is the one Cargo.lock pins
 # for the agent's client, the oldest accepted client is scripts/tigerbeetle-build-release's
 # (upstream's), and the commit is the one the crate's build.rs names, read at build time as the
 # script does.
-{ lib, stdenv, rustPlatform, zig_0_14, src }:
+{ lib, stdenv, rustPlatform, fetchCrate, zig_0_14, src }:
 let
   lockedSys = builtins.filter (p: p.name == "tigerbeetle-unofficial-sys")
     (builtins.fromTOML (builtins.readFile (src + "/Cargo.lock"))).package;
   # "0.14.28+0.16.78": the crate's version, then the TigerBeetle release it vendors.
-  sysVersion =
-    if lib.length lockedSys == 1 then (lib.head lockedSys).version
+  sys =
+    if lib.length lockedSys == 1 then lib.head lockedSys
     else throw "nix/packages.nix: Cargo.lock must hold exactly one tigerbeetle-unofficial-sys, found ${toString (lib.length lockedSys)}";
+  sysVersion = sys.version;
   release = lib.last (lib.splitString "+" sysVersion);
   clientMinMatch = builtins.match ".*\nrelease_client_min=([0-9]+[.][0-9]+[.][0-9]+)\n.*"
     (builtins.readFile (src + "/scripts/tigerbeetle-build-release"));
@@ -22,7 +26,6 @@ let
     if clientMinMatch == null
     then throw "nix/packages.nix: no release_client_min=X.Y.Z line in scripts/tigerbeetle-build-release"
     else lib.head clientMinMatch;
-  vendored = rustPlatform.importCargoLock { lockFile = src + "/Cargo.lock"; };
   zigTarget = {
     x86_64-linux = "x86_64-linux";
     aarch64-linux = "aarch64-linux";
@@ -32,7 +35,14 @@ let
     pname = "tigerbeetle";
     version = release;
     # The whole crate: its build.rs names the upstream commit, its tigerbeetle/ is the source.
-    src = "${vendored}/tigerbeetle-unofficial-sys-${sysVersion}";
+    # unpack = false: a fetchurl of the .crate (a gzipped tar, named .tar.gz so stdenv unpacks it
+    # into a writable tree), whose sha256 is the checksum Cargo.lock holds.
+    src = fetchCrate {
+      pname = sys.name;
+      version = sysVersion;
+      unpack = false;
+      sha256 = sys.checksum;
+    };
     # Zig itself, not its setup hook's build phases: the phases below are scripts/tigerbeetle-build's.
     nativeBuildInputs = [ zig_0_14 ];
     dontUseZigBuild = true;

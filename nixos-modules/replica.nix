@@ -6,8 +6,8 @@
 # - a crashed replica restarts, at a bounded rate;
 # - the replica port is open only to the peer replicas and the configured client networks;
 # - the data file is never formatted on start. Formatting happens only through the explicit
-#   bootstrap unit at a cluster's first deploy; a missing file on a bootstrapped host stops the
-#   unit with a message that points to `tbctl recover`.
+#   bootstrap unit at a cluster's first deploy; a missing file leaves the unit inactive (not
+#   failed: `nixos-rebuild switch` succeeds) with a message that points to `tbctl recover`.
 { config, lib, pkgs, ... }:
 let
   inherit (lib) mkOption mkIf types;
@@ -31,9 +31,14 @@ let
   ++ cfg.extraFlags;
 
   # The main process: refuses to start without the data file (and never creates one), then
-  # becomes `tigerbeetle start`. Exit status 78 (EX_CONFIG) is not restarted
-  # (RestartPreventExitStatus), so a missing file neither loops nor uses up the start limit, and
-  # the agent's `systemctl start` after `tbctl recover` is not refused.
+  # becomes `tigerbeetle start`. Exit status 78 (EX_CONFIG) means "waiting for bootstrap or
+  # recover": a success status (SuccessExitStatus), so the unit ends inactive, not failed, and
+  # `nixos-rebuild switch` (which exits 4 when a unit it started failed) succeeds on a first
+  # deploy; `systemctl status` shows the refusal in its log lines, and the agent's readiness
+  # says the data file is missing. It is never restarted (a success, and RestartPreventExitStatus),
+  # so a missing file neither loops nor uses up the start limit, and the agent's `systemctl start`
+  # after `tbctl recover` is not refused. TigerBeetle's own exit statuses are 1 to 7 (vsr.zig,
+  # FatalReason) and its crashes are signals: 78 comes only from this script.
   missingDataFileStatus = 78;
   startScript = pkgs.writeShellScript "tigerbeetle-replica-start" ''
     if [ ! -e ${lib.escapeShellArg dataFile} ]; then
@@ -275,6 +280,7 @@ in
         Group = cfg.user;
         ExecStart = "${startScript}";
         Restart = "on-failure";
+        SuccessExitStatus = missingDataFileStatus;
         RestartPreventExitStatus = missingDataFileStatus;
         RestartSec = 5;
         AmbientCapabilities = [ "CAP_IPC_LOCK" ];

@@ -389,6 +389,34 @@ class Controller:
                 return state
             time.sleep(0.1)
 
+    def start_refused(self, host: str, unit: str, timeout_s: float = 30) -> dict[str, str]:
+        """Starts a replica unit whose data file is missing: its ActiveState and NRestarts once
+        its start script has refused (one more "refusing to start" line in its journal) and it
+        has stopped, or at the deadline. Not ExecMainStatus: systemd unloads an inactive unit
+        that nothing references, and with it the status of its last run."""
+        count_refusals = (f"journalctl --unit={unit} --output=cat --no-pager "
+                          "| grep -c 'does not exist; refusing to start' || true")
+        before = int(self.lab.exec(host, count_refusals).stdout.strip() or 0)
+        self.lab.exec(host, f"systemctl start {unit}", check=False)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            refused = int(self.lab.exec(host, count_refusals).stdout.strip() or 0) > before
+            out = self.lab.exec(host, f"systemctl show --property=ActiveState --property=NRestarts {unit}")
+            state = dict(line.split("=", 1) for line in out.stdout.splitlines())
+            if (refused and state["ActiveState"] in ("inactive", "failed")) or time.monotonic() > deadline:
+                return dict(state, refused=str(refused))
+            time.sleep(0.1)
+
+    def readiness_until(self, host: str, text: str, timeout_s: float = 15) -> str:
+        """The agent's readiness report once it contains `text`, or at the deadline (for the
+        caller's assertion to show): the agent polls its replica's unit every second."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            report = self.agent_text(host, "/v1/health/ready")
+            if text in report or time.monotonic() > deadline:
+                return report
+            time.sleep(0.2)
+
     def journal(self, host: str, unit: str, lines: int = 50) -> str:
         return self.lab.exec(host, f"journalctl --unit={unit} --no-pager --lines={lines}").stdout
 

@@ -31,13 +31,15 @@ def test_backup_then_recover(cluster):
     lab.exec(lost, f"rm {data_file}")
 
     # The unit refuses to start without it (its main process exits 78 right after the start,
-    # Type=exec), is not restarted, and says what to do instead of formatting.
-    lab.exec(lost, "systemctl start tigerbeetle.service", check=False)
-    state = controller.unit_state(lost, "tigerbeetle.service", until=("failed",), timeout_s=10)
-    assert (state["ActiveState"], state["NRestarts"], state["ExecMainStatus"]) == \
-        ("failed", "0", "78"), state
+    # Type=exec), is not restarted, and says what to do instead of formatting. 78 is a success
+    # status: the unit ends inactive, not failed.
+    state = controller.start_refused(lost, "tigerbeetle.service")
+    assert (state["refused"], state["ActiveState"], state["NRestarts"]) == ("True", "inactive", "0"), state
     journal = controller.journal(lost, "tigerbeetle.service", lines=20)
     assert "does not exist; refusing to start" in journal and "recover" in journal, journal
+    # The agent's readiness says why the replica does not run.
+    ready = controller.readiness_until(lost, "does not exist")
+    assert "data file /var/lib/tigerbeetle/0_1.tigerbeetle does not exist" in ready, ready
     lab.exec(lost, "systemctl reset-failed tigerbeetle.service", check=False)
 
     # bootstrap.yml sees a partial cluster and refuses without changing anything.

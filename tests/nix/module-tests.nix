@@ -3,8 +3,11 @@
 #
 #   nix-instantiate --eval --strict --json tests/nix/module-tests.nix --arg nixpkgsLib ../shared/nixpkgs-lib/lib
 #
-# Output: { results = [ { name; ok; detail; } ... ]; agentConfigs = { "<inventory>/<host>" = <agent TOML as JSON>; }; }
-# The script fails on any result that is not ok, and runs `tb-agent check-config` on every agent config.
+# Output: { results = [ { name; ok; detail; } ... ]; agentConfigs = { "<inventory>/<host>" = <agent TOML as JSON>; };
+#           replicaUnits = { "<inventory>/<host>" = { dataFile; serviceConfig; }; }; }
+# The script fails on any result that is not ok, runs `tb-agent check-config` on every agent
+# config, and runs every replica unit's start commands without its data file
+# (tests/nix/check-missing-data-file.py).
 { nixpkgsLib }:
 let
   lib = import nixpkgsLib;
@@ -106,8 +109,9 @@ let
           && lib.hasInfix " ${host.data_file}\n" (startPath replica)
           && (cluster.cache_grid == null || lib.hasInfix "--cache-grid=${cluster.cache_grid}" (startPath replica)))
         (startPath replica))
-      (result "${at}a missing data file fails without restarting"
-        (lib.hasInfix "exit 78" (startPath replica) && (replica.serviceConfig.RestartPreventExitStatus or null) == 78)
+      (result "${at}a missing data file exits 78, a success that is not restarted"
+        (lib.hasInfix "exit 78" (startPath replica) && (replica.serviceConfig.RestartPreventExitStatus or null) == 78
+          && (replica.serviceConfig.SuccessExitStatus or null) == 78)
         (startPath replica))
       (result "${at}no bootstrap unit unless asked" (!(config.systemd.services ? tigerbeetle-replica-bootstrap)) "bootstrap unit present")
       (result "${at}firewall opens exactly the peer, client and orchestrator sources"
@@ -172,6 +176,26 @@ let
           services.tigerbeetle-host = { inventoryFile = file; inherit hostName; };
           services.tigerbeetle-replica.allowClusterIdZero = true;
         }]).services.tb-agent.settings)
+      (b.attrNames (inventory.fromFile file).hosts))
+    goodInventories));
+
+  # The replica units, for tests/nix/check-missing-data-file.py: their start commands are store
+  # files here (fake-pkgs' writeShellScript), so the check can run them.
+  replicaUnits = lib.listToAttrs (lib.concatLists (lib.mapAttrsToList
+    (name: file: map
+      (hostName:
+        let
+          config = evalConfig [{
+            services.tigerbeetle-host = { inventoryFile = file; inherit hostName; };
+            services.tigerbeetle-replica.allowClusterIdZero = true;
+          }];
+        in
+        lib.nameValuePair "${name}/${hostName}" {
+          inherit (config.services.tigerbeetle-replica) dataFile;
+          serviceConfig = lib.filterAttrs (_: v: v != null)
+            (lib.genAttrs [ "Type" "ExecCondition" "ExecStartPre" "ExecStart" "Restart" "SuccessExitStatus" "RestartPreventExitStatus" ]
+              (key: config.systemd.services.tigerbeetle-replica.serviceConfig.${key} or null));
+        })
       (b.attrNames (inventory.fromFile file).hosts))
     goodInventories));
 
@@ -310,5 +334,5 @@ let
 in
 {
   results = goodHosts ++ exampleResults ++ otherResults ++ brokenResults;
-  inherit agentConfigs;
+  inherit agentConfigs replicaUnits;
 }

@@ -255,7 +255,9 @@ impl Replica {
                 let pid = output.trim().parse::<u32>().ok().filter(|pid| *pid != 0);
                 let changed = *self.pid.lock().expect("not poisoned") != pid;
                 self.set_pid(pid);
-                self.set_error(None);
+                // A unit waiting for its data file (bootstrap or recover) is inactive, not
+                // failed: readiness says why it does not run.
+                self.set_error(pid.is_none().then(|| self.data_file_missing()).flatten());
                 if let (true, Some(pid)) = (changed, pid) {
                     self.check_journal_for_memlock_warning(unit, pid).await;
                 }
