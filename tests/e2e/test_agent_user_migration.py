@@ -4,7 +4,9 @@ the agent as the replica's user with CAP_IPC_LOCK only and a syscall filter, thr
 rollout.yml, one host at a time, while a client writes.
 
 The earlier layout is the real one: site.yml and bootstrap.yml of the last commit that had it
-(OLD_LAYOUT_COMMIT, from this repository's history), with this tree's binaries. A backup taken
+(OLD_LAYOUT_COMMIT), with this tree's binaries. Its ansible/ is kept as a fixture made by
+`git archive --format=tar 8c7f892 ansible | gzip -n -9`, so a shallow clone (CI's may be one)
+runs the test as well. A backup taken
 by that agent must still be readable and verifiable by the new one; every file the old user
 owned is handed over, the old user keeps no group; no client request fails and no replica
 restarts (an agent change restarts agents only); a second site.yml changes nothing.
@@ -21,6 +23,7 @@ import labctl
 
 # The last commit whose roles ran the agent as tb-agent.
 OLD_LAYOUT_COMMIT = "8c7f892e6b18c219c1e80638f3fcc899d762603a"
+OLD_LAYOUT_ARCHIVE = labctl.REPO / "tests/e2e/fixtures/ansible-8c7f892.tar.gz"
 OLD_USER = "tb-agent"
 # Where the old agent's files are: its config and secrets, audit log, backups, the data directory.
 AGENT_PATHS = "/etc/tb-agent /var/log/tb-agent /var/lib/tb-backups /var/lib/tigerbeetle"
@@ -31,9 +34,7 @@ def old_ansible_dir(controller):
     """ansible/ as it was at OLD_LAYOUT_COMMIT, unpacked in the controller's work directory."""
     target = controller.work / "old-layout"
     target.mkdir()
-    archive = subprocess.run(["git", "-C", str(labctl.REPO), "archive", OLD_LAYOUT_COMMIT, "ansible"],
-                             capture_output=True, check=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    subprocess.run(["tar", "-xzf", str(OLD_LAYOUT_ARCHIVE), "-C", str(target)], check=True)
     return target / "ansible"
 
 
