@@ -46,6 +46,11 @@ enum Command {
         /// the NixOS module and the Ansible role generate with it.
         #[arg(long)]
         print_effective: bool,
+        /// Refuse a config whose maintenance lease (on/off, ledger, id prefix) differs from this
+        /// one's, the running agent's: a rollout changes one agent at a time, and agents on two
+        /// lease pools could each grant a lease at once. A missing file passes (a new host).
+        #[arg(long)]
+        same_lease_as: Option<PathBuf>,
     },
     /// Record whether the nftables table inet tigerbeetle drops this agent's replica and agent
     /// ports, in the config's health.firewall_record (JSON, 0644), for the agent's `firewall`
@@ -74,25 +79,13 @@ fn main() -> ExitCode {
             config,
             without_secret_files,
             print_effective,
-        } => match if without_secret_files {
-            Config::load(&config)
-        } else {
-            load(&config)
-        } {
-            Ok(effective) if print_effective => {
-                let json = serde_json::to_string_pretty(&effective).expect("a config serializes");
-                println!("{json}");
-                ExitCode::SUCCESS
-            }
-            Ok(_) => {
-                println!("{}: ok", config.display());
-                ExitCode::SUCCESS
-            }
-            Err(error) => {
-                eprintln!("tb-agent: invalid config {}: {error}", config.display());
-                ExitCode::from(2)
-            }
-        },
+            same_lease_as,
+        } => check_config(
+            &config,
+            without_secret_files,
+            print_effective,
+            same_lease_as.as_deref(),
+        ),
         Command::FirewallRecord { config } => firewall_record(&config),
         Command::HashToken => {
             let mut secret = String::new();
@@ -114,6 +107,68 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
     }
+}
+
+fn check_config(
+    path: &std::path::Path,
+    without_secret_files: bool,
+    print_effective: bool,
+    same_lease_as: Option<&std::path::Path>,
+) -> ExitCode {
+    let loaded = if without_secret_files {
+        Config::load(path)
+    } else {
+        load(path)
+    };
+    let effective = match loaded {
+        Ok(effective) => effective,
+        Err(error) => {
+            eprintln!("tb-agent: invalid config {}: {error}", path.display());
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(running) = same_lease_as {
+        if let Err(why) = same_lease(&effective, running) {
+            eprintln!("tb-agent: refused config {}: {why}", path.display());
+            return ExitCode::from(2);
+        }
+    }
+    if print_effective {
+        let json = serde_json::to_string_pretty(&effective).expect("a config serializes");
+        println!("{json}");
+    } else {
+        println!("{}: ok", path.display());
+    }
+    ExitCode::SUCCESS
+}
+
+/// The new config's lease pool is the running agent's (`running`, its config file).
+fn same_lease(new: &Config, running: &std::path::Path) -> Result<(), String> {
+    if !running.exists() {
+        return Ok(());
+    }
+    let running_config = match Config::load(running) {
+        Ok(config) => config,
+        // The running agent's file is for its own (older) binary: its pool cannot be read, so
+        // the change is not judged here; the lease settings are then the defaults on both
+        // sides unless the inventory sets them.
+        Err(error) => {
+            eprintln!(
+                "tb-agent: warning: {} cannot be read to compare the lease settings: {error}",
+                running.display()
+            );
+            return Ok(());
+        }
+    };
+    new.lease.same_pool_as(&running_config.lease).map_err(|differences| {
+        format!(
+            "its maintenance lease settings differ from the running agent's ({}): {differences}. \
+             A rollout changes one agent at a time, and agents on two lease pools could each \
+             grant a lease at once: change them on every agent together, with site.yml while \
+             no lease is held, then run tbctl lease init (docs/safety.md)",
+            running.display()
+        )
+    })
 }
 
 fn firewall_record(path: &std::path::Path) -> ExitCode {

@@ -70,6 +70,38 @@ impl Default for Lease {
 }
 
 impl Lease {
+    /// Whether this and `running` (another config's) use the same lease pool: on or off, the
+    /// ledger and the id prefix. Returns the differences, as `lease.<field> <running> -> <this>`.
+    pub fn same_pool_as(&self, running: &Lease) -> Result<(), String> {
+        let fields = [
+            (
+                "enabled",
+                running.enabled.to_string(),
+                self.enabled.to_string(),
+            ),
+            (
+                "ledger",
+                running.ledger.to_string(),
+                self.ledger.to_string(),
+            ),
+            (
+                "id_prefix",
+                running.id_prefix.clone(),
+                self.id_prefix.clone(),
+            ),
+        ];
+        let differences: Vec<String> = fields
+            .into_iter()
+            .filter(|(_, before, after)| before != after)
+            .map(|(field, before, after)| format!("lease.{field} {before} -> {after}"))
+            .collect();
+        if differences.is_empty() {
+            Ok(())
+        } else {
+            Err(differences.join(", "))
+        }
+    }
+
     pub fn ids(&self) -> crate::lease::Ids {
         crate::lease::Ids {
             ledger: self.ledger,
@@ -953,5 +985,28 @@ mod tests {
         assert!(error_of(&secret_instead_of_hash).contains("tokens[0].sha256"));
         let three_addresses_for_two = EXAMPLE.replacen("count = 3", "count = 2", 1);
         assert!(error_of(&three_addresses_for_two).contains("replica.addresses: has 3 entries"));
+    }
+
+    #[test]
+    fn a_lease_pool_is_on_off_ledger_and_prefix() {
+        let running = Lease::default();
+        let mut new = Lease::default();
+        new.request_timeout_ms += 1;
+        new.margin_ms += 1;
+        assert_eq!(new.same_pool_as(&running), Ok(()));
+        new.ledger = 7;
+        new.enabled = false;
+        assert_eq!(
+            new.same_pool_as(&running),
+            Err("lease.enabled true -> false, lease.ledger 1952607232 -> 7".to_string())
+        );
+        let mut other_prefix = Lease::default();
+        other_prefix.id_prefix = "0123456789abcdef".into();
+        assert!(
+            other_prefix
+                .same_pool_as(&running)
+                .unwrap_err()
+                .contains("lease.id_prefix 74622d6c65617365 -> 0123456789abcdef")
+        );
     }
 }
