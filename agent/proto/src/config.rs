@@ -1000,8 +1000,10 @@ mod tests {
             new.same_pool_as(&running),
             Err("lease.enabled true -> false, lease.ledger 1952607232 -> 7".to_string())
         );
-        let mut other_prefix = Lease::default();
-        other_prefix.id_prefix = "0123456789abcdef".into();
+        let other_prefix = Lease {
+            id_prefix: "0123456789abcdef".into(),
+            ..Lease::default()
+        };
         assert!(
             other_prefix
                 .same_pool_as(&running)
