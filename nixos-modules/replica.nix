@@ -40,6 +40,9 @@ let
   # after `tbctl recover` is not refused. TigerBeetle's own exit statuses are 1 to 7 (vsr.zig,
   # FatalReason) and its crashes are signals: 78 comes only from this script.
   missingDataFileStatus = 78;
+  # Exit status 77 (EX_NOPERM): the data file belongs to another user (a renamed replica user).
+  # A failure, not restarted: `switch` and the rollout stop there, with the reason in the log.
+  foreignDataFileStatus = 77;
   startScript = pkgs.writeShellScript "tigerbeetle-replica-start" ''
     if [ ! -e ${lib.escapeShellArg dataFile} ]; then
       echo "tigerbeetle-replica: data file ${dataFile} does not exist; refusing to start." >&2
@@ -47,6 +50,11 @@ let
       echo "If this host's data file was lost, rebuild it from the other replicas with: tbctl recover --inventory <inventory> --replica ${toString cfg.replicaIndex}" >&2
       echo "Never format it: that is not a repair." >&2
       exit ${toString missingDataFileStatus}
+    fi
+    if [ ! -O ${lib.escapeShellArg dataFile} ]; then
+      echo "tigerbeetle-replica: data file ${dataFile} does not belong to $(id -un), the user this unit runs as; refusing to start." >&2
+      echo "Was the replica's user renamed (tb-replica became tigerbeetle)? See docs/nixos.md, \"The replica's user\"." >&2
+      exit ${toString foreignDataFileStatus}
     fi
     exec ${lib.escapeShellArgs ([ "${cfg.package}/bin/tigerbeetle" "start" ] ++ startFlags ++ [ dataFile ])}
   '';
@@ -281,7 +289,7 @@ in
         ExecStart = "${startScript}";
         Restart = "on-failure";
         SuccessExitStatus = missingDataFileStatus;
-        RestartPreventExitStatus = missingDataFileStatus;
+        RestartPreventExitStatus = [ missingDataFileStatus foreignDataFileStatus ];
         RestartSec = 5;
         AmbientCapabilities = [ "CAP_IPC_LOCK" ];
         CapabilityBoundingSet = [ "CAP_IPC_LOCK" ];
