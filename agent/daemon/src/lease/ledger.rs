@@ -420,7 +420,9 @@ pub async fn renew(
         let left_s = current
             .expires()
             .duration_since(SystemTime::now())
-            .map_or(0, |left| left.as_secs().min(contract_ttl_max_s()) as u32);
+            .map_or(0, |left| {
+                left.as_secs().min(u64::from(tb_proto::lease::TTL_MAX_S)) as u32
+            });
         let next = Pending {
             transfer_id: ids.fresh_transfer(),
             lease_id,
@@ -449,10 +451,6 @@ pub async fn renew(
     Err(LedgerError::Unavailable(
         "the lease was renewed by another holder of it three times while this renewal ran".into(),
     ))
-}
-
-fn contract_ttl_max_s() -> u64 {
-    tb_proto::lease::TTL_MAX_S.into()
 }
 
 const NOT_HELD: &str = "the lease is not held any more (it expired, or was released or broken)";
