@@ -131,11 +131,50 @@ fn readiness_quorum_guard_and_restart() {
     ]);
     assert!(!output.status.success());
 
-    // Bring both back; the cluster recovers.
-    for replica in [0, 1] {
-        let response = cluster.post(replica, "/v1/replica/start", Some(&admin), None);
-        assert_eq!(response.status(), 200, "{:?}", response.text());
-    }
+    // Bring both back with tbctl; the cluster recovers. `tbctl start` waits until the replica
+    // runs in normal status (replica 2 runs: a quorum with it), so that the next guarded
+    // command counts it: when it returns, the agent's status shows it.
+    let (inventory, token_file) = (cluster.inventory_arg(), cluster.token_file_arg());
+    let start = |replica: &str, extra: &[&str]| {
+        let common = [
+            "start",
+            "--inventory",
+            &inventory,
+            "--token-file",
+            &token_file,
+            "--replica",
+            replica,
+        ];
+        tbctl(&[&common[..], extra].concat())
+    };
+    let replica_state = |replica: u8| {
+        let status: serde_json::Value = cluster
+            .get(replica, "/v1/status", Some(&admin))
+            .json()
+            .unwrap();
+        let replica = &status["replica"];
+        (
+            replica["running"].as_bool(),
+            replica["replica_status"].as_i64(),
+        )
+    };
+    let output = start("0", &[]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("waiting for"), "{stdout}");
+    assert_eq!(replica_state(0), (Some(true), Some(0)), "{stdout}");
+    // --no-wait: back as soon as the process runs; its first status report comes 10 s later.
+    let output = start("1", &["--no-wait"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(replica_state(1), (Some(true), None));
     cluster.wait_all_ready();
     // The forced stop's maintenance lease is released once the cluster answers again.
     cluster.wait_until("the lease to be free", Duration::from_secs(30), || {

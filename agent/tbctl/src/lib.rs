@@ -87,8 +87,9 @@ enum Command {
     Status(StatusArgs),
     /// Poll until every replica is ready, or fail after --timeout-ms.
     WaitReady(WaitReadyArgs),
-    /// Start one replica (through its agent).
-    Start(ControlArgs),
+    /// Start one replica (through its agent) and wait until it runs in normal status (or, while
+    /// too few replicas run for a quorum, until it runs and reports its status).
+    Start(StartArgs),
     /// Stop one replica; the agent refuses when that would cost the cluster its quorum.
     Stop(ControlArgs),
     /// Restart one replica and wait until it is ready again.
@@ -182,10 +183,20 @@ struct ControlArgs {
     /// Override the agent's quorum guard. The agent records forced actions in its audit log.
     #[arg(long)]
     force: bool,
-    /// Request timeout. Defaults: 60000 for start and stop, 180000 for restart (the agent
-    /// answers a restart only once the replica is ready again).
+    /// How long the command may take. Defaults: 60000 for stop, 120000 for start (its wait
+    /// for normal status included), 180000 for restart (the agent answers a restart only once
+    /// the replica is ready again).
     #[arg(long, value_parser = timeout_ms)]
     timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+struct StartArgs {
+    #[command(flatten)]
+    control: ControlArgs,
+    /// Return once the agent has started the process, without waiting for normal status.
+    #[arg(long)]
+    no_wait: bool,
 }
 
 #[derive(Debug, Args)]
@@ -290,7 +301,24 @@ async fn run_async(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
-        Command::Start(args) => control_command(&cli, control::Action::Start, args).await,
+        Command::Start(args) => {
+            let control = &args.control;
+            let (client, inventory) = connect(&cli, &control.inventory)?;
+            let replica = inventory.replica(control.replica)?;
+            let timeout_ms = control
+                .timeout_ms
+                .unwrap_or(control::default_timeout_ms(control::Action::Start));
+            let wait = !args.no_wait;
+            control::start(
+                &client,
+                &inventory,
+                replica,
+                control.force,
+                timeout_ms,
+                wait,
+            )
+            .await
+        }
         Command::Stop(args) => control_command(&cli, control::Action::Stop, args).await,
         Command::Restart(args) => control_command(&cli, control::Action::Restart, args).await,
         Command::Backup(args) => {

@@ -156,56 +156,94 @@ pub async fn wait_ready(
     client: &AgentClient,
     inventory: &Inventory,
     timeout_ms: u64,
+    each_poll: impl FnMut() -> anyhow::Result<()>,
+) -> anyhow::Result<bool> {
+    wait_for(
+        client,
+        &inventory.replicas,
+        Goal::Ready,
+        timeout_ms,
+        each_poll,
+    )
+    .await
+}
+
+/// What a wait waits for, per replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Goal {
+    /// Every readiness check passes (`wait-ready`, `local up`, restart's agent side).
+    Ready,
+    /// The replica process runs and reports normal status (`start`): less than readiness,
+    /// which also needs the cluster to answer a client.
+    Normal,
+    /// The replica process runs and has reported its status, whatever it is (`start` while
+    /// too few replicas run for a quorum: normal status may need the others).
+    Reporting,
+}
+
+/// One replica's answer in one round of a wait.
+struct Observation {
+    reached: bool,
+    /// A short line that changes only when the replica's situation does (printed on change).
+    progress: String,
+    /// Why the goal is not reached, with the details, for the message at the deadline.
+    problem: Option<String>,
+}
+
+/// Polls `entries` until every one has reached `goal` (true) or `timeout_ms` passes (false,
+/// after printing what each still waits for). Prints a line whenever a replica's progress
+/// changes. The one waiting loop of tbctl: wait-ready, local up and start use it.
+pub async fn wait_for(
+    client: &AgentClient,
+    entries: &[ReplicaEntry],
+    goal: Goal,
+    timeout_ms: u64,
     mut each_poll: impl FnMut() -> anyhow::Result<()>,
 ) -> anyhow::Result<bool> {
     let start = Instant::now();
     let deadline = start + Duration::from_millis(timeout_ms);
-    let mut shown: Vec<Option<String>> = vec![None; inventory.replicas.len()];
+    let mut shown: Vec<Option<String>> = vec![None; entries.len()];
     loop {
         each_poll()?;
         let remaining_ms = deadline
             .saturating_duration_since(Instant::now())
             .as_millis();
         let request_timeout_ms = WAIT_REQUEST_TIMEOUT_MS.min(remaining_ms as u64).max(1);
-        let answers = ready_all(client, inventory, request_timeout_ms).await;
+        let answers = observe_all(client, entries, goal, request_timeout_ms).await;
 
         let mut problems = Vec::new();
-        for ((entry, answer), shown) in inventory.replicas.iter().zip(&answers).zip(&mut shown) {
-            if let Err(error) = answer {
-                if error.is_permanent() {
-                    anyhow::bail!("{}: {error}", describe(entry));
+        for ((entry, answer), shown) in entries.iter().zip(answers).zip(&mut shown) {
+            let observation = match answer {
+                Err(error) if error.is_permanent() => {
+                    anyhow::bail!("{}: {error}", describe(entry))
                 }
-            }
-            // Progress names the failing checks only: their details hold changing figures
-            // (elapsed ms) and would print a line every poll. The details come at the end.
-            let (progress, problem) = match answer {
-                Ok(report) if report.ready => ("ready".to_string(), None),
-                Ok(report) => (
-                    format!("not ready: {}", failed_check_names(report)),
-                    Some(format!("not ready: {}", not_ready_reason(report))),
-                ),
-                Err(error) => (error.to_string(), Some(error.to_string())),
+                Err(error) => Observation {
+                    reached: false,
+                    progress: error.to_string(),
+                    problem: Some(error.to_string()),
+                },
+                Ok(observation) => observation,
             };
-            if shown.as_deref() != Some(progress.as_str()) {
+            if shown.as_deref() != Some(observation.progress.as_str()) {
                 let elapsed_s = start.elapsed().as_secs_f64();
-                println!("[{elapsed_s:6.1} s] replica {}: {progress}", entry.index);
-                *shown = Some(progress);
+                println!(
+                    "[{elapsed_s:6.1} s] replica {}: {}",
+                    entry.index, observation.progress
+                );
+                *shown = Some(observation.progress);
             }
-            if let Some(problem) = problem {
+            if let (false, Some(problem)) = (observation.reached, observation.problem) {
                 problems.push(format!("{}: {problem}", describe(entry)));
             }
         }
         if problems.is_empty() {
             let elapsed_s = start.elapsed().as_secs_f64();
-            println!(
-                "all {} replicas ready after {elapsed_s:.1} s",
-                inventory.replicas.len()
-            );
+            println!("{} after {elapsed_s:.1} s", goal.reached_text(entries));
             return Ok(true);
         }
         let now = Instant::now();
         if now >= deadline {
-            eprintln!("not every replica was ready within {timeout_ms} ms:");
+            eprintln!("{} within {timeout_ms} ms:", goal.missed_text(entries));
             for problem in &problems {
                 eprintln!("  {problem}");
             }
@@ -213,6 +251,99 @@ pub async fn wait_ready(
         }
         let pause = Duration::from_millis(WAIT_POLL_INTERVAL_MS).min(deadline - now);
         tokio::time::sleep(pause).await;
+    }
+}
+
+impl Goal {
+    fn reached_text(self, entries: &[ReplicaEntry]) -> String {
+        match (self, entries) {
+            (Goal::Ready, _) => format!("all {} replicas ready", entries.len()),
+            (Goal::Normal, [entry]) => format!("replica {} runs, in normal status", entry.index),
+            (Goal::Reporting, [entry]) => format!("replica {} runs", entry.index),
+            (_, _) => format!("all {} replicas run", entries.len()),
+        }
+    }
+
+    fn missed_text(self, entries: &[ReplicaEntry]) -> String {
+        match (self, entries) {
+            (Goal::Ready, _) => "not every replica was ready".to_string(),
+            (Goal::Normal, [entry]) => {
+                format!("replica {} was not running in normal status", entry.index)
+            }
+            (Goal::Reporting, [entry]) => format!("replica {} was not running", entry.index),
+            (_, _) => "not every replica was running".to_string(),
+        }
+    }
+}
+
+/// One round of a wait: every replica asked concurrently, answers in `entries`' order.
+async fn observe_all(
+    client: &AgentClient,
+    entries: &[ReplicaEntry],
+    goal: Goal,
+    timeout_ms: u64,
+) -> Vec<Result<Observation, AgentError>> {
+    let mut tasks = JoinSet::new();
+    for (position, entry) in entries.iter().enumerate() {
+        let client = client.clone();
+        let url = entry.agent_url.clone();
+        tasks.spawn(async move {
+            let observation = match goal {
+                Goal::Ready => client
+                    .ready(&url, timeout_ms)
+                    .await
+                    .map(|report| observe_ready(&report)),
+                Goal::Normal | Goal::Reporting => client
+                    .status(&url, timeout_ms)
+                    .await
+                    .map(|status| observe_running(&status.replica, goal)),
+            };
+            (position, observation)
+        });
+    }
+    let mut answers = tasks.join_all().await;
+    answers.sort_by_key(|(position, _)| *position);
+    answers.into_iter().map(|(_, answer)| answer).collect()
+}
+
+fn observe_ready(report: &api::ReadyReport) -> Observation {
+    // Progress names the failing checks only: their details hold changing figures (elapsed
+    // ms) and would print a line every poll. The details come at the deadline.
+    if report.ready {
+        return Observation {
+            reached: true,
+            progress: "ready".to_string(),
+            problem: None,
+        };
+    }
+    Observation {
+        reached: false,
+        progress: format!("not ready: {}", failed_check_names(report)),
+        problem: Some(format!("not ready: {}", not_ready_reason(report))),
+    }
+}
+
+/// What `start` waits for, from `GET /v1/status`: the agent forgets the StatsD values of a
+/// previous process, so a status seen here is the new process's own.
+fn observe_running(replica: &api::ReplicaStatus, goal: Goal) -> Observation {
+    let waiting = |what: String| Observation {
+        reached: false,
+        progress: format!("waiting for {what}"),
+        problem: Some(format!("still waiting for {what}")),
+    };
+    match (replica.running, replica.replica_status) {
+        (false, _) => waiting("the replica process to run".to_string()),
+        (true, None) => waiting(
+            "its first status report (TigerBeetle sends one every 10 s to the agent)".to_string(),
+        ),
+        (true, Some(status)) if status != 0 && goal == Goal::Normal => {
+            waiting(format!("normal status (now {})", status_text(Some(status))))
+        }
+        (true, Some(status)) => Observation {
+            reached: true,
+            progress: format!("runs, status {}", status_text(Some(status))),
+            problem: None,
+        },
     }
 }
 
@@ -241,6 +372,31 @@ async fn query_all(
     let mut reports = tasks.join_all().await;
     reports.sort_by_key(|report| report.entry.index);
     reports
+}
+
+/// How many of the inventory's replicas other than `except` run, as their agents say; an
+/// agent that does not answer counts as not running.
+pub(super) async fn running_others(
+    client: &AgentClient,
+    inventory: &Inventory,
+    except: u8,
+    timeout_ms: u64,
+) -> usize {
+    let mut tasks = JoinSet::new();
+    for entry in inventory
+        .replicas
+        .iter()
+        .filter(|entry| entry.index != except)
+    {
+        let client = client.clone();
+        let url = entry.agent_url.clone();
+        tasks.spawn(async move { client.status(&url, timeout_ms).await });
+    }
+    let answers = tasks.join_all().await;
+    answers
+        .iter()
+        .filter(|answer| matches!(answer, Ok(status) if status.replica.running))
+        .count()
 }
 
 async fn ready_all(
