@@ -165,8 +165,8 @@ fn readiness_quorum_guard_and_restart() {
         "{stdout}{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(stdout.contains("waiting for"), "{stdout}");
     assert_eq!(replica_state(0), (Some(true), Some(0)), "{stdout}");
+    assert!(stdout.contains("waiting for"), "{stdout}");
     // --no-wait: back as soon as the process runs; its first status report comes 10 s later.
     let output = start("1", &["--no-wait"]);
     assert!(
