@@ -88,7 +88,8 @@ enum Command {
     /// Poll until every replica is ready, or fail after --timeout-ms.
     WaitReady(WaitReadyArgs),
     /// Start one replica (through its agent) and wait until it runs in normal status (or, while
-    /// too few replicas run for a quorum, until it runs and reports its status).
+    /// too few replicas run for a quorum, until it runs and reports its status). Exits 1 when
+    /// the wait outlasts --timeout-ms (the replica may still get there: `tbctl status`).
     Start(StartArgs),
     /// Stop one replica; the agent refuses when that would cost the cluster its quorum.
     Stop(ControlArgs),
