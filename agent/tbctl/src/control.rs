@@ -65,8 +65,8 @@ async fn start_goal(client: &AgentClient, inventory: &Inventory, replica: &Repli
     let goal = goal_for(others, replica_count);
     if goal == Goal::Reporting {
         println!(
-            "{}: {others} of the other replicas run, {} are needed for a quorum with it: it may \
-             reach normal status only once the others start, so this waits until it runs and \
+            "{}: {others} other replicas run, and a quorum needs {} running, this one included: \
+             it may reach normal status only once others start, so this waits until it runs and \
              reports its status",
             describe(replica),
             ready_replicas_needed(replica_count)
