@@ -332,8 +332,16 @@ let
     )
     (broken "host not in the inventory" { services.tigerbeetle-host = { inventoryFile = ../../inventories/example.json; hostName = "tb-9"; }; } "\"tb-9\" is not under all.hosts")
   ];
+
+  # A unit at its start limit refuses a start until its failed state is reset: the agent does it
+  # when an operator starts or restarts the replica.
+  polkitResults = [
+    (result "agent may reset the replica unit's failed state"
+      (lib.hasInfix ''verb == "reset-failed"'' example.security.polkit.extraConfig)
+      example.security.polkit.extraConfig)
+  ];
 in
 {
-  results = goodHosts ++ exampleResults ++ otherResults ++ brokenResults;
+  results = goodHosts ++ exampleResults ++ otherResults ++ brokenResults ++ polkitResults;
   inherit agentConfigs replicaUnits;
 }
