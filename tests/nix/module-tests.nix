@@ -333,6 +333,43 @@ let
     (broken "host not in the inventory" { services.tigerbeetle-host = { inventoryFile = ../../inventories/example.json; hostName = "tb-9"; }; } "\"tb-9\" is not under all.hosts")
   ];
 
+  # --- networking.hostName from the inventory ---------------------------------------------------
+
+  # The example inventory with tb-0 renamed to `name` (an inventory name NixOS may refuse).
+  renamedExample = name:
+    let example = b.fromJSON (b.readFile ../../inventories/example.json); in
+    b.toFile "renamed-example.json" (b.toJSON (example // {
+      all = example.all // { hosts = removeAttrs example.all.hosts [ "tb-0" ] // { ${name} = example.all.hosts.tb-0; }; };
+    }));
+  hostNameFailures = modules: failedAssertions (evalConfig modules);
+  hostNameResults = [
+    (result "networking.hostName is the inventory's host name"
+      (example.networking.hostName == "tb-0")
+      example.networking.hostName)
+    (
+      let failed = hostNameFailures [{ services.tigerbeetle-host = { inventoryFile = ../../inventories/example.json; hostName = "tb-1"; }; networking.hostName = "tb-1"; }]; in
+      result "networking.hostName set to the inventory's name: accepted" (failed == [ ]) "failed assertions: ${b.toJSON failed}"
+    )
+    (
+      let failed = hostNameFailures [{ services.tigerbeetle-host = { inventoryFile = ../../inventories/example.json; hostName = "tb-1"; }; networking.hostName = "db-7"; }]; in
+      result "broken input networking.hostName another name: refused, naming both"
+        (b.any (lib.hasInfix "this host is named \"db-7\" but the inventory names it \"tb-1\"") failed)
+        "failed assertions: ${b.toJSON failed}"
+    )
+    (
+      let c = evalConfig [{ services.tigerbeetle-host = { inventoryFile = renamedExample "tb-0.dc1.example.net"; hostName = "tb-0.dc1.example.net"; }; }]; in
+      result "an inventory FQDN: networking.hostName its first label, networking.domain the rest"
+        (c.networking.hostName == "tb-0" && c.networking.domain == "dc1.example.net" && failedAssertions c == [ ])
+        "${c.networking.hostName} ${toString c.networking.domain} ${b.toJSON (failedAssertions c)}"
+    )
+    (
+      let failed = hostNameFailures [{ services.tigerbeetle-host = { inventoryFile = renamedExample "tb_.dc1"; hostName = "tb_.dc1"; }; }]; in
+      result "broken input inventory host name NixOS refuses (a label ending in _): an assertion, not a type error"
+        (b.any (lib.hasInfix "\"tb_.dc1\" cannot name this host") failed)
+        "failed assertions: ${b.toJSON failed}"
+    )
+  ];
+
   # A unit at its start limit refuses a start until its failed state is reset: the agent does it
   # when an operator starts or restarts the replica.
   polkitResults = [
@@ -342,6 +379,6 @@ let
   ];
 in
 {
-  results = goodHosts ++ exampleResults ++ otherResults ++ brokenResults ++ polkitResults;
+  results = goodHosts ++ exampleResults ++ otherResults ++ brokenResults ++ hostNameResults ++ polkitResults;
   inherit agentConfigs replicaUnits;
 }

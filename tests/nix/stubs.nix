@@ -104,5 +104,14 @@ in
       type = types.listOf (types.submodule { options.device = mkOption { type = types.str; }; });
     };
     zramSwap.enable = mkOption { type = types.bool; default = false; };
+
+    # nixos/modules/tasks/network-interfaces.nix (nixpkgs 003a3fd2f05c, the nearest revision read:
+    # the flake.lock's is not stored): networking.hostName, its type transcribed; its default is
+    # config.system.nixos.distroId, "nixos" on NixOS. networking.domain from the same file.
+    networking.hostName = mkOption {
+      type = types.strMatching "^$|^[[:alnum:]]([[:alnum:]_-]{0,61}[[:alnum:]])?$";
+      default = "nixos";
+    };
+    networking.domain = mkOption { type = types.nullOr types.str; default = null; };
   };
 }
