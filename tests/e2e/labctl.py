@@ -407,6 +407,28 @@ class Controller:
                 return dict(state, refused=str(refused))
             time.sleep(0.1)
 
+    def fail_into_start_limit(self, host: str, unit: str, data_file: str,
+                              timeout_s: float = 120) -> dict[str, str]:
+        """Starts a stopped replica unit whose data file its user cannot read (mode 0000, as
+        after a wrong chmod): the replica exits at once, Restart=on-failure starts it again until
+        systemd gives up (StartLimitBurst) and the unit stays failed, where a plain start is
+        refused. Its ActiveState and NRestarts, and limit_hit: whether systemd logged that it gave
+        up ("Start request repeated too quickly"; Result keeps the first failure's, exit-code),
+        once it did and the unit is failed, or at the deadline. The data file stays unreadable:
+        restoring it is the caller's repair."""
+        count_hits = (f"journalctl --unit={unit} --output=cat --no-pager "
+                      "| grep -c 'Start request repeated too quickly' || true")
+        before = int(self.lab.exec(host, count_hits).stdout.strip() or 0)
+        self.lab.exec(host, f"chmod 0000 {data_file} && systemctl start {unit}")
+        deadline = time.monotonic() + timeout_s
+        while True:
+            hit = int(self.lab.exec(host, count_hits).stdout.strip() or 0) > before
+            out = self.lab.exec(host, f"systemctl show --property=ActiveState --property=NRestarts {unit}")
+            state = dict(line.split("=", 1) for line in out.stdout.splitlines())
+            if (hit and state["ActiveState"] == "failed") or time.monotonic() > deadline:
+                return dict(state, limit_hit=str(hit))
+            time.sleep(0.2)
+
     def readiness_until(self, host: str, text: str, timeout_s: float = 15) -> str:
         """The agent's readiness report once it contains `text`, or at the deadline (for the
         caller's assertion to show): the agent polls its replica's unit every second."""

@@ -12,7 +12,7 @@ default, ssh and established traffic allowed, as NixOS's nftables firewall does)
 Then it does what the VM tests do: no format without bootstrap, bootstrap once, a ready
 cluster whose agents (the replica's user) accept the replica's StatsD, locked memory (VmLck;
 RLIMIT_MEMLOCK as systemd configured it: the lab's containers cannot raise the process's), control
-through polkit and nothing more, a backup, recover of a deleted data file, the firewall, auth.
+through polkit and nothing more, `tbctl start` of a replica failed at its start limit, a backup, recover of a deleted data file, the firewall, auth.
 
     python3 -m pytest tests/e2e/test_nixos_units.py
 """
@@ -170,9 +170,23 @@ def test_nixos_units_on_real_systemd_hosts(controller):
     assert report["failures"] == 0 and report["requests"] > 0, report
     after = controller.replica_pid(hosts[1], REPLICA_UNIT)
     assert after not in (0, before), (before, after)
-    denied = lab.exec(hosts[0], "runuser -u tigerbeetle -- systemctl --no-ask-password restart "
-                                "ssh.service", check=False)
-    assert denied.returncode != 0, denied.stdout
+    for verb in ("restart", "reset-failed"):
+        denied = lab.exec(hosts[0], f"runuser -u tigerbeetle -- systemctl --no-ask-password {verb} "
+                                    "ssh.service", check=False)
+        assert denied.returncode != 0, (verb, denied.stdout)
+
+    # The start limit: a replica that keeps failing (its data file unreadable) is restarted until
+    # systemd gives up and stays failed. After the repair, the operator's `tbctl start` brings
+    # it back: the agent clears the failed state first (polkit grants reset-failed on the
+    # replica unit alone), or systemd would refuse the start.
+    failing, data_file = hosts[1], nix[hosts[1]]["host"]["dataFile"]
+    controller.tbctl("stop", "--inventory", str(inventory), "--replica", "1")
+    state = controller.fail_into_start_limit(failing, REPLICA_UNIT, data_file)
+    assert (state["ActiveState"], state["limit_hit"]) == ("failed", "True"), state
+    lab.exec(failing, f"chmod 0600 {data_file}")
+    started = controller.tbctl("start", "--inventory", str(inventory), "--replica", "1", check=False)
+    assert started.returncode == 0, started.stdout + started.stderr
+    controller.wait_ready()
 
     # A backup lands in the module's backup directory.
     controller.tbctl("backup", "--inventory", str(inventory), "--replica", "2", timeout_s=600)
