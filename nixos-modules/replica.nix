@@ -282,6 +282,13 @@ in
       after = [ "network-online.target" "tigerbeetle-replica-bootstrap.service" ];
       startLimitIntervalSec = 600;
       startLimitBurst = 5;
+      # `switch` never restarts a running replica (switch-to-configuration reads this as
+      # X-RestartIfChanged=false): a deployer that switches several hosts at once (colmena,
+      # deploy-rs) would otherwise restart every changed replica together, behind the quorum
+      # guard's back. The new unit is loaded and takes effect at the replica's next start: the
+      # rollout (ansible/rollout.yml) restarts it through its agent, one host at a time
+      # (docs/nixos.md, "What switch does to a running replica").
+      restartIfChanged = false;
       serviceConfig = hardening // {
         Type = "exec";
         User = cfg.user;

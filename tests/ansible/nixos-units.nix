@@ -22,7 +22,7 @@ let
     services.tigerbeetle-replica.bootstrap = bootstrap;
   }];
 
-  unitFields = unit: { inherit (unit) description documentation after before wants wantedBy startLimitIntervalSec startLimitBurst serviceConfig; };
+  unitFields = unit: { inherit (unit) description documentation after before wants wantedBy startLimitIntervalSec startLimitBurst restartIfChanged serviceConfig; };
   replicaUnit = config.systemd.services.tigerbeetle-replica;
   failed = failedAssertions config;
 in

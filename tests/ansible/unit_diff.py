@@ -48,6 +48,9 @@ def unit_entries(nix: dict) -> list[tuple[str, str, object]]:
             ("StartLimitIntervalSec", nix["startLimitIntervalSec"]),
             ("StartLimitBurst", nix["startLimitBurst"])]
     return ([("Unit", key, value) for key, value in unit]
+            # systemd-lib.nix's serviceToUnit writes this before serviceConfig, in [Service];
+            # switch-to-configuration reads it there.
+            + [("Service", "X-RestartIfChanged", False if nix.get("restartIfChanged") is False else None)]
             + [("Service", key, value) for key, value in nix["serviceConfig"].items()]
             + [("Install", "WantedBy", nix["wantedBy"])])
 

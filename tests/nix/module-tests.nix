@@ -80,6 +80,8 @@ let
       (result "${at}replica unit restarts on failure at a bounded rate"
         ((replica.serviceConfig.Restart or null) == "on-failure" && replica.startLimitBurst != null && replica.startLimitIntervalSec != null)
         (b.toJSON { inherit (replica) startLimitBurst startLimitIntervalSec; Restart = (replica.serviceConfig.Restart or null); }))
+      # A parallel deployer must not restart every replica at once (issue 13, item 4).
+      (result "${at}switch does not restart the replica (restartIfChanged = false)" (!replica.restartIfChanged) "restartIfChanged is true")
       (result "${at}replica unit runs as its dedicated user" ((replica.serviceConfig.User or null) == "tigerbeetle" && config.users.users.tigerbeetle.isSystemUser) (replica.serviceConfig.User or null))
       (result "${at}replica unit has upstream's hardening"
         (b.all (key: replica.serviceConfig ? ${key}) [

@@ -26,6 +26,8 @@ let
       path = mkOption { type = types.listOf (types.either types.package types.str); default = [ ]; };
       environment = mkOption { type = types.attrsOf (types.nullOr (types.oneOf [ types.str types.path types.package ])); default = { }; };
       restartTriggers = mkOption { type = types.listOf types.unspecified; default = [ ]; };
+      restartIfChanged = mkOption { type = types.bool; default = true; };
+      stopIfChanged = mkOption { type = types.bool; default = true; };
       startLimitIntervalSec = mkOption { type = types.nullOr types.int; default = null; };
       startLimitBurst = mkOption { type = types.nullOr types.int; default = null; };
       unitConfig = mkOption { type = types.attrsOf unitOption; default = { }; };
