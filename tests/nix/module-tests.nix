@@ -1,19 +1,23 @@
-# Evaluates nixos-modules/ with lib.evalModules against typed stubs of the NixOS options they
-# set (eval-host.nix) and checks what they generate. Run by scripts/check-nix:
+# Evaluates nixos-modules/ with lib.evalModules against nixpkgs' own modules (transcribed under
+# nixpkgs/) and stubs of the rest (eval-host.nix) and checks what they generate. Run by
+# scripts/check-nix:
 #
 #   nix-instantiate --eval --strict --json tests/nix/module-tests.nix --arg nixpkgsLib ../shared/nixpkgs-lib/lib
 #
 # Output: { results = [ { name; ok; detail; } ... ]; agentConfigs = { "<inventory>/<host>" = <agent TOML as JSON>; };
-#           replicaUnits = { "<inventory>/<host>" = { dataFile; serviceConfig; }; }; }
+#           replicaUnits = { "<inventory>/<host>" = { dataFile; serviceConfig; }; };
+#           rendered = { "<inventory>/<host>" = { units = { "<name>.service" = <unit file>; }; ruleset;
+#                        polkitRules; acceptRules = [ ... ]; }; }; }
 # The script fails on any result that is not ok, runs `tb-agent check-config` on every agent
-# config, and runs every replica unit's start commands without its data file
-# (tests/nix/check-missing-data-file.py).
+# config, runs every replica unit's start commands without its data file
+# (tests/nix/check-missing-data-file.py), and runs the rendered units, ruleset, polkit rules and
+# scripts through systemd-analyze, nft, node and bash (tests/nix/check-rendered.py).
 { nixpkgsLib }:
 let
   lib = import nixpkgsLib;
   b = builtins;
   inventory = import ../../nix/inventory.nix;
-  inherit (import ./eval-host.nix { inherit lib; }) pkgs evalConfig failedAssertions;
+  inherit (import ./eval-host.nix { inherit lib; }) pkgs evalConfig failedAssertions unitText ruleset;
 
   result = name: ok: detail: { inherit name ok; detail = if ok then "" else detail; };
 
@@ -264,10 +268,10 @@ let
     )
     (result "swap on: a warning" (b.any (lib.hasInfix "swap is on") withSwap.warnings) (b.toJSON withSwap.warnings))
     (result "nixpkgs' services.tigerbeetle imported beside ours: evaluates, no shared names"
-      (let c = withNixpkgsModule false; in b.deepSeq c.systemd.services (failedAssertions c == [ ] && !(c.systemd.services ? tigerbeetle)))
+      (let c = withNixpkgsModule false; in b.deepSeq (map (unitText c) (b.attrNames c.systemd.services)) (failedAssertions c == [ ] && !(c.systemd.services ? tigerbeetle)))
       "")
     (result "nixpkgs' services.tigerbeetle enabled beside ours: both units, distinct"
-      (let c = withNixpkgsModule true; in b.deepSeq c.systemd.services (c.systemd.services ? tigerbeetle && c.systemd.services ? tigerbeetle-replica))
+      (let c = withNixpkgsModule true; in b.deepSeq (map (unitText c) (b.attrNames c.systemd.services)) (c.systemd.services ? tigerbeetle && c.systemd.services ? tigerbeetle-replica))
       "")
   ];
 
@@ -332,8 +336,35 @@ let
     )
     (broken "host not in the inventory" { services.tigerbeetle-host = { inventoryFile = ../../inventories/example.json; hostName = "tb-9"; }; } "\"tb-9\" is not under all.hosts")
   ];
+
+  # --- everything each host renders, for tests/nix/check-rendered.py ------------------------------
+
+  rendered = lib.listToAttrs (lib.concatLists (lib.mapAttrsToList
+    (name: file: map
+      (hostName:
+        let
+          cluster = inventory.fromFile file;
+          host = cluster.hosts.${hostName};
+          config = evalConfig [{
+            services.tigerbeetle-host = { inventoryFile = file; inherit hostName; };
+            services.tigerbeetle-replica.allowClusterIdZero = true;
+            # The bootstrap unit too: it is a unit a host can install.
+            services.tigerbeetle-replica.bootstrap = true;
+          }];
+          ours = [ "tigerbeetle-replica" "tigerbeetle-replica-bootstrap" "tb-agent" ];
+        in
+        lib.nameValuePair "${name}/${hostName}" {
+          units = lib.listToAttrs (map (unit: lib.nameValuePair "${unit}.service" (unitText config unit)) ours);
+          ruleset = ruleset config;
+          polkitRules = config.security.polkit.extraConfig;
+          acceptRules =
+            expectedAcceptLines (host.peer_ips ++ cluster.client_networks) host.port
+            ++ expectedAcceptLines (host.peer_ips ++ cluster.orchestrator_networks) host.agent_port;
+        })
+      (b.attrNames (inventory.fromFile file).hosts))
+    goodInventories));
 in
 {
   results = goodHosts ++ exampleResults ++ otherResults ++ brokenResults;
-  inherit agentConfigs replicaUnits;
+  inherit agentConfigs replicaUnits rendered;
 }
