@@ -337,6 +337,24 @@ let
     (broken "host not in the inventory" { services.tigerbeetle-host = { inventoryFile = ../../inventories/example.json; hostName = "tb-9"; }; } "\"tb-9\" is not under all.hosts")
   ];
 
+  # --- host settings as nixpkgs' own modules merge them (sysctl.nix, firewall-nftables.nix) ------
+
+  # nixpkgs merges net.core.rmem_max and wmem_max by highest value, among the definitions of the
+  # highest priority: a mkDefault of ours would lose to any lower plain value.
+  sysctlWith = value: withExample [{ boot.kernel.sysctl = { "net.core.rmem_max" = value; "net.core.wmem_max" = value; }; }];
+  socketBuffers = config: { inherit (config.boot.kernel.sysctl) "net.core.rmem_max" "net.core.wmem_max"; };
+  lowerBuffers = sysctlWith 212992;
+  higherBuffers = sysctlWith 33554432;
+  settingResults = [
+    (result "sysctl: another module's lower socket buffer maxima lose to ours"
+      (socketBuffers lowerBuffers == { "net.core.rmem_max" = 4194304; "net.core.wmem_max" = 16777216; }
+        && lib.hasInfix "net.core.rmem_max=4194304\nnet.core.wmem_max=16777216\n" lowerBuffers.environment.etc."sysctl.d/60-nixos.conf".text)
+      (b.toJSON (socketBuffers lowerBuffers)))
+    (result "sysctl: another module's higher socket buffer maxima win"
+      (socketBuffers higherBuffers == { "net.core.rmem_max" = 33554432; "net.core.wmem_max" = 33554432; })
+      (b.toJSON (socketBuffers higherBuffers)))
+  ];
+
   # --- everything each host renders, for tests/nix/check-rendered.py ------------------------------
 
   rendered = lib.listToAttrs (lib.concatLists (lib.mapAttrsToList
@@ -365,6 +383,6 @@ let
     goodInventories));
 in
 {
-  results = goodHosts ++ exampleResults ++ otherResults ++ brokenResults;
+  results = goodHosts ++ exampleResults ++ otherResults ++ settingResults ++ brokenResults;
   inherit agentConfigs replicaUnits rendered;
 }
