@@ -328,6 +328,8 @@ let
     (broken "relative backup directory" { services.tb-agent.backupDir = force "backups"; } "backupDir: must be an absolute path")
     (broken "firewall without nftables" { networking.nftables.enable = force false; } "needs networking.nftables.enable = true")
     (broken "no time sync" { services.timesyncd.enable = force false; } "needs time sync")
+    (broken "io_uring disabled by a hardening module" { boot.kernel.sysctl."kernel.io_uring_disabled" = 2; } "kernel.io_uring_disabled\" is 2")
+    (broken "io_uring limited to a group" { boot.kernel.sysctl."kernel.io_uring_disabled" = 1; } "kernel.io_uring_disabled\" is 1")
     (
       let failed = failedAssertions (evalConfig [{ services.tigerbeetle-host = { inventoryFile = ../inventories/good/no-tokens.json; hostName = "tb-0"; }; }]); in
       result "broken input inventory without tokens: \"tokens: 1 to 16 tokens are required\""
