@@ -330,6 +330,8 @@ let
     (broken "no time sync" { services.timesyncd.enable = force false; } "needs time sync")
     (broken "io_uring disabled by a hardening module" { boot.kernel.sysctl."kernel.io_uring_disabled" = 2; } "kernel.io_uring_disabled\" is 2")
     (broken "io_uring limited to a group" { boot.kernel.sysctl."kernel.io_uring_disabled" = 1; } "kernel.io_uring_disabled\" is 1")
+    (broken "replica port open with the firewall off" { networking.firewall.enable = false; } "services.tigerbeetle-replica.openFirewall: needs networking.firewall.enable = true")
+    (broken "agent port open with the firewall off" { networking.firewall.enable = false; } "services.tb-agent.openFirewall: needs networking.firewall.enable = true")
     (
       let failed = failedAssertions (evalConfig [{ services.tigerbeetle-host = { inventoryFile = ../inventories/good/no-tokens.json; hostName = "tb-0"; }; }]); in
       result "broken input inventory without tokens: \"tokens: 1 to 16 tokens are required\""
@@ -347,6 +349,7 @@ let
   socketBuffers = config: { inherit (config.boot.kernel.sysctl) "net.core.rmem_max" "net.core.wmem_max"; };
   lowerBuffers = sysctlWith 212992;
   higherBuffers = sysctlWith 33554432;
+  firewallOff = withExample [{ networking.firewall.enable = false; }];
   settingResults = [
     (result "sysctl: another module's lower socket buffer maxima lose to ours"
       (socketBuffers lowerBuffers == { "net.core.rmem_max" = 4194304; "net.core.wmem_max" = 16777216; }
@@ -355,6 +358,11 @@ let
     (result "sysctl: another module's higher socket buffer maxima win"
       (socketBuffers higherBuffers == { "net.core.rmem_max" = 33554432; "net.core.wmem_max" = 33554432; })
       (b.toJSON (socketBuffers higherBuffers)))
+    (result "firewall off: nixpkgs renders no nixos-fw table (so our rules would be dropped) and the modules refuse it"
+      (!(firewallOff.networking.nftables.tables ? nixos-fw)
+        && b.any (lib.hasInfix "services.tigerbeetle-replica.openFirewall: needs networking.firewall.enable") (failedAssertions firewallOff)
+        && b.any (lib.hasInfix "services.tb-agent.openFirewall: needs networking.firewall.enable") (failedAssertions firewallOff))
+      "failed assertions: ${b.toJSON (failedAssertions firewallOff)}")
   ];
 
   # --- everything each host renders, for tests/nix/check-rendered.py ------------------------------
