@@ -6,8 +6,9 @@ lab's Debian hosts exactly what the modules evaluate to for each inventory host
 units as NixOS renders them, the store scripts they run, the generated agent config, the polkit
 rule, the tmpfiles rules and the firewall rules, with the real tigerbeetle and tb-agent at the
 units' store paths. What stands in for NixOS itself, named as such: the user (useradd, as
-users.users would), and the input chain around the module's rules (nixos-fw-standin: drop by
-default, ssh and established traffic allowed, as NixOS's nftables firewall does).
+users.users would), the packages of the units' PATH (the host's /usr/bin and /usr/sbin), and the
+input chain around the module's rules (nixos-fw-standin: drop by default, ssh and established
+traffic allowed, as NixOS's nftables firewall does).
 
 Then it does what the VM tests do: no format without bootstrap, bootstrap once, a ready
 cluster whose agents (the replica's user) accept the replica's StatsD, locked memory (VmLck;
@@ -30,9 +31,6 @@ from pathlib import Path
 import pytest
 
 import labctl
-
-sys.path.insert(0, str(labctl.REPO / "tests" / "ansible"))
-from unit_diff import render_unit  # noqa: E402
 
 UNITS = ("tigerbeetle-replica", "tigerbeetle-replica-bootstrap", "tb-agent")
 REPLICA_UNIT = "tigerbeetle-replica.service"
@@ -96,9 +94,17 @@ def install(controller, host: str, nix: dict) -> None:
     toml = labctl.run([sys.executable, str(labctl.REPO / "tests" / "nix" / "json-to-toml.py")],
                       input=json.dumps(agent["settings"]), capture_output=True).stdout
     write(root, agent["configPath"], toml.encode())
-    for name, unit in spec["units"].items():
+    # The unit files exactly as NixOS writes them (nixpkgs' systemd-lib.nix renders them).
+    for name, text in spec["unitFiles"].items():
         assert name in UNITS, name
-        write(root, f"/etc/systemd/system/{name}.service", render_unit(unit).encode())
+        write(root, f"/etc/systemd/system/{name}.service", text.encode())
+    # Stand-in for the packages of the units' PATH (coreutils, ..., systemd): the host's own.
+    for package in spec["pathPackages"]:
+        (root / package.lstrip("/")).mkdir(parents=True, exist_ok=True)
+        for directory in ("bin", "sbin"):
+            link = root / package.lstrip("/") / directory
+            if not link.is_symlink():
+                link.symlink_to(f"/usr/{directory}")
     write(root, "/etc/polkit-1/rules.d/60-tb-agent.rules", agent["polkitRules"].encode())
     write(root, "/etc/tmpfiles.d/tigerbeetle.conf", ("\n".join(spec["tmpfilesRules"]) + "\n").encode())
     tls = "/etc/tb-agent/tls"
@@ -231,7 +237,7 @@ def test_nixos_units_on_real_systemd_hosts(controller):
 def stage_next_system(controller, host: str, nix: dict) -> str:
     """Puts in the host's store what `nixos-rebuild build` would: the next system, whose units
     are the modules' evaluation of the changed inventory, each unit in a store path of its own
-    as systemd-lib.nix makes them. Nothing of it is active. Returns the system's store path."""
+    as systemd-lib.nix makes them (the units' PATH packages stand in as install() made them). Nothing of it is active. Returns the system's store path."""
     root = Path(controller.lab.host(host).root)
     spec, agent = nix["host"], nix["agent"]
     for script in spec["storeScripts"]:
@@ -239,7 +245,7 @@ def stage_next_system(controller, host: str, nix: dict) -> str:
     toml = labctl.run([sys.executable, str(labctl.REPO / "tests" / "nix" / "json-to-toml.py")],
                       input=json.dumps(agent["settings"]), capture_output=True).stdout
     write_store(root, agent["configPath"], toml.encode())
-    units = {name: render_unit(unit) for name, unit in spec["units"].items()}
+    units = spec["unitFiles"]
     digest = hashlib.sha256(json.dumps(units, sort_keys=True).encode()).hexdigest()[:32]
     system = f"/nix/store/{digest}-nixos-system-{host}"
     links = []
@@ -291,7 +297,8 @@ def nixos_rollout(controller, hosts: list[str]) -> None:
                                   tigerbeetle_nixos_flake="/etc/nixos")
     for host in hosts:
         nix = evaluate(controller, host)
-        assert "X-RestartIfChanged=false" in render_unit(nix["host"]["units"]["tigerbeetle-replica"])
+        # As systemd-lib.nix renders it, and switch-to-configuration reads it.
+        assert "X-RestartIfChanged=false" in nix["host"]["unitFiles"]["tigerbeetle-replica"].splitlines()
         stage_next_system(controller, host, nix)
         install_standins(controller, host)
     # The primary: killed after its build, it costs a view change, so the play's order (read
