@@ -341,7 +341,8 @@ def rerun_after_a_half_finished_run(controller, hosts: list[str]) -> None:
     the re-run, which finds nothing left to switch, restarts that replica, and only it."""
     lab = controller.lab
     half_done = hosts[0]
-    lab.exec(hosts[-1], "rm /etc/nixos-standin/crash-after-build", check=False)
+    for host in hosts:
+        lab.exec(host, "rm -f /etc/nixos-standin/crash-after-build")
     lab.exec(half_done, "echo 'switched, not restarted' >/run/tb-rollout-replica-restart-pending")
     with labctl.Timeline(lab, unit=REPLICA_UNIT) as timeline:
         controller.playbook("rollout.yml")
