@@ -201,6 +201,12 @@ in
           assertion = !cfg.openFirewall || config.networking.nftables.enable;
           message = "services.tb-agent.openFirewall: needs networking.nftables.enable = true (the rules are nftables rules)";
         }
+        {
+          # With the firewall off, nixpkgs' firewall-nftables.nix renders no input chain: the
+          # rule below would be dropped and the agent port open to everyone.
+          assertion = !cfg.openFirewall || config.networking.firewall.enable;
+          message = "services.tb-agent.openFirewall: needs networking.firewall.enable = true: with the firewall off, nixpkgs drops the rule that limits the agent port to the peer agents and orchestratorNetworks, and the port is open to everyone (set openFirewall = false to filter it yourself)";
+        }
       ]
       ++ map
         (secret: {

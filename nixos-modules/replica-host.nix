@@ -76,8 +76,11 @@ in
         "kernel.io_uring_disabled" = mkDefault 0;
         # TigerBeetle asks for 4 MiB receive buffers and up to 16 MiB send buffers
         # (constants.tcp_rcvbuf, tcp_sndbuf_replica); without CAP_NET_ADMIN the kernel caps them here.
-        "net.core.rmem_max" = mkDefault 4194304;
-        "net.core.wmem_max" = mkDefault 16777216;
+        # Plain definitions, not mkDefault: nixpkgs merges these two by the highest value among
+        # the definitions of the highest priority, so a mkDefault would lose to any module's
+        # lower value; plain, another module can only raise them (or lower them with mkForce).
+        "net.core.rmem_max" = 4194304;
+        "net.core.wmem_max" = 16777216;
       };
 
       services.tigerbeetle-replica.enable = true;

@@ -240,8 +240,10 @@ class Controller:
             "-e", f"@{self.vars_path}", *args])
         started = time.monotonic()
         log(f"ansible-playbook {name} {' '.join(args)}")
+        # stdin from /dev/null: ansible-playbook refuses a non-blocking stdin, which an ssh run
+        # earlier in the same test may have left on the inherited one.
         result = subprocess.run(argv, env=self.env(ansible_dir), capture_output=True, text=True,
-                                timeout=timeout_s, cwd=REPO)
+                                timeout=timeout_s, cwd=REPO, stdin=subprocess.DEVNULL)
         outcome = PlaybookRun(name, result.returncode, result.stdout, result.stderr,
                               time.monotonic() - started)
         log_dir = self.work / "logs"
@@ -497,8 +499,9 @@ class Timeline:
 
     SAMPLE_S = 0.1
 
-    def __init__(self, lab: "harness.Lab"):
+    def __init__(self, lab: "harness.Lab", unit: str = "tigerbeetle.service"):
         self.lab = lab
+        self.unit = unit
         self.processes: dict[str, subprocess.Popen] = {}
         self.samples: dict[str, list[tuple[int, int]]] = {}
         # The backup timer's ActiveState at each sample.
@@ -506,7 +509,7 @@ class Timeline:
 
     def __enter__(self) -> "Timeline":
         script = ("while :; do echo \"$(date +%s%3N) "
-                  "$(systemctl show --property=MainPID --value tigerbeetle.service) "
+                  f"$(systemctl show --property=MainPID --value {self.unit}) "
                   f"$(systemctl show --property=ActiveState --value {BACKUP_TIMER})\"; "
                   f"sleep {self.SAMPLE_S}; done")
         for host in self.lab.hosts():
