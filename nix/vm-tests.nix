@@ -34,6 +34,14 @@ let
     virtualisation.diskSize = 6144;
   };
 
+  # vm-switch's replica: the same host, with a changed generation to activate as a deploy does
+  # (another cache grid: a new start script, so a new unit definition).
+  changedCacheGrid = "512MiB";
+  # `{ pkgs, ... }@args`: the module system passes pkgs only to a function that names it.
+  switchNode = hostName: { pkgs, ... }@args: lib.recursiveUpdate (replicaNode hostName args) {
+    specialisation.changed.configuration.services.tigerbeetle-replica.cacheGrid = lib.mkForce changedCacheGrid;
+  };
+
   client = { pkgs, ... }: {
     imports = [ (withAddress "192.168.1.20") ];
     environment.systemPackages = [ packages.tigerbeetle packages.tbctl pkgs.curl pkgs.netcat ];
@@ -71,16 +79,17 @@ let
     client.succeed("tbctl wait-ready --inventory /etc/tb/inventory.json --timeout-ms 300000")
   '';
 
-  mkTest = name: extraNodes: testScript: pkgs.testers.runNixOSTest {
+  mkTestWith = replica: name: extraNodes: testScript: pkgs.testers.runNixOSTest {
     name = "tigerbeetle-${name}";
     nodes = {
-      replica0 = replicaNode "replica0";
-      replica1 = replicaNode "replica1";
-      replica2 = replicaNode "replica2";
+      replica0 = replica "replica0";
+      replica1 = replica "replica1";
+      replica2 = replica "replica2";
       inherit client;
     } // extraNodes;
     testScript = bootstrapScript + testScript;
   };
+  mkTest = mkTestWith replicaNode;
 in
 {
   # (1) Three replicas form a cluster, every agent is ready, a client creates and looks up
@@ -141,6 +150,37 @@ in
     client.succeed("tbctl wait-ready --inventory /etc/tb/inventory.json --timeout-ms 300000")
     out = client.succeed("${repl "lookup_accounts id=7"}")
     assert '"id": "7"' in out, out
+  '';
+
+  # (6) What `switch` does to a running replica: nothing. Each host in turn activates its changed
+  # generation (switch-to-configuration, as nixos-rebuild switch and ansible/rollout.yml do): it
+  # exits 0, the replica keeps its process, and its new definition is loaded; the restart goes
+  # through the agent (quorum guarded) and brings the new flags. A replica that crashes before
+  # its host's turn restarts on its own, unchanged unit.
+  vm-switch = mkTestWith switchNode "switch" { } ''
+    client.succeed("${repl "create_accounts id=11 code=10 ledger=700"}")
+    main_pid = "systemctl show --property=MainPID --value tigerbeetle-replica.service"
+    new_flag = "--cache-grid=${changedCacheGrid}"
+    def runs_new_flag(r, pid):
+        return r.execute(f"tr '\\0' '\\n' < /proc/{pid}/cmdline | grep -qx -- {new_flag}")[0] == 0
+    for index, r in enumerate(replicas):
+        if index == 1:
+            # replica2's turn has not come: killed, systemd starts it again on its active unit.
+            old_pid = replica2.succeed(main_pid).strip()
+            replica2.succeed("systemctl kill --signal=SIGKILL tigerbeetle-replica.service")
+            replica2.wait_until_succeeds(f"test \"$({main_pid})\" != {old_pid} && test \"$({main_pid})\" != 0")
+            assert not runs_new_flag(replica2, replica2.succeed(main_pid).strip())
+            client.succeed("tbctl wait-ready --inventory /etc/tb/inventory.json --timeout-ms 300000")
+        pid = r.succeed(main_pid).strip()
+        r.succeed("/run/current-system/specialisation/changed/bin/switch-to-configuration test")
+        assert r.succeed(main_pid).strip() == pid, "switch restarted the replica"
+        assert not runs_new_flag(r, pid)
+        r.succeed("grep -q -- " + new_flag + " \"$(sed -n 's/^ExecStart=//p' \"$(systemctl show --property=FragmentPath --value tigerbeetle-replica.service)\")\"")
+        client.succeed(f"tbctl restart --inventory /etc/tb/inventory.json --replica {index}")
+        assert runs_new_flag(r, r.succeed(main_pid).strip())
+        client.succeed("tbctl wait-ready --inventory /etc/tb/inventory.json --timeout-ms 300000")
+    out = client.succeed("${repl "lookup_accounts id=11"}")
+    assert '"id": "11"' in out, out
   '';
 
   # (5) The agent refuses requests without a valid token.

@@ -4,7 +4,7 @@
 # secrets (the peer token, the TLS key) are paths to files outside the Nix store, written at
 # runtime by agenix, sops-nix or similar. The agent runs as the replica's user, because
 # `tigerbeetle recover` and backups read and write the data file; it may start, stop and restart
-# the replica unit and no other unit (polkit rule below).
+# the replica unit and reset its failed state, and no other unit (polkit rule below).
 { config, lib, pkgs, ... }:
 let
   inherit (lib) mkOption mkIf types;
@@ -201,6 +201,12 @@ in
           assertion = !cfg.openFirewall || config.networking.nftables.enable;
           message = "services.tb-agent.openFirewall: needs networking.nftables.enable = true (the rules are nftables rules)";
         }
+        {
+          # With the firewall off, nixpkgs' firewall-nftables.nix renders no input chain: the
+          # rule below would be dropped and the agent port open to everyone.
+          assertion = !cfg.openFirewall || config.networking.firewall.enable;
+          message = "services.tb-agent.openFirewall: needs networking.firewall.enable = true: with the firewall off, nixpkgs drops the rule that limits the agent port to the peer agents and orchestratorNetworks, and the port is open to everyone (set openFirewall = false to filter it yourself)";
+        }
       ]
       ++ map
         (secret: {
@@ -213,7 +219,9 @@ in
     # fails the unit's namespace setup.
     systemd.tmpfiles.rules = lib.optional (cfg.backupDir != null) "d ${cfg.backupDir} 0700 ${replica.user} ${replica.user} - -";
 
-    # The agent may start, stop and restart the replica unit, and nothing else.
+    # The agent may start, stop and restart the replica unit, and reset its failed state (a unit
+    # at its start limit refuses a start until then: the agent resets it when an operator asks
+    # for a start or restart), and nothing else.
     security.polkit.enable = true;
     security.polkit.extraConfig = ''
       polkit.addRule(function(action, subject) {
@@ -221,7 +229,7 @@ in
             action.lookup("unit") == "${replicaUnit}" &&
             subject.user == "${replica.user}") {
           var verb = action.lookup("verb");
-          if (verb == "start" || verb == "stop" || verb == "restart") {
+          if (verb == "start" || verb == "stop" || verb == "restart" || verb == "reset-failed") {
             return polkit.Result.YES;
           }
         }

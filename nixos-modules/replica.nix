@@ -255,6 +255,19 @@ in
           message = "services.tigerbeetle-replica.openFirewall: needs networking.nftables.enable = true (the rules are nftables rules)";
         }
         {
+          # With the firewall off, nixpkgs' firewall-nftables.nix renders no input chain: the
+          # rules below would be dropped and the port open to everyone.
+          assertion = !cfg.openFirewall || config.networking.firewall.enable;
+          message = "services.tigerbeetle-replica.openFirewall: needs networking.firewall.enable = true: with the firewall off, nixpkgs drops the rules that limit the replica port to its peers and clients, and the port is open to everyone (set openFirewall = false to filter it yourself)";
+        }
+        {
+          # kernel.io_uring_disabled: 1 allows io_uring only to CAP_SYS_ADMIN and the members of
+          # kernel.io_uring_group, 2 to no one; TigerBeetle does all its I/O through it. A
+          # hardening module's value would otherwise win over replica-host.nix's default silently.
+          assertion = builtins.elem (config.boot.kernel.sysctl."kernel.io_uring_disabled" or null) [ null 0 ];
+          message = "services.tigerbeetle-replica: boot.kernel.sysctl.\"kernel.io_uring_disabled\" is ${toString config.boot.kernel.sysctl."kernel.io_uring_disabled"}, which stops the replica's io_uring (1: only CAP_SYS_ADMIN or kernel.io_uring_group, 2: no one); TigerBeetle does all its I/O through io_uring: set it to 0 on replica hosts";
+        }
+        {
           # nixpkgs' services.tigerbeetle runs as a DynamicUser named after its unit, tigerbeetle:
           # with a static user of that name, systemd would run it as this replica's user.
           assertion = !(config.services.tigerbeetle.enable or false) || cfg.user != "tigerbeetle";
@@ -282,6 +295,13 @@ in
       after = [ "network-online.target" "tigerbeetle-replica-bootstrap.service" ];
       startLimitIntervalSec = 600;
       startLimitBurst = 5;
+      # `switch` never restarts a running replica (switch-to-configuration reads this as
+      # X-RestartIfChanged=false): a deployer that switches several hosts at once (colmena,
+      # deploy-rs) would otherwise restart every changed replica together, behind the quorum
+      # guard's back. The new unit is loaded and takes effect at the replica's next start: the
+      # rollout (ansible/rollout.yml) restarts it through its agent, one host at a time
+      # (docs/nixos.md, "What switch does to a running replica").
+      restartIfChanged = false;
       serviceConfig = hardening // {
         Type = "exec";
         User = cfg.user;

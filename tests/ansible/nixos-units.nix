@@ -12,7 +12,7 @@ let
   lib = import nixpkgsLib;
   b = builtins;
   inventory = import ../../nix/inventory.nix;
-  inherit (import ../nix/eval-host.nix { inherit lib; }) pkgs evalConfig failedAssertions;
+  inherit (import ../nix/eval-host.nix { inherit lib; }) pkgs evalConfig failedAssertions unitText;
   file = /. + inventoryFile;
   cluster = inventory.fromFile file;
 
@@ -22,8 +22,9 @@ let
     services.tigerbeetle-replica.bootstrap = bootstrap;
   }];
 
-  unitFields = unit: { inherit (unit) description documentation after before wants wantedBy startLimitIntervalSec startLimitBurst serviceConfig; };
+  unitFields = unit: { inherit (unit) description documentation after before wants wantedBy startLimitIntervalSec startLimitBurst restartIfChanged serviceConfig; };
   replicaUnit = config.systemd.services.tigerbeetle-replica;
+  ourUnits = lib.filterAttrs (name: _: b.elem name [ "tigerbeetle-replica" "tigerbeetle-replica-bootstrap" "tb-agent" ]) config.systemd.services;
   failed = failedAssertions config;
 in
 assert failed == [ ] || throw "module assertions fail: ${lib.concatStringsSep "; " failed}";
@@ -42,8 +43,11 @@ assert failed == [ ] || throw "module assertions fail: ${lib.concatStringsSep ";
   };
   host = {
     user = config.services.tigerbeetle-replica.user;
-    units = lib.mapAttrs (_: unitFields)
-      (lib.filterAttrs (name: _: b.elem name [ "tigerbeetle-replica" "tigerbeetle-replica-bootstrap" "tb-agent" ]) config.systemd.services);
+    # The unit files as NixOS writes them (nixpkgs' systemd-lib.nix, transcribed).
+    unitFiles = lib.mapAttrs (name: _: unitText config name) ourUnits;
+    # The placeholder packages in the units' PATH (systemd-lib.nix's default path: coreutils,
+    # findutils, gnugrep, gnused, systemd), for the host's own tools to stand in for.
+    pathPackages = map toString [ pkgs.coreutils pkgs.findutils pkgs.gnugrep pkgs.gnused pkgs.systemd ];
     # Store files the units name, with their texts (made here by builtins.toFile).
     storeScripts = map (path: { inherit path; text = b.readFile path; })
       ([ replicaUnit.serviceConfig.ExecStart ]

@@ -48,27 +48,18 @@ def unit_entries(nix: dict) -> list[tuple[str, str, object]]:
             ("StartLimitIntervalSec", nix["startLimitIntervalSec"]),
             ("StartLimitBurst", nix["startLimitBurst"])]
     return ([("Unit", key, value) for key, value in unit]
+            # systemd-lib.nix's serviceToUnit writes this before serviceConfig, in [Service];
+            # switch-to-configuration reads it there.
+            + [("Service", "X-RestartIfChanged", False if nix.get("restartIfChanged") is False else None)]
             + [("Service", key, value) for key, value in nix["serviceConfig"].items()]
             + [("Install", "WantedBy", nix["wantedBy"])])
 
 
-def render_unit(nix: dict) -> str:
-    """The unit file NixOS writes for a systemd.services entry (nixos/lib/systemd-lib.nix: a
-    list value becomes one line per element, booleans true/false).
-    tests/e2e/test_nixos_units.py installs these on real systemd hosts."""
-    out: list[str] = []
-    for section, key, value in unit_entries(nix):
-        if f"[{section}]" not in out:
-            out += ([""] if out else []) + [f"[{section}]"]
-        for item in value if isinstance(value, list) else [value]:
-            if item is not None:
-                out.append(f"{key}={systemd_value(item)}")
-    return "\n".join(out) + "\n"
-
-
 def nixos_unit(nix: dict) -> dict[Key, str]:
-    """The same unit as (section, key) -> value, a list's elements joined by spaces as systemd
-    reads repeated lines; keys without a line (None, an empty list) are absent."""
+    """The unit NixOS writes for a systemd.services entry (nixos/lib/systemd-lib.nix: a list
+    value becomes one line per element, booleans true/false) as (section, key) -> value, a
+    list's elements joined by spaces as systemd reads repeated lines; keys without a line (None,
+    an empty list) are absent."""
     return {(section, key): systemd_value(value) for section, key, value in unit_entries(nix)
             if value is not None and value != []}
 

@@ -240,8 +240,10 @@ class Controller:
             "-e", f"@{self.vars_path}", *args])
         started = time.monotonic()
         log(f"ansible-playbook {name} {' '.join(args)}")
+        # stdin from /dev/null: ansible-playbook refuses a non-blocking stdin, which an ssh run
+        # earlier in the same test may have left on the inherited one.
         result = subprocess.run(argv, env=self.env(ansible_dir), capture_output=True, text=True,
-                                timeout=timeout_s, cwd=REPO)
+                                timeout=timeout_s, cwd=REPO, stdin=subprocess.DEVNULL)
         outcome = PlaybookRun(name, result.returncode, result.stdout, result.stderr,
                               time.monotonic() - started)
         log_dir = self.work / "logs"
@@ -407,6 +409,28 @@ class Controller:
                 return dict(state, refused=str(refused))
             time.sleep(0.1)
 
+    def fail_into_start_limit(self, host: str, unit: str, data_file: str,
+                              timeout_s: float = 120) -> dict[str, str]:
+        """Starts a stopped replica unit whose data file its user cannot read (mode 0000, as
+        after a wrong chmod): the replica exits at once, Restart=on-failure starts it again until
+        systemd gives up (StartLimitBurst) and the unit stays failed, where a plain start is
+        refused. Its ActiveState and NRestarts, and limit_hit: whether systemd logged that it gave
+        up ("Start request repeated too quickly"; Result keeps the first failure's, exit-code),
+        once it did and the unit is failed, or at the deadline. The data file stays unreadable:
+        restoring it is the caller's repair."""
+        count_hits = (f"journalctl --unit={unit} --output=cat --no-pager "
+                      "| grep -c 'Start request repeated too quickly' || true")
+        before = int(self.lab.exec(host, count_hits).stdout.strip() or 0)
+        self.lab.exec(host, f"chmod 0000 {data_file} && systemctl start {unit}")
+        deadline = time.monotonic() + timeout_s
+        while True:
+            hit = int(self.lab.exec(host, count_hits).stdout.strip() or 0) > before
+            out = self.lab.exec(host, f"systemctl show --property=ActiveState --property=NRestarts {unit}")
+            state = dict(line.split("=", 1) for line in out.stdout.splitlines())
+            if (hit and state["ActiveState"] == "failed") or time.monotonic() > deadline:
+                return dict(state, limit_hit=str(hit))
+            time.sleep(0.2)
+
     def readiness_until(self, host: str, text: str, timeout_s: float = 15) -> str:
         """The agent's readiness report once it contains `text`, or at the deadline (for the
         caller's assertion to show): the agent polls its replica's unit every second."""
@@ -475,8 +499,9 @@ class Timeline:
 
     SAMPLE_S = 0.1
 
-    def __init__(self, lab: "harness.Lab"):
+    def __init__(self, lab: "harness.Lab", unit: str = "tigerbeetle.service"):
         self.lab = lab
+        self.unit = unit
         self.processes: dict[str, subprocess.Popen] = {}
         self.samples: dict[str, list[tuple[int, int]]] = {}
         # The backup timer's ActiveState at each sample.
@@ -484,7 +509,7 @@ class Timeline:
 
     def __enter__(self) -> "Timeline":
         script = ("while :; do echo \"$(date +%s%3N) "
-                  "$(systemctl show --property=MainPID --value tigerbeetle.service) "
+                  f"$(systemctl show --property=MainPID --value {self.unit}) "
                   f"$(systemctl show --property=ActiveState --value {BACKUP_TIMER})\"; "
                   f"sleep {self.SAMPLE_S}; done")
         for host in self.lab.hosts():

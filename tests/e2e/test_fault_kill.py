@@ -4,7 +4,8 @@ the cluster still answers. Then the forward fix of the host the rollout left dow
 failed at its start limit): a plain re-run refuses at the pre-flight and says how to repair; a
 repair whose --limit leaves that host out refuses; `-e tigerbeetle_rollout_repair=<host>` (with a
 --limit that covers it and the host the rollout never reached) starts that host first and
-finishes the rollout while a client writes, with no failed request.
+finishes the rollout while a client writes, with no failed request. Last, a replica at its
+start limit comes back with `tbctl start` (the agent resets the unit's failed state).
 
     python3 -m pytest tests/e2e/test_fault_kill.py
 """
@@ -113,3 +114,24 @@ def forward_fix(controller, first: str, second: str, third: str, pids_before) ->
         assert "--cache-grid=288MiB" in unit, host
     assert controller.tbctl("status", "--inventory", str(controller.inventory_path),
                             check=False).returncode == 0
+    operator_start_after_start_limit(controller, second)
+
+
+def operator_start_after_start_limit(controller, host: str) -> None:
+    """A replica at its start limit (its data file unreadable, so it fails at once until systemd
+    gives up) comes back, once repaired, with the operator's `tbctl start`: the agent resets the
+    unit's failed state first, which the role's polkit rule grants on the replica unit alone.
+    (The rollout's repair above resets it as root; this is the operator's way without Ansible.)"""
+    replica = str(controller.host_names.index(host))
+    data_file = f"/var/lib/tigerbeetle/0_{replica}.tigerbeetle"
+    inventory = str(controller.inventory_path)
+    controller.tbctl("stop", "--inventory", inventory, "--replica", replica)
+    state = controller.fail_into_start_limit(host, "tigerbeetle.service", data_file)
+    assert (state["ActiveState"], state["limit_hit"]) == ("failed", "True"), state
+    controller.lab.exec(host, f"chmod 0600 {data_file}")
+    started = controller.tbctl("start", "--inventory", inventory, "--replica", replica, check=False)
+    assert started.returncode == 0, started.stdout + started.stderr
+    controller.wait_ready()
+    denied = controller.lab.exec(host, "runuser -u tigerbeetle -- systemctl --no-ask-password "
+                                       "reset-failed ssh.service", check=False)
+    assert denied.returncode != 0, denied.stdout

@@ -6,19 +6,21 @@ lab's Debian hosts exactly what the modules evaluate to for each inventory host
 units as NixOS renders them, the store scripts they run, the generated agent config, the polkit
 rule, the tmpfiles rules and the firewall rules, with the real tigerbeetle and tb-agent at the
 units' store paths. What stands in for NixOS itself, named as such: the user (useradd, as
-users.users would), and the input chain around the module's rules (nixos-fw-standin: drop by
-default, ssh and established traffic allowed, as NixOS's nftables firewall does).
+users.users would), the packages of the units' PATH (the host's /usr/bin and /usr/sbin), and the
+input chain around the module's rules (nixos-fw-standin: drop by default, ssh and established
+traffic allowed, as NixOS's nftables firewall does).
 
 Then it does what the VM tests do: no format without bootstrap, bootstrap once, a ready
 cluster whose agents (the replica's user) accept the replica's StatsD, locked memory (VmLck;
 RLIMIT_MEMLOCK as systemd configured it: the lab's containers cannot raise the process's), control
-through polkit and nothing more, a backup, recover of a deleted data file, the firewall, auth.
+through polkit and nothing more, `tbctl start` of a replica failed at its start limit, a backup, recover of a deleted data file, the firewall, auth.
 
     python3 -m pytest tests/e2e/test_nixos_units.py
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -30,12 +32,14 @@ import pytest
 
 import labctl
 
-sys.path.insert(0, str(labctl.REPO / "tests" / "ansible"))
-from unit_diff import render_unit  # noqa: E402
-
 UNITS = ("tigerbeetle-replica", "tigerbeetle-replica-bootstrap", "tb-agent")
 REPLICA_UNIT = "tigerbeetle-replica.service"
 FIREWALL_TABLE = "nixos-fw-standin"
+# The rollout's change, made in the inventory: another cache grid (a new start script).
+NEXT_CACHE_GRID = "288MiB"
+STANDIN_DIR = labctl.REPO / "tests" / "e2e" / "fixtures" / "nixos-standin"
+STANDIN_LOG = "/var/log/nixos-standin.log"
+CLIENT_SECONDS_MAX = 900
 
 
 def evaluate(controller, host: str) -> dict:
@@ -49,6 +53,16 @@ def evaluate(controller, host: str) -> dict:
         "--argstr", "inventoryFile", str(controller.inventory_path), "--argstr", "hostName", host,
         "--arg", "bootstrap", "true"], cwd=labctl.REPO, env=env, capture_output=True)
     return json.loads(result.stdout)
+
+
+def write_store(root: Path, path: str, data: bytes, mode: int = 0o444) -> None:
+    """A store path: written once; a path already there must hold the same bytes (the store is
+    content addressed)."""
+    target = root / path.lstrip("/")
+    if target.exists():
+        assert target.read_bytes() == data, f"{path} exists with other contents"
+        return
+    write(root, path, data, mode)
 
 
 def write(root: Path, path: str, data: bytes, mode: int = 0o644) -> None:
@@ -80,9 +94,17 @@ def install(controller, host: str, nix: dict) -> None:
     toml = labctl.run([sys.executable, str(labctl.REPO / "tests" / "nix" / "json-to-toml.py")],
                       input=json.dumps(agent["settings"]), capture_output=True).stdout
     write(root, agent["configPath"], toml.encode())
-    for name, unit in spec["units"].items():
+    # The unit files exactly as NixOS writes them (nixpkgs' systemd-lib.nix renders them).
+    for name, text in spec["unitFiles"].items():
         assert name in UNITS, name
-        write(root, f"/etc/systemd/system/{name}.service", render_unit(unit).encode())
+        write(root, f"/etc/systemd/system/{name}.service", text.encode())
+    # Stand-in for the packages of the units' PATH (coreutils, ..., systemd): the host's own.
+    for package in spec["pathPackages"]:
+        (root / package.lstrip("/")).mkdir(parents=True, exist_ok=True)
+        for directory in ("bin", "sbin"):
+            link = root / package.lstrip("/") / directory
+            if not link.is_symlink():
+                link.symlink_to(f"/usr/{directory}")
     write(root, "/etc/polkit-1/rules.d/60-tb-agent.rules", agent["polkitRules"].encode())
     write(root, "/etc/tmpfiles.d/tigerbeetle.conf", ("\n".join(spec["tmpfilesRules"]) + "\n").encode())
     tls = "/etc/tb-agent/tls"
@@ -170,9 +192,23 @@ def test_nixos_units_on_real_systemd_hosts(controller):
     assert report["failures"] == 0 and report["requests"] > 0, report
     after = controller.replica_pid(hosts[1], REPLICA_UNIT)
     assert after not in (0, before), (before, after)
-    denied = lab.exec(hosts[0], "runuser -u tigerbeetle -- systemctl --no-ask-password restart "
-                                "ssh.service", check=False)
-    assert denied.returncode != 0, denied.stdout
+    for verb in ("restart", "reset-failed"):
+        denied = lab.exec(hosts[0], f"runuser -u tigerbeetle -- systemctl --no-ask-password {verb} "
+                                    "ssh.service", check=False)
+        assert denied.returncode != 0, (verb, denied.stdout)
+
+    # The start limit: a replica that keeps failing (its data file unreadable) is restarted until
+    # systemd gives up and stays failed. After the repair, the operator's `tbctl start` brings
+    # it back: the agent clears the failed state first (polkit grants reset-failed on the
+    # replica unit alone), or systemd would refuse the start.
+    failing, data_file = hosts[1], nix[hosts[1]]["host"]["dataFile"]
+    controller.tbctl("stop", "--inventory", str(inventory), "--replica", "1")
+    state = controller.fail_into_start_limit(failing, REPLICA_UNIT, data_file)
+    assert (state["ActiveState"], state["limit_hit"]) == ("failed", "True"), state
+    lab.exec(failing, f"chmod 0600 {data_file}")
+    started = controller.tbctl("start", "--inventory", str(inventory), "--replica", "1", check=False)
+    assert started.returncode == 0, started.stdout + started.stderr
+    controller.wait_ready()
 
     # A backup lands in the module's backup directory.
     controller.tbctl("backup", "--inventory", str(inventory), "--replica", "2", timeout_s=600)
@@ -202,9 +238,129 @@ def test_nixos_units_on_real_systemd_hosts(controller):
     # The peers, in neither network, reach the replica and agent ports (replication, quorum guard).
     lab.exec(hosts[1], f"timeout 3 bash -c '</dev/tcp/{target}/3000 && </dev/tcp/{target}/7443'")
 
+    nixos_rollout(controller, hosts)
+
     # No token, no answer.
     url = controller.inventory["all"]["hosts"][hosts[0]]["tb_agent_url"] + "/v1/status"
     code = subprocess.run(lab.controller_command([
         "curl", "--silent", "--output", "/dev/null", "--write-out", "%{http_code}", "--cacert",
         str(lab.ca_cert_path), url]), capture_output=True, text=True, timeout=30).stdout
     assert code == "401", code
+
+
+def stage_next_system(controller, host: str, nix: dict) -> str:
+    """Puts in the host's store what `nixos-rebuild build` would: the next system, whose units
+    are the modules' evaluation of the changed inventory, each unit in a store path of its own
+    as systemd-lib.nix makes them (the units' PATH packages stand in as install() made them). Nothing of it is active. Returns the system's store path."""
+    root = Path(controller.lab.host(host).root)
+    spec, agent = nix["host"], nix["agent"]
+    for script in spec["storeScripts"]:
+        write_store(root, script["path"], script["text"].encode(), mode=0o555)
+    toml = labctl.run([sys.executable, str(labctl.REPO / "tests" / "nix" / "json-to-toml.py")],
+                      input=json.dumps(agent["settings"]), capture_output=True).stdout
+    write_store(root, agent["configPath"], toml.encode())
+    units = spec["unitFiles"]
+    digest = hashlib.sha256(json.dumps(units, sort_keys=True).encode()).hexdigest()[:32]
+    system = f"/nix/store/{digest}-nixos-system-{host}"
+    links = []
+    for name, text in units.items():
+        unit_digest = hashlib.sha256(text.encode()).hexdigest()[:32]
+        unit_path = f"/nix/store/{unit_digest}-unit-{name}.service/{name}.service"
+        write_store(root, unit_path, text.encode())
+        links.append(f"ln -sfn {unit_path} {system}/etc/systemd/system/{name}.service")
+    write_store(root, f"{system}/bin/switch-to-configuration",
+                (STANDIN_DIR / "switch-to-configuration").read_bytes(), mode=0o555)
+    controller.lab.exec(host, f"mkdir -p {system}/etc/systemd/system && " + " && ".join(links)
+                        + f" && mkdir -p /etc/nixos-standin && echo {system} >/etc/nixos-standin/next-system")
+    return system
+
+
+def install_standins(controller, host: str) -> None:
+    root = Path(controller.lab.host(host).root)
+    for tool in ("nixos-rebuild", "nix-env"):
+        target = root / "usr/local/bin" / tool
+        target.write_bytes((STANDIN_DIR / tool).read_bytes())
+        target.chmod(0o755)
+
+
+def standin_events(controller, host: str) -> dict[str, list[int]]:
+    """The stand-ins' log on a host: event -> its times (unix ns), in order."""
+    events: dict[str, list[int]] = {}
+    for line in controller.lab.exec(host, f"cat {STANDIN_LOG}").stdout.splitlines():
+        event, _, ns = line.split()
+        events.setdefault(event, []).append(int(ns))
+    return events
+
+
+def replica_cmdline(controller, host: str) -> str:
+    pid = controller.replica_pid(host, REPLICA_UNIT)
+    return controller.lab.exec(host, f"tr '\\0' ' ' </proc/{pid}/cmdline").stdout
+
+
+def nixos_rollout(controller, hosts: list[str]) -> None:
+    """rollout.yml's NixOS path (tigerbeetle_deploy: nixos), with stand-ins for nixos-rebuild,
+    nix-env and switch-to-configuration (fixtures/nixos-standin): every host builds first, at
+    once; then one host at a time switches, which leaves the replica running (X-RestartIfChanged
+    =false), and the agent restarts it; never two replicas down, no client request failing. A
+    replica killed after its host's build, before its turn, comes back on its unchanged unit."""
+    lab, inventory = controller.lab, controller.inventory_path
+    old_grid = controller.inventory["all"]["vars"]["tigerbeetle_cache_grid"]
+    for host in hosts:
+        controller.inventory["all"]["hosts"][host]["tigerbeetle_deploy"] = "nixos"
+    controller.set_inventory_vars(tigerbeetle_cache_grid=NEXT_CACHE_GRID,
+                                  tigerbeetle_nixos_flake="/etc/nixos")
+    for host in hosts:
+        nix = evaluate(controller, host)
+        # As systemd-lib.nix renders it, and switch-to-configuration reads it.
+        assert "X-RestartIfChanged=false" in nix["host"]["unitFiles"]["tigerbeetle-replica"].splitlines()
+        stage_next_system(controller, host, nix)
+        install_standins(controller, host)
+    # The primary: killed after its build, it costs a view change, so the play's order (read
+    # under its lease, after the builds) is read back from the switches below.
+    crashed = controller.tbctl("rollout", "order", "--inventory", str(inventory)).stdout.split()[-1]
+    lab.exec(crashed, "touch /etc/nixos-standin/crash-after-build")
+    with labctl.Timeline(lab, unit=REPLICA_UNIT) as timeline:
+        with controller.client(CLIENT_SECONDS_MAX) as client:
+            controller.playbook("rollout.yml")
+        report = client.stop()
+    summary = timeline.summary()
+    assert report["failures"] == 0 and report["requests"] > 0, report
+    events = {host: standin_events(controller, host) for host in hosts}
+    # Every build before any switch; one switch at a time, in the rollout's order, each after
+    # the previous host's replica was back.
+    first_switch = min(events[host]["switch-begin"][0] for host in hosts)
+    assert all(events[host]["build-end"][0] < first_switch for host in hosts), events
+    order = sorted(hosts, key=lambda host: events[host]["switch-begin"][0])
+    switches = [(events[host]["switch-begin"][0], events[host]["switch-end"][0]) for host in order]
+    assert all(end < begin for (_, end), (begin, _) in zip(switches, switches[1:])), (order, events)
+    for host, previous in zip(order[1:], order):
+        assert timeline.down_intervals(previous)[-1][1] * 1_000_000 < events[host]["switch-begin"][0], summary
+    # The switch left each replica running; the agent restarted it after; never two down.
+    for host in hosts:
+        down_start = timeline.down_intervals(host)[-1][0] * 1_000_000
+        assert events[host]["switch-end"][0] < down_start, (host, events[host], summary)
+        assert f"--cache-grid={NEXT_CACHE_GRID}" in replica_cmdline(controller, host), host
+        restarts = len([pid for pid in timeline.pids(host) if pid != 0]) - 1
+        assert restarts == (2 if host == crashed else 1), (host, summary)
+    assert labctl.overlapping({h: timeline.down_intervals(h) for h in hosts}) == [], summary
+    crash_cmdline = lab.exec(crashed, "cat /var/log/nixos-standin-crash-cmdline").stdout
+    assert f"--cache-grid={old_grid}" in crash_cmdline, crash_cmdline
+    assert lab.exec(crashed, "test -e /run/tb-rollout-replica-restart-pending", check=False).returncode != 0
+    controller.wait_ready()
+    rerun_after_a_half_finished_run(controller, hosts)
+
+
+def rerun_after_a_half_finished_run(controller, hosts: list[str]) -> None:
+    """A run that stopped between a host's switch and its restart left that host's marker:
+    the re-run, which finds nothing left to switch, restarts that replica, and only it."""
+    lab = controller.lab
+    half_done = hosts[0]
+    for host in hosts:
+        lab.exec(host, "rm -f /etc/nixos-standin/crash-after-build")
+    lab.exec(half_done, "echo 'switched, not restarted' >/run/tb-rollout-replica-restart-pending")
+    with labctl.Timeline(lab, unit=REPLICA_UNIT) as timeline:
+        controller.playbook("rollout.yml")
+    for host in hosts:
+        restarts = len([pid for pid in timeline.pids(host) if pid != 0]) - 1
+        assert restarts == (1 if host == half_done else 0), (host, timeline.summary())
+    assert lab.exec(half_done, "test -e /run/tb-rollout-replica-restart-pending", check=False).returncode != 0

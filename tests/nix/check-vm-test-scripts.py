@@ -23,7 +23,9 @@ for check, test in sorted(tests.items()):
     except SyntaxError as error:
         problems.append(f"{check}: not valid Python: {error}")
         continue
-    bound = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+    bound = ({n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+             | {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
+             | {a.arg for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) for a in n.args.args})
     for node in ast.walk(tree):
         if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
             if node.id not in nodes | bound | DRIVER_GLOBALS | set(dir(__builtins__)):

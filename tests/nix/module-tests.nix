@@ -1,19 +1,23 @@
-# Evaluates nixos-modules/ with lib.evalModules against typed stubs of the NixOS options they
-# set (eval-host.nix) and checks what they generate. Run by scripts/check-nix:
+# Evaluates nixos-modules/ with lib.evalModules against nixpkgs' own modules (transcribed under
+# nixpkgs/) and stubs of the rest (eval-host.nix) and checks what they generate. Run by
+# scripts/check-nix:
 #
 #   nix-instantiate --eval --strict --json tests/nix/module-tests.nix --arg nixpkgsLib ../shared/nixpkgs-lib/lib
 #
 # Output: { results = [ { name; ok; detail; } ... ]; agentConfigs = { "<inventory>/<host>" = <agent TOML as JSON>; };
-#           replicaUnits = { "<inventory>/<host>" = { dataFile; serviceConfig; }; }; }
+#           replicaUnits = { "<inventory>/<host>" = { dataFile; serviceConfig; }; };
+#           rendered = { "<inventory>/<host>" = { units = { "<name>.service" = <unit file>; }; ruleset;
+#                        polkitRules; acceptRules = [ ... ]; }; }; }
 # The script fails on any result that is not ok, runs `tb-agent check-config` on every agent
-# config, and runs every replica unit's start commands without its data file
-# (tests/nix/check-missing-data-file.py).
+# config, runs every replica unit's start commands without its data file
+# (tests/nix/check-missing-data-file.py), and runs the rendered units, ruleset, polkit rules and
+# scripts through systemd-analyze, nft, node and bash (tests/nix/check-rendered.py).
 { nixpkgsLib }:
 let
   lib = import nixpkgsLib;
   b = builtins;
   inventory = import ../../nix/inventory.nix;
-  inherit (import ./eval-host.nix { inherit lib; }) pkgs evalConfig failedAssertions;
+  inherit (import ./eval-host.nix { inherit lib; }) pkgs evalConfig failedAssertions unitText ruleset;
 
   result = name: ok: detail: { inherit name ok; detail = if ok then "" else detail; };
 
@@ -80,6 +84,8 @@ let
       (result "${at}replica unit restarts on failure at a bounded rate"
         ((replica.serviceConfig.Restart or null) == "on-failure" && replica.startLimitBurst != null && replica.startLimitIntervalSec != null)
         (b.toJSON { inherit (replica) startLimitBurst startLimitIntervalSec; Restart = (replica.serviceConfig.Restart or null); }))
+      # A parallel deployer must not restart every replica at once (issue 13, item 4).
+      (result "${at}switch does not restart the replica (restartIfChanged = false)" (!replica.restartIfChanged) "restartIfChanged is true")
       (result "${at}replica unit runs as its dedicated user" ((replica.serviceConfig.User or null) == "tigerbeetle" && config.users.users.tigerbeetle.isSystemUser) (replica.serviceConfig.User or null))
       (result "${at}replica unit has upstream's hardening"
         (b.all (key: replica.serviceConfig ? ${key}) [
@@ -264,10 +270,10 @@ let
     )
     (result "swap on: a warning" (b.any (lib.hasInfix "swap is on") withSwap.warnings) (b.toJSON withSwap.warnings))
     (result "nixpkgs' services.tigerbeetle imported beside ours: evaluates, no shared names"
-      (let c = withNixpkgsModule false; in b.deepSeq c.systemd.services (failedAssertions c == [ ] && !(c.systemd.services ? tigerbeetle)))
+      (let c = withNixpkgsModule false; in b.deepSeq (map (unitText c) (b.attrNames c.systemd.services)) (failedAssertions c == [ ] && !(c.systemd.services ? tigerbeetle)))
       "")
     (result "nixpkgs' services.tigerbeetle enabled beside ours: both units, distinct"
-      (let c = withNixpkgsModule true; in b.deepSeq c.systemd.services (c.systemd.services ? tigerbeetle && c.systemd.services ? tigerbeetle-replica))
+      (let c = withNixpkgsModule true; in b.deepSeq (map (unitText c) (b.attrNames c.systemd.services)) (c.systemd.services ? tigerbeetle && c.systemd.services ? tigerbeetle-replica))
       "")
   ];
 
@@ -324,6 +330,10 @@ let
     (broken "relative backup directory" { services.tb-agent.backupDir = force "backups"; } "backupDir: must be an absolute path")
     (broken "firewall without nftables" { networking.nftables.enable = force false; } "needs networking.nftables.enable = true")
     (broken "no time sync" { services.timesyncd.enable = force false; } "needs time sync")
+    (broken "io_uring disabled by a hardening module" { boot.kernel.sysctl."kernel.io_uring_disabled" = 2; } "kernel.io_uring_disabled\" is 2")
+    (broken "io_uring limited to a group" { boot.kernel.sysctl."kernel.io_uring_disabled" = 1; } "kernel.io_uring_disabled\" is 1")
+    (broken "replica port open with the firewall off" { networking.firewall.enable = false; } "services.tigerbeetle-replica.openFirewall: needs networking.firewall.enable = true")
+    (broken "agent port open with the firewall off" { networking.firewall.enable = false; } "services.tb-agent.openFirewall: needs networking.firewall.enable = true")
     (
       let failed = failedAssertions (evalConfig [{ services.tigerbeetle-host = { inventoryFile = ../inventories/good/no-tokens.json; hostName = "tb-0"; }; }]); in
       result "broken input inventory without tokens: \"tokens: 1 to 16 tokens are required\""
@@ -332,8 +342,104 @@ let
     )
     (broken "host not in the inventory" { services.tigerbeetle-host = { inventoryFile = ../../inventories/example.json; hostName = "tb-9"; }; } "\"tb-9\" is not under all.hosts")
   ];
+
+  # --- host settings as nixpkgs' own modules merge them (sysctl.nix, firewall-nftables.nix) ------
+
+  # nixpkgs merges net.core.rmem_max and wmem_max by highest value, among the definitions of the
+  # highest priority: a mkDefault of ours would lose to any lower plain value.
+  sysctlWith = value: withExample [{ boot.kernel.sysctl = { "net.core.rmem_max" = value; "net.core.wmem_max" = value; }; }];
+  socketBuffers = config: { inherit (config.boot.kernel.sysctl) "net.core.rmem_max" "net.core.wmem_max"; };
+  lowerBuffers = sysctlWith 212992;
+  higherBuffers = sysctlWith 33554432;
+  firewallOff = withExample [{ networking.firewall.enable = false; }];
+  settingResults = [
+    (result "sysctl: another module's lower socket buffer maxima lose to ours"
+      (socketBuffers lowerBuffers == { "net.core.rmem_max" = 4194304; "net.core.wmem_max" = 16777216; }
+        && lib.hasInfix "net.core.rmem_max=4194304\nnet.core.wmem_max=16777216\n" lowerBuffers.environment.etc."sysctl.d/60-nixos.conf".text)
+      (b.toJSON (socketBuffers lowerBuffers)))
+    (result "sysctl: another module's higher socket buffer maxima win"
+      (socketBuffers higherBuffers == { "net.core.rmem_max" = 33554432; "net.core.wmem_max" = 33554432; })
+      (b.toJSON (socketBuffers higherBuffers)))
+    (result "firewall off: nixpkgs renders no nixos-fw table (so our rules would be dropped) and the modules refuse it"
+      (!(firewallOff.networking.nftables.tables ? nixos-fw)
+        && b.any (lib.hasInfix "services.tigerbeetle-replica.openFirewall: needs networking.firewall.enable") (failedAssertions firewallOff)
+        && b.any (lib.hasInfix "services.tb-agent.openFirewall: needs networking.firewall.enable") (failedAssertions firewallOff))
+      "failed assertions: ${b.toJSON (failedAssertions firewallOff)}")
+  ];
+
+  # --- everything each host renders, for tests/nix/check-rendered.py ------------------------------
+
+  rendered = lib.listToAttrs (lib.concatLists (lib.mapAttrsToList
+    (name: file: map
+      (hostName:
+        let
+          cluster = inventory.fromFile file;
+          host = cluster.hosts.${hostName};
+          config = evalConfig [{
+            services.tigerbeetle-host = { inventoryFile = file; inherit hostName; };
+            services.tigerbeetle-replica.allowClusterIdZero = true;
+            # The bootstrap unit too: it is a unit a host can install.
+            services.tigerbeetle-replica.bootstrap = true;
+          }];
+          ours = [ "tigerbeetle-replica" "tigerbeetle-replica-bootstrap" "tb-agent" ];
+        in
+        lib.nameValuePair "${name}/${hostName}" {
+          units = lib.listToAttrs (map (unit: lib.nameValuePair "${unit}.service" (unitText config unit)) ours);
+          ruleset = ruleset config;
+          polkitRules = config.security.polkit.extraConfig;
+          acceptRules =
+            expectedAcceptLines (host.peer_ips ++ cluster.client_networks) host.port
+            ++ expectedAcceptLines (host.peer_ips ++ cluster.orchestrator_networks) host.agent_port;
+        })
+      (b.attrNames (inventory.fromFile file).hosts))
+    goodInventories));
+
+  # --- networking.hostName from the inventory ---------------------------------------------------
+
+  # The example inventory with tb-0 renamed to `name` (an inventory name NixOS may refuse).
+  renamedExample = name:
+    let example = b.fromJSON (b.readFile ../../inventories/example.json); in
+    b.toFile "renamed-example.json" (b.toJSON (example // {
+      all = example.all // { hosts = removeAttrs example.all.hosts [ "tb-0" ] // { ${name} = example.all.hosts.tb-0; }; };
+    }));
+  hostNameFailures = modules: failedAssertions (evalConfig modules);
+  hostNameResults = [
+    (result "networking.hostName is the inventory's host name"
+      (example.networking.hostName == "tb-0")
+      example.networking.hostName)
+    (
+      let failed = hostNameFailures [{ services.tigerbeetle-host = { inventoryFile = ../../inventories/example.json; hostName = "tb-1"; }; networking.hostName = "tb-1"; }]; in
+      result "networking.hostName set to the inventory's name: accepted" (failed == [ ]) "failed assertions: ${b.toJSON failed}"
+    )
+    (
+      let failed = hostNameFailures [{ services.tigerbeetle-host = { inventoryFile = ../../inventories/example.json; hostName = "tb-1"; }; networking.hostName = "db-7"; }]; in
+      result "broken input networking.hostName another name: refused, naming both"
+        (b.any (lib.hasInfix "this host is named \"db-7\" but the inventory names it \"tb-1\"") failed)
+        "failed assertions: ${b.toJSON failed}"
+    )
+    (
+      let c = evalConfig [{ services.tigerbeetle-host = { inventoryFile = renamedExample "tb-0.dc1.example.net"; hostName = "tb-0.dc1.example.net"; }; }]; in
+      result "an inventory FQDN: networking.hostName its first label, networking.domain the rest"
+        (c.networking.hostName == "tb-0" && c.networking.domain == "dc1.example.net" && failedAssertions c == [ ])
+        "${c.networking.hostName} ${toString c.networking.domain} ${b.toJSON (failedAssertions c)}"
+    )
+    (
+      let failed = hostNameFailures [{ services.tigerbeetle-host = { inventoryFile = renamedExample "tb_.dc1"; hostName = "tb_.dc1"; }; }]; in
+      result "broken input inventory host name NixOS refuses (a label ending in _): an assertion, not a type error"
+        (b.any (lib.hasInfix "\"tb_.dc1\" cannot name this host") failed)
+        "failed assertions: ${b.toJSON failed}"
+    )
+  ];
+
+  # A unit at its start limit refuses a start until its failed state is reset: the agent does it
+  # when an operator starts or restarts the replica.
+  polkitResults = [
+    (result "agent may reset the replica unit's failed state"
+      (lib.hasInfix ''verb == "reset-failed"'' example.security.polkit.extraConfig)
+      example.security.polkit.extraConfig)
+  ];
 in
 {
-  results = goodHosts ++ exampleResults ++ otherResults ++ brokenResults;
-  inherit agentConfigs replicaUnits;
+  results = goodHosts ++ exampleResults ++ otherResults ++ settingResults ++ brokenResults ++ hostNameResults ++ polkitResults;
+  inherit agentConfigs replicaUnits rendered;
 }

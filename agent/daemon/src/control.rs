@@ -45,7 +45,7 @@ pub async fn act(
             job.step("starting the replica");
             state
                 .replica
-                .start()
+                .start_by_operator()
                 .await
                 .map_err(|error| AppError::Refused(error.to_string()))?;
             Ok(response(
@@ -136,7 +136,7 @@ async fn restart_under(
     // Whatever the stop did, the replica is started again: a restart never leaves it down on
     // purpose.
     job.step("starting the replica");
-    let started = state.replica.start().await;
+    let started = state.replica.start_by_operator().await;
     match (stopped, started) {
         (Ok(()), Ok(())) => {}
         (Err(stop), Ok(())) => {

@@ -195,6 +195,27 @@ impl Replica {
         }
     }
 
+    /// An operator's start (tbctl start or restart, a rollout's restart): the decision to try
+    /// again. In systemd mode a unit that failed, in particular one that systemd gave up on
+    /// (StartLimitBurst starts within StartLimitIntervalSec), refuses a plain start until its
+    /// failed state is reset, which polkit lets the agent do for this unit only. The agent's
+    /// own starts (after a backup) do not reset it: systemd's limit stands until someone decides.
+    pub async fn start_by_operator(self: &Arc<Self>) -> anyhow::Result<()> {
+        if let Run::Systemd { unit, .. } = &self.config.replica.run
+            // A missing data file is refused below; its unit's failed state stays for status.
+            && self.data_file_missing().is_none()
+        {
+            let state = systemctl(&["show", "--property=ActiveState", "--value", unit]).await?;
+            if state.trim() == "failed" {
+                tracing::warn!(
+                    "{unit} is failed: resetting its failed state for the operator's start"
+                );
+                systemctl(&["reset-failed", unit]).await?;
+            }
+        }
+        self.start().await
+    }
+
     /// Stops the replica and waits until its process is gone.
     pub async fn stop(self: &Arc<Self>) -> anyhow::Result<()> {
         match &self.config.replica.run {
