@@ -161,23 +161,31 @@ in
     client.succeed("${repl "create_accounts id=11 code=10 ledger=700"}")
     main_pid = "systemctl show --property=MainPID --value tigerbeetle-replica.service"
     new_flag = "--cache-grid=${changedCacheGrid}"
-    def runs_new_flag(r, pid):
-        return r.execute(f"tr '\\0' '\\n' < /proc/{pid}/cmdline | grep -qx -- {new_flag}")[0] == 0
+    old_flag = "--cache-grid=${cluster.cache_grid}"
+    def runs_flag(r, pid, flag):
+        return r.execute(f"tr '\\0' '\\n' < /proc/{pid}/cmdline | grep -qx -- {flag}")[0] == 0
     for index, r in enumerate(replicas):
         if index == 1:
             # replica2's turn has not come: killed, systemd starts it again on its active unit.
             old_pid = replica2.succeed(main_pid).strip()
             replica2.succeed("systemctl kill --signal=SIGKILL tigerbeetle-replica.service")
-            replica2.wait_until_succeeds(f"test \"$({main_pid})\" != {old_pid} && test \"$({main_pid})\" != 0")
-            assert not runs_new_flag(replica2, replica2.succeed(main_pid).strip())
+            # Until the new process is tigerbeetle itself (before, it is the start script).
+            replica2.wait_until_succeeds(f"pid=$({main_pid}); test $pid != {old_pid} && test $pid != 0 && tr '\\0' '\\n' < /proc/$pid/cmdline | grep -q -- '^--addresses='")
+            assert runs_flag(replica2, replica2.succeed(main_pid).strip(), old_flag)
             client.succeed("tbctl wait-ready --inventory /etc/tb/inventory.json --timeout-ms 300000")
         pid = r.succeed(main_pid).strip()
+        # ansible/tasks/apply_nixos.yml's decision, before the switch: the unit the new system
+        # carries differs from the active one (both resolved through /etc/static to the store).
+        fragment = "readlink --canonicalize \"$(systemctl show --property=FragmentPath --value tigerbeetle-replica.service)\""
+        built = r.succeed("readlink --canonicalize /run/current-system/specialisation/changed/etc/systemd/system/tigerbeetle-replica.service").strip()
+        assert r.succeed(fragment).strip() != built
         r.succeed("/run/current-system/specialisation/changed/bin/switch-to-configuration test")
+        assert r.succeed(fragment).strip() == built, "the active unit is not the new system's"
         assert r.succeed(main_pid).strip() == pid, "switch restarted the replica"
-        assert not runs_new_flag(r, pid)
+        assert runs_flag(r, pid, old_flag)
         r.succeed("grep -q -- " + new_flag + " \"$(sed -n 's/^ExecStart=//p' \"$(systemctl show --property=FragmentPath --value tigerbeetle-replica.service)\")\"")
         client.succeed(f"tbctl restart --inventory /etc/tb/inventory.json --replica {index}")
-        assert runs_new_flag(r, r.succeed(main_pid).strip())
+        assert runs_flag(r, r.succeed(main_pid).strip(), new_flag)
         client.succeed("tbctl wait-ready --inventory /etc/tb/inventory.json --timeout-ms 300000")
     out = client.succeed("${repl "lookup_accounts id=11"}")
     assert '"id": "11"' in out, out

@@ -264,7 +264,7 @@ in
           # kernel.io_uring_disabled: 1 allows io_uring only to CAP_SYS_ADMIN and the members of
           # kernel.io_uring_group, 2 to no one; TigerBeetle does all its I/O through it. A
           # hardening module's value would otherwise win over replica-host.nix's default silently.
-          assertion = builtins.elem (config.boot.kernel.sysctl."kernel.io_uring_disabled" or null) [ null 0 ];
+          assertion = builtins.elem (config.boot.kernel.sysctl."kernel.io_uring_disabled" or null) [ null 0 "0" false ];
           message = "services.tigerbeetle-replica: boot.kernel.sysctl.\"kernel.io_uring_disabled\" is ${toString config.boot.kernel.sysctl."kernel.io_uring_disabled"}, which stops the replica's io_uring (1: only CAP_SYS_ADMIN or kernel.io_uring_group, 2: no one); TigerBeetle does all its I/O through io_uring: set it to 0 on replica hosts";
         }
         {

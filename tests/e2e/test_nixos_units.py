@@ -299,10 +299,12 @@ def replica_cmdline(controller, host: str) -> str:
 
 def nixos_rollout(controller, hosts: list[str]) -> None:
     """rollout.yml's NixOS path (tigerbeetle_deploy: nixos), with stand-ins for nixos-rebuild,
-    nix-env and switch-to-configuration (fixtures/nixos-standin): every host builds first, at
-    once; then one host at a time switches, which leaves the replica running (X-RestartIfChanged
-    =false), and the agent restarts it; never two replicas down, no client request failing. A
-    replica killed after its host's build, before its turn, comes back on its unchanged unit."""
+    nix-env and switch-to-configuration (fixtures/nixos-standin). A first run stops at its first
+    host, whose switch does its work and then fails (exit 4); the re-run finishes it: every host
+    builds first, at once; then one host at a time switches, which leaves the replica running
+    (X-RestartIfChanged=false), and the agent restarts it, the half-done host too; never two
+    replicas down, no client request failing. A replica killed after its host's build, before
+    its turn, comes back on its unchanged unit. A third run changes nothing."""
     lab, inventory = controller.lab, controller.inventory_path
     old_grid = controller.inventory["all"]["vars"]["tigerbeetle_cache_grid"]
     for host in hosts:
@@ -315,10 +317,26 @@ def nixos_rollout(controller, hosts: list[str]) -> None:
         assert "X-RestartIfChanged=false" in nix["host"]["unitFiles"]["tigerbeetle-replica"].splitlines()
         stage_next_system(controller, host, nix)
         install_standins(controller, host)
-    # The primary: killed after its build, it costs a view change, so the play's order (read
-    # under its lease, after the builds) is read back from the switches below.
+        lab.exec(host, "touch /etc/nixos-standin/fail-after-switch")
+    # The primary: killed after its build, it costs a view change.
     crashed = controller.tbctl("rollout", "order", "--inventory", str(inventory)).stdout.split()[-1]
     lab.exec(crashed, "touch /etc/nixos-standin/crash-after-build")
+    failed = controller.playbook("rollout.yml", check=False)
+    assert failed.returncode != 0 and "switch-to-configuration exited 4" in failed.stdout, failed.tail()
+    crash_cmdline = lab.exec(crashed, "cat /var/log/nixos-standin-crash-cmdline").stdout
+    assert f"--cache-grid={old_grid}" in crash_cmdline, crash_cmdline
+    switched = [host for host in hosts if "switch-begin" in standin_events(controller, host)]
+    assert len(switched) == 1, switched
+    assert f"--cache-grid={old_grid}" in replica_cmdline(controller, switched[0])
+    for host in hosts:
+        lab.exec(host, f"rm -f /etc/nixos-standin/fail-after-switch /etc/nixos-standin/crash-after-build {STANDIN_LOG}")
+    controller.wait_ready()
+    finish_the_rollout(controller, hosts)
+    rerun_changes_nothing(controller, hosts)
+
+
+def finish_the_rollout(controller, hosts: list[str]) -> None:
+    lab = controller.lab
     with labctl.Timeline(lab, unit=REPLICA_UNIT) as timeline:
         with controller.client(CLIENT_SECONDS_MAX) as client:
             controller.playbook("rollout.yml")
@@ -326,8 +344,8 @@ def nixos_rollout(controller, hosts: list[str]) -> None:
     summary = timeline.summary()
     assert report["failures"] == 0 and report["requests"] > 0, report
     events = {host: standin_events(controller, host) for host in hosts}
-    # Every build before any switch; one switch at a time, in the rollout's order, each after
-    # the previous host's replica was back.
+    # Every build before any switch; one switch at a time, each after the previous host's
+    # replica was back.
     first_switch = min(events[host]["switch-begin"][0] for host in hosts)
     assert all(events[host]["build-end"][0] < first_switch for host in hosts), events
     order = sorted(hosts, key=lambda host: events[host]["switch-begin"][0])
@@ -335,32 +353,20 @@ def nixos_rollout(controller, hosts: list[str]) -> None:
     assert all(end < begin for (_, end), (begin, _) in zip(switches, switches[1:])), (order, events)
     for host, previous in zip(order[1:], order):
         assert timeline.down_intervals(previous)[-1][1] * 1_000_000 < events[host]["switch-begin"][0], summary
-    # The switch left each replica running; the agent restarted it after; never two down.
+    # The switch left each replica running; the agent restarted it after, once; never two down.
     for host in hosts:
         down_start = timeline.down_intervals(host)[-1][0] * 1_000_000
         assert events[host]["switch-end"][0] < down_start, (host, events[host], summary)
         assert f"--cache-grid={NEXT_CACHE_GRID}" in replica_cmdline(controller, host), host
-        restarts = len([pid for pid in timeline.pids(host) if pid != 0]) - 1
-        assert restarts == (2 if host == crashed else 1), (host, summary)
+        assert len([pid for pid in timeline.pids(host) if pid != 0]) == 2, (host, summary)
+        assert lab.exec(host, "test -e /run/tb-rollout-replica-restart-pending", check=False).returncode != 0
     assert labctl.overlapping({h: timeline.down_intervals(h) for h in hosts}) == [], summary
-    crash_cmdline = lab.exec(crashed, "cat /var/log/nixos-standin-crash-cmdline").stdout
-    assert f"--cache-grid={old_grid}" in crash_cmdline, crash_cmdline
-    assert lab.exec(crashed, "test -e /run/tb-rollout-replica-restart-pending", check=False).returncode != 0
     controller.wait_ready()
-    rerun_after_a_half_finished_run(controller, hosts)
 
 
-def rerun_after_a_half_finished_run(controller, hosts: list[str]) -> None:
-    """A run that stopped between a host's switch and its restart left that host's marker:
-    the re-run, which finds nothing left to switch, restarts that replica, and only it."""
-    lab = controller.lab
-    half_done = hosts[0]
-    for host in hosts:
-        lab.exec(host, "rm -f /etc/nixos-standin/crash-after-build")
-    lab.exec(half_done, "echo 'switched, not restarted' >/run/tb-rollout-replica-restart-pending")
-    with labctl.Timeline(lab, unit=REPLICA_UNIT) as timeline:
+def rerun_changes_nothing(controller, hosts: list[str]) -> None:
+    """A finished rollout run again restarts no replica."""
+    with labctl.Timeline(controller.lab, unit=REPLICA_UNIT) as timeline:
         controller.playbook("rollout.yml")
     for host in hosts:
-        restarts = len([pid for pid in timeline.pids(host) if pid != 0]) - 1
-        assert restarts == (1 if host == half_done else 0), (host, timeline.summary())
-    assert lab.exec(half_done, "test -e /run/tb-rollout-replica-restart-pending", check=False).returncode != 0
+        assert len([pid for pid in timeline.pids(host) if pid != 0]) == 1, (host, timeline.summary())
