@@ -350,7 +350,7 @@ let
           then "all.hosts.${h.name}.tb_agent_listen: ${h.agent_listen_socket.ip} is a public address and bearer tokens would cross it in clear text: set all.vars.tb_agent_tls_cert_file and all.vars.tb_agent_tls_key_file"
           else null)
           (if h.deploy == "nixos" && vars.tigerbeetle_nixos_flake == null
-          then "all.hosts.${h.name}.tigerbeetle_deploy: \"nixos\" needs all.vars.tigerbeetle_nixos_flake (the flake that nixos-rebuild switch builds this host from)"
+          then "all.hosts.${h.name}.tigerbeetle_deploy: \"nixos\" needs all.vars.tigerbeetle_nixos_flake (the flake whose nixosConfigurations.<host> rollout.yml builds and activates on this host)"
           else null)
         ];
 

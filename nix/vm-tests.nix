@@ -77,6 +77,10 @@ let
         r.succeed("systemctl start tigerbeetle-replica.service")
     client.wait_for_unit("multi-user.target")
     client.succeed("tbctl wait-ready --inventory /etc/tb/inventory.json --timeout-ms 300000")
+    # The clock metrics come from adjtimex (read-only) under the agent's real unit: a syscall
+    # filter or ProtectClock that denies @clock would drop them and silence the clock alert.
+    for r in replicas:
+        r.succeed("curl -sf -H 'Authorization: Bearer ${operatorSecret}' http://" + r.name.replace("replica", "192.168.1.1") + ":7000/metrics | grep -q '^node_timex_sync_status '")
   '';
 
   mkTestWith = replica: name: extraNodes: testScript: pkgs.testers.runNixOSTest {

@@ -140,12 +140,15 @@ let
           && b.all (cap: b.elem cap (asList (agent.serviceConfig.AmbientCapabilities or null)))
           (asList (replica.serviceConfig.AmbientCapabilities or null)))
         (b.toJSON { agent = agent.serviceConfig.AmbientCapabilities or null; replica = replica.serviceConfig.AmbientCapabilities or null; }))
-      (result "${at}agent: the replica's capability only, a system-service syscall filter, the journal for itself"
+      # adjtimex (read-only without CAP_SYS_TIME) feeds node_timex_*; ProtectClock would deny it
+      # and silence the clock alert.
+      (result "${at}agent: the replica's capability only, a system-service syscall filter plus adjtimex, no ProtectClock, the journal for itself"
         ((agent.serviceConfig.CapabilityBoundingSet or null) == [ "CAP_IPC_LOCK" ]
-          && (agent.serviceConfig.SystemCallFilter or null) == [ "@system-service" ]
+          && (agent.serviceConfig.SystemCallFilter or null) == [ "@system-service" "adjtimex" ]
+          && !(agent.serviceConfig ? ProtectClock)
           && (agent.serviceConfig.SupplementaryGroups or null) == [ "systemd-journal" ]
           && !(b.elem "systemd-journal" config.users.users.tigerbeetle.extraGroups))
-        (b.toJSON { inherit (agent.serviceConfig) CapabilityBoundingSet SystemCallFilter SupplementaryGroups; }))
+        (b.toJSON { inherit (agent.serviceConfig) CapabilityBoundingSet SystemCallFilter SupplementaryGroups; ProtectClock = agent.serviceConfig.ProtectClock or null; }))
       (result "${at}agent serves the generated config"
         ((agent.serviceConfig.ExecStart or "") == "${pkgs.tb-agent}/bin/tb-agent serve --config ${config.services.tb-agent.configFile}"
           && config.services.tb-agent.configFile.value == config.services.tb-agent.settings)

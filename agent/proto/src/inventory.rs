@@ -1173,7 +1173,7 @@ pub fn resolve(document: &Value) -> Result<Cluster, String> {
         }
         if host.deploy == "nixos" && nixos_flake.is_none() {
             return Err(format!(
-                "{at}.tigerbeetle_deploy: \"nixos\" needs all.vars.tigerbeetle_nixos_flake (the flake that nixos-rebuild switch builds this host from)"
+                "{at}.tigerbeetle_deploy: \"nixos\" needs all.vars.tigerbeetle_nixos_flake (the flake whose nixosConfigurations.<host> rollout.yml builds and activates on this host)"
             ));
         }
         listen_sockets.push((listen.ip.to_string(), listen.port));
@@ -1333,7 +1333,7 @@ mod tests {
         host(&mut document, "tb-1").insert("tigerbeetle_deploy".into(), json!("nixos"));
         assert_eq!(
             error(document.clone()),
-            "all.hosts.tb-1.tigerbeetle_deploy: \"nixos\" needs all.vars.tigerbeetle_nixos_flake (the flake that nixos-rebuild switch builds this host from)"
+            "all.hosts.tb-1.tigerbeetle_deploy: \"nixos\" needs all.vars.tigerbeetle_nixos_flake (the flake whose nixosConfigurations.<host> rollout.yml builds and activates on this host)"
         );
         vars(&mut document).insert("tigerbeetle_nixos_flake".into(), json!("/etc/nixos"));
         let cluster = resolve(&document).unwrap();
