@@ -32,7 +32,7 @@ pub const EXIT_UNKNOWN: u8 = super::exit::UNREACHABLE_CODE;
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "TBCTL_INVENTORY", help = crate::INVENTORY_HELP)]
     pub inventory: PathBuf,
     /// Timeout of each TCP connection attempt and of each agent request.
     #[arg(long, default_value_t = 5_000, value_parser = super::timeout_ms)]

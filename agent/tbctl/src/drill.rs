@@ -53,7 +53,7 @@ const DRILL_RECORD_FORMAT_VERSION: u32 = 1;
 
 #[derive(Debug, Args)]
 pub struct DrillArgs {
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "TBCTL_INVENTORY", help = crate::INVENTORY_HELP)]
     pub inventory: PathBuf,
     /// Where drill.json, downloads, restored data files and scratch replica logs go. It must
     /// be new or empty, on a filesystem with room for every replica's data file. Default: a

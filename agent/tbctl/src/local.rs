@@ -43,6 +43,7 @@ pub struct UpArgs {
     /// Default: `tb-agent` beside this tbctl executable.
     #[arg(long, value_name = "PATH")]
     agent_binary: Option<PathBuf>,
+    /// How many replicas the local cluster has (1, or 3 and more for a quorum guard to matter).
     #[arg(long, default_value_t = 3)]
     replica_count: u8,
     /// Replica i listens on this port + i.

@@ -13,7 +13,7 @@ use super::client::AgentClient;
 
 #[derive(Debug, Args)]
 pub struct RolloutOrderArgs {
-    #[arg(long, value_name = "FILE", env = "TBCTL_INVENTORY")]
+    #[arg(long, value_name = "FILE", env = "TBCTL_INVENTORY", help = crate::INVENTORY_HELP)]
     inventory: PathBuf,
     /// Timeout of each request to an agent.
     #[arg(long, default_value_t = 5_000, value_parser = super::timeout_ms)]

@@ -23,7 +23,7 @@ const BINARY_QUERY_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Args)]
 pub struct UpgradeCheckArgs {
-    #[arg(long, value_name = "FILE", env = "TBCTL_INVENTORY")]
+    #[arg(long, value_name = "FILE", env = "TBCTL_INVENTORY", help = crate::INVENTORY_HELP)]
     inventory: PathBuf,
     /// The target `tigerbeetle` binary (on this machine).
     #[arg(long, value_name = "PATH")]
