@@ -18,8 +18,11 @@ pub struct CompletionsArgs {
 pub fn completions<C: CommandFactory>(args: &CompletionsArgs) -> anyhow::Result<ExitCode> {
     let mut command = C::command();
     let name = command.get_name().to_string();
+    // Into memory first: clap_complete panics on a failed write (a closed pipe), this returns it.
+    let mut script = Vec::new();
+    clap_complete::generate(args.shell, &mut command, name, &mut script);
     let mut out = std::io::stdout().lock();
-    clap_complete::generate(args.shell, &mut command, name, &mut out);
+    out.write_all(&script)?;
     out.flush()?;
     Ok(ExitCode::SUCCESS)
 }
