@@ -48,9 +48,6 @@ pub enum LeaseCommand {
 pub struct LeaseArgs {
     #[arg(long, value_name = "FILE", env = "TBCTL_INVENTORY", help = crate::INVENTORY_HELP)]
     inventory: std::path::PathBuf,
-    /// Print JSON instead of text.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -158,8 +155,8 @@ pub async fn run(
     }
 }
 
-fn print<T: serde::Serialize>(args: &LeaseArgs, value: &T, text: &str) -> anyhow::Result<ExitCode> {
-    if args.json {
+fn print<T: serde::Serialize>(_: &LeaseArgs, value: &T, text: &str) -> anyhow::Result<ExitCode> {
+    if super::output::json() {
         println!("{}", serde_json::to_string_pretty(value)?);
     } else {
         println!("{text}");

@@ -19,7 +19,9 @@ mod jobs;
 mod lease;
 pub mod local;
 mod local_files;
+pub mod output;
 mod process;
+mod progress;
 mod recover;
 mod replica_arg;
 mod rollout_order;
@@ -40,6 +42,8 @@ use tb_proto::inventory::Inventory;
 const CONNECTION: &str = "Connection options";
 /// The help section of the maintenance lease options every command shares.
 const LEASE: &str = "Lease options";
+/// The help section of `--json`.
+const OUTPUT: &str = "Output options";
 
 /// `--inventory`, on every command that reads one.
 pub(crate) const INVENTORY_HELP: &str = "The inventory (inventories/<env>.json, docs/inventory.md) \
@@ -124,6 +128,8 @@ struct Cli {
         display_order = 6
     )]
     without_lease: Option<String>,
+    #[arg(long, global = true, help_heading = OUTPUT, display_order = 7, help = JSON_HELP)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -210,9 +216,6 @@ enum InventoryCommand {
 struct StatusArgs {
     #[arg(long, value_name = "FILE", env = "TBCTL_INVENTORY", help = crate::INVENTORY_HELP)]
     inventory: PathBuf,
-    /// Print a JSON array with one object per replica instead of a table.
-    #[arg(long)]
-    json: bool,
     /// Timeout of each request to an agent.
     #[arg(long, default_value_t = 5_000, value_parser = timeout_ms)]
     timeout_ms: u64,
@@ -270,10 +273,6 @@ struct BackupArgs {
 struct BackupsArgs {
     #[arg(long, value_name = "FILE", env = "TBCTL_INVENTORY", help = crate::INVENTORY_HELP)]
     inventory: PathBuf,
-    /// Print a JSON array with one object per backup (the agent's record plus `replica` and
-    /// `agent_url`) instead of a table.
-    #[arg(long)]
-    json: bool,
     /// Timeout of each request to an agent.
     #[arg(long, default_value_t = 10_000, value_parser = timeout_ms)]
     timeout_ms: u64,
@@ -312,6 +311,7 @@ fn timeout_ms(text: &str) -> Result<u64, String> {
 /// The entry point of the `tbctl` binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    output::set_json(cli.json);
     match run(cli) {
         Ok(code) => code,
         Err(error) => {
@@ -350,11 +350,12 @@ async fn run_async(cli: Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
         Command::Status(args) => {
             let (client, inventory) = connect(&cli, &args.inventory)?;
-            status::status(&client, &inventory, args.json, args.timeout_ms).await
+            status::status(&client, &inventory, args.timeout_ms).await
         }
         Command::WaitReady(args) => {
             let (client, inventory) = connect(&cli, &args.inventory)?;
             let ready = status::wait_ready(&client, &inventory, args.timeout_ms, || Ok(())).await?;
+            output::emit(&serde_json::json!({ "ready": ready }))?;
             Ok(if ready {
                 ExitCode::SUCCESS
             } else {
@@ -391,7 +392,7 @@ async fn run_async(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Backups(args) => {
             let (client, inventory) = connect(&cli, &args.inventory)?;
-            backup::backups(&client, &inventory, args.json, args.timeout_ms).await
+            backup::backups(&client, &inventory, args.timeout_ms).await
         }
         Command::Recover(args) => {
             let (client, inventory) = connect(&cli, &args.inventory)?;

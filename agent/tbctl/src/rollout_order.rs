@@ -48,8 +48,14 @@ pub async fn order(client: &AgentClient, args: &RolloutOrderArgs) -> anyhow::Res
         .iter()
         .map(|entry| (entry.index, entry.host_name.as_str()))
         .collect();
-    for host in primary_last(&hosts, primary) {
-        println!("{host}");
+    let order = primary_last(&hosts, primary);
+    if super::output::json() {
+        // A JSON array of the host names, in order.
+        super::output::emit(&order)?;
+    } else {
+        for host in order {
+            println!("{host}");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
