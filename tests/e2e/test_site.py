@@ -33,6 +33,14 @@ def test_site_and_bootstrap(cluster):
         assert user == "tigerbeetle", user
         agent = controller.agent_process(host)
         assert agent == labctl.AGENT_LEAST_PRIVILEGE, (host, agent)
+        # tbctl on the host, with the bash completion and man page it generated (tb_agent role).
+        installed = controller.lab.exec(host, (
+            "/usr/local/bin/tbctl --version && grep -q '^.TH tbctl 1' "
+            "/usr/local/share/man/man1/tbctl.1 "
+            "&& bash -c '. /usr/share/bash-completion/completions/tbctl && complete -p tbctl'"),
+            check=False)
+        assert installed.returncode == 0, (host, installed.stdout, installed.stderr)
+        assert "complete -F _tbctl" in installed.stdout, (host, installed.stdout)
 
 
 def test_firewall(cluster):
