@@ -110,4 +110,22 @@ mod tests {
         assert_eq!(exit_of(&anyhow::anyhow!("x")), Exit::Failed);
         assert!(help_table().contains("  3  refused before anything changed"));
     }
+
+    #[test]
+    fn docs_table_lists_every_code() {
+        let docs = include_str!("../../../docs/ansible.md");
+        let section = docs
+            .split("Exit codes (also at the end of `tbctl --help`):")
+            .nth(1)
+            .expect("docs/ansible.md has the exit code table");
+        let rows: Vec<u8> = section
+            .lines()
+            .skip_while(|line| !line.starts_with("| code"))
+            .skip(2)
+            .take_while(|line| line.starts_with('|'))
+            .map(|line| line.split('|').nth(1).unwrap().trim().parse().unwrap())
+            .collect();
+        let codes: Vec<u8> = Exit::ALL.iter().map(|exit| exit.code()).collect();
+        assert_eq!(rows, codes);
+    }
 }
