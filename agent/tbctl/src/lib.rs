@@ -362,24 +362,7 @@ async fn run_async(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
-        Command::Start(args) => {
-            let control = &args.control;
-            let (client, inventory) = connect(&cli, &control.inventory)?;
-            let replica = control.replica.resolve(&inventory)?;
-            let timeout_ms = control
-                .timeout_ms
-                .unwrap_or(control::default_timeout_ms(control::Action::Start));
-            let wait = !args.no_wait;
-            control::start(
-                &client,
-                &inventory,
-                replica,
-                control.force,
-                timeout_ms,
-                wait,
-            )
-            .await
-        }
+        Command::Start(args) => start_command(&cli, args).await,
         Command::Stop(args) => control_command(&cli, control::Action::Stop, args).await,
         Command::Restart(args) => control_command(&cli, control::Action::Restart, args).await,
         Command::Backup(args) => {
@@ -427,6 +410,25 @@ async fn run_async(cli: Cli) -> anyhow::Result<ExitCode> {
             unreachable!("handled without a runtime")
         }
     }
+}
+
+async fn start_command(cli: &Cli, args: &StartArgs) -> anyhow::Result<ExitCode> {
+    let control = &args.control;
+    let (client, inventory) = connect(cli, &control.inventory)?;
+    let replica = control.replica.resolve(&inventory)?;
+    let timeout_ms = control
+        .timeout_ms
+        .unwrap_or(control::default_timeout_ms(control::Action::Start));
+    let wait = !args.no_wait;
+    control::start(
+        &client,
+        &inventory,
+        replica,
+        control.force,
+        timeout_ms,
+        wait,
+    )
+    .await
 }
 
 async fn control_command(

@@ -87,10 +87,17 @@ impl Progress {
 impl Drop for Progress {
     /// The live lines stay on screen with their last step (success or not) and stop ticking.
     fn drop(&mut self) {
+        let mut live = false;
         for line in &self.lines {
             if let Some(bar) = &line.bar {
                 bar.abandon();
+                live = true;
             }
+        }
+        if live {
+            // indicatif leaves the cursor at the end of the last line: what follows starts on
+            // a line of its own.
+            eprintln!();
         }
     }
 }
