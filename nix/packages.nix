@@ -98,16 +98,17 @@ let
       export ZIG_GLOBAL_CACHE_DIR="$TMPDIR/zig-global-cache"
     '';
     cargoBuildFlags = [ "--bin" "tb-agent" "--bin" "tbctl" ];
-    # tbctl's completions and man page, generated from its clap definitions by the binary just
-    # built (hidden commands `tbctl completions SHELL` and `tbctl man`); only where the build
-    # machine can run it.
+    # tbctl's completions and man pages, generated from its clap definitions by the binary just
+    # built (hidden commands `tbctl completions SHELL` and `tbctl man --dir`: tbctl.1 and the
+    # page of each command it names, tbctl-status.1...); only where the build machine can run it.
     postInstall = lib.optionalString (stdenv.buildPlatform.canExecute stdenv.hostPlatform) ''
       installShellCompletion --cmd tbctl \
         --bash <("$out/bin/tbctl" completions bash) \
         --zsh <("$out/bin/tbctl" completions zsh) \
         --fish <("$out/bin/tbctl" completions fish)
-      "$out/bin/tbctl" man >tbctl.1
-      installManPage tbctl.1
+      mkdir tbctl-man
+      "$out/bin/tbctl" man --dir tbctl-man
+      installManPage tbctl-man/*.1
     '';
     # The tests start real replicas and agents: they run in scripts/test and the VM tests.
     doCheck = false;

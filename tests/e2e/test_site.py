@@ -36,7 +36,8 @@ def test_site_and_bootstrap(cluster):
         # tbctl on the host, with the bash completion and man page it generated (tb_agent role).
         installed = controller.lab.exec(host, (
             "/usr/local/bin/tbctl --version && grep -q '^.TH tbctl 1' "
-            "/usr/local/share/man/man1/tbctl.1 "
+            "/usr/local/share/man/man1/tbctl.1 && grep -q '^.TH tbctl-restart 1' "
+            "/usr/local/share/man/man1/tbctl-restart.1 "
             "&& bash -c '. /usr/share/bash-completion/completions/tbctl && complete -p tbctl'"),
             check=False)
         assert installed.returncode == 0, (host, installed.stdout, installed.stderr)

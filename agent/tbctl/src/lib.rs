@@ -183,9 +183,10 @@ enum Command {
     /// Print tbctl's shell completion script on stdout (the packages install it).
     #[command(hide = true)]
     Completions(generated::CompletionsArgs),
-    /// Print tbctl's man page (roff) on stdout (the packages install it as tbctl.1).
+    /// Print tbctl's man page (roff) on stdout, or write every command's page (the packages
+    /// install them).
     #[command(hide = true)]
-    Man,
+    Man(generated::ManArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -328,7 +329,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
     match &cli.command {
         Command::Completions(args) => return generated::completions::<Cli>(args),
-        Command::Man => return generated::man_page::<Cli>(),
+        Command::Man(args) => return generated::man_page::<Cli>(args),
         _ => {}
     }
     // `local down` only signals local processes: no runtime needed.
@@ -406,7 +407,7 @@ async fn run_async(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Local(LocalCommand::Down(_))
         | Command::Inventory(_)
         | Command::Completions(_)
-        | Command::Man => {
+        | Command::Man(_) => {
             unreachable!("handled without a runtime")
         }
     }

@@ -126,4 +126,14 @@ fn help_lists_the_exit_codes_and_generated_files_build() {
         output.status.success() && page.contains(".TH tbctl 1"),
         "{page}"
     );
+    // Every page tbctl.1 refers to (tbctl-restart(1)...) is written by `man --dir`.
+    let dir = scratch("man");
+    let output = tbctl(&["man", "--dir", dir.to_str().unwrap()], None);
+    assert!(output.status.success(), "{}", text(&output));
+    for page in ["tbctl.1", "tbctl-restart.1", "tbctl-lease-run.1"] {
+        let text = std::fs::read_to_string(dir.join(page)).unwrap();
+        let title = format!(".TH {} 1", page.trim_end_matches(".1"));
+        assert!(text.contains(&title), "{page}: {text}");
+    }
+    std::fs::remove_dir_all(dir).unwrap();
 }
