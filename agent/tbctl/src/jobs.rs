@@ -1,6 +1,6 @@
 //! Following an agent job (backup, recover) until it finishes: poll `GET /v1/jobs/{id}`, show
-//! each new step (progress.rs: on stderr), give up at a deadline. Giving up never cancels anything: the job runs on the
-//! agent whether or not tbctl watches.
+//! each new step (progress.rs: on stderr), give up at a deadline. Giving up never cancels
+//! anything: the job runs on the agent whether or not tbctl watches.
 
 use std::time::{Duration, Instant};
 
