@@ -41,7 +41,9 @@ def test_site_and_bootstrap(cluster):
             "&& bash -c '. /usr/share/bash-completion/completions/tbctl && complete -p tbctl'"),
             check=False)
         assert installed.returncode == 0, (host, installed.stdout, installed.stderr)
-        assert "complete -F _tbctl" in installed.stdout, (host, installed.stdout)
+        assert "-F _tbctl" in installed.stdout, (host, installed.stdout)
+        man_dir = controller.lab.exec(host, "stat -c %a /usr/local/share/man/man1").stdout
+        assert man_dir.strip() == "755", (host, man_dir)
 
 
 def test_firewall(cluster):
