@@ -38,7 +38,9 @@ impl Exit {
     pub fn meaning(self) -> &'static str {
         match self {
             Exit::Done => "done",
-            Exit::Failed => "failed, or a wait ran out (it may still finish: `tbctl status`)",
+            Exit::Failed => {
+                "failed, a wait ran out (it may still finish), or `status` found a replica not ready"
+            }
             Exit::Usage => "bad usage (unknown flag, missing argument)",
             Exit::Refused => {
                 "refused before anything changed (quorum guard, maintenance lease, missing \
