@@ -51,7 +51,7 @@
       packages = forSystems (system:
         let
           pkgs = pkgsFor system;
-          built = import ./nix/packages.nix { inherit (pkgs) lib stdenv rustPlatform fetchCrate zig_0_14; src = self; };
+          built = import ./nix/packages.nix { inherit (pkgs) lib stdenv rustPlatform fetchCrate installShellFiles zig_0_14; src = self; };
         in
         built // { default = built.tb-agent; });
 

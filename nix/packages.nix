@@ -10,7 +10,7 @@
 # for the agent's client, the oldest accepted client is scripts/tigerbeetle-build-release's
 # (upstream's), and the commit is the one the crate's build.rs names, read at build time as the
 # script does.
-{ lib, stdenv, rustPlatform, fetchCrate, zig_0_14, src }:
+{ lib, stdenv, rustPlatform, fetchCrate, installShellFiles, zig_0_14, src }:
 let
   lockedSys = builtins.filter (p: p.name == "tigerbeetle-unofficial-sys")
     (builtins.fromTOML (builtins.readFile (src + "/Cargo.lock"))).package;
@@ -87,7 +87,7 @@ let
     version = "0.1.0";
     inherit src;
     cargoLock.lockFile = src + "/Cargo.lock";
-    nativeBuildInputs = [ zig_0_14 rustPlatform.bindgenHook ];
+    nativeBuildInputs = [ zig_0_14 rustPlatform.bindgenHook installShellFiles ];
     dontUseZigBuild = true;
     dontUseZigCheck = true;
     dontUseZigInstall = true;
@@ -98,6 +98,18 @@ let
       export ZIG_GLOBAL_CACHE_DIR="$TMPDIR/zig-global-cache"
     '';
     cargoBuildFlags = [ "--bin" "tb-agent" "--bin" "tbctl" ];
+    # tbctl's completions and man pages, generated from its clap definitions by the binary just
+    # built (hidden commands `tbctl completions SHELL` and `tbctl man --dir`: tbctl.1 and the
+    # page of each command it names, tbctl-status.1...); only where the build machine can run it.
+    postInstall = lib.optionalString (stdenv.buildPlatform.canExecute stdenv.hostPlatform) ''
+      installShellCompletion --cmd tbctl \
+        --bash <("$out/bin/tbctl" completions bash) \
+        --zsh <("$out/bin/tbctl" completions zsh) \
+        --fish <("$out/bin/tbctl" completions fish)
+      mkdir tbctl-man
+      "$out/bin/tbctl" man --dir tbctl-man
+      installManPage tbctl-man/*.1
+    '';
     # The tests start real replicas and agents: they run in scripts/test and the VM tests.
     doCheck = false;
     meta = {

@@ -179,6 +179,9 @@ class Controller:
             "tb_agent_backup_token_src": str(self.backup_token_file),
             # The playbooks call tbctl on the controller (the maintenance lease).
             "tbctl_path": str(binaries["tbctl"]),
+            # tbctl on the hosts too, with its generated bash completion and man page.
+            "tb_agent_tbctl_binary_src": str(binaries["tbctl"]),
+            "tb_agent_tbctl_binary_sha256": sha256_file(binaries["tbctl"]),
         }
         self.vars_path = work / "vars.json"
         self.write_vars()

@@ -33,6 +33,17 @@ def test_site_and_bootstrap(cluster):
         assert user == "tigerbeetle", user
         agent = controller.agent_process(host)
         assert agent == labctl.AGENT_LEAST_PRIVILEGE, (host, agent)
+        # tbctl on the host, with the bash completion and man page it generated (tb_agent role).
+        installed = controller.lab.exec(host, (
+            "/usr/local/bin/tbctl --version && grep -q '^.TH tbctl 1' "
+            "/usr/local/share/man/man1/tbctl.1 && grep -q '^.TH tbctl-restart 1' "
+            "/usr/local/share/man/man1/tbctl-restart.1 "
+            "&& bash -c '. /usr/share/bash-completion/completions/tbctl && complete -p tbctl'"),
+            check=False)
+        assert installed.returncode == 0, (host, installed.stdout, installed.stderr)
+        assert "-F _tbctl" in installed.stdout, (host, installed.stdout)
+        man_dir = controller.lab.exec(host, "stat -c %a /usr/local/share/man/man1").stdout
+        assert man_dir.strip() == "755", (host, man_dir)
 
 
 def test_firewall(cluster):

@@ -49,6 +49,7 @@ let
           buildRustPackage = attrs: attrs // { overrideAttrs = f: attrs // f attrs; };
         };
         zig_0_14 = zig;
+        installShellFiles = fakePackage "install-shell-files";
       };
       built = packages (builtins.intersectAttrs (builtins.functionArgs packages) available);
       drv = built.tigerbeetle;

@@ -13,6 +13,7 @@ use tokio::task::JoinSet;
 
 use super::client::{AgentClient, AgentError};
 use super::jobs;
+use super::output;
 use super::status::{self, describe, human_bytes};
 use tb_proto::api;
 use tb_proto::clock::now_unix_ms;
@@ -29,6 +30,15 @@ pub struct Completed {
     pub record: api::BackupRecord,
 }
 
+/// What `tbctl backup --json` prints: the finished job and the backup's record.
+#[derive(Serialize)]
+struct CompletedJson<'a> {
+    replica: u8,
+    host_name: &'a str,
+    job: &'a api::Job,
+    backup: &'a api::BackupRecord,
+}
+
 /// `tbctl backup`: one replica's backup, chosen (without `replica`) or named.
 pub async fn backup(
     client: &AgentClient,
@@ -42,6 +52,12 @@ pub async fn backup(
     };
     let completed = backup_replica(client, &entry, timeout_ms).await?;
     print_completed(&entry, &completed);
+    output::emit(&CompletedJson {
+        replica: entry.index,
+        host_name: &entry.host_name,
+        job: &completed.job,
+        backup: &completed.record,
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -81,10 +97,10 @@ pub async fn backup_replica(
 
 fn print_completed(entry: &ReplicaEntry, completed: &Completed) {
     let manifest = &completed.record.manifest;
-    println!(
+    output::say(format!(
         "backup {} of replica {} complete",
         completed.record.id, entry.index
-    );
+    ));
     let stopped = match completed.job.downtime_ms {
         Some(_) => format!(
             " (process stopped {:.1} s; the rest is the wait until ready)",
@@ -92,11 +108,11 @@ fn print_completed(entry: &ReplicaEntry, completed: &Completed) {
         ),
         None => String::new(),
     };
-    println!(
+    output::say(format!(
         "  replica downtime: {}{stopped}",
         jobs::downtime_text(&completed.job)
-    );
-    println!(
+    ));
+    output::say(format!(
         "  size: data {}, stored {} ({}); copied by {}",
         human_bytes(manifest.data_size_bytes),
         human_bytes(manifest.stored_size_bytes),
@@ -106,12 +122,12 @@ fn print_completed(entry: &ReplicaEntry, completed: &Completed) {
         } else {
             "streamed copy"
         }
-    );
-    println!(
+    ));
+    output::say(format!(
         "  verified: {}",
         verified_text(completed.record.verification.as_ref())
-    );
-    println!("  shipped: {}", shipped_text(&completed.record));
+    ));
+    output::say(format!("  shipped: {}", shipped_text(&completed.record)));
 }
 
 /// One replica as a candidate for the next backup.
@@ -185,7 +201,7 @@ async fn choose(client: &AgentClient, inventory: &Inventory) -> anyhow::Result<R
     let has_backup = candidates
         .iter()
         .any(|candidate| candidate.index == index && candidate.newest_backup_unix_ms.is_some());
-    println!(
+    output::say(format!(
         "backing up {}: {} ({})",
         describe(&entry),
         if has_backup {
@@ -194,7 +210,7 @@ async fn choose(client: &AgentClient, inventory: &Inventory) -> anyhow::Result<R
             "it has no backup yet"
         },
         newest.join(", ")
-    );
+    ));
     Ok(entry)
 }
 
@@ -230,7 +246,6 @@ struct BackupJson<'a> {
 pub async fn backups(
     client: &AgentClient,
     inventory: &Inventory,
-    json: bool,
     timeout_ms: u64,
 ) -> anyhow::Result<ExitCode> {
     let lists = list_all(client, inventory, timeout_ms).await;
@@ -239,7 +254,7 @@ pub async fn backups(
         .filter_map(|(entry, listed)| listed.as_ref().ok().map(|records| (entry, records)))
         .flat_map(|(entry, records)| records.iter().map(move |record| (entry, record)))
         .collect();
-    if json {
+    if output::json() {
         let array: Vec<BackupJson> = listed
             .iter()
             .map(|(entry, record)| BackupJson {

@@ -32,7 +32,7 @@ pub const EXIT_UNKNOWN: u8 = super::exit::UNREACHABLE_CODE;
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "TBCTL_INVENTORY", help = crate::INVENTORY_HELP)]
     pub inventory: PathBuf,
     /// Timeout of each TCP connection attempt and of each agent request.
     #[arg(long, default_value_t = 5_000, value_parser = super::timeout_ms)]
@@ -104,13 +104,14 @@ struct Observation {
 }
 
 /// What was found: `live` shows the cluster exists; `unknown` could not be observed.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default, PartialEq, Eq, serde::Serialize)]
 struct Findings {
     live: Vec<String>,
     unknown: Vec<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 enum Verdict {
     Safe,
     Refused,
@@ -148,7 +149,14 @@ pub async fn check(
         &probe,
         args.data_files_expected,
     );
-    Ok(report(&findings, &observations))
+    let code = report(&findings, &observations);
+    // `--json`: the verdict and what led to it, as the text lines say (exit code unchanged).
+    super::output::emit(&serde_json::json!({
+        "verdict": findings.verdict(),
+        "live": findings.live,
+        "unknown": findings.unknown,
+    }))?;
+    Ok(code)
 }
 
 /// Asks every replica address and every agent at once.
@@ -315,17 +323,19 @@ fn report(findings: &Findings, observations: &[Observation]) -> ExitCode {
             ),
             AgentView::Unreachable(detail) => format!("no answer ({detail})"),
         };
-        println!(
+        super::output::say(format!(
             "replica {} ({}): {} {port}; agent: {agent}",
             entry.index, entry.host_name, entry.address
-        );
+        ));
     }
     for line in findings.live.iter().chain(&findings.unknown) {
         eprintln!("bootstrap-check: {line}");
     }
     match findings.verdict() {
         Verdict::Safe => {
-            println!("bootstrap-check: no replica runs, answers or has a data file: safe");
+            super::output::say(
+                "bootstrap-check: no replica runs, answers or has a data file: safe",
+            );
             ExitCode::SUCCESS
         }
         Verdict::Refused => {

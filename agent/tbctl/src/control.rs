@@ -5,9 +5,15 @@
 use std::process::ExitCode;
 use std::time::Instant;
 
+use serde::Serialize;
+
 use super::client::{AgentClient, AgentError, ControlAnswer};
+use super::exit;
 use super::jobs;
+use super::output;
+use super::progress::Progress;
 use super::status::{self, Goal, describe};
+use tb_proto::api;
 use tb_proto::inventory::{Inventory, ReplicaEntry};
 use tb_proto::quorum::ready_replicas_needed;
 
@@ -39,21 +45,28 @@ pub async fn start(
     wait: bool,
 ) -> anyhow::Result<ExitCode> {
     let began = Instant::now();
-    let code = run(client, replica, Action::Start, force, timeout_ms).await?;
-    if !wait || code != ExitCode::SUCCESS {
-        return Ok(code);
+    let mut result = match request(client, replica, Action::Start, force, timeout_ms).await? {
+        Ok(result) => result,
+        Err(code) => return Ok(code),
+    };
+    if !wait {
+        return emit(&result);
     }
     let goal = start_goal(client, inventory, replica).await;
     let remaining_ms = timeout_ms.saturating_sub(began.elapsed().as_millis() as u64);
     let entries = std::slice::from_ref(replica);
-    if status::wait_for(client, entries, goal, remaining_ms.max(1), || Ok(())).await? {
-        return Ok(ExitCode::SUCCESS);
+    let reached = status::wait_for(client, entries, goal, remaining_ms.max(1), || Ok(())).await?;
+    result.waited_for = Some(goal);
+    result.reached = Some(reached);
+    if reached {
+        return emit(&result);
     }
     eprintln!(
         "{}: started, but the wait ended after {timeout_ms} ms (--timeout-ms); it may still \
          get there: check with `tbctl status`",
         describe(replica)
     );
+    output::emit(&result)?;
     Ok(ExitCode::FAILURE)
 }
 
@@ -64,13 +77,13 @@ async fn start_goal(client: &AgentClient, inventory: &Inventory, replica: &Repli
     let replica_count = inventory.replicas.len() as u8;
     let goal = goal_for(others, replica_count);
     if goal == Goal::Reporting {
-        println!(
+        output::say(format!(
             "{}: {others} other replicas run, and a quorum needs {} running, this one included: \
              it may reach normal status only once others start, so this waits until it runs and \
              reports its status",
             describe(replica),
             ready_replicas_needed(replica_count)
-        );
+        ));
     }
     goal
 }
@@ -87,6 +100,30 @@ fn goal_for(others_running: usize, replica_count: u8) -> Goal {
     }
 }
 
+/// What `tbctl start|stop|restart --json` prints.
+#[derive(Debug, Serialize)]
+pub struct ControlJson {
+    pub replica: u8,
+    pub host_name: String,
+    /// The agent's answer, when it answered within its own wait (200).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response: Option<api::ControlResponse>,
+    /// The job the agent answered with instead (202), followed to its end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job: Option<api::Job>,
+    /// start: what it waited for (absent with --no-wait), and whether it got there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waited_for: Option<Goal>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reached: Option<bool>,
+}
+
+fn emit(result: &ControlJson) -> anyhow::Result<ExitCode> {
+    output::emit(result)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `tbctl stop|restart`: the request, its outcome printed (or, with --json, its JSON).
 pub async fn run(
     client: &AgentClient,
     replica: &ReplicaEntry,
@@ -94,65 +131,104 @@ pub async fn run(
     force: bool,
     timeout_ms: u64,
 ) -> anyhow::Result<ExitCode> {
-    let name = action.as_str();
-    if let Action::Restart = action {
-        println!(
-            "restarting {}; waiting until it is ready again (up to {} s)",
-            describe(replica),
-            timeout_ms / 1000
-        );
+    match request(client, replica, action, force, timeout_ms).await? {
+        Ok(result) => emit(&result),
+        Err(code) => Ok(code),
     }
-    let started = std::time::Instant::now();
-    match client
-        .control(&replica.agent_url, name, force, timeout_ms)
-        .await
-    {
+}
+
+/// One control request and, when the agent answers with a job, that job followed to its end.
+/// The outcome's lines are said; the result is returned for the caller to emit. `Err(code)`:
+/// refused or failed, already said on stderr.
+async fn request(
+    client: &AgentClient,
+    replica: &ReplicaEntry,
+    action: Action,
+    force: bool,
+    timeout_ms: u64,
+) -> anyhow::Result<Result<ControlJson, ExitCode>> {
+    let name = action.as_str();
+    let started = Instant::now();
+    let mut result = ControlJson {
+        replica: replica.index,
+        host_name: replica.host_name.clone(),
+        response: None,
+        job: None,
+        waited_for: None,
+        reached: None,
+    };
+    let answer = {
+        // The agent answers a restart once the replica is ready again: a line meanwhile.
+        let _progress = matches!(action, Action::Restart).then(|| {
+            let mut progress = Progress::new([format!("replica {}", replica.index)]);
+            let step = format!(
+                "restarting; the agent answers once it is ready again (up to {} s)",
+                timeout_ms / 1000
+            );
+            progress.update(0, &step);
+            progress
+        });
+        client
+            .control(&replica.agent_url, name, force, timeout_ms)
+            .await
+    };
+    match answer {
         Ok(ControlAnswer::Accepted(accepted)) => {
             // The operation outlasted the agent's wait; it goes on as the agent's job.
             let remaining_ms = timeout_ms.saturating_sub(started.elapsed().as_millis() as u64);
             let job = jobs::follow(client, replica, &accepted.job_id, remaining_ms.max(1)).await?;
             if job.state != jobs::STATE_SUCCEEDED {
                 eprintln!("{}: {name}: {}", describe(replica), jobs::failure(&job));
-                return Ok(ExitCode::FAILURE);
+                return Ok(Err(ExitCode::FAILURE));
             }
-            println!(
+            output::say(format!(
                 "replica {}: {name} finished: {}; downtime {}",
                 replica.index,
                 job.step,
                 jobs::downtime_text(&job)
-            );
-            Ok(ExitCode::SUCCESS)
+            ));
+            result.job = Some(job);
+            Ok(Ok(result))
         }
         Ok(ControlAnswer::Done(response)) => {
-            println!(
-                "replica {}: {} {}: {}",
-                replica.index, response.action, response.outcome, response.detail
-            );
-            if let Some(downtime_ms) = response.downtime_ms {
-                println!(
-                    "replica {}: downtime {:.1} s",
-                    replica.index,
-                    downtime_ms as f64 / 1000.0
-                );
-            }
-            if response.forced {
-                println!(
-                    "replica {}: forced: the quorum guard was overridden (recorded in the agent's audit log)",
-                    replica.index
-                );
-            }
-            Ok(ExitCode::SUCCESS)
+            say_done(replica, &response);
+            result.response = Some(response);
+            Ok(Ok(result))
         }
         Err(AgentError::Refused { code, message }) => {
             eprintln!("{}: {name} refused ({code}): {message}", describe(replica));
-            Ok(super::exit::refused())
+            Ok(Err(exit::refused()))
         }
         Err(error @ AgentError::Timeout(_)) => anyhow::bail!(
             "{}: {name}: {error}; the action may still be in progress or done, \
              check with `tbctl status` before repeating it",
             describe(replica)
         ),
+        Err(error @ AgentError::Unreachable(_)) => {
+            Err(exit::Unreachable(format!("{}: {name}: {error}", describe(replica))).into())
+        }
         Err(error) => anyhow::bail!("{}: {name}: {error}", describe(replica)),
+    }
+}
+
+fn say_done(replica: &ReplicaEntry, response: &api::ControlResponse) {
+    output::say(format!(
+        "replica {}: {} {}: {}",
+        replica.index, response.action, response.outcome, response.detail
+    ));
+    if let Some(downtime_ms) = response.downtime_ms {
+        output::say(format!(
+            "replica {}: downtime {:.1} s",
+            replica.index,
+            downtime_ms as f64 / 1000.0
+        ));
+    }
+    if response.forced {
+        output::say(format!(
+            "replica {}: forced: the quorum guard was overridden (recorded in the agent's audit \
+             log)",
+            replica.index
+        ));
     }
 }
 

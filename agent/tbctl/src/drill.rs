@@ -53,7 +53,7 @@ const DRILL_RECORD_FORMAT_VERSION: u32 = 1;
 
 #[derive(Debug, Args)]
 pub struct DrillArgs {
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "TBCTL_INVENTORY", help = crate::INVENTORY_HELP)]
     pub inventory: PathBuf,
     /// Where drill.json, downloads, restored data files and scratch replica logs go. It must
     /// be new or empty, on a filesystem with room for every replica's data file. Default: a
@@ -168,7 +168,7 @@ pub async fn restore_drill(
     let scratch = Scratch {
         dir: create_scratch_dir(args.scratch_dir.as_deref())?,
     };
-    println!("restore drill: scratch directory {}", scratch.dir.display());
+    crate::say!("restore drill: scratch directory {}", scratch.dir.display());
 
     // Ctrl-C or SIGTERM drops the drill, whose scratch cluster guard then stops the replicas.
     let outcome = tokio::select! {
@@ -176,35 +176,65 @@ pub async fn restore_drill(
         signal = interrupted() => Err(anyhow::anyhow!("interrupted by {signal}")),
     };
     let keep_hint = format!("scratch directory kept: {}", scratch.dir.display());
+    let mut result = DrillJson {
+        passed: false,
+        backups: inventory.replicas.len(),
+        accounts: 0,
+        differences: Vec::new(),
+        error: None,
+        scratch_dir: scratch.dir.clone(),
+        kept: true,
+    };
     match outcome {
         Ok(verdict) if verdict.differences.is_empty() => {
-            println!(
+            crate::say!(
                 "restore drill PASSED: {} backups restored, {} accounts match",
                 inventory.replicas.len(),
                 verdict.accounts
             );
+            (result.passed, result.accounts, result.kept) = (true, verdict.accounts, args.keep);
             if args.keep {
-                println!("{keep_hint}");
+                crate::say!("{keep_hint}");
             } else {
                 std::fs::remove_dir_all(&scratch.dir)
                     .with_context(|| format!("removing {}", scratch.dir.display()))?;
             }
-            Ok(ExitCode::SUCCESS)
         }
         Ok(verdict) => {
-            println!(
+            crate::say!(
                 "restore drill FAILED: the restored cluster differs from the live one:\n  {}",
                 verdict.differences.join("\n  ")
             );
-            println!("{keep_hint}");
-            Ok(ExitCode::FAILURE)
+            crate::say!("{keep_hint}");
+            (result.accounts, result.differences) = (verdict.accounts, verdict.differences);
         }
         Err(error) => {
-            println!("restore drill FAILED: {error:#}");
-            println!("{keep_hint}");
-            Ok(ExitCode::FAILURE)
+            crate::say!("restore drill FAILED: {error:#}");
+            crate::say!("{keep_hint}");
+            result.error = Some(format!("{error:#}"));
         }
     }
+    super::output::emit(&result)?;
+    Ok(if result.passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// What `tbctl restore-drill --json` prints.
+#[derive(Serialize)]
+struct DrillJson {
+    passed: bool,
+    /// Backups taken and restored: one per replica.
+    backups: usize,
+    /// Drill accounts compared between the live and the restored cluster.
+    accounts: usize,
+    differences: Vec<String>,
+    /// Why the drill stopped before comparing, when it did.
+    error: Option<String>,
+    scratch_dir: PathBuf,
+    kept: bool,
 }
 
 /// What the restored cluster answered, compared with the drill records.
@@ -255,7 +285,7 @@ async fn drill(
 }
 
 fn step(number: u32, what: &str) {
-    println!("\n[{number}/5] {what}");
+    crate::say!("\n[{number}/5] {what}");
 }
 
 /// Step 1: the drill records, written to the live cluster and to drill.json.
@@ -267,7 +297,7 @@ async fn record_drill(
     let record = write_drill_records(inventory, args.ledger, args.code).await?;
     let json = serde_json::to_string_pretty(&record)?;
     local_files::write_atomic(&scratch.record(), json.as_bytes(), 0o600)?;
-    println!(
+    crate::say!(
         "accounts {} and {} after {TRANSFER_COUNT} transfers; recorded in {}",
         record.accounts[0].id,
         record.accounts[1].id,
@@ -290,7 +320,7 @@ async fn backup_all(
              stopped"
         );
         let completed = tbctl_backup::backup_replica(client, entry, timeout_ms).await?;
-        println!(
+        crate::say!(
             "replica {}: backup {} complete; replica downtime {}",
             entry.index,
             completed.record.id,
@@ -329,7 +359,7 @@ async fn check_restored(
     let scratch_client = tb::Client::new(inventory.cluster_id, &addresses)
         .map_err(|error| anyhow::anyhow!("client of the scratch cluster {addresses}: {error}"))?;
     let ids: Vec<u128> = record.accounts.iter().map(|account| account.id).collect();
-    println!("waiting until replicas {first:?} have formed a view and answer");
+    crate::say!("waiting until replicas {first:?} have formed a view and answer");
     lookup_scratch(&scratch_client, &ids, &mut cluster, args.timeout_ms).await?;
     for index in &rest {
         cluster.start_replica(*index, &scratch.data_file(*index), &scratch.log(*index))?;
@@ -368,7 +398,7 @@ fn start_order(manifests: &[api::Manifest], quorum: u8) -> (Vec<u8>, Vec<u8>) {
 /// Gives replicas that just joined time to catch up, failing if any exits meanwhile: a joining
 /// replica whose restored state contradicts the cluster's stops within moments.
 async fn settle(cluster: &mut ScratchCluster) -> anyhow::Result<()> {
-    println!(
+    crate::say!(
         "letting the other replicas join for {} s",
         SCRATCH_SETTLE_MS / 1000
     );
@@ -620,7 +650,7 @@ async fn restore_replica(
         human_bytes(FREE_MARGIN_BYTES)
     );
 
-    println!(
+    crate::say!(
         "replica {}: backup {} ({} old; stored {}, data {}): downloading",
         entry.index,
         backup.id,
@@ -665,7 +695,7 @@ async fn restore_replica(
     );
     // Only the extracted file is needed from here on; the disk may be tight.
     std::fs::remove_file(&download).with_context(|| format!("removing {}", download.display()))?;
-    println!(
+    crate::say!(
         "replica {}: restored to {} in {:.1} s; BLAKE3 of download and data match the manifest",
         entry.index,
         scratch.data_file(entry.index).display(),
@@ -754,7 +784,7 @@ async fn lookup_scratch(
                 let accounts = answer.map_err(|error| {
                     anyhow::anyhow!("looking up the drill accounts in the scratch cluster: {error}")
                 })?;
-                println!(
+                crate::say!(
                     "scratch cluster answered after {:.1} s",
                     started.elapsed().as_secs_f64()
                 );

@@ -1,33 +1,133 @@
-//! tbctl's exit codes, for scripts and Ansible: 0 done; 1 failed (or a usage error: clap's 2);
-//! 3 refused before anything changed (a quorum guard, the maintenance lease, a missing
-//! confirmation); 4 no agent could be reached.
+//! tbctl's exit codes, for scripts and Ansible: one enum, printed in `tbctl --help` and in
+//! docs/ansible.md ("tbctl's exit codes"), so the three cannot drift apart unnoticed (the help
+//! snapshot test holds the help text).
 
 use std::process::ExitCode;
 
-pub const REFUSED_CODE: u8 = 3;
-pub const UNREACHABLE_CODE: u8 = 4;
-
-pub fn refused() -> ExitCode {
-    ExitCode::from(REFUSED_CODE)
+/// How a tbctl command ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Everything asked for is done.
+    Done = 0,
+    /// It was tried and did not work, or a wait ran out (the operation may still finish).
+    Failed = 1,
+    /// Bad usage: an unknown flag, a missing argument (clap's own code).
+    Usage = 2,
+    /// Refused before anything changed: a quorum guard, the maintenance lease (409), a missing
+    /// confirmation, a check that found it unsafe.
+    Refused = 3,
+    /// An agent (or a replica address that had to be observed) could not be reached, so
+    /// nothing could be proven or done there.
+    Unreachable = 4,
 }
 
-/// An error that exits with [`REFUSED_CODE`].
+impl Exit {
+    pub const ALL: [Exit; 5] = [
+        Exit::Done,
+        Exit::Failed,
+        Exit::Usage,
+        Exit::Refused,
+        Exit::Unreachable,
+    ];
+
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+
+    /// One line for the help's table.
+    pub fn meaning(self) -> &'static str {
+        match self {
+            Exit::Done => "done",
+            Exit::Failed => {
+                "failed, a wait ran out (it may still finish), or `status` found a replica not ready"
+            }
+            Exit::Usage => "bad usage (unknown flag, missing argument)",
+            Exit::Refused => {
+                "refused before anything changed (quorum guard, maintenance lease, missing \
+                 confirmation)"
+            }
+            Exit::Unreachable => "an agent could not be reached",
+        }
+    }
+}
+
+impl From<Exit> for ExitCode {
+    fn from(exit: Exit) -> ExitCode {
+        ExitCode::from(exit.code())
+    }
+}
+
+/// The exit code table of `tbctl --help`.
+pub fn help_table() -> String {
+    let mut text = String::from("Exit codes:\n");
+    for exit in Exit::ALL {
+        text.push_str(&format!("  {}  {}\n", exit.code(), exit.meaning()));
+    }
+    text.trim_end().to_string()
+}
+
+pub const REFUSED_CODE: u8 = Exit::Refused as u8;
+pub const UNREACHABLE_CODE: u8 = Exit::Unreachable as u8;
+
+pub fn refused() -> ExitCode {
+    Exit::Refused.into()
+}
+
+/// An error that exits with [`Exit::Refused`].
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct Refused(pub String);
 
-/// An error that exits with [`UNREACHABLE_CODE`].
+/// An error that exits with [`Exit::Unreachable`].
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct Unreachable(pub String);
 
+/// How a command that ended with `error` exits.
+pub fn exit_of(error: &anyhow::Error) -> Exit {
+    if error.downcast_ref::<Refused>().is_some() {
+        Exit::Refused
+    } else if error.downcast_ref::<Unreachable>().is_some() {
+        Exit::Unreachable
+    } else {
+        Exit::Failed
+    }
+}
+
 /// The exit code of a command that ended with `error`.
 pub fn code_of(error: &anyhow::Error) -> ExitCode {
-    if error.downcast_ref::<Refused>().is_some() {
-        refused()
-    } else if error.downcast_ref::<Unreachable>().is_some() {
-        ExitCode::from(UNREACHABLE_CODE)
-    } else {
-        ExitCode::FAILURE
+    exit_of(error).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_stable_and_errors_map_to_them() {
+        let codes: Vec<u8> = Exit::ALL.iter().map(|exit| exit.code()).collect();
+        assert_eq!(codes, [0, 1, 2, 3, 4]);
+        assert_eq!(exit_of(&Refused("x".into()).into()), Exit::Refused);
+        assert_eq!(exit_of(&Unreachable("x".into()).into()), Exit::Unreachable);
+        assert_eq!(exit_of(&anyhow::anyhow!("x")), Exit::Failed);
+        assert!(help_table().contains("  3  refused before anything changed"));
+    }
+
+    #[test]
+    fn docs_table_lists_every_code() {
+        let docs = include_str!("../../../docs/ansible.md");
+        let section = docs
+            .split("Exit codes (also at the end of `tbctl --help`):")
+            .nth(1)
+            .expect("docs/ansible.md has the exit code table");
+        let rows: Vec<u8> = section
+            .lines()
+            .skip_while(|line| !line.starts_with("| code"))
+            .skip(2)
+            .take_while(|line| line.starts_with('|'))
+            .map(|line| line.split('|').nth(1).unwrap().trim().parse().unwrap())
+            .collect();
+        let codes: Vec<u8> = Exit::ALL.iter().map(|exit| exit.code()).collect();
+        assert_eq!(rows, codes);
     }
 }

@@ -10,10 +10,6 @@ use tb_proto::inventory::{Cluster, Inventory};
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {
-    /// Print the resolved cluster as JSON (every key, defaults filled in): the same JSON as
-    /// `(import ./nix/inventory.nix).fromFile FILE`.
-    #[arg(long)]
-    pub json: bool,
     /// The inventory, e.g. inventories/prod.json.
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
@@ -21,7 +17,9 @@ pub struct CheckArgs {
 
 pub fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     let inventory = Inventory::load(&args.file)?;
-    if args.json {
+    // `--json`: the resolved cluster (every key, defaults filled in), the same JSON as
+    // `(import ./nix/inventory.nix).fromFile FILE`, on one line.
+    if super::output::json() {
         println!("{}", serde_json::to_string(&inventory.cluster)?);
     } else {
         print!(

@@ -1,10 +1,13 @@
-//! Following an agent job (backup, recover) until it finishes: poll `GET /v1/jobs/{id}`, print
-//! each new step, give up at a deadline. Giving up never cancels anything: the job runs on the
-//! agent whether or not tbctl watches.
+//! Following an agent job (backup, recover) until it finishes: poll `GET /v1/jobs/{id}`, show
+//! each new step (progress.rs: on stderr), give up at a deadline. Giving up never cancels
+//! anything: the job runs on the agent whether or not tbctl watches.
 
 use std::time::{Duration, Instant};
 
 use super::client::{AgentClient, AgentError};
+use super::exit;
+use super::output;
+use super::progress::Progress;
 use super::status::describe;
 use tb_proto::api;
 use tb_proto::endpoints::Endpoint;
@@ -31,9 +34,8 @@ pub async fn follow(
     job_id: &str,
     timeout_ms: u64,
 ) -> anyhow::Result<api::Job> {
-    let start = Instant::now();
-    let deadline = start + Duration::from_millis(timeout_ms);
-    let mut shown: Option<String> = None;
+    let deadline = Instant::now() + Duration::from_millis(timeout_ms);
+    let mut progress = Progress::new([format!("replica {}", replica.index)]);
     let mut last_step = String::from("(not known yet)");
     loop {
         let remaining_ms = deadline
@@ -43,7 +45,7 @@ pub async fn follow(
         let answer = client
             .job(&replica.agent_url, job_id, request_timeout_ms)
             .await;
-        let progress = match &answer {
+        let step = match &answer {
             Ok(job) => job.step.clone(),
             Err(AgentError::NotFound(_)) => anyhow::bail!(
                 "{}: the agent no longer knows job {job_id}: it restarted, which interrupts \
@@ -57,11 +59,7 @@ pub async fn follow(
             // An agent busy copying may answer late once; the deadline bounds the waiting.
             Err(error) => format!("cannot ask: {error}"),
         };
-        if shown.as_deref() != Some(progress.as_str()) {
-            let elapsed_s = start.elapsed().as_secs_f64();
-            println!("[{elapsed_s:6.1} s] replica {}: {progress}", replica.index);
-            shown = Some(progress);
-        }
+        progress.update(0, &step);
         if let Ok(job) = answer {
             if job.state != STATE_RUNNING {
                 return Ok(job);
@@ -105,12 +103,12 @@ pub async fn start_and_follow(
         Some(backup_id) => format!("{action} {backup_id}"),
         None => action.to_string(),
     };
-    println!(
+    output::say(format!(
         "replica {}: {subject} started (job {}; waiting up to {} s)",
         entry.index,
         accepted.job_id,
         timeout_ms / 1000
-    );
+    ));
     let job = follow(client, entry, &accepted.job_id, timeout_ms).await?;
     anyhow::ensure!(
         job.state == STATE_SUCCEEDED,
@@ -151,14 +149,21 @@ pub fn accepted(
 ) -> anyhow::Result<api::JobAccepted> {
     match result {
         Ok(accepted) => Ok(accepted),
-        Err(AgentError::Refused { code, message }) => {
-            anyhow::bail!("{}: {action} refused ({code}): {message}", describe(entry))
-        }
+        Err(AgentError::Refused { code, message }) => Err(exit::Refused(format!(
+            "{}: {action} refused ({code}): {message}",
+            describe(entry)
+        ))
+        .into()),
         Err(error @ AgentError::Timeout(_)) => anyhow::bail!(
             "{}: starting {action}: {error}; it may have started anyway: check with \
              `{check_with}` before repeating it",
             describe(entry)
         ),
+        Err(error @ AgentError::Unreachable(_)) => Err(exit::Unreachable(format!(
+            "{}: starting {action}: {error}",
+            describe(entry)
+        ))
+        .into()),
         Err(error) => anyhow::bail!("{}: starting {action}: {error}", describe(entry)),
     }
 }

@@ -46,11 +46,8 @@ pub enum LeaseCommand {
 
 #[derive(Debug, Args)]
 pub struct LeaseArgs {
-    #[arg(long, value_name = "FILE", env = "TBCTL_INVENTORY")]
+    #[arg(long, value_name = "FILE", env = "TBCTL_INVENTORY", help = crate::INVENTORY_HELP)]
     inventory: std::path::PathBuf,
-    /// Print JSON instead of text.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -73,6 +70,7 @@ pub struct AcquireArgs {
 pub struct RenewArgs {
     #[command(flatten)]
     common: LeaseArgs,
+    /// Seconds from now until the cluster expires it unless renewed again.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=86_400))]
     ttl: u32,
 }
@@ -88,10 +86,14 @@ pub struct IdArgs {
 pub struct RunArgs {
     #[command(flatten)]
     common: LeaseArgs,
+    /// Seconds until the cluster expires it unless renewed; tbctl renews it every third of that
+    /// while the command runs.
     #[arg(long, value_parser = clap::value_parser!(u32).range(3..=86_400))]
     ttl: u32,
+    /// What it is for: rollout, upgrade, manual...
     #[arg(long, default_value = "manual", value_parser = operation)]
     operation: Operation,
+    /// Who holds it (shown to others); the token's name is added by the agent.
     #[arg(long)]
     holder: Option<String>,
     /// The command and its arguments.
@@ -153,8 +155,8 @@ pub async fn run(
     }
 }
 
-fn print<T: serde::Serialize>(args: &LeaseArgs, value: &T, text: &str) -> anyhow::Result<ExitCode> {
-    if args.json {
+fn print<T: serde::Serialize>(_: &LeaseArgs, value: &T, text: &str) -> anyhow::Result<ExitCode> {
+    if super::output::json() {
         println!("{}", serde_json::to_string_pretty(value)?);
     } else {
         println!("{text}");

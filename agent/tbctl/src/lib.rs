@@ -11,13 +11,19 @@ mod client_log;
 mod control;
 mod drill;
 mod exit;
+mod generated;
+#[cfg(test)]
+mod help_snapshots;
 mod inventory_check;
 mod jobs;
 mod lease;
 pub mod local;
 mod local_files;
+pub mod output;
 mod process;
+mod progress;
 mod recover;
+mod replica_arg;
 mod rollout_order;
 mod scratch;
 mod status;
@@ -29,7 +35,22 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use client::{AgentClient, Token};
+use replica_arg::ReplicaArg;
 use tb_proto::inventory::Inventory;
+
+/// The help section of the options every command shares to reach the agents, in one order.
+const CONNECTION: &str = "Connection options";
+/// The help section of the maintenance lease options every command shares.
+const LEASE: &str = "Lease options";
+/// The help section of `--json`.
+const OUTPUT: &str = "Output options";
+
+/// `--inventory`, on every command that reads one.
+pub(crate) const INVENTORY_HELP: &str = "The inventory (inventories/<env>.json, docs/inventory.md) \
+     that names every replica, its address and its agent's URL";
+/// `--json`, on every command that prints a result.
+pub(crate) const JSON_HELP: &str = "Print the result as JSON on stdout instead of text (progress \
+     and errors still go to stderr)";
 
 /// The largest timeout any flag accepts: one hour. Longer waits are better served by a loop.
 const TIMEOUT_MAX_MS: u64 = 3_600_000;
@@ -38,17 +59,30 @@ const TIMEOUT_MAX_MS: u64 = 3_600_000;
 #[command(
     name = "tbctl",
     version,
+    max_term_width = 100,
     about = "Calls the tb-agent of every TigerBeetle replica in an inventory, and runs local clusters",
-    after_help = "Exit codes: 0 done; 1 failed; 2 bad usage; 3 refused before anything changed (a \
-                  quorum guard, the maintenance lease, a missing confirmation); 4 no agent could \
-                  be reached."
+    after_help = exit::help_table()
 )]
 struct Cli {
     /// File holding the agent token's secret. Without it, the secret is read from TBCTL_TOKEN.
-    #[arg(long, global = true, env = "TBCTL_TOKEN_FILE", value_name = "FILE")]
+    #[arg(
+        long,
+        global = true,
+        env = "TBCTL_TOKEN_FILE",
+        value_name = "FILE",
+        help_heading = CONNECTION,
+        display_order = 1
+    )]
     token_file: Option<PathBuf>,
     /// PEM CA certificate(s) trusted for https:// agent URLs.
-    #[arg(long, global = true, env = "TBCTL_CA_FILE", value_name = "FILE")]
+    #[arg(
+        long,
+        global = true,
+        env = "TBCTL_CA_FILE",
+        value_name = "FILE",
+        help_heading = CONNECTION,
+        display_order = 2
+    )]
     ca_file: Option<PathBuf>,
     /// PEM client certificate presented to agents that require one (mutual TLS: the agent's
     /// server.tls.client_ca_file). Needs --client-key.
@@ -57,6 +91,8 @@ struct Cli {
         global = true,
         env = "TBCTL_CLIENT_CERT",
         value_name = "FILE",
+        help_heading = CONNECTION,
+        display_order = 3,
         requires = "client_key"
     )]
     client_cert: Option<PathBuf>,
@@ -66,17 +102,34 @@ struct Cli {
         global = true,
         env = "TBCTL_CLIENT_KEY",
         value_name = "FILE",
+        help_heading = CONNECTION,
+        display_order = 4,
         requires = "client_cert"
     )]
     client_key: Option<PathBuf>,
     /// Act under this maintenance lease (held by the caller: `tbctl lease acquire`, or set by
     /// `tbctl lease run`) instead of the agent taking one of its own.
-    #[arg(long, global = true, env = "TBCTL_LEASE_ID", value_name = "ID")]
+    #[arg(
+        long,
+        global = true,
+        env = "TBCTL_LEASE_ID",
+        value_name = "ID",
+        help_heading = LEASE,
+        display_order = 5
+    )]
     lease_id: Option<String>,
     /// When the maintenance lease cannot be had (no quorum, an upgrade from an older release):
     /// proceed under the quorum guard alone. Takes the cluster id, typed out; audited.
-    #[arg(long, global = true, value_name = "CLUSTER_ID")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "CLUSTER_ID",
+        help_heading = LEASE,
+        display_order = 6
+    )]
     without_lease: Option<String>,
+    #[arg(long, global = true, help_heading = OUTPUT, display_order = 7, help = JSON_HELP)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -127,6 +180,13 @@ enum Command {
     /// Rollouts (rollout.yml).
     #[command(subcommand)]
     Rollout(RolloutCommand),
+    /// Print tbctl's shell completion script on stdout (the packages install it).
+    #[command(hide = true)]
+    Completions(generated::CompletionsArgs),
+    /// Print tbctl's man page (roff) on stdout, or write every command's page (the packages
+    /// install them).
+    #[command(hide = true)]
+    Man(generated::ManArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -155,11 +215,8 @@ enum InventoryCommand {
 
 #[derive(Debug, Args)]
 struct StatusArgs {
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "TBCTL_INVENTORY", help = crate::INVENTORY_HELP)]
     inventory: PathBuf,
-    /// Print a JSON array with one object per replica instead of a table.
-    #[arg(long)]
-    json: bool,
     /// Timeout of each request to an agent.
     #[arg(long, default_value_t = 5_000, value_parser = timeout_ms)]
     timeout_ms: u64,
@@ -167,7 +224,7 @@ struct StatusArgs {
 
 #[derive(Debug, Args)]
 struct WaitReadyArgs {
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "TBCTL_INVENTORY", help = crate::INVENTORY_HELP)]
     inventory: PathBuf,
     /// How long to wait for every replica in total.
     #[arg(long, default_value_t = 180_000, value_parser = timeout_ms)]
@@ -176,11 +233,11 @@ struct WaitReadyArgs {
 
 #[derive(Debug, Args)]
 struct ControlArgs {
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "TBCTL_INVENTORY", help = crate::INVENTORY_HELP)]
     inventory: PathBuf,
-    /// Replica index, as in the inventory's tigerbeetle_replica.
-    #[arg(long, value_name = "N")]
-    replica: u8,
+    /// The replica: its index (the inventory's tigerbeetle_replica) or its inventory host name.
+    #[arg(long, value_name = "N|HOST")]
+    replica: ReplicaArg,
     /// Override the agent's quorum guard. The agent records forced actions in its audit log.
     #[arg(long)]
     force: bool,
@@ -202,11 +259,12 @@ struct StartArgs {
 
 #[derive(Debug, Args)]
 struct BackupArgs {
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "TBCTL_INVENTORY", help = crate::INVENTORY_HELP)]
     inventory: PathBuf,
-    /// Back up this replica (its agent's quorum guard still decides) instead of choosing one.
-    #[arg(long, value_name = "N")]
-    replica: Option<u8>,
+    /// Back up this replica (its index or inventory host name; its agent's quorum guard still
+    /// decides) instead of choosing one.
+    #[arg(long, value_name = "N|HOST")]
+    replica: Option<ReplicaArg>,
     /// How long to wait for the backup job to finish.
     #[arg(long, default_value_t = 600_000, value_parser = timeout_ms)]
     timeout_ms: u64,
@@ -214,12 +272,8 @@ struct BackupArgs {
 
 #[derive(Debug, Args)]
 struct BackupsArgs {
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "TBCTL_INVENTORY", help = crate::INVENTORY_HELP)]
     inventory: PathBuf,
-    /// Print a JSON array with one object per backup (the agent's record plus `replica` and
-    /// `agent_url`) instead of a table.
-    #[arg(long)]
-    json: bool,
     /// Timeout of each request to an agent.
     #[arg(long, default_value_t = 10_000, value_parser = timeout_ms)]
     timeout_ms: u64,
@@ -227,11 +281,11 @@ struct BackupsArgs {
 
 #[derive(Debug, Args)]
 struct RecoverArgs {
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "TBCTL_INVENTORY", help = crate::INVENTORY_HELP)]
     inventory: PathBuf,
-    /// Replica index, as in the inventory's tigerbeetle_replica.
-    #[arg(long, value_name = "N")]
-    replica: u8,
+    /// The replica: its index (the inventory's tigerbeetle_replica) or its inventory host name.
+    #[arg(long, value_name = "N|HOST")]
+    replica: ReplicaArg,
     /// How long to wait for the recover job, state sync included.
     #[arg(long, default_value_t = TIMEOUT_MAX_MS, value_parser = timeout_ms)]
     timeout_ms: u64,
@@ -258,6 +312,7 @@ fn timeout_ms(text: &str) -> Result<u64, String> {
 /// The entry point of the `tbctl` binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    output::set_json(cli.json);
     match run(cli) {
         Ok(code) => code,
         Err(error) => {
@@ -272,6 +327,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     // An error only means a provider is already installed, which is fine.
     let _ = rustls::crypto::ring::default_provider().install_default();
 
+    match &cli.command {
+        Command::Completions(args) => return generated::completions::<Cli>(args),
+        Command::Man(args) => return generated::man_page::<Cli>(args),
+        _ => {}
+    }
     // `local down` only signals local processes: no runtime needed.
     if let Command::Local(LocalCommand::Down(args)) = &cli.command {
         return local::down(args);
@@ -291,48 +351,36 @@ async fn run_async(cli: Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
         Command::Status(args) => {
             let (client, inventory) = connect(&cli, &args.inventory)?;
-            status::status(&client, &inventory, args.json, args.timeout_ms).await
+            status::status(&client, &inventory, args.timeout_ms).await
         }
         Command::WaitReady(args) => {
             let (client, inventory) = connect(&cli, &args.inventory)?;
             let ready = status::wait_ready(&client, &inventory, args.timeout_ms, || Ok(())).await?;
+            output::emit(&serde_json::json!({ "ready": ready }))?;
             Ok(if ready {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE
             })
         }
-        Command::Start(args) => {
-            let control = &args.control;
-            let (client, inventory) = connect(&cli, &control.inventory)?;
-            let replica = inventory.replica(control.replica)?;
-            let timeout_ms = control
-                .timeout_ms
-                .unwrap_or(control::default_timeout_ms(control::Action::Start));
-            let wait = !args.no_wait;
-            control::start(
-                &client,
-                &inventory,
-                replica,
-                control.force,
-                timeout_ms,
-                wait,
-            )
-            .await
-        }
+        Command::Start(args) => start_command(&cli, args).await,
         Command::Stop(args) => control_command(&cli, control::Action::Stop, args).await,
         Command::Restart(args) => control_command(&cli, control::Action::Restart, args).await,
         Command::Backup(args) => {
             let (client, inventory) = connect(&cli, &args.inventory)?;
-            backup::backup(&client, &inventory, args.replica, args.timeout_ms).await
+            let replica = match &args.replica {
+                Some(replica) => Some(replica.resolve(&inventory)?.index),
+                None => None,
+            };
+            backup::backup(&client, &inventory, replica, args.timeout_ms).await
         }
         Command::Backups(args) => {
             let (client, inventory) = connect(&cli, &args.inventory)?;
-            backup::backups(&client, &inventory, args.json, args.timeout_ms).await
+            backup::backups(&client, &inventory, args.timeout_ms).await
         }
         Command::Recover(args) => {
             let (client, inventory) = connect(&cli, &args.inventory)?;
-            let replica = inventory.replica(args.replica)?;
+            let replica = args.replica.resolve(&inventory)?;
             recover::recover(&client, replica, args.timeout_ms).await
         }
         Command::RestoreDrill(args) => {
@@ -356,10 +404,32 @@ async fn run_async(cli: Cli) -> anyhow::Result<ExitCode> {
             lease::run(&client, command, cli.lease_id.as_deref()).await
         }
         Command::Local(LocalCommand::Up(args)) => local::up(args).await,
-        Command::Local(LocalCommand::Down(_)) | Command::Inventory(_) => {
+        Command::Local(LocalCommand::Down(_))
+        | Command::Inventory(_)
+        | Command::Completions(_)
+        | Command::Man(_) => {
             unreachable!("handled without a runtime")
         }
     }
+}
+
+async fn start_command(cli: &Cli, args: &StartArgs) -> anyhow::Result<ExitCode> {
+    let control = &args.control;
+    let (client, inventory) = connect(cli, &control.inventory)?;
+    let replica = control.replica.resolve(&inventory)?;
+    let timeout_ms = control
+        .timeout_ms
+        .unwrap_or(control::default_timeout_ms(control::Action::Start));
+    let wait = !args.no_wait;
+    control::start(
+        &client,
+        &inventory,
+        replica,
+        control.force,
+        timeout_ms,
+        wait,
+    )
+    .await
 }
 
 async fn control_command(
@@ -368,7 +438,7 @@ async fn control_command(
     args: &ControlArgs,
 ) -> anyhow::Result<ExitCode> {
     let (client, inventory) = connect(cli, &args.inventory)?;
-    let replica = inventory.replica(args.replica)?;
+    let replica = args.replica.resolve(&inventory)?;
     let timeout_ms = args
         .timeout_ms
         .unwrap_or(control::default_timeout_ms(action));

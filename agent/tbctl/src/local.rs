@@ -43,6 +43,7 @@ pub struct UpArgs {
     /// Default: `tb-agent` beside this tbctl executable.
     #[arg(long, value_name = "PATH")]
     agent_binary: Option<PathBuf>,
+    /// How many replicas the local cluster has (1, or 3 and more for a quorum guard to matter).
     #[arg(long, default_value_t = 3)]
     replica_count: u8,
     /// Replica i listens on this port + i.
@@ -174,7 +175,7 @@ pub async fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
     for (replica, config_path, config, running) in plans {
         let pid = match running {
             Some(pid) => {
-                println!("agent {replica}: already running (pid {pid})");
+                crate::say!("agent {replica}: already running (pid {pid})");
                 children.push(None);
                 pid
             }
@@ -188,7 +189,7 @@ pub async fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
                 let child =
                     process::spawn_detached(&agent_binary, &args, &layout.agent_log(replica))?;
                 let pid = i32::try_from(child.id()).expect("Linux pids fit in i32");
-                println!("agent {replica}: started (pid {pid})");
+                crate::say!("agent {replica}: started (pid {pid})");
                 children.push(Some(child));
                 pid
             }
@@ -225,7 +226,7 @@ pub async fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
     let status_command = status_command(&state)?;
     let hint =
         format!("the agents keep running: inspect with `{status_command}`, stop with {down_hint}");
-    println!(
+    crate::say!(
         "waiting for {} replicas to be ready (up to {} s)",
         layout.replica_count,
         args.ready_timeout_ms / 1000
@@ -238,6 +239,8 @@ pub async fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
     .await
     .map_err(|error| anyhow::anyhow!("{error:#}\n{hint}"))?;
     print_summary(&layout, &state, ready, &status_command);
+    // `--json`: local.json's content (agents, replicas, inventory, token file) and readiness.
+    super::output::emit(&serde_json::json!({ "ready": ready, "cluster": state }))?;
     if !ready {
         anyhow::bail!(
             "the local cluster was not ready within {} ms; logs: {}/agent-*.log and \
@@ -252,10 +255,11 @@ pub async fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
 pub fn down(args: &DownArgs) -> anyhow::Result<ExitCode> {
     let state_dir = state_dir_or_default(&args.state_dir)?;
     let nothing = || {
-        println!(
+        crate::say!(
             "no local cluster in {}: nothing to stop",
             state_dir.display()
         );
+        super::output::emit(&serde_json::json!({ "stopped": true, "data_dir": null }))?;
         Ok(ExitCode::SUCCESS)
     };
     if !state_dir.is_dir() {
@@ -270,14 +274,15 @@ pub fn down(args: &DownArgs) -> anyhow::Result<ExitCode> {
     for agent in &state.agents {
         let members = process::group_members(agent.pid);
         if members.is_empty() {
-            println!("agent {}: not running", agent.replica);
+            crate::say!("agent {}: not running", agent.replica);
             continue;
         }
         if members.contains(&agent.pid) && !process::is_agent(agent.pid, &agent.config) {
             // The pid now belongs to another program: never signal what is not ours.
-            println!(
+            crate::say!(
                 "agent {}: not running (pid {} is now another program; left alone)",
-                agent.replica, agent.pid
+                agent.replica,
+                agent.pid
             );
             continue;
         }
@@ -292,7 +297,7 @@ pub fn down(args: &DownArgs) -> anyhow::Result<ExitCode> {
     let mut failed = false;
     for agent in &stopping {
         if stopped_in_time.contains(&agent.pid) {
-            println!("agent {}: stopped (pid {})", agent.replica, agent.pid);
+            crate::say!("agent {}: stopped (pid {})", agent.replica, agent.pid);
             continue;
         }
         eprintln!(
@@ -309,13 +314,17 @@ pub fn down(args: &DownArgs) -> anyhow::Result<ExitCode> {
             );
             failed = true;
         } else {
-            println!("agent {}: killed (pid {})", agent.replica, agent.pid);
+            crate::say!("agent {}: killed (pid {})", agent.replica, agent.pid);
         }
     }
-    println!(
+    crate::say!(
         "data files kept in {}; `tbctl local up` starts the same cluster again",
         state_dir.join("data").display()
     );
+    super::output::emit(&serde_json::json!({
+        "stopped": !failed,
+        "data_dir": state_dir.join("data"),
+    }))?;
     Ok(if failed {
         ExitCode::FAILURE
     } else {
@@ -386,7 +395,7 @@ async fn prepare_data_files(
 
     match plan {
         FormatPlan::ReuseAll => {
-            println!("reusing the data files in {}", data_dir.display());
+            crate::say!("reusing the data files in {}", data_dir.display());
         }
         FormatPlan::Refuse { missing } => {
             let addresses: Vec<String> = layout
@@ -421,7 +430,7 @@ async fn prepare_data_files(
             for replica in layout.replicas() {
                 format(layout, &cluster, replica, tigerbeetle).await?;
             }
-            println!(
+            crate::say!(
                 "formatted {} data files for new cluster {} in {}",
                 layout.replica_count,
                 cluster.cluster_id,
@@ -525,24 +534,27 @@ fn check_agents_alive(
 }
 
 fn print_summary(layout: &Layout, state: &LocalState, ready: bool, status_command: &str) {
-    println!();
+    crate::say!();
     if ready {
-        println!(
+        crate::say!(
             "local cluster {} is ready ({} replicas)",
-            state.cluster_id, layout.replica_count
+            state.cluster_id,
+            layout.replica_count
         );
     }
     for agent in &state.agents {
-        println!(
+        crate::say!(
             "  agent {}: {} (pid {})",
-            agent.replica, agent.url, agent.pid
+            agent.replica,
+            agent.url,
+            agent.pid
         );
     }
-    println!("  inventory:  {}", state.inventory.display());
-    println!("  token file: {}", state.admin_token_file.display());
-    println!("  state file: {}", layout.state_file().display());
-    println!();
-    println!("  {status_command}");
+    crate::say!("  inventory:  {}", state.inventory.display());
+    crate::say!("  token file: {}", state.admin_token_file.display());
+    crate::say!("  state file: {}", layout.state_file().display());
+    crate::say!();
+    crate::say!("  {status_command}");
 }
 
 fn status_command(state: &LocalState) -> anyhow::Result<String> {

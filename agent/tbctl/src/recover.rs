@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use super::client::AgentClient;
 use super::jobs;
+use super::output;
 use tb_proto::endpoints::Endpoint;
 use tb_proto::inventory::ReplicaEntry;
 
@@ -25,12 +26,17 @@ pub async fn recover(
     let took_s = job
         .finished_unix_ms
         .map(|finished| finished.saturating_sub(job.started_unix_ms) as f64 / 1000.0);
-    match took_s {
-        Some(took_s) => println!(
+    output::say(match took_s {
+        Some(took_s) => format!(
             "replica {}: recovered, synced and ready after {took_s:.1} s",
             entry.index
         ),
-        None => println!("replica {}: recovered, synced and ready", entry.index),
-    }
+        None => format!("replica {}: recovered, synced and ready", entry.index),
+    });
+    output::emit(&serde_json::json!({
+        "replica": entry.index,
+        "host_name": entry.host_name,
+        "job": job,
+    }))?;
     Ok(ExitCode::SUCCESS)
 }

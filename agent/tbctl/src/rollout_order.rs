@@ -13,7 +13,7 @@ use super::client::AgentClient;
 
 #[derive(Debug, Args)]
 pub struct RolloutOrderArgs {
-    #[arg(long, value_name = "FILE", env = "TBCTL_INVENTORY")]
+    #[arg(long, value_name = "FILE", env = "TBCTL_INVENTORY", help = crate::INVENTORY_HELP)]
     inventory: PathBuf,
     /// Timeout of each request to an agent.
     #[arg(long, default_value_t = 5_000, value_parser = super::timeout_ms)]
@@ -48,8 +48,14 @@ pub async fn order(client: &AgentClient, args: &RolloutOrderArgs) -> anyhow::Res
         .iter()
         .map(|entry| (entry.index, entry.host_name.as_str()))
         .collect();
-    for host in primary_last(&hosts, primary) {
-        println!("{host}");
+    let order = primary_last(&hosts, primary);
+    if super::output::json() {
+        // A JSON array of the host names, in order.
+        super::output::emit(&order)?;
+    } else {
+        for host in order {
+            println!("{host}");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

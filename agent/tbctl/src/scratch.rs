@@ -103,7 +103,7 @@ impl ScratchCluster {
             log,
         )
         .with_context(|| format!("starting scratch replica {index}"))?;
-        println!("scratch replica {index}: started (pid {})", child.id());
+        crate::say!("scratch replica {index}: started (pid {})", child.id());
         self.replicas.push(ScratchReplica {
             index,
             child,
@@ -153,7 +153,7 @@ impl ScratchCluster {
                 return;
             }
         }
-        println!("scratch cluster: stopped");
+        crate::say!("scratch cluster: stopped");
     }
 
     fn signal(&self, signal: Signal) {

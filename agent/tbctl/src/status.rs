@@ -7,6 +7,8 @@ use serde::Serialize;
 use tokio::task::JoinSet;
 
 use super::client::{AgentClient, AgentError};
+use super::output;
+use super::progress::Progress;
 use tb_proto::api;
 use tb_proto::inventory::{Inventory, ReplicaEntry};
 
@@ -112,11 +114,10 @@ impl ReplicaReport {
 pub async fn status(
     client: &AgentClient,
     inventory: &Inventory,
-    json: bool,
     timeout_ms: u64,
 ) -> anyhow::Result<ExitCode> {
     let reports = query_all(client, inventory, timeout_ms).await;
-    if json {
+    if output::json() {
         let array: Vec<ReplicaJson> = reports.iter().map(ReplicaReport::json).collect();
         println!("{}", serde_json::to_string_pretty(&array)?);
     } else {
@@ -169,7 +170,8 @@ pub async fn wait_ready(
 }
 
 /// What a wait waits for, per replica.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Goal {
     /// Every readiness check passes (`wait-ready`, `local up`, restart's agent side).
     Ready,
@@ -200,9 +202,12 @@ pub async fn wait_for(
     timeout_ms: u64,
     mut each_poll: impl FnMut() -> anyhow::Result<()>,
 ) -> anyhow::Result<bool> {
-    let start = Instant::now();
-    let deadline = start + Duration::from_millis(timeout_ms);
-    let mut shown: Vec<Option<String>> = vec![None; entries.len()];
+    let deadline = Instant::now() + Duration::from_millis(timeout_ms);
+    let mut progress = Progress::new(
+        entries
+            .iter()
+            .map(|entry| format!("replica {}", entry.index)),
+    );
     loop {
         each_poll()?;
         let remaining_ms = deadline
@@ -212,7 +217,7 @@ pub async fn wait_for(
         let answers = observe_all(client, entries, goal, request_timeout_ms).await;
 
         let mut problems = Vec::new();
-        for ((entry, answer), shown) in entries.iter().zip(answers).zip(&mut shown) {
+        for (position, (entry, answer)) in entries.iter().zip(answers).enumerate() {
             let observation = match answer {
                 Err(error) if error.is_permanent() => {
                     anyhow::bail!("{}: {error}", describe(entry))
@@ -224,25 +229,23 @@ pub async fn wait_for(
                 },
                 Ok(observation) => observation,
             };
-            if shown.as_deref() != Some(observation.progress.as_str()) {
-                let elapsed_s = start.elapsed().as_secs_f64();
-                println!(
-                    "[{elapsed_s:6.1} s] replica {}: {}",
-                    entry.index, observation.progress
-                );
-                *shown = Some(observation.progress);
-            }
+            progress.update(position, &observation.progress);
             if let (false, Some(problem)) = (observation.reached, observation.problem) {
                 problems.push(format!("{}: {problem}", describe(entry)));
             }
         }
         if problems.is_empty() {
-            let elapsed_s = start.elapsed().as_secs_f64();
-            println!("{} after {elapsed_s:.1} s", goal.reached_text(entries));
+            let elapsed_s = progress.elapsed().as_secs_f64();
+            drop(progress);
+            output::say(format!(
+                "{} after {elapsed_s:.1} s",
+                goal.reached_text(entries)
+            ));
             return Ok(true);
         }
         let now = Instant::now();
         if now >= deadline {
+            drop(progress);
             eprintln!("{} within {timeout_ms} ms:", goal.missed_text(entries));
             for problem in &problems {
                 eprintln!("  {problem}");

@@ -23,7 +23,7 @@ const BINARY_QUERY_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Args)]
 pub struct UpgradeCheckArgs {
-    #[arg(long, value_name = "FILE", env = "TBCTL_INVENTORY")]
+    #[arg(long, value_name = "FILE", env = "TBCTL_INVENTORY", help = crate::INVENTORY_HELP)]
     inventory: PathBuf,
     /// The target `tigerbeetle` binary (on this machine).
     #[arg(long, value_name = "PATH")]
@@ -49,12 +49,12 @@ pub async fn check(client: &AgentClient, args: &UpgradeCheckArgs) -> anyhow::Res
     verify_sha256(&args.binary, &args.sha256).await?;
     let target = read_target(&args.binary).await?;
     refuse_target(&target)?;
-    println!(
+    super::output::say(format!(
         "target {}: sha256 verified; accepts clients from {}; bundles {}",
         target.release,
         target.client_min,
         list(&target.bundled)
-    );
+    ));
     let mut refusals = Vec::new();
     let mut unreachable = Vec::new();
     let answers = ask_agents(client, &inventory, args.timeout_ms).await;
@@ -62,7 +62,7 @@ pub async fn check(client: &AgentClient, args: &UpgradeCheckArgs) -> anyhow::Res
         match answer {
             Ok((running, client_release)) => {
                 match refuse_replica(&target, running, client_release) {
-                    Ok(line) => println!("{}: {line}", describe(entry)),
+                    Ok(line) => super::output::say(format!("{}: {line}", describe(entry))),
                     Err(why) => refusals.push(format!("{}: {why}", describe(entry))),
                 }
             }
@@ -80,7 +80,12 @@ pub async fn check(client: &AgentClient, args: &UpgradeCheckArgs) -> anyhow::Res
         ))
         .into());
     }
-    println!("the upgrade to {} can proceed", target.release);
+    super::output::say(format!("the upgrade to {} can proceed", target.release));
+    super::output::emit(&serde_json::json!({
+        "release": target.release.to_string(),
+        "client_min": target.client_min.to_string(),
+        "can_proceed": true,
+    }))?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -1,0 +1,139 @@
+//! tbctl's command-line conventions, run as the binary, without a cluster: the inventory from
+//! TBCTL_INVENTORY, replicas by host name, exit codes, `--json` on stdout alone, and the
+//! generated completions and man page. Agents are "reached" on loopback ports where nothing
+//! listens, so every request is refused at once.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// inventories/example.json with every agent on a closed loopback port.
+fn unreachable_inventory(dir: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(repo().join("inventories/example.json")).unwrap();
+    let mut text = text;
+    for index in 0..3 {
+        text = text.replace(
+            &format!("https://10.0.0.1{index}:7443"),
+            &format!("https://127.0.0.{}:1", index + 1),
+        );
+    }
+    let path = dir.join("inventory.json");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn tbctl(args: &[&str], inventory: Option<&Path>) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tbctl"));
+    command
+        .args(args)
+        .env_remove("TBCTL_INVENTORY")
+        .env_remove("TBCTL_TOKEN_FILE")
+        .env("TBCTL_TOKEN", "not-a-real-secret");
+    if let Some(inventory) = inventory {
+        command.env("TBCTL_INVENTORY", inventory);
+    }
+    command.output().expect("run tbctl")
+}
+
+fn text(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).to_string() + &String::from_utf8_lossy(&output.stderr)
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tbctl-cli-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn replica_by_host_name_and_unreachable_exit_code() {
+    let dir = scratch("replica");
+    let inventory = unreachable_inventory(&dir);
+    // The inventory comes from TBCTL_INVENTORY; tb-1 is replica 1; its agent cannot be reached.
+    let output = tbctl(&["stop", "--replica", "tb-1"], Some(&inventory));
+    assert_eq!(output.status.code(), Some(4), "{}", text(&output));
+    assert!(
+        text(&output).contains("replica 1 (https://127.0.0.2:1)"),
+        "{}",
+        text(&output)
+    );
+    // An unknown name: a clear error naming the replicas there are, nothing sent.
+    let output = tbctl(&["stop", "--replica", "tb-9"], Some(&inventory));
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    assert!(
+        text(&output).contains(
+            "--replica tb-9: no such replica in the inventory; it has 0 (tb-0), 1 (tb-1), 2 (tb-2)"
+        ),
+        "{}",
+        text(&output)
+    );
+    // Without --inventory or TBCTL_INVENTORY: a usage error.
+    let output = tbctl(&["stop", "--replica", "1"], None);
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn json_goes_to_stdout_alone() {
+    let dir = scratch("json");
+    let inventory = unreachable_inventory(&dir);
+    // No agent answers: inventory order, the warning on stderr, the array on stdout.
+    let output = tbctl(
+        &["rollout", "order", "--timeout-ms", "2000", "--json"],
+        Some(&inventory),
+    );
+    assert!(output.status.success(), "{}", text(&output));
+    let order: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(order, serde_json::json!(["tb-0", "tb-1", "tb-2"]));
+    // --json is accepted before the command too.
+    let file = inventory.to_str().unwrap();
+    let output = tbctl(&["--json", "inventory", "check", file], None);
+    assert!(output.status.success(), "{}", text(&output));
+    let cluster: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(cluster["replica_count"], 3, "{cluster}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn help_lists_the_exit_codes_and_generated_files_build() {
+    let output = tbctl(&["--help"], None);
+    let help = String::from_utf8_lossy(&output.stdout);
+    for line in [
+        "0  done",
+        "1  failed",
+        "2  bad usage",
+        "3  refused",
+        "4  an agent could not",
+    ] {
+        assert!(help.contains(line), "{help}");
+    }
+    let output = tbctl(&["completions", "bash"], None);
+    let script = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && script.contains("complete -F _tbctl"),
+        "{script}"
+    );
+    assert!(
+        script.contains("--inventory") && script.contains("restore-drill"),
+        "{script}"
+    );
+    let output = tbctl(&["man"], None);
+    let page = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && page.contains(".TH tbctl 1"),
+        "{page}"
+    );
+    // Every page tbctl.1 refers to (tbctl-restart(1)...) is written by `man --dir`.
+    let dir = scratch("man");
+    let output = tbctl(&["man", "--dir", dir.to_str().unwrap()], None);
+    assert!(output.status.success(), "{}", text(&output));
+    for page in ["tbctl.1", "tbctl-restart.1", "tbctl-lease-run.1"] {
+        let text = std::fs::read_to_string(dir.join(page)).unwrap();
+        let title = format!(".TH {} 1", page.trim_end_matches(".1"));
+        assert!(text.contains(&title), "{page}: {text}");
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
