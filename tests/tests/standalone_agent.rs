@@ -144,6 +144,42 @@ fn auth_matrix_rotation_and_bad_input() {
         .unwrap();
     assert_eq!(response.headers()["www-authenticate"], "Bearer");
 
+    // /metrics: the text format unless OpenMetrics is asked for, as Prometheus asks.
+    for (accept, content_type, eof) in [
+        (None, "text/plain; version=0.0.4; charset=utf-8", false),
+        (
+            Some("*/*"),
+            "text/plain; version=0.0.4; charset=utf-8",
+            false,
+        ),
+        (
+            Some("application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"),
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            true,
+        ),
+    ] {
+        let mut builder = common::http_client(Duration::from_secs(30))
+            .get(url("/metrics"))
+            .bearer_auth(READER);
+        if let Some(accept) = accept {
+            builder = builder.header("accept", accept);
+        }
+        let response = builder.send().unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(
+            response.headers()["content-type"],
+            content_type,
+            "{accept:?}"
+        );
+        assert_eq!(response.headers()["vary"], "Accept");
+        let body = response.text().unwrap();
+        assert_eq!(body.ends_with("# EOF\n"), eof, "{accept:?}: {body}");
+        assert!(
+            body.lines().any(|line| line.starts_with("tb_agent_ready")),
+            "{body}"
+        );
+    }
+
     // A read token on a control verb: 403, and nothing happens.
     let (status, body) = request("POST", &url("/v1/replica/stop"), Some(READER), None);
     assert_eq!(status, 403, "{body}");
@@ -184,6 +220,21 @@ fn auth_matrix_rotation_and_bad_input() {
         Some(("application/json", "{\"force\": \"yes\"}")),
     );
     assert_eq!(status, 422, "{body}");
+    // A body that is not an object (serde would read `[]` as a struct of defaults, which used to
+    // answer 200 and act), and a lease id that is not one: refused before anything is done.
+    for malformed in ["[]", "[true]", "null", "{\"lease_id\": \"\"}"] {
+        let (status, body) = request(
+            "POST",
+            &stop,
+            Some(OPERATOR_NEW),
+            Some(("application/json", malformed)),
+        );
+        assert_eq!(
+            (status, error_code(&body).as_str()),
+            (422, "invalid_body"),
+            "{malformed}: {body}"
+        );
+    }
     let (status, body) = request(
         "POST",
         &stop,

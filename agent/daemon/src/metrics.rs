@@ -120,6 +120,99 @@ struct Cached {
     key: ChangeKey,
     encoded: Instant,
     body: Bytes,
+    /// The same figures in the Prometheus text format, converted on the first scrape that asks.
+    text: Option<Bytes>,
+}
+
+/// The two exposition formats, negotiated on `Accept` as Prometheus' own exporters
+/// (client_golang) do: the text format 0.0.4 unless the client asks for OpenMetrics, which
+/// Prometheus itself does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    OpenMetrics,
+}
+
+impl Format {
+    pub const TEXT_CONTENT_TYPE: &'static str = "text/plain; version=0.0.4; charset=utf-8";
+    pub const OPENMETRICS_CONTENT_TYPE: &'static str =
+        "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Text => Format::TEXT_CONTENT_TYPE,
+            Format::OpenMetrics => Format::OPENMETRICS_CONTENT_TYPE,
+        }
+    }
+
+    /// The format of the first media range in order of preference (`q`, then position) that
+    /// names one; the text format when none does (no `Accept`, `*/*`, `text/plain`).
+    pub fn negotiate(accept: Option<&str>) -> Format {
+        let mut ranges: Vec<(f32, usize, String)> = accept
+            .unwrap_or("")
+            .split(',')
+            .enumerate()
+            .filter_map(|(position, range)| {
+                let mut parts = range.split(';');
+                let media_type = parts.next()?.trim().to_ascii_lowercase();
+                let quality = parts
+                    .filter_map(|parameter| parameter.trim().strip_prefix("q="))
+                    .find_map(|value| value.trim().parse::<f32>().ok())
+                    .unwrap_or(1.0);
+                (quality > 0.0).then_some((quality, position, media_type))
+            })
+            .collect();
+        ranges.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        ranges
+            .iter()
+            .find_map(|(_, _, media_type)| match media_type.as_str() {
+                "application/openmetrics-text" => Some(Format::OpenMetrics),
+                "text/plain" | "text/*" | "*/*" => Some(Format::Text),
+                _ => None,
+            })
+            .unwrap_or(Format::Text)
+    }
+}
+
+/// The OpenMetrics body in the Prometheus text format 0.0.4: no `# EOF` or `# UNIT` lines, a
+/// counter's HELP and TYPE name its sample (`x_total`, where OpenMetrics names the family `x`),
+/// and `unknown` is `untyped`. Samples are the same lines in both formats.
+pub fn openmetrics_to_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.strip_suffix(" counter"))
+        .collect();
+    let mut text = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let comment = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|prefix| line.strip_prefix(prefix).map(|rest| (prefix, rest)));
+        match comment {
+            Some((prefix, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                let suffix = if counters.contains(name) {
+                    "_total"
+                } else {
+                    ""
+                };
+                let tail = if prefix == "# TYPE " && tail == "unknown" {
+                    "untyped"
+                } else {
+                    tail
+                };
+                text.push_str(&format!("{prefix}{name}{suffix} {tail}\n"));
+            }
+            None => {
+                text.push_str(line);
+                text.push('\n');
+            }
+        }
+    }
+    text
 }
 
 /// The encoded /metrics body, re-encoded only when something changed.
@@ -132,25 +225,39 @@ pub struct Cache {
 }
 
 impl Cache {
+    /// The OpenMetrics body.
     pub async fn body(&self, state: &AgentState) -> Bytes {
+        self.body_as(state, Format::OpenMetrics).await
+    }
+
+    pub async fn body_as(&self, state: &AgentState, format: Format) -> Bytes {
         let mut cached = self.cached.lock().await;
         // The key is read before encoding: a change that lands during the encode moves it again,
         // so the next scrape encodes anew.
         let key = change_key(state);
-        if let Some(current) = cached.as_ref()
-            && current.key == key
-            && current.encoded.elapsed() < BODY_AGE_MAX
-        {
-            return current.body.clone();
+        let fresh = cached
+            .as_ref()
+            .is_some_and(|current| current.key == key && current.encoded.elapsed() < BODY_AGE_MAX);
+        if !fresh {
+            self.encodes_total.fetch_add(1, Ordering::Relaxed);
+            *cached = Some(Cached {
+                key,
+                encoded: Instant::now(),
+                body: Bytes::from(render(state)),
+                text: None,
+            });
         }
-        let body = Bytes::from(render(state));
-        self.encodes_total.fetch_add(1, Ordering::Relaxed);
-        *cached = Some(Cached {
-            key,
-            encoded: Instant::now(),
-            body: body.clone(),
-        });
-        body
+        let current = cached.as_mut().expect("filled above");
+        match format {
+            Format::OpenMetrics => current.body.clone(),
+            Format::Text => current
+                .text
+                .get_or_insert_with(|| {
+                    let openmetrics = std::str::from_utf8(&current.body).expect("encoded as UTF-8");
+                    Bytes::from(openmetrics_to_text(openmetrics))
+                })
+                .clone(),
+        }
     }
 
     /// How many times the body was encoded (for tests and the bench).
@@ -465,6 +572,67 @@ mod tests {
         )
         .unwrap();
         AgentState::new(config).unwrap()
+    }
+
+    #[test]
+    fn accept_chooses_the_format_as_client_golang_does() {
+        // What Prometheus 2.x and 3.x send, then what curl and browsers send.
+        let prometheus = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;\
+                          version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+        assert_eq!(Format::negotiate(Some(prometheus)), Format::OpenMetrics);
+        for (accept, expected) in [
+            (None, Format::Text),
+            (Some("*/*"), Format::Text),
+            (Some("text/plain"), Format::Text),
+            (Some("application/json"), Format::Text),
+            (Some("application/openmetrics-text"), Format::OpenMetrics),
+            (
+                Some("text/plain;q=0.5, application/openmetrics-text"),
+                Format::OpenMetrics,
+            ),
+            (
+                Some("application/openmetrics-text;q=0.2, text/plain"),
+                Format::Text,
+            ),
+            (Some("application/openmetrics-text;q=0, */*"), Format::Text),
+        ] {
+            assert_eq!(Format::negotiate(accept), expected, "{accept:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_text_format_names_counters_by_their_samples() {
+        let state = state();
+        state.counters.record_control("restart", "ok");
+        let cache = &state.metrics_cache;
+        let openmetrics = cache.body_as(&state, Format::OpenMetrics).await;
+        let openmetrics = std::str::from_utf8(&openmetrics).unwrap();
+        assert!(openmetrics.ends_with("# EOF\n"), "{openmetrics}");
+        assert!(openmetrics.contains("# TYPE tb_agent_control_actions counter\n"));
+        let text = cache.body_as(&state, Format::Text).await;
+        let text = std::str::from_utf8(&text).unwrap();
+        assert!(
+            !text.contains("# EOF") && !text.contains("# UNIT"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE tb_agent_control_actions_total counter\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# HELP tb_agent_control_actions_total "),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE tb_agent_ready gauge\n"), "{text}");
+        // Only the comments differ.
+        let samples = |body: &str| -> Vec<String> {
+            body.lines()
+                .filter(|line| !line.starts_with('#'))
+                .map(String::from)
+                .collect()
+        };
+        assert_eq!(samples(text), samples(openmetrics));
+        assert_eq!(cache.encodes_total(), 1, "one encode serves both formats");
     }
 
     #[tokio::test]

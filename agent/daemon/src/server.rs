@@ -208,13 +208,18 @@ async fn ready(State(state): State<AppState>) -> Response {
     (code, axum::Json(report)).into_response()
 }
 
-async fn metrics_text(State(state): State<AppState>) -> Response {
+async fn metrics_text(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|value| value.to_str().ok());
+    let format = crate::metrics::Format::negotiate(accept);
     (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        state.metrics_cache.body(&state).await,
+        [
+            (header::CONTENT_TYPE, format.content_type()),
+            // Caches between the scraper and the agent must not serve one format for the other.
+            (header::VARY, "Accept"),
+        ],
+        state.metrics_cache.body_as(&state, format).await,
     )
         .into_response()
 }

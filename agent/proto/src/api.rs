@@ -45,8 +45,12 @@ pub struct ControlRequest {
     #[serde(default)]
     pub force: bool,
     /// Acts under this maintenance lease (held by the caller, e.g. a rollout) instead of taking
-    /// one of its own.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// one of its own. A malformed id refuses the request before anything is done.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lease_id_field"
+    )]
     pub lease_id: Option<String>,
     /// The cluster id, typed out: proceed when the lease cannot be had (no quorum, an upgrade
     /// from an older release), under the quorum guard alone. Audited as lease-less.
@@ -398,7 +402,11 @@ pub struct RestoreResponse {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackupRequest {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lease_id_field"
+    )]
     pub lease_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub without_lease: Option<String>,
@@ -420,4 +428,39 @@ impl BackupRequest {
             without_lease: self.without_lease.clone(),
         }
     }
+}
+
+/// An optional `lease_id` of a request body, refused unless it is a lease id
+/// (`crate::ids::LEASE_ID_PATTERN`): a request that would act under a lease must name one.
+fn lease_id_field<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<String>, D::Error> {
+    let text = Option::<String>::deserialize(deserializer)?;
+    if let Some(text) = &text {
+        crate::lease::parse_id(text).map_err(serde::de::Error::custom)?;
+    }
+    Ok(text)
+}
+
+/// A count such as `ttl_s`: JSON has one number type, and JSON Schema's `integer` includes
+/// `60.0`, so a number with no fractional part is accepted as the integer it is.
+pub fn whole_number<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
+    let number = serde_json::Number::deserialize(deserializer)?;
+    let whole = match (number.as_u64(), number.as_f64()) {
+        (Some(value), _) => Some(value),
+        (None, Some(value))
+            if value.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&value) =>
+        {
+            Some(value as u64)
+        }
+        _ => None,
+    };
+    whole
+        .and_then(|value| u32::try_from(value).ok())
+        .ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "{number} is not a whole number of 0 to {}",
+                u32::MAX
+            ))
+        })
 }

@@ -260,6 +260,178 @@ mod tests {
         assert_eq!(Endpoint::Status.path_with(&[]), "/v1/status");
     }
 
+    fn openapi() -> serde_json::Value {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/openapi.json");
+        serde_json::from_str(&std::fs::read_to_string(path).expect("docs/openapi.json"))
+            .expect("docs/openapi.json is JSON")
+    }
+
+    /// The concrete paths an endpoint serves, as docs/openapi.json lists them (`{action}` is
+    /// one documented path per action).
+    fn documented_paths(endpoint: Endpoint) -> Vec<String> {
+        match endpoint {
+            Endpoint::ReplicaControl => ReplicaAction::ALL
+                .iter()
+                .map(|action| endpoint.path_with(&[action.as_str()]))
+                .collect(),
+            _ => vec![endpoint.path().to_string()],
+        }
+    }
+
+    /// The contract and the table agree: every route with its method and scopes, nothing more,
+    /// and the statuses every authenticated route can answer.
+    #[test]
+    fn openapi_json_documents_exactly_the_endpoint_table() {
+        let openapi = openapi();
+        let mut from_table = std::collections::BTreeSet::new();
+        for endpoint in Endpoint::ALL {
+            for path in documented_paths(endpoint) {
+                let method = endpoint.method().as_str();
+                from_table.insert((path.clone(), method.to_string()));
+                let operation = &openapi["paths"][&path][method];
+                assert!(
+                    operation.is_object(),
+                    "{method} {path} ({endpoint:?}) is not in docs/openapi.json"
+                );
+                let mut documented: Vec<&str> = operation["security"]
+                    .as_array()
+                    .unwrap_or_else(|| panic!("{method} {path}: no `security`"))
+                    .iter()
+                    .flat_map(|requirement| requirement["bearer"].as_array().into_iter().flatten())
+                    .map(|scope| scope.as_str().expect("scope names are strings"))
+                    .collect();
+                let mut scopes: Vec<&str> = endpoint
+                    .scopes()
+                    .iter()
+                    .map(|scope| scope.as_str())
+                    .collect();
+                documented.sort_unstable();
+                scopes.sort_unstable();
+                assert_eq!(documented, scopes, "{method} {path}: scopes");
+                let responses = operation["responses"].as_object().expect("responses");
+                let statuses: Vec<&str> = responses.keys().map(String::as_str).collect();
+                // The authentication layer answers these on every route that needs a token.
+                let authentication = ["401", "403", "429"];
+                for status in authentication {
+                    assert_eq!(
+                        statuses.contains(&status),
+                        !endpoint.scopes().is_empty(),
+                        "{method} {path}: {status} documented iff the route needs a token"
+                    );
+                }
+                // Readiness answers 503 with its report when a check fails.
+                assert_eq!(
+                    statuses.contains(&"503"),
+                    endpoint == Endpoint::HealthReady,
+                    "{method} {path}: 503"
+                );
+                // A body is read (and refused) by the same extractor everywhere.
+                if operation.get("requestBody").is_some() {
+                    for status in ["400", "413", "415", "422"] {
+                        assert!(statuses.contains(&status), "{method} {path}: {status}");
+                    }
+                }
+            }
+        }
+        for (path, operations) in openapi["paths"].as_object().expect("paths") {
+            for method in operations.as_object().expect("operations").keys() {
+                assert!(
+                    from_table.contains(&(path.clone(), method.clone())),
+                    "{method} {path} is in docs/openapi.json but not in the endpoint table"
+                );
+            }
+        }
+    }
+
+    /// Every id pattern of the contract is the server's rule, written once in `crate::ids`.
+    #[test]
+    fn openapi_json_id_patterns_are_the_rules() {
+        fn patterns<'a>(value: &'a serde_json::Value, found: &mut Vec<&'a str>) {
+            match value {
+                serde_json::Value::Object(map) => {
+                    if let Some(pattern) = map.get("pattern").and_then(|value| value.as_str()) {
+                        found.push(pattern);
+                    }
+                    map.values().for_each(|value| patterns(value, found));
+                }
+                serde_json::Value::Array(items) => items.iter().for_each(|v| patterns(v, found)),
+                _ => {}
+            }
+        }
+        let openapi = openapi();
+        let parameters = &openapi["components"]["parameters"];
+        assert_eq!(
+            parameters["BackupId"]["schema"]["pattern"],
+            crate::ids::BACKUP_ID_PATTERN
+        );
+        assert_eq!(
+            parameters["JobId"]["schema"]["pattern"],
+            crate::ids::JOB_ID_PATTERN
+        );
+        let mut found = Vec::new();
+        patterns(&openapi, &mut found);
+        for pattern in found {
+            if pattern.contains("Z-r") {
+                assert!(
+                    [crate::ids::BACKUP_ID_PATTERN, crate::ids::JOB_ID_PATTERN].contains(&pattern),
+                    "{pattern} is not the backup or job id rule"
+                );
+            } else if pattern.contains("[0-9a-f]{32}") {
+                assert_eq!(pattern, crate::ids::LEASE_ID_PATTERN);
+            }
+        }
+    }
+
+    /// The patterns say what the validators do, on ids at and around every edge of the rules.
+    #[test]
+    fn id_patterns_and_validators_agree() {
+        let matches = |pattern: &str, text: &str| {
+            let schema = serde_json::json!({ "type": "string", "pattern": pattern });
+            jsonschema::draft202012::new(&schema)
+                .unwrap()
+                .is_valid(&serde_json::json!(text))
+        };
+        let backup_ids = [
+            "20261123T101500Z-r0-1a2b3c4d",
+            "00000000T000000Z-r99999-00000000",
+            "20261123T101500Z-r123456-1a2b3c4d",
+            "20261123T101500Z-r-1a2b3c4d",
+            "20261123T101500Z-r0-1A2B3C4D",
+            "20261123T101500Z-r0-1a2b3c4",
+            "20261123T101500Z-r0-1a2b3c4d0",
+            "x20261123T101500Z-r0-1a2b3c4d",
+            "20261123T101500Z-r0-1a2b3c4d\n",
+            "20261123T101500Z-r٣-1a2b3c4d",
+            "",
+        ];
+        for id in backup_ids {
+            assert_eq!(
+                matches(crate::ids::BACKUP_ID_PATTERN, id),
+                crate::ids::validate_backup_id(id).is_ok(),
+                "{id:?}"
+            );
+        }
+        let lease_ids = [
+            "0123456789abcdef0123456789abcdef".to_string(),
+            "0".repeat(32),
+            "f".repeat(32),
+            "F".repeat(32),
+            "0".repeat(31) + "1",
+            "f".repeat(31) + "e",
+            "0123456789ABCDEF0123456789abcdef".to_string(),
+            "0".repeat(33),
+            "0".repeat(31),
+            String::new(),
+        ];
+        for id in lease_ids {
+            assert_eq!(
+                matches(crate::ids::LEASE_ID_PATTERN, &id),
+                crate::lease::parse_id(&id).is_ok(),
+                "{id:?}"
+            );
+        }
+    }
+
     #[test]
     #[should_panic(expected = "not a plain segment")]
     fn a_parameter_cannot_change_the_path() {

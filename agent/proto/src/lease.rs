@@ -143,13 +143,14 @@ pub fn format_id(id: u128) -> String {
     format!("{id:032x}")
 }
 
+/// The rule of `crate::ids::LEASE_ID_PATTERN`: lowercase, as `format_id` writes them.
 pub fn parse_id(text: &str) -> Result<u128, String> {
-    let valid = text.len() == 32 && text.bytes().all(|byte| byte.is_ascii_hexdigit());
+    let valid = text.len() == 32 && text.bytes().all(crate::ids::is_lower_hex);
     let id = valid
         .then(|| u128::from_str_radix(text, 16).ok())
         .flatten()
         .filter(|id| *id != 0 && *id != u128::MAX);
-    id.ok_or_else(|| format!("lease id {text:?} is not 32 hex digits (nor 0 or all f)"))
+    id.ok_or_else(|| format!("lease id {text:?} is not 32 lowercase hex digits (nor 0 or all f)"))
 }
 
 /// A new lease id: random, never 0 or all ones.
@@ -197,6 +198,7 @@ pub struct LeaseStatus {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AcquireRequest {
+    #[serde(deserialize_with = "crate::api::whole_number")]
     pub ttl_s: u32,
     #[serde(default)]
     pub operation: Option<Operation>,
@@ -216,6 +218,7 @@ pub struct AcquireRequest {
 #[serde(deny_unknown_fields)]
 pub struct RenewRequest {
     pub lease_id: String,
+    #[serde(deserialize_with = "crate::api::whole_number")]
     pub ttl_s: u32,
 }
 

@@ -8,6 +8,7 @@ pub mod backup_files;
 pub mod clock;
 pub mod config;
 pub mod endpoints;
+pub mod ids;
 pub mod inventory;
 pub mod lease;
 pub mod quorum;

@@ -52,32 +52,9 @@ pub fn new_backup_id(replica: u8) -> String {
     format!("{year:04}{month:02}{day:02}T{hour:02}{minute:02}{second:02}Z-r{replica}-{random:08x}")
 }
 
-/// Accepts only ids of the form `new_backup_id` makes: no path can escape the backup directory.
-pub fn validate_backup_id(id: &str) -> Result<(), String> {
-    let bytes = id.as_bytes();
-    let shape_ok = bytes.len() >= 23
-        && bytes.len() <= 32
-        && bytes[..8].iter().all(u8::is_ascii_digit)
-        && bytes[8] == b'T'
-        && bytes[9..15].iter().all(u8::is_ascii_digit)
-        && &bytes[15..18] == b"Z-r"
-        && id[18..].split_once('-').is_some_and(|(replica, random)| {
-            !replica.is_empty()
-                && replica.bytes().all(|b| b.is_ascii_digit())
-                && random.len() == 8
-                && random
-                    .bytes()
-                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-        });
-    if shape_ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "invalid backup id {:?}: ids look like 20261123T101500Z-r0-1a2b3c4d",
-            id.chars().take(64).collect::<String>()
-        ))
-    }
-}
+/// Accepts only ids of the form `new_backup_id` makes (the rule lives in the contract, beside
+/// the pattern docs/openapi.json carries): no path can escape the backup directory.
+pub use tb_proto::ids::validate_backup_id;
 
 /// Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm), UTC.
 fn civil_from_unix(seconds: u64) -> (u64, u64, u64, u64, u64, u64) {

@@ -69,8 +69,9 @@ fn holder_of(caller: &Caller, holder: Option<String>) -> Result<String, AppError
     let Some(holder) = holder else {
         return Ok(caller.token.clone());
     };
+    // Characters, as docs/openapi.json counts them (`maxLength`), not bytes.
     if holder.is_empty()
-        || holder.len() > HOLDER_LENGTH_MAX
+        || holder.chars().count() > HOLDER_LENGTH_MAX
         || holder.chars().any(|c| c.is_control())
     {
         return Err(AppError::BadRequest(format!(

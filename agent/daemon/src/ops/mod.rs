@@ -206,21 +206,26 @@ fn parse_json<T: serde::de::DeserializeOwned + Default>(
             message: "send the body as application/json".into(),
         });
     }
-    serde_json::from_slice(body).map_err(|parse_error| {
-        let data = parse_error.classify() == serde_json::error::Category::Data;
-        AppError::Body {
-            status: if data {
-                StatusCode::UNPROCESSABLE_ENTITY
-            } else {
-                StatusCode::BAD_REQUEST
-            },
-            code: if data {
-                "invalid_body"
-            } else {
-                "malformed_json"
-            },
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|parse_error| AppError::Body {
+            status: StatusCode::BAD_REQUEST,
+            code: "malformed_json",
             message: format!("request body: {parse_error}"),
-        }
+        })?;
+    // Every body is an object. serde would also read a struct from an array (`[]` as all
+    // defaults), which would let a malformed request act, e.g. stop a replica.
+    if !value.is_object() {
+        return Err(AppError::Body {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            code: "invalid_body",
+            message: "request body: expected a JSON object".into(),
+        });
+    }
+    // The JSON is well-formed: what remains is its shape (unknown fields, types, values).
+    serde_json::from_value(value).map_err(|shape_error| AppError::Body {
+        status: StatusCode::UNPROCESSABLE_ENTITY,
+        code: "invalid_body",
+        message: format!("request body: {shape_error}"),
     })
 }
 
@@ -687,6 +692,22 @@ mod tests {
             (
                 "application/json",
                 &br#"{"forse": true}"#[..],
+                "invalid_body",
+            ),
+            // Arrays, which serde would read as a struct of defaults, and other non-objects.
+            ("application/json", &b"[]"[..], "invalid_body"),
+            ("application/json", &b"[true]"[..], "invalid_body"),
+            ("application/json", &b"null"[..], "invalid_body"),
+            ("application/json", &b"0"[..], "invalid_body"),
+            // A lease id that is not one.
+            (
+                "application/json",
+                &br#"{"lease_id": ""}"#[..],
+                "invalid_body",
+            ),
+            (
+                "application/json",
+                &br#"{"lease_id": "0000000000000000000000000000000A"}"#[..],
                 "invalid_body",
             ),
         ];
