@@ -17,6 +17,7 @@ use tokio::process::Command;
 use tokio::sync::watch;
 
 use crate::config::{Config, Run};
+use crate::replica_log;
 use crate::statsd;
 
 /// Lines of replica output kept in memory for diagnostics.
@@ -50,6 +51,12 @@ pub struct Replica {
     /// Process mode: whether the replica should run. The supervisor task follows it.
     desired_running: watch::Sender<bool>,
     generation: AtomicU64,
+    /// What the current process's own log says (crate::replica_log); None before its first line
+    /// or pid is known.
+    log: Mutex<Option<replica_log::Tracker>>,
+    /// The highest view a previous process of this replica reported in normal status: the
+    /// cluster is in this view or a later one.
+    view_floor: AtomicU64,
 }
 
 impl Replica {
@@ -64,6 +71,8 @@ impl Replica {
             last_error: Mutex::new(None),
             desired_running,
             generation: AtomicU64::new(0),
+            log: Mutex::new(None),
+            view_floor: AtomicU64::new(0),
         })
     }
 
@@ -116,9 +125,45 @@ impl Replica {
         read_process_info(pid)
     }
 
+    /// The log tracker of process `pid`, created (with the view floor known now) if the
+    /// current one is another process's.
+    fn with_log<T>(&self, pid: u32, f: impl FnOnce(&mut replica_log::Tracker) -> T) -> T {
+        let mut log = self.log.lock().expect("not poisoned");
+        if log.as_ref().is_none_or(|tracker| tracker.pid() != pid) {
+            let floor = self.view_floor.load(Ordering::Relaxed) as u32;
+            *log = Some(replica_log::Tracker::new(pid, floor, Instant::now()));
+        }
+        f(log.as_mut().expect("just set"))
+    }
+
+    /// Feeds one line the replica process `pid` wrote (its stderr, or its journal entries).
+    pub fn observe_log_line(&self, pid: u32, line: &str) {
+        self.with_log(pid, |tracker| tracker.observe(line, Instant::now()));
+    }
+
+    /// The current process's log tracker, if its pid is the running one.
+    pub fn log_tracker(&self) -> Option<replica_log::Tracker> {
+        let pid = self.pid()?;
+        Some(self.with_log(pid, |tracker| tracker.clone()))
+    }
+
+    /// Before the StatsD values of a process are forgotten: a view it reported while normal is a
+    /// view the cluster reached, so the next process is not rejoined in an older one.
+    fn remember_view(&self) {
+        if let (Some((0, _)), Some((view, _))) = (
+            self.statsd.gauge("tb_replica_status"),
+            self.statsd.gauge("tb_replica_view"),
+        ) && let Ok(view) = u32::try_from(view)
+        {
+            self.view_floor
+                .fetch_max(u64::from(view), Ordering::Relaxed);
+        }
+    }
+
     fn set_pid(&self, pid: Option<u32>) {
         let mut current = self.pid.lock().expect("not poisoned");
         if *current != pid {
+            self.remember_view();
             // A new process: nothing the previous one reported may count for readiness, and
             // only its own sockets may feed StatsD from now on.
             self.statsd.set_replica_process(pid);
@@ -417,6 +462,7 @@ impl Replica {
             });
         }
         let mut child = command.spawn()?;
+        let pid = child.id().unwrap_or(0);
         self.set_memlock_warning(false);
         let log = match log_file {
             Some(path) => Some(Arc::new(tokio::sync::Mutex::new(
@@ -429,16 +475,17 @@ impl Replica {
             None => None,
         };
         if let Some(stdout) = child.stdout.take() {
-            tokio::spawn(Arc::clone(self).follow_output(BufReader::new(stdout), log.clone()));
+            tokio::spawn(Arc::clone(self).follow_output(pid, BufReader::new(stdout), log.clone()));
         }
         if let Some(stderr) = child.stderr.take() {
-            tokio::spawn(Arc::clone(self).follow_output(BufReader::new(stderr), log));
+            tokio::spawn(Arc::clone(self).follow_output(pid, BufReader::new(stderr), log));
         }
         Ok(child)
     }
 
     async fn follow_output<R: tokio::io::AsyncRead + Unpin>(
         self: Arc<Self>,
+        pid: u32,
         mut reader: BufReader<R>,
         log: Option<Arc<tokio::sync::Mutex<tokio::fs::File>>>,
     ) {
@@ -452,6 +499,7 @@ impl Replica {
             if line.contains(MEMLOCK_WARNING) {
                 self.set_memlock_warning(true);
             }
+            self.observe_log_line(pid, &line);
             if let Some(log) = &log {
                 let _ = log.lock().await.write_all(line.as_bytes()).await;
             }
