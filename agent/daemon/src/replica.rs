@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 use tokio::sync::watch;
 
@@ -28,6 +28,8 @@ pub const MEMLOCK_WARNING: &str = "Unable to lock pages";
 const RESTART_BACKOFF_MIN: Duration = Duration::from_secs(1);
 const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(30);
 const RESTART_BACKOFF_RESET_AFTER: Duration = Duration::from_secs(60);
+/// Longest journal entry (JSON) read from `journalctl --output=json`.
+const JOURNAL_ENTRY_BYTES_MAX: u64 = 64 * 1024;
 /// Bound on systemctl and journalctl calls.
 const SYSTEMCTL_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -57,6 +59,8 @@ pub struct Replica {
     /// The highest view a previous process of this replica reported in normal status: the
     /// cluster is in this view or a later one.
     view_floor: AtomicU64,
+    /// systemd mode: the invocation whose journal entries are followed, and the follower task.
+    journal: Mutex<Option<(String, tokio::task::AbortHandle)>>,
 }
 
 impl Replica {
@@ -73,6 +77,7 @@ impl Replica {
             generation: AtomicU64::new(0),
             log: Mutex::new(None),
             view_floor: AtomicU64::new(0),
+            journal: Mutex::new(None),
         })
     }
 
@@ -312,7 +317,7 @@ impl Replica {
         }
     }
 
-    async fn poll_systemd(&self) {
+    async fn poll_systemd(self: &Arc<Self>) {
         let Run::Systemd { unit, .. } = &self.config.replica.run else {
             return;
         };
@@ -327,8 +332,95 @@ impl Replica {
                 if let (true, Some(pid)) = (changed, pid) {
                     self.check_journal_for_memlock_warning(unit, pid).await;
                 }
+                if let Some(pid) = pid {
+                    self.follow_journal(unit, pid).await;
+                }
             }
             Err(error) => self.set_error(Some(error.to_string())),
+        }
+    }
+
+    /// systemd mode: follows the journal entries of the unit's current invocation, so that the
+    /// replica's state lines reach crate::replica_log as in process mode. `_SYSTEMD_INVOCATION_ID`
+    /// and `_PID` are fields journald sets itself: no other local process can write an entry
+    /// that matches them. A follower that ended (journalctl failed) is started again on the next
+    /// poll; one of an older invocation is stopped (kill_on_drop).
+    async fn follow_journal(self: &Arc<Self>, unit: &str, pid: u32) {
+        let invocation =
+            match systemctl(&["show", "--property=InvocationID", "--value", unit]).await {
+                Ok(output) => output.trim().to_string(),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot read the replica unit's invocation id");
+                    return;
+                }
+            };
+        if invocation.len() != 32 || !invocation.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return;
+        }
+        let mut journal = self.journal.lock().expect("not poisoned");
+        if let Some((current, task)) = journal.as_ref()
+            && *current == invocation
+            && !task.is_finished()
+        {
+            return;
+        }
+        if let Some((_, task)) = journal.take() {
+            task.abort();
+        }
+        let task = tokio::spawn(Arc::clone(self).read_journal(invocation.clone(), pid));
+        *journal = Some((invocation, task.abort_handle()));
+    }
+
+    async fn read_journal(self: Arc<Self>, invocation: String, pid: u32) {
+        let child = Command::new("journalctl")
+            .args([
+                "--follow",
+                "--no-tail",
+                "--quiet",
+                "--no-pager",
+                "--output=json",
+            ])
+            .arg("--output-fields=MESSAGE,_PID,_SYSTEMD_INVOCATION_ID")
+            .arg(format!("_SYSTEMD_INVOCATION_ID={invocation}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn();
+        let mut child = match child {
+            Ok(child) => child,
+            Err(error) => {
+                tracing::warn!(%error, "cannot follow the replica's journal");
+                return;
+            }
+        };
+        let Some(stdout) = child.stdout.take() else {
+            return;
+        };
+        let mut reader = BufReader::new(stdout);
+        let mut entry = Vec::new();
+        loop {
+            entry.clear();
+            // journald bounds an entry's line (LineMax, 48 KiB by default); longer is not ours.
+            match (&mut reader)
+                .take(JOURNAL_ENTRY_BYTES_MAX)
+                .read_until(b'\n', &mut entry)
+                .await
+            {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+            if entry.last() != Some(&b'\n') {
+                // Over the bound: skip the rest of this entry.
+                let mut rest = Vec::new();
+                if reader.read_until(b'\n', &mut rest).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+            if let Some(message) = journal_message(&entry, &invocation, pid) {
+                self.observe_log_line(pid, &message);
+            }
         }
     }
 
@@ -512,6 +604,17 @@ impl Replica {
     }
 }
 
+/// The MESSAGE of one `journalctl --output=json` entry if journald's own fields say it comes
+/// from process `pid` of invocation `invocation`; None for anything else (a binary MESSAGE, a
+/// missing field, another process).
+fn journal_message(entry: &[u8], invocation: &str, pid: u32) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_slice(entry).ok()?;
+    let field = |name: &str| value.get(name).and_then(serde_json::Value::as_str);
+    (field("_SYSTEMD_INVOCATION_ID")? == invocation && field("_PID")?.parse::<u32>().ok()? == pid)
+        .then(|| field("MESSAGE").map(str::to_string))
+        .flatten()
+}
+
 async fn wait_for(receiver: &mut watch::Receiver<bool>, value: bool) {
     while *receiver.borrow_and_update() != value {
         if receiver.changed().await.is_err() {
@@ -639,6 +742,36 @@ pub fn boot_time_unix_seconds() -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn journal_entries_count_only_from_the_replica_process_of_the_invocation() {
+        let invocation = "0123456789abcdef0123456789abcdef";
+        let entry = |id: &str, pid: &str, message: &str| {
+            serde_json::json!({"_SYSTEMD_INVOCATION_ID": id, "_PID": pid, "MESSAGE": message})
+                .to_string()
+        };
+        let line = "2026-12-06 02:43:09.930Z info(replica): 0n: x";
+        assert_eq!(
+            journal_message(entry(invocation, "42", line).as_bytes(), invocation, 42),
+            Some(line.to_string())
+        );
+        // Another invocation, another process, a binary message, garbage.
+        let other = "fedcba9876543210fedcba9876543210";
+        assert_eq!(
+            journal_message(entry(other, "42", line).as_bytes(), invocation, 42),
+            None
+        );
+        assert_eq!(
+            journal_message(entry(invocation, "43", line).as_bytes(), invocation, 42),
+            None
+        );
+        let binary = serde_json::json!({"_SYSTEMD_INVOCATION_ID": invocation, "_PID": "42", "MESSAGE": [104, 105]});
+        assert_eq!(
+            journal_message(binary.to_string().as_bytes(), invocation, 42),
+            None
+        );
+        assert_eq!(journal_message(b"{not json", invocation, 42), None);
+    }
 
     #[test]
     fn process_states() {
