@@ -35,7 +35,10 @@ fn a_restarted_replica_is_ready_from_its_log_within_two_seconds() {
                 .unwrap()
                 .clone();
             let detail = status["detail"].as_str().unwrap();
-            println!("replica {replica}: restart → ready {} ms ({detail})", took.as_millis());
+            println!(
+                "replica {replica}: restart → ready {} ms ({detail})",
+                took.as_millis()
+            );
             // Within the StatsD interval the only evidence can be the log.
             if took < Duration::from_secs(9) {
                 assert!(detail.contains("log: transition_to_normal"), "{detail}");

@@ -1,0 +1,66 @@
+"""End-to-end: readiness from the replica's own log in systemd mode (issue 16, item 1).
+
+The agent, as its real unit and unprivileged user, follows the journal entries of the replica
+unit's current invocation (journalctl --follow _SYSTEMD_INVOCATION_ID=...): a restarted replica
+is ready as soon as its log shows it rejoined, not ~10 s later at its first StatsD report; the
+readiness report says which evidence it used. A line another local process writes into the
+journal, in the replica's words, changes nothing: only entries whose journald-set fields name the
+unit's invocation and main pid count. Shares the bootstrapped cluster and leaves it healthy.
+
+    python3 -m pytest tests/e2e/test_ready_from_journal.py
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import labctl
+
+# Issue 16's target for restart → ready (the agent's restart answers once ready again).
+RESTART_TO_READY_MEDIAN_MAX_S = 2.0
+FORGED_WATCH_S = 5
+
+
+def check(report: dict, name: str) -> dict:
+    return next(c for c in report["checks"] if c["name"] == name)
+
+
+def test_restart_is_ready_from_the_journal(cluster: labctl.Controller):
+    cluster.wait_ready()
+    order = cluster.tbctl("rollout", "order", "--inventory",
+                          str(cluster.inventory_path)).stdout.split()
+    times = []
+    for host in order:
+        asked = time.monotonic()
+        answer = cluster.agent(host, "/v1/replica/restart", method="POST", timeout_s=120)
+        took = time.monotonic() - asked
+        assert answer.get("outcome") == "restarted", answer
+        report = cluster.agent(host, "/v1/health/ready")
+        assert report["ready"], report
+        detail = check(report, "replica_status")["detail"]
+        labctl.log(f"{host}: restart → ready {took:.2f} s ({detail})")
+        assert "log: transition_to_normal" in detail, report
+        times.append(took)
+        cluster.wait_ready()
+    median = statistics.median(times)
+    labctl.log(f"restart → ready median {median:.2f} s over {times}")
+    assert median <= RESTART_TO_READY_MEDIAN_MAX_S, times
+
+
+def test_a_forged_journal_line_is_ignored(cluster: labctl.Controller):
+    cluster.wait_ready()
+    host = cluster.host_names()[0]
+    answer = cluster.agent(host, "/v1/replica/restart", method="POST", timeout_s=120)
+    assert answer.get("outcome") == "restarted", answer
+    # A state line in the replica's words, from another process (its own _PID and invocation):
+    # accepted, it would hold readiness (a sync in progress) until the next StatsD report.
+    forged = ("$(date -u '+%Y-%m-%d %H:%M:%S.000Z') info(replica): 0n: "
+              "sync: ops=0..99999/0..99999")
+    cluster.lab.exec(host, f'echo "{forged}" | systemd-cat --identifier=tigerbeetle')
+    deadline = time.monotonic() + FORGED_WATCH_S
+    while time.monotonic() < deadline:
+        report = cluster.agent(host, "/v1/health/ready")
+        assert report["ready"], report
+        assert "99999" not in check(report, "replica_sync")["detail"], report
+        time.sleep(0.2)
