@@ -59,6 +59,8 @@ pub struct Replica {
     /// The highest view a previous process of this replica reported in normal status: the
     /// cluster is in this view or a later one.
     view_floor: AtomicU64,
+    /// When StatsD last showed a previous process normal and not syncing (the gauges' arrival).
+    caught_up_at: Mutex<Option<Instant>>,
     /// systemd mode: the invocation whose journal entries are followed, and the follower task.
     journal: Mutex<Option<(String, tokio::task::AbortHandle)>>,
 }
@@ -77,6 +79,7 @@ impl Replica {
             generation: AtomicU64::new(0),
             log: Mutex::new(None),
             view_floor: AtomicU64::new(0),
+            caught_up_at: Mutex::new(None),
             journal: Mutex::new(None),
         })
     }
@@ -136,7 +139,19 @@ impl Replica {
         let mut log = self.log.lock().expect("not poisoned");
         if log.as_ref().is_none_or(|tracker| tracker.pid() != pid) {
             let floor = self.view_floor.load(Ordering::Relaxed) as u32;
-            *log = Some(replica_log::Tracker::new(pid, floor, Instant::now()));
+            // Caught up "just before": its gauges would still count as fresh now.
+            let recent = Duration::from_millis(self.config.health.statsd_stale_ms);
+            let previous_caught_up = self
+                .caught_up_at
+                .lock()
+                .expect("not poisoned")
+                .is_some_and(|at| at.elapsed() <= recent);
+            *log = Some(replica_log::Tracker::new(
+                pid,
+                floor,
+                previous_caught_up,
+                Instant::now(),
+            ));
         }
         f(log.as_mut().expect("just set"))
     }
@@ -155,13 +170,19 @@ impl Replica {
     /// Before the StatsD values of a process are forgotten: a view it reported while normal is a
     /// view the cluster reached, so the next process is not rejoined in an older one.
     fn remember_view(&self) {
-        if let (Some((0, _)), Some((view, _))) = (
-            self.statsd.gauge("tb_replica_status"),
-            self.statsd.gauge("tb_replica_view"),
-        ) && let Ok(view) = u32::try_from(view)
+        let status = self.statsd.gauge("tb_replica_status");
+        if let (Some((0, _)), Some((view, _))) = (status, self.statsd.gauge("tb_replica_view"))
+            && let Ok(view) = u32::try_from(view)
         {
             self.view_floor
                 .fetch_max(u64::from(view), Ordering::Relaxed);
+        }
+        // Both gauges of the same report: the older arrival is when both held.
+        if let (Some((0, status_age)), Some((0, sync_age))) =
+            (status, self.statsd.gauge("tb_replica_sync_stage"))
+        {
+            let at = Instant::now().checked_sub(status_age.max(sync_age));
+            *self.caught_up_at.lock().expect("not poisoned") = at;
         }
     }
 

@@ -258,17 +258,22 @@ pub struct Tracker {
     /// The lowest view the cluster can be in, as the agent knows it (the highest view a previous
     /// process of this replica reported in normal status).
     view_floor: u32,
+    /// Whether StatsD showed the previous process normal and not syncing shortly before this one
+    /// started: only then can a transition from recovering (which has not heard from the primary
+    /// yet, so has not decided whether to sync) count.
+    previous_caught_up: bool,
     release: Option<(String, bool)>,
     status: Status,
     sync: Sync,
 }
 
 impl Tracker {
-    pub fn new(pid: u32, view_floor: u32, started: Instant) -> Tracker {
+    pub fn new(pid: u32, view_floor: u32, previous_caught_up: bool, started: Instant) -> Tracker {
         Tracker {
             pid,
             started,
             view_floor,
+            previous_caught_up,
             release: None,
             status: Status::Unknown,
             sync: Sync::Idle,
@@ -359,6 +364,9 @@ impl Tracker {
                         at,
                     });
                 }
+                if from == From::Recovering && !self.previous_caught_up {
+                    return None;
+                }
                 // Settling: no verdict yet (StatsD may still have one).
                 (now.saturating_duration_since(at) >= SETTLE).then(|| Verdict {
                     ok: true,
@@ -411,6 +419,16 @@ impl Tracker {
             return why;
         }
         match self.status {
+            Status::Normal {
+                from: From::Recovering,
+                ..
+            } if !self.previous_caught_up => {
+                "the log shows a transition to normal from recovering, \
+                 which comes before the replica hears from the primary and decides whether to \
+                 state-sync; the agent did not see the previous process caught up just before \
+                 (StatsD) to rule a sync out"
+                    .into()
+            }
             Status::Normal { at, .. } => format!(
                 "the log's transition to normal is {} ms old, not yet {} ms",
                 now.saturating_duration_since(at).as_millis(),
@@ -457,7 +475,7 @@ mod tests {
 
     fn tracker(floor: u32, lines: &[(&str, u64)]) -> (Tracker, Instant) {
         let base = Instant::now();
-        let mut tracker = Tracker::new(42, floor, base);
+        let mut tracker = Tracker::new(42, floor, true, base);
         for (line, ms) in lines {
             tracker.observe(line, at(base, *ms));
         }
@@ -588,6 +606,21 @@ mod tests {
             &[(INIT, 0), (NORMAL_RECOVERING_V1, 100), (TOO_FAR_AHEAD, 300)],
         );
         assert!(!behind.sync_verdict(at(base, 1000)).unwrap().ok);
+    }
+
+    /// Trap (b), same view: without evidence that the previous process was caught up just before,
+    /// a transition from recovering leaves the verdict to StatsD (it may still decide to sync).
+    #[test]
+    fn a_transition_from_recovering_needs_the_previous_process_caught_up() {
+        let base = Instant::now();
+        let mut tracker = Tracker::new(42, 1, false, base);
+        tracker.observe(INIT, base);
+        tracker.observe(NORMAL_RECOVERING_V1, at(base, 100));
+        assert_eq!(tracker.status_verdict(at(base, 5000)), None);
+        assert!(tracker.why_no_verdict(at(base, 5000)).contains("caught up"));
+        // A transition after a start_view message (the sync decision made) counts.
+        tracker.observe(NORMAL_VIEW_CHANGE_2, at(base, 200));
+        assert!(tracker.status_verdict(at(base, 900)).unwrap().ok);
     }
 
     /// Trap (c): `sync: done` waits for the next checkpoint; the tables' end is enough.
