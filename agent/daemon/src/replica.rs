@@ -62,7 +62,7 @@ pub struct Replica {
     /// When StatsD last showed a previous process normal and not syncing (the gauges' arrival).
     caught_up_at: Mutex<Option<Instant>>,
     /// systemd mode: the invocation whose journal entries are followed, and the follower task.
-    journal: Mutex<Option<(String, tokio::task::AbortHandle)>>,
+    journal: Mutex<Option<(u32, String, tokio::task::AbortHandle)>>,
 }
 
 impl Replica {
@@ -367,6 +367,14 @@ impl Replica {
     /// that matches them. A follower that ended (journalctl failed) is started again on the next
     /// poll; one of an older invocation is stopped (kill_on_drop).
     async fn follow_journal(self: &Arc<Self>, unit: &str, pid: u32) {
+        // A new invocation always has a new main pid: no systemctl call while the follower of
+        // this pid runs.
+        if let Some((current, _, task)) = self.journal.lock().expect("not poisoned").as_ref()
+            && *current == pid
+            && !task.is_finished()
+        {
+            return;
+        }
         let invocation =
             match systemctl(&["show", "--property=InvocationID", "--value", unit]).await {
                 Ok(output) => output.trim().to_string(),
@@ -379,17 +387,17 @@ impl Replica {
             return;
         }
         let mut journal = self.journal.lock().expect("not poisoned");
-        if let Some((current, task)) = journal.as_ref()
+        if let Some((_, current, task)) = journal.as_ref()
             && *current == invocation
             && !task.is_finished()
         {
             return;
         }
-        if let Some((_, task)) = journal.take() {
+        if let Some((_, _, task)) = journal.take() {
             task.abort();
         }
         let task = tokio::spawn(Arc::clone(self).read_journal(invocation.clone(), pid));
-        *journal = Some((invocation, task.abort_handle()));
+        *journal = Some((pid, invocation, task.abort_handle()));
     }
 
     async fn read_journal(self: Arc<Self>, invocation: String, pid: u32) {
