@@ -50,7 +50,7 @@ def test_restart_is_ready_from_the_journal(cluster: labctl.Controller):
 
 def test_a_forged_journal_line_is_ignored(cluster: labctl.Controller):
     cluster.wait_ready()
-    host = cluster.host_names()[0]
+    host = cluster.host_names[0]
     answer = cluster.agent(host, "/v1/replica/restart", method="POST", timeout_s=120)
     assert answer.get("outcome") == "restarted", answer
     # A state line in the replica's words, from another process (its own _PID and invocation):

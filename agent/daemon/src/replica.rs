@@ -169,7 +169,7 @@ impl Replica {
 
     /// Before the StatsD values of a process are forgotten: a view it reported while normal is a
     /// view the cluster reached, so the next process is not rejoined in an older one.
-    fn remember_view(&self) {
+    fn remember_view(&self, current_pid: Option<u32>) {
         let status = self.statsd.gauge("tb_replica_status");
         if let (Some((0, _)), Some((view, _))) = (status, self.statsd.gauge("tb_replica_view"))
             && let Ok(view) = u32::try_from(view)
@@ -178,18 +178,35 @@ impl Replica {
                 .fetch_max(u64::from(view), Ordering::Relaxed);
         }
         // Both gauges of the same report: the older arrival is when both held.
+        let mut caught_up_at = None;
         if let (Some((0, status_age)), Some((0, sync_age))) =
             (status, self.statsd.gauge("tb_replica_sync_stage"))
         {
-            let at = Instant::now().checked_sub(status_age.max(sync_age));
-            *self.caught_up_at.lock().expect("not poisoned") = at;
+            caught_up_at = Instant::now().checked_sub(status_age.max(sync_age));
+        }
+        // A process that stops before its first StatsD report (restarted again within ~10 s)
+        // was caught up if its own log said so, while the log could still stand alone.
+        let now = Instant::now();
+        let stale = Duration::from_millis(self.config.health.statsd_stale_ms);
+        if let Some(tracker) = self.log.lock().expect("not poisoned").as_ref()
+            && Some(tracker.pid()) == current_pid
+            && tracker.started().elapsed() <= stale
+            && tracker
+                .status_verdict(now)
+                .is_some_and(|verdict| verdict.ok)
+            && tracker.sync_verdict(now).is_some_and(|verdict| verdict.ok)
+        {
+            caught_up_at = Some(now);
+        }
+        if caught_up_at.is_some() {
+            *self.caught_up_at.lock().expect("not poisoned") = caught_up_at;
         }
     }
 
     fn set_pid(&self, pid: Option<u32>) {
         let mut current = self.pid.lock().expect("not poisoned");
         if *current != pid {
-            self.remember_view();
+            self.remember_view(*current);
             // A new process: nothing the previous one reported may count for readiness, and
             // only its own sockets may feed StatsD from now on.
             self.statsd.set_replica_process(pid);
