@@ -40,7 +40,9 @@ def test_restart_is_ready_from_the_journal(cluster: labctl.Controller):
         assert report["ready"], report
         detail = check(report, "replica_status")["detail"]
         labctl.log(f"{host}: restart → ready {took:.2f} s ({detail})")
-        assert "log: transition_to_normal" in detail, report
+        assert "log: transition_to_normal" in detail, (
+            f"{report}\n{cluster.journal(host, 'tb-agent.service', 40)}\n"
+            f"{cluster.journal(host, 'tigerbeetle.service', 15)}")
         times.append(took)
         cluster.wait_ready()
     median = statistics.median(times)

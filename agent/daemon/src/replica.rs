@@ -430,7 +430,7 @@ impl Replica {
             .arg(format!("_SYSTEMD_INVOCATION_ID={invocation}"))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn();
         let mut child = match child {
@@ -443,6 +443,20 @@ impl Replica {
         let Some(stdout) = child.stdout.take() else {
             return;
         };
+        tracing::info!(%invocation, pid, "following the replica's journal entries");
+        if let Some(stderr) = child.stderr.take() {
+            // What journalctl says when it cannot read (permissions, a bad match), bounded.
+            tokio::spawn(async move {
+                let mut text = String::new();
+                let _ = BufReader::new(stderr)
+                    .take(4096)
+                    .read_to_string(&mut text)
+                    .await;
+                if !text.trim().is_empty() {
+                    tracing::warn!(stderr = %text.trim(), "journalctl (replica's journal)");
+                }
+            });
+        }
         let mut reader = BufReader::new(stdout);
         let mut entry = Vec::new();
         loop {
