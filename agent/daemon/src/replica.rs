@@ -413,11 +413,20 @@ impl Replica {
         if let Some((_, _, task)) = journal.take() {
             task.abort();
         }
-        let task = tokio::spawn(Arc::clone(self).read_journal(invocation.clone(), pid));
+        let unit_name = if unit.contains('.') {
+            unit.to_string()
+        } else {
+            format!("{unit}.service")
+        };
+        let task = tokio::spawn(Arc::clone(self).read_journal(unit_name, invocation.clone(), pid));
         *journal = Some((pid, invocation, task.abort_handle()));
     }
 
-    async fn read_journal(self: Arc<Self>, invocation: String, pid: u32) {
+    async fn read_journal(self: Arc<Self>, unit: String, invocation: String, pid: u32) {
+        // Matched on the unit and the main pid, not on the invocation id: journald cannot always
+        // attach _SYSTEMD_INVOCATION_ID to a service's stream (it reads it from a cgroup xattr,
+        // which containers may hide: seen in the lab's systemd-nspawn hosts). An entry that has
+        // one must name the current invocation (journal_message).
         let child = Command::new("journalctl")
             .args([
                 "--follow",
@@ -426,8 +435,9 @@ impl Replica {
                 "--no-pager",
                 "--output=json",
             ])
-            .arg("--output-fields=MESSAGE,_PID,_SYSTEMD_INVOCATION_ID")
-            .arg(format!("_SYSTEMD_INVOCATION_ID={invocation}"))
+            .arg("--output-fields=MESSAGE,_PID,_SYSTEMD_UNIT,_SYSTEMD_INVOCATION_ID")
+            .arg(format!("_SYSTEMD_UNIT={unit}"))
+            .arg(format!("_PID={pid}"))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -478,7 +488,7 @@ impl Replica {
                 }
                 continue;
             }
-            if let Some(message) = journal_message(&entry, &invocation, pid) {
+            if let Some(message) = journal_message(&entry, &unit, &invocation, pid) {
                 self.observe_log_line(pid, &message);
             }
         }
@@ -664,13 +674,15 @@ impl Replica {
     }
 }
 
-/// The MESSAGE of one `journalctl --output=json` entry if journald's own fields say it comes
-/// from process `pid` of invocation `invocation`; None for anything else (a binary MESSAGE, a
-/// missing field, another process).
-fn journal_message(entry: &[u8], invocation: &str, pid: u32) -> Option<String> {
+/// The MESSAGE of one `journalctl --output=json` entry if journald's own fields (set from the
+/// sender's credentials and cgroup: no other process can forge them) say it comes from process
+/// `pid` of `unit`, and of invocation `invocation` if the entry names one; None for anything
+/// else (a binary MESSAGE, a missing field, another process, unit or invocation).
+fn journal_message(entry: &[u8], unit: &str, invocation: &str, pid: u32) -> Option<String> {
     let value: serde_json::Value = serde_json::from_slice(entry).ok()?;
     let field = |name: &str| value.get(name).and_then(serde_json::Value::as_str);
-    (field("_SYSTEMD_INVOCATION_ID")? == invocation && field("_PID")?.parse::<u32>().ok()? == pid)
+    let invocation_ok = field("_SYSTEMD_INVOCATION_ID").is_none_or(|id| id == invocation);
+    (invocation_ok && field("_SYSTEMD_UNIT")? == unit && field("_PID")?.parse::<u32>().ok()? == pid)
         .then(|| field("MESSAGE").map(str::to_string))
         .flatten()
 }
@@ -805,32 +817,37 @@ mod tests {
 
     #[test]
     fn journal_entries_count_only_from_the_replica_process_of_the_invocation() {
+        let unit = "tigerbeetle.service";
         let invocation = "0123456789abcdef0123456789abcdef";
-        let entry = |id: &str, pid: &str, message: &str| {
-            serde_json::json!({"_SYSTEMD_INVOCATION_ID": id, "_PID": pid, "MESSAGE": message})
-                .to_string()
-        };
         let line = "2026-12-06 02:43:09.930Z info(replica): 0n: x";
+        let entry = |unit: &str, id: Option<&str>, pid: &str, message: serde_json::Value| {
+            let mut value =
+                serde_json::json!({"_SYSTEMD_UNIT": unit, "_PID": pid, "MESSAGE": message});
+            if let Some(id) = id {
+                value["_SYSTEMD_INVOCATION_ID"] = id.into();
+            }
+            value.to_string()
+        };
+        let read = |text: String| journal_message(text.as_bytes(), unit, invocation, 42);
         assert_eq!(
-            journal_message(entry(invocation, "42", line).as_bytes(), invocation, 42),
-            Some(line.to_string())
+            read(entry(unit, Some(invocation), "42", line.into())),
+            Some(line.into())
         );
-        // Another invocation, another process, a binary message, garbage.
+        // journald could not attach the invocation (lab containers): unit and pid decide.
+        assert_eq!(
+            read(entry(unit, None, "42", line.into())),
+            Some(line.into())
+        );
+        // Another invocation, process or unit, a binary message, garbage.
         let other = "fedcba9876543210fedcba9876543210";
+        assert_eq!(read(entry(unit, Some(other), "42", line.into())), None);
+        assert_eq!(read(entry(unit, Some(invocation), "43", line.into())), None);
+        assert_eq!(read(entry("logger.service", None, "42", line.into())), None);
         assert_eq!(
-            journal_message(entry(other, "42", line).as_bytes(), invocation, 42),
+            read(entry(unit, None, "42", serde_json::json!([104, 105]))),
             None
         );
-        assert_eq!(
-            journal_message(entry(invocation, "43", line).as_bytes(), invocation, 42),
-            None
-        );
-        let binary = serde_json::json!({"_SYSTEMD_INVOCATION_ID": invocation, "_PID": "42", "MESSAGE": [104, 105]});
-        assert_eq!(
-            journal_message(binary.to_string().as_bytes(), invocation, 42),
-            None
-        );
-        assert_eq!(journal_message(b"{not json", invocation, 42), None);
+        assert_eq!(read("{not json".into()), None);
     }
 
     #[test]
