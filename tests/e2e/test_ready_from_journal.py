@@ -49,7 +49,11 @@ def test_restart_is_ready_from_the_journal(cluster: labctl.Controller):
                                " grep -rh 'unit' /etc/tb-agent/ 2>&1 | head -5;"
                                " pid=$(systemctl show -p MainPID --value tigerbeetle.service);"
                                " user=$(systemctl show -p User --value tb-agent.service);"
-                               " echo user=$user; timeout 3 runuser -u $user -- journalctl --follow"
+                               " echo user=$user; grep Groups /proc/$(systemctl show -p MainPID"
+                               " --value tb-agent.service)/status; ls -la /var/log/journal/*/ | head -4;"
+                               " timeout 5 systemd-run --quiet --wait --pipe -p User=$user"
+                               " -p SupplementaryGroups=systemd-journal -p SystemCallFilter=@system-service"
+                               " -p ProtectSystem=strict journalctl --follow"
                                " --no-tail --quiet --no-pager --output=json --output-fields="
                                "MESSAGE,_PID,_SYSTEMD_UNIT,_SYSTEMD_INVOCATION_ID"
                                " _SYSTEMD_UNIT=tigerbeetle.service _PID=$pid 2>&1 | head -c 1500",
