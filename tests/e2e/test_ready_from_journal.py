@@ -13,6 +13,7 @@ unit's invocation and main pid count. Shares the bootstrapped cluster and leaves
 from __future__ import annotations
 
 import statistics
+import threading
 import time
 
 import labctl
@@ -33,8 +34,21 @@ def test_restart_is_ready_from_the_journal(cluster: labctl.Controller):
     times = []
     for host in order:
         asked = time.monotonic()
-        answer = cluster.agent(host, "/v1/replica/restart", method="POST", timeout_s=120)
+        seen = []
+        result = {}
+        restart = threading.Thread(target=lambda: result.update(answer=cluster.agent(
+            host, "/v1/replica/restart", method="POST", timeout_s=120)))
+        restart.start()
+        while restart.is_alive():
+            report = cluster.agent(host, "/v1/health/ready")
+            detail = check(report, "replica_status")["detail"]
+            if not seen or seen[-1] != detail:
+                seen.append(detail)
+            time.sleep(0.3)
+        restart.join()
+        answer = result["answer"]
         took = time.monotonic() - asked
+        labctl.log(f"{host}: replica_status during the restart: {seen}")
         assert answer.get("outcome") == "restarted", answer
         report = cluster.agent(host, "/v1/health/ready")
         assert report["ready"], report
