@@ -469,6 +469,7 @@ impl Replica {
         }
         let mut reader = BufReader::new(stdout);
         let mut entry = Vec::new();
+        let (mut entries, mut rejected) = (0u64, 0u32);
         loop {
             entry.clear();
             // journald bounds an entry's line (LineMax, 48 KiB by default); longer is not ours.
@@ -488,8 +489,20 @@ impl Replica {
                 }
                 continue;
             }
-            if let Some(message) = journal_message(&entry, &unit, &invocation, pid) {
-                self.observe_log_line(pid, &message);
+            entries += 1;
+            match journal_message(&entry, &unit, &invocation, pid) {
+                Some(message) => self.observe_log_line(pid, &message),
+                None if rejected < 3 => {
+                    rejected += 1;
+                    tracing::warn!(
+                        entry = %String::from_utf8_lossy(&entry[..entry.len().min(400)]),
+                        "a journal entry of the replica's unit not taken as its log line"
+                    );
+                }
+                None => {}
+            }
+            if entries == 1 {
+                tracing::info!(pid, "first journal entry of the replica read");
             }
         }
     }
