@@ -427,11 +427,7 @@ impl Replica {
         // attach _SYSTEMD_INVOCATION_ID to a service's stream (it reads it from a cgroup xattr,
         // which containers may hide: seen in the lab's systemd-nspawn hosts). An entry that has
         // one must name the current invocation (journal_message).
-        // journalctl block-buffers its output into a pipe, even in follow mode (seen in the lab:
-        // nothing arrived before the process's first StatsD report). stdbuf makes it
-        // line-buffered; without stdbuf the spawn fails and StatsD decides, as before.
-        let child = Command::new("stdbuf")
-            .args(["--output=L", "journalctl"])
+        let child = Command::new("journalctl")
             .args([
                 "--follow",
                 "--no-tail",
