@@ -8,6 +8,11 @@ journal, in the replica's words, changes nothing: only entries whose journald-se
 unit's invocation and main pid count. Shares the bootstrapped cluster and leaves it healthy.
 
     python3 -m pytest tests/e2e/test_ready_from_journal.py
+
+Status (branch ready, 2026-12-06): test_restart_is_ready_from_the_journal FAILS: the agent's
+journalctl child reads no entry at all in the lab (no line, no stderr; journalctl's --quiet hides
+"No journal files were opened due to insufficient permissions"), so systemd mode falls back to
+StatsD (~11 s). Not in tests/e2e/run until fixed.
 """
 
 from __future__ import annotations
