@@ -1,10 +1,11 @@
 //! Readiness: every check must pass. Each check says what it saw, so an operator reading a 503
 //! knows what to fix without logging into the host.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::api::{Check, ReadyReport};
 use crate::replica::ProcessState;
+use crate::replica_log;
 use tb_proto::tigerbeetle::status_name;
 
 use crate::state::AgentState;
@@ -83,8 +84,8 @@ fn stale_after(state: &AgentState) -> Duration {
     Duration::from_millis(state.config.health.statsd_stale_ms)
 }
 
-/// The latest StatsD gauge if it is fresh, else why it cannot be trusted.
-fn fresh_gauge(state: &AgentState, name: &str) -> Result<i64, String> {
+/// The latest StatsD gauge if it is fresh (with when it arrived), else why it cannot be trusted.
+fn fresh_gauge(state: &AgentState, name: &str) -> Result<(i64, Instant), String> {
     let rejected = || match state.statsd.last_rejection() {
         Some((reason, from, total)) => format!(
             "; the agent has rejected {total} StatsD datagrams, the latest from {from} ({}): \
@@ -106,32 +107,71 @@ fn fresh_gauge(state: &AgentState, name: &str) -> Result<i64, String> {
             stale_after(state).as_millis(),
             rejected()
         )),
-        Some((value, _)) => Ok(value),
+        Some((value, age)) => Ok((value, Instant::now() - age)),
+    }
+}
+
+/// One definition of each replica check from its two sources. The newer evidence wins: the log
+/// says within a second what StatsD says every 10 s. The log never stands alone for longer than
+/// the StatsD staleness limit after the process started: a hung replica logs nothing either, and
+/// StatsD's staleness is what detects it. Without log evidence (dropped lines, unknown format),
+/// StatsD decides, as it always did.
+fn combine(
+    state: &AgentState,
+    name: &str,
+    log: Option<replica_log::Verdict>,
+    why_no_log: String,
+    statsd: Result<(bool, String, Instant), String>,
+) -> Check {
+    let process_young = state
+        .replica
+        .log_tracker()
+        .is_some_and(|tracker| tracker.started().elapsed() <= stale_after(state));
+    match (log, statsd) {
+        (Some(log), Ok((_, _, received))) if log.at > received => check(name, log.ok, log.detail),
+        (_, Ok((ok, detail, _))) => check(name, ok, format!("{detail} (StatsD gauge)")),
+        (Some(log), Err(_)) if process_young => check(name, log.ok, log.detail),
+        (_, Err(statsd)) if process_young => check(
+            name,
+            false,
+            format!("{statsd}; no verdict from the log either: {why_no_log}"),
+        ),
+        (_, Err(statsd)) => check(name, false, statsd),
     }
 }
 
 fn replica_status(state: &AgentState) -> Check {
-    match fresh_gauge(state, "tb_replica_status") {
-        Ok(0) => check("replica_status", true, "normal".into()),
-        Ok(value) => check(
-            "replica_status",
+    let now = Instant::now();
+    let tracker = state.replica.log_tracker();
+    let log = tracker.as_ref().and_then(|t| t.status_verdict(now));
+    let why = tracker.map_or_else(
+        || "no replica process".to_string(),
+        |t| t.why_no_verdict(now),
+    );
+    let statsd = fresh_gauge(state, "tb_replica_status").map(|(value, at)| match value {
+        0 => (true, "normal".to_string(), at),
+        value => (
             false,
             format!("replica_status is {value} ({})", status_name(value)),
+            at,
         ),
-        Err(detail) => check("replica_status", false, detail),
-    }
+    });
+    combine(state, "replica_status", log, why, statsd)
 }
 
 fn replica_sync(state: &AgentState) -> Check {
-    match fresh_gauge(state, "tb_replica_sync_stage") {
-        Ok(0) => check("replica_sync", true, "not syncing".into()),
-        Ok(stage) => check(
-            "replica_sync",
-            false,
-            format!("state sync in progress (stage {stage})"),
-        ),
-        Err(detail) => check("replica_sync", false, detail),
-    }
+    let now = Instant::now();
+    let tracker = state.replica.log_tracker();
+    let log = tracker.as_ref().and_then(|t| t.sync_verdict(now));
+    let why = tracker.map_or_else(
+        || "no replica process".to_string(),
+        |t| t.why_no_verdict(now),
+    );
+    let statsd = fresh_gauge(state, "tb_replica_sync_stage").map(|(stage, at)| match stage {
+        0 => (true, "not syncing".to_string(), at),
+        stage => (false, format!("state sync in progress (stage {stage})"), at),
+    });
+    combine(state, "replica_sync", log, why, statsd)
 }
 
 fn client_probe(state: &AgentState) -> Check {

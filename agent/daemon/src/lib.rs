@@ -16,6 +16,7 @@ pub mod ops;
 pub mod peers;
 pub mod probe;
 pub mod replica;
+pub mod replica_log;
 pub mod server;
 pub mod state;
 pub mod statsd;

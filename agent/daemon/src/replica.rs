@@ -12,11 +12,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 use tokio::sync::watch;
 
 use crate::config::{Config, Run};
+use crate::replica_log;
 use crate::statsd;
 
 /// Lines of replica output kept in memory for diagnostics.
@@ -27,6 +28,8 @@ pub const MEMLOCK_WARNING: &str = "Unable to lock pages";
 const RESTART_BACKOFF_MIN: Duration = Duration::from_secs(1);
 const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(30);
 const RESTART_BACKOFF_RESET_AFTER: Duration = Duration::from_secs(60);
+/// Longest journal entry (JSON) read from `journalctl --output=json`.
+const JOURNAL_ENTRY_BYTES_MAX: u64 = 64 * 1024;
 /// Bound on systemctl and journalctl calls.
 const SYSTEMCTL_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -50,6 +53,16 @@ pub struct Replica {
     /// Process mode: whether the replica should run. The supervisor task follows it.
     desired_running: watch::Sender<bool>,
     generation: AtomicU64,
+    /// What the current process's own log says (crate::replica_log); None before its first line
+    /// or pid is known.
+    log: Mutex<Option<replica_log::Tracker>>,
+    /// The highest view a previous process of this replica reported in normal status: the
+    /// cluster is in this view or a later one.
+    view_floor: AtomicU64,
+    /// When StatsD last showed a previous process normal and not syncing (the gauges' arrival).
+    caught_up_at: Mutex<Option<Instant>>,
+    /// systemd mode: the invocation whose journal entries are followed, and the follower task.
+    journal: Mutex<Option<(u32, String, tokio::task::AbortHandle)>>,
 }
 
 impl Replica {
@@ -64,6 +77,10 @@ impl Replica {
             last_error: Mutex::new(None),
             desired_running,
             generation: AtomicU64::new(0),
+            log: Mutex::new(None),
+            view_floor: AtomicU64::new(0),
+            caught_up_at: Mutex::new(None),
+            journal: Mutex::new(None),
         })
     }
 
@@ -116,9 +133,80 @@ impl Replica {
         read_process_info(pid)
     }
 
+    /// The log tracker of process `pid`, created (with the view floor known now) if the
+    /// current one is another process's.
+    fn with_log<T>(&self, pid: u32, f: impl FnOnce(&mut replica_log::Tracker) -> T) -> T {
+        let mut log = self.log.lock().expect("not poisoned");
+        if log.as_ref().is_none_or(|tracker| tracker.pid() != pid) {
+            let floor = self.view_floor.load(Ordering::Relaxed) as u32;
+            // Caught up "just before": its gauges would still count as fresh now.
+            let recent = Duration::from_millis(self.config.health.statsd_stale_ms);
+            let previous_caught_up = self
+                .caught_up_at
+                .lock()
+                .expect("not poisoned")
+                .is_some_and(|at| at.elapsed() <= recent);
+            *log = Some(replica_log::Tracker::new(
+                pid,
+                floor,
+                previous_caught_up,
+                Instant::now(),
+            ));
+        }
+        f(log.as_mut().expect("just set"))
+    }
+
+    /// Feeds one line the replica process `pid` wrote (its stderr, or its journal entries).
+    pub fn observe_log_line(&self, pid: u32, line: &str) {
+        self.with_log(pid, |tracker| tracker.observe(line, Instant::now()));
+    }
+
+    /// The current process's log tracker, if its pid is the running one.
+    pub fn log_tracker(&self) -> Option<replica_log::Tracker> {
+        let pid = self.pid()?;
+        Some(self.with_log(pid, |tracker| tracker.clone()))
+    }
+
+    /// Before the StatsD values of a process are forgotten: a view it reported while normal is a
+    /// view the cluster reached, so the next process is not rejoined in an older one.
+    fn remember_view(&self, current_pid: Option<u32>) {
+        let status = self.statsd.gauge("tb_replica_status");
+        if let (Some((0, _)), Some((view, _))) = (status, self.statsd.gauge("tb_replica_view"))
+            && let Ok(view) = u32::try_from(view)
+        {
+            self.view_floor
+                .fetch_max(u64::from(view), Ordering::Relaxed);
+        }
+        // Both gauges of the same report: the older arrival is when both held.
+        let mut caught_up_at = None;
+        if let (Some((0, status_age)), Some((0, sync_age))) =
+            (status, self.statsd.gauge("tb_replica_sync_stage"))
+        {
+            caught_up_at = Instant::now().checked_sub(status_age.max(sync_age));
+        }
+        // A process that stops before its first StatsD report (restarted again within ~10 s)
+        // was caught up if its own log said so, while the log could still stand alone.
+        let now = Instant::now();
+        let stale = Duration::from_millis(self.config.health.statsd_stale_ms);
+        if let Some(tracker) = self.log.lock().expect("not poisoned").as_ref()
+            && Some(tracker.pid()) == current_pid
+            && tracker.started().elapsed() <= stale
+            && tracker
+                .status_verdict(now)
+                .is_some_and(|verdict| verdict.ok)
+            && tracker.sync_verdict(now).is_some_and(|verdict| verdict.ok)
+        {
+            caught_up_at = Some(now);
+        }
+        if caught_up_at.is_some() {
+            *self.caught_up_at.lock().expect("not poisoned") = caught_up_at;
+        }
+    }
+
     fn set_pid(&self, pid: Option<u32>) {
         let mut current = self.pid.lock().expect("not poisoned");
         if *current != pid {
+            self.remember_view(*current);
             // A new process: nothing the previous one reported may count for readiness, and
             // only its own sockets may feed StatsD from now on.
             self.statsd.set_replica_process(pid);
@@ -267,7 +355,7 @@ impl Replica {
         }
     }
 
-    async fn poll_systemd(&self) {
+    async fn poll_systemd(self: &Arc<Self>) {
         let Run::Systemd { unit, .. } = &self.config.replica.run else {
             return;
         };
@@ -282,8 +370,140 @@ impl Replica {
                 if let (true, Some(pid)) = (changed, pid) {
                     self.check_journal_for_memlock_warning(unit, pid).await;
                 }
+                if let Some(pid) = pid {
+                    self.follow_journal(unit, pid).await;
+                }
             }
             Err(error) => self.set_error(Some(error.to_string())),
+        }
+    }
+
+    /// systemd mode: follows the journal entries of the unit's current invocation, so that the
+    /// replica's state lines reach crate::replica_log as in process mode. `_SYSTEMD_INVOCATION_ID`
+    /// and `_PID` are fields journald sets itself: no other local process can write an entry
+    /// that matches them. A follower that ended (journalctl failed) is started again on the next
+    /// poll; one of an older invocation is stopped (kill_on_drop).
+    async fn follow_journal(self: &Arc<Self>, unit: &str, pid: u32) {
+        // A new invocation always has a new main pid: no systemctl call while the follower of
+        // this pid runs.
+        if let Some((current, _, task)) = self.journal.lock().expect("not poisoned").as_ref()
+            && *current == pid
+            && !task.is_finished()
+        {
+            return;
+        }
+        let invocation =
+            match systemctl(&["show", "--property=InvocationID", "--value", unit]).await {
+                Ok(output) => output.trim().to_string(),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot read the replica unit's invocation id");
+                    return;
+                }
+            };
+        if invocation.len() != 32 || !invocation.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return;
+        }
+        let mut journal = self.journal.lock().expect("not poisoned");
+        if let Some((_, current, task)) = journal.as_ref()
+            && *current == invocation
+            && !task.is_finished()
+        {
+            return;
+        }
+        if let Some((_, _, task)) = journal.take() {
+            task.abort();
+        }
+        let unit_name = if unit.contains('.') {
+            unit.to_string()
+        } else {
+            format!("{unit}.service")
+        };
+        let task = tokio::spawn(Arc::clone(self).read_journal(unit_name, invocation.clone(), pid));
+        *journal = Some((pid, invocation, task.abort_handle()));
+    }
+
+    async fn read_journal(self: Arc<Self>, unit: String, invocation: String, pid: u32) {
+        // Matched on the unit and the main pid, not on the invocation id: journald cannot always
+        // attach _SYSTEMD_INVOCATION_ID to a service's stream (it reads it from a cgroup xattr,
+        // which containers may hide: seen in the lab's systemd-nspawn hosts). An entry that has
+        // one must name the current invocation (journal_message).
+        let child = Command::new("journalctl")
+            .args([
+                "--follow",
+                "--no-tail",
+                "--quiet",
+                "--no-pager",
+                "--output=json",
+            ])
+            .arg("--output-fields=MESSAGE,_PID,_SYSTEMD_UNIT,_SYSTEMD_INVOCATION_ID")
+            .arg(format!("_SYSTEMD_UNIT={unit}"))
+            .arg(format!("_PID={pid}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn();
+        let mut child = match child {
+            Ok(child) => child,
+            Err(error) => {
+                tracing::warn!(%error, "cannot follow the replica's journal");
+                return;
+            }
+        };
+        let Some(stdout) = child.stdout.take() else {
+            return;
+        };
+        tracing::info!(%invocation, pid, "following the replica's journal entries");
+        if let Some(stderr) = child.stderr.take() {
+            // What journalctl says when it cannot read (permissions, a bad match), bounded.
+            tokio::spawn(async move {
+                let mut text = String::new();
+                let _ = BufReader::new(stderr)
+                    .take(4096)
+                    .read_to_string(&mut text)
+                    .await;
+                if !text.trim().is_empty() {
+                    tracing::warn!(stderr = %text.trim(), "journalctl (replica's journal)");
+                }
+            });
+        }
+        let mut reader = BufReader::new(stdout);
+        let mut entry = Vec::new();
+        let (mut entries, mut rejected) = (0u64, 0u32);
+        loop {
+            entry.clear();
+            // journald bounds an entry's line (LineMax, 48 KiB by default); longer is not ours.
+            match (&mut reader)
+                .take(JOURNAL_ENTRY_BYTES_MAX)
+                .read_until(b'\n', &mut entry)
+                .await
+            {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+            if entry.last() != Some(&b'\n') {
+                // Over the bound: skip the rest of this entry.
+                let mut rest = Vec::new();
+                if reader.read_until(b'\n', &mut rest).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+            entries += 1;
+            match journal_message(&entry, &unit, &invocation, pid) {
+                Some(message) => self.observe_log_line(pid, &message),
+                None if rejected < 3 => {
+                    rejected += 1;
+                    tracing::warn!(
+                        entry = %String::from_utf8_lossy(&entry[..entry.len().min(400)]),
+                        "a journal entry of the replica's unit not taken as its log line"
+                    );
+                }
+                None => {}
+            }
+            if entries == 1 {
+                tracing::info!(pid, "first journal entry of the replica read");
+            }
         }
     }
 
@@ -417,6 +637,7 @@ impl Replica {
             });
         }
         let mut child = command.spawn()?;
+        let pid = child.id().unwrap_or(0);
         self.set_memlock_warning(false);
         let log = match log_file {
             Some(path) => Some(Arc::new(tokio::sync::Mutex::new(
@@ -429,16 +650,17 @@ impl Replica {
             None => None,
         };
         if let Some(stdout) = child.stdout.take() {
-            tokio::spawn(Arc::clone(self).follow_output(BufReader::new(stdout), log.clone()));
+            tokio::spawn(Arc::clone(self).follow_output(pid, BufReader::new(stdout), log.clone()));
         }
         if let Some(stderr) = child.stderr.take() {
-            tokio::spawn(Arc::clone(self).follow_output(BufReader::new(stderr), log));
+            tokio::spawn(Arc::clone(self).follow_output(pid, BufReader::new(stderr), log));
         }
         Ok(child)
     }
 
     async fn follow_output<R: tokio::io::AsyncRead + Unpin>(
         self: Arc<Self>,
+        pid: u32,
         mut reader: BufReader<R>,
         log: Option<Arc<tokio::sync::Mutex<tokio::fs::File>>>,
     ) {
@@ -452,6 +674,7 @@ impl Replica {
             if line.contains(MEMLOCK_WARNING) {
                 self.set_memlock_warning(true);
             }
+            self.observe_log_line(pid, &line);
             if let Some(log) = &log {
                 let _ = log.lock().await.write_all(line.as_bytes()).await;
             }
@@ -462,6 +685,19 @@ impl Replica {
             tail.push_back(line.trim_end().to_string());
         }
     }
+}
+
+/// The MESSAGE of one `journalctl --output=json` entry if journald's own fields (set from the
+/// sender's credentials and cgroup: no other process can forge them) say it comes from process
+/// `pid` of `unit`, and of invocation `invocation` if the entry names one; None for anything
+/// else (a binary MESSAGE, a missing field, another process, unit or invocation).
+fn journal_message(entry: &[u8], unit: &str, invocation: &str, pid: u32) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_slice(entry).ok()?;
+    let field = |name: &str| value.get(name).and_then(serde_json::Value::as_str);
+    let invocation_ok = field("_SYSTEMD_INVOCATION_ID").is_none_or(|id| id == invocation);
+    (invocation_ok && field("_SYSTEMD_UNIT")? == unit && field("_PID")?.parse::<u32>().ok()? == pid)
+        .then(|| field("MESSAGE").map(str::to_string))
+        .flatten()
 }
 
 async fn wait_for(receiver: &mut watch::Receiver<bool>, value: bool) {
@@ -591,6 +827,41 @@ pub fn boot_time_unix_seconds() -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn journal_entries_count_only_from_the_replica_process_of_the_invocation() {
+        let unit = "tigerbeetle.service";
+        let invocation = "0123456789abcdef0123456789abcdef";
+        let line = "2026-12-06 02:43:09.930Z info(replica): 0n: x";
+        let entry = |unit: &str, id: Option<&str>, pid: &str, message: serde_json::Value| {
+            let mut value =
+                serde_json::json!({"_SYSTEMD_UNIT": unit, "_PID": pid, "MESSAGE": message});
+            if let Some(id) = id {
+                value["_SYSTEMD_INVOCATION_ID"] = id.into();
+            }
+            value.to_string()
+        };
+        let read = |text: String| journal_message(text.as_bytes(), unit, invocation, 42);
+        assert_eq!(
+            read(entry(unit, Some(invocation), "42", line.into())),
+            Some(line.into())
+        );
+        // journald could not attach the invocation (lab containers): unit and pid decide.
+        assert_eq!(
+            read(entry(unit, None, "42", line.into())),
+            Some(line.into())
+        );
+        // Another invocation, process or unit, a binary message, garbage.
+        let other = "fedcba9876543210fedcba9876543210";
+        assert_eq!(read(entry(unit, Some(other), "42", line.into())), None);
+        assert_eq!(read(entry(unit, Some(invocation), "43", line.into())), None);
+        assert_eq!(read(entry("logger.service", None, "42", line.into())), None);
+        assert_eq!(
+            read(entry(unit, None, "42", serde_json::json!([104, 105]))),
+            None
+        );
+        assert_eq!(read("{not json".into()), None);
+    }
 
     #[test]
     fn process_states() {

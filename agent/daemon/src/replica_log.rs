@@ -1,0 +1,657 @@
+//! Readiness from the replica's own log: TigerBeetle logs, at its default level (info), every
+//! transition to normal status with the view and the end of state sync's superblock phase
+//! (src/vsr/replica.zig). StatsD reports the same state only every 10 s, so a restarted replica
+//! would wait ~10 s for its first gauge; its log says it within a second.
+//!
+//! Log text is not a stable interface: every line is untrusted input, parsed strictly against the
+//! formats of the releases checked below. A line that does not match is ignored, and a process
+//! whose `init:` line names a release not checked here gives no evidence at all: readiness then
+//! comes from StatsD alone, as before. The log only ever *adds* a faster verdict; missing lines
+//! (journald rate limits, MaxLevelStore) leave the verdict to StatsD, never to "ready".
+//!
+//! Traps, from replica.zig (0.16.78):
+//! - A restarted backup whose saved view is certain logs `transition_to_normal_from_recovering_status`
+//!   in its *own saved view*, before it has heard from anyone. If the cluster moved on, the first
+//!   heartbeat (the primary's commit message, every 500 ms; pings every 1 s) makes it jump to a
+//!   view change. So: normal counts only in a view at least the cluster's view as known to the
+//!   agent, and only after `SETTLE` without a later transition.
+//! - State sync is decided when a start_view message is processed, and its superblock phase ends
+//!   with `sync: ops=A..B/C..D`, logged right *after* the transition to normal that the same
+//!   callback makes. `SETTLE` covers that line; tables are then synced in the background until
+//!   `sync_enqueue_tables: all tables synced`. `sync: done` comes only at the next checkpoint
+//!   (late on an idle cluster), so it is not waited for.
+//! - A backup far behind in the same view asks for sync only after `repair_sync_timeout` (5 s);
+//!   it warns first (`on_prepare: ignoring prepare.op=... (too far ahead` when prepares arrive
+//!   beyond its WAL, `request sync; lagging behind cluster`): either warning voids the log's verdict.
+
+use std::time::{Duration, Instant};
+
+/// Releases whose log formats were checked against replica.zig and captured from a live replica.
+pub const VERIFIED_RELEASES: [&str; 1] = ["0.16.78"];
+/// How long a transition to normal must stand before it counts: longer than the primary's commit
+/// heartbeat (500 ms), which makes a backup in a stale view jump to a view change.
+pub const SETTLE: Duration = Duration::from_millis(600);
+/// Longer lines are not TigerBeetle's state lines: ignored unread.
+pub const LINE_BYTES_MAX: usize = 512;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Primary,
+    Backup,
+}
+
+/// The status a replica left for normal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum From {
+    Recovering,
+    RecoveringHead,
+    ViewChange,
+}
+
+impl From {
+    fn as_str(self) -> &'static str {
+        match self {
+            From::Recovering => "transition_to_normal_from_recovering_status",
+            From::RecoveringHead => "transition_to_normal_from_recovering_head_status",
+            From::ViewChange => "transition_to_normal_from_view_change_status",
+        }
+    }
+}
+
+/// One state line of the replica's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// `init: ... release=X`: the process's first line; `verified` if its formats were checked.
+    Init {
+        release: String,
+        verified: bool,
+    },
+    Normal {
+        view: u32,
+        from: From,
+        role: Role,
+    },
+    ViewChange {
+        view: u32,
+    },
+    /// `sync: ops=A..B/C..D` (superblock synced, tables follow) or `sync: ops=A..B` (a process
+    /// that restarted with tables still to sync).
+    SyncTables {
+        op_max: u64,
+    },
+    TablesSynced,
+    SyncDone,
+    /// A warning that the replica is too far behind to repair from the WAL: state sync may follow.
+    FarBehind,
+}
+
+/// `2026-12-06 02:43:09.930Z info(replica): 0n: MESSAGE` → (level, MESSAGE), or None.
+fn split_line(line: &str) -> Option<(&str, &str)> {
+    if line.len() > LINE_BYTES_MAX {
+        return None;
+    }
+    let line = line.trim_end_matches(['\n', '\r']);
+    let mut parts = line.splitn(4, ' ');
+    let (date, time, scope, rest) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let date_ok = date.len() == 10 && date.bytes().all(|b| b.is_ascii_digit() || b == b'-');
+    let time_ok = time.ends_with('Z') && time.len() >= 9;
+    let level = scope.strip_suffix("(replica):")?;
+    let (prefix, message) = rest.split_once(": ")?;
+    // Replica index and status letter (uppercase on the primary), e.g. `0n`, `1N`, `2r`.
+    let prefix_ok = prefix.len() >= 2
+        && prefix[..prefix.len() - 1]
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+        && prefix
+            .bytes()
+            .last()
+            .is_some_and(|b| b.is_ascii_alphabetic());
+    (date_ok && time_ok && prefix_ok).then_some((level, message))
+}
+
+fn number<T: std::str::FromStr>(text: &str) -> Option<T> {
+    (!text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| text.parse().ok())
+        .flatten()
+}
+
+/// `A..B` → (A, B).
+fn range<T: std::str::FromStr>(text: &str) -> Option<(T, T)> {
+    let (a, b) = text.split_once("..")?;
+    Some((number(a)?, number(b)?))
+}
+
+fn role(text: &str) -> Option<Role> {
+    match text {
+        "primary" => Some(Role::Primary),
+        "backup" => Some(Role::Backup),
+        _ => None,
+    }
+}
+
+/// Parses one line; None for every line that is not exactly one of the state lines.
+pub fn parse(line: &str) -> Option<Event> {
+    let (level, message) = split_line(line)?;
+    match level {
+        "info" => parse_info(message),
+        "warning" => parse_warning(message),
+        _ => None,
+    }
+}
+
+fn parse_info(message: &str) -> Option<Event> {
+    let (name, rest) = message.split_once(": ").unwrap_or((message, ""));
+    match name {
+        "init" => {
+            let release = rest.split(' ').find_map(|f| f.strip_prefix("release="))?;
+            let verified = VERIFIED_RELEASES.contains(&release);
+            Some(Event::Init {
+                release: release.chars().take(32).collect(),
+                verified,
+            })
+        }
+        "transition_to_normal_from_recovering_status" => {
+            let (view, role_text) = rest.strip_prefix("view=")?.split_once(' ')?;
+            Some(Event::Normal {
+                view: number(view)?,
+                from: From::Recovering,
+                role: role(role_text)?,
+            })
+        }
+        "transition_to_normal_from_recovering_head_status"
+        | "transition_to_normal_from_view_change_status" => {
+            let (views, role_text) = rest.strip_prefix("view=")?.split_once(' ')?;
+            let (_, view) = range::<u32>(views)?;
+            let from = if name.contains("recovering_head") {
+                From::RecoveringHead
+            } else {
+                From::ViewChange
+            };
+            Some(Event::Normal {
+                view,
+                from,
+                role: role(role_text)?,
+            })
+        }
+        "transition_to_view_change_status" => {
+            let (views, status) = rest.strip_prefix("view=")?.split_once(' ')?;
+            status.strip_prefix("status=")?;
+            Some(Event::ViewChange {
+                view: range::<u32>(views)?.1,
+            })
+        }
+        "sync" => parse_sync(rest),
+        "sync_enqueue_tables" => rest
+            .starts_with("all tables synced (commit=")
+            .then_some(Event::TablesSynced),
+        _ => None,
+    }
+}
+
+fn parse_sync(rest: &str) -> Option<Event> {
+    if rest == "done" {
+        return Some(Event::SyncDone);
+    }
+    let ops = rest.strip_prefix("ops=")?;
+    let op_max = match ops.split_once('/') {
+        Some((tables, superblock)) => {
+            range::<u64>(superblock)?;
+            range::<u64>(tables)?.1
+        }
+        None => range::<u64>(ops)?.1,
+    };
+    Some(Event::SyncTables { op_max })
+}
+
+fn parse_warning(message: &str) -> Option<Event> {
+    let far_behind = (message.starts_with("on_prepare: ignoring prepare.op=")
+        && message.contains(" (too far ahead, "))
+        || message.starts_with("on_repair_sync_timeout: request sync; lagging behind cluster");
+    far_behind.then_some(Event::FarBehind)
+}
+
+/// What the log says about one check, and since when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    pub ok: bool,
+    pub detail: String,
+    pub at: Instant,
+}
+
+#[derive(Debug, Clone)]
+enum Status {
+    Unknown,
+    Normal {
+        view: u32,
+        from: From,
+        role: Role,
+        at: Instant,
+    },
+    ViewChange {
+        view: u32,
+        at: Instant,
+    },
+}
+
+#[derive(Debug, Clone)]
+enum Sync {
+    /// No sync line since the process started.
+    Idle,
+    Tables {
+        op_max: u64,
+        at: Instant,
+    },
+    Synced {
+        at: Instant,
+    },
+    FarBehind {
+        at: Instant,
+    },
+}
+
+/// The log-derived state of the current replica process.
+#[derive(Debug, Clone)]
+pub struct Tracker {
+    /// The process whose lines these are, and when the agent first knew of it.
+    pid: u32,
+    started: Instant,
+    /// The lowest view the cluster can be in, as the agent knows it (the highest view a previous
+    /// process of this replica reported in normal status).
+    view_floor: u32,
+    /// Whether StatsD showed the previous process normal and not syncing shortly before this one
+    /// started: only then can a transition from recovering (which has not heard from the primary
+    /// yet, so has not decided whether to sync) count.
+    previous_caught_up: bool,
+    release: Option<(String, bool)>,
+    status: Status,
+    sync: Sync,
+}
+
+impl Tracker {
+    pub fn new(pid: u32, view_floor: u32, previous_caught_up: bool, started: Instant) -> Tracker {
+        Tracker {
+            pid,
+            started,
+            view_floor,
+            previous_caught_up,
+            release: None,
+            status: Status::Unknown,
+            sync: Sync::Idle,
+        }
+    }
+
+    pub fn view_floor(&self) -> u32 {
+        self.view_floor
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// Feeds one line read at `now`.
+    pub fn observe(&mut self, line: &str, now: Instant) {
+        let Some(event) = parse(line) else { return };
+        match event {
+            Event::Init { release, verified } => self.release = Some((release, verified)),
+            Event::Normal { view, from, role } => {
+                self.status = Status::Normal {
+                    view,
+                    from,
+                    role,
+                    at: now,
+                };
+            }
+            Event::ViewChange { view } => self.status = Status::ViewChange { view, at: now },
+            Event::SyncTables { op_max } => self.sync = Sync::Tables { op_max, at: now },
+            Event::TablesSynced | Event::SyncDone => {
+                if matches!(self.sync, Sync::Tables { .. }) {
+                    self.sync = Sync::Synced { at: now };
+                }
+            }
+            Event::FarBehind => self.sync = Sync::FarBehind { at: now },
+        }
+    }
+
+    /// Why the log gives no evidence, if it gives none (StatsD decides then).
+    fn unusable(&self) -> Option<String> {
+        match &self.release {
+            None => Some("no `init:` line from this process in its log yet".into()),
+            Some((release, false)) => Some(format!(
+                "the replica runs release {release}, whose log format the agent has not been \
+                 checked against (checked: {})",
+                VERIFIED_RELEASES.join(", ")
+            )),
+            Some((_, true)) => None,
+        }
+    }
+
+    /// The log's verdict on `replica_status`: None when it has none (yet).
+    pub fn status_verdict(&self, now: Instant) -> Option<Verdict> {
+        self.unusable().is_none().then_some(())?;
+        match self.status {
+            Status::Unknown => None,
+            Status::ViewChange { view, at } => Some(Verdict {
+                ok: false,
+                detail: format!("log: transition_to_view_change_status view={view}"),
+                at,
+            }),
+            Status::Normal {
+                view,
+                from,
+                role,
+                at,
+            } => {
+                let line = format!(
+                    "log: {} view={view} {}",
+                    from.as_str(),
+                    if role == Role::Primary {
+                        "primary"
+                    } else {
+                        "backup"
+                    }
+                );
+                if view < self.view_floor {
+                    return Some(Verdict {
+                        ok: false,
+                        detail: format!(
+                            "{line}, but the cluster is at least in view {}: not rejoined yet",
+                            self.view_floor
+                        ),
+                        at,
+                    });
+                }
+                if from == From::Recovering && !self.previous_caught_up {
+                    return None;
+                }
+                // Settling: no verdict yet (StatsD may still have one).
+                (now.saturating_duration_since(at) >= SETTLE).then(|| Verdict {
+                    ok: true,
+                    detail: format!(
+                        "normal ({line}, {} ms ago)",
+                        now.duration_since(at).as_millis()
+                    ),
+                    at,
+                })
+            }
+        }
+    }
+
+    /// The log's verdict on `replica_sync`: only once the status verdict is a settled normal, so
+    /// that the sync line the transition's callback logs after it has had time to arrive.
+    pub fn sync_verdict(&self, now: Instant) -> Option<Verdict> {
+        let status = self.status_verdict(now)?;
+        Some(match self.sync {
+            Sync::Idle if !status.ok => return None,
+            Sync::Idle => Verdict {
+                ok: true,
+                detail: "not syncing (log: no sync line since the process started)".into(),
+                at: status.at,
+            },
+            Sync::Tables { op_max, at } => Verdict {
+                ok: false,
+                detail: format!(
+                    "state sync in progress (log: sync: ops=..{op_max}, tables syncing)"
+                ),
+                at,
+            },
+            Sync::Synced { at } => Verdict {
+                ok: true,
+                detail: "not syncing (log: all tables synced)".into(),
+                at,
+            },
+            Sync::FarBehind { at } => Verdict {
+                ok: false,
+                detail: "the replica warned it is too far behind to repair from its WAL: state \
+                         sync may follow (log)"
+                    .into(),
+                at,
+            },
+        })
+    }
+
+    /// Why the log gives no verdict on `replica_status`, for the check's detail.
+    pub fn why_no_verdict(&self, now: Instant) -> String {
+        if let Some(why) = self.unusable() {
+            return why;
+        }
+        match self.status {
+            Status::Normal {
+                from: From::Recovering,
+                ..
+            } if !self.previous_caught_up => {
+                "the log shows a transition to normal from recovering, \
+                 which comes before the replica hears from the primary and decides whether to \
+                 state-sync; the agent did not see the previous process caught up just before \
+                 (StatsD) to rule a sync out"
+                    .into()
+            }
+            Status::Normal { at, .. } => format!(
+                "the log's transition to normal is {} ms old, not yet {} ms",
+                now.saturating_duration_since(at).as_millis(),
+                SETTLE.as_millis()
+            ),
+            _ => "no transition to normal in this process's log yet".into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Lines captured from live 0.16.78 replicas (`tbctl local up`, restarts through the agent,
+    // a backup restarted after 40 s of writes without it).
+    const INIT: &str = "2026-12-06 02:43:09.675Z info(replica): 0r: init: replica_count=3 \
+                        quorum_view_change=2 quorum_replication=2 release=0.16.78";
+    const NORMAL_RECOVERING_V0: &str = "2026-12-06 02:40:21.680Z info(replica): 1n: \
+                                        transition_to_normal_from_recovering_status: view=0 backup";
+    const VIEW_CHANGE_0_1: &str = "2026-12-06 02:40:23.545Z info(replica): 1n: \
+        transition_to_view_change_status: view=0..1 \
+        status=vsr.replica.Status.normal..vsr.replica.Status.view_change";
+    const NORMAL_VIEW_CHANGE_1_PRIMARY: &str = "2026-12-06 02:40:23.545Z info(replica): 1N: \
+        transition_to_normal_from_view_change_status: view=1..1 primary";
+    const NORMAL_RECOVERING_V1: &str = "2026-12-06 02:43:09.930Z info(replica): 0n: \
+                                        transition_to_normal_from_recovering_status: view=1 backup";
+    const NORMAL_VIEW_CHANGE_2: &str = "2026-12-06 02:46:19.438Z info(replica): 1n: \
+        transition_to_normal_from_view_change_status: view=2..2 backup";
+    const SYNC_OPS: &str =
+        "2026-12-06 02:46:19.448Z info(replica): 1n: sync: ops=0..39391/0..39391";
+    const TABLES_SYNCED: &str = "2026-12-06 02:46:20.478Z info(replica): 1n: sync_enqueue_tables: \
+                                 all tables synced (commit=0..39391/39391)";
+    const STATE_MACHINE_OPEN: &str = "2026-12-06 02:46:19.650Z info(replica): 1n: \
+                                      state_machine_open_callback: sync_ops=0..39391";
+    // From replica.zig's format strings (warnings of a backup far behind in the same view).
+    const TOO_FAR_AHEAD: &str = "2026-12-06 02:46:19.448Z warning(replica): 1n: on_prepare: \
+        ignoring prepare.op=41000 (too far ahead, commit_min=100 op=120 commit_max=40990 \
+        prepare_max=1100)";
+
+    fn at(base: Instant, ms: u64) -> Instant {
+        base + Duration::from_millis(ms)
+    }
+
+    fn tracker(floor: u32, lines: &[(&str, u64)]) -> (Tracker, Instant) {
+        let base = Instant::now();
+        let mut tracker = Tracker::new(42, floor, true, base);
+        for (line, ms) in lines {
+            tracker.observe(line, at(base, *ms));
+        }
+        (tracker, base)
+    }
+
+    #[test]
+    fn parses_the_captured_lines() {
+        assert_eq!(
+            parse(INIT),
+            Some(Event::Init {
+                release: "0.16.78".into(),
+                verified: true
+            })
+        );
+        assert_eq!(
+            parse(NORMAL_RECOVERING_V0),
+            Some(Event::Normal {
+                view: 0,
+                from: From::Recovering,
+                role: Role::Backup
+            })
+        );
+        assert_eq!(parse(VIEW_CHANGE_0_1), Some(Event::ViewChange { view: 1 }));
+        assert_eq!(
+            parse(NORMAL_VIEW_CHANGE_1_PRIMARY),
+            Some(Event::Normal {
+                view: 1,
+                from: From::ViewChange,
+                role: Role::Primary
+            })
+        );
+        assert_eq!(parse(SYNC_OPS), Some(Event::SyncTables { op_max: 39391 }));
+        assert_eq!(
+            parse("2026-12-06 02:46:19.448Z info(replica): 1n: sync: ops=5..9"),
+            Some(Event::SyncTables { op_max: 9 })
+        );
+        assert_eq!(parse(TABLES_SYNCED), Some(Event::TablesSynced));
+        assert_eq!(
+            parse("2026-12-06 02:46:19.448Z info(replica): 1n: sync: done"),
+            Some(Event::SyncDone)
+        );
+        assert_eq!(parse(TOO_FAR_AHEAD), Some(Event::FarBehind));
+        assert_eq!(parse(STATE_MACHINE_OPEN), None);
+    }
+
+    #[test]
+    fn rejects_anything_not_exactly_a_state_line() {
+        let forged = [
+            // Another scope, level, or a message mentioning the words.
+            "2026-12-06 02:43:09.930Z info(client): 0n: transition_to_normal_from_recovering_status: view=1 backup",
+            "2026-12-06 02:43:09.930Z debug(replica): 0n: transition_to_normal_from_recovering_status: view=1 backup",
+            "hello transition_to_normal_from_recovering_status: view=1 backup",
+            // Malformed numbers, roles, prefixes, timestamps.
+            "2026-12-06 02:43:09.930Z info(replica): 0n: transition_to_normal_from_recovering_status: view=-1 backup",
+            "2026-12-06 02:43:09.930Z info(replica): 0n: transition_to_normal_from_recovering_status: view=99999999999 backup",
+            "2026-12-06 02:43:09.930Z info(replica): 0n: transition_to_normal_from_recovering_status: view=1 leader",
+            "2026-12-06 02:43:09.930Z info(replica): xn: transition_to_normal_from_recovering_status: view=1 backup",
+            "yesterday 02:43:09.930Z info(replica): 0n: transition_to_normal_from_recovering_status: view=1 backup",
+            "2026-12-06 02:46:19.438Z info(replica): 1n: transition_to_normal_from_view_change_status: view=2 backup",
+            "2026-12-06 02:46:19.448Z info(replica): 1n: sync: ops=0..x/0..1",
+            "2026-12-06 02:46:19.448Z info(replica): 1n: sync: done later",
+        ];
+        for line in forged {
+            assert_eq!(parse(line), None, "{line}");
+        }
+        let long = format!("{NORMAL_RECOVERING_V1}{}", " ".repeat(LINE_BYTES_MAX));
+        assert_eq!(parse(&long), None);
+    }
+
+    #[test]
+    fn a_restarted_backup_is_ready_once_its_transition_settles() {
+        let (tracker, base) = tracker(1, &[(INIT, 0), (NORMAL_RECOVERING_V1, 255)]);
+        assert_eq!(tracker.status_verdict(at(base, 300)), None, "settling");
+        let verdict = tracker.status_verdict(at(base, 255 + 600)).unwrap();
+        assert!(verdict.ok, "{verdict:?}");
+        assert!(verdict.detail.contains("view=1"), "{}", verdict.detail);
+        assert!(tracker.sync_verdict(at(base, 900)).unwrap().ok);
+    }
+
+    /// Trap (a): normal in the backup's own saved view, then a view change.
+    #[test]
+    fn normal_in_a_stale_view_is_not_rejoined() {
+        let (stale, base) = tracker(1, &[(INIT, 0), (NORMAL_RECOVERING_V0, 10)]);
+        let verdict = stale.status_verdict(at(base, 5000)).unwrap();
+        assert!(!verdict.ok);
+        assert!(
+            verdict.detail.contains("at least in view 1"),
+            "{}",
+            verdict.detail
+        );
+        assert_eq!(stale.sync_verdict(at(base, 5000)), None);
+        // Without the floor, the first heartbeat makes it jump within the settle time.
+        let (jumped, base) = tracker(
+            0,
+            &[
+                (INIT, 0),
+                (NORMAL_RECOVERING_V0, 10),
+                (VIEW_CHANGE_0_1, 400),
+            ],
+        );
+        assert!(!jumped.status_verdict(at(base, 700)).unwrap().ok);
+        let (rejoined, base) = tracker(
+            0,
+            &[
+                (INIT, 0),
+                (NORMAL_RECOVERING_V0, 10),
+                (VIEW_CHANGE_0_1, 400),
+                (NORMAL_VIEW_CHANGE_1_PRIMARY, 410),
+            ],
+        );
+        assert_eq!(rejoined.status_verdict(at(base, 900)), None, "settling");
+        assert!(rejoined.status_verdict(at(base, 1010)).unwrap().ok);
+    }
+
+    /// Trap (b): the sync line follows the transition; a warning of being far behind voids it.
+    #[test]
+    fn sync_after_the_transition_holds_readiness() {
+        let (syncing, base) = tracker(
+            1,
+            &[(INIT, 0), (NORMAL_VIEW_CHANGE_2, 100), (SYNC_OPS, 110)],
+        );
+        let verdict = syncing.sync_verdict(at(base, 1000)).unwrap();
+        assert!(!verdict.ok);
+        assert!(verdict.detail.contains("39391"), "{}", verdict.detail);
+        let (behind, base) = tracker(
+            1,
+            &[(INIT, 0), (NORMAL_RECOVERING_V1, 100), (TOO_FAR_AHEAD, 300)],
+        );
+        assert!(!behind.sync_verdict(at(base, 1000)).unwrap().ok);
+    }
+
+    /// Trap (b), same view: without evidence that the previous process was caught up just before,
+    /// a transition from recovering leaves the verdict to StatsD (it may still decide to sync).
+    #[test]
+    fn a_transition_from_recovering_needs_the_previous_process_caught_up() {
+        let base = Instant::now();
+        let mut tracker = Tracker::new(42, 1, false, base);
+        tracker.observe(INIT, base);
+        tracker.observe(NORMAL_RECOVERING_V1, at(base, 100));
+        assert_eq!(tracker.status_verdict(at(base, 5000)), None);
+        assert!(tracker.why_no_verdict(at(base, 5000)).contains("caught up"));
+        // A transition after a start_view message (the sync decision made) counts.
+        tracker.observe(NORMAL_VIEW_CHANGE_2, at(base, 200));
+        assert!(tracker.status_verdict(at(base, 900)).unwrap().ok);
+    }
+
+    /// Trap (c): `sync: done` waits for the next checkpoint; the tables' end is enough.
+    #[test]
+    fn synced_tables_end_the_sync_without_sync_done() {
+        let (synced, base) = tracker(
+            1,
+            &[
+                (INIT, 0),
+                (NORMAL_VIEW_CHANGE_2, 100),
+                (SYNC_OPS, 110),
+                (STATE_MACHINE_OPEN, 300),
+                (TABLES_SYNCED, 1140),
+            ],
+        );
+        let verdict = synced.sync_verdict(at(base, 1200)).unwrap();
+        assert!(verdict.ok, "{verdict:?}");
+    }
+
+    /// Traps (d) and (e): missing lines or an unknown release give no verdict, never "ready".
+    #[test]
+    fn missing_or_unknown_lines_give_no_verdict() {
+        let (no_init, base) = tracker(0, &[(NORMAL_RECOVERING_V1, 100)]);
+        assert_eq!(no_init.status_verdict(at(base, 5000)), None);
+        assert!(no_init.why_no_verdict(at(base, 5000)).contains("init"));
+        let newer = INIT.replace("0.16.78", "0.17.0");
+        let (unknown, base) = tracker(0, &[(&newer, 0), (NORMAL_RECOVERING_V1, 100)]);
+        assert_eq!(unknown.status_verdict(at(base, 5000)), None);
+        assert!(unknown.why_no_verdict(at(base, 5000)).contains("0.17.0"));
+        let (nothing, base) = tracker(0, &[(INIT, 0)]);
+        assert_eq!(nothing.status_verdict(at(base, 5000)), None);
+        assert_eq!(nothing.sync_verdict(at(base, 5000)), None);
+    }
+}

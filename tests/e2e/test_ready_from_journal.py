@@ -1,0 +1,102 @@
+"""End-to-end: readiness from the replica's own log in systemd mode (issue 16, item 1).
+
+The agent, as its real unit and unprivileged user, follows the journal entries of the replica
+unit's current invocation (journalctl --follow _SYSTEMD_INVOCATION_ID=...): a restarted replica
+is ready as soon as its log shows it rejoined, not ~10 s later at its first StatsD report; the
+readiness report says which evidence it used. A line another local process writes into the
+journal, in the replica's words, changes nothing: only entries whose journald-set fields name the
+unit's invocation and main pid count. Shares the bootstrapped cluster and leaves it healthy.
+
+    python3 -m pytest tests/e2e/test_ready_from_journal.py
+
+Status (branch ready, 2026-12-06): test_restart_is_ready_from_the_journal FAILS: the agent's
+journalctl child reads no entry at all in the lab (no line, no stderr; journalctl's --quiet hides
+"No journal files were opened due to insufficient permissions"), so systemd mode falls back to
+StatsD (~11 s). Not in tests/e2e/run until fixed.
+"""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+
+import labctl
+
+# Issue 16's target for restart → ready (the agent's restart answers once ready again).
+RESTART_TO_READY_MEDIAN_MAX_S = 2.0
+FORGED_WATCH_S = 5
+
+
+def check(report: dict, name: str) -> dict:
+    return next(c for c in report["checks"] if c["name"] == name)
+
+
+def test_restart_is_ready_from_the_journal(cluster: labctl.Controller):
+    cluster.wait_ready()
+    order = cluster.tbctl("rollout", "order", "--inventory",
+                          str(cluster.inventory_path)).stdout.split()
+    times = []
+    for host in order:
+        asked = time.monotonic()
+        seen = []
+        result = {}
+        restart = threading.Thread(target=lambda: result.update(answer=cluster.agent(
+            host, "/v1/replica/restart", method="POST", timeout_s=120)))
+        restart.start()
+        while restart.is_alive():
+            report = cluster.agent(host, "/v1/health/ready")
+            detail = check(report, "replica_status")["detail"]
+            if not seen or seen[-1] != detail:
+                seen.append(detail)
+            time.sleep(0.3)
+        restart.join()
+        answer = result["answer"]
+        took = time.monotonic() - asked
+        labctl.log(f"{host}: replica_status during the restart: {seen}")
+        assert answer.get("outcome") == "restarted", answer
+        report = cluster.agent(host, "/v1/health/ready")
+        assert report["ready"], report
+        detail = check(report, "replica_status")["detail"]
+        labctl.log(f"{host}: restart → ready {took:.2f} s ({detail})")
+        assert "log: transition_to_normal" in detail, (
+            f"{report}\n{cluster.journal(host, 'tb-agent.service', 40).replace('warning(message_bus)', '')}\n"
+            f"{cluster.journal(host, 'tigerbeetle.service', 15)}\n"
+            + cluster.lab.exec(host, "systemctl show -p InvocationID -p MainPID tigerbeetle.service;"
+                               " journalctl -u tigerbeetle.service -o json -n 2 --output-fields="
+                               "_PID,_SYSTEMD_UNIT,_SYSTEMD_INVOCATION_ID;"
+                               " grep -rh 'unit' /etc/tb-agent/ 2>&1 | head -5;"
+                               " pid=$(systemctl show -p MainPID --value tigerbeetle.service);"
+                               " user=$(systemctl show -p User --value tb-agent.service);"
+                               " echo user=$user; grep Groups /proc/$(systemctl show -p MainPID"
+                               " --value tb-agent.service)/status; ls -la /var/log/journal/*/ | head -4;"
+                               " timeout 5 systemd-run --quiet --wait --pipe -p User=$user"
+                               " -p SupplementaryGroups=systemd-journal -p SystemCallFilter=@system-service"
+                               " -p ProtectSystem=strict journalctl --follow"
+                               " --no-tail --quiet --no-pager --output=json --output-fields="
+                               "MESSAGE,_PID,_SYSTEMD_UNIT,_SYSTEMD_INVOCATION_ID"
+                               " _SYSTEMD_UNIT=tigerbeetle.service _PID=$pid 2>&1 | head -c 1500",
+                               check=False).stdout)
+        times.append(took)
+        cluster.wait_ready()
+    median = statistics.median(times)
+    labctl.log(f"restart → ready median {median:.2f} s over {times}")
+    assert median <= RESTART_TO_READY_MEDIAN_MAX_S, times
+
+
+def test_a_forged_journal_line_is_ignored(cluster: labctl.Controller):
+    cluster.wait_ready()
+    host = cluster.host_names[0]
+    answer = cluster.agent(host, "/v1/replica/restart", method="POST", timeout_s=120)
+    assert answer.get("outcome") == "restarted", answer
+    # A state line in the replica's words, from another process (its own _PID and invocation):
+    # accepted, it would hold readiness (a sync in progress) until the next StatsD report.
+    forged = ("$(date -u '+%Y-%m-%d %H:%M:%S.000Z') info(replica): 0n: "
+              "sync: ops=0..99999/0..99999")
+    cluster.lab.exec(host, f'echo "{forged}" | systemd-cat --identifier=tigerbeetle')
+    deadline = time.monotonic() + FORGED_WATCH_S
+    while time.monotonic() < deadline:
+        report = cluster.agent(host, "/v1/health/ready")
+        assert report["ready"], report
+        assert "99999" not in check(report, "replica_sync")["detail"], report
+        time.sleep(0.2)
