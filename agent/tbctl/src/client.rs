@@ -293,6 +293,27 @@ impl AgentClient {
             .await
     }
 
+    /// `POST /v1/backups/{id}/restore`: the agent answers once the file is in place.
+    pub async fn restore(
+        &self,
+        url: &str,
+        backup_id: &str,
+        request: &api::RestoreRequest,
+        timeout_ms: u64,
+    ) -> Result<api::RestoreResponse, AgentError> {
+        let body = serde_json::to_value(request).expect("plain struct");
+        let accept = [StatusCode::OK];
+        self.call(
+            url,
+            Endpoint::BackupRestore,
+            &[backup_id],
+            Some(body),
+            &accept,
+            timeout_ms,
+        )
+        .await
+    }
+
     /// `GET /v1/jobs/{id}`.
     pub async fn job(&self, url: &str, id: &str, timeout_ms: u64) -> Result<api::Job, AgentError> {
         self.get(url, Endpoint::Job, &[id], timeout_ms).await

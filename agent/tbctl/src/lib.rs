@@ -24,6 +24,7 @@ mod process;
 mod progress;
 mod recover;
 mod replica_arg;
+mod restore;
 mod rollout_order;
 mod scratch;
 mod status;
@@ -157,6 +158,10 @@ enum Command {
     /// Rebuild a replica whose data file is lost (`tigerbeetle recover`), and wait until it has
     /// caught up with the cluster.
     Recover(RecoverArgs),
+    /// Put one verified backup in place of a stopped replica's data file (disaster recovery:
+    /// docs/backups.md). Refused while the replica or, without --disaster-recovery, a peer runs.
+    /// Does not start the replica.
+    Restore(restore::RestoreArgs),
     /// Prove the backups restore: write known records, back up every replica, restore the
     /// backups into a scratch cluster on this host, and compare. Never touches the live
     /// cluster's files or ports; it does leave two accounts and their transfers in it.
@@ -299,7 +304,7 @@ enum LocalCommand {
     Down(local::DownArgs),
 }
 
-fn timeout_ms(text: &str) -> Result<u64, String> {
+pub(crate) fn timeout_ms(text: &str) -> Result<u64, String> {
     let value: u64 = text
         .parse()
         .map_err(|_| format!("`{text}` is not a whole number"))?;
@@ -382,6 +387,10 @@ async fn run_async(cli: Cli) -> anyhow::Result<ExitCode> {
             let (client, inventory) = connect(&cli, &args.inventory)?;
             let replica = args.replica.resolve(&inventory)?;
             recover::recover(&client, replica, args.timeout_ms).await
+        }
+        Command::Restore(args) => {
+            let (client, inventory) = connect(&cli, &args.inventory)?;
+            restore::restore(&client, &inventory, args).await
         }
         Command::RestoreDrill(args) => {
             let (client, inventory) = connect(&cli, &args.inventory)?;

@@ -137,3 +137,35 @@ fn help_lists_the_exit_codes_and_generated_files_build() {
     }
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn restore_checks_the_backup_id_before_any_request() {
+    let dir = scratch("restore");
+    let inventory = unreachable_inventory(&dir);
+    // A path, not a backup id: refused by the argument parser (usage), nothing sent.
+    let output = tbctl(
+        &[
+            "restore",
+            "--replica",
+            "tb-0",
+            "--backup",
+            "../../etc/passwd",
+        ],
+        Some(&inventory),
+    );
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    // A well-formed id to an agent that cannot be reached: exit 4, naming the replica.
+    let output = tbctl(
+        &[
+            "restore",
+            "--replica",
+            "tb-0",
+            "--backup",
+            "20261123T101500Z-r0-1a2b3c4d",
+        ],
+        Some(&inventory),
+    );
+    assert_eq!(output.status.code(), Some(4), "{}", text(&output));
+    assert!(text(&output).contains("replica 0"), "{}", text(&output));
+    std::fs::remove_dir_all(dir).unwrap();
+}
