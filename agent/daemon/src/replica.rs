@@ -8,7 +8,7 @@
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -28,6 +28,14 @@ pub const MEMLOCK_WARNING: &str = "Unable to lock pages";
 const RESTART_BACKOFF_MIN: Duration = Duration::from_secs(1);
 const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(30);
 const RESTART_BACKOFF_RESET_AFTER: Duration = Duration::from_secs(60);
+/// systemd mode: whether the replica's journal entries feed readiness. Off until the follower is
+/// sound: in the lab it read no entry at all, and a follower that restarts replays the stored
+/// entries stamped with the time they are read, which could outvote a fresh StatsD gauge (a
+/// replayed "normal" after a dropped view-change line). Readiness in systemd mode comes from
+/// StatsD alone, as before.
+const JOURNAL_EVIDENCE: bool = false;
+/// Longest line of the replica's own output (process mode) read at once.
+const OUTPUT_LINE_BYTES_MAX: u64 = 16 * 1024;
 /// Longest journal entry (JSON) read from `journalctl --output=json`.
 const JOURNAL_ENTRY_BYTES_MAX: u64 = 64 * 1024;
 /// Bound on systemctl and journalctl calls.
@@ -59,6 +67,9 @@ pub struct Replica {
     /// The highest view a previous process of this replica reported in normal status: the
     /// cluster is in this view or a later one.
     view_floor: AtomicU64,
+    /// The pid of the process before the current one (0: none): its readers may still drain
+    /// lines after the next process started, and those must not replace the new tracker.
+    retired_pid: AtomicU32,
     /// When StatsD last showed a previous process normal and not syncing (the gauges' arrival).
     caught_up_at: Mutex<Option<Instant>>,
     /// systemd mode: the invocation whose journal entries are followed, and the follower task.
@@ -79,6 +90,7 @@ impl Replica {
             generation: AtomicU64::new(0),
             log: Mutex::new(None),
             view_floor: AtomicU64::new(0),
+            retired_pid: AtomicU32::new(0),
             caught_up_at: Mutex::new(None),
             journal: Mutex::new(None),
         })
@@ -158,6 +170,9 @@ impl Replica {
 
     /// Feeds one line the replica process `pid` wrote (its stderr, or its journal entries).
     pub fn observe_log_line(&self, pid: u32, line: &str) {
+        if self.retired_pid.load(Ordering::Relaxed) == pid {
+            return;
+        }
         self.with_log(pid, |tracker| tracker.observe(line, Instant::now()));
     }
 
@@ -206,6 +221,9 @@ impl Replica {
     fn set_pid(&self, pid: Option<u32>) {
         let mut current = self.pid.lock().expect("not poisoned");
         if *current != pid {
+            if let Some(previous) = *current {
+                self.retired_pid.store(previous, Ordering::Relaxed);
+            }
             self.remember_view(*current);
             // A new process: nothing the previous one reported may count for readiness, and
             // only its own sockets may feed StatsD from now on.
@@ -370,7 +388,7 @@ impl Replica {
                 if let (true, Some(pid)) = (changed, pid) {
                     self.check_journal_for_memlock_warning(unit, pid).await;
                 }
-                if let Some(pid) = pid {
+                if let (true, Some(pid)) = (JOURNAL_EVIDENCE, pid) {
                     self.follow_journal(unit, pid).await;
                 }
             }
@@ -664,13 +682,21 @@ impl Replica {
         mut reader: BufReader<R>,
         log: Option<Arc<tokio::sync::Mutex<tokio::fs::File>>>,
     ) {
-        let mut line = String::new();
+        let mut bytes = Vec::new();
         loop {
-            line.clear();
-            match reader.read_line(&mut line).await {
+            bytes.clear();
+            // Bounded, and lossy: invalid UTF-8 (untrusted output) must not end the reading, and
+            // a line without end must not grow without bound. The rest of a longer line comes
+            // as the next "line", which no parser takes for a state line.
+            match (&mut reader)
+                .take(OUTPUT_LINE_BYTES_MAX)
+                .read_until(b'\n', &mut bytes)
+                .await
+            {
                 Ok(0) | Err(_) => return,
                 Ok(_) => {}
             }
+            let line = String::from_utf8_lossy(&bytes);
             if line.contains(MEMLOCK_WARNING) {
                 self.set_memlock_warning(true);
             }

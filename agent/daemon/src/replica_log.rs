@@ -98,14 +98,11 @@ fn split_line(line: &str) -> Option<(&str, &str)> {
     let level = scope.strip_suffix("(replica):")?;
     let (prefix, message) = rest.split_once(": ")?;
     // Replica index and status letter (uppercase on the primary), e.g. `0n`, `1N`, `2r`.
+    // Bytes, not a str slice: a multi-byte character at the end would panic a str slice.
+    let prefix = prefix.as_bytes();
     let prefix_ok = prefix.len() >= 2
-        && prefix[..prefix.len() - 1]
-            .bytes()
-            .all(|b| b.is_ascii_digit())
-        && prefix
-            .bytes()
-            .last()
-            .is_some_and(|b| b.is_ascii_alphabetic());
+        && prefix[..prefix.len() - 1].iter().all(u8::is_ascii_digit)
+        && prefix.last().is_some_and(u8::is_ascii_alphabetic);
     (date_ok && time_ok && prefix_ok).then_some((level, message))
 }
 
@@ -538,6 +535,10 @@ mod tests {
             "2026-12-06 02:46:19.438Z info(replica): 1n: transition_to_normal_from_view_change_status: view=2 backup",
             "2026-12-06 02:46:19.448Z info(replica): 1n: sync: ops=0..x/0..1",
             "2026-12-06 02:46:19.448Z info(replica): 1n: sync: done later",
+            // A multi-byte character where the status letter goes (a str slice there panicked,
+            // poisoning the tracker's lock).
+            "2026-12-06 02:43:09.930Z info(replica): 0\u{e9}: transition_to_normal_from_recovering_status: view=1 backup",
+            "2026-12-06 02:43:09.930Z info(replica): \u{e9}\u{e9}: sync: done",
         ];
         for line in forged {
             assert_eq!(parse(line), None, "{line}");

@@ -131,6 +131,11 @@ pub struct Tls<'a> {
     pub client_cert: Option<(&'a Path, &'a Path)>,
 }
 
+pub enum RestoreAnswer {
+    Done(api::RestoreResponse),
+    Accepted(api::JobAccepted),
+}
+
 pub enum ControlAnswer {
     Done(api::ControlResponse),
     Accepted(api::JobAccepted),
@@ -293,25 +298,29 @@ impl AgentClient {
             .await
     }
 
-    /// `POST /v1/backups/{id}/restore`: the agent answers once the file is in place.
+    /// `POST /v1/backups/{id}/restore`: the result once the file is in place, or the job to
+    /// follow when the restore outlasted the agent's wait (it goes on as a job of the agent's).
     pub async fn restore(
         &self,
         url: &str,
         backup_id: &str,
         request: &api::RestoreRequest,
         timeout_ms: u64,
-    ) -> Result<api::RestoreResponse, AgentError> {
+    ) -> Result<RestoreAnswer, AgentError> {
+        let endpoint = Endpoint::BackupRestore;
         let body = serde_json::to_value(request).expect("plain struct");
-        let accept = [StatusCode::OK];
-        self.call(
-            url,
-            Endpoint::BackupRestore,
-            &[backup_id],
-            Some(body),
-            &accept,
-            timeout_ms,
-        )
-        .await
+        let response = self
+            .send(url, endpoint, &[backup_id], Some(body), timeout_ms)
+            .await?;
+        let accept = [StatusCode::OK, StatusCode::ACCEPTED];
+        let (status, body) = self
+            .accepted_body(response, endpoint, &accept, BODY_SIZE_MAX_BYTES, timeout_ms)
+            .await?;
+        if status == StatusCode::ACCEPTED {
+            Ok(RestoreAnswer::Accepted(parse(status, &body)?))
+        } else {
+            Ok(RestoreAnswer::Done(parse(status, &body)?))
+        }
     }
 
     /// `GET /v1/jobs/{id}`.

@@ -9,17 +9,19 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use super::client::{AgentClient, AgentError};
+use super::client::{AgentClient, AgentError, RestoreAnswer};
 use super::exit;
+use super::jobs;
 use super::output;
 use super::replica_arg::ReplicaArg;
 use super::status::describe;
 use tb_proto::api;
 use tb_proto::inventory::Inventory;
 
-/// The agent bounds a restore by its ready, stop and 30 s budgets (160 s by default) and answers
-/// 408 past them; tbctl waits a little longer so that it hears that answer.
-pub const RESTORE_TIMEOUT_MS_DEFAULT: u64 = 200_000;
+/// The agent answers within its ready, stop and 30 s budgets (160 s by default): the result, or
+/// 202 with the job when the restore takes longer (a large file), which tbctl then follows up to
+/// this bound in all.
+pub const RESTORE_TIMEOUT_MS_DEFAULT: u64 = 3_600_000;
 
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
@@ -69,7 +71,10 @@ pub async fn restore(
         .restore(&entry.agent_url, &args.backup, &request, args.timeout_ms)
         .await;
     let restored = match answer {
-        Ok(restored) => restored,
+        Ok(RestoreAnswer::Done(restored)) => restored,
+        Ok(RestoreAnswer::Accepted(accepted)) => {
+            return follow_restore(client, entry, &args.backup, &accepted, args.timeout_ms).await;
+        }
         Err(AgentError::Refused { code, message }) => {
             return Err(exit::Refused(format!(
                 "{}: restore refused ({code}): {message}; nothing was changed",
@@ -82,7 +87,7 @@ pub async fn restore(
         }
         Err(error @ AgentError::Timeout(_)) => anyhow::bail!(
             "{}: restore: {error}; the agent swaps the data file only in its last step, so it \
-             may have finished: check its audit log before repeating it",
+             may have finished: check `tbctl backups` and its audit log before repeating it",
             describe(entry)
         ),
         Err(error) => anyhow::bail!("{}: restore: {error}", describe(entry)),
@@ -92,6 +97,39 @@ pub async fn restore(
         "replica": entry.index,
         "host_name": entry.host_name,
         "restore": restored,
+    }))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A restore that outlasted the agent's answer wait goes on as a job: follow it to the end.
+async fn follow_restore(
+    client: &AgentClient,
+    entry: &tb_proto::inventory::ReplicaEntry,
+    backup: &str,
+    accepted: &api::JobAccepted,
+    timeout_ms: u64,
+) -> anyhow::Result<ExitCode> {
+    output::say(format!(
+        "replica {}: the restore goes on as job {}; following it",
+        entry.index, accepted.job_id
+    ));
+    let job = jobs::follow(client, entry, &accepted.job_id, timeout_ms).await?;
+    anyhow::ensure!(
+        job.state == jobs::STATE_SUCCEEDED,
+        "{}: restore of {backup}: {}",
+        describe(entry),
+        jobs::failure(&job)
+    );
+    output::say(format!(
+        "replica {}: restored backup {backup}; the previous data file, if any, is kept beside it \
+         as *.replaced-<unix ms> (remove it once the cluster is back). Not started: start the \
+         replicas with the newest backups first (docs/backups.md)",
+        entry.index
+    ));
+    output::emit(&serde_json::json!({
+        "replica": entry.index,
+        "host_name": entry.host_name,
+        "job": job,
     }))?;
     Ok(ExitCode::SUCCESS)
 }
