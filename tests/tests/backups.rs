@@ -570,7 +570,17 @@ fn recover_rebuilds_a_lost_data_file_without_format() {
     assert_eq!(finished["state"], "succeeded", "{finished}");
     assert!(data_file.exists());
     assert_eq!(cluster.ready_code(2), 200);
-    let status: Value = cluster.get(2, "/v1/status", Some(&admin)).json().unwrap();
+    // The job may end on the replica's own log, before its first StatsD report: that report,
+    // when it comes, must agree (not syncing).
+    let mut status = Value::Null;
+    cluster.wait_until(
+        "the recovered replica's first StatsD report",
+        Duration::from_secs(30),
+        || {
+            status = cluster.get(2, "/v1/status", Some(&admin)).json().unwrap();
+            !status["replica"]["replica_sync_stage"].is_null()
+        },
+    );
     assert_eq!(status["replica"]["replica_sync_stage"], 0, "{status}");
 
     let calls_text = std::fs::read_to_string(&calls).unwrap();

@@ -218,6 +218,16 @@ impl Replica {
         }
     }
 
+    /// The data file is being replaced (recover; restore, which may bring an older view): what
+    /// a previous process showed (caught up; with `view_too`, its view) no longer vouches for
+    /// the next one, whose log then stands alone only on its own evidence.
+    pub fn data_file_replaced(&self, view_too: bool) {
+        *self.caught_up_at.lock().expect("not poisoned") = None;
+        if view_too {
+            self.view_floor.store(0, Ordering::Relaxed);
+        }
+    }
+
     fn set_pid(&self, pid: Option<u32>) {
         let mut current = self.pid.lock().expect("not poisoned");
         if *current != pid {

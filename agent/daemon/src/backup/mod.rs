@@ -759,6 +759,9 @@ pub async fn restore(
                 .into(),
         ));
     }
+    // Whatever happens next, the previous process's view and progress say nothing of the file
+    // this restore may put in place (a whole-cluster restore can go back to an older view).
+    state.replica.data_file_replaced(true);
     match (&request.mode, &request.cluster_id) {
         (None, None) => {
             let running = peers_possibly_running(state).await;
@@ -888,6 +891,8 @@ pub async fn recover(mut job: JobHandle, lease: LeaseFields) -> Result<JobDone, 
     // the cluster must be healthy enough to view-change without this replica (the guard).
     let standing = hold::take_guarded(&job, Operation::Recover, &lease).await?;
     job.accept();
+    // The recovered file is not the one a previous process was caught up on.
+    state.replica.data_file_replaced(false);
     let recovered = recover_steps(&state, &job.id).await;
     let lease_text = standing.describe();
     standing.finish().await;
