@@ -131,15 +131,15 @@ pub struct Tls<'a> {
     pub client_cert: Option<(&'a Path, &'a Path)>,
 }
 
-pub enum RestoreAnswer {
-    Done(api::RestoreResponse),
+/// An operation's answer: its result (200), or the job to follow (202) when it outlasted the
+/// agent's wait and goes on as a job of the agent's own.
+pub enum Answer<T> {
+    Done(T),
     Accepted(api::JobAccepted),
 }
 
-pub enum ControlAnswer {
-    Done(api::ControlResponse),
-    Accepted(api::JobAccepted),
-}
+pub type ControlAnswer = Answer<api::ControlResponse>;
+pub type RestoreAnswer = Answer<api::RestoreResponse>;
 
 #[derive(Clone)]
 pub struct AgentClient {
@@ -263,17 +263,30 @@ impl AgentClient {
             without_lease: self.lease.without_lease.clone(),
         };
         let body = serde_json::to_value(request).expect("plain struct");
+        self.done_or_accepted(url, endpoint, &[action], body, timeout_ms)
+            .await
+    }
+
+    /// Sends `body` and reads a 200 as the result, a 202 as the job to follow.
+    async fn done_or_accepted<T: DeserializeOwned>(
+        &self,
+        url: &str,
+        endpoint: Endpoint,
+        parameters: &[&str],
+        body: serde_json::Value,
+        timeout_ms: u64,
+    ) -> Result<Answer<T>, AgentError> {
         let response = self
-            .send(url, endpoint, &[action], Some(body), timeout_ms)
+            .send(url, endpoint, parameters, Some(body), timeout_ms)
             .await?;
         let accept = [StatusCode::OK, StatusCode::ACCEPTED];
         let (status, body) = self
             .accepted_body(response, endpoint, &accept, BODY_SIZE_MAX_BYTES, timeout_ms)
             .await?;
         if status == StatusCode::ACCEPTED {
-            Ok(ControlAnswer::Accepted(parse(status, &body)?))
+            Ok(Answer::Accepted(parse(status, &body)?))
         } else {
-            Ok(ControlAnswer::Done(parse(status, &body)?))
+            Ok(Answer::Done(parse(status, &body)?))
         }
     }
 
@@ -307,20 +320,9 @@ impl AgentClient {
         request: &api::RestoreRequest,
         timeout_ms: u64,
     ) -> Result<RestoreAnswer, AgentError> {
-        let endpoint = Endpoint::BackupRestore;
         let body = serde_json::to_value(request).expect("plain struct");
-        let response = self
-            .send(url, endpoint, &[backup_id], Some(body), timeout_ms)
-            .await?;
-        let accept = [StatusCode::OK, StatusCode::ACCEPTED];
-        let (status, body) = self
-            .accepted_body(response, endpoint, &accept, BODY_SIZE_MAX_BYTES, timeout_ms)
-            .await?;
-        if status == StatusCode::ACCEPTED {
-            Ok(RestoreAnswer::Accepted(parse(status, &body)?))
-        } else {
-            Ok(RestoreAnswer::Done(parse(status, &body)?))
-        }
+        self.done_or_accepted(url, Endpoint::BackupRestore, &[backup_id], body, timeout_ms)
+            .await
     }
 
     /// `GET /v1/jobs/{id}`.

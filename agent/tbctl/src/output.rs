@@ -35,6 +35,18 @@ pub fn emit<T: Serialize + ?Sized>(value: &T) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// With `--json`: one replica's finished job (recover, restore) as the result.
+pub fn emit_job(
+    entry: &tb_proto::inventory::ReplicaEntry,
+    job: &tb_proto::api::Job,
+) -> anyhow::Result<()> {
+    emit(&serde_json::json!({
+        "replica": entry.index,
+        "host_name": entry.host_name,
+        "job": job,
+    }))
+}
+
 /// `println!` for the lines of a human-readable result: [`say`].
 #[macro_export]
 macro_rules! say {

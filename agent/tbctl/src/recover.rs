@@ -33,10 +33,6 @@ pub async fn recover(
         ),
         None => format!("replica {}: recovered, synced and ready", entry.index),
     });
-    output::emit(&serde_json::json!({
-        "replica": entry.index,
-        "host_name": entry.host_name,
-        "job": job,
-    }))?;
+    output::emit_job(entry, &job)?;
     Ok(ExitCode::SUCCESS)
 }

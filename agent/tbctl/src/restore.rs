@@ -126,11 +126,7 @@ async fn follow_restore(
          replicas with the newest backups first (docs/backups.md)",
         entry.index
     ));
-    output::emit(&serde_json::json!({
-        "replica": entry.index,
-        "host_name": entry.host_name,
-        "job": job,
-    }))?;
+    output::emit_job(entry, &job)?;
     Ok(ExitCode::SUCCESS)
 }
 
