@@ -13,6 +13,7 @@ const ROUNDS: usize = 2;
 const RESTART_TO_READY_MEDIAN_MAX: Duration = Duration::from_secs(2);
 
 #[test]
+#[ignore = "the log may not pass a check by itself (health.rs LOG_MAY_PASS) until issue 16's lag gate exists"]
 fn a_restarted_replica_is_ready_from_its_log_within_two_seconds() {
     let cluster = Cluster::up("readiness", Ports::for_test(10));
     cluster.wait_all_ready();
