@@ -126,36 +126,39 @@ const LOG_MAY_PASS: bool = false;
 fn combine(
     state: &AgentState,
     name: &str,
-    log: Option<replica_log::Verdict>,
-    why_no_log: String,
+    verdict_of: fn(&replica_log::Tracker, Instant) -> Option<replica_log::Verdict>,
     statsd: Result<(bool, String, Instant), String>,
 ) -> Check {
-    let log = log.filter(|verdict| LOG_MAY_PASS || !verdict.ok);
-    let process_young = state
-        .replica
-        .log_tracker()
+    let now = Instant::now();
+    // One copy of the tracker per check: its verdict, why it has none, and its age agree.
+    let tracker = state.replica.log_tracker();
+    let log = tracker
+        .as_ref()
+        .and_then(|tracker| verdict_of(tracker, now))
+        .filter(|verdict| LOG_MAY_PASS || !verdict.ok);
+    let process_young = tracker
+        .as_ref()
         .is_some_and(|tracker| tracker.started().elapsed() <= stale_after(state));
     match (log, statsd) {
         (Some(log), Ok((_, _, received))) if log.at > received => check(name, log.ok, log.detail),
         (_, Ok((ok, detail, _))) => check(name, ok, format!("{detail} (StatsD gauge)")),
         (Some(log), Err(_)) if process_young => check(name, log.ok, log.detail),
-        (_, Err(statsd)) if process_young => check(
-            name,
-            false,
-            format!("{statsd}; no verdict from the log either: {why_no_log}"),
-        ),
+        (_, Err(statsd)) if process_young => {
+            let why_no_log = tracker.map_or_else(
+                || "no replica process".to_string(),
+                |tracker| tracker.why_no_verdict(now),
+            );
+            check(
+                name,
+                false,
+                format!("{statsd}; no verdict from the log either: {why_no_log}"),
+            )
+        }
         (_, Err(statsd)) => check(name, false, statsd),
     }
 }
 
 fn replica_status(state: &AgentState) -> Check {
-    let now = Instant::now();
-    let tracker = state.replica.log_tracker();
-    let log = tracker.as_ref().and_then(|t| t.status_verdict(now));
-    let why = tracker.map_or_else(
-        || "no replica process".to_string(),
-        |t| t.why_no_verdict(now),
-    );
     let statsd = fresh_gauge(state, "tb_replica_status").map(|(value, at)| match value {
         0 => (true, "normal".to_string(), at),
         value => (
@@ -164,22 +167,25 @@ fn replica_status(state: &AgentState) -> Check {
             at,
         ),
     });
-    combine(state, "replica_status", log, why, statsd)
+    combine(
+        state,
+        "replica_status",
+        replica_log::Tracker::status_verdict,
+        statsd,
+    )
 }
 
 fn replica_sync(state: &AgentState) -> Check {
-    let now = Instant::now();
-    let tracker = state.replica.log_tracker();
-    let log = tracker.as_ref().and_then(|t| t.sync_verdict(now));
-    let why = tracker.map_or_else(
-        || "no replica process".to_string(),
-        |t| t.why_no_verdict(now),
-    );
     let statsd = fresh_gauge(state, "tb_replica_sync_stage").map(|(stage, at)| match stage {
         0 => (true, "not syncing".to_string(), at),
         stage => (false, format!("state sync in progress (stage {stage})"), at),
     });
-    combine(state, "replica_sync", log, why, statsd)
+    combine(
+        state,
+        "replica_sync",
+        replica_log::Tracker::sync_verdict,
+        statsd,
+    )
 }
 
 fn client_probe(state: &AgentState) -> Check {
