@@ -678,28 +678,37 @@ fn accounts(cluster: &Cluster, create: &[u128], look_up: &[u128]) -> Vec<u128> {
 /// Waits until every replica is ready; if one is not within 3 minutes, fails with what its agent
 /// says and the end of its replica's log.
 fn wait_ready_or_explain(cluster: &Cluster, when: &str) {
-    let started = Instant::now();
-    for replica in 0..3u8 {
-        while cluster.ready_code(replica) != 200 {
-            if started.elapsed() > Duration::from_secs(180) {
-                let mut logs = String::new();
-                for index in 0..3 {
-                    let log = std::fs::read_to_string(
-                        cluster.state.state_dir.join(format!("replica-{index}.log")),
-                    )
-                    .unwrap_or_default();
-                    let tail: Vec<&str> = log.lines().rev().take(15).collect();
-                    logs.push_str(&format!(
-                        "--- replica {index}: {}\n{}\n",
-                        cluster.ready_json(index),
-                        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-                    ));
-                }
-                panic!("{when}: replica {replica} not ready after 180 s\n{logs}");
-            }
-            std::thread::sleep(Duration::from_millis(200));
+    // One replica after the other, as each is seen ready once.
+    let mut waiting_for = 0u8;
+    let all_ready = common::poll(Duration::from_secs(180), Duration::from_millis(200), || {
+        while waiting_for < 3 && cluster.ready_code(waiting_for) == 200 {
+            waiting_for += 1;
         }
+        if waiting_for == 3 {
+            Ok(())
+        } else {
+            Err(waiting_for)
+        }
+    });
+    let Err(timed_out) = all_ready else {
+        return;
+    };
+    let mut logs = String::new();
+    for index in 0..3 {
+        let log =
+            std::fs::read_to_string(cluster.state.state_dir.join(format!("replica-{index}.log")))
+                .unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(15).collect();
+        logs.push_str(&format!(
+            "--- replica {index}: {}\n{}\n",
+            cluster.ready_json(index),
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        ));
     }
+    panic!(
+        "{when}: replica {} not ready after {:?}\n{logs}",
+        timed_out.last, timed_out.waited
+    );
 }
 
 /// The documented disaster recovery, through the API: a backup of every replica, then every
