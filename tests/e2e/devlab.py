@@ -1,6 +1,6 @@
-#!/usr/bin/env python3
 """Development aid: keeps a 3-host lab up (under the heavy lock) until interrupted, with the
-controller files in /tmp/tb-e2e-dev, so playbooks can be re-run by hand:
+controller files in /tmp/tb-e2e-dev, so playbooks can be re-run by hand (tests/e2e/devlab runs
+this file with the harness on PYTHONPATH):
 
     tests/e2e/devlab &                      # waits for the lock, boots, prints "ready"
     tests/e2e/devlab playbook site.yml      # runs a playbook against it
@@ -10,8 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import labctl  # noqa: E402
+import labctl
 
 WORK = Path("/tmp/tb-e2e-dev")
 
