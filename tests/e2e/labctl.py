@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 
+import harness  # tests/hosts/harness/: on the path by tests/pytest.ini (scripts: PYTHONPATH)
+
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(Path(os.environ.get("TB_HOSTS_HARNESS_DIR", REPO / "tests" / "hosts"))))
-import harness  # noqa: E402  (tests/hosts/harness.py)
 
 ANSIBLE_DIR = REPO / "ansible"
 # What the agent process is allowed (Controller.agent_process): the replica's user and its one
@@ -297,13 +297,10 @@ class Controller:
 
     def wait_ready(self, timeout_s: float = 180) -> None:
         """Until tbctl reports every replica ready (a deadline, not a sleep)."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            result = self.tbctl("status", "--inventory", str(self.inventory_path), check=False)
-            if result.returncode == 0:
-                return
-            assert time.monotonic() < deadline, result.stdout + result.stderr
-            time.sleep(1)
+        harness.wait_for(
+            "every replica ready (tbctl status)",
+            lambda: self.tbctl("status", "--inventory", str(self.inventory_path), check=False),
+            lambda result: result.returncode == 0, timeout_s=timeout_s, interval_s=1)
 
     def connects(self, source: str, address: str, port: int) -> bool:
         """A TCP connection from a controller-side source address (inside the lab netns)."""
@@ -385,14 +382,13 @@ class Controller:
         """ActiveState, NRestarts and ExecMainStatus of a unit once its ActiveState is one of
         `until`, or at the deadline (for the caller's assertion to show). Not merely "settled":
         a Type=exec unit whose process exits at once is "active" before it is "failed"."""
-        deadline = time.monotonic() + timeout_s
-        while True:
+        def observe() -> dict[str, str]:
             out = self.lab.exec(host, "systemctl show --property=ActiveState "
                                       f"--property=NRestarts --property=ExecMainStatus {unit}")
-            state = dict(line.split("=", 1) for line in out.stdout.splitlines())
-            if state["ActiveState"] in until or time.monotonic() > deadline:
-                return state
-            time.sleep(0.1)
+            return dict(line.split("=", 1) for line in out.stdout.splitlines())
+        state, _ = harness.poll(observe, lambda state: state["ActiveState"] in until,
+                                timeout_s=timeout_s, interval_s=0.1)
+        return state
 
     def start_refused(self, host: str, unit: str, timeout_s: float = 30) -> dict[str, str]:
         """Starts a replica unit whose data file is missing: its ActiveState and NRestarts once
@@ -403,14 +399,17 @@ class Controller:
                           "| grep -c 'does not exist; refusing to start' || true")
         before = int(self.lab.exec(host, count_refusals).stdout.strip() or 0)
         self.lab.exec(host, f"systemctl start {unit}", check=False)
-        deadline = time.monotonic() + timeout_s
-        while True:
+        def observe() -> dict[str, str]:
             refused = int(self.lab.exec(host, count_refusals).stdout.strip() or 0) > before
             out = self.lab.exec(host, f"systemctl show --property=ActiveState --property=NRestarts {unit}")
-            state = dict(line.split("=", 1) for line in out.stdout.splitlines())
-            if (refused and state["ActiveState"] in ("inactive", "failed")) or time.monotonic() > deadline:
-                return dict(state, refused=str(refused))
-            time.sleep(0.1)
+            return dict(line.split("=", 1) for line in out.stdout.splitlines()) | \
+                {"refused": str(refused)}
+        state, _ = harness.poll(
+            observe,
+            lambda state: state["refused"] == "True"
+            and state["ActiveState"] in ("inactive", "failed"),
+            timeout_s=timeout_s, interval_s=0.1)
+        return state
 
     def fail_into_start_limit(self, host: str, unit: str, data_file: str,
                               timeout_s: float = 120) -> dict[str, str]:
@@ -425,24 +424,23 @@ class Controller:
                       "| grep -c 'Start request repeated too quickly' || true")
         before = int(self.lab.exec(host, count_hits).stdout.strip() or 0)
         self.lab.exec(host, f"chmod 0000 {data_file} && systemctl start {unit}")
-        deadline = time.monotonic() + timeout_s
-        while True:
+        def observe() -> dict[str, str]:
             hit = int(self.lab.exec(host, count_hits).stdout.strip() or 0) > before
             out = self.lab.exec(host, f"systemctl show --property=ActiveState --property=NRestarts {unit}")
-            state = dict(line.split("=", 1) for line in out.stdout.splitlines())
-            if (hit and state["ActiveState"] == "failed") or time.monotonic() > deadline:
-                return dict(state, limit_hit=str(hit))
-            time.sleep(0.2)
+            return dict(line.split("=", 1) for line in out.stdout.splitlines()) | \
+                {"limit_hit": str(hit)}
+        state, _ = harness.poll(
+            observe, lambda state: state["limit_hit"] == "True" and state["ActiveState"] == "failed",
+            timeout_s=timeout_s, interval_s=0.2)
+        return state
 
     def readiness_until(self, host: str, text: str, timeout_s: float = 15) -> str:
         """The agent's readiness report once it contains `text`, or at the deadline (for the
         caller's assertion to show): the agent polls its replica's unit every second."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            report = self.agent_text(host, "/v1/health/ready")
-            if text in report or time.monotonic() > deadline:
-                return report
-            time.sleep(0.2)
+        report, _ = harness.poll(lambda: self.agent_text(host, "/v1/health/ready"),
+                                 lambda report: text in report, timeout_s=timeout_s,
+                                 interval_s=0.2)
+        return report
 
     def journal(self, host: str, unit: str, lines: int = 50) -> str:
         return self.lab.exec(host, f"journalctl --unit={unit} --no-pager --lines={lines}").stdout

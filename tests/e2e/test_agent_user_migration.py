@@ -18,8 +18,8 @@ changes nothing.
 from __future__ import annotations
 
 import subprocess
-import time
 
+import harness
 import labctl
 
 # The last commit whose roles ran the agent as tb-agent.
@@ -49,16 +49,15 @@ def old_owned(controller, host: str) -> list[str]:
 def statsd_accepted(controller, host: str) -> None:
     """The agent (restarted) accepts its replica's StatsD datagrams: the origin check read the
     replica's /proc/PID/fd; none is rejected for an unknown owner."""
-    deadline = time.monotonic() + STATSD_WAIT_S
-    while True:
+    def statsd_series() -> dict[str, float]:
         metrics = controller.agent_text(host, "/metrics")
         # "name{labels} value"; a series without labels is written "name{}".
-        values = {line.split(" ")[0].removesuffix("{}"): float(line.split(" ")[-1])
-                  for line in metrics.splitlines() if line.startswith("tb_agent_statsd_")}
-        if values.get("tb_agent_statsd_packets_total", 0) > 0:
-            break
-        assert time.monotonic() < deadline, (host, values)
-        time.sleep(1)
+        return {line.split(" ")[0].removesuffix("{}"): float(line.split(" ")[-1])
+                for line in metrics.splitlines() if line.startswith("tb_agent_statsd_")}
+    values = harness.wait_for(
+        f"{host}'s agent to accept StatsD packets", statsd_series,
+        lambda values: values.get("tb_agent_statsd_packets_total", 0) > 0,
+        timeout_s=STATSD_WAIT_S, interval_s=1)
     assert values.get('tb_agent_statsd_rejected_total{reason="owner_unknown"}', 0) == 0, values
 
 

@@ -13,8 +13,8 @@ compared.
 
 from __future__ import annotations
 
-import time
 
+import harness
 import labctl
 
 DATA_DIR = "/var/lib/tigerbeetle"
@@ -117,14 +117,13 @@ def stop_cluster(controller) -> None:
     """Every replica stopped, and no agent's client still counting the cluster as answering."""
     for host in controller.host_names:
         controller.lab.exec(host, "systemctl stop tigerbeetle.service")
-    deadline = time.monotonic() + 120
-    while True:
-        replicas = [controller.agent(host, "/v1/status")["replica"]
-                    for host in controller.host_names]
-        if not any(replica["running"] or replica["probe_ok"] for replica in replicas):
-            return
-        assert time.monotonic() < deadline, replicas
-        time.sleep(1)
+    harness.wait_for(
+        "every replica stopped and no probe answered",
+        lambda: [controller.agent(host, "/v1/status")["replica"]
+                 for host in controller.host_names],
+        lambda replicas: not any(replica["running"] or replica["probe_ok"]
+                                 for replica in replicas),
+        timeout_s=120, interval_s=1)
 
 
 def test_changed_data_dir_on_a_stopped_cluster_is_refused_then_rerun_starts_it(cluster):

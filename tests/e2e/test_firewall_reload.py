@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 import time
 
+import harness
 import labctl
 
 REPLICA_PORT = 3000
@@ -41,13 +42,12 @@ def firewall_state(controller: labctl.Controller, host: str) -> tuple[dict | Non
 def wait_firewall_state(controller: labctl.Controller, host: str, ok: bool,
                         deadline_s: float = FLIP_DEADLINE_S) -> dict:
     """Until the check and the metric both say `ok` (a deadline, not a sleep)."""
-    deadline = time.monotonic() + deadline_s
-    while True:
-        check, loaded = firewall_state(controller, host)
-        if check is not None and check["ok"] == ok and loaded == float(ok):
-            return check
-        assert time.monotonic() < deadline, (ok, check, loaded)
-        time.sleep(1)
+    check, _ = harness.wait_for(
+        f"{host}'s firewall check and metric to say ok={ok}",
+        lambda: firewall_state(controller, host),
+        lambda seen: seen[0] is not None and seen[0]["ok"] == ok and seen[1] == float(ok),
+        timeout_s=deadline_s, interval_s=1)
+    return check
 
 
 def test_nftables_service_keeps_the_table(cluster):

@@ -15,6 +15,7 @@ import json
 import threading
 import time
 
+import harness
 import labctl
 
 CLIENT_SECONDS_MAX = 900
@@ -31,19 +32,20 @@ class BackupDuringRollout(threading.Thread):
         self.fired_at: float | None = None
         self.error: str | None = None
 
+    def lease(self) -> dict | None:
+        shown = self.controller.tbctl("lease", "show", "--inventory",
+                                      str(self.controller.inventory_path), "--json", check=False)
+        return json.loads(shown.stdout or "{}").get("lease") if shown.returncode == 0 else None
+
     def run(self) -> None:
-        deadline = time.monotonic() + LEASE_WAIT_S
-        while time.monotonic() < deadline:
-            shown = self.controller.tbctl("lease", "show", "--inventory",
-                                          str(self.controller.inventory_path), "--json",
-                                          check=False)
-            lease = json.loads(shown.stdout or "{}").get("lease") if shown.returncode == 0 else None
-            if lease and lease.get("operation") == "rollout":
-                self.controller.lab.exec(self.host, f"systemctl start --no-block {BACKUP_SERVICE}")
-                self.fired_at = time.time()
-                return
-            time.sleep(0.5)
-        self.error = "the rollout never held the maintenance lease"
+        _, held = harness.poll(self.lease,
+                               lambda lease: bool(lease) and lease.get("operation") == "rollout",
+                               timeout_s=LEASE_WAIT_S, interval_s=0.5)
+        if not held:
+            self.error = "the rollout never held the maintenance lease"
+            return
+        self.controller.lab.exec(self.host, f"systemctl start --no-block {BACKUP_SERVICE}")
+        self.fired_at = time.time()
 
 
 def test_rollout_config_change_under_load(cluster):
@@ -114,11 +116,9 @@ def backup_waited_for_the_lease(controller, backup, backups_before, rollout_ende
     journal = controller.journal(backup.host, BACKUP_SERVICE, lines=200)
     assert "waiting for the maintenance lease" in journal, journal
     assert "backup accepted" in journal, journal
-    new = []
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and not new:
-        new = [b for b in controller.backups(backup.host) if b["id"] not in backups_before]
-        time.sleep(1)
+    new, _ = harness.poll(
+        lambda: [b for b in controller.backups(backup.host) if b["id"] not in backups_before],
+        timeout_s=300, interval_s=1)
     assert len(new) == 1, (new, journal)
     job = controller.agent(backup.host, f"/v1/jobs/backup-{new[0]['id']}")
     assert job["state"] == "succeeded", job
@@ -132,12 +132,11 @@ def backup_waited_for_the_lease(controller, backup, backups_before, rollout_ende
 
 def cluster_view(controller, timeout_s: float = 60) -> int:
     """The view every replica reports in normal status (StatsD, every 10 s), once they agree."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        replicas = [controller.agent(host, "/v1/status")["replica"]
-                    for host in controller.host_names]
-        views = {r["replica_view"] for r in replicas if r["replica_status"] == 0}
-        if len(views) == 1 and all(r["replica_status"] == 0 for r in replicas):
-            return views.pop()
-        assert time.monotonic() < deadline, replicas
-        time.sleep(1)
+    replicas = harness.wait_for(
+        "every replica normal in one view",
+        lambda: [controller.agent(host, "/v1/status")["replica"]
+                 for host in controller.host_names],
+        lambda replicas: all(r["replica_status"] == 0 for r in replicas)
+        and len({r["replica_view"] for r in replicas}) == 1,
+        timeout_s=timeout_s, interval_s=1)
+    return replicas[0]["replica_view"]

@@ -5,8 +5,8 @@
 
 from __future__ import annotations
 
-import time
 
+import harness
 import labctl
 
 
@@ -87,13 +87,9 @@ def test_scheduled_backup_timer(cluster):
     lab.exec(host, "systemctl start tb-agent-backup.service")
     journal = controller.journal(host, "tb-agent-backup.service", lines=5)
     assert "backup accepted" in journal, journal
-    deadline = time.monotonic() + 180
-    while True:
-        after = controller.backups(host)
-        if len(after) == len(before) + 1:
-            break
-        assert time.monotonic() < deadline, (before, after)
-        time.sleep(1)
+    harness.wait_for(f"one more backup on {host} than {len(before)}",
+                     lambda: controller.backups(host),
+                     lambda after: len(after) == len(before) + 1, timeout_s=180, interval_s=1)
     controller.wait_ready()
     # The backup went through the agent with the scheduler's token (backup scope only).
     audit = lab.exec(host, "cat /var/log/tb-agent/audit.jsonl").stdout

@@ -17,6 +17,7 @@ import time
 
 import pytest
 
+import harness
 import labctl
 
 ACCOUNTS = "create_accounts id=7001 code=10 ledger=700, id=7002 code=10 ledger=700;"
@@ -50,12 +51,10 @@ def skew(controller) -> dict[str, bool]:
 
 def wait_for_skew(controller, expected: bool, timeout_s: float = 90) -> dict[str, bool]:
     """The agents' probes refresh on their own schedule: wait for every one to agree."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        seen = skew(controller)
-        if all(value == expected for value in seen.values()) or time.monotonic() > deadline:
-            return seen
-        time.sleep(1)
+    seen, _ = harness.poll(lambda: skew(controller),
+                           lambda seen: all(value == expected for value in seen.values()),
+                           timeout_s=timeout_s, interval_s=1)
+    return seen
 
 
 def tbctl_status(controller) -> str:

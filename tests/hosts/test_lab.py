@@ -9,13 +9,11 @@ Run (root, about a minute once the rootfs is cached):
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import harness  # noqa: E402
+import harness
 
 HOST_COUNT = 3
 CAP_IPC_LOCK_BIT = 14
@@ -33,7 +31,7 @@ def lab(tmp_path_factory):
     assert lab._lab_pids() == []
     assert not lab.hosts_dir.exists()
     for host in hosts:
-        assert not harness._is_nspawn(host.nspawn_pid), host
+        assert not harness.is_nspawn(host.nspawn_pid), host
         for path in harness.host_cgroup_dirs(host.name):
             assert not path.exists(), path
 

@@ -10,8 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import harness  # noqa: E402
+import harness
 
 LAB_CLI = Path(__file__).resolve().parent / "lab"
 
@@ -39,7 +38,7 @@ def test_up_cleans_a_crashed_run(tmp_path):
             subprocess.run([str(LAB_CLI), "up", "2"], env=env, check=True, timeout=300,
                            capture_output=True)
             orphans = lab.hosts()
-            assert len(orphans) == 2 and all(harness._is_nspawn(h.nspawn_pid) for h in orphans)
+            assert len(orphans) == 2 and all(harness.is_nspawn(h.nspawn_pid) for h in orphans)
             # The hosts' systemd: in their own namespaces, they outlive a killed nspawn.
             inits = [pid for h in orphans for pid in children(h.nspawn_pid)]
             assert len(inits) == 2, inits
@@ -47,8 +46,8 @@ def test_up_cleans_a_crashed_run(tmp_path):
             lab.state_path.unlink()
             lab.up(1)
             for orphan in orphans:
-                assert not harness._is_nspawn(orphan.nspawn_pid), orphan
-            assert [pid for pid in inits if harness._alive(pid)] == [], inits
+                assert not harness.is_nspawn(orphan.nspawn_pid), orphan
+            assert [pid for pid in inits if harness.alive(pid)] == [], inits
             assert [h.name for h in lab.hosts()] == ["tb-0"]
             assert not (lab.hosts_dir / "tb-1").exists()
             assert lab.exec("tb-0", "cat /proc/1/comm").stdout.strip() == "systemd"
@@ -63,24 +62,24 @@ def test_sigterm_tears_the_lab_down(tmp_path):
     """A runner stopped by SIGTERM (a CI timeout) still removes its machines."""
     state_dir = tmp_path / "lab"
     script = (
-        "import sys, time\n"
-        f"sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})\n"
+        "import time\n"
         "import harness\n"
         f"with harness.running_lab(1, {str(state_dir)!r}) as lab:\n"
         "    print(lab.hosts()[0].nspawn_pid, flush=True)\n"
         "    time.sleep(600)\n"
     )
     with harness.heavy_lock():
+        # Run from the harness's directory, as tests/hosts/lab is: `import harness` finds it.
         runner = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
-                                  text=True)
+                                  text=True, cwd=Path(harness.__file__).parents[1])
         try:
             nspawn_pid = int(runner.stdout.readline())
-            assert harness._is_nspawn(nspawn_pid)
+            assert harness.is_nspawn(nspawn_pid)
             runner.terminate()
             returncode = runner.wait(timeout=120)
             # Observed before the fallback cleanup below, which must not hide a leak.
             leaked = {
-                "machine": harness._is_nspawn(nspawn_pid),
+                "machine": harness.is_nspawn(nspawn_pid),
                 "namespace": harness.NETNS_PATH.exists(),
                 "host copies": (state_dir / "hosts").exists(),
             }

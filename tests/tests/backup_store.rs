@@ -13,7 +13,7 @@ mod common;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::Ports;
 use serde_json::Value;
@@ -69,15 +69,19 @@ impl Agent {
         let (status, accepted) = self.json("POST", "/v1/backups", None);
         assert_eq!(status, 202, "{accepted}");
         let job_path = format!("/v1/jobs/{}", accepted["job_id"].as_str().unwrap());
-        let started = Instant::now();
-        let job = loop {
-            let (_, job) = self.json("GET", &job_path, None);
-            if job["state"] != "running" {
-                break job;
-            }
-            assert!(started.elapsed() < BACKUP_TIMEOUT, "{job}");
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let job = common::wait_for(
+            "the backup job to end",
+            BACKUP_TIMEOUT,
+            Duration::from_millis(20),
+            || {
+                let (_, job) = self.json("GET", &job_path, None);
+                if job["state"] == "running" {
+                    Err(job)
+                } else {
+                    Ok(job)
+                }
+            },
+        );
         assert_eq!(job["state"], "succeeded", "{job}");
         (accepted["backup_id"].as_str().unwrap().to_string(), job)
     }
@@ -131,15 +135,11 @@ fn spawn(name: &str, slot: u16, content: &[u8], backup: &str) -> Agent {
         url: format!("http://127.0.0.1:{}", ports.agent),
         dir,
     };
-    let http = common::http_client(Duration::from_secs(5));
-    let started = Instant::now();
-    while http.get(agent.url("/v1/health/live")).send().is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "agent did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    common::wait_live(
+        &common::http_client(Duration::from_secs(5)),
+        &agent.url(""),
+        None,
+    );
     agent
 }
 

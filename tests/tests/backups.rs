@@ -326,20 +326,21 @@ fn backup_under_load_verify_corruption_and_refusals() {
     }
 }
 
-/// Mounts a tmpfs of `size_bytes` at `path` (root is needed, as for the rest of these tests).
+/// A tmpfs of `size_bytes` with room for `inodes` inodes (its root included) mounted at `path`
+/// (root is needed, as for the rest of these tests); unmounted on drop.
 struct SmallFilesystem {
     path: std::path::PathBuf,
 }
 
 impl SmallFilesystem {
-    fn mount(path: &std::path::Path, size_bytes: u64) -> SmallFilesystem {
+    fn mount(path: &std::path::Path, size_bytes: u64, inodes: u64) -> SmallFilesystem {
         std::fs::create_dir_all(path).unwrap();
         let status = std::process::Command::new("mount")
             .args([
                 "-t",
                 "tmpfs",
                 "-o",
-                &format!("size={size_bytes}"),
+                &format!("size={size_bytes},nr_inodes={inodes}"),
                 "tmpfs",
                 path.to_str().unwrap(),
             ])
@@ -360,21 +361,50 @@ impl Drop for SmallFilesystem {
     }
 }
 
-/// Allocates space in `path` until the filesystem is full, down to its last page; returns the
-/// bytes taken.
-fn fill_up(path: &std::path::Path) -> u64 {
-    let file = std::fs::File::create(path).unwrap();
-    let mut chunk: i64 = 16 * 1024 * 1024;
-    let mut offset: i64 = 0;
-    while chunk >= 4096 {
-        if nix::fcntl::fallocate(&file, nix::fcntl::FallocateFlags::empty(), offset, chunk).is_ok()
-        {
-            offset += chunk;
-        } else {
-            chunk /= 2;
+/// Whether process `pid` has exited (gone, or a zombie: it runs and writes nothing more).
+fn exited(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+        stat.rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
+    })
+}
+
+/// Puts a FIFO where the data file was (the real one is moved aside, on the same filesystem, and
+/// put back on drop). The running replica keeps its open descriptor; the next `open` of the path,
+/// the backup's copy, blocks until a writer opens the FIFO, which this test never does: the copy
+/// is held for as long as the test needs (the agent abandons it only after
+/// backup.copy_timeout_ms, 30 minutes).
+struct HeldDataFile {
+    path: std::path::PathBuf,
+    aside: std::path::PathBuf,
+}
+
+impl HeldDataFile {
+    fn hold(path: &std::path::Path) -> HeldDataFile {
+        let aside = path.with_extension("held-by-test");
+        std::fs::rename(path, &aside).unwrap();
+        nix::unistd::mkfifo(
+            path,
+            nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR,
+        )
+        .unwrap();
+        HeldDataFile {
+            path: path.to_path_buf(),
+            aside,
         }
     }
-    offset as u64
+}
+
+impl Drop for HeldDataFile {
+    fn drop(&mut self) {
+        // Replaces the FIFO: whoever opens the path next gets the real data file.
+        if let Err(error) = std::fs::rename(&self.aside, &self.path) {
+            eprintln!("putting {} back: {error}", self.path.display());
+        }
+    }
 }
 
 #[test]
@@ -382,60 +412,42 @@ fn killed_agent_and_full_disk_leave_no_backup_and_the_replica_running() {
     let cluster = Cluster::up("backup-crash", Ports::for_test(4));
     cluster.wait_all_ready();
     let backup_dir = cluster.state.state_dir.join("backups/replica-2");
+    let data_file = cluster.state.replicas[2].data_file.clone();
 
-    // SIGKILL the agent in the middle of the backup, with the replica being stopped for the
-    // copy and the marker written. A sparse copy of a fresh data file takes milliseconds, too
-    // short a state to catch between two polls; so the replica is frozen (SIGSTOP): the agent's
-    // stop then waits on it (SIGTERM stays pending) for up to its stop timeout, a state that holds.
-    let frozen = nix::unistd::Pid::from_raw(cluster.replica_pid(2).unwrap() as i32);
-    nix::sys::signal::kill(frozen, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    // SIGKILL the agent in the middle of the copy: the replica stopped for it, the marker and
+    // the half-made backup directory written. A copy of a fresh data file takes milliseconds, too
+    // short a state to catch between two polls; so the copy is held: it opens a FIFO in place of
+    // the data file and waits there until the test lets it go (it never does). Every part of the
+    // state waited for below persists until the agent is killed.
+    let held = HeldDataFile::hold(&data_file);
     let (job_id, backup_id) = start_backup(&cluster, 2);
     let marker = backup_dir.join(".replica-stopped-for-backup");
+    let partial = backup_dir.join(format!(".partial-{backup_id}"));
     cluster.wait_until(
-        "the agent to stop the replica for the copy",
-        Duration::from_secs(30),
-        || cluster.job(2, &job_id)["step"] == "stopping the replica" && marker.exists(),
+        "the backup's copy to be held with the replica stopped",
+        Duration::from_secs(60),
+        || {
+            cluster.job(2, &job_id)["step"] == "copying the data file"
+                && marker.exists()
+                && partial.is_dir()
+        },
     );
+    assert_eq!(cluster.replica_pid(2), None, "the copy runs while stopped");
     let agent_pid = cluster.state.agents[2].pid;
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(agent_pid),
         nix::sys::signal::Signal::SIGKILL,
     )
     .unwrap();
-    // Gone, or a zombie: it writes nothing more.
-    cluster.wait_until(
-        "the killed agent to be gone",
-        Duration::from_secs(10),
-        || {
-            std::fs::read_to_string(format!("/proc/{agent_pid}/stat")).map_or(true, |stat| {
-                stat.rsplit(')')
-                    .next()
-                    .unwrap_or("")
-                    .trim_start()
-                    .starts_with('Z')
-            })
-        },
-    );
+    cluster.wait_until("the killed agent to exit", Duration::from_secs(10), || {
+        exited(agent_pid)
+    });
     assert!(
         !backup_dir.join(&backup_id).exists(),
         "a killed backup looks complete"
     );
-    // The frozen replica takes its pending SIGTERM and exits, freeing its data file.
-    nix::sys::signal::kill(frozen, nix::sys::signal::Signal::SIGCONT).unwrap();
-    cluster.wait_until(
-        "the frozen replica to exit",
-        Duration::from_secs(30),
-        || {
-            !std::path::Path::new(&format!("/proc/{frozen}")).exists()
-                || std::fs::read_to_string(format!("/proc/{frozen}/stat")).is_ok_and(|stat| {
-                    stat.rsplit(')')
-                        .next()
-                        .unwrap_or("")
-                        .trim_start()
-                        .starts_with('Z')
-                })
-        },
-    );
+    assert!(partial.is_dir(), "the half-made backup is there to clean");
+    drop(held);
     // The agent comes back (as its supervisor would restart it): leftovers are cleaned, the
     // replica runs again, and nothing half-written is listed.
     let output = common::local_up(&cluster.state.state_dir, &Ports::for_test(4));
@@ -456,10 +468,8 @@ fn killed_agent_and_full_disk_leave_no_backup_and_the_replica_running() {
     );
 
     // A destination too small for the data file: refused before the replica is touched.
-    let data_size = std::fs::metadata(&cluster.state.replicas[2].data_file)
-        .unwrap()
-        .len();
-    let small = SmallFilesystem::mount(&backup_dir, 64 * 1024 * 1024);
+    let data_size = std::fs::metadata(&data_file).unwrap().len();
+    let small = SmallFilesystem::mount(&backup_dir, 64 * 1024 * 1024, 1024);
     let pid_before = cluster.replica_pid(2);
     assert_refused(&cluster, 2, "/v1/backups", None, "bytes free");
     assert_eq!(
@@ -469,32 +479,20 @@ fn killed_agent_and_full_disk_leave_no_backup_and_the_replica_running() {
     );
     drop(small);
 
-    // A destination that fills up during the copy: the job fails cleanly, the replica is back,
-    // nothing half-written remains or is listed. The sparse copy writes only the data file's
-    // non-zero blocks, so a filler racing it may lose. To take the space after the agent's
-    // free-space check and before the copy for certain, the replica is frozen (SIGSTOP): the
-    // agent's stop then waits on it (SIGTERM stays pending), and the disk is filled in that window.
+    // A destination that is full when the copy writes to it: the job fails cleanly, the replica
+    // is back, nothing half-made remains or is listed. The free-space check counts bytes, and
+    // there are enough; but the filesystem has inodes for its root, the backup's directory and
+    // the marker only, so the copy's file (created after the replica stopped) gets ENOSPC every
+    // time: no filler racing the copy, no window to catch.
     let margin = 256 * 1024 * 1024; // the local cluster's backup.free_margin_bytes
-    let small = SmallFilesystem::mount(&backup_dir, data_size + margin + 64 * 1024 * 1024);
-    let replica_pid = nix::unistd::Pid::from_raw(cluster.replica_pid(2).unwrap() as i32);
-    nix::sys::signal::kill(replica_pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let small = SmallFilesystem::mount(&backup_dir, data_size + margin + 64 * 1024 * 1024, 3);
+    let pid_before = cluster.replica_pid(2).expect("replica 2 runs");
     let (job_id, _) = start_backup(&cluster, 2);
-    let marker = backup_dir.join(".replica-stopped-for-backup");
-    cluster.wait_until(
-        "the agent to wait for the frozen replica to stop",
-        Duration::from_secs(30),
-        || cluster.job(2, &job_id)["step"] == "stopping the replica" && marker.exists(),
-    );
-    let filled = fill_up(&backup_dir.join("filler"));
-    assert!(filled > margin, "the filler got only {filled} bytes");
-    nix::sys::signal::kill(replica_pid, nix::sys::signal::Signal::SIGCONT).unwrap();
     let finished = cluster.wait_job(2, &job_id, BACKUP_TIMEOUT);
     assert_eq!(finished["state"], "failed", "{finished}");
+    let error = finished["error"].as_str().unwrap();
     assert!(
-        finished["error"]
-            .as_str()
-            .unwrap()
-            .contains("No space left"),
+        error.contains("copying the data file") && error.contains("No space left"),
         "{finished}"
     );
     cluster.wait_until(
@@ -502,16 +500,17 @@ fn killed_agent_and_full_disk_leave_no_backup_and_the_replica_running() {
         Duration::from_secs(120),
         || cluster.ready_code(2) == 200,
     );
-    assert!(backups(&cluster, 2).is_empty());
-    let leftovers: Vec<String> = std::fs::read_dir(&backup_dir)
-        .unwrap()
-        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|name| name != "filler")
-        .collect();
-    assert!(
-        leftovers.is_empty(),
-        "half-written leftovers: {leftovers:?}"
+    assert_ne!(
+        cluster.replica_pid(2),
+        Some(pid_before),
+        "the copy failed after the stop: the replica was started again"
     );
+    assert!(backups(&cluster, 2).is_empty());
+    let leftovers: Vec<_> = std::fs::read_dir(&backup_dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .collect();
+    assert!(leftovers.is_empty(), "half-made leftovers: {leftovers:?}");
     drop(small);
 }
 
@@ -679,28 +678,37 @@ fn accounts(cluster: &Cluster, create: &[u128], look_up: &[u128]) -> Vec<u128> {
 /// Waits until every replica is ready; if one is not within 3 minutes, fails with what its agent
 /// says and the end of its replica's log.
 fn wait_ready_or_explain(cluster: &Cluster, when: &str) {
-    let started = Instant::now();
-    for replica in 0..3u8 {
-        while cluster.ready_code(replica) != 200 {
-            if started.elapsed() > Duration::from_secs(180) {
-                let mut logs = String::new();
-                for index in 0..3 {
-                    let log = std::fs::read_to_string(
-                        cluster.state.state_dir.join(format!("replica-{index}.log")),
-                    )
-                    .unwrap_or_default();
-                    let tail: Vec<&str> = log.lines().rev().take(15).collect();
-                    logs.push_str(&format!(
-                        "--- replica {index}: {}\n{}\n",
-                        cluster.ready_json(index),
-                        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-                    ));
-                }
-                panic!("{when}: replica {replica} not ready after 180 s\n{logs}");
-            }
-            std::thread::sleep(Duration::from_millis(200));
+    // One replica after the other, as each is seen ready once.
+    let mut waiting_for = 0u8;
+    let all_ready = common::poll(Duration::from_secs(180), Duration::from_millis(200), || {
+        while waiting_for < 3 && cluster.ready_code(waiting_for) == 200 {
+            waiting_for += 1;
         }
+        if waiting_for == 3 {
+            Ok(())
+        } else {
+            Err(waiting_for)
+        }
+    });
+    let Err(timed_out) = all_ready else {
+        return;
+    };
+    let mut logs = String::new();
+    for index in 0..3 {
+        let log =
+            std::fs::read_to_string(cluster.state.state_dir.join(format!("replica-{index}.log")))
+                .unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(15).collect();
+        logs.push_str(&format!(
+            "--- replica {index}: {}\n{}\n",
+            cluster.ready_json(index),
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        ));
     }
+    panic!(
+        "{when}: replica {} not ready after {:?}\n{logs}",
+        timed_out.last, timed_out.waited
+    );
 }
 
 /// The documented disaster recovery, through the API: a backup of every replica, then every

@@ -60,19 +60,11 @@ fn spawn(name: &str, port: u16, config_text: &str) -> Agent {
         url: format!("http://127.0.0.1:{port}"),
         dir,
     };
-    let started = Instant::now();
-    let http = common::http_client(Duration::from_secs(5));
-    while http
-        .get(format!("{}/v1/health/live", agent.url))
-        .send()
-        .is_err()
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "agent did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    common::wait_live(
+        &common::http_client(Duration::from_secs(5)),
+        &agent.url,
+        None,
+    );
     agent
 }
 
@@ -485,16 +477,20 @@ fn hooks_and_retention() {
             "/v1/jobs/{}",
             accepted["job_id"].as_str().unwrap()
         ));
-        let started = Instant::now();
-        let job = loop {
-            let (_, body) = request("GET", &job_url, Some(OPERATOR_NEW), None);
-            let job: serde_json::Value = serde_json::from_str(&body).unwrap();
-            if job["state"] != "running" {
-                break job;
-            }
-            assert!(started.elapsed() < Duration::from_secs(60), "{job}");
-            std::thread::sleep(Duration::from_millis(50));
-        };
+        let job = common::wait_for(
+            "the backup job to end",
+            Duration::from_secs(60),
+            Duration::from_millis(50),
+            || {
+                let (_, body) = request("GET", &job_url, Some(OPERATOR_NEW), None);
+                let job: serde_json::Value = serde_json::from_str(&body).unwrap();
+                if job["state"] == "running" {
+                    Err(job)
+                } else {
+                    Ok(job)
+                }
+            },
+        );
         assert_eq!(job["state"], "succeeded", "{job}");
         assert!(
             job["downtime_ms"].is_null(),

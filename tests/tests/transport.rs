@@ -153,18 +153,6 @@ impl Drop for Agent {
     }
 }
 
-fn wait_live(client: &reqwest::blocking::Client, url: &str, log: &Path) {
-    let started = Instant::now();
-    while client.get(format!("{url}/v1/health/live")).send().is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "agent at {url} did not start: {}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// 300 connections from 127.0.0.2 that send half a request head and wait, renewed whenever the
 /// agent closes them, while 127.0.0.1 gets every liveness and readiness answer within 100 ms.
 /// The agent also closes a half-sent head after `server.header_read_timeout_ms`.
@@ -196,7 +184,7 @@ fn slow_clients_from_one_address_do_not_lock_others_out() {
             .build()
             .unwrap()
     };
-    wait_live(&probe_client(), &url, &log);
+    common::wait_live(&probe_client(), &url, Some(&log));
     let target: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let half_head = b"GET /v1/health/live HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ";
 
@@ -267,15 +255,15 @@ fn slow_clients_from_one_address_do_not_lock_others_out() {
         }));
     }
     // The attack is on once the agent has turned connections away.
-    let started = Instant::now();
-    while closed_by_agent.load(Ordering::Relaxed) < 100 {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "the agent closed only {} slow connections",
-            closed_by_agent.load(Ordering::Relaxed)
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    common::wait_for(
+        "the agent to close 100 slow connections",
+        Duration::from_secs(20),
+        Duration::from_millis(20),
+        || match closed_by_agent.load(Ordering::Relaxed) {
+            closed if closed >= 100 => Ok(()),
+            closed => Err(format!("{closed} closed")),
+        },
+    );
 
     // Over more than two head timeouts (the attack renews), every answer within 100 ms.
     let client = probe_client();
@@ -498,7 +486,7 @@ fn tls_and_mutual_tls_with_tbctl() {
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap();
-    wait_live(&trusting, &url, &log);
+    common::wait_live(&trusting, &url, Some(&log));
     let inventory = dir.join("tls.json");
     write_inventory(&inventory, std::slice::from_ref(&url));
     let status = tbctl_status(&inventory, &token, &ca_flag, &[]);
@@ -537,7 +525,7 @@ fn tls_and_mutual_tls_with_tbctl() {
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap();
-    wait_live(&with_certificate, &url, &log);
+    common::wait_live(&with_certificate, &url, Some(&log));
     let inventory = dir.join("mtls.json");
     write_inventory(&inventory, std::slice::from_ref(&url));
     let status = tbctl_status(&inventory, &token, &ca_flag, &[]);

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{Cluster, Ports};
 use serde_json::Value;
@@ -340,21 +340,23 @@ fn memory_lock_and_disk_space_failures_are_named_in_readiness() {
 
     // Wait until every other check passes (the replica's first StatsD emit comes after 10 s),
     // so the 503 is due to these two checks alone.
-    let started = Instant::now();
-    let (code, report) = loop {
-        if let Some((code, report)) = ready()
-            && failing_checks(&report) == ["disk_space", "memory_lock"]
-        {
-            break (code, report);
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(90),
+    let observed = common::poll(
+        Duration::from_secs(90),
+        Duration::from_millis(200),
+        || match ready() {
+            Some((code, report)) if failing_checks(&report) == ["disk_space", "memory_lock"] => {
+                Ok((code, report))
+            }
+            other => Err(other),
+        },
+    );
+    let (code, report) = observed.map(|(seen, _)| seen).unwrap_or_else(|timed_out| {
+        panic!(
             "readiness never failed on exactly disk_space and memory_lock: {:?}; agent log:\n{}",
-            ready(),
+            timed_out.last,
             std::fs::read_to_string(agent.dir.join("agent.log")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    };
+        )
+    });
     assert_eq!(code, 503, "{report}");
     assert_eq!(report["ready"], false);
     let memory = check(&report, "memory_lock")["detail"].as_str().unwrap();

@@ -22,16 +22,15 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
+import harness
+
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tests" / "hosts"))
-import harness  # noqa: E402
 
 PAST = "0.16.70"
 TARGET = "0.16.78"
@@ -128,16 +127,16 @@ def lookup_ids(binary: Path) -> set[int]:
     return {int(match) for match in re.findall(r'"id": "(\d+)"', result.stdout)}
 
 
-def wait_for(condition, timeout_s: float, what: str, diagnostics=lambda: ""):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}\n"
-                                 f"{diagnostics()}")
-        time.sleep(0.25)
+def wait_for_release(replicas, release: str, timeout_s: float, diagnostics) -> None:
+    """Until every replica serves `release`; at the deadline, what each served and the
+    diagnostics."""
+    try:
+        harness.wait_for(f"every replica serving {release}",
+                         lambda: [replica.running_release() for replica in replicas],
+                         lambda serving: all(seen == release for seen in serving),
+                         timeout_s=timeout_s, interval_s=0.25)
+    except harness.TimedOut as timed_out:
+        raise AssertionError(f"{timed_out}\n{diagnostics()}") from None
 
 
 @pytest.fixture(scope="module")
@@ -170,8 +169,7 @@ def test_upgrade_0_16_70_to_0_16_78_by_binary_swap(binaries):
                                 f"--replica-count={REPLICA_COUNT}", str(replica.data_file)],
                                check=True, capture_output=True, timeout=60)
                 replica.start()
-            wait_for(lambda: all(r.running_release() == PAST for r in replicas),
-                     READY_TIMEOUT_S, f"every replica serving {PAST}", diagnostics)
+            wait_for_release(replicas, PAST, READY_TIMEOUT_S, diagnostics)
 
             accounts = ", ".join(f"id={account_id} code=10 ledger=700"
                                  for account_id in ACCOUNT_IDS)
@@ -193,8 +191,7 @@ def test_upgrade_0_16_70_to_0_16_78_by_binary_swap(binaries):
             swapped_at = time.monotonic()
             for replica in replicas:
                 replica.swap_binary(multiversion)
-            wait_for(lambda: all(r.running_release() == TARGET for r in replicas),
-                     UPGRADE_TIMEOUT_S, f"every replica serving {TARGET}", diagnostics)
+            wait_for_release(replicas, TARGET, UPGRADE_TIMEOUT_S, diagnostics)
             upgraded_s = time.monotonic() - swapped_at
             print(f"every replica serves {TARGET} {upgraded_s:.1f} s after the last swap")
             for replica in replicas:

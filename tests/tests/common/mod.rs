@@ -5,9 +5,13 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+pub use tb_tests::wait::{poll, wait_for, wait_until};
 pub use tbctl::local::LocalState;
+
+/// How often the harness looks again at a condition it waits for.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
 pub const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Control requests (restart) wait for readiness on the agent's side.
@@ -225,17 +229,9 @@ impl Cluster {
         &self,
         what: &str,
         timeout: Duration,
-        mut condition: impl FnMut() -> bool,
+        condition: impl FnMut() -> bool,
     ) -> Duration {
-        let started = Instant::now();
-        while !condition() {
-            assert!(
-                started.elapsed() < timeout,
-                "timed out after {timeout:?} waiting for {what}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        started.elapsed()
+        wait_until(what, timeout, POLL_INTERVAL, condition)
     }
 
     pub fn wait_all_ready(&self) {
@@ -269,12 +265,19 @@ impl Cluster {
 
     /// Waits until the job has ended (not `running`) and returns it.
     pub fn wait_job(&self, replica: u8, job_id: &str, timeout: Duration) -> serde_json::Value {
-        let mut last = serde_json::Value::Null;
-        self.wait_until(&format!("job {job_id} to end"), timeout, || {
-            last = self.job(replica, job_id);
-            last["state"] != "running"
-        });
-        last
+        wait_for(
+            &format!("job {job_id} to end"),
+            timeout,
+            POLL_INTERVAL,
+            || {
+                let job = self.job(replica, job_id);
+                if job["state"] == "running" {
+                    Err(job)
+                } else {
+                    Ok(job)
+                }
+            },
+        )
     }
 
     pub fn inventory_arg(&self) -> String {
@@ -326,6 +329,24 @@ impl Drop for Cluster {
         if std::env::var_os("TB_TESTS_KEEP").is_none() {
             let _ = std::fs::remove_dir_all(&self.state.state_dir);
         }
+    }
+}
+
+/// Waits until the agent at `url` answers its liveness probe (any answer: it listens); its `log`,
+/// if it has one, is shown if it never does.
+pub fn wait_live(client: &reqwest::blocking::Client, url: &str, log: Option<&Path>) {
+    let live = format!("{url}/v1/health/live");
+    let answered = poll(Duration::from_secs(20), Duration::from_millis(50), || {
+        client.get(&live).send().map(drop)
+    });
+    if let Err(timed_out) = answered {
+        panic!(
+            "the agent at {url} did not start within {:?} ({}); its log:\n{}",
+            timed_out.waited,
+            timed_out.last,
+            log.and_then(|log| std::fs::read_to_string(log).ok())
+                .unwrap_or_default()
+        );
     }
 }
 

@@ -1,0 +1,55 @@
+"""What every part of the lab shares: the repository, the cache, errors, logging, commands and
+private files."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Sequence
+
+REPO = Path(__file__).resolve().parents[3]
+COMMAND_TIMEOUT_S_DEFAULT = 120
+
+
+class LabError(Exception):
+    pass
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("TB_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "tb-bare-metal"
+    )
+    return Path(base)
+
+
+def state_dir_default() -> Path:
+    return Path(os.environ.get("TB_LAB_DIR") or cache_dir() / "lab")
+
+
+def log(message: str) -> None:
+    print(f"lab: {message}", file=sys.stderr, flush=True)
+
+
+def run(argv: Sequence[str], timeout_s: float = COMMAND_TIMEOUT_S_DEFAULT, check: bool = True,
+        **kwargs) -> subprocess.CompletedProcess:
+    result = subprocess.run(list(argv), timeout=timeout_s, text=True, capture_output=True,
+                            **kwargs)
+    if check and result.returncode != 0:
+        raise LabError(f"{' '.join(map(str, argv))} exited with {result.returncode}:\n"
+                       f"{result.stdout}{result.stderr}")
+    return result
+
+
+def make_private_dir(path: Path) -> Path:
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+    return path
+
+
+def write_private(path: Path, text: str, mode: int = 0o600) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w") as file:
+        file.write(text)
+    os.chmod(path, mode)
