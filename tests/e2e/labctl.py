@@ -244,11 +244,14 @@ class Controller:
         installed = self.work / "collections"
         if not (installed / "ansible_collections" / "tb_bare_metal" / "cluster").is_dir():
             built = self.work / "collection-build"
-            for argv in (["ansible-galaxy", "collection", "build", str(ANSIBLE_DIR),
-                          "--output-path", str(built), "--force"],
-                         ["ansible-galaxy", "collection", "install", "--force", "-p",
-                          str(installed), *map(str, built.glob("*.tar.gz"))]):
-                subprocess.run(argv, check=True, capture_output=True, text=True, timeout=120)
+            subprocess.run(["ansible-galaxy", "collection", "build", str(ANSIBLE_DIR),
+                            "--output-path", str(built), "--force"],
+                           check=True, capture_output=True, text=True, timeout=120)
+            tarballs = sorted(built.glob("tb_bare_metal-cluster-*.tar.gz"))
+            assert len(tarballs) == 1, f"expected one collection tarball in {built}: {tarballs}"
+            subprocess.run(["ansible-galaxy", "collection", "install", "--force", "-p",
+                            str(installed), str(tarballs[0])],
+                           check=True, capture_output=True, text=True, timeout=120)
         return installed
 
     def playbook(self, name: str, *args: str, check: bool = True,
