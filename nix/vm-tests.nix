@@ -157,7 +157,7 @@ in
   '';
 
   # (6) What `switch` does to a running replica: nothing. Each host in turn activates its changed
-  # generation (switch-to-configuration, as nixos-rebuild switch and ansible/rollout.yml do): it
+  # generation (switch-to-configuration, as nixos-rebuild switch and ansible/playbooks/rollout.yml do): it
   # exits 0, the replica keeps its process, and its new definition is loaded; the restart goes
   # through the agent (quorum guarded) and brings the new flags. A replica that crashes before
   # its host's turn restarts on its own, unchanged unit.
@@ -178,7 +178,7 @@ in
             assert runs_flag(replica2, replica2.succeed(main_pid).strip(), old_flag)
             client.succeed("tbctl wait-ready --inventory /etc/tb/inventory.json --timeout-ms 300000")
         pid = r.succeed(main_pid).strip()
-        # ansible/tasks/apply_nixos.yml's decision, before the switch: the unit the new system
+        # ansible/playbooks/tasks/apply_nixos.yml's decision, before the switch: the unit the new system
         # carries differs from the active one (both resolved through /etc/static to the store).
         fragment = "readlink --canonicalize \"$(systemctl show --property=FragmentPath --value tigerbeetle-replica.service)\""
         built = r.succeed("readlink --canonicalize /run/current-system/specialisation/changed/etc/systemd/system/tigerbeetle-replica.service").strip()

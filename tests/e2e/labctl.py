@@ -27,6 +27,9 @@ import harness  # tests/hosts/harness/: on the path by tests/pytest.ini (scripts
 REPO = Path(__file__).resolve().parents[2]
 
 ANSIBLE_DIR = REPO / "ansible"
+# The playbooks of this tree run by their full names from the collection built from ansible/
+# and installed as an operator installs it (galaxy.yml); another tree's run by path.
+COLLECTION = "tb_bare_metal.cluster"
 # What the agent process is allowed (Controller.agent_process): the replica's user and its one
 # capability, CAP_IPC_LOCK (bit 14), in every set, and a seccomp filter (SystemCallFilter=).
 AGENT_PROCESS_FIELDS = ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "Seccomp")
@@ -232,14 +235,37 @@ class Controller:
         env.update(ANSIBLE_CONFIG=str(ansible_dir / "ansible.cfg"), ANSIBLE_FORCE_COLOR="0",
                    ANSIBLE_NOCOLOR="1", TBCTL_TOKEN_FILE=str(self.token_file),
                    PYTHONUNBUFFERED="1")
+        if ansible_dir == ANSIBLE_DIR:
+            env.update(ANSIBLE_COLLECTIONS_PATH=str(self.installed_collection()))
         return env
+
+    def installed_collection(self) -> Path:
+        """ansible/ built into a collection tarball and installed with ansible-galaxy, once."""
+        installed = self.work / "collections"
+        if not (installed / "ansible_collections" / "tb_bare_metal" / "cluster").is_dir():
+            built = self.work / "collection-build"
+            subprocess.run(["ansible-galaxy", "collection", "build", str(ANSIBLE_DIR),
+                            "--output-path", str(built), "--force"],
+                           check=True, capture_output=True, text=True, timeout=120)
+            tarballs = sorted(built.glob("tb_bare_metal-cluster-*.tar.gz"))
+            assert len(tarballs) == 1, f"expected one collection tarball in {built}: {tarballs}"
+            subprocess.run(["ansible-galaxy", "collection", "install", "--force", "-p",
+                            str(installed), str(tarballs[0])],
+                           check=True, capture_output=True, text=True, timeout=120)
+        return installed
 
     def playbook(self, name: str, *args: str, check: bool = True,
                  timeout_s: float = PLAYBOOK_TIMEOUT_S,
                  ansible_dir: Path = ANSIBLE_DIR) -> "PlaybookRun":
-        """ansible/<name>, or the same playbook of another tree's ansible/ (an earlier commit's)."""
+        """The collection's playbook <name> by its full name, or the playbook of another tree's
+        ansible/ (an earlier commit's) by its path there."""
+        if ansible_dir == ANSIBLE_DIR:
+            playbook = f"{COLLECTION}.{Path(name).stem}"
+        else:
+            in_playbooks = ansible_dir / "playbooks" / name
+            playbook = str(in_playbooks if in_playbooks.exists() else ansible_dir / name)
         argv = self.lab.controller_command([
-            "ansible-playbook", "-i", str(self.inventory_path), str(ansible_dir / name),
+            "ansible-playbook", "-i", str(self.inventory_path), playbook,
             "-e", f"@{self.vars_path}", *args])
         started = time.monotonic()
         log(f"ansible-playbook {name} {' '.join(args)}")
