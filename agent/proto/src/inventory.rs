@@ -294,6 +294,21 @@ impl Inventory {
     }
 }
 
+/// The name of replica `replica`'s data file in the data directory: `<cluster>_<replica>.tigerbeetle`
+/// (the cluster id in decimal). The one place of this rule in Rust: the inventory's `data_file`,
+/// `tbctl local` and the restore drill's scratch cluster all call it; `nix/inventory.nix`,
+/// `nixos-modules/replica.nix` and Ansible's `tigerbeetle_data_file` hold the same rule.
+pub fn data_file_name(cluster_id: u128, replica: u8) -> String {
+    format!("{cluster_id}_{replica}.tigerbeetle")
+}
+
+/// Whether `text` passes the inventory's path rule (docs/inventory.md: an absolute path of
+/// components among A-Z a-z 0-9 . _ + -, neither `.` nor `..`, at most 4096 bytes), for paths
+/// that a tool writes into an inventory (`tbctl local up`'s state directory).
+pub fn is_inventory_path(text: &str) -> bool {
+    is_path(text)
+}
+
 /// What one pass over the JSON text, outside strings, finds before serde_json reads it.
 struct Scan<'a> {
     /// The text, with `-0` read as the integer `0`, as Nix does: serde_json reads a float, so a
@@ -1078,6 +1093,7 @@ pub fn resolve(document: &Value) -> Result<Cluster, String> {
     let replica_count = u8::try_from(vars["tigerbeetle_replica_count"].as_i64().expect("count"))
         .expect("validated count");
     let data_dir = string_or(vars, "tigerbeetle_data_dir", DATA_DIR_DEFAULT);
+    let cluster_id_number: u128 = cluster_id.parse().expect("validated as a decimal u128");
 
     let drafts: Vec<HostDraft> = host_values
         .iter()
@@ -1199,7 +1215,10 @@ pub fn resolve(document: &Value) -> Result<Cluster, String> {
                 agent_port,
                 agent_url: agent_url(&host.url),
                 ansible_host: host.ansible_host.clone(),
-                data_file: format!("{data_dir}/{cluster_id}_{}.tigerbeetle", host.replica),
+                data_file: format!(
+                    "{data_dir}/{}",
+                    data_file_name(cluster_id_number, host.replica)
+                ),
                 deploy: host.deploy.clone(),
                 ip: host.socket.ip.to_string(),
                 peer_ips,

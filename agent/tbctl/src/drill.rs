@@ -27,7 +27,7 @@ use super::status::{self, describe, human_bytes};
 use tb_proto::api;
 use tb_proto::backup_files as files;
 use tb_proto::clock::now_unix_ms;
-use tb_proto::inventory::{Inventory, ReplicaEntry};
+use tb_proto::inventory::{Inventory, ReplicaEntry, data_file_name};
 use tb_proto::quorum::ready_replicas_needed;
 
 /// Transfers between the two drill accounts.
@@ -133,6 +133,8 @@ mod decimal {
 /// Files of the scratch directory.
 struct Scratch {
     dir: PathBuf,
+    /// The live cluster's id, which the restored files keep.
+    cluster_id: u128,
 }
 
 impl Scratch {
@@ -145,7 +147,7 @@ impl Scratch {
     fn data_file(&self, replica: u8) -> PathBuf {
         self.dir
             .join("data")
-            .join(format!("0_{replica}.tigerbeetle"))
+            .join(data_file_name(self.cluster_id, replica))
     }
     fn log(&self, replica: u8) -> PathBuf {
         self.dir.join(format!("replica-{replica}.log"))
@@ -167,6 +169,7 @@ pub async fn restore_drill(
     check_ports(&ports, inventory)?;
     let scratch = Scratch {
         dir: create_scratch_dir(args.scratch_dir.as_deref())?,
+        cluster_id: inventory.cluster_id,
     };
     crate::say!("restore drill: scratch directory {}", scratch.dir.display());
 

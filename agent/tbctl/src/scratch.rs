@@ -13,6 +13,7 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
 use super::process;
+use tb_proto::tigerbeetle;
 
 /// How long replicas get to exit after SIGTERM before SIGKILL.
 const TERM_GRACE_MS: u64 = 10_000;
@@ -211,8 +212,12 @@ fn spawn(
     let mut command = Command::new(tigerbeetle);
     command
         .arg("start")
-        .arg(format!("--addresses={addresses}"))
-        .arg(format!("--cache-grid={cache_grid}"))
+        // No StatsD: nothing reads the scratch replicas' metrics.
+        .args(tigerbeetle::start_flags(
+            &addresses.split(',').map(str::to_string).collect::<Vec<_>>(),
+            Some(cache_grid),
+            None,
+        ))
         .arg(data_file)
         .stdin(Stdio::null())
         .stdout(log_file)
