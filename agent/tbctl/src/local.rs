@@ -178,8 +178,8 @@ fn local_inventory(
     layout: &Layout,
     cluster: &ClusterIdentity,
 ) -> anyhow::Result<(String, Inventory)> {
-    let admin_sha256 = auth::hash_secret_hex(&secret(&layout.admin_token_file())?);
-    let peer_sha256 = auth::hash_secret_hex(&secret(&layout.peer_token_file())?);
+    let admin_sha256 = auth::token_sha256(&secret(&layout.admin_token_file())?)?;
+    let peer_sha256 = auth::token_sha256(&secret(&layout.peer_token_file())?)?;
     let tokens = TokenHashes {
         admin_sha256: &admin_sha256,
         peer_sha256: &peer_sha256,
