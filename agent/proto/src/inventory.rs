@@ -302,6 +302,13 @@ pub fn data_file_name(cluster_id: u128, replica: u8) -> String {
     format!("{cluster_id}_{replica}.tigerbeetle")
 }
 
+/// Whether `text` is a size as `tigerbeetle_cache_grid` takes it (docs/inventory.md: 1 to 6
+/// digits without a leading zero, then KiB, MiB, GiB or TiB): `tbctl local up --cache-grid` and
+/// the restore drill's accept the same sizes.
+pub fn is_cache_grid_size(text: &str) -> bool {
+    is_size(text)
+}
+
 /// Whether `text` passes the inventory's path rule (docs/inventory.md: an absolute path of
 /// components among A-Z a-z 0-9 . _ + -, neither `.` nor `..`, at most 4096 bytes), for paths
 /// that a tool writes into an inventory (`tbctl local up`'s state directory).

@@ -415,10 +415,11 @@ async fn settle(cluster: &mut ScratchCluster) -> anyhow::Result<()> {
 
 /// Refuses scratch ports that a live replica uses, or that anything else holds now.
 fn check_ports(ports: &[u16], inventory: &Inventory) -> anyhow::Result<()> {
-    let live: Vec<&str> = inventory
-        .replicas
-        .iter()
-        .map(|entry| entry.address.as_str())
+    let live: Vec<(&str, u16)> = inventory
+        .cluster
+        .hosts
+        .values()
+        .map(|host| (host.address.as_str(), host.port))
         .collect();
     let clashes = scratch::clashes(ports, &live);
     anyhow::ensure!(

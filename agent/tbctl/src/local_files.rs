@@ -339,11 +339,10 @@ fn inventory_path(path: &Path) -> anyhow::Result<&str> {
 /// `--cache-grid` takes a size like `256MiB` or `1GiB`; anything else would only fail later,
 /// inside the replica, with the error buried in its log.
 pub fn check_cache_grid(size: &str) -> anyhow::Result<()> {
-    let digits = size.bytes().take_while(u8::is_ascii_digit).count();
-    let unit = &size[digits..];
     anyhow::ensure!(
-        digits > 0 && ["KiB", "MiB", "GiB", "TiB"].contains(&unit),
-        "--cache-grid {size}: must be a number followed by KiB, MiB, GiB or TiB, e.g. 256MiB"
+        tb_proto::inventory::is_cache_grid_size(size),
+        "--cache-grid {size}: must be 1 to 6 digits (no leading 0) followed by KiB, MiB, GiB or \
+         TiB, e.g. 256MiB, as the inventory's tigerbeetle_cache_grid"
     );
     Ok(())
 }
@@ -556,5 +555,6 @@ mod tests {
         assert!(check_cache_grid("256").is_err());
         assert!(check_cache_grid("256 MiB").is_err());
         assert!(check_cache_grid("--x").is_err());
+        assert!(check_cache_grid("0256MiB").is_err());
     }
 }
