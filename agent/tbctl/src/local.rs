@@ -894,6 +894,55 @@ mod tests {
         assert_eq!(shell_quote(Path::new("/it's")), r"'/it'\''s'");
     }
 
+    fn legacy_layout(name: &str) -> Layout {
+        let dir = std::env::temp_dir().join(format!("tbctl-legacy-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("data")).unwrap();
+        Layout::new(dir, 2, 3000, 7000, 8125).unwrap()
+    }
+
+    /// Files named as an earlier tbctl named them (cluster 0's names, whatever the cluster)
+    /// get the inventory's names, contents and inodes kept; an up finds them, not a format.
+    #[test]
+    fn legacy_data_files_are_adopted_under_their_inventory_names() {
+        let layout = legacy_layout("adopt");
+        for replica in layout.replicas() {
+            std::fs::write(layout.legacy_data_file(replica), [replica; 8]).unwrap();
+        }
+        adopt_legacy_data_files(&layout, 42, None).unwrap();
+        for replica in layout.replicas() {
+            assert!(!layout.legacy_data_file(replica).exists());
+            let path = layout.data_file(42, replica);
+            assert!(path.ends_with(format!("data/42_{replica}.tigerbeetle")));
+            assert_eq!(std::fs::read(&path).unwrap(), [replica; 8]);
+        }
+        assert_eq!(
+            local_files::format_plan(&data_files_exist(&layout, 42).unwrap()),
+            FormatPlan::ReuseAll
+        );
+        // Again: nothing left to adopt. Cluster 0's files already have their names.
+        adopt_legacy_data_files(&layout, 42, None).unwrap();
+        std::fs::write(layout.legacy_data_file(0), b"zero").unwrap();
+        adopt_legacy_data_files(&layout, 0, None).unwrap();
+        assert_eq!(std::fs::read(layout.data_file(0, 0)).unwrap(), b"zero");
+        std::fs::remove_dir_all(&layout.state_dir).unwrap();
+    }
+
+    /// Two different files under the old and the new name: neither is touched.
+    #[test]
+    fn legacy_and_new_data_files_that_differ_are_refused() {
+        let layout = legacy_layout("differ");
+        std::fs::write(layout.legacy_data_file(0), b"old").unwrap();
+        std::fs::write(layout.data_file(7, 0), b"new").unwrap();
+        let error = adopt_legacy_data_files(&layout, 7, None)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("are different files"), "{error}");
+        assert_eq!(std::fs::read(layout.legacy_data_file(0)).unwrap(), b"old");
+        assert_eq!(std::fs::read(layout.data_file(7, 0)).unwrap(), b"new");
+        std::fs::remove_dir_all(&layout.state_dir).unwrap();
+    }
+
     #[test]
     fn local_state_json_shape() {
         let state = LocalState {
