@@ -1111,7 +1111,10 @@ pub fn resolve(document: &Value) -> Result<Cluster, String> {
 }
 
 /// Step 1: `all.vars` and `all.hosts`, both objects.
-fn structure(document: &Value) -> Result<(&Map<String, Value>, &Map<String, Value>), String> {
+/// A JSON object: `all.vars`, or one host's keys.
+type Object = Map<String, Value>;
+
+fn structure(document: &Value) -> Result<(&Object, &Object), String> {
     let Some(root) = document.as_object() else {
         return Err("the inventory must be a JSON object".to_string());
     };
@@ -1128,7 +1131,7 @@ fn structure(document: &Value) -> Result<(&Map<String, Value>, &Map<String, Valu
 }
 
 /// Steps 3 and 4: every host name, then every host's keys, hosts in name order.
-fn host_keys(hosts: &Map<String, Value>) -> Result<Vec<(&str, &Map<String, Value>)>, String> {
+fn host_keys(hosts: &Object) -> Result<Vec<(&str, &Object)>, String> {
     let names = sorted_keys(hosts);
     if let Some(name) = names.iter().find(|name| !is_host_name(name)) {
         return Err(format!(
