@@ -1608,12 +1608,18 @@ mod tests {
         );
     }
 
+    /// The base inventory with `all.vars.<key>` set to `value`, resolved.
+    fn var(key: &str, value: Value) -> Result<(), String> {
+        resolve(&with(|d| drop(vars(d).insert(key.into(), value)))).map(|_| ())
+    }
+
+    /// The error for `all.vars.<key>`.
+    fn reason(key: &str, reason: &str) -> Result<(), String> {
+        Err(format!("all.vars.{key}: {reason}"))
+    }
+
     #[test]
-    fn value_rules() {
-        let var = |key: &'static str, value: Value| {
-            resolve(&with(|d| drop(vars(d).insert(key.into(), value)))).map(|_| ())
-        };
-        let reason = |key: &str, reason: &str| Err(format!("all.vars.{key}: {reason}"));
+    fn value_rules_numbers_and_sizes() {
         let id = "tigerbeetle_cluster_id";
         for bad in [
             json!("007"),
@@ -1646,6 +1652,10 @@ mod tests {
         }
         assert_eq!(var(grid, json!("999999TiB")), Ok(()));
         assert_eq!(var(grid, json!(null)), Ok(()));
+    }
+
+    #[test]
+    fn value_rules_paths() {
         let dir = "tigerbeetle_data_dir";
         for bad in [
             json!("/a/./b"),
@@ -1671,6 +1681,10 @@ mod tests {
             reason(secret, REASON_PATH)
         );
         assert_eq!(var(secret, json!(null)), reason(secret, REASON_PATH));
+    }
+
+    #[test]
+    fn value_rules_ports_and_networks() {
         let port = "tb_agent_statsd_port";
         for bad in [json!(0), json!(65536), json!("8125"), json!(8125.5)] {
             assert_eq!(var(port, bad), reason(port, REASON_PORT));
@@ -1759,16 +1773,20 @@ mod tests {
         );
     }
 
+    fn token() -> Value {
+        json!({"name": "ops", "scopes": ["read", "control"], "sha256": "a".repeat(64)})
+    }
+
+    /// The base inventory with `tb_agent_tokens` set to `value`, resolved.
+    fn tokens(value: Value) -> Result<(), String> {
+        resolve(&with(|d| {
+            drop(vars(d).insert("tb_agent_tokens".into(), value))
+        }))
+        .map(|_| ())
+    }
+
     #[test]
-    fn tokens() {
-        let token =
-            || json!({"name": "ops", "scopes": ["read", "control"], "sha256": "a".repeat(64)});
-        let tokens = |value: Value| {
-            resolve(&with(|d| {
-                drop(vars(d).insert("tb_agent_tokens".into(), value))
-            }))
-            .map(|_| ())
-        };
+    fn tokens_one_by_one() {
         let at = "all.vars.tb_agent_tokens";
         assert_eq!(tokens(json!([token()])), Ok(()));
         assert_eq!(tokens(json!({})), Err(format!("{at}: {REASON_TOKENS}")));
@@ -1826,7 +1844,11 @@ mod tests {
                 .unwrap_err()
                 .starts_with(&format!("{at}[0].sha256: must be 64 lowercase hex digits"))
         );
-        // Each token is checked whole before names are compared.
+    }
+
+    #[test]
+    fn tokens_checked_whole_before_names_are_compared() {
+        let at = "all.vars.tb_agent_tokens";
         let mut broken = token();
         broken["sha256"] = json!("x");
         assert!(
