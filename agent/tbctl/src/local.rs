@@ -348,29 +348,7 @@ pub fn down(args: &DownArgs) -> anyhow::Result<ExitCode> {
         return nothing();
     };
 
-    let mut stopping = Vec::new();
-    for agent in &state.agents {
-        let members = process::group_members(agent.pid);
-        if members.is_empty() {
-            crate::say!("agent {}: not running", agent.replica);
-            continue;
-        }
-        if members.contains(&agent.pid) && !process::is_agent(agent.pid, &agent.config) {
-            // The pid now belongs to another program: never signal what is not ours.
-            crate::say!(
-                "agent {}: not running (pid {} is now another program; left alone)",
-                agent.replica,
-                agent.pid
-            );
-            continue;
-        }
-        // The group is the agent and its replica. If the agent died earlier, the group
-        // may still hold its orphaned replica, which must stop too. Group ids are not
-        // reused while the group has members, so the members are ours.
-        signal_group(agent.pid, Signal::SIGTERM)?;
-        stopping.push(agent);
-    }
-
+    let stopping = signal_agents(&state.agents)?;
     let stopped_in_time = wait_groups_empty(&stopping, args.stop_timeout_ms);
     let mut failed = false;
     for agent in &stopping {
@@ -408,6 +386,33 @@ pub fn down(args: &DownArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// SIGTERM to the process group of every agent that still runs. Returns those signalled.
+fn signal_agents(agents: &[AgentEntry]) -> anyhow::Result<Vec<&AgentEntry>> {
+    let mut stopping = Vec::new();
+    for agent in agents {
+        let members = process::group_members(agent.pid);
+        if members.is_empty() {
+            crate::say!("agent {}: not running", agent.replica);
+            continue;
+        }
+        if members.contains(&agent.pid) && !process::is_agent(agent.pid, &agent.config) {
+            // The pid now belongs to another program: never signal what is not ours.
+            crate::say!(
+                "agent {}: not running (pid {} is now another program; left alone)",
+                agent.replica,
+                agent.pid
+            );
+            continue;
+        }
+        // The group is the agent and its replica. If the agent died earlier, the group
+        // may still hold its orphaned replica, which must stop too. Group ids are not
+        // reused while the group has members, so the members are ours.
+        signal_group(agent.pid, Signal::SIGTERM)?;
+        stopping.push(agent);
+    }
+    Ok(stopping)
 }
 
 /// Formats the data files of a new cluster, or checks those of an existing one. Returns the
