@@ -549,8 +549,8 @@ fn adopt_legacy_data_files(
             .collect();
         anyhow::ensure!(
             running.is_empty(),
-            "{} has the name an earlier tbctl gave it and moves to {}, but agents run on it \
-             (pids {running:?}): run {} first, then `tbctl local up` again",
+            "{} has the name an earlier tbctl gave it and moves to {}, but agents of an \
+             earlier up still run (pids {running:?}): run {} first, then `tbctl local up` again",
             legacy.display(),
             path.display(),
             down_hint(layout)
