@@ -353,6 +353,7 @@ pub fn available_bytes(path: &Path) -> std::io::Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
     /// A new empty directory for one test.
     fn empty_dir(name: &str) -> std::path::PathBuf {
@@ -429,9 +430,8 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
-    #[test]
-    fn sparse_copy_skips_holes_and_zero_runs() {
-        let dir = empty_dir("sparse");
+    /// A file with data, a hole, written zeros and a data tail: its path and its data bytes.
+    fn sparse_source(dir: &Path) -> (PathBuf, u64) {
         let source = dir.join("data");
         let file = File::create(&source).unwrap();
         let mib = 1024 * 1024u64;
@@ -459,6 +459,14 @@ mod tests {
             allocated_bytes(&source) > data_bytes + 10 * mib,
             "the written zeros are allocated in the source"
         );
+        (source, data_bytes)
+    }
+
+    #[test]
+    fn sparse_copy_skips_holes_and_zero_runs() {
+        let dir = empty_dir("sparse");
+        let mib = 1024 * 1024u64;
+        let (source, data_bytes) = sparse_source(&dir);
 
         // Through the backup's entry point (a reflink where the filesystem has them).
         let copy = dir.join("copy");

@@ -540,7 +540,24 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        let replica = &self.replica;
+        self.replica.validate()?;
+        validate_tokens(&self.tokens)?;
+        if let Some(peers) = &self.peers {
+            peers.validate(self.replica.count)?;
+        }
+        self.server.validate()?;
+        self.health.validate()?;
+        validate_durations(&self.health, &self.control)?;
+        if let Some(backup) = &self.backup {
+            backup.validate(&self.replica.data_file)?;
+        }
+        self.lease.validate()
+    }
+}
+
+impl Replica {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let replica = self;
         if replica.cluster_id.is_empty()
             || !replica.cluster_id.bytes().all(|b| b.is_ascii_digit())
             || replica.cluster_id.parse::<u128>().is_err()
@@ -596,74 +613,83 @@ impl Config {
             }
             _ => {}
         }
+        Ok(())
+    }
+}
 
-        if self.tokens.is_empty() {
-            return Err(invalid("tokens", "at least one token is required"));
+fn validate_tokens(tokens: &[Token]) -> Result<(), ConfigError> {
+    if tokens.is_empty() {
+        return Err(invalid("tokens", "at least one token is required"));
+    }
+    if tokens.len() > TOKENS_MAX {
+        return Err(invalid("tokens", format!("at most {TOKENS_MAX} tokens")));
+    }
+    for (i, token) in tokens.iter().enumerate() {
+        if token.name.is_empty() || token.name.len() > 64 {
+            return Err(invalid(
+                format!("tokens[{i}].name"),
+                "must be 1 to 64 characters",
+            ));
         }
-        if self.tokens.len() > TOKENS_MAX {
-            return Err(invalid("tokens", format!("at most {TOKENS_MAX} tokens")));
+        if tokens[..i].iter().any(|other| other.name == token.name) {
+            return Err(invalid(format!("tokens[{i}].name"), "is used twice"));
         }
-        for (i, token) in self.tokens.iter().enumerate() {
-            if token.name.is_empty() || token.name.len() > 64 {
-                return Err(invalid(
-                    format!("tokens[{i}].name"),
-                    "must be 1 to 64 characters",
-                ));
-            }
-            if self.tokens[..i]
-                .iter()
-                .any(|other| other.name == token.name)
-            {
-                return Err(invalid(format!("tokens[{i}].name"), "is used twice"));
-            }
-            if token.scopes.is_empty() {
-                return Err(invalid(format!("tokens[{i}].scopes"), "must not be empty"));
-            }
-            let hash_ok = token.sha256.len() == 64
-                && token
-                    .sha256
-                    .bytes()
-                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-            if !hash_ok {
-                return Err(invalid(
-                    format!("tokens[{i}].sha256"),
-                    "must be 64 lowercase hex digits: the SHA-256 of the secret \
+        if token.scopes.is_empty() {
+            return Err(invalid(format!("tokens[{i}].scopes"), "must not be empty"));
+        }
+        let hash_ok = token.sha256.len() == 64
+            && token
+                .sha256
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if !hash_ok {
+            return Err(invalid(
+                format!("tokens[{i}].sha256"),
+                "must be 64 lowercase hex digits: the SHA-256 of the secret \
                      (tb-agent hash-token), never the secret itself",
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl Peers {
+    fn validate(&self, count: u8) -> Result<(), ConfigError> {
+        let peers = self;
+        if peers.agent_urls.len() != usize::from(count) {
+            return Err(invalid(
+                "peers.agent_urls",
+                format!(
+                    "has {} entries but replica.count is {}",
+                    peers.agent_urls.len(),
+                    count
+                ),
+            ));
+        }
+        for (i, url) in peers.agent_urls.iter().enumerate() {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(invalid(
+                    format!("peers.agent_urls[{i}]"),
+                    "must start with http:// or https://",
                 ));
             }
         }
-
-        if let Some(peers) = &self.peers {
-            if peers.agent_urls.len() != usize::from(replica.count) {
-                return Err(invalid(
-                    "peers.agent_urls",
-                    format!(
-                        "has {} entries but replica.count is {}",
-                        peers.agent_urls.len(),
-                        replica.count
-                    ),
-                ));
-            }
-            for (i, url) in peers.agent_urls.iter().enumerate() {
-                if !(url.starts_with("http://") || url.starts_with("https://")) {
-                    return Err(invalid(
-                        format!("peers.agent_urls[{i}]"),
-                        "must start with http:// or https://",
-                    ));
-                }
-            }
-            if peers.timeout_ms == 0 || peers.timeout_ms > 60_000 {
-                return Err(invalid("peers.timeout_ms", "must be between 1 and 60000"));
-            }
-            if peers.client_cert_file.is_some() != peers.client_key_file.is_some() {
-                return Err(invalid(
-                    "peers.client_cert_file",
-                    "set both client_cert_file and client_key_file, or neither",
-                ));
-            }
+        if peers.timeout_ms == 0 || peers.timeout_ms > 60_000 {
+            return Err(invalid("peers.timeout_ms", "must be between 1 and 60000"));
         }
+        if peers.client_cert_file.is_some() != peers.client_key_file.is_some() {
+            return Err(invalid(
+                "peers.client_cert_file",
+                "set both client_cert_file and client_key_file, or neither",
+            ));
+        }
+        Ok(())
+    }
+}
 
-        let server = &self.server;
+impl Server {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let server = self;
         if server.connections_max == 0 || server.connections_max > 65_536 {
             return Err(invalid(
                 "server.connections_max",
@@ -699,8 +725,13 @@ impl Config {
                 "must be between 1 and 16777216",
             ));
         }
+        Ok(())
+    }
+}
 
-        let health = &self.health;
+impl Health {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let health = self;
         if !(0.0..100.0).contains(&health.free_percent_min) {
             return Err(invalid(
                 "health.free_percent_min",
@@ -732,41 +763,40 @@ impl Config {
                 ),
             ));
         }
-        for (field, value) in [
-            ("health.probe_interval_ms", health.probe_interval_ms),
-            ("health.probe_timeout_ms", health.probe_timeout_ms),
-            ("health.statsd_stale_ms", health.statsd_stale_ms),
-            (
-                "health.host_refresh_interval_ms",
-                health.host_refresh_interval_ms,
-            ),
-            (
-                "health.firewall_record_stale_ms",
-                health.firewall_record_stale_ms,
-            ),
-            ("control.stop_timeout_ms", self.control.stop_timeout_ms),
-            ("control.ready_timeout_ms", self.control.ready_timeout_ms),
-            (
-                "control.recover_timeout_ms",
-                self.control.recover_timeout_ms,
-            ),
-        ]
-        .into_iter()
-        // Checked only when set; unset means the default, derived from the two above.
-        .chain(
-            self.control
-                .answer_wait_ms
-                .map(|value| ("control.answer_wait_ms", value)),
-        ) {
-            if value == 0 || value > 3_600_000 {
-                return Err(invalid(field, "must be between 1 and 3600000"));
-            }
-        }
-        if let Some(backup) = &self.backup {
-            backup.validate(&self.replica.data_file)?;
-        }
-        self.lease.validate()
+        Ok(())
     }
+}
+
+/// Every duration of `health` and `control`: at least 1 ms and at most an hour.
+fn validate_durations(health: &Health, control: &Control) -> Result<(), ConfigError> {
+    for (field, value) in [
+        ("health.probe_interval_ms", health.probe_interval_ms),
+        ("health.probe_timeout_ms", health.probe_timeout_ms),
+        ("health.statsd_stale_ms", health.statsd_stale_ms),
+        (
+            "health.host_refresh_interval_ms",
+            health.host_refresh_interval_ms,
+        ),
+        (
+            "health.firewall_record_stale_ms",
+            health.firewall_record_stale_ms,
+        ),
+        ("control.stop_timeout_ms", control.stop_timeout_ms),
+        ("control.ready_timeout_ms", control.ready_timeout_ms),
+        ("control.recover_timeout_ms", control.recover_timeout_ms),
+    ]
+    .into_iter()
+    // Checked only when set; unset means the default, derived from the two above.
+    .chain(
+        control
+            .answer_wait_ms
+            .map(|value| ("control.answer_wait_ms", value)),
+    ) {
+        if value == 0 || value > 3_600_000 {
+            return Err(invalid(field, "must be between 1 and 3600000"));
+        }
+    }
+    Ok(())
 }
 
 impl Server {

@@ -294,6 +294,28 @@ impl Inventory {
     }
 }
 
+/// The name of replica `replica`'s data file in the data directory: `<cluster>_<replica>.tigerbeetle`
+/// (the cluster id in decimal). The one place of this rule in Rust: the inventory's `data_file`,
+/// `tbctl local` and the restore drill's scratch cluster all call it; `nix/inventory.nix`,
+/// `nixos-modules/replica.nix` and Ansible's `tigerbeetle_data_file` hold the same rule.
+pub fn data_file_name(cluster_id: u128, replica: u8) -> String {
+    format!("{cluster_id}_{replica}.tigerbeetle")
+}
+
+/// Whether `text` is a size as `tigerbeetle_cache_grid` takes it (docs/inventory.md: 1 to 6
+/// digits without a leading zero, then KiB, MiB, GiB or TiB): `tbctl local up --cache-grid` and
+/// the restore drill's accept the same sizes.
+pub fn is_cache_grid_size(text: &str) -> bool {
+    is_size(text)
+}
+
+/// Whether `text` passes the inventory's path rule (docs/inventory.md: an absolute path of
+/// components among A-Z a-z 0-9 . _ + -, neither `.` nor `..`, at most 4096 bytes), for paths
+/// that a tool writes into an inventory (`tbctl local up`'s state directory).
+pub fn is_inventory_path(text: &str) -> bool {
+    is_path(text)
+}
+
 /// What one pass over the JSON text, outside strings, finds before serde_json reads it.
 struct Scan<'a> {
     /// The text, with `-0` read as the integer `0`, as Nix does: serde_json reads a float, so a
@@ -1018,6 +1040,81 @@ pub fn resolve(document: &Value) -> Result<Cluster, String> {
         return Err(nesting_error());
     }
     // 1. Structure.
+    let (vars, hosts) = structure(document)?;
+    // 2. Cluster-wide keys.
+    if let Some(error) = level_error("all.vars", vars, Level::Vars) {
+        return Err(error);
+    }
+    // 3. Host names, 4. per-host keys.
+    let host_values = host_keys(hosts)?;
+    // 5. TLS files, together.
+    let agent_tls = tls_files(vars)?;
+    let tls = agent_tls.is_some();
+
+    let nixos_flake = optional_string(vars, "tigerbeetle_nixos_flake");
+    let cluster_id = string_or(vars, "tigerbeetle_cluster_id", "");
+    let replica_count = u8::try_from(vars["tigerbeetle_replica_count"].as_i64().expect("count"))
+        .expect("validated count");
+    let data_dir = string_or(vars, "tigerbeetle_data_dir", DATA_DIR_DEFAULT);
+    let cluster_id_number: u128 = cluster_id.parse().expect("validated as a decimal u128");
+    let drafts: Vec<HostDraft> = host_values
+        .iter()
+        .map(|&(name, values)| draft(name, values))
+        .collect();
+
+    // 6. Replica slots.
+    let ordered = replica_slots(&drafts, replica_count)?;
+    // 7. Each host against the others and the TLS setting.
+    let mut listen_sockets = Vec::with_capacity(drafts.len());
+    for position in 0..drafts.len() {
+        listen_sockets.push(check_host(&drafts, position, tls, nixos_flake.is_some())?);
+    }
+
+    // The resolved cluster.
+    let hosts: BTreeMap<String, Host> = drafts
+        .iter()
+        .zip(listen_sockets)
+        .map(|(host, listen)| {
+            let data_file = format!(
+                "{data_dir}/{}",
+                data_file_name(cluster_id_number, host.replica)
+            );
+            let resolved = resolved_host(host, listen, &ordered, data_file);
+            (host.name.to_string(), resolved)
+        })
+        .collect();
+    let statsd_port = present(vars, "tb_agent_statsd_port")
+        .map(|port| u16::try_from(port.as_i64().expect("validated")).expect("validated port"))
+        .unwrap_or(STATSD_PORT_DEFAULT);
+    Ok(Cluster {
+        addresses: ordered.iter().map(|host| host.address.clone()).collect(),
+        agent_peer_ca_file: optional_string(vars, "tb_agent_peer_ca_file"),
+        agent_peer_token_file: string_or(vars, "tb_agent_peer_token_file", PEER_TOKEN_FILE_DEFAULT),
+        agent_tls,
+        agent_tokens: agent_tokens(vars),
+        agent_urls: ordered
+            .iter()
+            .map(|host| normalised_url(&host.url))
+            .collect(),
+        cache_grid: optional_string(vars, "tigerbeetle_cache_grid"),
+        client_networks: string_list(vars, "tigerbeetle_client_networks"),
+        cluster_id,
+        data_dir,
+        hosts,
+        lease: lease_keys(vars),
+        nixos_flake,
+        orchestrator_networks: string_list(vars, "tb_agent_orchestrator_networks"),
+        replica_count,
+        replica_hosts: ordered.iter().map(|host| host.name.to_string()).collect(),
+        statsd_port,
+    })
+}
+
+/// Step 1: `all.vars` and `all.hosts`, both objects.
+/// A JSON object: `all.vars`, or one host's keys.
+type Object = Map<String, Value>;
+
+fn structure(document: &Value) -> Result<(&Object, &Object), String> {
     let Some(root) = document.as_object() else {
         return Err("the inventory must be a JSON object".to_string());
     };
@@ -1030,21 +1127,19 @@ pub fn resolve(document: &Value) -> Result<Cluster, String> {
     let Some(hosts) = all.get("hosts").and_then(Value::as_object) else {
         return Err("all.hosts: must be an object".to_string());
     };
+    Ok((vars, hosts))
+}
 
-    // 2. Cluster-wide keys.
-    if let Some(error) = level_error("all.vars", vars, Level::Vars) {
-        return Err(error);
-    }
-    // 3. Host names.
+/// Steps 3 and 4: every host name, then every host's keys, hosts in name order.
+fn host_keys(hosts: &Object) -> Result<Vec<(&str, &Object)>, String> {
     let names = sorted_keys(hosts);
     if let Some(name) = names.iter().find(|name| !is_host_name(name)) {
         return Err(format!(
             "all.hosts.{name}: host names must be 1 to 63 characters among A-Z a-z 0-9 . _ - and start with a letter or digit"
         ));
     }
-    // 4. Per-host keys.
-    let mut host_values: Vec<(&str, &Map<String, Value>)> = Vec::with_capacity(names.len());
-    for &name in &names {
+    let mut host_values = Vec::with_capacity(names.len());
+    for name in names {
         let Some(values) = hosts[name].as_object() else {
             return Err(format!("all.hosts.{name}: must be an object"));
         };
@@ -1053,56 +1148,61 @@ pub fn resolve(document: &Value) -> Result<Cluster, String> {
         }
         host_values.push((name, values));
     }
+    Ok(host_values)
+}
 
-    // 5. TLS files, together.
-    let tls_cert_file = optional_string(vars, "tb_agent_tls_cert_file");
-    let tls_key_file = optional_string(vars, "tb_agent_tls_key_file");
-    let tls_client_ca_file = optional_string(vars, "tb_agent_tls_client_ca_file");
-    let tls = tls_cert_file.is_some();
-    if tls_key_file.is_some() && !tls {
+/// Step 5: the TLS files, all or none of certificate and key; the client CA only with them.
+fn tls_files(vars: &Map<String, Value>) -> Result<Option<AgentTls>, String> {
+    let cert_file = optional_string(vars, "tb_agent_tls_cert_file");
+    let key_file = optional_string(vars, "tb_agent_tls_key_file");
+    let client_ca_file = optional_string(vars, "tb_agent_tls_client_ca_file");
+    let tls = cert_file.is_some();
+    if key_file.is_some() && !tls {
         return Err(
             "all.vars.tb_agent_tls_key_file: needs all.vars.tb_agent_tls_cert_file".to_string(),
         );
     }
-    if tls && tls_key_file.is_none() {
+    if tls && key_file.is_none() {
         return Err(
             "all.vars.tb_agent_tls_cert_file: needs all.vars.tb_agent_tls_key_file".to_string(),
         );
     }
-    if tls_client_ca_file.is_some() && !tls {
+    if client_ca_file.is_some() && !tls {
         return Err("all.vars.tb_agent_tls_client_ca_file: needs all.vars.tb_agent_tls_cert_file and all.vars.tb_agent_tls_key_file".to_string());
     }
+    Ok(cert_file.map(|cert_file| AgentTls {
+        cert_file,
+        client_ca_file,
+        key_file: key_file.expect("checked above"),
+    }))
+}
 
-    let nixos_flake = optional_string(vars, "tigerbeetle_nixos_flake");
-    let cluster_id = string_or(vars, "tigerbeetle_cluster_id", "");
-    let replica_count = u8::try_from(vars["tigerbeetle_replica_count"].as_i64().expect("count"))
-        .expect("validated count");
-    let data_dir = string_or(vars, "tigerbeetle_data_dir", DATA_DIR_DEFAULT);
+/// A host whose keys passed their rules (step 4), with its defaults.
+fn draft<'a>(name: &'a str, values: &'a Map<String, Value>) -> HostDraft<'a> {
+    let text = |key: &str| values[key].as_str().expect("validated string");
+    let socket = parse_socket(text("tigerbeetle_address")).expect("validated socket");
+    let url = parse_url(text("tb_agent_url")).expect("validated url");
+    let agent_listen = optional_string(values, "tb_agent_listen")
+        .unwrap_or_else(|| format!("{}:{}", socket.ip, url.port));
+    HostDraft {
+        name,
+        replica: u8::try_from(values["tigerbeetle_replica"].as_i64().expect("index"))
+            .expect("validated index"),
+        ansible_host: text("ansible_host").to_string(),
+        address: text("tigerbeetle_address").to_string(),
+        socket,
+        url,
+        agent_listen,
+        deploy: string_or(values, "tigerbeetle_deploy", DEPLOY_DEFAULT),
+    }
+}
 
-    let drafts: Vec<HostDraft> = host_values
-        .iter()
-        .map(|&(name, values)| {
-            let text = |key: &str| values[key].as_str().expect("validated string");
-            let socket = parse_socket(text("tigerbeetle_address")).expect("validated socket");
-            let url = parse_url(text("tb_agent_url")).expect("validated url");
-            let agent_listen = optional_string(values, "tb_agent_listen")
-                .unwrap_or_else(|| format!("{}:{}", socket.ip, url.port));
-            HostDraft {
-                name,
-                replica: u8::try_from(values["tigerbeetle_replica"].as_i64().expect("index"))
-                    .expect("validated index"),
-                ansible_host: text("ansible_host").to_string(),
-                address: text("tigerbeetle_address").to_string(),
-                socket,
-                url,
-                agent_listen,
-                deploy: string_or(values, "tigerbeetle_deploy", DEPLOY_DEFAULT),
-            }
-        })
-        .collect();
-
-    // 6. Replica slots. Hosts are in name order, so the first holder of an index is the
-    // earliest name.
+/// Step 6: every index below the count, held once, none missing. Hosts are in name order, so
+/// the first holder of an index is the earliest name. Returns the hosts in replica order.
+fn replica_slots<'d, 'a>(
+    drafts: &'d [HostDraft<'a>],
+    replica_count: u8,
+) -> Result<Vec<&'d HostDraft<'a>>, String> {
     for (position, host) in drafts.iter().enumerate() {
         if host.replica >= replica_count {
             return Err(format!(
@@ -1120,7 +1220,7 @@ pub fn resolve(document: &Value) -> Result<Cluster, String> {
             ));
         }
     }
-    let mut ordered: Vec<&HostDraft> = Vec::with_capacity(usize::from(replica_count));
+    let mut ordered = Vec::with_capacity(usize::from(replica_count));
     for index in 0..replica_count {
         let Some(host) = drafts.iter().find(|host| host.replica == index) else {
             return Err(format!(
@@ -1130,137 +1230,129 @@ pub fn resolve(document: &Value) -> Result<Cluster, String> {
         ordered.push(host);
     }
     assert_eq!(ordered.len(), drafts.len());
+    Ok(ordered)
+}
 
-    // 7. Each host against the others and the TLS setting.
-    let mut listen_sockets = Vec::with_capacity(drafts.len());
-    for (position, host) in drafts.iter().enumerate() {
-        let at = format!("all.hosts.{}", host.name);
-        if let Some(earlier) = drafts[..position]
-            .iter()
-            .find(|other| other.address == host.address)
-        {
-            return Err(format!(
-                "{at}.tigerbeetle_address: {} is also the address of host {}",
-                host.address, earlier.name
-            ));
-        }
-        if tls && host.url.scheme != UrlScheme::Https {
-            return Err(format!(
-                "{at}.tb_agent_url: must start with https:// because all.vars.tb_agent_tls_cert_file is set"
-            ));
-        }
-        if !tls && host.url.scheme != UrlScheme::Http {
-            return Err(format!(
-                "{at}.tb_agent_url: must start with http:// because TLS is not configured (all.vars.tb_agent_tls_cert_file)"
-            ));
-        }
-        // Given listen addresses passed their rule and defaults are built from valid parts:
-        // this mirrors a check of the Nix reader that cannot fail.
-        let Some(listen) = parse_socket(&host.agent_listen) else {
-            return Err(format!("{at}.tb_agent_listen: {REASON_SOCKET}"));
-        };
-        if host.agent_listen == host.address {
-            return Err(format!(
-                "{at}.tb_agent_listen: {} is the replica's own address",
-                host.agent_listen
-            ));
-        }
-        if !tls && !is_private_ipv4(listen.octets) {
-            return Err(format!(
-                "{at}.tb_agent_listen: {} is a public address and bearer tokens would cross it in clear text: set all.vars.tb_agent_tls_cert_file and all.vars.tb_agent_tls_key_file",
-                listen.ip
-            ));
-        }
-        if host.deploy == "nixos" && nixos_flake.is_none() {
-            return Err(format!(
-                "{at}.tigerbeetle_deploy: \"nixos\" needs all.vars.tigerbeetle_nixos_flake (the flake whose nixosConfigurations.<host> rollout.yml builds and activates on this host)"
-            ));
-        }
-        listen_sockets.push((listen.ip.to_string(), listen.port));
-    }
-
-    // The resolved cluster.
-    let agent_url = |url: &Url| format!("{}://{}:{}", url.scheme.as_str(), url.host, url.port);
-    let hosts: BTreeMap<String, Host> = drafts
+/// Step 7 for `drafts[position]`: its address against the earlier hosts', its URL's scheme
+/// against the TLS setting, its listen address, its deploy method. Returns the listen IP and
+/// port.
+fn check_host(
+    drafts: &[HostDraft],
+    position: usize,
+    tls: bool,
+    has_nixos_flake: bool,
+) -> Result<(String, u16), String> {
+    let host = &drafts[position];
+    let at = format!("all.hosts.{}", host.name);
+    if let Some(earlier) = drafts[..position]
         .iter()
-        .zip(listen_sockets)
-        .map(|(host, (agent_ip, agent_port))| {
-            let mut peer_ips: Vec<String> = Vec::with_capacity(ordered.len());
-            for other in &ordered {
-                let ip = other.socket.ip;
-                if ip != host.socket.ip && !peer_ips.iter().any(|kept| kept == ip) {
-                    peer_ips.push(ip.to_string());
-                }
-            }
-            let resolved = Host {
-                address: host.address.clone(),
-                agent_ip,
-                agent_listen: host.agent_listen.clone(),
-                agent_port,
-                agent_url: agent_url(&host.url),
-                ansible_host: host.ansible_host.clone(),
-                data_file: format!("{data_dir}/{cluster_id}_{}.tigerbeetle", host.replica),
-                deploy: host.deploy.clone(),
-                ip: host.socket.ip.to_string(),
-                peer_ips,
-                port: host.socket.port,
-                replica: host.replica,
-            };
-            (host.name.to_string(), resolved)
-        })
-        .collect();
-    let agent_tokens = present(vars, "tb_agent_tokens")
-        .map(|tokens| {
-            tokens
+        .find(|other| other.address == host.address)
+    {
+        return Err(format!(
+            "{at}.tigerbeetle_address: {} is also the address of host {}",
+            host.address, earlier.name
+        ));
+    }
+    if tls && host.url.scheme != UrlScheme::Https {
+        return Err(format!(
+            "{at}.tb_agent_url: must start with https:// because all.vars.tb_agent_tls_cert_file is set"
+        ));
+    }
+    if !tls && host.url.scheme != UrlScheme::Http {
+        return Err(format!(
+            "{at}.tb_agent_url: must start with http:// because TLS is not configured (all.vars.tb_agent_tls_cert_file)"
+        ));
+    }
+    // Given listen addresses passed their rule and defaults are built from valid parts:
+    // this mirrors a check of the Nix reader that cannot fail.
+    let Some(listen) = parse_socket(&host.agent_listen) else {
+        return Err(format!("{at}.tb_agent_listen: {REASON_SOCKET}"));
+    };
+    if host.agent_listen == host.address {
+        return Err(format!(
+            "{at}.tb_agent_listen: {} is the replica's own address",
+            host.agent_listen
+        ));
+    }
+    if !tls && !is_private_ipv4(listen.octets) {
+        return Err(format!(
+            "{at}.tb_agent_listen: {} is a public address and bearer tokens would cross it in clear text: set all.vars.tb_agent_tls_cert_file and all.vars.tb_agent_tls_key_file",
+            listen.ip
+        ));
+    }
+    if host.deploy == "nixos" && !has_nixos_flake {
+        return Err(format!(
+            "{at}.tigerbeetle_deploy: \"nixos\" needs all.vars.tigerbeetle_nixos_flake (the flake whose nixosConfigurations.<host> rollout.yml builds and activates on this host)"
+        ));
+    }
+    Ok((listen.ip.to_string(), listen.port))
+}
+
+/// `<scheme>://<host>:<port>`.
+fn normalised_url(url: &Url) -> String {
+    format!("{}://{}:{}", url.scheme.as_str(), url.host, url.port)
+}
+
+/// One host of the resolved cluster; `ordered` is every host in replica order.
+fn resolved_host(
+    host: &HostDraft,
+    (agent_ip, agent_port): (String, u16),
+    ordered: &[&HostDraft],
+    data_file: String,
+) -> Host {
+    let mut peer_ips: Vec<String> = Vec::with_capacity(ordered.len());
+    for other in ordered {
+        let ip = other.socket.ip;
+        if ip != host.socket.ip && !peer_ips.iter().any(|kept| kept == ip) {
+            peer_ips.push(ip.to_string());
+        }
+    }
+    Host {
+        address: host.address.clone(),
+        agent_ip,
+        agent_listen: host.agent_listen.clone(),
+        agent_port,
+        agent_url: normalised_url(&host.url),
+        ansible_host: host.ansible_host.clone(),
+        data_file,
+        deploy: host.deploy.clone(),
+        ip: host.socket.ip.to_string(),
+        peer_ips,
+        port: host.socket.port,
+        replica: host.replica,
+    }
+}
+
+fn agent_tokens(vars: &Map<String, Value>) -> Vec<AgentToken> {
+    let Some(tokens) = present(vars, "tb_agent_tokens") else {
+        return Vec::new();
+    };
+    tokens
+        .as_array()
+        .expect("validated tokens")
+        .iter()
+        .map(|token| AgentToken {
+            name: token["name"].as_str().expect("validated").to_string(),
+            scopes: token["scopes"]
                 .as_array()
-                .expect("validated tokens")
+                .expect("validated")
                 .iter()
-                .map(|token| AgentToken {
-                    name: token["name"].as_str().expect("validated").to_string(),
-                    scopes: token["scopes"]
-                        .as_array()
-                        .expect("validated")
-                        .iter()
-                        .map(|scope| scope_of(scope).expect("validated"))
-                        .collect(),
-                    sha256: token["sha256"].as_str().expect("validated").to_string(),
-                })
-                .collect()
+                .map(|scope| scope_of(scope).expect("validated"))
+                .collect(),
+            sha256: token["sha256"].as_str().expect("validated").to_string(),
         })
-        .unwrap_or_default();
-    let statsd_port = present(vars, "tb_agent_statsd_port")
-        .map(|port| u16::try_from(port.as_i64().expect("validated")).expect("validated port"))
-        .unwrap_or(STATSD_PORT_DEFAULT);
-    Ok(Cluster {
-        addresses: ordered.iter().map(|host| host.address.clone()).collect(),
-        agent_peer_ca_file: optional_string(vars, "tb_agent_peer_ca_file"),
-        agent_peer_token_file: string_or(vars, "tb_agent_peer_token_file", PEER_TOKEN_FILE_DEFAULT),
-        agent_tls: tls_cert_file.map(|cert_file| AgentTls {
-            cert_file,
-            client_ca_file: tls_client_ca_file,
-            key_file: tls_key_file.expect("checked in step 5"),
+        .collect()
+}
+
+fn lease_keys(vars: &Map<String, Value>) -> LeaseKeys {
+    LeaseKeys {
+        enabled: present(vars, "tb_agent_lease_enabled")
+            .map(|value| value.as_bool().expect("validated bool")),
+        id_prefix: optional_string(vars, "tb_agent_lease_id_prefix"),
+        ledger: present(vars, "tb_agent_lease_ledger").map(|value| {
+            u32::try_from(value.as_i64().expect("validated")).expect("validated ledger")
         }),
-        agent_tokens,
-        agent_urls: ordered.iter().map(|host| agent_url(&host.url)).collect(),
-        cache_grid: optional_string(vars, "tigerbeetle_cache_grid"),
-        client_networks: string_list(vars, "tigerbeetle_client_networks"),
-        cluster_id,
-        data_dir,
-        hosts,
-        lease: LeaseKeys {
-            enabled: present(vars, "tb_agent_lease_enabled")
-                .map(|value| value.as_bool().expect("validated bool")),
-            id_prefix: optional_string(vars, "tb_agent_lease_id_prefix"),
-            ledger: present(vars, "tb_agent_lease_ledger").map(|value| {
-                u32::try_from(value.as_i64().expect("validated")).expect("validated ledger")
-            }),
-        },
-        nixos_flake,
-        orchestrator_networks: string_list(vars, "tb_agent_orchestrator_networks"),
-        replica_count,
-        replica_hosts: ordered.iter().map(|host| host.name.to_string()).collect(),
-        statsd_port,
-    })
+    }
 }
 
 #[cfg(test)]
@@ -1516,12 +1608,18 @@ mod tests {
         );
     }
 
+    /// The base inventory with `all.vars.<key>` set to `value`, resolved.
+    fn var(key: &str, value: Value) -> Result<(), String> {
+        resolve(&with(|d| drop(vars(d).insert(key.into(), value)))).map(|_| ())
+    }
+
+    /// The error for `all.vars.<key>`.
+    fn reason(key: &str, reason: &str) -> Result<(), String> {
+        Err(format!("all.vars.{key}: {reason}"))
+    }
+
     #[test]
-    fn value_rules() {
-        let var = |key: &'static str, value: Value| {
-            resolve(&with(|d| drop(vars(d).insert(key.into(), value)))).map(|_| ())
-        };
-        let reason = |key: &str, reason: &str| Err(format!("all.vars.{key}: {reason}"));
+    fn value_rules_numbers_and_sizes() {
         let id = "tigerbeetle_cluster_id";
         for bad in [
             json!("007"),
@@ -1554,6 +1652,10 @@ mod tests {
         }
         assert_eq!(var(grid, json!("999999TiB")), Ok(()));
         assert_eq!(var(grid, json!(null)), Ok(()));
+    }
+
+    #[test]
+    fn value_rules_paths() {
         let dir = "tigerbeetle_data_dir";
         for bad in [
             json!("/a/./b"),
@@ -1579,6 +1681,10 @@ mod tests {
             reason(secret, REASON_PATH)
         );
         assert_eq!(var(secret, json!(null)), reason(secret, REASON_PATH));
+    }
+
+    #[test]
+    fn value_rules_ports_and_networks() {
         let port = "tb_agent_statsd_port";
         for bad in [json!(0), json!(65536), json!("8125"), json!(8125.5)] {
             assert_eq!(var(port, bad), reason(port, REASON_PORT));
@@ -1667,16 +1773,20 @@ mod tests {
         );
     }
 
+    fn token() -> Value {
+        json!({"name": "ops", "scopes": ["read", "control"], "sha256": "a".repeat(64)})
+    }
+
+    /// The base inventory with `tb_agent_tokens` set to `value`, resolved.
+    fn tokens(value: Value) -> Result<(), String> {
+        resolve(&with(|d| {
+            drop(vars(d).insert("tb_agent_tokens".into(), value))
+        }))
+        .map(|_| ())
+    }
+
     #[test]
-    fn tokens() {
-        let token =
-            || json!({"name": "ops", "scopes": ["read", "control"], "sha256": "a".repeat(64)});
-        let tokens = |value: Value| {
-            resolve(&with(|d| {
-                drop(vars(d).insert("tb_agent_tokens".into(), value))
-            }))
-            .map(|_| ())
-        };
+    fn tokens_one_by_one() {
         let at = "all.vars.tb_agent_tokens";
         assert_eq!(tokens(json!([token()])), Ok(()));
         assert_eq!(tokens(json!({})), Err(format!("{at}: {REASON_TOKENS}")));
@@ -1734,7 +1844,11 @@ mod tests {
                 .unwrap_err()
                 .starts_with(&format!("{at}[0].sha256: must be 64 lowercase hex digits"))
         );
-        // Each token is checked whole before names are compared.
+    }
+
+    #[test]
+    fn tokens_checked_whole_before_names_are_compared() {
+        let at = "all.vars.tb_agent_tokens";
         let mut broken = token();
         broken["sha256"] = json!("x");
         assert!(

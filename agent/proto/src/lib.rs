@@ -12,6 +12,7 @@ pub mod ids;
 pub mod inventory;
 pub mod lease;
 pub mod quorum;
+pub mod render;
 pub mod tigerbeetle;
 
 /// The version of this repository's tools (agent, tbctl, contract).

@@ -60,6 +60,52 @@ pub fn status_name(value: i64) -> &'static str {
     }
 }
 
+/// The flags of `tigerbeetle start` that follow from the cluster's layout, in the order the
+/// units write them: `--addresses`, `--cache-grid` (when set), and `--experimental --statsd`
+/// (when the agent reads the replica's metrics on `statsd_port` of 127.0.0.1). The data file
+/// comes last, after any extra flags. One rule for the agent's process mode, `tbctl inventory
+/// render` (what the systemd unit runs) and the restore drill's scratch replicas.
+pub fn start_flags(
+    addresses: &[String],
+    cache_grid: Option<&str>,
+    statsd_port: Option<u16>,
+) -> Vec<String> {
+    let mut flags = vec![format!("--addresses={}", addresses.join(","))];
+    if let Some(size) = cache_grid {
+        flags.push(format!("--cache-grid={size}"));
+    }
+    if let Some(port) = statsd_port {
+        flags.push("--experimental".to_string());
+        flags.push(format!("--statsd=127.0.0.1:{port}"));
+    }
+    flags
+}
+
+/// The flags of `tigerbeetle format` for one replica; the new file's path comes after them.
+pub fn format_flags(cluster_id: u128, replica: u8, replica_count: u8) -> Vec<String> {
+    vec![
+        format!("--cluster={cluster_id}"),
+        format!("--replica={replica}"),
+        format!("--replica-count={replica_count}"),
+    ]
+}
+
+/// The flags of `tigerbeetle recover` for one replica (the running cluster's `addresses`); the
+/// new file's path comes after them.
+pub fn recover_flags(
+    cluster_id: u128,
+    addresses: &[String],
+    replica: u8,
+    replica_count: u8,
+) -> Vec<String> {
+    vec![
+        format!("--cluster={cluster_id}"),
+        format!("--addresses={}", addresses.join(",")),
+        format!("--replica={replica}"),
+        format!("--replica-count={replica_count}"),
+    ]
+}
+
 const VERSION_TIMEOUT: Duration = Duration::from_secs(10);
 const READ_CHUNK_SIZE_BYTES: usize = 1024 * 1024;
 
@@ -119,5 +165,36 @@ mod tests {
         assert!(Release(0, 16, 70) < Release(0, 16, 78));
         assert!(Release(0, 16, 78) < Release(0, 17, 0));
         assert_eq!(Release(0, 16, 4).to_string(), "0.16.4");
+    }
+
+    #[test]
+    fn command_lines() {
+        let addresses = ["10.0.0.1:3000".to_string(), "10.0.0.2:3000".to_string()];
+        assert_eq!(
+            start_flags(&addresses, Some("4GiB"), Some(8125)),
+            [
+                "--addresses=10.0.0.1:3000,10.0.0.2:3000",
+                "--cache-grid=4GiB",
+                "--experimental",
+                "--statsd=127.0.0.1:8125"
+            ]
+        );
+        assert_eq!(
+            start_flags(&addresses[..1], None, None),
+            ["--addresses=10.0.0.1:3000"]
+        );
+        assert_eq!(
+            format_flags(7, 1, 3),
+            ["--cluster=7", "--replica=1", "--replica-count=3"]
+        );
+        assert_eq!(
+            recover_flags(7, &addresses, 1, 2),
+            [
+                "--cluster=7",
+                "--addresses=10.0.0.1:3000,10.0.0.2:3000",
+                "--replica=1",
+                "--replica-count=2"
+            ]
+        );
     }
 }

@@ -50,8 +50,11 @@ impl Token {
                 "no agent token: pass --token-file FILE, or set TBCTL_TOKEN_FILE or {name}"
             )
         })?;
-        let secret = secret.trim().to_string();
-        anyhow::ensure!(!secret.is_empty(), "{name} is set but empty");
+        let secret = match tb_proto::auth::secret_from_text(&secret) {
+            Ok(secret) => secret.to_string(),
+            Err(tb_proto::auth::SecretTextError::Empty) => anyhow::bail!("{name} is set but empty"),
+            Err(error) => anyhow::bail!("{name}: {error}"),
+        };
         Ok(Token {
             secret,
             source: name.to_string(),
@@ -64,13 +67,8 @@ pub fn read_secret_file(path: &Path) -> anyhow::Result<String> {
     let bytes = read_bounded(path, SECRET_FILE_SIZE_MAX_BYTES)?;
     let text = String::from_utf8(bytes)
         .map_err(|_| anyhow::anyhow!("token file {}: not UTF-8 text", path.display()))?;
-    let secret = text.trim();
-    anyhow::ensure!(!secret.is_empty(), "token file {}: empty", path.display());
-    anyhow::ensure!(
-        !secret.contains(char::is_whitespace),
-        "token file {}: holds more than one word; it must hold only the secret",
-        path.display()
-    );
+    let secret = tb_proto::auth::secret_from_text(&text)
+        .map_err(|error| anyhow::anyhow!("token file {}: {error}", path.display()))?;
     Ok(secret.to_string())
 }
 

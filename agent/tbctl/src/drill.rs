@@ -27,7 +27,7 @@ use super::status::{self, describe, human_bytes};
 use tb_proto::api;
 use tb_proto::backup_files as files;
 use tb_proto::clock::now_unix_ms;
-use tb_proto::inventory::{Inventory, ReplicaEntry};
+use tb_proto::inventory::{Inventory, ReplicaEntry, data_file_name};
 use tb_proto::quorum::ready_replicas_needed;
 
 /// Transfers between the two drill accounts.
@@ -133,6 +133,8 @@ mod decimal {
 /// Files of the scratch directory.
 struct Scratch {
     dir: PathBuf,
+    /// The live cluster's id, which the restored files keep.
+    cluster_id: u128,
 }
 
 impl Scratch {
@@ -145,7 +147,7 @@ impl Scratch {
     fn data_file(&self, replica: u8) -> PathBuf {
         self.dir
             .join("data")
-            .join(format!("0_{replica}.tigerbeetle"))
+            .join(data_file_name(self.cluster_id, replica))
     }
     fn log(&self, replica: u8) -> PathBuf {
         self.dir.join(format!("replica-{replica}.log"))
@@ -167,6 +169,7 @@ pub async fn restore_drill(
     check_ports(&ports, inventory)?;
     let scratch = Scratch {
         dir: create_scratch_dir(args.scratch_dir.as_deref())?,
+        cluster_id: inventory.cluster_id,
     };
     crate::say!("restore drill: scratch directory {}", scratch.dir.display());
 
@@ -412,10 +415,11 @@ async fn settle(cluster: &mut ScratchCluster) -> anyhow::Result<()> {
 
 /// Refuses scratch ports that a live replica uses, or that anything else holds now.
 fn check_ports(ports: &[u16], inventory: &Inventory) -> anyhow::Result<()> {
-    let live: Vec<&str> = inventory
-        .replicas
-        .iter()
-        .map(|entry| entry.address.as_str())
+    let live: Vec<(&str, u16)> = inventory
+        .cluster
+        .hosts
+        .values()
+        .map(|host| (host.address.as_str(), host.port))
         .collect();
     let clashes = scratch::clashes(ports, &live);
     anyhow::ensure!(
@@ -634,6 +638,34 @@ async fn restore_replica(
         record.recorded_unix_ms
     );
     check_manifest(manifest, inventory, entry)?;
+    check_room(entry, backup, scratch)?;
+
+    crate::say!(
+        "replica {}: backup {} ({} old; stored {}, data {}): downloading",
+        entry.index,
+        backup.id,
+        human_age(now_unix_ms(), manifest.created_unix_ms),
+        human_bytes(manifest.stored_size_bytes),
+        human_bytes(manifest.data_size_bytes)
+    );
+    let started = Instant::now();
+    fetch(client, entry, backup, scratch, args.timeout_ms).await?;
+    crate::say!(
+        "replica {}: restored to {} in {:.1} s; BLAKE3 of download and data match the manifest",
+        entry.index,
+        scratch.data_file(entry.index).display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(manifest.clone())
+}
+
+/// The scratch directory has room for the download and its extraction, with a margin.
+fn check_room(
+    entry: &ReplicaEntry,
+    backup: &api::BackupRecord,
+    scratch: &Scratch,
+) -> anyhow::Result<()> {
+    let manifest = &backup.manifest;
     let needed = manifest.stored_size_bytes + manifest.data_size_bytes + FREE_MARGIN_BYTES;
     let available = files::available_bytes(&scratch.dir)
         .with_context(|| format!("free space of {}", scratch.dir.display()))?;
@@ -649,16 +681,19 @@ async fn restore_replica(
         human_bytes(manifest.data_size_bytes),
         human_bytes(FREE_MARGIN_BYTES)
     );
+    Ok(())
+}
 
-    crate::say!(
-        "replica {}: backup {} ({} old; stored {}, data {}): downloading",
-        entry.index,
-        backup.id,
-        human_age(now_unix_ms(), manifest.created_unix_ms),
-        human_bytes(manifest.stored_size_bytes),
-        human_bytes(manifest.data_size_bytes)
-    );
-    let started = Instant::now();
+/// Downloads `backup`, checks its hash, extracts it to the scratch data file and checks that
+/// hash too; the download is removed after.
+async fn fetch(
+    client: &AgentClient,
+    entry: &ReplicaEntry,
+    backup: &api::BackupRecord,
+    scratch: &Scratch,
+    timeout_ms: u64,
+) -> anyhow::Result<()> {
+    let manifest = &backup.manifest;
     let download = scratch.download(entry.index);
     client
         .download(
@@ -666,7 +701,7 @@ async fn restore_replica(
             &backup.id,
             &download,
             manifest.stored_size_bytes,
-            args.timeout_ms,
+            timeout_ms,
         )
         .await
         .with_context(|| format!("{}: downloading backup {}", describe(entry), backup.id))?;
@@ -695,13 +730,7 @@ async fn restore_replica(
     );
     // Only the extracted file is needed from here on; the disk may be tight.
     std::fs::remove_file(&download).with_context(|| format!("removing {}", download.display()))?;
-    crate::say!(
-        "replica {}: restored to {} in {:.1} s; BLAKE3 of download and data match the manifest",
-        entry.index,
-        scratch.data_file(entry.index).display(),
-        started.elapsed().as_secs_f64()
-    );
-    Ok(manifest.clone())
+    Ok(())
 }
 
 /// The backup must be of this cluster and this replica, or the scratch cluster means nothing.

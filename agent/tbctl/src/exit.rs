@@ -78,6 +78,11 @@ pub fn refused() -> ExitCode {
 #[error("{0}")]
 pub struct Refused(pub String);
 
+/// An error that exits with [`Exit::Usage`]: an argument that names nothing (an unknown host).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Usage(pub String);
+
 /// An error that exits with [`Exit::Unreachable`].
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -89,6 +94,8 @@ pub fn exit_of(error: &anyhow::Error) -> Exit {
         Exit::Refused
     } else if error.downcast_ref::<Unreachable>().is_some() {
         Exit::Unreachable
+    } else if error.downcast_ref::<Usage>().is_some() {
+        Exit::Usage
     } else {
         Exit::Failed
     }
@@ -109,6 +116,7 @@ mod tests {
         assert_eq!(codes, [0, 1, 2, 3, 4]);
         assert_eq!(exit_of(&Refused("x".into()).into()), Exit::Refused);
         assert_eq!(exit_of(&Unreachable("x".into()).into()), Exit::Unreachable);
+        assert_eq!(exit_of(&Usage("x".into()).into()), Exit::Usage);
         assert_eq!(exit_of(&anyhow::anyhow!("x")), Exit::Failed);
         assert!(help_table().contains("  3  refused before anything changed"));
     }

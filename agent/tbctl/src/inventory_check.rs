@@ -1,5 +1,6 @@
 //! `tbctl inventory check [--json] FILE`: the Rust reader of `inventories/<env>.json`, on its
 //! own. `scripts/check-nix` compares its `--json` output with the Nix reader's, field by field.
+//! `tbctl inventory render --host NAME`: everything one host needs, computed from it.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -7,12 +8,41 @@ use std::process::ExitCode;
 
 use clap::Args;
 use tb_proto::inventory::{Cluster, Inventory};
+use tb_proto::render::render_host;
+
+use super::exit::Usage;
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {
     /// The inventory, e.g. inventories/prod.json.
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    #[arg(long, value_name = "FILE", env = "TBCTL_INVENTORY", help = crate::INVENTORY_HELP)]
+    pub inventory: PathBuf,
+    /// The host, by its inventory name (a key of all.hosts).
+    #[arg(long, value_name = "NAME")]
+    pub host: String,
+}
+
+/// `tbctl inventory render --host NAME`: what the host needs, as one JSON document on stdout
+/// (with or without `--json`: this command's result is JSON), from `tb_proto::render`, the
+/// functions the agent's configuration and `tbctl local` come from. An unknown host exits 2
+/// (usage), naming the inventory's hosts.
+pub fn render(args: &RenderArgs) -> anyhow::Result<ExitCode> {
+    let inventory = Inventory::load(&args.inventory)?;
+    let render = render_host(&inventory, &args.host).map_err(|error| {
+        anyhow::Error::new(Usage(format!(
+            "--host {}: {error} ({})",
+            args.host,
+            args.inventory.display()
+        )))
+    })?;
+    println!("{}", serde_json::to_string_pretty(&render)?);
+    Ok(ExitCode::SUCCESS)
 }
 
 pub fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {

@@ -216,6 +216,12 @@ enum InventoryCommand {
     /// with --json, the resolved cluster) when it is valid; exits 1 with the first error on
     /// stderr when not.
     Check(inventory_check::CheckArgs),
+    /// Print what host NAME needs, computed from the inventory as the agent and tbctl compute
+    /// it: replica index, cluster id, addresses, data file, the replica's `tigerbeetle start`
+    /// and `format` arguments, the agent's effective configuration, the firewall's sources. One
+    /// JSON document on stdout (docs/inventory.md, "What a host needs"). Exits 2 when the
+    /// inventory has no host NAME, 1 when the inventory is invalid.
+    Render(inventory_check::RenderArgs),
 }
 
 #[derive(Debug, Args)]
@@ -342,8 +348,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         return local::down(args);
     }
     // Reading one file needs no runtime, no token and no network.
-    if let Command::Inventory(InventoryCommand::Check(args)) = &cli.command {
-        return inventory_check::check(args);
+    match &cli.command {
+        Command::Inventory(InventoryCommand::Check(args)) => return inventory_check::check(args),
+        Command::Inventory(InventoryCommand::Render(args)) => {
+            return inventory_check::render(args);
+        }
+        _ => {}
     }
     // One thread is plenty: tbctl waits on a handful of sockets and child processes.
     let runtime = tokio::runtime::Builder::new_current_thread()

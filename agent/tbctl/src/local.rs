@@ -14,12 +14,13 @@ use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
 use super::client::{AgentClient, Token, read_secret_file};
-use super::local_files::{self, AgentSettings, ClusterIdentity, FormatPlan, Layout};
+use super::local_files::{self, AgentSettings, ClusterIdentity, FormatPlan, Layout, TokenHashes};
 use super::process;
 use super::status;
 use tb_proto::auth;
 use tb_proto::config::Config;
 use tb_proto::inventory::Inventory;
+use tb_proto::tigerbeetle;
 
 /// `tigerbeetle format` takes well under a second; a minute means it is stuck.
 const FORMAT_TIMEOUT_MS: u64 = 120_000;
@@ -104,15 +105,7 @@ pub struct ReplicaFiles {
 
 pub async fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
     local_files::check_cache_grid(&args.cache_grid)?;
-    let tigerbeetle = executable(&args.tigerbeetle, "--tigerbeetle")?;
-    let agent_binary = match &args.agent_binary {
-        Some(path) => executable(path, "--agent-binary")?,
-        None => {
-            let beside = std::env::current_exe()?.with_file_name("tb-agent");
-            executable(&beside, "tb-agent beside tbctl")
-                .context("build it (`cargo build --bin tb-agent`) or pass --agent-binary PATH")?
-        }
-    };
+    let (tigerbeetle, agent_binary) = binaries(args)?;
     let state_dir = create_state_dir(&state_dir_or_default(&args.state_dir)?)?;
     let layout = Layout::new(
         state_dir,
@@ -122,86 +115,20 @@ pub async fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
         args.statsd_port_base,
     )?;
     let _lock = lock(&layout.state_dir)?;
+    let previous = read_state(&layout.state_file())?;
 
-    let cluster = prepare_data_files(&layout, &tigerbeetle).await?;
-    let admin_secret = secret(&layout.admin_token_file())?;
-    let peer_secret = secret(&layout.peer_token_file())?;
+    let (cluster, cluster_id) =
+        prepare_data_files(&layout, &tigerbeetle, previous.as_ref()).await?;
+    let (inventory_json, inventory) = local_inventory(&layout, &cluster)?;
     let settings = AgentSettings {
-        cluster_id: &cluster.cluster_id,
-        admin_token_sha256: &auth::hash_secret_hex(&admin_secret),
-        peer_token_sha256: &auth::hash_secret_hex(&peer_secret),
         tigerbeetle: &tigerbeetle,
         cache_grid: &args.cache_grid,
     };
-
-    let down_hint = format!(
-        "`tbctl local down --state-dir {}`",
-        shell_quote(&layout.state_dir)
-    );
-    let inventory_file = local_files::inventory(&layout, &cluster.cluster_id);
-    let inventory_json = serde_json::to_string_pretty(&inventory_file)?;
-    let inventory = Inventory::parse(&inventory_json).context("the generated inventory")?;
-
     // Every check comes before the first write, so that a refused up changes nothing.
-    let previous = read_state(&layout.state_file())?;
-    let mut plans = Vec::new();
-    for replica in layout.replicas() {
-        let config_path = layout.agent_config(replica);
-        let config = local_files::agent_config(&layout, replica, &settings)?;
-        Config::parse(&config)
-            .map_err(|error| anyhow::anyhow!("generated {}: {error}", config_path.display()))?;
-        let running = previous
-            .as_ref()
-            .and_then(|state| state.agents.iter().find(|agent| agent.replica == replica))
-            .map(|agent| agent.pid)
-            .filter(|pid| process::is_agent(*pid, &config_path));
-        if let Some(pid) = running {
-            // The running agent read its config when it started. Rewriting the file under it
-            // would make the file lie; a changed setting needs a restart.
-            let current = std::fs::read_to_string(&config_path).unwrap_or_default();
-            anyhow::ensure!(
-                current == config,
-                "agent {replica} (pid {pid}) is running with a different configuration than \
-                 these flags produce; run {down_hint} first, then `tbctl local up` again"
-            );
-        }
-        plans.push((replica, config_path, config, running));
-    }
+    let plans = plan_agents(&layout, &inventory, &settings, previous.as_ref())?;
 
     local_files::write_atomic(&layout.inventory_file(), inventory_json.as_bytes(), 0o600)?;
-    let mut agents = Vec::new();
-    // Only agents started now: the ones from an earlier up are not our children.
-    let mut children: Vec<Option<Child>> = Vec::new();
-    for (replica, config_path, config, running) in plans {
-        let pid = match running {
-            Some(pid) => {
-                crate::say!("agent {replica}: already running (pid {pid})");
-                children.push(None);
-                pid
-            }
-            None => {
-                local_files::write_atomic(&config_path, config.as_bytes(), 0o600)?;
-                let args = [
-                    "serve".as_ref(),
-                    "--config".as_ref(),
-                    config_path.as_os_str(),
-                ];
-                let child =
-                    process::spawn_detached(&agent_binary, &args, &layout.agent_log(replica))?;
-                let pid = i32::try_from(child.id()).expect("Linux pids fit in i32");
-                crate::say!("agent {replica}: started (pid {pid})");
-                children.push(Some(child));
-                pid
-            }
-        };
-        agents.push(AgentEntry {
-            replica,
-            url: layout.agent_url(replica),
-            pid,
-            config: config_path,
-            log: layout.agent_log(replica),
-        });
-    }
+    let (agents, mut children) = start_agents(&layout, &agent_binary, plans)?;
     let state = LocalState {
         state_dir: layout.state_dir.clone(),
         cluster_id: cluster.cluster_id.clone(),
@@ -214,7 +141,7 @@ pub async fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
             .map(|replica| ReplicaFiles {
                 replica,
                 address: layout.replica_address(replica),
-                data_file: layout.data_file(replica),
+                data_file: layout.data_file(cluster_id, replica),
                 log: layout.replica_log(replica),
             })
             .collect(),
@@ -222,30 +149,181 @@ pub async fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
     // Written before waiting, so that `local down` can stop the agents even if this wait fails.
     let state_json = serde_json::to_string_pretty(&state)?;
     local_files::write_atomic(&layout.state_file(), state_json.as_bytes(), 0o600)?;
+    wait_until_ready(
+        &layout,
+        &inventory,
+        &state,
+        &mut children,
+        args.ready_timeout_ms,
+    )
+    .await
+}
 
-    let status_command = status_command(&state)?;
-    let hint =
-        format!("the agents keep running: inspect with `{status_command}`, stop with {down_hint}");
+/// `--tigerbeetle` and the agent binary, both checked to be executable files.
+fn binaries(args: &UpArgs) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let tigerbeetle = executable(&args.tigerbeetle, "--tigerbeetle")?;
+    let agent_binary = match &args.agent_binary {
+        Some(path) => executable(path, "--agent-binary")?,
+        None => {
+            let beside = std::env::current_exe()?.with_file_name("tb-agent");
+            executable(&beside, "tb-agent beside tbctl")
+                .context("build it (`cargo build --bin tb-agent`) or pass --agent-binary PATH")?
+        }
+    };
+    Ok((tigerbeetle, agent_binary))
+}
+
+/// The local inventory (its JSON, and parsed): the layout, the cluster and the tokens' hashes.
+fn local_inventory(
+    layout: &Layout,
+    cluster: &ClusterIdentity,
+) -> anyhow::Result<(String, Inventory)> {
+    let admin_sha256 = auth::token_sha256(&secret(&layout.admin_token_file())?)?;
+    let peer_sha256 = auth::token_sha256(&secret(&layout.peer_token_file())?)?;
+    let tokens = TokenHashes {
+        admin_sha256: &admin_sha256,
+        peer_sha256: &peer_sha256,
+    };
+    let file = local_files::inventory(layout, &cluster.cluster_id, &tokens)?;
+    let json = serde_json::to_string_pretty(&file)?;
+    let inventory = Inventory::parse(&json).context("the generated inventory")?;
+    Ok((json, inventory))
+}
+
+/// One agent's config, and the pid of the agent already running it (from an earlier up).
+struct AgentPlan {
+    replica: u8,
+    config_path: PathBuf,
+    config: String,
+    running: Option<i32>,
+}
+
+/// Every agent's config, checked; refused when a running agent has another config.
+fn plan_agents(
+    layout: &Layout,
+    inventory: &Inventory,
+    settings: &AgentSettings,
+    previous: Option<&LocalState>,
+) -> anyhow::Result<Vec<AgentPlan>> {
+    let down_hint = down_hint(layout);
+    let mut plans = Vec::new();
+    for replica in layout.replicas() {
+        let config_path = layout.agent_config(replica);
+        let config = local_files::agent_config(layout, inventory, replica, settings)?;
+        Config::parse(&config)
+            .map_err(|error| anyhow::anyhow!("generated {}: {error}", config_path.display()))?;
+        let running = running_agent(previous, replica, &config_path);
+        if let Some(pid) = running {
+            // The running agent read its config when it started. Rewriting the file under it
+            // would make the file lie; a changed setting needs a restart.
+            let current = std::fs::read_to_string(&config_path).unwrap_or_default();
+            anyhow::ensure!(
+                current == config,
+                "agent {replica} (pid {pid}) is running with a different configuration than \
+                 these flags produce; run {down_hint} first, then `tbctl local up` again"
+            );
+        }
+        plans.push(AgentPlan {
+            replica,
+            config_path,
+            config,
+            running,
+        });
+    }
+    Ok(plans)
+}
+
+/// The pid of replica `replica`'s agent from an earlier up, when it still runs that config.
+fn running_agent(previous: Option<&LocalState>, replica: u8, config_path: &Path) -> Option<i32> {
+    previous
+        .and_then(|state| state.agents.iter().find(|agent| agent.replica == replica))
+        .map(|agent| agent.pid)
+        .filter(|pid| process::is_agent(*pid, config_path))
+}
+
+fn down_hint(layout: &Layout) -> String {
+    format!(
+        "`tbctl local down --state-dir {}`",
+        shell_quote(&layout.state_dir)
+    )
+}
+
+/// Writes the configs of the agents not running yet and starts them. Returns every agent, and
+/// the children started now (the agents of an earlier up are not our children).
+fn start_agents(
+    layout: &Layout,
+    agent_binary: &Path,
+    plans: Vec<AgentPlan>,
+) -> anyhow::Result<(Vec<AgentEntry>, Vec<Option<Child>>)> {
+    let mut agents = Vec::new();
+    let mut children: Vec<Option<Child>> = Vec::new();
+    for plan in plans {
+        let replica = plan.replica;
+        let pid = match plan.running {
+            Some(pid) => {
+                crate::say!("agent {replica}: already running (pid {pid})");
+                children.push(None);
+                pid
+            }
+            None => {
+                local_files::write_atomic(&plan.config_path, plan.config.as_bytes(), 0o600)?;
+                let args = [
+                    "serve".as_ref(),
+                    "--config".as_ref(),
+                    plan.config_path.as_os_str(),
+                ];
+                let child =
+                    process::spawn_detached(agent_binary, &args, &layout.agent_log(replica))?;
+                let pid = i32::try_from(child.id()).expect("Linux pids fit in i32");
+                crate::say!("agent {replica}: started (pid {pid})");
+                children.push(Some(child));
+                pid
+            }
+        };
+        agents.push(AgentEntry {
+            replica,
+            url: layout.agent_url(replica),
+            pid,
+            config: plan.config_path,
+            log: layout.agent_log(replica),
+        });
+    }
+    Ok((agents, children))
+}
+
+/// Waits for every replica to be ready, prints the summary and the `--json` result.
+async fn wait_until_ready(
+    layout: &Layout,
+    inventory: &Inventory,
+    state: &LocalState,
+    children: &mut [Option<Child>],
+    ready_timeout_ms: u64,
+) -> anyhow::Result<ExitCode> {
+    let status_command = status_command(state)?;
+    let hint = format!(
+        "the agents keep running: inspect with `{status_command}`, stop with {}",
+        down_hint(layout)
+    );
     crate::say!(
         "waiting for {} replicas to be ready (up to {} s)",
         layout.replica_count,
-        args.ready_timeout_ms / 1000
+        ready_timeout_ms / 1000
     );
     let token = Token::from_file(&layout.admin_token_file())?;
     let client = AgentClient::new(token, super::client::Tls::default())?;
-    let ready = status::wait_ready(&client, &inventory, args.ready_timeout_ms, || {
-        check_agents_alive(&layout, &state.agents, &mut children)
+    let ready = status::wait_ready(&client, inventory, ready_timeout_ms, || {
+        check_agents_alive(layout, &state.agents, children)
     })
     .await
     .map_err(|error| anyhow::anyhow!("{error:#}\n{hint}"))?;
-    print_summary(&layout, &state, ready, &status_command);
+    print_summary(layout, state, ready, &status_command);
     // `--json`: local.json's content (agents, replicas, inventory, token file) and readiness.
     super::output::emit(&serde_json::json!({ "ready": ready, "cluster": state }))?;
     if !ready {
         anyhow::bail!(
             "the local cluster was not ready within {} ms; logs: {}/agent-*.log and \
              replica-*.log; {hint}",
-            args.ready_timeout_ms,
+            ready_timeout_ms,
             layout.state_dir.display()
         );
     }
@@ -270,29 +348,7 @@ pub fn down(args: &DownArgs) -> anyhow::Result<ExitCode> {
         return nothing();
     };
 
-    let mut stopping = Vec::new();
-    for agent in &state.agents {
-        let members = process::group_members(agent.pid);
-        if members.is_empty() {
-            crate::say!("agent {}: not running", agent.replica);
-            continue;
-        }
-        if members.contains(&agent.pid) && !process::is_agent(agent.pid, &agent.config) {
-            // The pid now belongs to another program: never signal what is not ours.
-            crate::say!(
-                "agent {}: not running (pid {} is now another program; left alone)",
-                agent.replica,
-                agent.pid
-            );
-            continue;
-        }
-        // The group is the agent and its replica. If the agent died earlier, the group
-        // may still hold its orphaned replica, which must stop too. Group ids are not
-        // reused while the group has members, so the members are ours.
-        signal_group(agent.pid, Signal::SIGTERM)?;
-        stopping.push(agent);
-    }
-
+    let stopping = signal_agents(&state.agents)?;
     let stopped_in_time = wait_groups_empty(&stopping, args.stop_timeout_ms);
     let mut failed = false;
     for agent in &stopping {
@@ -332,103 +388,68 @@ pub fn down(args: &DownArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// SIGTERM to the process group of every agent that still runs. Returns those signalled.
+fn signal_agents(agents: &[AgentEntry]) -> anyhow::Result<Vec<&AgentEntry>> {
+    let mut stopping = Vec::new();
+    for agent in agents {
+        let members = process::group_members(agent.pid);
+        if members.is_empty() {
+            crate::say!("agent {}: not running", agent.replica);
+            continue;
+        }
+        if members.contains(&agent.pid) && !process::is_agent(agent.pid, &agent.config) {
+            // The pid now belongs to another program: never signal what is not ours.
+            crate::say!(
+                "agent {}: not running (pid {} is now another program; left alone)",
+                agent.replica,
+                agent.pid
+            );
+            continue;
+        }
+        // The group is the agent and its replica. If the agent died earlier, the group
+        // may still hold its orphaned replica, which must stop too. Group ids are not
+        // reused while the group has members, so the members are ours.
+        signal_group(agent.pid, Signal::SIGTERM)?;
+        stopping.push(agent);
+    }
+    Ok(stopping)
+}
+
 /// Formats the data files of a new cluster, or checks those of an existing one. Returns the
-/// cluster identity, which is written before any format so that a crash cannot orphan files.
+/// cluster identity (and its id), which is written before any format so that a crash cannot
+/// orphan files.
 async fn prepare_data_files(
     layout: &Layout,
     tigerbeetle: &Path,
-) -> anyhow::Result<ClusterIdentity> {
+    previous: Option<&LocalState>,
+) -> anyhow::Result<(ClusterIdentity, u128)> {
     let data_dir = layout.data_dir();
     std::fs::DirBuilder::new()
         .mode(0o700)
         .recursive(true)
         .create(&data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
-    let exists = layout
-        .replicas()
-        .map(|replica| {
-            let path = layout.data_file(replica);
-            path.try_exists()
-                .with_context(|| format!("checking {}", path.display()))
-        })
-        .collect::<anyhow::Result<Vec<bool>>>()?;
-    let plan = local_files::format_plan(&exists);
-
-    let cluster_file = layout.cluster_file();
-    let known = match local_files::read_optional(&cluster_file, STATE_FILE_SIZE_MAX_BYTES)? {
-        Some(text) => Some(
-            serde_json::from_str::<ClusterIdentity>(&text)
-                .with_context(|| format!("{}: not a cluster identity", cluster_file.display()))?,
-        ),
-        None => None,
-    };
-    let cluster = match known {
-        Some(cluster) => {
-            anyhow::ensure!(
-                cluster.replica_count == layout.replica_count,
-                "{} holds a {}-replica cluster; pass --replica-count {} or use another --state-dir",
-                layout.state_dir.display(),
-                cluster.replica_count,
-                cluster.replica_count
-            );
-            cluster
+    let (cluster, cluster_id, plan) = match known_identity(layout)? {
+        Some((cluster, cluster_id)) => {
+            adopt_legacy_data_files(layout, cluster_id, previous)?;
+            let plan = local_files::format_plan(&data_files_exist(layout, cluster_id)?);
+            (cluster, cluster_id, plan)
         }
         None => {
-            anyhow::ensure!(
-                plan == FormatPlan::FormatAll,
-                "{} is missing, but data files exist in {}: their cluster id is unknown. \
-                 Restore the file (the id is also in inventory.json and local.json), or delete \
-                 the whole state directory {} to start a fresh cluster",
-                cluster_file.display(),
-                data_dir.display(),
-                layout.state_dir.display()
-            );
-            let cluster = ClusterIdentity {
-                cluster_id: rand::random::<u128>().to_string(),
-                replica_count: layout.replica_count,
-            };
-            let json = serde_json::to_string_pretty(&cluster)?;
-            local_files::write_atomic(&cluster_file, json.as_bytes(), 0o600)?;
-            cluster
+            let (cluster, cluster_id) = new_identity(layout)?;
+            (cluster, cluster_id, FormatPlan::FormatAll)
         }
     };
-
     match plan {
         FormatPlan::ReuseAll => {
             crate::say!("reusing the data files in {}", data_dir.display());
         }
         FormatPlan::Refuse { missing } => {
-            let addresses: Vec<String> = layout
-                .replicas()
-                .map(|i| layout.replica_address(i))
-                .collect();
-            let recover: Vec<String> = missing
-                .iter()
-                .map(|replica| {
-                    format!(
-                        "  {} recover --cluster={} --addresses={} --replica={replica} \
-                         --replica-count={} {}",
-                        shell_quote(tigerbeetle),
-                        cluster.cluster_id,
-                        addresses.join(","),
-                        layout.replica_count,
-                        shell_quote(&layout.data_file(*replica))
-                    )
-                })
-                .collect();
-            anyhow::bail!(
-                "data files of replicas {missing:?} are missing while the others exist. \
-                 Refusing to format them: a freshly formatted replica has forgotten what it \
-                 acknowledged, and the cluster can lose committed transfers. Rebuild a lost file \
-                 from the other replicas (they must be running) with:\n{}\n\
-                 or delete the whole state directory {} to start a fresh, empty cluster",
-                recover.join("\n"),
-                layout.state_dir.display()
-            );
+            return Err(refuse_partial(layout, cluster_id, &missing, tigerbeetle));
         }
         FormatPlan::FormatAll => {
             for replica in layout.replicas() {
-                format(layout, &cluster, replica, tigerbeetle).await?;
+                format(layout, cluster_id, replica, tigerbeetle).await?;
             }
             crate::say!(
                 "formatted {} data files for new cluster {} in {}",
@@ -438,18 +459,170 @@ async fn prepare_data_files(
             );
         }
     }
-    Ok(cluster)
+    Ok((cluster, cluster_id))
+}
+
+/// `cluster.json`, when it exists, checked against `--replica-count`.
+fn known_identity(layout: &Layout) -> anyhow::Result<Option<(ClusterIdentity, u128)>> {
+    let cluster_file = layout.cluster_file();
+    let Some(text) = local_files::read_optional(&cluster_file, STATE_FILE_SIZE_MAX_BYTES)? else {
+        return Ok(None);
+    };
+    let (cluster, cluster_id) = ClusterIdentity::parse(&text)
+        .with_context(|| format!("{}: not a cluster identity", cluster_file.display()))?;
+    anyhow::ensure!(
+        cluster.replica_count == layout.replica_count,
+        "{} holds a {}-replica cluster; pass --replica-count {} or use another --state-dir",
+        layout.state_dir.display(),
+        cluster.replica_count,
+        cluster.replica_count
+    );
+    Ok(Some((cluster, cluster_id)))
+}
+
+/// A new cluster's identity, written to `cluster.json`. Refused when the data directory holds
+/// data files already: without `cluster.json` their cluster is unknown.
+fn new_identity(layout: &Layout) -> anyhow::Result<(ClusterIdentity, u128)> {
+    let data_dir = layout.data_dir();
+    let existing = std::fs::read_dir(&data_dir)
+        .with_context(|| format!("reading {}", data_dir.display()))?
+        .filter_map(Result::ok)
+        .any(|entry| {
+            entry
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".tigerbeetle")
+        });
+    anyhow::ensure!(
+        !existing,
+        "{} is missing, but data files exist in {}: their cluster id is unknown. \
+         Restore the file (the id is also in inventory.json and local.json), or delete \
+         the whole state directory {} to start a fresh cluster",
+        layout.cluster_file().display(),
+        data_dir.display(),
+        layout.state_dir.display()
+    );
+    let cluster_id = rand::random::<u128>();
+    let cluster = ClusterIdentity {
+        cluster_id: cluster_id.to_string(),
+        replica_count: layout.replica_count,
+    };
+    let json = serde_json::to_string_pretty(&cluster)?;
+    local_files::write_atomic(&layout.cluster_file(), json.as_bytes(), 0o600)?;
+    Ok((cluster, cluster_id))
+}
+
+fn data_files_exist(layout: &Layout, cluster_id: u128) -> anyhow::Result<Vec<bool>> {
+    layout
+        .replicas()
+        .map(|replica| {
+            let path = layout.data_file(cluster_id, replica);
+            path.try_exists()
+                .with_context(|| format!("checking {}", path.display()))
+        })
+        .collect()
+}
+
+/// Gives data files of an earlier tbctl, which named every cluster's files as cluster 0's,
+/// their inventory name (`<cluster>_<replica>.tigerbeetle`). A hard link, then the old name
+/// removed: nothing is overwritten, and an interruption leaves both names of one file, which
+/// the next up finishes. Refused while an agent of an earlier up runs on the old names.
+fn adopt_legacy_data_files(
+    layout: &Layout,
+    cluster_id: u128,
+    previous: Option<&LocalState>,
+) -> anyhow::Result<()> {
+    for replica in layout.replicas() {
+        let (legacy, path) = (
+            layout.legacy_data_file(replica),
+            layout.data_file(cluster_id, replica),
+        );
+        if legacy == path || !legacy.try_exists()? {
+            continue;
+        }
+        let running: Vec<i32> = previous
+            .map(|state| state.agents.iter())
+            .into_iter()
+            .flatten()
+            .filter(|agent| process::is_agent(agent.pid, &agent.config))
+            .map(|agent| agent.pid)
+            .collect();
+        anyhow::ensure!(
+            running.is_empty(),
+            "{} has the name an earlier tbctl gave it and moves to {}, but agents of an \
+             earlier up still run (pids {running:?}): run {} first, then `tbctl local up` again",
+            legacy.display(),
+            path.display(),
+            down_hint(layout)
+        );
+        if !path.try_exists()? {
+            std::fs::hard_link(&legacy, &path)
+                .with_context(|| format!("linking {} to {}", legacy.display(), path.display()))?;
+        }
+        anyhow::ensure!(
+            same_file(&legacy, &path)?,
+            "both {} and {} exist and are different files: keep the right one under the \
+             second name and move the other away",
+            legacy.display(),
+            path.display()
+        );
+        std::fs::remove_file(&legacy).with_context(|| format!("removing {}", legacy.display()))?;
+        local_files::sync_parent(&path).with_context(|| format!("syncing {}", path.display()))?;
+        crate::say!("renamed {} to {}", legacy.display(), path.display());
+    }
+    Ok(())
+}
+
+fn same_file(a: &Path, b: &Path) -> anyhow::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let (a, b) = (std::fs::metadata(a)?, std::fs::metadata(b)?);
+    Ok(a.dev() == b.dev() && a.ino() == b.ino())
+}
+
+/// Why `up` refuses when some replicas' files are gone, and how to rebuild them.
+fn refuse_partial(
+    layout: &Layout,
+    cluster_id: u128,
+    missing: &[u8],
+    tigerbeetle: &Path,
+) -> anyhow::Error {
+    let addresses: Vec<String> = layout
+        .replicas()
+        .map(|i| layout.replica_address(i))
+        .collect();
+    let recover: Vec<String> = missing
+        .iter()
+        .map(|&replica| {
+            let flags =
+                tigerbeetle::recover_flags(cluster_id, &addresses, replica, layout.replica_count);
+            format!(
+                "  {} recover {} {}",
+                shell_quote(tigerbeetle),
+                flags.join(" "),
+                shell_quote(&layout.data_file(cluster_id, replica))
+            )
+        })
+        .collect();
+    anyhow::anyhow!(
+        "data files of replicas {missing:?} are missing while the others exist. \
+         Refusing to format them: a freshly formatted replica has forgotten what it \
+         acknowledged, and the cluster can lose committed transfers. Rebuild a lost file \
+         from the other replicas (they must be running) with:\n{}\n\
+         or delete the whole state directory {} to start a fresh, empty cluster",
+        recover.join("\n"),
+        layout.state_dir.display()
+    )
 }
 
 /// Formats into `PATH.formatting` and links it to PATH only when complete: an interrupted
 /// format never leaves a file that looks like a real replica.
 async fn format(
     layout: &Layout,
-    cluster: &ClusterIdentity,
+    cluster_id: u128,
     replica: u8,
     tigerbeetle: &Path,
 ) -> anyhow::Result<()> {
-    let path = layout.data_file(replica);
+    let path = layout.data_file(cluster_id, replica);
     let mut partial = path.as_os_str().to_owned();
     partial.push(".formatting");
     let partial = PathBuf::from(partial);
@@ -462,9 +635,11 @@ async fn format(
     let mut command = tokio::process::Command::new(tigerbeetle);
     command
         .arg("format")
-        .arg(format!("--cluster={}", cluster.cluster_id))
-        .arg(format!("--replica={replica}"))
-        .arg(format!("--replica-count={}", cluster.replica_count))
+        .args(tigerbeetle::format_flags(
+            cluster_id,
+            replica,
+            layout.replica_count,
+        ))
         .arg(&partial)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -483,21 +658,11 @@ async fn format(
     })?
     .with_context(|| format!("running {}", tigerbeetle.display()))?;
     if !output.status.success() {
-        // TigerBeetle logs to stderr; stdout is the fallback for anything else it printed.
-        let mut text = String::from_utf8_lossy(&output.stderr).into_owned();
-        if text.trim().is_empty() {
-            text = String::from_utf8_lossy(&output.stdout).into_owned();
-        }
-        if text.trim().is_empty() {
-            text = "(no output)".to_string();
-        }
-        let start = text.lines().count().saturating_sub(LOG_TAIL_LINES);
-        let tail: Vec<&str> = text.lines().skip(start).collect();
         anyhow::bail!(
             "`{} format` of replica {replica} failed ({}):\n{}",
             tigerbeetle.display(),
             output.status,
-            tail.join("\n")
+            output_tail(&output)
         );
     }
     // A hard link fails if PATH exists, where a rename would replace it: an existing data
@@ -507,6 +672,20 @@ async fn format(
     std::fs::remove_file(&partial).with_context(|| format!("removing {}", partial.display()))?;
     local_files::sync_parent(&path).with_context(|| format!("syncing {}", path.display()))?;
     Ok(())
+}
+
+/// The last lines a failed command printed: TigerBeetle logs to stderr; stdout is the fallback.
+fn output_tail(output: &std::process::Output) -> String {
+    let mut text = String::from_utf8_lossy(&output.stderr).into_owned();
+    if text.trim().is_empty() {
+        text = String::from_utf8_lossy(&output.stdout).into_owned();
+    }
+    if text.trim().is_empty() {
+        text = "(no output)".to_string();
+    }
+    let start = text.lines().count().saturating_sub(LOG_TAIL_LINES);
+    let tail: Vec<&str> = text.lines().skip(start).collect();
+    tail.join("\n")
 }
 
 /// Fails the wait as soon as an agent exits: it will not become ready, and its log says why.
@@ -718,6 +897,55 @@ mod tests {
         assert_eq!(shell_quote(Path::new("/a/b.json")), "/a/b.json");
         assert_eq!(shell_quote(Path::new("/a b/c")), "'/a b/c'");
         assert_eq!(shell_quote(Path::new("/it's")), r"'/it'\''s'");
+    }
+
+    fn legacy_layout(name: &str) -> Layout {
+        let dir = std::env::temp_dir().join(format!("tbctl-legacy-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("data")).unwrap();
+        Layout::new(dir, 2, 3000, 7000, 8125).unwrap()
+    }
+
+    /// Files named as an earlier tbctl named them (cluster 0's names, whatever the cluster)
+    /// get the inventory's names, contents and inodes kept; an up finds them, not a format.
+    #[test]
+    fn legacy_data_files_are_adopted_under_their_inventory_names() {
+        let layout = legacy_layout("adopt");
+        for replica in layout.replicas() {
+            std::fs::write(layout.legacy_data_file(replica), [replica; 8]).unwrap();
+        }
+        adopt_legacy_data_files(&layout, 42, None).unwrap();
+        for replica in layout.replicas() {
+            assert!(!layout.legacy_data_file(replica).exists());
+            let path = layout.data_file(42, replica);
+            assert!(path.ends_with(format!("data/42_{replica}.tigerbeetle")));
+            assert_eq!(std::fs::read(&path).unwrap(), [replica; 8]);
+        }
+        assert_eq!(
+            local_files::format_plan(&data_files_exist(&layout, 42).unwrap()),
+            FormatPlan::ReuseAll
+        );
+        // Again: nothing left to adopt. Cluster 0's files already have their names.
+        adopt_legacy_data_files(&layout, 42, None).unwrap();
+        std::fs::write(layout.legacy_data_file(0), b"zero").unwrap();
+        adopt_legacy_data_files(&layout, 0, None).unwrap();
+        assert_eq!(std::fs::read(layout.data_file(0, 0)).unwrap(), b"zero");
+        std::fs::remove_dir_all(&layout.state_dir).unwrap();
+    }
+
+    /// Two different files under the old and the new name: neither is touched.
+    #[test]
+    fn legacy_and_new_data_files_that_differ_are_refused() {
+        let layout = legacy_layout("differ");
+        std::fs::write(layout.legacy_data_file(0), b"old").unwrap();
+        std::fs::write(layout.data_file(7, 0), b"new").unwrap();
+        let error = adopt_legacy_data_files(&layout, 7, None)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("are different files"), "{error}");
+        assert_eq!(std::fs::read(layout.legacy_data_file(0)).unwrap(), b"old");
+        assert_eq!(std::fs::read(layout.data_file(7, 0)).unwrap(), b"new");
+        std::fs::remove_dir_all(&layout.state_dir).unwrap();
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //! STATE/agent-I.toml            agent configs
 //! STATE/inventory.json          the inventory for `tbctl status`
 //! STATE/local.json              agent pids, URLs and paths, for `tbctl local down` and scripts
-//! STATE/data/0_I.tigerbeetle    replica data files, never deleted or overwritten
+//! STATE/data/C_I.tigerbeetle    replica data files (C: the cluster id), never deleted or
+//!                               overwritten; tb_proto::inventory::data_file_name names them
 //! STATE/agent-I.log, replica-I.log, audit-I.log
 //! ```
 
@@ -21,8 +22,9 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use tb_proto::auth::Scope;
-use tb_proto::config::{self, Config};
-use tb_proto::inventory::{ClusterVars, Group, HostVars, InventoryFile};
+use tb_proto::config;
+use tb_proto::inventory::{ClusterVars, Group, HostVars, Inventory, InventoryFile, data_file_name};
+use tb_proto::render::{self, HostSettings};
 use tb_proto::tigerbeetle::REPLICA_COUNT_MAX;
 
 /// `local.json`: `local down` finds it without knowing the layout's ports.
@@ -103,8 +105,17 @@ impl Layout {
     pub fn data_dir(&self) -> PathBuf {
         self.file("data")
     }
-    pub fn data_file(&self, replica: u8) -> PathBuf {
-        self.data_dir().join(format!("0_{replica}.tigerbeetle"))
+    pub fn data_file(&self, cluster_id: u128, replica: u8) -> PathBuf {
+        self.data_dir().join(data_file_name(cluster_id, replica))
+    }
+    /// Where tbctl before the inventory's naming kept the data files: every cluster's as if
+    /// its id were 0. `tbctl local up` renames them (local.rs, `adopt_legacy_data_files`).
+    pub fn legacy_data_file(&self, replica: u8) -> PathBuf {
+        self.data_dir().join(data_file_name(0, replica))
+    }
+    /// The replica's host name in the local inventory.
+    pub fn host_name(&self, replica: u8) -> String {
+        format!("replica-{replica}")
     }
     pub fn agent_config(&self, replica: u8) -> PathBuf {
         self.file(format!("agent-{replica}.toml"))
@@ -131,9 +142,6 @@ impl Layout {
             "http://127.0.0.1:{}",
             self.agent_port_base + u16::from(replica)
         )
-    }
-    fn agent_listen(&self, replica: u8) -> String {
-        format!("127.0.0.1:{}", self.agent_port_base + u16::from(replica))
     }
     fn statsd_port(&self, replica: u8) -> u16 {
         self.statsd_port_base + u16::from(replica)
@@ -175,11 +183,33 @@ pub struct ClusterIdentity {
     pub replica_count: u8,
 }
 
-/// Everything an agent config needs beyond the layout.
+impl ClusterIdentity {
+    /// Reads `cluster.json`'s text, checking the cluster id once, here.
+    pub fn parse(text: &str) -> anyhow::Result<(ClusterIdentity, u128)> {
+        let identity: ClusterIdentity = serde_json::from_str(text)?;
+        let id = identity
+            .cluster_id
+            .parse::<u128>()
+            .ok()
+            .filter(|id| id.to_string() == identity.cluster_id)
+            .with_context(|| {
+                format!(
+                    "cluster_id {:?} is not a decimal u128 without leading zeros",
+                    identity.cluster_id
+                )
+            })?;
+        Ok((identity, id))
+    }
+}
+
+/// The secrets' hashes the local inventory lists as its tokens.
+pub struct TokenHashes<'a> {
+    pub admin_sha256: &'a str,
+    pub peer_sha256: &'a str,
+}
+
+/// Everything an agent config needs beyond the layout and the inventory.
 pub struct AgentSettings<'a> {
-    pub cluster_id: &'a str,
-    pub admin_token_sha256: &'a str,
-    pub peer_token_sha256: &'a str,
     pub tigerbeetle: &'a Path,
     pub cache_grid: &'a str,
 }
@@ -194,79 +224,53 @@ fn utf8(path: &Path) -> anyhow::Result<&Path> {
     Ok(path)
 }
 
-/// The agent config for one replica: the daemon's own typed `Config`, serialised, so a field
-/// the daemon renames or adds cannot be forgotten here.
+/// The agent config for one replica: `tb_proto::render::agent_config` from the local inventory
+/// (the one generator of agent configs), with this machine's settings. Only the StatsD port
+/// differs from what the inventory says: every replica runs on this one host, so each gets its
+/// own (the inventory's port + the replica index).
 pub fn agent_config(
     layout: &Layout,
+    inventory: &Inventory,
     replica: u8,
     settings: &AgentSettings,
 ) -> anyhow::Result<String> {
     // A development machine is not a production host: a smaller disk floor. The memory-lock
     // check stays on: run as root (or with CAP_IPC_LOCK) so the replicas can lock their memory.
     const FREE_BYTES_MIN: u64 = 256 * 1024 * 1024;
-    let listen = layout
-        .agent_listen(replica)
-        .parse()
-        .context("agent listen address")?;
-    let mut server = config::Server::new(listen);
-    server.audit_log = Some(utf8(&layout.audit_log(replica))?.to_path_buf());
-    let token = |name: &str, scopes: Vec<Scope>, sha256: &str| config::Token {
-        name: name.to_string(),
-        scopes,
-        sha256: sha256.to_string(),
-    };
     let mut backup = config::Backup::new(utf8(&layout.backup_dir(replica))?);
     backup.keep_last = 3;
     backup.free_margin_bytes = FREE_BYTES_MIN;
-    let health = config::Health {
-        free_bytes_min: FREE_BYTES_MIN,
-        free_percent_min: 0.0,
-        ..config::Health::default()
-    };
-    let config = Config {
-        server,
-        log: config::Log::default(),
-        tokens: vec![
-            token(
-                "admin",
-                vec![Scope::Read, Scope::Control, Scope::Backup],
-                settings.admin_token_sha256,
-            ),
-            // Agents ask each other for readiness before a stop or restart (the quorum guard).
-            token("peer", vec![Scope::Read], settings.peer_token_sha256),
-        ],
-        replica: config::Replica {
-            cluster_id: settings.cluster_id.to_string(),
-            index: replica,
-            count: layout.replica_count,
-            addresses: layout
-                .replicas()
-                .map(|i| layout.replica_address(i))
-                .collect(),
-            data_file: utf8(&layout.data_file(replica))?.to_path_buf(),
-            statsd_port: layout.statsd_port(replica),
-            run: config::Run::Process {
-                binary: utf8(settings.tigerbeetle)?.to_path_buf(),
-                extra_args: vec![format!("--cache-grid={}", settings.cache_grid)],
-                log_file: Some(utf8(&layout.replica_log(replica))?.to_path_buf()),
-            },
+    let host_settings = HostSettings {
+        run: config::Run::Process {
+            binary: utf8(settings.tigerbeetle)?.to_path_buf(),
+            extra_args: vec![format!("--cache-grid={}", settings.cache_grid)],
+            log_file: Some(utf8(&layout.replica_log(replica))?.to_path_buf()),
         },
-        peers: Some(config::Peers::new(
-            layout.replicas().map(|i| layout.agent_url(i)).collect(),
-            utf8(&layout.peer_token_file())?,
-        )),
-        health,
+        audit_log: Some(utf8(&layout.audit_log(replica))?.to_path_buf()),
+        log: config::Log::default(),
+        health: config::Health {
+            free_bytes_min: FREE_BYTES_MIN,
+            free_percent_min: 0.0,
+            ..config::Health::default()
+        },
         control: config::Control::default(),
         backup: Some(backup),
-        lease: config::Lease::default(),
     };
+    let mut config = render::agent_config(inventory, &layout.host_name(replica), host_settings)?;
+    config.replica.statsd_port = layout.statsd_port(replica);
     let text = toml::to_string(&config).context("serialising the agent config")?;
     Ok(format!(
         "# Written by `tbctl local up`, and rewritten by every `up`: edit the flags, not this file.\n\n{text}"
     ))
 }
 
-pub fn inventory(layout: &Layout, cluster_id: &str) -> InventoryFile {
+/// The local cluster's inventory: its layout, its tokens (the hashes only), the state
+/// directory's data directory and peer token file.
+pub fn inventory(
+    layout: &Layout,
+    cluster_id: &str,
+    tokens: &TokenHashes,
+) -> anyhow::Result<InventoryFile> {
     let hosts = layout
         .replicas()
         .map(|replica| {
@@ -277,29 +281,68 @@ pub fn inventory(layout: &Layout, cluster_id: &str) -> InventoryFile {
                 tb_agent_url: layout.agent_url(replica),
                 other: BTreeMap::new(),
             };
-            (format!("replica-{replica}"), host)
+            (layout.host_name(replica), host)
         })
         .collect();
-    InventoryFile {
+    let token = |name: &str, scopes: &[Scope], sha256: &str| serde_json::json!({"name": name, "scopes": scopes, "sha256": sha256});
+    let other = BTreeMap::from([
+        (
+            "tigerbeetle_data_dir".to_string(),
+            serde_json::json!(inventory_path(&layout.data_dir())?),
+        ),
+        (
+            "tb_agent_peer_token_file".to_string(),
+            serde_json::json!(inventory_path(&layout.peer_token_file())?),
+        ),
+        (
+            "tb_agent_statsd_port".to_string(),
+            serde_json::json!(layout.statsd_port(0)),
+        ),
+        (
+            "tb_agent_tokens".to_string(),
+            serde_json::json!([
+                token(
+                    "admin",
+                    &[Scope::Read, Scope::Control, Scope::Backup],
+                    tokens.admin_sha256
+                ),
+                // Agents ask each other for readiness before a stop or restart (the quorum guard).
+                token("peer", &[Scope::Read], tokens.peer_sha256),
+            ]),
+        ),
+    ]);
+    Ok(InventoryFile {
         all: Group {
             vars: ClusterVars {
                 tigerbeetle_cluster_id: cluster_id.to_string(),
                 tigerbeetle_replica_count: layout.replica_count,
-                other: BTreeMap::new(),
+                other,
             },
             hosts,
         },
-    }
+    })
+}
+
+/// A path of the state directory as the inventory takes it (docs/inventory.md's path rule).
+fn inventory_path(path: &Path) -> anyhow::Result<&str> {
+    path.to_str()
+        .filter(|text| tb_proto::inventory::is_inventory_path(text))
+        .with_context(|| {
+            format!(
+                "{}: the state directory goes into the local inventory, whose paths must be \
+                 absolute with components of A-Z a-z 0-9 . _ + - only: pass another --state-dir",
+                path.display()
+            )
+        })
 }
 
 /// `--cache-grid` takes a size like `256MiB` or `1GiB`; anything else would only fail later,
 /// inside the replica, with the error buried in its log.
 pub fn check_cache_grid(size: &str) -> anyhow::Result<()> {
-    let digits = size.bytes().take_while(u8::is_ascii_digit).count();
-    let unit = &size[digits..];
     anyhow::ensure!(
-        digits > 0 && ["KiB", "MiB", "GiB", "TiB"].contains(&unit),
-        "--cache-grid {size}: must be a number followed by KiB, MiB, GiB or TiB, e.g. 256MiB"
+        tb_proto::inventory::is_cache_grid_size(size),
+        "--cache-grid {size}: must be 1 to 6 digits (no leading 0) followed by KiB, MiB, GiB or \
+         TiB, e.g. 256MiB, as the inventory's tigerbeetle_cache_grid"
     );
     Ok(())
 }
@@ -354,10 +397,22 @@ pub fn read_optional(path: &Path, size_max_bytes: u64) -> anyhow::Result<Option<
 mod tests {
     use super::*;
     use tb_proto::config::{Config, Run};
-    use tb_proto::inventory::Inventory;
 
     fn layout() -> Layout {
-        Layout::new(PathBuf::from("/tmp/tbctl \"local\""), 3, 3000, 7000, 8125).unwrap()
+        Layout::new(PathBuf::from("/tmp/tbctl-local"), 3, 3000, 7000, 8125).unwrap()
+    }
+
+    const ADMIN_SHA256: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    const PEER_SHA256: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+
+    fn parsed_inventory(layout: &Layout, cluster_id: &str) -> Inventory {
+        let tokens = TokenHashes {
+            admin_sha256: ADMIN_SHA256,
+            peer_sha256: PEER_SHA256,
+        };
+        let file = inventory(layout, cluster_id, &tokens).unwrap();
+        let text = serde_json::to_string_pretty(&file).unwrap();
+        Inventory::parse(&text).unwrap_or_else(|error| panic!("{error}\n{text}"))
     }
 
     #[test]
@@ -379,22 +434,30 @@ mod tests {
     #[test]
     fn agent_config_is_valid() {
         let layout = layout();
-        let hash = tb_proto::auth::hash_secret_hex("secret");
+        let inventory = parsed_inventory(&layout, "340282366920938463463374607431768211455");
         let settings = AgentSettings {
-            cluster_id: "340282366920938463463374607431768211455",
-            admin_token_sha256: &hash,
-            peer_token_sha256: &hash,
             tigerbeetle: Path::new("/opt/tigerbeetle"),
             cache_grid: "256MiB",
         };
-        let text = agent_config(&layout, 2, &settings).unwrap();
+        let text = agent_config(&layout, &inventory, 2, &settings).unwrap();
         let config = Config::parse(&text).unwrap_or_else(|error| panic!("{error}\n{text}"));
         assert_eq!(config.cluster_id(), u128::MAX);
         assert_eq!(config.replica.index, 2);
         assert_eq!(config.replica.addresses[2], "127.0.0.1:3002");
         assert_eq!(config.replica.statsd_port, 8127);
         assert_eq!(config.server.listen.port(), 7002);
-        assert_eq!(config.replica.data_file, layout.data_file(2));
+        // The inventory's data file, named by the one rule.
+        assert_eq!(config.replica.data_file, layout.data_file(u128::MAX, 2));
+        assert_eq!(
+            config.replica.data_file,
+            Path::new(
+                "/tmp/tbctl-local/data/340282366920938463463374607431768211455_2.tigerbeetle"
+            )
+        );
+        assert_eq!(config.tokens[0].sha256, ADMIN_SHA256);
+        assert_eq!(config.tokens[1].name, "peer");
+        let peers = config.peers.clone().unwrap();
+        assert_eq!(peers.token_file, layout.peer_token_file());
         assert_eq!(config.peers.unwrap().agent_urls[0], "http://127.0.0.1:7000");
         let Run::Process { extra_args, .. } = config.replica.run else {
             panic!("not process mode");
@@ -409,8 +472,7 @@ mod tests {
 
     #[test]
     fn inventory_is_valid() {
-        let file = inventory(&layout(), "42");
-        let parsed = Inventory::parse(&serde_json::to_string(&file).unwrap()).unwrap();
+        let parsed = parsed_inventory(&layout(), "42");
         assert_eq!(parsed.cluster_id, 42);
         assert_eq!(
             parsed.addresses(),
@@ -438,21 +500,40 @@ mod tests {
                     8125,
                 )
                 .unwrap();
-                let text = serde_json::to_string_pretty(&inventory(
-                    &layout,
-                    "340282366920938463463374607431768211455",
-                ))
-                .unwrap();
-                let parsed =
-                    Inventory::parse(&text).unwrap_or_else(|error| panic!("{error}\n{text}"));
+                let parsed = parsed_inventory(&layout, "340282366920938463463374607431768211455");
                 assert_eq!(parsed.replicas.len(), usize::from(replica_count));
                 for replica in layout.replicas() {
                     let host = &parsed.cluster.hosts[&format!("replica-{replica}")];
                     assert_eq!(host.replica, replica);
                     assert_eq!(host.address, layout.replica_address(replica));
-                    assert_eq!(host.agent_listen, layout.agent_listen(replica));
+                    assert_eq!(
+                        host.agent_listen,
+                        format!("127.0.0.1:{}", agent_port_base + u16::from(replica))
+                    );
                 }
             }
+        }
+    }
+
+    #[test]
+    fn a_state_dir_outside_the_inventory_path_rule_is_refused() {
+        let layout = Layout::new(PathBuf::from("/tmp/a b"), 1, 3000, 7000, 8125).unwrap();
+        let tokens = TokenHashes {
+            admin_sha256: ADMIN_SHA256,
+            peer_sha256: PEER_SHA256,
+        };
+        let error = inventory(&layout, "1", &tokens).unwrap_err().to_string();
+        assert!(error.contains("pass another --state-dir"), "{error}");
+    }
+
+    #[test]
+    fn cluster_identity_checks_the_id() {
+        let (identity, id) =
+            ClusterIdentity::parse(r#"{"cluster_id": "42", "replica_count": 3}"#).unwrap();
+        assert_eq!((identity.replica_count, id), (3, 42));
+        for bad in ["042", "-1", "x", "340282366920938463463374607431768211456"] {
+            let text = format!(r#"{{"cluster_id": "{bad}", "replica_count": 3}}"#);
+            assert!(ClusterIdentity::parse(&text).is_err(), "{bad}");
         }
     }
 
@@ -474,5 +555,6 @@ mod tests {
         assert!(check_cache_grid("256").is_err());
         assert!(check_cache_grid("256 MiB").is_err());
         assert!(check_cache_grid("--x").is_err());
+        assert!(check_cache_grid("0256MiB").is_err());
     }
 }

@@ -13,6 +13,7 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
 use super::process;
+use tb_proto::tigerbeetle;
 
 /// How long replicas get to exit after SIGTERM before SIGKILL.
 const TERM_GRACE_MS: u64 = 10_000;
@@ -41,17 +42,13 @@ pub fn ports(base: u16, count: usize) -> anyhow::Result<Vec<u16>> {
         .collect()
 }
 
-/// The live addresses (`host:port`, or a bare port as TigerBeetle allows) that use one of
+/// The live addresses (as the inventory resolved them: address and port) that use one of
 /// `ports`. Any host counts: a port shared with a live replica on another host is harmless,
 /// but refusing it costs nothing and rules out the case where that host is this one.
-pub fn clashes<'a>(ports: &[u16], live_addresses: &[&'a str]) -> Vec<&'a str> {
-    live_addresses
-        .iter()
-        .filter(|address| {
-            let port = address.rsplit_once(':').map_or(**address, |(_, port)| port);
-            port.parse::<u16>().is_ok_and(|port| ports.contains(&port))
-        })
-        .copied()
+pub fn clashes<'a>(ports: &[u16], live: &[(&'a str, u16)]) -> Vec<&'a str> {
+    live.iter()
+        .filter(|(_, port)| ports.contains(port))
+        .map(|(address, _)| *address)
         .collect()
 }
 
@@ -211,8 +208,12 @@ fn spawn(
     let mut command = Command::new(tigerbeetle);
     command
         .arg("start")
-        .arg(format!("--addresses={addresses}"))
-        .arg(format!("--cache-grid={cache_grid}"))
+        // No StatsD: nothing reads the scratch replicas' metrics.
+        .args(tigerbeetle::start_flags(
+            &addresses.split(',').map(str::to_string).collect::<Vec<_>>(),
+            Some(cache_grid),
+            None,
+        ))
         .arg(data_file)
         .stdin(Stdio::null())
         .stdout(log_file)
@@ -250,10 +251,14 @@ mod tests {
 
     #[test]
     fn clashes_compare_ports_of_any_host() {
-        let live = ["10.0.0.1:3000", "127.0.0.1:34001", "34002", "[::1]:34000"];
+        let live = [
+            ("10.0.0.1:3000", 3000),
+            ("127.0.0.1:34001", 34001),
+            ("10.0.0.2:34002", 34002),
+        ];
         assert_eq!(
             clashes(&[34000, 34001, 34002], &live),
-            vec!["127.0.0.1:34001", "34002", "[::1]:34000"]
+            vec!["127.0.0.1:34001", "10.0.0.2:34002"]
         );
         assert!(clashes(&[44000, 44001, 44002], &live).is_empty());
     }

@@ -169,3 +169,61 @@ fn restore_checks_the_backup_id_before_any_request() {
     assert!(text(&output).contains("replica 0"), "{}", text(&output));
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// `tbctl inventory render --host NAME` on the committed inventories: every field a host needs,
+/// computed as the agent and tbctl compute it; an unknown host is a usage error naming the hosts.
+#[test]
+fn inventory_render_prints_what_a_host_needs() {
+    for file in ["inventories/example.json", "inventories/lab.json"] {
+        let path = repo().join(file);
+        let source = std::fs::read_to_string(&path).unwrap();
+        let inventory: serde_json::Value = serde_json::from_str(&source).unwrap();
+        let vars = &inventory["all"]["vars"];
+        let cluster_id = vars["tigerbeetle_cluster_id"].as_str().unwrap();
+        let data_dir = vars["tigerbeetle_data_dir"]
+            .as_str()
+            .unwrap_or("/var/lib/tigerbeetle");
+        let hosts = inventory["all"]["hosts"].as_object().unwrap();
+        for (name, host) in hosts {
+            let output = tbctl(&["inventory", "render", "--host", name], Some(&path));
+            assert!(output.status.success(), "{file} {name}: {}", text(&output));
+            let render: serde_json::Value = serde_json::from_slice(&output.stdout)
+                .unwrap_or_else(|error| panic!("{file} {name}: {error}: {}", text(&output)));
+            let replica = host["tigerbeetle_replica"].as_u64().unwrap();
+            let data_file = format!("{data_dir}/{cluster_id}_{replica}.tigerbeetle");
+            assert_eq!(render["host"], name.as_str());
+            assert_eq!(render["replica"], replica);
+            assert_eq!(render["cluster_id"], cluster_id);
+            assert_eq!(render["address"], host["tigerbeetle_address"]);
+            assert_eq!(render["addresses"].as_array().unwrap().len(), hosts.len());
+            assert_eq!(render["data_file"], data_file.as_str());
+            let start = render["replica_start_args"].as_array().unwrap();
+            assert_eq!(start[0], "start");
+            assert_eq!(start.last().unwrap(), data_file.as_str());
+            let format = render["replica_format_args"].as_array().unwrap();
+            assert_eq!(format[1], format!("--cluster={cluster_id}").as_str());
+            assert_eq!(format[2], format!("--replica={replica}").as_str());
+            let agent = &render["agent_config"];
+            assert_eq!(agent["replica"]["index"], replica);
+            assert_eq!(agent["replica"]["data_file"], data_file.as_str());
+            assert_eq!(agent["server"]["listen"], render["agent_listen"]);
+            let ip = host["tigerbeetle_address"]
+                .as_str()
+                .unwrap()
+                .split(':')
+                .next()
+                .unwrap();
+            let peers = render["firewall"]["peer_ips"].as_array().unwrap();
+            assert!(!peers.iter().any(|peer| peer == ip), "{render}");
+        }
+    }
+    let example = repo().join("inventories/example.json");
+    let output = tbctl(&["inventory", "render", "--host", "tb-9"], Some(&example));
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    assert!(output.stdout.is_empty(), "{}", text(&output));
+    assert!(
+        text(&output).contains("host tb-9 is not in the inventory; its hosts are tb-0, tb-1, tb-2"),
+        "{}",
+        text(&output)
+    );
+}
