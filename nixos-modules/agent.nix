@@ -9,6 +9,7 @@
 let
   inherit (lib) mkOption mkIf types;
   rules = (import ../nix/inventory.nix).rules;
+  units = import ../nix/units.nix;
   cfg = config.services.tb-agent;
   replica = config.services.tigerbeetle-replica;
   tomlFormat = pkgs.formats.toml { };
@@ -244,7 +245,10 @@ in
       restartTriggers = [ configFile ];
       startLimitIntervalSec = 600;
       startLimitBurst = 10;
-      serviceConfig = {
+      # Capabilities (CAP_IPC_LOCK: `tigerbeetle recover` locks memory, and the agent reads the
+      # replica's /proc/<pid>/fd for the StatsD origin check), the syscall filter and the
+      # hardening: one list with the Ansible role's, reasons included (nix/units.nix).
+      serviceConfig = units.agent // {
         Type = "notify";
         User = replica.user;
         Group = replica.user;
@@ -257,41 +261,7 @@ in
         RestartSec = 2;
         LogsDirectory = "tb-agent";
         LogsDirectoryMode = "0700";
-        # `tigerbeetle recover`, run by the agent, locks its memory like the replica. Holding
-        # every capability the replica holds also lets the agent (the same user) read
-        # /proc/<replica pid>/fd, where it checks that StatsD datagrams come from the replica.
-        AmbientCapabilities = [ "CAP_IPC_LOCK" ];
-        CapabilityBoundingSet = [ "CAP_IPC_LOCK" ];
-        LimitMEMLOCK = "infinity";
-        # What a system service calls: io_uring (@aio) and mlockall (@memlock), which
-        # `tigerbeetle recover` (a child, under the same filter) and the TigerBeetle client use,
-        # are in it. A call outside fails with EPERM instead of killing the agent.
-        # adjtimex: the clock metrics (node_timex_*) read the kernel's synchronisation state with
-        # it in read-only mode; it is in @clock, not @system-service. Without CAP_SYS_TIME (not in
-        # the bounding set) the kernel refuses every mode that would change the clock. For the
-        # same reason ProtectClock (which denies @clock) is not set: it would hide the metric and
-        # silence the clock alert.
-        SystemCallFilter = [ "@system-service" "adjtimex" ];
-        SystemCallErrorNumber = "EPERM";
-        NoNewPrivileges = true;
-        LockPersonality = true;
-        PrivateTmp = true;
-        PrivateDevices = true;
-        ProtectControlGroups = true;
-        ProtectHome = true;
-        ProtectHostname = true;
-        ProtectKernelLogs = true;
-        ProtectKernelModules = true;
-        ProtectKernelTunables = true;
-        ProtectSystem = "strict";
         ReadWritePaths = [ replica.dataDir ] ++ lib.optional (cfg.backupDir != null) cfg.backupDir;
-        # AF_UNIX: systemctl and journalctl talk to systemd over local sockets.
-        RestrictAddressFamilies = [ "AF_INET" "AF_INET6" "AF_UNIX" ];
-        RestrictNamespaces = true;
-        RestrictRealtime = true;
-        RestrictSUIDSGID = true;
-        SystemCallArchitectures = "native";
-        UMask = "0077";
       };
     };
 
