@@ -15,7 +15,7 @@ let
   units = import ../nix/units.nix;
   cfg = config.services.tigerbeetle-replica;
 
-  dataFile = "${cfg.dataDir}/${cfg.clusterId}_${toString cfg.replicaIndex}.tigerbeetle";
+  dataFile = rules.dataFile cfg.dataDir cfg.clusterId cfg.replicaIndex;
   # Parsed leniently: the assertions below report bad values, so nothing here may throw first.
   socketOr = address: let s = rules.parseSocket address; in if s == null then { ip = address; port = 0; } else s;
   ownSocket =
