@@ -1,4 +1,5 @@
-# The replica and agent units' capabilities, limits and hardening, and the replica's start guard:
+# The replica and agent units' shared directives (start and restart policy, capabilities, limits,
+# hardening) and the replica's start guard:
 # the files the Ansible roles ship too (ansible/roles/tigerbeetle/files/), read here so that each
 # rule has one copy. nixos-modules/replica.nix and agent.nix merge these into serviceConfig.
 let
@@ -9,6 +10,9 @@ let
   directives = unit: builtins.listToAttrs (map (d: { name = d.key; value = d.value; }) units.${unit});
 in
 {
+  # The replica's main process: Type, Restart= and the start guard's exit statuses.
+  replica_service = directives "replica_service";
+  # The replica's sandbox, shared with NixOS's bootstrap unit: capabilities, limits, hardening.
   replica = directives "replica";
   agent = directives "agent";
   # tigerbeetle-replica-start --replica INDEX -- TIGERBEETLE start [FLAGS...] DATA_FILE

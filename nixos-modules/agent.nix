@@ -245,22 +245,15 @@ in
       restartTriggers = [ configFile ];
       startLimitIntervalSec = 600;
       startLimitBurst = 10;
-      # Capabilities (CAP_IPC_LOCK: `tigerbeetle recover` locks memory, and the agent reads the
+      # Type, restart policy, the journal group (the memlock warning), the log directory,
+      # capabilities (CAP_IPC_LOCK: `tigerbeetle recover` locks memory, and the agent reads the
       # replica's /proc/<pid>/fd for the StatsD origin check), the syscall filter and the
       # hardening: one list with the Ansible role's, reasons included (nix/units.nix).
       serviceConfig = units.agent // {
-        Type = "notify";
         User = replica.user;
         Group = replica.user;
-        # journalctl: the agent looks for TigerBeetle's "Unable to lock pages" warning. The
-        # unit's group only: the replica, the same user, does not read the journal.
-        SupplementaryGroups = [ "systemd-journal" ];
         ExecStartPre = [ "${cfg.package}/bin/tb-agent check-config --config ${configFile}" ];
         ExecStart = "${cfg.package}/bin/tb-agent serve --config ${configFile}";
-        Restart = "on-failure";
-        RestartSec = 2;
-        LogsDirectory = "tb-agent";
-        LogsDirectoryMode = "0700";
         ReadWritePaths = [ replica.dataDir ] ++ lib.optional (cfg.backupDir != null) cfg.backupDir;
       };
     };

@@ -42,10 +42,8 @@ let
   # the agent's `systemctl start` after `tbctl recover` is not refused. TigerBeetle's own exit
   # statuses are 1 to 7 (vsr.zig, FatalReason) and its crashes are signals: 78 comes only from
   # the guard.
-  missingDataFileStatus = 78;
   # Exit status 77 (EX_NOPERM): the data file belongs to another user (a renamed replica user).
   # A failure, not restarted: `switch` and the rollout stop there, with the reason in the log.
-  foreignDataFileStatus = 77;
   startGuard = pkgs.writeShellScript "tigerbeetle-replica-start" units.startGuard;
   # One argument of ExecStart= as systemd reads it: bare when it is plain, else quoted with its
   # specifiers (%) and variables ($) escaped (nixpkgs' utils.escapeSystemdExecArg, which the
@@ -280,14 +278,13 @@ in
       # rollout (ansible/rollout.yml) restarts it through its agent, one host at a time
       # (docs/nixos.md, "What switch does to a running replica").
       restartIfChanged = false;
-      serviceConfig = hardening // {
-        Type = "exec";
+      # Type, Restart=, and the guard's exit statuses (SuccessExitStatus=78,
+      # RestartPreventExitStatus=78 77: see startGuard above) come with the hardening from the
+      # one list (nix/units.nix).
+      serviceConfig = units.replica_service // hardening // {
         User = cfg.user;
         Group = cfg.user;
         ExecStart = startCommand;
-        Restart = "on-failure";
-        SuccessExitStatus = missingDataFileStatus;
-        RestartPreventExitStatus = [ missingDataFileStatus foreignDataFileStatus ];
         RestartSec = 5;
       };
     };

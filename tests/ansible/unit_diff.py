@@ -97,20 +97,21 @@ def diff_listed(ansible: dict, nixos: dict, expected: Expected) -> list[str]:
     return diff_keyed(ansible, nixos, expected, seen) + stale(expected, seen)
 
 
-def shared_directives(unit: str) -> dict[Key, str]:
-    """("Service", key) -> value as systemd reads it, for units.json's list of `unit`."""
+def shared_directives(lists: tuple[str, ...]) -> dict[Key, str]:
+    """("Service", key) -> value as systemd reads it, for units.json's `lists` together."""
     with open(UNITS_JSON) as file:
-        listed = json.load(file)[unit]
+        units = json.load(file)
+    listed = [d for name in lists for d in units[name]]
     keys = [d["key"] for d in listed]
-    assert len(set(keys)) == len(keys), f"units.json: {unit} lists a key twice: {keys}"
+    assert len(set(keys)) == len(keys), f"units.json: {lists} list a key twice: {keys}"
     return {("Service", d["key"]): systemd_value(d["value"]) for d in listed}
 
 
-def split_shared(unit: str, side: str, rendered: dict[Key, str]) -> tuple[dict[Key, str], list[str]]:
+def split_shared(lists: tuple[str, ...], side: str, rendered: dict[Key, str]) -> tuple[dict[Key, str], list[str]]:
     """Checks that `rendered` (one side's unit, parsed) carries every directive of units.json's
-    `unit` list with its value, and returns the unit without them: both sides render them from
-    the one list, so only the rest needs comparing."""
-    shared = shared_directives(unit)
+    `lists` with its value, and returns the unit without them: both sides render them from the
+    one list, so only the rest needs comparing."""
+    shared = shared_directives(lists)
     problems = [f"{side}: {'.'.join(key)} is {rendered.get(key)!r}, units.json lists {value!r}"
                 for key, value in shared.items() if rendered.get(key) != value]
     return {key: value for key, value in rendered.items() if key not in shared}, problems

@@ -95,8 +95,8 @@ let
       # The one list (ansible/roles/tigerbeetle/files/units.json, which the Ansible role renders
       # too), read here without nix/units.nix: every directive reaches the unit as listed.
       (result "${at}replica and agent units carry every directive of units.json"
-        (missingDirectives "replica" replica == [ ] && missingDirectives "agent" agent == [ ])
-        (b.toJSON { replica = missingDirectives "replica" replica; agent = missingDirectives "agent" agent; }))
+        (missingDirectives "replica_service" replica ++ missingDirectives "replica" replica ++ missingDirectives "agent" agent == [ ])
+        (b.toJSON { replica = missingDirectives "replica_service" replica ++ missingDirectives "replica" replica; agent = missingDirectives "agent" agent; }))
       (result "${at}replica start path never formats" (!hasFormat (startPath replica)) (startPath replica))
       (result "${at}agent start path never formats" (!hasFormat (startPath agent)) (startPath agent))
       (result "${at}a missing data file names tbctl recover" (lib.hasInfix "tbctl recover" (startPath replica)) (startPath replica))
