@@ -224,18 +224,10 @@ in
     # at its start limit refuses a start until then: the agent resets it when an operator asks
     # for a start or restart), and nothing else.
     security.polkit.enable = true;
-    security.polkit.extraConfig = ''
-      polkit.addRule(function(action, subject) {
-        if (action.id == "org.freedesktop.systemd1.manage-units" &&
-            action.lookup("unit") == "${replicaUnit}" &&
-            subject.user == "${replica.user}") {
-          var verb = action.lookup("verb");
-          if (verb == "start" || verb == "stop" || verb == "restart" || verb == "reset-failed") {
-            return polkit.Result.YES;
-          }
-        }
-      });
-    '';
+    # The one copy of the rule, with the Ansible role's (ansible/roles/tb_agent/files/).
+    security.polkit.extraConfig = builtins.replaceStrings [ "@USER@" "@UNIT@" ]
+      [ (builtins.toJSON replica.user) (builtins.toJSON replicaUnit) ]
+      (builtins.readFile ../ansible/roles/tb_agent/files/tb-agent.rules.js);
 
     systemd.services.tb-agent = {
       description = "tb-agent beside TigerBeetle replica ${toString replica.replicaIndex}";
