@@ -95,6 +95,11 @@ let
 
   portOf = s: if isDecimal s && b.stringLength s <= 5 && b.fromJSON s >= 1 && b.fromJSON s <= 65535 then b.fromJSON s else null;
 
+  # The replica's data file: `tigerbeetle format` names nothing, this layout does (tb_proto's
+  # inventory.rs computes the same; the differential test in scripts/check-nix compares them).
+  # nixos-modules/replica.nix uses it too, so Nix has one copy.
+  dataFile = dir: clusterId: replica: "${dir}/${clusterId}_${toString replica}.tigerbeetle";
+
   # "IP:port" -> { ip; port; } or null.
   parseSocket = v:
     let
@@ -322,7 +327,7 @@ let
           agent_url = "${url.scheme}://${url.host}:${toString url.port}";
           agent_listen = listen;
           agent_listen_socket = parseSocket listen;
-          data_file = "${vars.tigerbeetle_data_dir}/${vars.tigerbeetle_cluster_id}_${toString h.tigerbeetle_replica}.tigerbeetle";
+          data_file = dataFile vars.tigerbeetle_data_dir vars.tigerbeetle_cluster_id h.tigerbeetle_replica;
         };
       resolvedHosts = map host names;
 
@@ -434,6 +439,6 @@ in
   inherit check resolve fromFile;
   # For the modules' assertions, which enforce the same rules on hand-written options.
   rules = {
-    inherit parseSocket parseCidr clusterIdReason cacheGridReason isPrivateIpv4 secretPathReason pathReason;
+    inherit parseSocket parseCidr clusterIdReason cacheGridReason isPrivateIpv4 secretPathReason pathReason dataFile;
   };
 }

@@ -35,7 +35,7 @@ let
   };
 
   # vm-switch's replica: the same host, with a changed generation to activate as a deploy does
-  # (another cache grid: a new start script, so a new unit definition).
+  # (another cache grid: a new start command, so a new unit definition).
   changedCacheGrid = "512MiB";
   # `{ pkgs, ... }@args`: the module system passes pkgs only to a function that names it.
   switchNode = hostName: { pkgs, ... }@args: lib.recursiveUpdate (replicaNode hostName args) {
@@ -187,7 +187,7 @@ in
         assert r.succeed(fragment).strip() == built, "the active unit is not the new system's"
         assert r.succeed(main_pid).strip() == pid, "switch restarted the replica"
         assert runs_flag(r, pid, old_flag)
-        r.succeed("grep -q -- " + new_flag + " \"$(sed -n 's/^ExecStart=//p' \"$(systemctl show --property=FragmentPath --value tigerbeetle-replica.service)\")\"")
+        r.succeed("grep -q '^ExecStart=.* " + new_flag + " ' \"$(systemctl show --property=FragmentPath --value tigerbeetle-replica.service)\"")
         client.succeed(f"tbctl restart --inventory /etc/tb/inventory.json --replica {index}")
         assert runs_flag(r, r.succeed(main_pid).strip(), new_flag)
         client.succeed("tbctl wait-ready --inventory /etc/tb/inventory.json --timeout-ms 300000")

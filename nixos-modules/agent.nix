@@ -9,6 +9,7 @@
 let
   inherit (lib) mkOption mkIf types;
   rules = (import ../nix/inventory.nix).rules;
+  units = import ../nix/units.nix;
   cfg = config.services.tb-agent;
   replica = config.services.tigerbeetle-replica;
   tomlFormat = pkgs.formats.toml { };
@@ -223,18 +224,10 @@ in
     # at its start limit refuses a start until then: the agent resets it when an operator asks
     # for a start or restart), and nothing else.
     security.polkit.enable = true;
-    security.polkit.extraConfig = ''
-      polkit.addRule(function(action, subject) {
-        if (action.id == "org.freedesktop.systemd1.manage-units" &&
-            action.lookup("unit") == "${replicaUnit}" &&
-            subject.user == "${replica.user}") {
-          var verb = action.lookup("verb");
-          if (verb == "start" || verb == "stop" || verb == "restart" || verb == "reset-failed") {
-            return polkit.Result.YES;
-          }
-        }
-      });
-    '';
+    # The one copy of the rule, with the Ansible role's (ansible/roles/tb_agent/files/).
+    security.polkit.extraConfig = builtins.replaceStrings [ "@USER@" "@UNIT@" ]
+      [ (builtins.toJSON replica.user) (builtins.toJSON replicaUnit) ]
+      (builtins.readFile ../ansible/roles/tb_agent/files/tb-agent.rules.js);
 
     systemd.services.tb-agent = {
       description = "tb-agent beside TigerBeetle replica ${toString replica.replicaIndex}";
@@ -244,54 +237,16 @@ in
       restartTriggers = [ configFile ];
       startLimitIntervalSec = 600;
       startLimitBurst = 10;
-      serviceConfig = {
-        Type = "notify";
+      # Type, restart policy, the journal group (the memlock warning), the log directory,
+      # capabilities (CAP_IPC_LOCK: `tigerbeetle recover` locks memory, and the agent reads the
+      # replica's /proc/<pid>/fd for the StatsD origin check), the syscall filter and the
+      # hardening: one list with the Ansible role's, reasons included (nix/units.nix).
+      serviceConfig = units.agent // {
         User = replica.user;
         Group = replica.user;
-        # journalctl: the agent looks for TigerBeetle's "Unable to lock pages" warning. The
-        # unit's group only: the replica, the same user, does not read the journal.
-        SupplementaryGroups = [ "systemd-journal" ];
         ExecStartPre = [ "${cfg.package}/bin/tb-agent check-config --config ${configFile}" ];
         ExecStart = "${cfg.package}/bin/tb-agent serve --config ${configFile}";
-        Restart = "on-failure";
-        RestartSec = 2;
-        LogsDirectory = "tb-agent";
-        LogsDirectoryMode = "0700";
-        # `tigerbeetle recover`, run by the agent, locks its memory like the replica. Holding
-        # every capability the replica holds also lets the agent (the same user) read
-        # /proc/<replica pid>/fd, where it checks that StatsD datagrams come from the replica.
-        AmbientCapabilities = [ "CAP_IPC_LOCK" ];
-        CapabilityBoundingSet = [ "CAP_IPC_LOCK" ];
-        LimitMEMLOCK = "infinity";
-        # What a system service calls: io_uring (@aio) and mlockall (@memlock), which
-        # `tigerbeetle recover` (a child, under the same filter) and the TigerBeetle client use,
-        # are in it. A call outside fails with EPERM instead of killing the agent.
-        # adjtimex: the clock metrics (node_timex_*) read the kernel's synchronisation state with
-        # it in read-only mode; it is in @clock, not @system-service. Without CAP_SYS_TIME (not in
-        # the bounding set) the kernel refuses every mode that would change the clock. For the
-        # same reason ProtectClock (which denies @clock) is not set: it would hide the metric and
-        # silence the clock alert.
-        SystemCallFilter = [ "@system-service" "adjtimex" ];
-        SystemCallErrorNumber = "EPERM";
-        NoNewPrivileges = true;
-        LockPersonality = true;
-        PrivateTmp = true;
-        PrivateDevices = true;
-        ProtectControlGroups = true;
-        ProtectHome = true;
-        ProtectHostname = true;
-        ProtectKernelLogs = true;
-        ProtectKernelModules = true;
-        ProtectKernelTunables = true;
-        ProtectSystem = "strict";
         ReadWritePaths = [ replica.dataDir ] ++ lib.optional (cfg.backupDir != null) cfg.backupDir;
-        # AF_UNIX: systemctl and journalctl talk to systemd over local sockets.
-        RestrictAddressFamilies = [ "AF_INET" "AF_INET6" "AF_UNIX" ];
-        RestrictNamespaces = true;
-        RestrictRealtime = true;
-        RestrictSUIDSGID = true;
-        SystemCallArchitectures = "native";
-        UMask = "0077";
       };
     };
 

@@ -12,9 +12,10 @@
 let
   inherit (lib) mkOption mkIf types;
   rules = (import ../nix/inventory.nix).rules;
+  units = import ../nix/units.nix;
   cfg = config.services.tigerbeetle-replica;
 
-  dataFile = "${cfg.dataDir}/${cfg.clusterId}_${toString cfg.replicaIndex}.tigerbeetle";
+  dataFile = rules.dataFile cfg.dataDir cfg.clusterId cfg.replicaIndex;
   # Parsed leniently: the assertions below report bad values, so nothing here may throw first.
   socketOr = address: let s = rules.parseSocket address; in if s == null then { ip = address; port = 0; } else s;
   ownSocket =
@@ -30,34 +31,29 @@ let
   ++ lib.optionals (cfg.statsdPort != null) [ "--experimental" "--statsd=127.0.0.1:${toString cfg.statsdPort}" ]
   ++ cfg.extraFlags;
 
-  # The main process: refuses to start without the data file (and never creates one), then
-  # becomes `tigerbeetle start`. Exit status 78 (EX_CONFIG) means "waiting for bootstrap or
-  # recover": a success status (SuccessExitStatus), so the unit ends inactive, not failed, and
+  # The main process is the start guard (nix/units.nix: the script the Ansible role installs
+  # too): it refuses to start without the data file (and never creates one), then becomes
+  # `tigerbeetle start`. Exit status 78 (EX_CONFIG) means "waiting for bootstrap or recover": a
+  # success status (SuccessExitStatus), so the unit ends inactive, not failed, and
   # `nixos-rebuild switch` (which exits 4 when a unit it started failed) succeeds on a first
   # deploy; `systemctl status` shows the refusal in its log lines, and the agent's readiness
-  # says the data file is missing. It is never restarted (a success, and RestartPreventExitStatus),
-  # so a missing file neither loops nor uses up the start limit, and the agent's `systemctl start`
-  # after `tbctl recover` is not refused. TigerBeetle's own exit statuses are 1 to 7 (vsr.zig,
-  # FatalReason) and its crashes are signals: 78 comes only from this script.
-  missingDataFileStatus = 78;
+  # says the data file is missing. It is never restarted (a success, and
+  # RestartPreventExitStatus), so a missing file neither loops nor uses up the start limit, and
+  # the agent's `systemctl start` after `tbctl recover` is not refused. TigerBeetle's own exit
+  # statuses are 1 to 7 (vsr.zig, FatalReason) and its crashes are signals: 78 comes only from
+  # the guard.
   # Exit status 77 (EX_NOPERM): the data file belongs to another user (a renamed replica user).
   # A failure, not restarted: `switch` and the rollout stop there, with the reason in the log.
-  foreignDataFileStatus = 77;
-  startScript = pkgs.writeShellScript "tigerbeetle-replica-start" ''
-    if [ ! -e ${lib.escapeShellArg dataFile} ]; then
-      echo "tigerbeetle-replica: data file ${dataFile} does not exist; refusing to start." >&2
-      echo "Nothing formats it automatically: a re-formatted replica forgets what it acknowledged to the cluster and can lose committed data." >&2
-      echo "If this host's data file was lost, rebuild it from the other replicas with: tbctl recover --inventory <inventory> --replica ${toString cfg.replicaIndex}" >&2
-      echo "Never format it: that is not a repair." >&2
-      exit ${toString missingDataFileStatus}
-    fi
-    if [ ! -O ${lib.escapeShellArg dataFile} ]; then
-      echo "tigerbeetle-replica: data file ${dataFile} does not belong to $(id -un), the user this unit runs as; refusing to start." >&2
-      echo "Was the replica's user renamed (tb-replica became tigerbeetle)? See docs/nixos.md, \"The replica's user\"." >&2
-      exit ${toString foreignDataFileStatus}
-    fi
-    exec ${lib.escapeShellArgs ([ "${cfg.package}/bin/tigerbeetle" "start" ] ++ startFlags ++ [ dataFile ])}
-  '';
+  startGuard = pkgs.writeShellScript "tigerbeetle-replica-start" units.startGuard;
+  # One argument of ExecStart= as systemd reads it: bare when it is plain, else quoted with its
+  # specifiers (%) and variables ($) escaped (nixpkgs' utils.escapeSystemdExecArg, which the
+  # tests' stand-in module arguments do not provide).
+  execArg = arg:
+    if builtins.match "[A-Za-z0-9,._+:@/=-]+" arg != null then arg
+    else lib.replaceStrings [ "%" "$" ] [ "%%" "$$" ] (builtins.toJSON arg);
+  startCommand = lib.concatMapStringsSep " " execArg
+    ([ "${startGuard}" "--replica" (toString cfg.replicaIndex) "--" "${cfg.package}/bin/tigerbeetle" "start" ]
+      ++ startFlags ++ [ dataFile ]);
 
   # The explicit first-deploy format: refuses when the file exists, and publishes the file only
   # once it is complete (format into a temporary name, then a hard link, which fails if a file
@@ -77,29 +73,9 @@ let
     echo "tigerbeetle-replica-bootstrap: formatted $data_file (cluster ${cfg.clusterId}, replica ${toString cfg.replicaIndex} of ${toString cfg.replicaCount})"
   '';
 
-  # Upstream's hardening list (docs/operating/deploying/systemd.md), with a static user instead
-  # of DynamicUser: the agent runs as the same user to recover and back up the data file.
-  hardening = {
-    DevicePolicy = "closed";
-    LockPersonality = true;
-    NoNewPrivileges = true;
-    ProtectClock = true;
-    ProtectControlGroups = true;
-    ProtectHome = true;
-    ProtectHostname = true;
-    ProtectKernelLogs = true;
-    ProtectKernelModules = true;
-    ProtectKernelTunables = true;
-    ProtectProc = "noaccess";
-    ProtectSystem = "strict";
-    PrivateTmp = true;
-    RestrictAddressFamilies = [ "AF_INET" "AF_INET6" ];
-    RestrictNamespaces = true;
-    RestrictRealtime = true;
-    RestrictSUIDSGID = true;
-    ReadWritePaths = [ cfg.dataDir ];
-    UMask = "0077";
-  };
+  # Capabilities, limits and upstream's hardening (docs/operating/deploying/systemd.md), with a
+  # static user instead of DynamicUser: one list with the Ansible role's (nix/units.nix).
+  hardening = units.replica // { ReadWritePaths = [ cfg.dataDir ]; };
 
   peerAndClientSources = peerIps ++ cfg.clientNetworks;
 in
@@ -302,19 +278,14 @@ in
       # rollout (ansible/rollout.yml) restarts it through its agent, one host at a time
       # (docs/nixos.md, "What switch does to a running replica").
       restartIfChanged = false;
-      serviceConfig = hardening // {
-        Type = "exec";
+      # Type, Restart=, and the guard's exit statuses (SuccessExitStatus=78,
+      # RestartPreventExitStatus=78 77: see startGuard above) come with the hardening from the
+      # one list (nix/units.nix).
+      serviceConfig = units.replica_service // hardening // {
         User = cfg.user;
         Group = cfg.user;
-        ExecStart = "${startScript}";
-        Restart = "on-failure";
-        SuccessExitStatus = missingDataFileStatus;
-        RestartPreventExitStatus = [ missingDataFileStatus foreignDataFileStatus ];
+        ExecStart = startCommand;
         RestartSec = 5;
-        AmbientCapabilities = [ "CAP_IPC_LOCK" ];
-        CapabilityBoundingSet = [ "CAP_IPC_LOCK" ];
-        LimitMEMLOCK = "infinity";
-        LimitNOFILE = 65536;
       };
     };
 
@@ -326,9 +297,6 @@ in
         User = cfg.user;
         Group = cfg.user;
         ExecStart = "${bootstrapScript}";
-        AmbientCapabilities = [ "CAP_IPC_LOCK" ];
-        CapabilityBoundingSet = [ "CAP_IPC_LOCK" ];
-        LimitMEMLOCK = "infinity";
       };
     };
 

@@ -26,13 +26,14 @@ let
   replicaUnit = config.systemd.services.tigerbeetle-replica;
   ourUnits = lib.filterAttrs (name: _: b.elem name [ "tigerbeetle-replica" "tigerbeetle-replica-bootstrap" "tb-agent" ]) config.systemd.services;
   failed = failedAssertions config;
+  # The start guard: ExecStart's program, a store script (nix/units.nix).
+  startGuard = lib.head (lib.splitString " " replicaUnit.serviceConfig.ExecStart);
 in
 assert failed == [ ] || throw "module assertions fail: ${lib.concatStringsSep "; " failed}";
 {
   replica = unitFields replicaUnit // {
-    # ExecStart is a store script: its text is what runs.
-    execStartText = b.readFile replicaUnit.serviceConfig.ExecStart;
     packagePath = pkgs.tigerbeetle.outPath;
+    startGuardPath = startGuard;
   };
   agent = unitFields config.systemd.services.tb-agent // {
     inherit (config.services.tb-agent) settings;
@@ -50,7 +51,7 @@ assert failed == [ ] || throw "module assertions fail: ${lib.concatStringsSep ";
     pathPackages = map toString [ pkgs.coreutils pkgs.findutils pkgs.gnugrep pkgs.gnused pkgs.systemd ];
     # Store files the units name, with their texts (made here by builtins.toFile).
     storeScripts = map (path: { inherit path; text = b.readFile path; })
-      ([ replicaUnit.serviceConfig.ExecStart ]
+      ([ startGuard ]
         ++ lib.optional bootstrap config.systemd.services.tigerbeetle-replica-bootstrap.serviceConfig.ExecStart);
     tmpfilesRules = config.systemd.tmpfiles.rules;
     firewallInputRules = config.networking.firewall.extraInputRules;

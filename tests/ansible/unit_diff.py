@@ -4,11 +4,18 @@ against a list of justified differences."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
 
 Key = tuple[str, str]
 # key -> (Ansible value, NixOS value, reason). Values as systemd (or the agent) reads them.
 Expected = dict[Key, tuple[object, object, str]]
+
+# The units' capabilities, limits and hardening: one list that both the roles and the modules
+# render (nix/units.nix reads it).
+UNITS_JSON = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "ansible", "roles",
+                          "tigerbeetle", "files", "units.json")
 
 
 def parse_unit(text: str) -> dict[Key, str]:
@@ -88,3 +95,23 @@ def diff_listed(ansible: dict, nixos: dict, expected: Expected) -> list[str]:
     """diff_keyed over everything `expected` lists, with its stale entries."""
     seen: set = set()
     return diff_keyed(ansible, nixos, expected, seen) + stale(expected, seen)
+
+
+def shared_directives(lists: tuple[str, ...]) -> dict[Key, str]:
+    """("Service", key) -> value as systemd reads it, for units.json's `lists` together."""
+    with open(UNITS_JSON) as file:
+        units = json.load(file)
+    listed = [d for name in lists for d in units[name]]
+    keys = [d["key"] for d in listed]
+    assert len(set(keys)) == len(keys), f"units.json: {lists} list a key twice: {keys}"
+    return {("Service", d["key"]): systemd_value(d["value"]) for d in listed}
+
+
+def split_shared(lists: tuple[str, ...], side: str, rendered: dict[Key, str]) -> tuple[dict[Key, str], list[str]]:
+    """Checks that `rendered` (one side's unit, parsed) carries every directive of units.json's
+    `lists` with its value, and returns the unit without them: both sides render them from the
+    one list, so only the rest needs comparing."""
+    shared = shared_directives(lists)
+    problems = [f"{side}: {'.'.join(key)} is {rendered.get(key)!r}, units.json lists {value!r}"
+                for key, value in shared.items() if rendered.get(key) != value]
+    return {key: value for key, value in rendered.items() if key not in shared}, problems
