@@ -275,7 +275,7 @@ in
       # X-RestartIfChanged=false): a deployer that switches several hosts at once (colmena,
       # deploy-rs) would otherwise restart every changed replica together, behind the quorum
       # guard's back. The new unit is loaded and takes effect at the replica's next start: the
-      # rollout (ansible/rollout.yml) restarts it through its agent, one host at a time
+      # rollout (ansible/playbooks/rollout.yml) restarts it through its agent, one host at a time
       # (docs/nixos.md, "What switch does to a running replica").
       restartIfChanged = false;
       # Type, Restart=, and the guard's exit statuses (SuccessExitStatus=78,

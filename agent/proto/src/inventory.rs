@@ -74,7 +74,7 @@ const REASON_LEDGER_OR_NULL: &str =
 const REASON_ID_PREFIX_OR_NULL: &str =
     "must be null or 16 lowercase hex digits, not all 0 and not all f";
 const REASON_FLAKE: &str = "must be null or a flake reference of 1 to 4096 printable ASCII characters without spaces or \"#\" (rollout.yml adds #<host name>), e.g. \"/etc/nixos\"";
-/// How `ansible/rollout.yml` applies a change to a host, when the inventory does not say.
+/// How `ansible/playbooks/rollout.yml` applies a change to a host, when the inventory does not say.
 const DEPLOY_DEFAULT: &str = "systemd";
 
 // ---------------------------------------------------------------------------------------------
@@ -133,7 +133,7 @@ pub struct Cluster {
     pub hosts: BTreeMap<String, Host>,
     /// The maintenance lease's settings the inventory gives; the agent's defaults for the rest.
     pub lease: LeaseKeys,
-    /// The flake `ansible/rollout.yml` switches NixOS hosts to, as the host sees it.
+    /// The flake `ansible/playbooks/rollout.yml` switches NixOS hosts to, as the host sees it.
     pub nixos_flake: Option<String>,
     pub orchestrator_networks: Vec<String>,
     pub replica_count: u8,
@@ -174,7 +174,7 @@ pub struct Host {
     pub agent_url: String,
     pub ansible_host: String,
     pub data_file: String,
-    /// How `ansible/rollout.yml` applies a change: "systemd" (the roles) or "nixos".
+    /// How `ansible/playbooks/rollout.yml` applies a change: "systemd" (the roles) or "nixos".
     pub deploy: String,
     pub ip: String,
     /// The other replicas' IPs, in replica order, without this host's own IP, each once.

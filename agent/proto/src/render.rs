@@ -164,7 +164,7 @@ pub struct HostRender {
     /// `backup`) are the deployment's to set.
     pub agent_config: Config,
     pub firewall: Firewall,
-    /// How `ansible/rollout.yml` applies a change: "systemd" or "nixos".
+    /// How `ansible/playbooks/rollout.yml` applies a change: "systemd" or "nixos".
     pub deploy: String,
     pub nixos_flake: Option<String>,
 }

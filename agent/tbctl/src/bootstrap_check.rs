@@ -1,5 +1,5 @@
 //! `tbctl bootstrap-check`: may this inventory's cluster be formatted (or, with
-//! `--data-files-expected`, started for the first time)? ansible/bootstrap.yml runs it once on
+//! `--data-files-expected`, started for the first time)? ansible/playbooks/bootstrap.yml runs it once on
 //! the controller before it changes anything.
 //!
 //! A re-formatted replica forgets what it acknowledged, so formatting is allowed only when

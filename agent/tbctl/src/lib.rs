@@ -172,7 +172,7 @@ enum Command {
     /// Inventory files (docs/inventory.md).
     #[command(subcommand)]
     Inventory(InventoryCommand),
-    /// Whether formatting the cluster is safe (ansible/bootstrap.yml asks before it formats):
+    /// Whether formatting the cluster is safe (ansible/playbooks/bootstrap.yml asks before it formats):
     /// exits 0 when no replica listens, answers, runs or has a data file; 3 when one does; 4
     /// when an address or an agent could not be observed.
     BootstrapCheck(bootstrap_check::CheckArgs),
