@@ -37,7 +37,7 @@ pub struct AgentState {
     pub locks: crate::ops::Locks,
     /// The operations' durations, parsed once from the config.
     pub timeouts: crate::ops::Timeouts,
-    pub jobs: crate::backup::jobs::Jobs,
+    pub jobs: crate::ops::jobs::Jobs,
     /// `tigerbeetle version` and the binary's SHA-256, kept current in the background.
     pub binary_identity: RwLock<Option<BinaryIdentity>>,
 }

@@ -7,8 +7,6 @@
 //! compression and shipping happen afterwards, from the copy, with the replica already back.
 
 pub mod cold_copy;
-pub mod jobs;
-pub mod routes;
 pub mod store;
 
 use std::path::{Path, PathBuf};

@@ -4,7 +4,6 @@
 
 pub mod hold;
 pub mod ledger;
-pub mod routes;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -1,7 +1,5 @@
-//! The one error type of every operation and handler, and its HTTP answer.
-
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+//! The one error type of every operation and handler. It knows no HTTP: `crate::http` maps each
+//! variant to its status and code.
 
 use crate::api::Outcome;
 
@@ -25,12 +23,6 @@ pub enum AppError {
     LeaseUnavailable(String),
     /// The lease named is not held any more.
     LeaseLost(String),
-    /// The request body was refused (size, media type, JSON): its own status and code.
-    Body {
-        status: StatusCode,
-        code: &'static str,
-        message: String,
-    },
 }
 
 impl AppError {
@@ -44,53 +36,32 @@ impl AppError {
             | AppError::BadRequest(_)
             | AppError::Refused(_)
             | AppError::LeaseUnavailable(_)
-            | AppError::LeaseLost(_)
-            | AppError::Body { .. } => Outcome::Refused,
+            | AppError::LeaseLost(_) => Outcome::Refused,
         }
     }
 
-    fn status_code_message(&self) -> (StatusCode, &'static str, String) {
-        match self {
-            AppError::NotConfigured => (
-                StatusCode::CONFLICT,
-                "not_configured",
-                "backups are not configured on this agent: add a [backup] section".into(),
-            ),
-            AppError::Busy(why) => (StatusCode::CONFLICT, "busy", why.clone()),
-            AppError::NotFound(why) => (StatusCode::NOT_FOUND, "not_found", why.clone()),
-            AppError::BadRequest(why) => (StatusCode::BAD_REQUEST, "bad_request", why.clone()),
-            AppError::Refused(why) => (StatusCode::CONFLICT, "refused", why.clone()),
-            AppError::Corrupt(why) => (StatusCode::CONFLICT, "corrupt", why.clone()),
-            AppError::Failed(why) => (StatusCode::INTERNAL_SERVER_ERROR, "failed", why.clone()),
-            AppError::LeaseHeld(why) => (StatusCode::CONFLICT, "lease_held", why.clone()),
-            AppError::LeaseUnavailable(why) => {
-                (StatusCode::CONFLICT, "lease_unavailable", why.clone())
-            }
-            AppError::LeaseLost(why) => (StatusCode::CONFLICT, "lease_lost", why.clone()),
-            AppError::Body {
-                status,
-                code,
-                message,
-            } => (*status, code, message.clone()),
-        }
-    }
-
-    /// The sentence for people (audit lines, job errors, logs).
+    /// The sentence for people (audit lines, job errors, logs, the answer's message).
     pub fn detail(&self) -> String {
-        self.status_code_message().2
+        match self {
+            AppError::NotConfigured => {
+                "backups are not configured on this agent: add a [backup] section".into()
+            }
+            AppError::Busy(why)
+            | AppError::NotFound(why)
+            | AppError::BadRequest(why)
+            | AppError::Refused(why)
+            | AppError::Corrupt(why)
+            | AppError::Failed(why)
+            | AppError::LeaseHeld(why)
+            | AppError::LeaseUnavailable(why)
+            | AppError::LeaseLost(why) => why.clone(),
+        }
     }
 }
 
 impl std::fmt::Display for AppError {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         formatter.write_str(&self.detail())
-    }
-}
-
-impl IntoResponse for AppError {
-    fn into_response(self) -> Response {
-        let (status, code, message) = self.status_code_message();
-        crate::server::error(status, code, message)
     }
 }
 

@@ -1,8 +1,6 @@
 //! `GET /v1/lease` and `POST /v1/lease/{init,acquire,renew,release,break}`. Every request that
 //! changes the lease writes one audit line naming the holder.
 
-use std::sync::Arc;
-
 use axum::Json;
 use axum::extract::State;
 use axum::routing::{MethodRouter, on};
@@ -12,17 +10,16 @@ use tb_proto::lease::{
     Operation, Released, RenewRequest,
 };
 
+use super::AppState;
+use super::extract::JsonBody;
 use crate::api::{JobKind, Outcome};
-use crate::ops::{self, AppError, Caller, JsonBody};
-use crate::state::AgentState;
-
-type AppState = Arc<AgentState>;
+use crate::ops::{self, AppError, Caller};
 
 /// A holder's name is shown to other operators and written to audit lines: short and printable.
 const HOLDER_LENGTH_MAX: usize = 128;
 
 pub fn handler(endpoint: Endpoint) -> MethodRouter<AppState> {
-    let method = crate::server::method_filter(endpoint);
+    let method = super::method_filter(endpoint);
     match endpoint {
         Endpoint::LeaseShow => on(method, show),
         Endpoint::LeaseInit => on(method, init),
