@@ -22,13 +22,11 @@ use crate::config::{self, Run};
 use crate::lease::hold;
 use crate::ops::{self, AppError, JobDone, JobHandle, io_failure};
 use crate::state::AgentState;
-use store::{Store, now_unix_ms, write_json_atomically};
+use store::{COMPRESSED_FILE, RAW_FILE, Store, now_unix_ms, write_json_atomically};
 use tb_proto::backup_files as files;
 use tb_proto::lease::Operation;
 
 const MANIFEST_FORMAT_VERSION: u32 = 1;
-const RAW_FILE: &str = "data.tigerbeetle";
-const COMPRESSED_FILE: &str = "data.tigerbeetle.zst";
 /// Bytes of a hook's output kept in the backup's record.
 const HOOK_OUTPUT_KEPT_BYTES: usize = 16 * 1024;
 /// `tigerbeetle recover` formats a small file and asks the cluster: minutes at most.

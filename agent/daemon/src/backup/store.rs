@@ -43,6 +43,10 @@ const CREATED_UNIX_MS_MAX: u64 = 253_402_300_799_999;
 
 pub use tb_proto::clock::now_unix_ms;
 
+/// The stored file of an uncompressed backup, and of a zstd-compressed one.
+pub const RAW_FILE: &str = "data.tigerbeetle";
+pub const COMPRESSED_FILE: &str = "data.tigerbeetle.zst";
+
 /// A new backup id, e.g. `20261123T101500Z-r0-1a2b3c4d` (see `crate::ids`).
 /// Ids are names, not an order: backups order by `Manifest::sequence` (see `order_key`).
 pub fn new_backup_id(replica: u8) -> String {
@@ -423,8 +427,8 @@ pub fn validate_manifest(id: &str, manifest: &Manifest) -> Result<(), String> {
     }
     validate_plain_file_name(&manifest.file).map_err(|why| format!("file: {why}"))?;
     let expected_file = match manifest.compression.as_str() {
-        "zstd" => super::COMPRESSED_FILE,
-        "none" => super::RAW_FILE,
+        "zstd" => COMPRESSED_FILE,
+        "none" => RAW_FILE,
         _ => return Err("compression is neither \"zstd\" nor \"none\"".into()),
     };
     if manifest.file != expected_file {

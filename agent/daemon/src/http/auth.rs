@@ -7,7 +7,7 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 
-use super::AppState;
+use super::endpoint::AppState;
 use super::error::error;
 use crate::auth::{Scope, Verdict};
 use crate::state::AgentState;

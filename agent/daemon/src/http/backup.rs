@@ -13,7 +13,7 @@ use axum::routing::{MethodRouter, on};
 use serde::Serialize;
 use tb_proto::endpoints::Endpoint;
 
-use super::AppState;
+use super::endpoint::{AppState, method_filter};
 use super::extract::JsonBody;
 use crate::api::{
     BackupRecord, BackupRequest, Job, JobKind, RestoreRequest, RestoreResponse, Verification,
@@ -27,7 +27,7 @@ use crate::state::AgentState;
 /// The handler of a backup, recover or job endpoint (the router in `http/mod.rs` adds scopes and
 /// timeouts from the endpoint table).
 pub fn handler(endpoint: Endpoint) -> MethodRouter<AppState> {
-    let method = super::method_filter(endpoint);
+    let method = method_filter(endpoint);
     match endpoint {
         Endpoint::BackupList => on(method, list),
         Endpoint::BackupCreate => on(method, create),

@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use axum::Router;
 use axum::extract::ConnectInfo;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -13,7 +14,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tower::ServiceExt;
 
-use super::{AppState, router};
+use crate::config::Config;
 
 /// How long in-flight requests get to finish after SIGTERM.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -112,13 +113,13 @@ impl Drop for AddressSlot {
     }
 }
 
-/// Serves until `shutdown` turns true, then lets in-flight requests finish (bounded).
+/// Serves `app` until `shutdown` turns true, then lets in-flight requests finish (bounded).
 pub async fn serve(
     listener: TcpListener,
-    state: AppState,
+    app: Router,
+    config: &Config,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let config = Arc::clone(&state.config);
     let tls = config.server.tls.as_ref().map(tls_acceptor).transpose()?;
     if tls.is_none() && !config.server.listen.ip().is_loopback() {
         tracing::warn!(
@@ -127,7 +128,6 @@ pub async fn serve(
              Configure [server.tls]."
         );
     }
-    let app = router(state);
     let connections = Arc::new(Semaphore::new(config.server.connections_max as usize));
     let address_slots = AddressSlots::new(config.server.connections_per_address_max());
     // A slow client (slowloris: headers a byte at a time, or nothing at all) holds its slot at
