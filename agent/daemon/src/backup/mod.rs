@@ -804,7 +804,10 @@ pub async fn restore(
     let _ = std::fs::remove_file(&temporary);
     let stored = store
         .open_in_backup(id, &manifest.file)
-        .map_err(|error| AppError::Failed(format!("opening backup {id}: {error}")))?;
+        .map_err(|source| AppError::Io {
+            what: format!("opening backup {id}"),
+            source,
+        })?;
     let (compression, expected) = (manifest.compression.clone(), manifest.data_blake3.clone());
     let temporary_for_work = temporary.clone();
     job.step("extracting the backup");

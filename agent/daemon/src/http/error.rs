@@ -30,7 +30,7 @@ fn status_and_code(app_error: &AppError) -> (StatusCode, &'static str) {
         AppError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
         AppError::Refused(_) => (StatusCode::CONFLICT, "refused"),
         AppError::Corrupt(_) => (StatusCode::CONFLICT, "corrupt"),
-        AppError::Failed(_) => (StatusCode::INTERNAL_SERVER_ERROR, "failed"),
+        AppError::Failed(_) | AppError::Io { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "failed"),
         AppError::LeaseHeld(_) => (StatusCode::CONFLICT, "lease_held"),
         AppError::LeaseUnavailable(_) => (StatusCode::CONFLICT, "lease_unavailable"),
         AppError::LeaseLost(_) => (StatusCode::CONFLICT, "lease_lost"),

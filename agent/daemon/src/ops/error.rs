@@ -3,25 +3,43 @@
 
 use crate::api::Outcome;
 
-#[derive(Debug)]
+/// Each variant's text is the sentence for people (audit lines, job errors, logs, the answer's
+/// message); `crate::http::error` gives each its status and code.
+#[derive(Debug, thiserror::Error)]
 pub enum AppError {
     /// Backups are not configured on this agent.
+    #[error("backups are not configured on this agent: add a [backup] section")]
     NotConfigured,
     /// Another operation holds the lock this one needs; nothing was done.
+    #[error("{0}")]
     Busy(String),
+    #[error("{0}")]
     NotFound(String),
+    #[error("{0}")]
     BadRequest(String),
     /// Refused before anything was changed (quorum guard, state of the replica, free space).
+    #[error("{0}")]
     Refused(String),
     /// A verification found the stored file corrupt.
+    #[error("{0}")]
     Corrupt(String),
     /// The operation ran and failed.
+    #[error("{0}")]
     Failed(String),
+    /// The operation ran and an I/O step failed: `what` says which.
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
     /// Another holder has the cluster-wide maintenance lease; nothing was done.
+    #[error("{0}")]
     LeaseHeld(String),
     /// The maintenance lease cannot be had (no quorum, an older cluster, disabled pool).
+    #[error("{0}")]
     LeaseUnavailable(String),
     /// The lease named is not held any more.
+    #[error("{0}")]
     LeaseLost(String),
 }
 
@@ -30,7 +48,7 @@ impl AppError {
         match self {
             AppError::Busy(_) | AppError::LeaseHeld(_) => Outcome::Busy,
             AppError::Corrupt(_) => Outcome::Corrupt,
-            AppError::Failed(_) => Outcome::Failed,
+            AppError::Failed(_) | AppError::Io { .. } => Outcome::Failed,
             AppError::NotConfigured
             | AppError::NotFound(_)
             | AppError::BadRequest(_)
@@ -42,30 +60,30 @@ impl AppError {
 
     /// The sentence for people (audit lines, job errors, logs, the answer's message).
     pub fn detail(&self) -> String {
-        match self {
-            AppError::NotConfigured => {
-                "backups are not configured on this agent: add a [backup] section".into()
-            }
-            AppError::Busy(why)
-            | AppError::NotFound(why)
-            | AppError::BadRequest(why)
-            | AppError::Refused(why)
-            | AppError::Corrupt(why)
-            | AppError::Failed(why)
-            | AppError::LeaseHeld(why)
-            | AppError::LeaseUnavailable(why)
-            | AppError::LeaseLost(why) => why.clone(),
-        }
+        self.to_string()
     }
 }
 
-impl std::fmt::Display for AppError {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter.write_str(&self.detail())
-    }
-}
-
-/// `io_failure("what")` turns an I/O error into `Failed("what: error")`.
+/// `io_failure("what")` turns an I/O error into `Io { what, source }` ("what: error").
 pub fn io_failure(what: &str) -> impl Fn(std::io::Error) -> AppError + '_ {
-    move |error| AppError::Failed(format!("{what}: {error}"))
+    move |source| AppError::Io {
+        what: what.to_string(),
+        source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_io_error_reads_as_before() {
+        let error = io_failure("reading the manifest")(std::io::Error::other("disk gone"));
+        assert_eq!(error.detail(), "reading the manifest: disk gone");
+        assert_eq!(error.outcome(), Outcome::Failed);
+        assert_eq!(
+            AppError::NotConfigured.detail(),
+            "backups are not configured on this agent: add a [backup] section"
+        );
+    }
 }
