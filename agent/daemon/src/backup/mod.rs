@@ -24,6 +24,7 @@ use crate::ops::{self, AppError, JobDone, JobHandle, io_failure};
 use crate::state::AgentState;
 use store::{COMPRESSED_FILE, RAW_FILE, Store, now_unix_ms, write_json_atomically};
 use tb_proto::backup_files as files;
+use tb_proto::backup_modes::{Compression, RestoreMode};
 use tb_proto::lease::Operation;
 
 const MANIFEST_FORMAT_VERSION: u32 = 1;
@@ -324,7 +325,13 @@ async fn backup_steps(job: &JobHandle, backup_id: &str) -> Result<Option<u64>, S
         created_unix_ms: now_unix_ms(),
         sequence: Some(sequence),
         file,
-        compression: if compress { "zstd" } else { "none" }.to_string(),
+        compression: if compress {
+            Compression::Zstd
+        } else {
+            Compression::None
+        }
+        .as_str()
+        .to_string(),
         data_size_bytes: stored.data_size_bytes,
         data_blake3: stored.data_blake3,
         stored_size_bytes: stored.stored_size_bytes,
@@ -758,7 +765,8 @@ pub async fn restore(
     // Whatever happens next, the previous process's view and progress say nothing of the file
     // this restore may put in place (a whole-cluster restore can go back to an older view).
     state.replica.data_file_replaced(true);
-    match (&request.mode, &request.cluster_id) {
+    let mode = request.mode.as_deref().map(RestoreMode::parse);
+    match (mode, &request.cluster_id) {
         (None, None) => {
             let running = peers_possibly_running(state).await;
             if !running.is_empty() {
@@ -771,7 +779,7 @@ pub async fn restore(
                 )));
             }
         }
-        (Some(mode), Some(cluster_id)) if mode == "disaster-recovery" => {
+        (Some(Some(RestoreMode::DisasterRecovery)), Some(cluster_id)) => {
             if *cluster_id != replica.cluster_id {
                 return Err(AppError::Refused(format!(
                     "the confirmation names cluster {cluster_id}, but this replica belongs to \

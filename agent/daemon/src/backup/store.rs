@@ -41,11 +41,12 @@ const MANIFEST_FORMAT_VERSION_SUPPORTED: u32 = 1;
 /// 9999-12-31T23:59:59Z: a creation time past this is not a time.
 const CREATED_UNIX_MS_MAX: u64 = 253_402_300_799_999;
 
+use tb_proto::backup_modes::Compression;
 pub use tb_proto::clock::now_unix_ms;
 
 /// The stored file of an uncompressed backup, and of a zstd-compressed one.
-pub const RAW_FILE: &str = "data.tigerbeetle";
-pub const COMPRESSED_FILE: &str = "data.tigerbeetle.zst";
+pub const RAW_FILE: &str = Compression::None.stored_file();
+pub const COMPRESSED_FILE: &str = Compression::Zstd.stored_file();
 
 /// A new backup id, e.g. `20261123T101500Z-r0-1a2b3c4d` (see `crate::ids`).
 /// Ids are names, not an order: backups order by `Manifest::sequence` (see `order_key`).
@@ -426,11 +427,10 @@ pub fn validate_manifest(id: &str, manifest: &Manifest) -> Result<(), String> {
         return Err(format!("sequence must be between 1 and {SEQUENCE_MAX}"));
     }
     validate_plain_file_name(&manifest.file).map_err(|why| format!("file: {why}"))?;
-    let expected_file = match manifest.compression.as_str() {
-        "zstd" => COMPRESSED_FILE,
-        "none" => RAW_FILE,
-        _ => return Err("compression is neither \"zstd\" nor \"none\"".into()),
+    let Some(compression) = Compression::parse(&manifest.compression) else {
+        return Err("compression is neither \"zstd\" nor \"none\"".into());
     };
+    let expected_file = compression.stored_file();
     if manifest.file != expected_file {
         return Err(format!(
             "file {:?} is not {expected_file:?}, the name of a {} backup's stored file",
@@ -445,7 +445,7 @@ pub fn validate_manifest(id: &str, manifest: &Manifest) -> Result<(), String> {
     {
         return Err(format!("sizes are bounded by {DATA_SIZE_MAX_BYTES} bytes"));
     }
-    if manifest.compression == "none"
+    if compression == Compression::None
         && (manifest.stored_size_bytes != manifest.data_size_bytes
             || manifest.stored_blake3 != manifest.data_blake3)
     {
