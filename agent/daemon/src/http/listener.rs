@@ -2,16 +2,17 @@
 //! per-address connection slots, header timeouts and a graceful shutdown.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
+use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tower::ServiceExt;
 
 use crate::config::Config;
@@ -113,6 +114,62 @@ impl Drop for AddressSlot {
     }
 }
 
+/// What every connection is served with.
+struct Connection {
+    app: Router,
+    http: http1::Builder,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    header_read_timeout: Duration,
+}
+
+impl Connection {
+    /// Serves one accepted connection in a task of its own; its slots (`held`) are given back
+    /// when it ends, the address's before the global one (tuple fields drop in order).
+    fn spawn(
+        &self,
+        stream: TcpStream,
+        remote: SocketAddr,
+        watcher: Watcher,
+        held: (AddressSlot, OwnedSemaphorePermit),
+    ) {
+        let service = self.app.clone().map_request(
+            move |mut request: axum::extract::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(ConnectInfo(remote));
+                request
+            },
+        );
+        let service = hyper_util::service::TowerToHyperService::new(service);
+        let http = self.http.clone();
+        let tls = self.tls.clone();
+        let header_read_timeout = self.header_read_timeout;
+        tokio::spawn(async move {
+            let _held = held;
+            let result = match tls {
+                Some(tls) => {
+                    match tokio::time::timeout(header_read_timeout, tls.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            let connection = http.serve_connection(TokioIo::new(stream), service);
+                            watcher.watch(connection).await
+                        }
+                        Ok(Err(error)) => {
+                            tracing::debug!(%remote, %error, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => return,
+                    }
+                }
+                None => {
+                    let connection = http.serve_connection(TokioIo::new(stream), service);
+                    watcher.watch(connection).await
+                }
+            };
+            if let Err(error) = result {
+                tracing::debug!(%remote, %error, "connection ended with an error");
+            }
+        });
+    }
+}
+
 /// Serves `app` until `shutdown` turns true, then lets in-flight requests finish (bounded).
 pub async fn serve(
     listener: TcpListener,
@@ -135,10 +192,16 @@ pub async fn serve(
     let header_read_timeout = Duration::from_millis(config.server.header_read_timeout_ms);
     let graceful = GracefulShutdown::new();
     // HTTP/1.1 only: the API has no use for HTTP/2, and one protocol is one less attack surface.
-    let mut http = hyper::server::conn::http1::Builder::new();
+    let mut http = http1::Builder::new();
     // The header timeout only runs with a timer.
     http.timer(TokioTimer::new())
         .header_read_timeout(header_read_timeout);
+    let connection = Connection {
+        app,
+        http,
+        tls,
+        header_read_timeout,
+    };
     loop {
         // Wait for a free connection slot before accepting: excess clients queue in the kernel.
         let permit = tokio::select! {
@@ -163,42 +226,7 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let service = app.clone().map_request(
-            move |mut request: axum::extract::Request<hyper::body::Incoming>| {
-                request.extensions_mut().insert(ConnectInfo(remote));
-                request
-            },
-        );
-        let service = hyper_util::service::TowerToHyperService::new(service);
-        let http = http.clone();
-        let tls = tls.clone();
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let _address_slot = address_slot;
-            let result = match tls {
-                Some(tls) => {
-                    match tokio::time::timeout(header_read_timeout, tls.accept(stream)).await {
-                        Ok(Ok(stream)) => {
-                            let connection = http.serve_connection(TokioIo::new(stream), service);
-                            watcher.watch(connection).await
-                        }
-                        Ok(Err(error)) => {
-                            tracing::debug!(%remote, %error, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => return,
-                    }
-                }
-                None => {
-                    let connection = http.serve_connection(TokioIo::new(stream), service);
-                    watcher.watch(connection).await
-                }
-            };
-            if let Err(error) = result {
-                tracing::debug!(%remote, %error, "connection ended with an error");
-            }
-        });
+        connection.spawn(stream, remote, graceful.watcher(), (address_slot, permit));
     }
     drop(listener);
     if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())

@@ -10,6 +10,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde::Serialize;
 use tokio::sync::{OwnedMutexGuard, oneshot};
@@ -128,60 +129,42 @@ where
         replica_lock: Arc::clone(&replica_lock),
         accepted: Some(accepted_sender),
     };
-    let task_state = Arc::clone(state);
-    let task_job = job_id.clone();
-    let task_caller = caller;
+    let running = Running {
+        state: Arc::clone(state),
+        caller,
+        kind,
+        forced,
+        job_id: job_id.clone(),
+    };
     tokio::spawn(async move {
-        record(
-            &task_state,
-            &task_caller,
-            kind,
-            forced,
-            Some(&task_job),
-            Phase::Begin,
-            Outcome::Running,
-            "",
-        )
-        .await;
-        // The operation runs in a task of its own so that a panic in it still ends the job, and
-        // the closing audit line is written, before the locks are released.
-        let outcome = match tokio::spawn(operation(handle)).await {
-            Ok(result) => result,
-            Err(join_error) => Err(AppError::Failed(format!(
-                "internal: the operation ended abnormally: {join_error}"
-            ))),
-        };
-        let (name, detail) = match &outcome {
-            Ok(done) => (done.outcome(), done.detail()),
-            Err(error) => (error.outcome(), error.detail()),
-        };
-        let job_error = outcome.is_err().then(|| detail.clone());
-        if let Some(error) = &job_error {
-            tracing::error!(job = %task_job, %error, "operation failed");
-        }
-        task_state.jobs.finish(&task_job, name, job_error);
-        task_state
-            .counters
-            .record_control(kind.as_str(), name.as_str());
-        record(
-            &task_state,
-            &task_caller,
-            kind,
-            forced,
-            Some(&task_job),
-            Phase::End,
-            name,
-            &detail,
-        )
-        .await;
-        drop(replica_lock.lock().expect("not poisoned").take());
-        drop(backup_lease);
+        let outcome = running
+            .run(handle, operation, replica_lock, backup_lease)
+            .await;
         // The handler may have gone (its client did); the job keeps the outcome.
         let _ = result_sender.send(outcome);
     });
 
     let accepted_answer = Answer::Accepted(JobAccepted { job_id, backup_id });
-    let deadline = tokio::time::sleep(state.timeouts.answer_wait);
+    answer(
+        wait,
+        state.timeouts.answer_wait,
+        accepted,
+        result,
+        accepted_answer,
+    )
+    .await
+}
+
+/// The handler's answer: the operation's result, or `accepted_answer` (202) once the operation
+/// says it has accepted (`Wait::Accept`) or `answer_wait` has passed.
+async fn answer<T>(
+    wait: Wait,
+    answer_wait: Duration,
+    accepted: oneshot::Receiver<()>,
+    result: oneshot::Receiver<Result<T, AppError>>,
+    accepted_answer: Answer<T>,
+) -> Result<Answer<T>, AppError> {
+    let deadline = tokio::time::sleep(answer_wait);
     tokio::pin!(deadline);
     let result = match wait {
         Wait::Finish => tokio::select! {
@@ -209,6 +192,84 @@ where
         Err(_) => Err(AppError::Failed(
             "internal: the operation's task ended without a result".into(),
         )),
+    }
+}
+
+/// A job's task: the context of its audit lines, its counter and its record.
+struct Running {
+    state: Arc<AgentState>,
+    caller: Caller,
+    kind: JobKind,
+    forced: bool,
+    job_id: String,
+}
+
+impl Running {
+    /// Runs the operation and records its outcome (job, counter, closing audit line), and only
+    /// then releases the locks.
+    async fn run<T, F, Fut>(
+        self,
+        handle: JobHandle,
+        operation: F,
+        replica_lock: Arc<Mutex<Option<OwnedMutexGuard<()>>>>,
+        backup_lease: Option<BackupLease>,
+    ) -> Result<T, AppError>
+    where
+        T: Finished + Send + 'static,
+        F: FnOnce(JobHandle) -> Fut,
+        Fut: Future<Output = Result<T, AppError>> + Send + 'static,
+    {
+        let Running {
+            state,
+            caller,
+            kind,
+            forced,
+            job_id,
+        } = self;
+        let job = Some(job_id.as_str());
+        record(
+            &state,
+            &caller,
+            kind,
+            forced,
+            job,
+            Phase::Begin,
+            Outcome::Running,
+            "",
+        )
+        .await;
+        // The operation runs in a task of its own so that a panic in it still ends the job, and
+        // the closing audit line is written, before the locks are released.
+        let outcome = match tokio::spawn(operation(handle)).await {
+            Ok(result) => result,
+            Err(join_error) => Err(AppError::Failed(format!(
+                "internal: the operation ended abnormally: {join_error}"
+            ))),
+        };
+        let (name, detail) = match &outcome {
+            Ok(done) => (done.outcome(), done.detail()),
+            Err(error) => (error.outcome(), error.detail()),
+        };
+        let job_error = outcome.is_err().then(|| detail.clone());
+        if let Some(error) = &job_error {
+            tracing::error!(job = %job_id, %error, "operation failed");
+        }
+        state.jobs.finish(&job_id, name, job_error);
+        state.counters.record_control(kind.as_str(), name.as_str());
+        record(
+            &state,
+            &caller,
+            kind,
+            forced,
+            job,
+            Phase::End,
+            name,
+            &detail,
+        )
+        .await;
+        drop(replica_lock.lock().expect("not poisoned").take());
+        drop(backup_lease);
+        outcome
     }
 }
 
