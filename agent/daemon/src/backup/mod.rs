@@ -227,89 +227,16 @@ async fn backup_steps(job: &JobHandle, backup_id: &str) -> Result<Option<u64>, S
     let partial = store
         .create_partial_dir(backup_id)
         .map_err(|error| format!("{}: {error}", store.partial_dir(backup_id).display()))?;
-    let raw = partial.join(RAW_FILE);
-    let data_file = state.config.replica.data_file.clone();
-
-    let down_since = Instant::now();
-    let marker = store.marker();
-    let store_dir = store.dir.clone();
-    let abandoned_partial = partial.clone();
-    let copied = {
-        let (data_file, raw) = (data_file.clone(), raw.clone());
-        cold_copy::copy_while_stopped(
-            &state.replica,
-            || {
-                // Found at start-up if the agent dies while the replica is stopped.
-                store::create_private_file(&marker)
-                    .and_then(|mut file| std::io::Write::write_all(&mut file, backup_id.as_bytes()))
-                    .map_err(|error| format!("writing the marker: {error}"))?;
-                store::sync_dir(&store_dir).map_err(|error| error.to_string())
-            },
-            move |cancel| files::clone_or_copy(&data_file, &raw, cancel),
-            move || {
-                // The abandoned copy has ended: what it wrote goes too.
-                if let Err(error) = std::fs::remove_dir_all(&abandoned_partial)
-                    && error.kind() != std::io::ErrorKind::NotFound
-                {
-                    tracing::error!(%error, dir = %abandoned_partial.display(), "cannot remove an abandoned copy");
-                }
-            },
-            state.timeouts.backup_copy,
-            |step| job.step(step),
-        )
-        .await
-    };
-    // Kept while the replica is down: a restarted agent then starts it (systemd mode).
-    if state.replica.pid().is_some() {
-        remove_marker(&marker);
-    }
+    let (copied, downtime_ms) = copy_cold(job, &store, backup_id, &partial).await?;
     let cold_copy::Copied {
         reflink,
-        was_running,
         stopped_ms,
         copy_ms,
-    } = copied?;
-    let mut downtime_ms = None;
-    if was_running {
-        state
-            .jobs
-            .step(job_id, "waiting for the replica to be ready");
-        ops::wait_ready(state, state.timeouts.ready)
-            .await
-            .map_err(|error| error.to_string())?;
-        downtime_ms = Some(down_since.elapsed().as_millis() as u64);
-    }
-
+        ..
+    } = copied;
     state.jobs.step(job_id, "hashing and compressing the copy");
-    let hash_started = Instant::now();
     let (compress, level) = (config.compress, config.zstd_level);
-    let partial_for_work = partial.clone();
-    let (file, stored) =
-        tokio::task::spawn_blocking(move || -> std::io::Result<(String, files::Compressed)> {
-            let raw = partial_for_work.join(RAW_FILE);
-            if compress {
-                let compressed =
-                    files::compress(&raw, &partial_for_work.join(COMPRESSED_FILE), level)?;
-                std::fs::remove_file(&raw)?;
-                Ok((COMPRESSED_FILE.to_string(), compressed))
-            } else {
-                let hash = files::blake3_file(&raw)?;
-                let size = std::fs::metadata(&raw)?.len();
-                Ok((
-                    RAW_FILE.to_string(),
-                    files::Compressed {
-                        data_blake3: hash.clone(),
-                        data_size_bytes: size,
-                        stored_blake3: hash,
-                        stored_size_bytes: size,
-                    },
-                ))
-            }
-        })
-        .await
-        .map_err(|error| error.to_string())?
-        .map_err(|error| format!("hashing and compressing: {error}"))?;
-    let hash_ms = hash_started.elapsed().as_millis() as u64;
+    let (file, stored, hash_ms) = hash_and_compress(&partial, compress, level).await?;
 
     let sequence = next_sequence(&store)?;
     let identity = state.binary_identity();
@@ -348,9 +275,125 @@ async fn backup_steps(job: &JobHandle, backup_id: &str) -> Result<Option<u64>, S
     write_json_atomically(&partial.join(store::MANIFEST_FILE), &manifest)
         .map_err(|error| format!("writing the manifest: {error}"))?;
 
+    complete(job, &store, &config.hooks, backup_id, &partial, &manifest).await?;
+    tracing::info!(backup = %backup_id, ?downtime_ms, reflink, "backup complete");
+    Ok(downtime_ms)
+}
+
+/// Stops the replica (when running), copies its data file into `partial`, starts it again and
+/// waits until it is ready. Returns the copy's figures and the replica's downtime.
+async fn copy_cold(
+    job: &JobHandle,
+    store: &Store,
+    backup_id: &str,
+    partial: &Path,
+) -> Result<(cold_copy::Copied, Option<u64>), String> {
+    let state = &job.state;
+    let job_id = job.id.as_str();
+    let raw = partial.join(RAW_FILE);
+    let data_file = state.config.replica.data_file.clone();
+
+    let down_since = Instant::now();
+    let marker = store.marker();
+    let store_dir = store.dir.clone();
+    let abandoned_partial = partial.to_path_buf();
+    let copied = {
+        let (data_file, raw) = (data_file.clone(), raw.clone());
+        cold_copy::copy_while_stopped(
+            &state.replica,
+            || {
+                // Found at start-up if the agent dies while the replica is stopped.
+                store::create_private_file(&marker)
+                    .and_then(|mut file| std::io::Write::write_all(&mut file, backup_id.as_bytes()))
+                    .map_err(|error| format!("writing the marker: {error}"))?;
+                store::sync_dir(&store_dir).map_err(|error| error.to_string())
+            },
+            move |cancel| files::clone_or_copy(&data_file, &raw, cancel),
+            move || {
+                // The abandoned copy has ended: what it wrote goes too.
+                if let Err(error) = std::fs::remove_dir_all(&abandoned_partial)
+                    && error.kind() != std::io::ErrorKind::NotFound
+                {
+                    tracing::error!(%error, dir = %abandoned_partial.display(), "cannot remove an abandoned copy");
+                }
+            },
+            state.timeouts.backup_copy,
+            |step| job.step(step),
+        )
+        .await
+    };
+    // Kept while the replica is down: a restarted agent then starts it (systemd mode).
+    if state.replica.pid().is_some() {
+        remove_marker(&marker);
+    }
+    let copied = copied?;
+    let mut downtime_ms = None;
+    if copied.was_running {
+        state
+            .jobs
+            .step(job_id, "waiting for the replica to be ready");
+        ops::wait_ready(state, state.timeouts.ready)
+            .await
+            .map_err(|error| error.to_string())?;
+        downtime_ms = Some(down_since.elapsed().as_millis() as u64);
+    }
+
+    Ok((copied, downtime_ms))
+}
+
+/// Hashes the copy in `partial` and, when `compress`, compresses it (the raw copy goes).
+/// Returns the stored file's name, its figures and the time it took.
+async fn hash_and_compress(
+    partial: &Path,
+    compress: bool,
+    level: i32,
+) -> Result<(String, files::Compressed, u64), String> {
+    let hash_started = Instant::now();
+    let partial_for_work = partial.to_path_buf();
+    let (file, stored) =
+        tokio::task::spawn_blocking(move || -> std::io::Result<(String, files::Compressed)> {
+            let raw = partial_for_work.join(RAW_FILE);
+            if compress {
+                let compressed =
+                    files::compress(&raw, &partial_for_work.join(COMPRESSED_FILE), level)?;
+                std::fs::remove_file(&raw)?;
+                Ok((COMPRESSED_FILE.to_string(), compressed))
+            } else {
+                let hash = files::blake3_file(&raw)?;
+                let size = std::fs::metadata(&raw)?.len();
+                Ok((
+                    RAW_FILE.to_string(),
+                    files::Compressed {
+                        data_blake3: hash.clone(),
+                        data_size_bytes: size,
+                        stored_blake3: hash,
+                        stored_size_bytes: size,
+                    },
+                ))
+            }
+        })
+        .await
+        .map_err(|error| error.to_string())?
+        .map_err(|error| format!("hashing and compressing: {error}"))?;
+    let hash_ms = hash_started.elapsed().as_millis() as u64;
+    Ok((file, stored, hash_ms))
+}
+
+/// Verifies the stored file against `manifest`, records the hooks as pending and moves the
+/// backup from `partial` to its place: from here on it is complete.
+async fn complete(
+    job: &JobHandle,
+    store: &Store,
+    hooks: &[config::Hook],
+    backup_id: &str,
+    partial: &Path,
+    manifest: &Manifest,
+) -> Result<(), String> {
+    let state = &job.state;
+    let job_id = job.id.as_str();
     state.jobs.step(job_id, "verifying the stored file");
     let stored = std::fs::File::open(partial.join(&manifest.file));
-    let verification = verify_files(stored, &manifest).await;
+    let verification = verify_files(stored, manifest).await;
     write_json_atomically(&partial.join(store::VERIFICATION_FILE), &verification)
         .map_err(|error| error.to_string())?;
     if !verification.ok {
@@ -360,8 +403,7 @@ async fn backup_steps(job: &JobHandle, backup_id: &str) -> Result<Option<u64>, S
         ));
     }
     // Until the hooks have run, the backup is recorded as not shipped.
-    let pending: Vec<HookResult> = config
-        .hooks
+    let pending: Vec<HookResult> = hooks
         .iter()
         .map(|hook| HookResult {
             name: hook.name.clone(),
@@ -376,11 +418,10 @@ async fn backup_steps(job: &JobHandle, backup_id: &str) -> Result<Option<u64>, S
         write_json_atomically(&partial.join(store::HOOKS_FILE), &pending)
             .map_err(|error| error.to_string())?;
     }
-    std::fs::rename(&partial, store.backup_dir(backup_id))
+    std::fs::rename(partial, store.backup_dir(backup_id))
         .map_err(|error| format!("completing the backup: {error}"))?;
     store::sync_dir(&store.dir).map_err(|error| error.to_string())?;
-    tracing::info!(backup = %backup_id, ?downtime_ms, reflink, "backup complete");
-    Ok(downtime_ms)
+    Ok(())
 }
 
 /// The sequence number of a new backup (see `Manifest::sequence`).

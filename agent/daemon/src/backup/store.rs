@@ -426,6 +426,11 @@ pub fn validate_manifest(id: &str, manifest: &Manifest) -> Result<(), String> {
     {
         return Err(format!("sequence must be between 1 and {SEQUENCE_MAX}"));
     }
+    validate_stored_file(manifest)
+}
+
+/// The stored file's part of a manifest: its name, compression, hashes and sizes.
+fn validate_stored_file(manifest: &Manifest) -> Result<(), String> {
     validate_plain_file_name(&manifest.file).map_err(|why| format!("file: {why}"))?;
     let Some(compression) = Compression::parse(&manifest.compression) else {
         return Err("compression is neither \"zstd\" nor \"none\"".into());

@@ -23,6 +23,7 @@ pub mod cache;
 
 pub use cache::{BODY_AGE_MAX, Cache, ChangeKey, Counters, Format, openmetrics_to_text};
 
+use crate::api::HostStatus;
 use crate::health;
 use crate::state::AgentState;
 use crate::statsd;
@@ -161,6 +162,11 @@ fn host_metrics(builder: &mut Builder, state: &AgentState) {
     builder.gauge("node_load1", "1m load average.", host.load_average[0]);
     builder.gauge("node_load5", "5m load average.", host.load_average[1]);
     builder.gauge("node_load15", "15m load average.", host.load_average[2]);
+    host_time_and_cpu_metrics(builder, &host);
+}
+
+/// Boot time, clock synchronisation, CPU usage and io_uring.
+fn host_time_and_cpu_metrics(builder: &mut Builder, host: &HostStatus) {
     if let Some(boot) = crate::replica::boot_time_unix_seconds() {
         builder.gauge(
             "node_boot_time_seconds",
@@ -253,6 +259,12 @@ fn agent_metrics(builder: &mut Builder, state: &AgentState) {
             );
         }
     }
+    replica_metrics(builder, state);
+    probe_and_counter_metrics(builder, state);
+}
+
+/// The replica's process and data file, read at encode time.
+fn replica_metrics(builder: &mut Builder, state: &AgentState) {
     let running = state
         .replica
         .process_state()
@@ -296,6 +308,10 @@ fn agent_metrics(builder: &mut Builder, state: &AgentState) {
             metadata.len() as f64,
         );
     }
+}
+
+/// The client probe and the agent's own counters.
+fn probe_and_counter_metrics(builder: &mut Builder, state: &AgentState) {
     let health = &state.config.health;
     let verdict = state.prober.verdict(
         std::time::Duration::from_millis(health.probe_timeout_ms),
