@@ -455,22 +455,7 @@ impl Replica {
         // attach _SYSTEMD_INVOCATION_ID to a service's stream (it reads it from a cgroup xattr,
         // which containers may hide: seen in the lab's systemd-nspawn hosts). An entry that has
         // one must name the current invocation (journal_message).
-        let child = Command::new("journalctl")
-            .args([
-                "--follow",
-                "--no-tail",
-                "--quiet",
-                "--no-pager",
-                "--output=json",
-            ])
-            .arg("--output-fields=MESSAGE,_PID,_SYSTEMD_UNIT,_SYSTEMD_INVOCATION_ID")
-            .arg(format!("_SYSTEMD_UNIT={unit}"))
-            .arg(format!("_PID={pid}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn();
+        let child = spawn_journalctl(&unit, pid);
         let mut child = match child {
             Ok(child) => child,
             Err(error) => {
@@ -483,17 +468,7 @@ impl Replica {
         };
         tracing::info!(%invocation, pid, "following the replica's journal entries");
         if let Some(stderr) = child.stderr.take() {
-            // What journalctl says when it cannot read (permissions, a bad match), bounded.
-            tokio::spawn(async move {
-                let mut text = String::new();
-                let _ = BufReader::new(stderr)
-                    .take(4096)
-                    .read_to_string(&mut text)
-                    .await;
-                if !text.trim().is_empty() {
-                    tracing::warn!(stderr = %text.trim(), "journalctl (replica's journal)");
-                }
-            });
+            tokio::spawn(log_journalctl_stderr(stderr));
         }
         let mut reader = BufReader::new(stdout);
         let mut entry = Vec::new();
@@ -858,6 +833,38 @@ pub fn boot_time_unix_seconds() -> Option<f64> {
             .find_map(|line| line.strip_prefix("btime "))
             .and_then(|value| value.trim().parse().ok())
     })
+}
+
+/// `journalctl --follow` of the replica's unit and main pid, one JSON entry a line.
+fn spawn_journalctl(unit: &str, pid: u32) -> std::io::Result<tokio::process::Child> {
+    Command::new("journalctl")
+        .args([
+            "--follow",
+            "--no-tail",
+            "--quiet",
+            "--no-pager",
+            "--output=json",
+        ])
+        .arg("--output-fields=MESSAGE,_PID,_SYSTEMD_UNIT,_SYSTEMD_INVOCATION_ID")
+        .arg(format!("_SYSTEMD_UNIT={unit}"))
+        .arg(format!("_PID={pid}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+}
+
+/// What journalctl says when it cannot read (permissions, a bad match), bounded.
+async fn log_journalctl_stderr(stderr: tokio::process::ChildStderr) {
+    let mut text = String::new();
+    let _ = BufReader::new(stderr)
+        .take(4096)
+        .read_to_string(&mut text)
+        .await;
+    if !text.trim().is_empty() {
+        tracing::warn!(stderr = %text.trim(), "journalctl (replica's journal)");
+    }
 }
 
 #[cfg(test)]

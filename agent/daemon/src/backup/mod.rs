@@ -779,75 +779,15 @@ pub async fn restore(
 ) -> Result<RestoreResponse, AppError> {
     let (state, id, request) = (&job.state, id.as_str(), &request);
     let (store, record) = find_backup_blocking(state, id).await?;
-    let replica = &state.config.replica;
     let manifest = &record.manifest;
-    if manifest.cluster_id != replica.cluster_id
-        || manifest.replica_index != replica.index
-        || manifest.replica_count != replica.count
-    {
-        return Err(AppError::Refused(format!(
-            "backup {id} is of cluster {} replica {} of {}; this is cluster {} replica {} of {}",
-            manifest.cluster_id,
-            manifest.replica_index,
-            manifest.replica_count,
-            replica.cluster_id,
-            replica.index,
-            replica.count
-        )));
-    }
-    if state.replica.pid().is_some() {
-        return Err(AppError::Refused(
-            "the local replica is running: stop it first. Restoring an old copy into a live \
-             cluster can lose committed data; restore is for disaster recovery of a stopped \
-             cluster"
-                .into(),
-        ));
-    }
+    restorable_here(state, id, manifest)?;
     // Whatever happens next, the previous process's view and progress say nothing of the file
     // this restore may put in place (a whole-cluster restore can go back to an older view).
     state.replica.data_file_replaced(true);
-    let mode = request.mode.as_deref().map(RestoreMode::parse);
-    match (mode, &request.cluster_id) {
-        (None, None) => {
-            let running = peers_possibly_running(state).await;
-            if !running.is_empty() {
-                return Err(AppError::Refused(format!(
-                    "peer replicas may be running ({}). Restoring one replica's old file into a \
-                     live cluster can lose committed data. For a disaster recovery of the whole \
-                     cluster, stop every replica, or send {{\"mode\": \"disaster-recovery\", \
-                     \"cluster_id\": \"<the cluster id>\"}}",
-                    running.join("; ")
-                )));
-            }
-        }
-        (Some(Some(RestoreMode::DisasterRecovery)), Some(cluster_id)) => {
-            if *cluster_id != replica.cluster_id {
-                return Err(AppError::Refused(format!(
-                    "the confirmation names cluster {cluster_id}, but this replica belongs to \
-                     cluster {}",
-                    replica.cluster_id
-                )));
-            }
-        }
-        _ => {
-            return Err(AppError::BadRequest(
-                "the body must be empty or {\"mode\": \"disaster-recovery\", \"cluster_id\": \"...\"}".into(),
-            ));
-        }
-    }
+    peers_stopped_or_overridden(state, request).await?;
     // Verify before touching anything.
-    job.step("verifying the backup");
-    let backup_dir = store.backup_dir(id);
-    let stored = store.open_in_backup(id, &manifest.file);
-    let verification = verify_files(stored, manifest).await;
-    let _ = write_json_atomically(&backup_dir.join(store::VERIFICATION_FILE), &verification);
-    if !verification.ok {
-        return Err(AppError::Refused(format!(
-            "backup {id} failed verification, nothing was changed: {}",
-            verification.detail
-        )));
-    }
-    let data_file = replica.data_file.clone();
+    verify_before_restore(&job, &store, id, manifest).await?;
+    let data_file = state.config.replica.data_file.clone();
     let data_dir = data_file.parent().expect("absolute path").to_path_buf();
     let temporary = data_dir.join(format!(".restore-{id}.tmp"));
     let _ = std::fs::remove_file(&temporary);
@@ -901,6 +841,93 @@ pub async fn restore(
         data_file: data_file.display().to_string(),
         previous_moved_to,
     })
+}
+
+/// Verifies the backup (and records the verification) before anything is touched.
+async fn verify_before_restore(
+    job: &JobHandle,
+    store: &Store,
+    id: &str,
+    manifest: &Manifest,
+) -> Result<(), AppError> {
+    job.step("verifying the backup");
+    let backup_dir = store.backup_dir(id);
+    let stored = store.open_in_backup(id, &manifest.file);
+    let verification = verify_files(stored, manifest).await;
+    let _ = write_json_atomically(&backup_dir.join(store::VERIFICATION_FILE), &verification);
+    if !verification.ok {
+        return Err(AppError::Refused(format!(
+            "backup {id} failed verification, nothing was changed: {}",
+            verification.detail
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses a backup of another replica or cluster, and a running local replica.
+fn restorable_here(state: &AgentState, id: &str, manifest: &Manifest) -> Result<(), AppError> {
+    let replica = &state.config.replica;
+    if manifest.cluster_id != replica.cluster_id
+        || manifest.replica_index != replica.index
+        || manifest.replica_count != replica.count
+    {
+        return Err(AppError::Refused(format!(
+            "backup {id} is of cluster {} replica {} of {}; this is cluster {} replica {} of {}",
+            manifest.cluster_id,
+            manifest.replica_index,
+            manifest.replica_count,
+            replica.cluster_id,
+            replica.index,
+            replica.count
+        )));
+    }
+    if state.replica.pid().is_some() {
+        return Err(AppError::Refused(
+            "the local replica is running: stop it first. Restoring an old copy into a live \
+             cluster can lose committed data; restore is for disaster recovery of a stopped \
+             cluster"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses while peers may be running, unless the request is a confirmed disaster recovery.
+async fn peers_stopped_or_overridden(
+    state: &AgentState,
+    request: &RestoreRequest,
+) -> Result<(), AppError> {
+    let replica = &state.config.replica;
+    let mode = request.mode.as_deref().map(RestoreMode::parse);
+    match (mode, &request.cluster_id) {
+        (None, None) => {
+            let running = peers_possibly_running(state).await;
+            if !running.is_empty() {
+                return Err(AppError::Refused(format!(
+                    "peer replicas may be running ({}). Restoring one replica's old file into a \
+                     live cluster can lose committed data. For a disaster recovery of the whole \
+                     cluster, stop every replica, or send {{\"mode\": \"disaster-recovery\", \
+                     \"cluster_id\": \"<the cluster id>\"}}",
+                    running.join("; ")
+                )));
+            }
+        }
+        (Some(Some(RestoreMode::DisasterRecovery)), Some(cluster_id)) => {
+            if *cluster_id != replica.cluster_id {
+                return Err(AppError::Refused(format!(
+                    "the confirmation names cluster {cluster_id}, but this replica belongs to \
+                     cluster {}",
+                    replica.cluster_id
+                )));
+            }
+        }
+        _ => {
+            return Err(AppError::BadRequest(
+                "the body must be empty or {\"mode\": \"disaster-recovery\", \"cluster_id\": \"...\"}".into(),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Peers whose replica runs, or whose agent cannot say: an unknown state counts as running.
