@@ -7,31 +7,28 @@
 //! compression and shipping happen afterwards, from the copy, with the replica already back.
 
 pub mod cold_copy;
+pub mod recover;
+pub mod restore;
 pub mod store;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::api::LeaseFields;
-use crate::api::{
-    BackupRecord, BackupTimings, HookResult, Manifest, RestoreRequest, RestoreResponse,
-    Verification,
-};
+use crate::api::{BackupRecord, BackupTimings, HookResult, Manifest, Verification};
 use crate::config::{self, Run};
 use crate::lease::hold;
 use crate::ops::{self, AppError, JobDone, JobHandle, io_failure};
 use crate::state::AgentState;
 use store::{COMPRESSED_FILE, RAW_FILE, Store, now_unix_ms, write_json_atomically};
 use tb_proto::backup_files as files;
-use tb_proto::backup_modes::{Compression, RestoreMode};
+use tb_proto::backup_modes::Compression;
 use tb_proto::lease::Operation;
 
 const MANIFEST_FORMAT_VERSION: u32 = 1;
 /// Bytes of a hook's output kept in the backup's record.
 const HOOK_OUTPUT_KEPT_BYTES: usize = 16 * 1024;
-/// `tigerbeetle recover` formats a small file and asks the cluster: minutes at most.
-const RECOVER_COMMAND_TIMEOUT: Duration = Duration::from_secs(600);
 
 fn backup_config(state: &AgentState) -> Result<&config::Backup, AppError> {
     state.config.backup.as_ref().ok_or(AppError::NotConfigured)
@@ -767,268 +764,6 @@ pub async fn stored_file(
         Ok((file, manifest))
     })
     .await
-}
-
-/// `POST /v1/backups/{id}/restore`: disaster recovery only. Puts a verified backup in place of
-/// this replica's data file, atomically, after moving the current file aside.
-/// Runs as a job holding the replica lock and the backup's lock.
-pub async fn restore(
-    job: JobHandle,
-    id: String,
-    request: RestoreRequest,
-) -> Result<RestoreResponse, AppError> {
-    let (state, id, request) = (&job.state, id.as_str(), &request);
-    let (store, record) = find_backup_blocking(state, id).await?;
-    let manifest = &record.manifest;
-    restorable_here(state, id, manifest)?;
-    // Whatever happens next, the previous process's view and progress say nothing of the file
-    // this restore may put in place (a whole-cluster restore can go back to an older view).
-    state.replica.data_file_replaced(true);
-    peers_stopped_or_overridden(state, request).await?;
-    // Verify before touching anything.
-    verify_before_restore(&job, &store, id, manifest).await?;
-    let data_file = state.config.replica.data_file.clone();
-    let data_dir = data_file.parent().expect("absolute path").to_path_buf();
-    let temporary = data_dir.join(format!(".restore-{id}.tmp"));
-    let _ = std::fs::remove_file(&temporary);
-    let stored = store
-        .open_in_backup(id, &manifest.file)
-        .map_err(|source| AppError::Io {
-            what: format!("opening backup {id}"),
-            source,
-        })?;
-    let (compression, expected) = (manifest.compression.clone(), manifest.data_blake3.clone());
-    let temporary_for_work = temporary.clone();
-    job.step("extracting the backup");
-    let extracted = tokio::task::spawn_blocking(move || {
-        files::extract_file(stored, &compression, &temporary_for_work)
-    })
-    .await
-    .map_err(|error| AppError::Failed(error.to_string()))?;
-    match extracted {
-        Ok(hash) if hash == expected => {}
-        Ok(hash) => {
-            let _ = std::fs::remove_file(&temporary);
-            return Err(AppError::Failed(format!(
-                "the extracted file hashes to {hash}, not {expected}; nothing was changed"
-            )));
-        }
-        Err(error) => {
-            let _ = std::fs::remove_file(&temporary);
-            return Err(AppError::Failed(format!(
-                "extracting the backup: {error}; nothing was changed"
-            )));
-        }
-    }
-    let previous_moved_to = if data_file.exists() {
-        let aside = PathBuf::from(format!(
-            "{}.replaced-{}",
-            data_file.display(),
-            now_unix_ms()
-        ));
-        std::fs::rename(&data_file, &aside)
-            .map_err(io_failure("moving the current data file aside"))?;
-        Some(aside.display().to_string())
-    } else {
-        None
-    };
-    std::fs::rename(&temporary, &data_file)
-        .map_err(io_failure("putting the restored file in place"))?;
-    store::sync_dir(&data_dir).map_err(io_failure("syncing the data directory"))?;
-    tracing::warn!(backup = %id, ?previous_moved_to, "data file restored from a backup");
-    Ok(RestoreResponse {
-        backup_id: id.to_string(),
-        data_file: data_file.display().to_string(),
-        previous_moved_to,
-    })
-}
-
-/// Verifies the backup (and records the verification) before anything is touched.
-async fn verify_before_restore(
-    job: &JobHandle,
-    store: &Store,
-    id: &str,
-    manifest: &Manifest,
-) -> Result<(), AppError> {
-    job.step("verifying the backup");
-    let backup_dir = store.backup_dir(id);
-    let stored = store.open_in_backup(id, &manifest.file);
-    let verification = verify_files(stored, manifest).await;
-    let _ = write_json_atomically(&backup_dir.join(store::VERIFICATION_FILE), &verification);
-    if !verification.ok {
-        return Err(AppError::Refused(format!(
-            "backup {id} failed verification, nothing was changed: {}",
-            verification.detail
-        )));
-    }
-    Ok(())
-}
-
-/// Refuses a backup of another replica or cluster, and a running local replica.
-fn restorable_here(state: &AgentState, id: &str, manifest: &Manifest) -> Result<(), AppError> {
-    let replica = &state.config.replica;
-    if manifest.cluster_id != replica.cluster_id
-        || manifest.replica_index != replica.index
-        || manifest.replica_count != replica.count
-    {
-        return Err(AppError::Refused(format!(
-            "backup {id} is of cluster {} replica {} of {}; this is cluster {} replica {} of {}",
-            manifest.cluster_id,
-            manifest.replica_index,
-            manifest.replica_count,
-            replica.cluster_id,
-            replica.index,
-            replica.count
-        )));
-    }
-    if state.replica.pid().is_some() {
-        return Err(AppError::Refused(
-            "the local replica is running: stop it first. Restoring an old copy into a live \
-             cluster can lose committed data; restore is for disaster recovery of a stopped \
-             cluster"
-                .into(),
-        ));
-    }
-    Ok(())
-}
-
-/// Refuses while peers may be running, unless the request is a confirmed disaster recovery.
-async fn peers_stopped_or_overridden(
-    state: &AgentState,
-    request: &RestoreRequest,
-) -> Result<(), AppError> {
-    let replica = &state.config.replica;
-    let mode = request.mode.as_deref().map(RestoreMode::parse);
-    match (mode, &request.cluster_id) {
-        (None, None) => {
-            let running = peers_possibly_running(state).await;
-            if !running.is_empty() {
-                return Err(AppError::Refused(format!(
-                    "peer replicas may be running ({}). Restoring one replica's old file into a \
-                     live cluster can lose committed data. For a disaster recovery of the whole \
-                     cluster, stop every replica, or send {{\"mode\": \"disaster-recovery\", \
-                     \"cluster_id\": \"<the cluster id>\"}}",
-                    running.join("; ")
-                )));
-            }
-        }
-        (Some(Some(RestoreMode::DisasterRecovery)), Some(cluster_id)) => {
-            if *cluster_id != replica.cluster_id {
-                return Err(AppError::Refused(format!(
-                    "the confirmation names cluster {cluster_id}, but this replica belongs to \
-                     cluster {}",
-                    replica.cluster_id
-                )));
-            }
-        }
-        _ => {
-            return Err(AppError::BadRequest(
-                "the body must be empty or {\"mode\": \"disaster-recovery\", \"cluster_id\": \"...\"}".into(),
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// Peers whose replica runs, or whose agent cannot say: an unknown state counts as running.
-async fn peers_possibly_running(state: &AgentState) -> Vec<String> {
-    let replica = &state.config.replica;
-    match &state.peers {
-        Some(peers) => peers.running_peers(replica.index).await,
-        None if replica.count == 1 => Vec::new(),
-        None => vec!["no [peers] configured, so the agent cannot tell".into()],
-    }
-}
-
-/// `POST /v1/replica/recover`: rebuilds a lost data file with `tigerbeetle recover` (never
-/// `format`), starts the replica and waits until state sync has finished.
-/// Runs as a job holding the replica lock; answers 202 once the checks have passed.
-pub async fn recover(mut job: JobHandle, lease: LeaseFields) -> Result<JobDone, AppError> {
-    let state = Arc::clone(&job.state);
-    let replica = &state.config.replica;
-    if replica.count < 3 {
-        return Err(AppError::Refused(format!(
-            "tigerbeetle recover needs a cluster of 3 or more replicas; this one has {}",
-            replica.count
-        )));
-    }
-    if replica.data_file.exists() {
-        return Err(AppError::Refused(format!(
-            "{} exists: recover is only for a lost data file. To rebuild a damaged one, move it \
-             aside first",
-            replica.data_file.display()
-        )));
-    }
-    if state.replica.pid().is_some() {
-        return Err(AppError::Refused("the replica is running".into()));
-    }
-    // Held until the replica has caught up: no other replica may stop meanwhile. The rest of
-    // the cluster must be healthy enough to view-change without this replica (the guard).
-    let standing = hold::take_guarded(&job, Operation::Recover, &lease).await?;
-    job.accept();
-    // The recovered file is not the one a previous process was caught up on.
-    state.replica.data_file_replaced(false);
-    let recovered = recover_steps(&state, &job.id).await;
-    let lease_text = standing.describe();
-    standing.finish().await;
-    recovered.map_err(AppError::Failed)?;
-    Ok(JobDone {
-        detail: format!("the data file was recovered and the replica is ready; {lease_text}"),
-    })
-}
-
-async fn recover_steps(state: &Arc<AgentState>, job_id: &str) -> Result<(), String> {
-    let replica = &state.config.replica;
-    let data_file = &replica.data_file;
-    // `recover` writes a new file; it becomes the data file only once recover succeeded.
-    let temporary = PathBuf::from(format!("{}.recovering", data_file.display()));
-    let _ = std::fs::remove_file(&temporary);
-    state.jobs.step(job_id, "running tigerbeetle recover");
-    let output = tokio::time::timeout(
-        RECOVER_COMMAND_TIMEOUT,
-        tokio::process::Command::new(state.replica.binary())
-            .arg("recover")
-            .arg(format!("--cluster={}", replica.cluster_id))
-            .arg(format!("--addresses={}", replica.addresses.join(",")))
-            .arg(format!("--replica={}", replica.index))
-            .arg(format!("--replica-count={}", replica.count))
-            .arg(&temporary)
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .map_err(|_| {
-        format!(
-            "tigerbeetle recover did not finish within {} s",
-            RECOVER_COMMAND_TIMEOUT.as_secs()
-        )
-    })?
-    .map_err(|error| format!("cannot run tigerbeetle recover: {error}"))?;
-    if !output.status.success() {
-        let _ = std::fs::remove_file(&temporary);
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        let tail: Vec<&str> = stderr.lines().rev().take(5).collect();
-        return Err(format!(
-            "tigerbeetle recover failed ({}): {}",
-            output.status,
-            tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
-        ));
-    }
-    std::fs::rename(&temporary, data_file)
-        .map_err(|error| format!("putting the recovered file in place: {error}"))?;
-    if let Some(dir) = data_file.parent() {
-        store::sync_dir(dir).map_err(|error| error.to_string())?;
-    }
-    state.jobs.step(job_id, "starting the replica");
-    state
-        .replica
-        .start()
-        .await
-        .map_err(|error| error.to_string())?;
-    state.jobs.step(job_id, "waiting for state sync to finish");
-    ops::wait_ready(state, state.timeouts.recover)
-        .await
-        .map_err(|error| error.to_string())
 }
 
 #[cfg(test)]

@@ -215,7 +215,7 @@ async fn restore(
         forced,
         lock,
         id,
-        move |job, id| operations::restore(job, id, request),
+        move |job, id| operations::restore::restore(job, id, request),
     )
     .await
 }
@@ -235,7 +235,7 @@ async fn recover(
             wait: Wait::Accept,
             backup_id: None,
         },
-        move |job| operations::recover(job, request.lease()),
+        move |job| operations::recover::recover(job, request.lease()),
     )
     .await
 }
