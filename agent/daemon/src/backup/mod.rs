@@ -7,13 +7,15 @@
 //! compression and shipping happen afterwards, from the copy, with the replica already back.
 
 pub mod cold_copy;
+pub mod hooks;
 pub mod recover;
 pub mod restore;
+pub mod retention;
 pub mod store;
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::api::LeaseFields;
 use crate::api::{BackupRecord, BackupTimings, HookResult, Manifest, Verification};
@@ -27,8 +29,6 @@ use tb_proto::backup_modes::Compression;
 use tb_proto::lease::Operation;
 
 const MANIFEST_FORMAT_VERSION: u32 = 1;
-/// Bytes of a hook's output kept in the backup's record.
-const HOOK_OUTPUT_KEPT_BYTES: usize = 16 * 1024;
 
 fn backup_config(state: &AgentState) -> Result<&config::Backup, AppError> {
     state.config.backup.as_ref().ok_or(AppError::NotConfigured)
@@ -186,11 +186,13 @@ pub async fn backup(
     match result {
         Ok(downtime_ms) => {
             job.update(|record| record.downtime_ms = downtime_ms);
-            run_hooks(&state, &store, &job.id, &backup_id).await;
+            let hooks = &backup_config(&state).expect("configured").hooks;
+            hooks::run_hooks(&job, hooks, &store, &backup_id).await;
             job.step("applying retention");
             let retention_state = Arc::clone(&state);
             blocking(move || {
-                apply_retention(&retention_state, &store);
+                let config = backup_config(&retention_state).expect("configured");
+                retention::apply_retention(config, &retention_state.locks, &store);
                 Ok(())
             })
             .await?;
@@ -517,198 +519,6 @@ pub async fn verify(job: JobHandle, id: String) -> Result<Verification, AppError
     Ok(verification)
 }
 
-async fn run_hooks(state: &AgentState, store: &Store, job_id: &str, backup_id: &str) {
-    let config = backup_config(state).expect("configured");
-    if config.hooks.is_empty() {
-        return;
-    }
-    state.jobs.step(job_id, "running shipping hooks");
-    let dir = store.backup_dir(backup_id);
-    let mut results = Vec::new();
-    for hook in &config.hooks {
-        let result = run_hook(hook, &dir, backup_id).await;
-        if !result.ok {
-            tracing::warn!(hook = %hook.name, error = ?result.error, backup = %backup_id, "hook failed; the backup stays, unshipped");
-        }
-        results.push(result);
-    }
-    if let Err(error) = write_json_atomically(&dir.join(store::HOOKS_FILE), &results) {
-        tracing::error!(%error, "cannot record hook results");
-    }
-}
-
-async fn run_hook(hook: &config::Hook, dir: &Path, backup_id: &str) -> HookResult {
-    let started = Instant::now();
-    let child = tokio::process::Command::new(&hook.command[0])
-        .args(&hook.command[1..])
-        .current_dir(dir)
-        .env("TB_BACKUP_ID", backup_id)
-        .env("TB_BACKUP_DIR", dir)
-        .env("TB_BACKUP_MANIFEST", dir.join(store::MANIFEST_FILE))
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn();
-    let result = match child {
-        Err(error) => Err(format!("cannot start {}: {error}", hook.command[0])),
-        Ok(mut child) => {
-            let stdout = child.stdout.take().expect("piped");
-            let stderr = child.stderr.take().expect("piped");
-            // The output is read as it comes and only its tail kept: a hook that prints
-            // gigabytes costs the agent no more than the kept bytes. On a timeout the child is
-            // dropped, which kills it.
-            let run = async {
-                let (stdout, stderr, status) = tokio::join!(
-                    read_tail(stdout, HOOK_OUTPUT_KEPT_BYTES),
-                    read_tail(stderr, HOOK_OUTPUT_KEPT_BYTES),
-                    child.wait()
-                );
-                Ok::<_, std::io::Error>((stdout?, stderr?, status?))
-            };
-            match tokio::time::timeout(Duration::from_millis(hook.timeout_ms), run).await {
-                Err(_) => Err(format!("timed out after {} ms", hook.timeout_ms)),
-                Ok(Err(error)) => Err(error.to_string()),
-                Ok(Ok(output)) => Ok(output),
-            }
-        }
-    };
-    let duration_ms = started.elapsed().as_millis() as u64;
-    match result {
-        Err(error) => HookResult {
-            name: hook.name.clone(),
-            ok: false,
-            exit_code: None,
-            duration_ms,
-            output: String::new(),
-            error: Some(error),
-        },
-        Ok((stdout, stderr, status)) => {
-            let mut bytes = stdout;
-            bytes.extend_from_slice(&stderr);
-            let mut cut = bytes.len().saturating_sub(HOOK_OUTPUT_KEPT_BYTES);
-            // Start on a character, not inside one (UTF-8 continuation bytes are 0b10xxxxxx).
-            while cut < bytes.len() && bytes[cut] & 0xC0 == 0x80 {
-                cut += 1;
-            }
-            let text = String::from_utf8_lossy(&bytes[cut..]).into_owned();
-            HookResult {
-                name: hook.name.clone(),
-                ok: status.success(),
-                exit_code: status.code(),
-                duration_ms,
-                output: text,
-                error: (!status.success()).then(|| format!("exited with {status}")),
-            }
-        }
-    }
-}
-
-/// Reads `reader` to its end, keeping only the last `kept_bytes` bytes: memory stays bounded by
-/// `kept_bytes` plus one read buffer, whatever the amount read.
-async fn read_tail(
-    mut reader: impl tokio::io::AsyncRead + Unpin,
-    kept_bytes: usize,
-) -> std::io::Result<Vec<u8>> {
-    use tokio::io::AsyncReadExt;
-    let mut kept: std::collections::VecDeque<u8> =
-        std::collections::VecDeque::with_capacity(kept_bytes);
-    let mut buffer = vec![0u8; 8192];
-    loop {
-        let read = reader.read(&mut buffer).await?;
-        if read == 0 {
-            break;
-        }
-        let fresh = &buffer[read.saturating_sub(kept_bytes)..read];
-        let overflow = (kept.len() + fresh.len()).saturating_sub(kept_bytes);
-        kept.drain(..overflow);
-        kept.extend(fresh);
-        assert!(kept.len() <= kept_bytes);
-    }
-    Ok(kept.into())
-}
-
-/// Keeps the newest `keep_last` backups and none older than `max_age_days`, but never deletes
-/// the newest verified backup.
-fn apply_retention(state: &AgentState, store: &Store) {
-    let config = backup_config(state).expect("configured");
-    let backups = match store.list() {
-        Ok(backups) => backups,
-        Err(error) => {
-            tracing::error!(%error, "retention cannot list the backups");
-            return;
-        }
-    };
-    let max_age_ms = config.max_age_days.map(|days| u64::from(days) * 86_400_000);
-    for doomed in retention_doomed(&backups, config.keep_last, max_age_ms, now_unix_ms()) {
-        // A backup being verified, restored or deleted is left for the next run.
-        let Some(_lease) = state.locks.backup(&doomed.id) else {
-            continue;
-        };
-        match store.delete(&doomed.id) {
-            Ok(()) => tracing::info!(
-                backup = %doomed.id,
-                too_many = doomed.too_many,
-                too_old = doomed.too_old,
-                "retention deleted a backup"
-            ),
-            Err(error) => {
-                tracing::error!(%error, backup = %doomed.id, "retention could not delete")
-            }
-        }
-    }
-}
-
-/// A backup retention deletes, and why.
-#[derive(Debug, PartialEq, Eq)]
-struct Doomed {
-    id: String,
-    too_many: bool,
-    too_old: bool,
-}
-
-/// What retention deletes from `backups` (newest first, as `Store::list` orders them by
-/// sequence): those past the newest `keep_last` and those older than `max_age_ms`, except the
-/// newest verified backup, which is always kept. Age is by the clock at creation; a creation
-/// time in the future (a clock stepped back since) counts as age zero.
-fn retention_doomed(
-    backups: &[BackupRecord],
-    keep_last: u32,
-    max_age_ms: Option<u64>,
-    now_unix_ms: u64,
-) -> Vec<Doomed> {
-    assert!(
-        keep_last >= 1,
-        "config validation keeps at least one backup"
-    );
-    assert!(
-        backups
-            .windows(2)
-            .all(|pair| store::order_key(&pair[0]) >= store::order_key(&pair[1])),
-        "backups are listed newest first"
-    );
-    let newest_verified = backups.iter().position(|backup| {
-        backup
-            .verification
-            .as_ref()
-            .is_some_and(|verification| verification.ok)
-    });
-    let mut doomed = Vec::new();
-    for (position, backup) in backups.iter().enumerate() {
-        let too_many = position >= keep_last as usize;
-        let too_old = max_age_ms
-            .is_some_and(|max| now_unix_ms.saturating_sub(backup.manifest.created_unix_ms) > max);
-        if (too_many || too_old) && Some(position) != newest_verified {
-            doomed.push(Doomed {
-                id: backup.id.clone(),
-                too_many,
-                too_old,
-            });
-        }
-    }
-    doomed
-}
-
 /// `DELETE /v1/backups/{id}`, as a job holding the backup's lock. No manifest check: deleting
 /// uses nothing of the backup, so a tampered one (refused everywhere else) can be removed too. A
 /// directory that is a symbolic link is removed as a link; what it points to is left alone.
@@ -800,114 +610,5 @@ mod tests {
             marker_action(Some("partial".into()), done),
             MarkerAction::StartReplica("partial".into())
         );
-    }
-
-    fn record(
-        id: &str,
-        sequence: u64,
-        created_unix_ms: u64,
-        verified: Option<bool>,
-    ) -> BackupRecord {
-        BackupRecord {
-            id: id.into(),
-            manifest: store::tests::manifest(id, Some(sequence), created_unix_ms),
-            verification: verified.map(|ok| Verification {
-                ok,
-                verified_unix_ms: 0,
-                detail: String::new(),
-            }),
-            shipped: true,
-            hooks: Vec::new(),
-        }
-    }
-
-    fn doomed_ids(doomed: &[Doomed]) -> Vec<&str> {
-        doomed.iter().map(|doomed| doomed.id.as_str()).collect()
-    }
-
-    const DAY_MS: u64 = 86_400_000;
-
-    #[test]
-    fn retention_keeps_the_newest_and_the_newest_verified() {
-        let now = 100 * DAY_MS;
-        // Newest first; the two newest failed verification (or were never verified).
-        let backups = [
-            record("e", 5, now - DAY_MS, Some(false)),
-            record("d", 4, now - 2 * DAY_MS, None),
-            record("c", 3, now - 40 * DAY_MS, Some(true)),
-            record("b", 2, now - 50 * DAY_MS, Some(true)),
-            record("a", 1, now - 60 * DAY_MS, Some(true)),
-        ];
-        // keep_last 2: c is past it and too old, yet it is the newest verified one.
-        let doomed = retention_doomed(&backups, 2, Some(30 * DAY_MS), now);
-        assert_eq!(doomed_ids(&doomed), ["b", "a"]);
-        assert!(
-            doomed
-                .iter()
-                .all(|doomed| doomed.too_many && doomed.too_old)
-        );
-        // max_age_days alone deletes what is older, but not the newest verified one.
-        let doomed = retention_doomed(&backups, 100, Some(45 * DAY_MS), now);
-        assert_eq!(doomed_ids(&doomed), ["b", "a"]);
-        assert!(
-            doomed
-                .iter()
-                .all(|doomed| !doomed.too_many && doomed.too_old)
-        );
-        // keep_last alone.
-        let doomed = retention_doomed(&backups, 3, None, now);
-        assert_eq!(doomed_ids(&doomed), ["b", "a"]);
-        assert!(
-            doomed
-                .iter()
-                .all(|doomed| doomed.too_many && !doomed.too_old)
-        );
-        // Nothing verified: keep_last and age rule alone.
-        let unverified: Vec<_> = backups
-            .iter()
-            .map(|backup| BackupRecord {
-                verification: None,
-                ..backup.clone()
-            })
-            .collect();
-        assert_eq!(
-            doomed_ids(&retention_doomed(&unverified, 1, None, now)),
-            ["d", "c", "b", "a"]
-        );
-    }
-
-    /// After the clock was stepped back, the newest backup has the oldest creation time, and the
-    /// older ones have creation times in the future: the newest (by sequence) is kept, and a
-    /// creation time in the future is not "old".
-    #[test]
-    fn retention_after_a_stepped_back_clock() {
-        let now = 100 * DAY_MS;
-        let backups = [
-            record("new", 3, now - 10 * DAY_MS, Some(true)),
-            record("old", 2, now + 5 * DAY_MS, Some(true)),
-            record("older", 1, now + 4 * DAY_MS, Some(true)),
-        ];
-        let doomed = retention_doomed(&backups, 2, Some(5 * DAY_MS), now);
-        assert_eq!(doomed_ids(&doomed), ["older"]);
-        // With one kept, the newest by sequence survives, whatever the clock said.
-        assert_eq!(
-            doomed_ids(&retention_doomed(&backups, 1, None, now)),
-            ["old", "older"]
-        );
-    }
-
-    #[tokio::test]
-    async fn hook_output_keeps_the_tail() {
-        for (total, kept) in [
-            (0usize, 16),
-            (10, 16),
-            (16, 16),
-            (100_000, 16),
-            (100_000, 16 * 1024),
-        ] {
-            let input: Vec<u8> = (0..total).map(|i| (i % 251) as u8).collect();
-            let tail = read_tail(&input[..], kept).await.unwrap();
-            assert_eq!(tail, input[total.saturating_sub(kept)..], "{total} {kept}");
-        }
     }
 }
