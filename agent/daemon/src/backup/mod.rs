@@ -212,20 +212,23 @@ pub async fn backup(
             })
             .await;
             tracing::error!(%error, backup = %backup_id, "backup failed");
-            Err(AppError::Failed(error))
+            Err(error)
         }
     }
 }
 
 /// The copy and everything until the backup is complete on disk. Returns the replica's downtime.
-async fn backup_steps(job: &JobHandle, backup_id: &str) -> Result<Option<u64>, String> {
+async fn backup_steps(job: &JobHandle, backup_id: &str) -> Result<Option<u64>, AppError> {
     let state = &job.state;
     let job_id = job.id.as_str();
     let config = backup_config(state).expect("configured");
     let store = store(state).expect("configured");
     let partial = store
         .create_partial_dir(backup_id)
-        .map_err(|error| format!("{}: {error}", store.partial_dir(backup_id).display()))?;
+        .map_err(|source| AppError::Io {
+            what: store.partial_dir(backup_id).display().to_string(),
+            source,
+        })?;
     let (copied, downtime_ms) = copy_cold(job, &store, backup_id, &partial).await?;
     let cold_copy::Copied {
         reflink,
@@ -272,7 +275,7 @@ async fn backup_steps(job: &JobHandle, backup_id: &str) -> Result<Option<u64>, S
         },
     };
     write_json_atomically(&partial.join(store::MANIFEST_FILE), &manifest)
-        .map_err(|error| format!("writing the manifest: {error}"))?;
+        .map_err(io_failure("writing the manifest"))?;
 
     complete(job, &store, &config.hooks, backup_id, &partial, &manifest).await?;
     tracing::info!(backup = %backup_id, ?downtime_ms, reflink, "backup complete");
@@ -286,7 +289,7 @@ async fn copy_cold(
     store: &Store,
     backup_id: &str,
     partial: &Path,
-) -> Result<(cold_copy::Copied, Option<u64>), String> {
+) -> Result<(cold_copy::Copied, Option<u64>), AppError> {
     let state = &job.state;
     let job_id = job.id.as_str();
     let raw = partial.join(RAW_FILE);
@@ -325,15 +328,13 @@ async fn copy_cold(
     if state.replica.pid().is_some() {
         remove_marker(&marker);
     }
-    let copied = copied?;
+    let copied = copied.map_err(AppError::Failed)?;
     let mut downtime_ms = None;
     if copied.was_running {
         state
             .jobs
             .step(job_id, "waiting for the replica to be ready");
-        ops::wait_ready(state, state.timeouts.ready)
-            .await
-            .map_err(|error| error.to_string())?;
+        ops::wait_ready(state, state.timeouts.ready).await?;
         downtime_ms = Some(down_since.elapsed().as_millis() as u64);
     }
 
@@ -346,7 +347,7 @@ async fn hash_and_compress(
     partial: &Path,
     compress: bool,
     level: i32,
-) -> Result<(String, files::Compressed, u64), String> {
+) -> Result<(String, files::Compressed, u64), AppError> {
     let hash_started = Instant::now();
     let partial_for_work = partial.to_path_buf();
     let (file, stored) =
@@ -372,8 +373,8 @@ async fn hash_and_compress(
             }
         })
         .await
-        .map_err(|error| error.to_string())?
-        .map_err(|error| format!("hashing and compressing: {error}"))?;
+        .map_err(|error| AppError::Failed(error.to_string()))?
+        .map_err(io_failure("hashing and compressing"))?;
     let hash_ms = hash_started.elapsed().as_millis() as u64;
     Ok((file, stored, hash_ms))
 }
@@ -387,19 +388,19 @@ async fn complete(
     backup_id: &str,
     partial: &Path,
     manifest: &Manifest,
-) -> Result<(), String> {
+) -> Result<(), AppError> {
     let state = &job.state;
     let job_id = job.id.as_str();
     state.jobs.step(job_id, "verifying the stored file");
     let stored = std::fs::File::open(partial.join(&manifest.file));
     let verification = verify_files(stored, manifest).await;
     write_json_atomically(&partial.join(store::VERIFICATION_FILE), &verification)
-        .map_err(|error| error.to_string())?;
+        .map_err(|error| AppError::Failed(error.to_string()))?;
     if !verification.ok {
-        return Err(format!(
+        return Err(AppError::Failed(format!(
             "the stored copy does not verify: {}",
             verification.detail
-        ));
+        )));
     }
     // Until the hooks have run, the backup is recorded as not shipped.
     let pending: Vec<HookResult> = hooks
@@ -415,22 +416,22 @@ async fn complete(
         .collect();
     if !pending.is_empty() {
         write_json_atomically(&partial.join(store::HOOKS_FILE), &pending)
-            .map_err(|error| error.to_string())?;
+            .map_err(|error| AppError::Failed(error.to_string()))?;
     }
     std::fs::rename(partial, store.backup_dir(backup_id))
-        .map_err(|error| format!("completing the backup: {error}"))?;
-    store::sync_dir(&store.dir).map_err(|error| error.to_string())?;
+        .map_err(io_failure("completing the backup"))?;
+    store::sync_dir(&store.dir).map_err(|error| AppError::Failed(error.to_string()))?;
     Ok(())
 }
 
 /// The sequence number of a new backup (see `Manifest::sequence`).
-fn next_sequence(store: &Store) -> Result<u64, String> {
+fn next_sequence(store: &Store) -> Result<u64, AppError> {
     let listed = store
         .list()
-        .map_err(|error| format!("listing backups for the sequence: {error}"))?;
+        .map_err(io_failure("listing backups for the sequence"))?;
     store
         .next_sequence(&listed)
-        .map_err(|error| format!("the backup sequence: {error}"))
+        .map_err(io_failure("the backup sequence"))
 }
 
 /// Re-hashes a backup's stored file (opened by the caller, inside the backup's directory)

@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::store;
 use crate::api::LeaseFields;
 use crate::lease::hold;
-use crate::ops::{self, AppError, JobDone, JobHandle};
+use crate::ops::{self, AppError, JobDone, JobHandle, io_failure};
 use crate::state::AgentState;
 use tb_proto::lease::Operation;
 
@@ -45,13 +45,13 @@ pub async fn recover(mut job: JobHandle, lease: LeaseFields) -> Result<JobDone, 
     let recovered = recover_steps(&state, &job.id).await;
     let lease_text = standing.describe();
     standing.finish().await;
-    recovered.map_err(AppError::Failed)?;
+    recovered?;
     Ok(JobDone {
         detail: format!("the data file was recovered and the replica is ready; {lease_text}"),
     })
 }
 
-async fn recover_steps(state: &Arc<AgentState>, job_id: &str) -> Result<(), String> {
+async fn recover_steps(state: &Arc<AgentState>, job_id: &str) -> Result<(), AppError> {
     let replica = &state.config.replica;
     let data_file = &replica.data_file;
     // `recover` writes a new file; it becomes the data file only once recover succeeded.
@@ -72,35 +72,33 @@ async fn recover_steps(state: &Arc<AgentState>, job_id: &str) -> Result<(), Stri
     )
     .await
     .map_err(|_| {
-        format!(
+        AppError::Failed(format!(
             "tigerbeetle recover did not finish within {} s",
             RECOVER_COMMAND_TIMEOUT.as_secs()
-        )
+        ))
     })?
-    .map_err(|error| format!("cannot run tigerbeetle recover: {error}"))?;
+    .map_err(io_failure("cannot run tigerbeetle recover"))?;
     if !output.status.success() {
         let _ = std::fs::remove_file(&temporary);
         let stderr = String::from_utf8_lossy(&output.stderr);
         let tail: Vec<&str> = stderr.lines().rev().take(5).collect();
-        return Err(format!(
+        return Err(AppError::Failed(format!(
             "tigerbeetle recover failed ({}): {}",
             output.status,
             tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
-        ));
+        )));
     }
     std::fs::rename(&temporary, data_file)
-        .map_err(|error| format!("putting the recovered file in place: {error}"))?;
+        .map_err(io_failure("putting the recovered file in place"))?;
     if let Some(dir) = data_file.parent() {
-        store::sync_dir(dir).map_err(|error| error.to_string())?;
+        store::sync_dir(dir).map_err(|error| AppError::Failed(error.to_string()))?;
     }
     state.jobs.step(job_id, "starting the replica");
     state
         .replica
         .start()
         .await
-        .map_err(|error| error.to_string())?;
+        .map_err(|error| AppError::Failed(error.to_string()))?;
     state.jobs.step(job_id, "waiting for state sync to finish");
-    ops::wait_ready(state, state.timeouts.recover)
-        .await
-        .map_err(|error| error.to_string())
+    ops::wait_ready(state, state.timeouts.recover).await
 }
