@@ -60,34 +60,46 @@ pub async fn act(
             None,
         )),
         JobKind::Stop => {
-            let standing = hold::take(&job, Operation::Stop, &lease).await?;
-            let result = stop_under(&job, &standing, guard_override).await;
-            // Released before the answer: the next operation must find the lease free.
-            let lease_text = standing.describe();
-            standing.finish().await;
-            let guard_detail = result?;
-            Ok(response(
-                Outcome::Stopped,
-                format!("{guard_detail}; {lease_text}"),
-                None,
-            ))
+            let (detail, _) =
+                under_lease(&job, Operation::Stop, &lease, guard_override, running).await?;
+            Ok(response(Outcome::Stopped, detail, None))
         }
         _ => {
-            let standing = hold::take(&job, Operation::Restart, &lease).await?;
-            let result = restart_under(&job, &standing, running, guard_override).await;
-            let lease_text = standing.describe();
-            standing.finish().await;
-            let (guard_detail, downtime_ms) = result?;
-            Ok(response(
-                Outcome::Restarted,
-                format!(
-                    "ready again after {downtime_ms} ms{}{guard_detail}; {lease_text}",
-                    if guard_detail.is_empty() { "" } else { "; " },
-                ),
-                Some(downtime_ms),
-            ))
+            let (detail, downtime_ms) =
+                under_lease(&job, Operation::Restart, &lease, guard_override, running).await?;
+            Ok(response(Outcome::Restarted, detail, downtime_ms))
         }
     }
+}
+
+/// Stop or restart under the cluster's maintenance lease, released before the answer (the next
+/// operation must find it free). Returns the detail and, for a restart, the downtime.
+async fn under_lease(
+    job: &JobHandle,
+    operation: Operation,
+    lease: &LeaseFields,
+    guard_override: Override,
+    running: bool,
+) -> Result<(String, Option<u64>), AppError> {
+    let standing = hold::take(job, operation, lease).await?;
+    if operation == Operation::Stop {
+        let result = stop_under(job, &standing, guard_override).await;
+        let lease_text = standing.describe();
+        standing.finish().await;
+        let guard_detail = result?;
+        return Ok((format!("{guard_detail}; {lease_text}"), None));
+    }
+    let result = restart_under(job, &standing, running, guard_override).await;
+    let lease_text = standing.describe();
+    standing.finish().await;
+    let (guard_detail, downtime_ms) = result?;
+    Ok((
+        format!(
+            "ready again after {downtime_ms} ms{}{guard_detail}; {lease_text}",
+            if guard_detail.is_empty() { "" } else { "; " },
+        ),
+        Some(downtime_ms),
+    ))
 }
 
 /// The stop, under the lease: the quorum guard, then the stop. Returns the guard's finding.

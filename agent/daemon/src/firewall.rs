@@ -24,7 +24,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::Check;
 use crate::config::Config;
-use crate::state::AgentState;
 
 /// The nftables table the Ansible role `tigerbeetle_host` loads (tigerbeetle.nft.j2).
 pub const TABLE_FAMILY: &str = "inet";
@@ -257,9 +256,8 @@ impl Monitor {
 }
 
 /// The readiness check `firewall`, when the config names a record.
-pub fn check(state: &AgentState) -> Option<Check> {
-    let config = &state.config;
-    let verdict = state.firewall.verdict(config)?;
+pub fn check(monitor: &Monitor, config: &Config) -> Option<Check> {
+    let verdict = monitor.verdict(config)?;
     let path = config.health.firewall_record.as_deref()?;
     Some(Check {
         name: "firewall".to_string(),
@@ -388,6 +386,7 @@ pub fn write_record(path: &Path, record: &Record) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::AgentState;
 
     /// `nft --json list table inet tigerbeetle` (nftables 1.0.6) for tigerbeetle.nft.j2.
     const LISTING: &str = r#"{"nftables": [{"metainfo": {"version": "1.0.6", "json_schema_version": 1}}, {"table": {"family": "inet", "name": "tigerbeetle", "handle": 2}}, {"set": {"family": "inet", "name": "replica_sources", "table": "tigerbeetle", "type": "ipv4_addr", "handle": 2, "flags": ["interval"], "elem": ["10.213.0.1"]}}, {"chain": {"family": "inet", "table": "tigerbeetle", "name": "input", "handle": 1, "type": "filter", "hook": "input", "prio": -1, "policy": "accept"}}, {"chain": {"family": "inet", "table": "tigerbeetle", "name": "other", "handle": 9}}, {"rule": {"family": "inet", "table": "tigerbeetle", "chain": "input", "handle": 4, "expr": [{"match": {"op": "==", "left": {"meta": {"key": "iif"}}, "right": "lo"}}, {"accept": null}]}}, {"rule": {"family": "inet", "table": "tigerbeetle", "chain": "input", "handle": 5, "expr": [{"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}}, "right": 3000}}, {"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "saddr"}}, "right": "@replica_sources"}}, {"accept": null}]}}, {"rule": {"family": "inet", "table": "tigerbeetle", "chain": "input", "handle": 6, "expr": [{"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}}, "right": 3000}}, {"counter": {"packets": 0, "bytes": 0}}, {"drop": null}]}}, {"rule": {"family": "inet", "table": "tigerbeetle", "chain": "input", "handle": 8, "expr": [{"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}}, "right": 7443}}, {"counter": {"packets": 0, "bytes": 0}}, {"drop": null}]}}, {"rule": {"family": "inet", "table": "tigerbeetle", "chain": "other", "handle": 10, "expr": [{"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}}, "right": 9999}}, {"drop": null}]}}, {"rule": {"family": "inet", "table": "tigerbeetle", "chain": "input", "handle": 11, "expr": [{"match": {"op": "!=", "left": {"payload": {"protocol": "tcp", "field": "dport"}}, "right": 8888}}, {"drop": null}]}}]}"#;
@@ -541,7 +540,7 @@ mod tests {
         .unwrap();
         let state = AgentState::new(config).unwrap();
         write_record(&path, &record(now_unix_ms(), true, &[3000, 7443]).unwrap()).unwrap();
-        let check = check(&state).unwrap();
+        let check = check(&state.firewall, &state.config).unwrap();
         assert!(check.ok, "{check:?}");
         let metrics = crate::metrics::render(&state);
         assert!(
@@ -553,7 +552,7 @@ mod tests {
         // agent reads the record again (at most READ_INTERVAL later).
         write_record(&path, &record(now_unix_ms(), false, &[]).unwrap()).unwrap();
         *state.firewall.last.lock().unwrap() = None;
-        let check = super::check(&state).unwrap();
+        let check = super::check(&state.firewall, &state.config).unwrap();
         assert!(
             !check.ok && check.detail.contains("is not loaded"),
             "{check:?}"

@@ -30,7 +30,7 @@ pub fn ready_report(state: &AgentState) -> ReadyReport {
         disk_space(state),
         memory_lock(state),
     ];
-    checks.extend(crate::firewall::check(state));
+    checks.extend(crate::firewall::check(&state.firewall, &state.config));
     debug_assert!(
         checks
             .iter()

@@ -10,6 +10,8 @@ pub mod control;
 pub mod firewall;
 pub mod health;
 pub mod host;
+pub mod http;
+pub mod ids;
 pub mod lease;
 pub mod metrics;
 pub mod ops;
@@ -17,9 +19,9 @@ pub mod peers;
 pub mod probe;
 pub mod replica;
 pub mod replica_log;
-pub mod server;
 pub mod state;
 pub mod statsd;
+pub mod status;
 
 // The contract's modules under their old names, so daemon code reads `crate::api`.
 pub use tb_proto::tigerbeetle::CLIENT_RELEASE as TIGERBEETLE_CLIENT_VERSION;

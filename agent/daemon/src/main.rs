@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use tb_agent::config::{Config, LogFormat};
 use tb_agent::state::AgentState;
-use tb_agent::{auth, binary, probe, server, statsd};
+use tb_agent::{auth, binary, http, probe, statsd};
 
 /// How long the replica gets to stop when the agent shuts down (on top of its stop timeout).
 const SHUTDOWN_REPLICA_MARGIN: Duration = Duration::from_secs(5);
@@ -285,7 +285,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     // Before the replica starts: clean up after a backup the previous run did not finish.
     tb_agent::backup::recover_after_crash(&state).await;
     let replica_task = tokio::spawn(Arc::clone(&state.replica).run(shutdown.clone()));
-    let server_task = tokio::spawn(server::serve(listener, Arc::clone(&state), shutdown));
+    let server_task = tokio::spawn(http::serve(listener, Arc::clone(&state), shutdown));
 
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     wait_for_signal().await;

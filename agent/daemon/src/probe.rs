@@ -64,6 +64,17 @@ pub struct Verdict {
     pub version_skew: bool,
 }
 
+impl Verdict {
+    fn failing(detail: String, latency: Option<Duration>) -> Verdict {
+        Verdict {
+            ok: false,
+            detail,
+            latency,
+            version_skew: false,
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct Prober {
     state: Mutex<ProbeState>,
@@ -91,54 +102,40 @@ impl Prober {
         if let Some(since) = state.in_flight_since {
             let waiting = since.elapsed();
             if waiting > timeout {
-                return Verdict {
-                    ok: false,
-                    detail: format!(
+                return Verdict::failing(
+                    format!(
                         "lookup_accounts has had no answer for {} ms (timeout {} ms): the cluster \
                          is not answering clients from this host",
                         waiting.as_millis(),
                         timeout.as_millis()
                     ),
-                    latency: None,
-                    version_skew: false,
-                };
+                    None,
+                );
             }
         }
         match &state.last {
-            None => Verdict {
-                ok: false,
-                detail: "no probe has completed yet".into(),
-                latency: None,
-                version_skew: false,
-            },
+            None => Verdict::failing("no probe has completed yet".into(), None),
             Some(ProbeResult {
                 outcome: Outcome::Failed(error),
                 ..
-            }) => Verdict {
-                ok: false,
-                detail: format!("lookup_accounts failed: {error}"),
-                latency: None,
-                version_skew: false,
-            },
-            Some(result) if result.latency > timeout => Verdict {
-                ok: false,
-                detail: format!(
+            }) => Verdict::failing(format!("lookup_accounts failed: {error}"), None),
+            Some(result) if result.latency > timeout => Verdict::failing(
+                format!(
                     "lookup_accounts answered in {} ms, over the {} ms timeout",
                     result.latency.as_millis(),
                     timeout.as_millis()
                 ),
-                latency: Some(result.latency),
-                version_skew: false,
-            },
-            Some(result) if result.completed.elapsed() > interval + timeout * 2 => Verdict {
-                ok: false,
-                detail: format!(
-                    "the last probe completed {} ms ago",
-                    result.completed.elapsed().as_millis()
-                ),
-                latency: Some(result.latency),
-                version_skew: false,
-            },
+                Some(result.latency),
+            ),
+            Some(result) if result.completed.elapsed() > interval + timeout * 2 => {
+                Verdict::failing(
+                    format!(
+                        "the last probe completed {} ms ago",
+                        result.completed.elapsed().as_millis()
+                    ),
+                    Some(result.latency),
+                )
+            }
             Some(result) if result.outcome == Outcome::ClusterOlderThanClient => Verdict {
                 ok: true,
                 detail: format!(

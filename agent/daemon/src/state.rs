@@ -7,7 +7,7 @@ use crate::audit::AuditLog;
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::host::HostMonitor;
-use crate::metrics::Counters;
+use crate::metrics::cache::Counters;
 use crate::peers::Peers;
 use crate::probe::Prober;
 use crate::replica::Replica;
@@ -21,7 +21,7 @@ pub struct AgentState {
     pub audit: AuditLog,
     pub counters: Counters,
     /// The encoded /metrics body, re-encoded only when something changed.
-    pub metrics_cache: crate::metrics::Cache,
+    pub metrics_cache: crate::metrics::cache::Cache,
     pub statsd: Arc<statsd::Store>,
     pub prober: Arc<Prober>,
     /// The one TigerBeetle client of the agent (probe and lease).
@@ -32,12 +32,12 @@ pub struct AgentState {
     /// The last firewall record read (health.firewall_record).
     pub firewall: crate::firewall::Monitor,
     pub replica: Arc<Replica>,
-    pub peers: Option<Peers>,
+    pub peers: Option<Arc<Peers>>,
     /// One operation on the replica at a time, one per backup; a second one gets 409 busy.
     pub locks: crate::ops::Locks,
     /// The operations' durations, parsed once from the config.
     pub timeouts: crate::ops::Timeouts,
-    pub jobs: crate::backup::jobs::Jobs,
+    pub jobs: crate::ops::jobs::Jobs,
     /// `tigerbeetle version` and the binary's SHA-256, kept current in the background.
     pub binary_identity: RwLock<Option<BinaryIdentity>>,
 }
@@ -49,21 +49,27 @@ impl AgentState {
             config.cluster_id(),
             config.replica.index,
         ));
+        let cluster_client = Arc::new(crate::cluster_client::ClusterClient::new(
+            config.cluster_id(),
+            config.replica.addresses.join(","),
+        ));
+        let peers = Peers::new(&config)?.map(Arc::new);
         Ok(Arc::new(AgentState {
             auth: Authenticator::new(&config.tokens, config.server.auth_failures_per_minute_max),
             audit: AuditLog::open(config.server.audit_log.as_deref())?,
             counters: Counters::default(),
             metrics_cache: Default::default(),
             prober: Arc::new(Prober::default()),
-            cluster_client: Arc::new(crate::cluster_client::ClusterClient::new(
-                config.cluster_id(),
-                config.replica.addresses.join(","),
-            )),
-            lease: crate::lease::LeaseService::new(&config),
+            lease: crate::lease::LeaseService::new(
+                &config,
+                Arc::clone(&cluster_client),
+                peers.clone(),
+            ),
+            cluster_client,
             host: Arc::new(HostMonitor::default()),
             firewall: Default::default(),
             replica: Replica::new(Arc::clone(&config), Arc::clone(&statsd)),
-            peers: Peers::new(&config)?,
+            peers,
             statsd,
             locks: Default::default(),
             timeouts: crate::ops::Timeouts::from_config(&config),

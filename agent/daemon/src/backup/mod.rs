@@ -7,34 +7,28 @@
 //! compression and shipping happen afterwards, from the copy, with the replica already back.
 
 pub mod cold_copy;
-pub mod jobs;
-pub mod routes;
+pub mod hooks;
+pub mod recover;
+pub mod restore;
+pub mod retention;
 pub mod store;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::api::LeaseFields;
-use crate::api::{
-    BackupRecord, BackupTimings, HookResult, Manifest, RestoreRequest, RestoreResponse,
-    Verification,
-};
+use crate::api::{BackupRecord, BackupTimings, HookResult, Manifest, Verification};
 use crate::config::{self, Run};
 use crate::lease::hold;
 use crate::ops::{self, AppError, JobDone, JobHandle, io_failure};
 use crate::state::AgentState;
-use store::{Store, now_unix_ms, write_json_atomically};
+use store::{COMPRESSED_FILE, RAW_FILE, Store, now_unix_ms, write_json_atomically};
 use tb_proto::backup_files as files;
+use tb_proto::backup_modes::Compression;
 use tb_proto::lease::Operation;
 
 const MANIFEST_FORMAT_VERSION: u32 = 1;
-const RAW_FILE: &str = "data.tigerbeetle";
-const COMPRESSED_FILE: &str = "data.tigerbeetle.zst";
-/// Bytes of a hook's output kept in the backup's record.
-const HOOK_OUTPUT_KEPT_BYTES: usize = 16 * 1024;
-/// `tigerbeetle recover` formats a small file and asks the cluster: minutes at most.
-const RECOVER_COMMAND_TIMEOUT: Duration = Duration::from_secs(600);
 
 fn backup_config(state: &AgentState) -> Result<&config::Backup, AppError> {
     state.config.backup.as_ref().ok_or(AppError::NotConfigured)
@@ -192,11 +186,13 @@ pub async fn backup(
     match result {
         Ok(downtime_ms) => {
             job.update(|record| record.downtime_ms = downtime_ms);
-            run_hooks(&state, &store, &job.id, &backup_id).await;
+            let hooks = &backup_config(&state).expect("configured").hooks;
+            hooks::run_hooks(&job, hooks, &store, &backup_id).await;
             job.step("applying retention");
             let retention_state = Arc::clone(&state);
             blocking(move || {
-                apply_retention(&retention_state, &store);
+                let config = backup_config(&retention_state).expect("configured");
+                retention::apply_retention(config, &retention_state.locks, &store);
                 Ok(())
             })
             .await?;
@@ -216,27 +212,93 @@ pub async fn backup(
             })
             .await;
             tracing::error!(%error, backup = %backup_id, "backup failed");
-            Err(AppError::Failed(error))
+            Err(error)
         }
     }
 }
 
 /// The copy and everything until the backup is complete on disk. Returns the replica's downtime.
-async fn backup_steps(job: &JobHandle, backup_id: &str) -> Result<Option<u64>, String> {
+async fn backup_steps(job: &JobHandle, backup_id: &str) -> Result<Option<u64>, AppError> {
     let state = &job.state;
     let job_id = job.id.as_str();
     let config = backup_config(state).expect("configured");
     let store = store(state).expect("configured");
     let partial = store
         .create_partial_dir(backup_id)
-        .map_err(|error| format!("{}: {error}", store.partial_dir(backup_id).display()))?;
+        .map_err(|source| AppError::Io {
+            what: store.partial_dir(backup_id).display().to_string(),
+            source,
+        })?;
+    let (copied, downtime_ms) = copy_cold(job, &store, backup_id, &partial).await?;
+    let cold_copy::Copied {
+        reflink,
+        stopped_ms,
+        copy_ms,
+        ..
+    } = copied;
+    state.jobs.step(job_id, "hashing and compressing the copy");
+    let (compress, level) = (config.compress, config.zstd_level);
+    let (file, stored, hash_ms) = hash_and_compress(&partial, compress, level).await?;
+
+    let sequence = next_sequence(&store)?;
+    let identity = state.binary_identity();
+    let manifest = Manifest {
+        format_version: MANIFEST_FORMAT_VERSION,
+        backup_id: backup_id.to_string(),
+        cluster_id: state.config.replica.cluster_id.clone(),
+        replica_index: state.config.replica.index,
+        replica_count: state.config.replica.count,
+        tigerbeetle_version: identity.and_then(|identity| identity.version),
+        host: state.host.latest().hostname.clone(),
+        agent_version: crate::AGENT_VERSION.to_string(),
+        created_unix_ms: now_unix_ms(),
+        sequence: Some(sequence),
+        file,
+        compression: if compress {
+            Compression::Zstd
+        } else {
+            Compression::None
+        }
+        .as_str()
+        .to_string(),
+        data_size_bytes: stored.data_size_bytes,
+        data_blake3: stored.data_blake3,
+        stored_size_bytes: stored.stored_size_bytes,
+        stored_blake3: stored.stored_blake3,
+        reflink,
+        timings: BackupTimings {
+            stopped_ms,
+            copy_ms,
+            downtime_ms: downtime_ms.unwrap_or(0),
+            hash_ms: if compress { 0 } else { hash_ms },
+            compress_ms: if compress { hash_ms } else { 0 },
+        },
+    };
+    write_json_atomically(&partial.join(store::MANIFEST_FILE), &manifest)
+        .map_err(io_failure("writing the manifest"))?;
+
+    complete(job, &store, &config.hooks, backup_id, &partial, &manifest).await?;
+    tracing::info!(backup = %backup_id, ?downtime_ms, reflink, "backup complete");
+    Ok(downtime_ms)
+}
+
+/// Stops the replica (when running), copies its data file into `partial`, starts it again and
+/// waits until it is ready. Returns the copy's figures and the replica's downtime.
+async fn copy_cold(
+    job: &JobHandle,
+    store: &Store,
+    backup_id: &str,
+    partial: &Path,
+) -> Result<(cold_copy::Copied, Option<u64>), AppError> {
+    let state = &job.state;
+    let job_id = job.id.as_str();
     let raw = partial.join(RAW_FILE);
     let data_file = state.config.replica.data_file.clone();
 
     let down_since = Instant::now();
     let marker = store.marker();
     let store_dir = store.dir.clone();
-    let abandoned_partial = partial.clone();
+    let abandoned_partial = partial.to_path_buf();
     let copied = {
         let (data_file, raw) = (data_file.clone(), raw.clone());
         cold_copy::copy_while_stopped(
@@ -266,27 +328,28 @@ async fn backup_steps(job: &JobHandle, backup_id: &str) -> Result<Option<u64>, S
     if state.replica.pid().is_some() {
         remove_marker(&marker);
     }
-    let cold_copy::Copied {
-        reflink,
-        was_running,
-        stopped_ms,
-        copy_ms,
-    } = copied?;
+    let copied = copied.map_err(AppError::Failed)?;
     let mut downtime_ms = None;
-    if was_running {
+    if copied.was_running {
         state
             .jobs
             .step(job_id, "waiting for the replica to be ready");
-        ops::wait_ready(state, state.timeouts.ready)
-            .await
-            .map_err(|error| error.to_string())?;
+        ops::wait_ready(state, state.timeouts.ready).await?;
         downtime_ms = Some(down_since.elapsed().as_millis() as u64);
     }
 
-    state.jobs.step(job_id, "hashing and compressing the copy");
+    Ok((copied, downtime_ms))
+}
+
+/// Hashes the copy in `partial` and, when `compress`, compresses it (the raw copy goes).
+/// Returns the stored file's name, its figures and the time it took.
+async fn hash_and_compress(
+    partial: &Path,
+    compress: bool,
+    level: i32,
+) -> Result<(String, files::Compressed, u64), AppError> {
     let hash_started = Instant::now();
-    let (compress, level) = (config.compress, config.zstd_level);
-    let partial_for_work = partial.clone();
+    let partial_for_work = partial.to_path_buf();
     let (file, stored) =
         tokio::task::spawn_blocking(move || -> std::io::Result<(String, files::Compressed)> {
             let raw = partial_for_work.join(RAW_FILE);
@@ -310,55 +373,37 @@ async fn backup_steps(job: &JobHandle, backup_id: &str) -> Result<Option<u64>, S
             }
         })
         .await
-        .map_err(|error| error.to_string())?
-        .map_err(|error| format!("hashing and compressing: {error}"))?;
+        .map_err(|error| AppError::Failed(error.to_string()))?
+        .map_err(io_failure("hashing and compressing"))?;
     let hash_ms = hash_started.elapsed().as_millis() as u64;
+    Ok((file, stored, hash_ms))
+}
 
-    let sequence = next_sequence(&store)?;
-    let identity = state.binary_identity();
-    let manifest = Manifest {
-        format_version: MANIFEST_FORMAT_VERSION,
-        backup_id: backup_id.to_string(),
-        cluster_id: state.config.replica.cluster_id.clone(),
-        replica_index: state.config.replica.index,
-        replica_count: state.config.replica.count,
-        tigerbeetle_version: identity.and_then(|identity| identity.version),
-        host: state.host.latest().hostname.clone(),
-        agent_version: crate::AGENT_VERSION.to_string(),
-        created_unix_ms: now_unix_ms(),
-        sequence: Some(sequence),
-        file,
-        compression: if compress { "zstd" } else { "none" }.to_string(),
-        data_size_bytes: stored.data_size_bytes,
-        data_blake3: stored.data_blake3,
-        stored_size_bytes: stored.stored_size_bytes,
-        stored_blake3: stored.stored_blake3,
-        reflink,
-        timings: BackupTimings {
-            stopped_ms,
-            copy_ms,
-            downtime_ms: downtime_ms.unwrap_or(0),
-            hash_ms: if compress { 0 } else { hash_ms },
-            compress_ms: if compress { hash_ms } else { 0 },
-        },
-    };
-    write_json_atomically(&partial.join(store::MANIFEST_FILE), &manifest)
-        .map_err(|error| format!("writing the manifest: {error}"))?;
-
+/// Verifies the stored file against `manifest`, records the hooks as pending and moves the
+/// backup from `partial` to its place: from here on it is complete.
+async fn complete(
+    job: &JobHandle,
+    store: &Store,
+    hooks: &[config::Hook],
+    backup_id: &str,
+    partial: &Path,
+    manifest: &Manifest,
+) -> Result<(), AppError> {
+    let state = &job.state;
+    let job_id = job.id.as_str();
     state.jobs.step(job_id, "verifying the stored file");
     let stored = std::fs::File::open(partial.join(&manifest.file));
-    let verification = verify_files(stored, &manifest).await;
+    let verification = verify_files(stored, manifest).await;
     write_json_atomically(&partial.join(store::VERIFICATION_FILE), &verification)
-        .map_err(|error| error.to_string())?;
+        .map_err(|error| AppError::Failed(error.to_string()))?;
     if !verification.ok {
-        return Err(format!(
+        return Err(AppError::Failed(format!(
             "the stored copy does not verify: {}",
             verification.detail
-        ));
+        )));
     }
     // Until the hooks have run, the backup is recorded as not shipped.
-    let pending: Vec<HookResult> = config
-        .hooks
+    let pending: Vec<HookResult> = hooks
         .iter()
         .map(|hook| HookResult {
             name: hook.name.clone(),
@@ -371,23 +416,22 @@ async fn backup_steps(job: &JobHandle, backup_id: &str) -> Result<Option<u64>, S
         .collect();
     if !pending.is_empty() {
         write_json_atomically(&partial.join(store::HOOKS_FILE), &pending)
-            .map_err(|error| error.to_string())?;
+            .map_err(|error| AppError::Failed(error.to_string()))?;
     }
-    std::fs::rename(&partial, store.backup_dir(backup_id))
-        .map_err(|error| format!("completing the backup: {error}"))?;
-    store::sync_dir(&store.dir).map_err(|error| error.to_string())?;
-    tracing::info!(backup = %backup_id, ?downtime_ms, reflink, "backup complete");
-    Ok(downtime_ms)
+    std::fs::rename(partial, store.backup_dir(backup_id))
+        .map_err(io_failure("completing the backup"))?;
+    store::sync_dir(&store.dir).map_err(|error| AppError::Failed(error.to_string()))?;
+    Ok(())
 }
 
 /// The sequence number of a new backup (see `Manifest::sequence`).
-fn next_sequence(store: &Store) -> Result<u64, String> {
+fn next_sequence(store: &Store) -> Result<u64, AppError> {
     let listed = store
         .list()
-        .map_err(|error| format!("listing backups for the sequence: {error}"))?;
+        .map_err(io_failure("listing backups for the sequence"))?;
     store
         .next_sequence(&listed)
-        .map_err(|error| format!("the backup sequence: {error}"))
+        .map_err(io_failure("the backup sequence"))
 }
 
 /// Re-hashes a backup's stored file (opened by the caller, inside the backup's directory)
@@ -476,198 +520,6 @@ pub async fn verify(job: JobHandle, id: String) -> Result<Verification, AppError
     Ok(verification)
 }
 
-async fn run_hooks(state: &AgentState, store: &Store, job_id: &str, backup_id: &str) {
-    let config = backup_config(state).expect("configured");
-    if config.hooks.is_empty() {
-        return;
-    }
-    state.jobs.step(job_id, "running shipping hooks");
-    let dir = store.backup_dir(backup_id);
-    let mut results = Vec::new();
-    for hook in &config.hooks {
-        let result = run_hook(hook, &dir, backup_id).await;
-        if !result.ok {
-            tracing::warn!(hook = %hook.name, error = ?result.error, backup = %backup_id, "hook failed; the backup stays, unshipped");
-        }
-        results.push(result);
-    }
-    if let Err(error) = write_json_atomically(&dir.join(store::HOOKS_FILE), &results) {
-        tracing::error!(%error, "cannot record hook results");
-    }
-}
-
-async fn run_hook(hook: &config::Hook, dir: &Path, backup_id: &str) -> HookResult {
-    let started = Instant::now();
-    let child = tokio::process::Command::new(&hook.command[0])
-        .args(&hook.command[1..])
-        .current_dir(dir)
-        .env("TB_BACKUP_ID", backup_id)
-        .env("TB_BACKUP_DIR", dir)
-        .env("TB_BACKUP_MANIFEST", dir.join(store::MANIFEST_FILE))
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn();
-    let result = match child {
-        Err(error) => Err(format!("cannot start {}: {error}", hook.command[0])),
-        Ok(mut child) => {
-            let stdout = child.stdout.take().expect("piped");
-            let stderr = child.stderr.take().expect("piped");
-            // The output is read as it comes and only its tail kept: a hook that prints
-            // gigabytes costs the agent no more than the kept bytes. On a timeout the child is
-            // dropped, which kills it.
-            let run = async {
-                let (stdout, stderr, status) = tokio::join!(
-                    read_tail(stdout, HOOK_OUTPUT_KEPT_BYTES),
-                    read_tail(stderr, HOOK_OUTPUT_KEPT_BYTES),
-                    child.wait()
-                );
-                Ok::<_, std::io::Error>((stdout?, stderr?, status?))
-            };
-            match tokio::time::timeout(Duration::from_millis(hook.timeout_ms), run).await {
-                Err(_) => Err(format!("timed out after {} ms", hook.timeout_ms)),
-                Ok(Err(error)) => Err(error.to_string()),
-                Ok(Ok(output)) => Ok(output),
-            }
-        }
-    };
-    let duration_ms = started.elapsed().as_millis() as u64;
-    match result {
-        Err(error) => HookResult {
-            name: hook.name.clone(),
-            ok: false,
-            exit_code: None,
-            duration_ms,
-            output: String::new(),
-            error: Some(error),
-        },
-        Ok((stdout, stderr, status)) => {
-            let mut bytes = stdout;
-            bytes.extend_from_slice(&stderr);
-            let mut cut = bytes.len().saturating_sub(HOOK_OUTPUT_KEPT_BYTES);
-            // Start on a character, not inside one (UTF-8 continuation bytes are 0b10xxxxxx).
-            while cut < bytes.len() && bytes[cut] & 0xC0 == 0x80 {
-                cut += 1;
-            }
-            let text = String::from_utf8_lossy(&bytes[cut..]).into_owned();
-            HookResult {
-                name: hook.name.clone(),
-                ok: status.success(),
-                exit_code: status.code(),
-                duration_ms,
-                output: text,
-                error: (!status.success()).then(|| format!("exited with {status}")),
-            }
-        }
-    }
-}
-
-/// Reads `reader` to its end, keeping only the last `kept_bytes` bytes: memory stays bounded by
-/// `kept_bytes` plus one read buffer, whatever the amount read.
-async fn read_tail(
-    mut reader: impl tokio::io::AsyncRead + Unpin,
-    kept_bytes: usize,
-) -> std::io::Result<Vec<u8>> {
-    use tokio::io::AsyncReadExt;
-    let mut kept: std::collections::VecDeque<u8> =
-        std::collections::VecDeque::with_capacity(kept_bytes);
-    let mut buffer = vec![0u8; 8192];
-    loop {
-        let read = reader.read(&mut buffer).await?;
-        if read == 0 {
-            break;
-        }
-        let fresh = &buffer[read.saturating_sub(kept_bytes)..read];
-        let overflow = (kept.len() + fresh.len()).saturating_sub(kept_bytes);
-        kept.drain(..overflow);
-        kept.extend(fresh);
-        assert!(kept.len() <= kept_bytes);
-    }
-    Ok(kept.into())
-}
-
-/// Keeps the newest `keep_last` backups and none older than `max_age_days`, but never deletes
-/// the newest verified backup.
-fn apply_retention(state: &AgentState, store: &Store) {
-    let config = backup_config(state).expect("configured");
-    let backups = match store.list() {
-        Ok(backups) => backups,
-        Err(error) => {
-            tracing::error!(%error, "retention cannot list the backups");
-            return;
-        }
-    };
-    let max_age_ms = config.max_age_days.map(|days| u64::from(days) * 86_400_000);
-    for doomed in retention_doomed(&backups, config.keep_last, max_age_ms, now_unix_ms()) {
-        // A backup being verified, restored or deleted is left for the next run.
-        let Some(_lease) = state.locks.backup(&doomed.id) else {
-            continue;
-        };
-        match store.delete(&doomed.id) {
-            Ok(()) => tracing::info!(
-                backup = %doomed.id,
-                too_many = doomed.too_many,
-                too_old = doomed.too_old,
-                "retention deleted a backup"
-            ),
-            Err(error) => {
-                tracing::error!(%error, backup = %doomed.id, "retention could not delete")
-            }
-        }
-    }
-}
-
-/// A backup retention deletes, and why.
-#[derive(Debug, PartialEq, Eq)]
-struct Doomed {
-    id: String,
-    too_many: bool,
-    too_old: bool,
-}
-
-/// What retention deletes from `backups` (newest first, as `Store::list` orders them by
-/// sequence): those past the newest `keep_last` and those older than `max_age_ms`, except the
-/// newest verified backup, which is always kept. Age is by the clock at creation; a creation
-/// time in the future (a clock stepped back since) counts as age zero.
-fn retention_doomed(
-    backups: &[BackupRecord],
-    keep_last: u32,
-    max_age_ms: Option<u64>,
-    now_unix_ms: u64,
-) -> Vec<Doomed> {
-    assert!(
-        keep_last >= 1,
-        "config validation keeps at least one backup"
-    );
-    assert!(
-        backups
-            .windows(2)
-            .all(|pair| store::order_key(&pair[0]) >= store::order_key(&pair[1])),
-        "backups are listed newest first"
-    );
-    let newest_verified = backups.iter().position(|backup| {
-        backup
-            .verification
-            .as_ref()
-            .is_some_and(|verification| verification.ok)
-    });
-    let mut doomed = Vec::new();
-    for (position, backup) in backups.iter().enumerate() {
-        let too_many = position >= keep_last as usize;
-        let too_old = max_age_ms
-            .is_some_and(|max| now_unix_ms.saturating_sub(backup.manifest.created_unix_ms) > max);
-        if (too_many || too_old) && Some(position) != newest_verified {
-            doomed.push(Doomed {
-                id: backup.id.clone(),
-                too_many,
-                too_old,
-            });
-        }
-    }
-    doomed
-}
-
 /// `DELETE /v1/backups/{id}`, as a job holding the backup's lock. No manifest check: deleting
 /// uses nothing of the backup, so a tampered one (refused everywhere else) can be removed too. A
 /// directory that is a symbolic link is removed as a link; what it points to is left alone.
@@ -725,237 +577,6 @@ pub async fn stored_file(
     .await
 }
 
-/// `POST /v1/backups/{id}/restore`: disaster recovery only. Puts a verified backup in place of
-/// this replica's data file, atomically, after moving the current file aside.
-/// Runs as a job holding the replica lock and the backup's lock.
-pub async fn restore(
-    job: JobHandle,
-    id: String,
-    request: RestoreRequest,
-) -> Result<RestoreResponse, AppError> {
-    let (state, id, request) = (&job.state, id.as_str(), &request);
-    let (store, record) = find_backup_blocking(state, id).await?;
-    let replica = &state.config.replica;
-    let manifest = &record.manifest;
-    if manifest.cluster_id != replica.cluster_id
-        || manifest.replica_index != replica.index
-        || manifest.replica_count != replica.count
-    {
-        return Err(AppError::Refused(format!(
-            "backup {id} is of cluster {} replica {} of {}; this is cluster {} replica {} of {}",
-            manifest.cluster_id,
-            manifest.replica_index,
-            manifest.replica_count,
-            replica.cluster_id,
-            replica.index,
-            replica.count
-        )));
-    }
-    if state.replica.pid().is_some() {
-        return Err(AppError::Refused(
-            "the local replica is running: stop it first. Restoring an old copy into a live \
-             cluster can lose committed data; restore is for disaster recovery of a stopped \
-             cluster"
-                .into(),
-        ));
-    }
-    // Whatever happens next, the previous process's view and progress say nothing of the file
-    // this restore may put in place (a whole-cluster restore can go back to an older view).
-    state.replica.data_file_replaced(true);
-    match (&request.mode, &request.cluster_id) {
-        (None, None) => {
-            let running = peers_possibly_running(state).await;
-            if !running.is_empty() {
-                return Err(AppError::Refused(format!(
-                    "peer replicas may be running ({}). Restoring one replica's old file into a \
-                     live cluster can lose committed data. For a disaster recovery of the whole \
-                     cluster, stop every replica, or send {{\"mode\": \"disaster-recovery\", \
-                     \"cluster_id\": \"<the cluster id>\"}}",
-                    running.join("; ")
-                )));
-            }
-        }
-        (Some(mode), Some(cluster_id)) if mode == "disaster-recovery" => {
-            if *cluster_id != replica.cluster_id {
-                return Err(AppError::Refused(format!(
-                    "the confirmation names cluster {cluster_id}, but this replica belongs to \
-                     cluster {}",
-                    replica.cluster_id
-                )));
-            }
-        }
-        _ => {
-            return Err(AppError::BadRequest(
-                "the body must be empty or {\"mode\": \"disaster-recovery\", \"cluster_id\": \"...\"}".into(),
-            ));
-        }
-    }
-    // Verify before touching anything.
-    job.step("verifying the backup");
-    let backup_dir = store.backup_dir(id);
-    let stored = store.open_in_backup(id, &manifest.file);
-    let verification = verify_files(stored, manifest).await;
-    let _ = write_json_atomically(&backup_dir.join(store::VERIFICATION_FILE), &verification);
-    if !verification.ok {
-        return Err(AppError::Refused(format!(
-            "backup {id} failed verification, nothing was changed: {}",
-            verification.detail
-        )));
-    }
-    let data_file = replica.data_file.clone();
-    let data_dir = data_file.parent().expect("absolute path").to_path_buf();
-    let temporary = data_dir.join(format!(".restore-{id}.tmp"));
-    let _ = std::fs::remove_file(&temporary);
-    let stored = store
-        .open_in_backup(id, &manifest.file)
-        .map_err(|error| AppError::Failed(format!("opening backup {id}: {error}")))?;
-    let (compression, expected) = (manifest.compression.clone(), manifest.data_blake3.clone());
-    let temporary_for_work = temporary.clone();
-    job.step("extracting the backup");
-    let extracted = tokio::task::spawn_blocking(move || {
-        files::extract_file(stored, &compression, &temporary_for_work)
-    })
-    .await
-    .map_err(|error| AppError::Failed(error.to_string()))?;
-    match extracted {
-        Ok(hash) if hash == expected => {}
-        Ok(hash) => {
-            let _ = std::fs::remove_file(&temporary);
-            return Err(AppError::Failed(format!(
-                "the extracted file hashes to {hash}, not {expected}; nothing was changed"
-            )));
-        }
-        Err(error) => {
-            let _ = std::fs::remove_file(&temporary);
-            return Err(AppError::Failed(format!(
-                "extracting the backup: {error}; nothing was changed"
-            )));
-        }
-    }
-    let previous_moved_to = if data_file.exists() {
-        let aside = PathBuf::from(format!(
-            "{}.replaced-{}",
-            data_file.display(),
-            now_unix_ms()
-        ));
-        std::fs::rename(&data_file, &aside)
-            .map_err(io_failure("moving the current data file aside"))?;
-        Some(aside.display().to_string())
-    } else {
-        None
-    };
-    std::fs::rename(&temporary, &data_file)
-        .map_err(io_failure("putting the restored file in place"))?;
-    store::sync_dir(&data_dir).map_err(io_failure("syncing the data directory"))?;
-    tracing::warn!(backup = %id, ?previous_moved_to, "data file restored from a backup");
-    Ok(RestoreResponse {
-        backup_id: id.to_string(),
-        data_file: data_file.display().to_string(),
-        previous_moved_to,
-    })
-}
-
-/// Peers whose replica runs, or whose agent cannot say: an unknown state counts as running.
-async fn peers_possibly_running(state: &AgentState) -> Vec<String> {
-    let replica = &state.config.replica;
-    match &state.peers {
-        Some(peers) => peers.running_peers(replica.index).await,
-        None if replica.count == 1 => Vec::new(),
-        None => vec!["no [peers] configured, so the agent cannot tell".into()],
-    }
-}
-
-/// `POST /v1/replica/recover`: rebuilds a lost data file with `tigerbeetle recover` (never
-/// `format`), starts the replica and waits until state sync has finished.
-/// Runs as a job holding the replica lock; answers 202 once the checks have passed.
-pub async fn recover(mut job: JobHandle, lease: LeaseFields) -> Result<JobDone, AppError> {
-    let state = Arc::clone(&job.state);
-    let replica = &state.config.replica;
-    if replica.count < 3 {
-        return Err(AppError::Refused(format!(
-            "tigerbeetle recover needs a cluster of 3 or more replicas; this one has {}",
-            replica.count
-        )));
-    }
-    if replica.data_file.exists() {
-        return Err(AppError::Refused(format!(
-            "{} exists: recover is only for a lost data file. To rebuild a damaged one, move it \
-             aside first",
-            replica.data_file.display()
-        )));
-    }
-    if state.replica.pid().is_some() {
-        return Err(AppError::Refused("the replica is running".into()));
-    }
-    // Held until the replica has caught up: no other replica may stop meanwhile. The rest of
-    // the cluster must be healthy enough to view-change without this replica (the guard).
-    let standing = hold::take_guarded(&job, Operation::Recover, &lease).await?;
-    job.accept();
-    // The recovered file is not the one a previous process was caught up on.
-    state.replica.data_file_replaced(false);
-    let recovered = recover_steps(&state, &job.id).await;
-    let lease_text = standing.describe();
-    standing.finish().await;
-    recovered.map_err(AppError::Failed)?;
-    Ok(JobDone {
-        detail: format!("the data file was recovered and the replica is ready; {lease_text}"),
-    })
-}
-
-async fn recover_steps(state: &Arc<AgentState>, job_id: &str) -> Result<(), String> {
-    let replica = &state.config.replica;
-    let data_file = &replica.data_file;
-    // `recover` writes a new file; it becomes the data file only once recover succeeded.
-    let temporary = PathBuf::from(format!("{}.recovering", data_file.display()));
-    let _ = std::fs::remove_file(&temporary);
-    state.jobs.step(job_id, "running tigerbeetle recover");
-    let output = tokio::time::timeout(
-        RECOVER_COMMAND_TIMEOUT,
-        tokio::process::Command::new(state.replica.binary())
-            .arg("recover")
-            .arg(format!("--cluster={}", replica.cluster_id))
-            .arg(format!("--addresses={}", replica.addresses.join(",")))
-            .arg(format!("--replica={}", replica.index))
-            .arg(format!("--replica-count={}", replica.count))
-            .arg(&temporary)
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .map_err(|_| {
-        format!(
-            "tigerbeetle recover did not finish within {} s",
-            RECOVER_COMMAND_TIMEOUT.as_secs()
-        )
-    })?
-    .map_err(|error| format!("cannot run tigerbeetle recover: {error}"))?;
-    if !output.status.success() {
-        let _ = std::fs::remove_file(&temporary);
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        let tail: Vec<&str> = stderr.lines().rev().take(5).collect();
-        return Err(format!(
-            "tigerbeetle recover failed ({}): {}",
-            output.status,
-            tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
-        ));
-    }
-    std::fs::rename(&temporary, data_file)
-        .map_err(|error| format!("putting the recovered file in place: {error}"))?;
-    if let Some(dir) = data_file.parent() {
-        store::sync_dir(dir).map_err(|error| error.to_string())?;
-    }
-    state.jobs.step(job_id, "starting the replica");
-    state
-        .replica
-        .start()
-        .await
-        .map_err(|error| error.to_string())?;
-    state.jobs.step(job_id, "waiting for state sync to finish");
-    ops::wait_ready(state, state.timeouts.recover)
-        .await
-        .map_err(|error| error.to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -990,114 +611,5 @@ mod tests {
             marker_action(Some("partial".into()), done),
             MarkerAction::StartReplica("partial".into())
         );
-    }
-
-    fn record(
-        id: &str,
-        sequence: u64,
-        created_unix_ms: u64,
-        verified: Option<bool>,
-    ) -> BackupRecord {
-        BackupRecord {
-            id: id.into(),
-            manifest: store::tests::manifest(id, Some(sequence), created_unix_ms),
-            verification: verified.map(|ok| Verification {
-                ok,
-                verified_unix_ms: 0,
-                detail: String::new(),
-            }),
-            shipped: true,
-            hooks: Vec::new(),
-        }
-    }
-
-    fn doomed_ids(doomed: &[Doomed]) -> Vec<&str> {
-        doomed.iter().map(|doomed| doomed.id.as_str()).collect()
-    }
-
-    const DAY_MS: u64 = 86_400_000;
-
-    #[test]
-    fn retention_keeps_the_newest_and_the_newest_verified() {
-        let now = 100 * DAY_MS;
-        // Newest first; the two newest failed verification (or were never verified).
-        let backups = [
-            record("e", 5, now - DAY_MS, Some(false)),
-            record("d", 4, now - 2 * DAY_MS, None),
-            record("c", 3, now - 40 * DAY_MS, Some(true)),
-            record("b", 2, now - 50 * DAY_MS, Some(true)),
-            record("a", 1, now - 60 * DAY_MS, Some(true)),
-        ];
-        // keep_last 2: c is past it and too old, yet it is the newest verified one.
-        let doomed = retention_doomed(&backups, 2, Some(30 * DAY_MS), now);
-        assert_eq!(doomed_ids(&doomed), ["b", "a"]);
-        assert!(
-            doomed
-                .iter()
-                .all(|doomed| doomed.too_many && doomed.too_old)
-        );
-        // max_age_days alone deletes what is older, but not the newest verified one.
-        let doomed = retention_doomed(&backups, 100, Some(45 * DAY_MS), now);
-        assert_eq!(doomed_ids(&doomed), ["b", "a"]);
-        assert!(
-            doomed
-                .iter()
-                .all(|doomed| !doomed.too_many && doomed.too_old)
-        );
-        // keep_last alone.
-        let doomed = retention_doomed(&backups, 3, None, now);
-        assert_eq!(doomed_ids(&doomed), ["b", "a"]);
-        assert!(
-            doomed
-                .iter()
-                .all(|doomed| doomed.too_many && !doomed.too_old)
-        );
-        // Nothing verified: keep_last and age rule alone.
-        let unverified: Vec<_> = backups
-            .iter()
-            .map(|backup| BackupRecord {
-                verification: None,
-                ..backup.clone()
-            })
-            .collect();
-        assert_eq!(
-            doomed_ids(&retention_doomed(&unverified, 1, None, now)),
-            ["d", "c", "b", "a"]
-        );
-    }
-
-    /// After the clock was stepped back, the newest backup has the oldest creation time, and the
-    /// older ones have creation times in the future: the newest (by sequence) is kept, and a
-    /// creation time in the future is not "old".
-    #[test]
-    fn retention_after_a_stepped_back_clock() {
-        let now = 100 * DAY_MS;
-        let backups = [
-            record("new", 3, now - 10 * DAY_MS, Some(true)),
-            record("old", 2, now + 5 * DAY_MS, Some(true)),
-            record("older", 1, now + 4 * DAY_MS, Some(true)),
-        ];
-        let doomed = retention_doomed(&backups, 2, Some(5 * DAY_MS), now);
-        assert_eq!(doomed_ids(&doomed), ["older"]);
-        // With one kept, the newest by sequence survives, whatever the clock said.
-        assert_eq!(
-            doomed_ids(&retention_doomed(&backups, 1, None, now)),
-            ["old", "older"]
-        );
-    }
-
-    #[tokio::test]
-    async fn hook_output_keeps_the_tail() {
-        for (total, kept) in [
-            (0usize, 16),
-            (10, 16),
-            (16, 16),
-            (100_000, 16),
-            (100_000, 16 * 1024),
-        ] {
-            let input: Vec<u8> = (0..total).map(|i| (i % 251) as u8).collect();
-            let tail = read_tail(&input[..], kept).await.unwrap();
-            assert_eq!(tail, input[total.saturating_sub(kept)..], "{total} {kept}");
-        }
     }
 }

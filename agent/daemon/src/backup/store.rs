@@ -41,43 +41,22 @@ const MANIFEST_FORMAT_VERSION_SUPPORTED: u32 = 1;
 /// 9999-12-31T23:59:59Z: a creation time past this is not a time.
 const CREATED_UNIX_MS_MAX: u64 = 253_402_300_799_999;
 
+use tb_proto::backup_modes::Compression;
 pub use tb_proto::clock::now_unix_ms;
 
-/// A new backup id: UTC time, replica index and randomness, e.g. `20261123T101500Z-r0-1a2b3c4d`.
+/// The stored file of an uncompressed backup, and of a zstd-compressed one.
+pub const RAW_FILE: &str = Compression::None.stored_file();
+pub const COMPRESSED_FILE: &str = Compression::Zstd.stored_file();
+
+/// A new backup id, e.g. `20261123T101500Z-r0-1a2b3c4d` (see `crate::ids`).
 /// Ids are names, not an order: backups order by `Manifest::sequence` (see `order_key`).
 pub fn new_backup_id(replica: u8) -> String {
-    let now = now_unix_ms() / 1000;
-    let (year, month, day, hour, minute, second) = civil_from_unix(now);
-    let random: u32 = rand::random();
-    format!("{year:04}{month:02}{day:02}T{hour:02}{minute:02}{second:02}Z-r{replica}-{random:08x}")
+    crate::ids::timestamped(replica)
 }
 
 /// Accepts only ids of the form `new_backup_id` makes (the rule lives in the contract, beside
 /// the pattern docs/openapi.json carries): no path can escape the backup directory.
 pub use tb_proto::ids::validate_backup_id;
-
-/// Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm), UTC.
-fn civil_from_unix(seconds: u64) -> (u64, u64, u64, u64, u64, u64) {
-    let days = seconds / 86_400;
-    let rest = seconds % 86_400;
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (
-        year as u64,
-        month as u64,
-        day as u64,
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60,
-    )
-}
 
 pub struct Store {
     pub dir: PathBuf,
@@ -447,12 +426,16 @@ pub fn validate_manifest(id: &str, manifest: &Manifest) -> Result<(), String> {
     {
         return Err(format!("sequence must be between 1 and {SEQUENCE_MAX}"));
     }
+    validate_stored_file(manifest)
+}
+
+/// The stored file's part of a manifest: its name, compression, hashes and sizes.
+fn validate_stored_file(manifest: &Manifest) -> Result<(), String> {
     validate_plain_file_name(&manifest.file).map_err(|why| format!("file: {why}"))?;
-    let expected_file = match manifest.compression.as_str() {
-        "zstd" => super::COMPRESSED_FILE,
-        "none" => super::RAW_FILE,
-        _ => return Err("compression is neither \"zstd\" nor \"none\"".into()),
+    let Some(compression) = Compression::parse(&manifest.compression) else {
+        return Err("compression is neither \"zstd\" nor \"none\"".into());
     };
+    let expected_file = compression.stored_file();
     if manifest.file != expected_file {
         return Err(format!(
             "file {:?} is not {expected_file:?}, the name of a {} backup's stored file",
@@ -467,7 +450,7 @@ pub fn validate_manifest(id: &str, manifest: &Manifest) -> Result<(), String> {
     {
         return Err(format!("sizes are bounded by {DATA_SIZE_MAX_BYTES} bytes"));
     }
-    if manifest.compression == "none"
+    if compression == Compression::None
         && (manifest.stored_size_bytes != manifest.data_size_bytes
             || manifest.stored_blake3 != manifest.data_blake3)
     {
@@ -510,15 +493,6 @@ pub(crate) mod tests {
             assert!(validate_backup_id(bad).is_err(), "{bad}");
         }
         validate_backup_id("20261123T101500Z-r0-1a2b3c4d").unwrap();
-    }
-
-    #[test]
-    fn civil_dates() {
-        assert_eq!(civil_from_unix(0), (1970, 1, 1, 0, 0, 0));
-        // 2026-11-23T10:15:00Z
-        assert_eq!(civil_from_unix(1_795_428_900), (2026, 11, 23, 10, 15, 0));
-        // A leap day.
-        assert_eq!(civil_from_unix(951_782_400), (2000, 2, 29, 0, 0, 0));
     }
 
     pub(crate) fn manifest(id: &str, sequence: Option<u64>, created_unix_ms: u64) -> Manifest {

@@ -102,7 +102,7 @@ impl OperationLease {
         if !self.owned {
             return;
         }
-        match self.state.lease.release(&self.state, self.lease_id).await {
+        match self.state.lease.release(self.lease_id).await {
             // Released: nothing left for Drop to do.
             Ok(_) => self.owned = false,
             Err(error) => tracing::warn!(%error, lease = %self.lease_id_hex(),
@@ -124,7 +124,7 @@ impl Drop for OperationLease {
         // until the lease would have expired anyway.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
-                while let Err(error) = state.lease.release(&state, lease_id).await {
+                while let Err(error) = state.lease.release(lease_id).await {
                     if Instant::now() >= give_up {
                         tracing::warn!(%error, lease = %contract::format_id(lease_id),
                             "releasing the maintenance lease failed; it expires at its ttl");
@@ -143,7 +143,7 @@ fn release_in_background(state: Arc<AgentState>, lease_id: u128, ttl_s: u32) {
     let give_up = Instant::now() + Duration::from_secs(ttl_s.into());
     tokio::spawn(async move {
         while Instant::now() < give_up {
-            if state.lease.release(&state, lease_id).await.is_ok() {
+            if state.lease.release(lease_id).await.is_ok() {
                 return;
             }
             tokio::time::sleep(RELEASE_RETRY_INTERVAL * 5).await;
@@ -208,9 +208,7 @@ pub async fn take(
             // Chosen here, so that an acquire whose outcome is unknown (no answer in time) can
             // be released if the cluster granted it after all.
             let ids = (contract::new_lease_id(), service.ids.fresh_transfer());
-            let taken = service
-                .acquire(state, &holder, operation, ttl_s, Some(ids))
-                .await;
+            let taken = service.acquire(&holder, operation, ttl_s, Some(ids)).await;
             if let Err(AppError::LeaseUnavailable(_)) = &taken {
                 release_in_background(Arc::clone(state), ids.0, ttl_s);
             }
@@ -239,7 +237,7 @@ pub async fn take(
 /// ttl and renews it (`tbctl lease run`); `check_time_left` refuses one about to expire.
 async fn borrow(state: &AgentState, lease_id: u128) -> Result<super::Held, AppError> {
     let service = &state.lease;
-    let Some(current) = service.current_of(state, lease_id).await? else {
+    let Some(current) = service.current_of(lease_id).await? else {
         return Err(AppError::LeaseLost(format!(
             "lease {} does not hold the cluster's maintenance lease (it expired, or was \
              released or broken)",
@@ -324,7 +322,7 @@ async fn renew_forever(
             .expect("not poisoned")
             .saturating_duration_since(Instant::now());
         tokio::time::sleep(renewal_pause(period, left, failed)).await;
-        match state.lease.renew(&state, lease_id, ttl_s).await {
+        match state.lease.renew(lease_id, ttl_s).await {
             Ok(held) => {
                 *deadline.lock().expect("not poisoned") = held.deadline;
                 failed = false;

@@ -4,7 +4,6 @@
 
 pub mod hold;
 pub mod ledger;
-pub mod routes;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -12,10 +11,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tb_proto::lease::{self as contract, Ids, LeaseView, Operation};
 
+use crate::cluster_client::ClusterClient;
 use crate::cluster_client::Shared;
 use crate::config::Config;
 use crate::ops::AppError;
-use crate::state::AgentState;
+use crate::peers::Peers;
 use ledger::{Current, LedgerError, Pending, unix_ms};
 
 /// How many granted leases' holder names are remembered (the newest).
@@ -33,6 +33,10 @@ pub struct LeaseService {
     started: SystemTime,
     /// Lease id → (holder, when granted), for the views of the leases this agent granted.
     granted: Mutex<HashMap<u128, (String, Instant)>>,
+    /// The agent's TigerBeetle client, which reads and writes the lease's accounts.
+    cluster_client: Arc<ClusterClient>,
+    /// The other replicas' agents, asked for the name of a holder they granted.
+    peers: Option<Arc<Peers>>,
 }
 
 /// A lease this agent took or renewed, with the holder's own deadline: the time the request
@@ -44,7 +48,11 @@ pub struct Held {
 }
 
 impl LeaseService {
-    pub fn new(config: &Config) -> LeaseService {
+    pub fn new(
+        config: &Config,
+        cluster_client: Arc<ClusterClient>,
+        peers: Option<Arc<Peers>>,
+    ) -> LeaseService {
         let lease = &config.lease;
         LeaseService {
             enabled: lease.enabled,
@@ -55,6 +63,8 @@ impl LeaseService {
             cluster_id: config.replica.cluster_id.clone(),
             started: SystemTime::now(),
             granted: Mutex::new(HashMap::new()),
+            cluster_client,
+            peers,
         }
     }
 
@@ -62,14 +72,13 @@ impl LeaseService {
         &self.cluster_id
     }
 
-    fn client(&self, state: &AgentState) -> Result<Arc<Shared>, AppError> {
+    fn client(&self) -> Result<Arc<Shared>, AppError> {
         if !self.enabled {
             return Err(AppError::LeaseUnavailable(
                 "the maintenance lease is disabled on this agent (lease.enabled = false)".into(),
             ));
         }
-        state
-            .cluster_client
+        self.cluster_client
             .get()
             .map_err(AppError::LeaseUnavailable)
     }
@@ -104,11 +113,11 @@ impl LeaseService {
     /// 409 `lease_held`, naming the holder: the agent that granted the lease knows the name,
     /// so a lease granted by another replica's agent is named by asking it (bounded by the
     /// peers' timeout; without an answer, the hash stands).
-    pub async fn held_error(&self, state: &AgentState, current: &Current) -> AppError {
+    pub async fn held_error(&self, current: &Current) -> AppError {
         let mut view = self.view(current);
         let granted_by = view.granted_by_replica;
         if granted_by != self.replica_index
-            && let Some(peers) = &state.peers
+            && let Some(peers) = &self.peers
             && let Ok(status) = peers.lease_view(granted_by).await
             && let Some(theirs) = status.lease
             && theirs.lease_id == view.lease_id
@@ -149,7 +158,7 @@ impl LeaseService {
         }
     }
 
-    pub async fn status(&self, state: &AgentState) -> Result<contract::LeaseStatus, AppError> {
+    pub async fn status(&self) -> Result<contract::LeaseStatus, AppError> {
         let now_unix_ms = unix_ms(SystemTime::now());
         if !self.enabled {
             return Ok(contract::LeaseStatus {
@@ -160,7 +169,7 @@ impl LeaseService {
                 now_unix_ms,
             });
         }
-        let client = self.client(state)?;
+        let client = self.client()?;
         match ledger::read(&client, self.ids, self.request_timeout).await {
             Ok(read) => Ok(contract::LeaseStatus {
                 enabled: true,
@@ -180,8 +189,8 @@ impl LeaseService {
         }
     }
 
-    pub async fn init(&self, state: &AgentState) -> Result<contract::Initialized, AppError> {
-        let client = self.client(state)?;
+    pub async fn init(&self) -> Result<contract::Initialized, AppError> {
+        let client = self.client()?;
         let balance = ledger::init(&client, self.ids, self.request_timeout)
             .await
             .map_err(|error| self.error(error))?;
@@ -203,14 +212,13 @@ impl LeaseService {
     /// Takes the lease for `holder`; the pool is created first when it does not exist.
     pub async fn acquire(
         &self,
-        state: &AgentState,
         holder: &str,
         operation: Operation,
         ttl_s: u32,
         retry_of: Option<(u128, u128)>,
     ) -> Result<Held, AppError> {
         check_ttl(ttl_s)?;
-        let client = self.client(state)?;
+        let client = self.client()?;
         let (lease_id, transfer_id) =
             retry_of.unwrap_or_else(|| (contract::new_lease_id(), self.ids.fresh_transfer()));
         let pending = Pending {
@@ -242,7 +250,7 @@ impl LeaseService {
         }
         match result {
             Ok(current) => Ok(self.held(&current, sent)),
-            Err(LedgerError::Held(current)) => Err(self.held_error(state, &current).await),
+            Err(LedgerError::Held(current)) => Err(self.held_error(&current).await),
             Err(error) => Err(self.error(error)),
         }
     }
@@ -290,14 +298,9 @@ impl LeaseService {
         granted.insert(lease_id, (holder.to_string(), Instant::now()));
     }
 
-    pub async fn renew(
-        &self,
-        state: &AgentState,
-        lease_id: u128,
-        ttl_s: u32,
-    ) -> Result<Held, AppError> {
+    pub async fn renew(&self, lease_id: u128, ttl_s: u32) -> Result<Held, AppError> {
         check_ttl(ttl_s)?;
-        let client = self.client(state)?;
+        let client = self.client()?;
         let sent = Instant::now();
         let current = ledger::renew(&client, self.ids, self.request_timeout, lease_id, ttl_s)
             .await
@@ -306,20 +309,16 @@ impl LeaseService {
     }
 
     /// The lease now, if `lease_id` holds it.
-    pub async fn current_of(
-        &self,
-        state: &AgentState,
-        lease_id: u128,
-    ) -> Result<Option<Current>, AppError> {
-        let client = self.client(state)?;
+    pub async fn current_of(&self, lease_id: u128) -> Result<Option<Current>, AppError> {
+        let client = self.client()?;
         let read = ledger::read(&client, self.ids, self.request_timeout)
             .await
             .map_err(|error| self.error(error))?;
         Ok(read.current.filter(|current| current.lease_id == lease_id))
     }
 
-    pub async fn release(&self, state: &AgentState, lease_id: u128) -> Result<bool, AppError> {
-        let client = self.client(state)?;
+    pub async fn release(&self, lease_id: u128) -> Result<bool, AppError> {
+        let client = self.client()?;
         ledger::release(&client, self.ids, self.request_timeout, lease_id)
             .await
             .map_err(|error| self.error(error))

@@ -1,36 +1,46 @@
-//! The one error type of every operation and handler, and its HTTP answer.
-
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+//! The one error type of every operation and handler. It knows no HTTP: `crate::http` maps each
+//! variant to its status and code.
 
 use crate::api::Outcome;
 
-#[derive(Debug)]
+/// Each variant's text is the sentence for people (audit lines, job errors, logs, the answer's
+/// message); `crate::http::error` gives each its status and code.
+#[derive(Debug, thiserror::Error)]
 pub enum AppError {
     /// Backups are not configured on this agent.
+    #[error("backups are not configured on this agent: add a [backup] section")]
     NotConfigured,
     /// Another operation holds the lock this one needs; nothing was done.
+    #[error("{0}")]
     Busy(String),
+    #[error("{0}")]
     NotFound(String),
+    #[error("{0}")]
     BadRequest(String),
     /// Refused before anything was changed (quorum guard, state of the replica, free space).
+    #[error("{0}")]
     Refused(String),
     /// A verification found the stored file corrupt.
+    #[error("{0}")]
     Corrupt(String),
     /// The operation ran and failed.
+    #[error("{0}")]
     Failed(String),
+    /// The operation ran and an I/O step failed: `what` says which.
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
     /// Another holder has the cluster-wide maintenance lease; nothing was done.
+    #[error("{0}")]
     LeaseHeld(String),
     /// The maintenance lease cannot be had (no quorum, an older cluster, disabled pool).
+    #[error("{0}")]
     LeaseUnavailable(String),
     /// The lease named is not held any more.
+    #[error("{0}")]
     LeaseLost(String),
-    /// The request body was refused (size, media type, JSON): its own status and code.
-    Body {
-        status: StatusCode,
-        code: &'static str,
-        message: String,
-    },
 }
 
 impl AppError {
@@ -38,63 +48,42 @@ impl AppError {
         match self {
             AppError::Busy(_) | AppError::LeaseHeld(_) => Outcome::Busy,
             AppError::Corrupt(_) => Outcome::Corrupt,
-            AppError::Failed(_) => Outcome::Failed,
+            AppError::Failed(_) | AppError::Io { .. } => Outcome::Failed,
             AppError::NotConfigured
             | AppError::NotFound(_)
             | AppError::BadRequest(_)
             | AppError::Refused(_)
             | AppError::LeaseUnavailable(_)
-            | AppError::LeaseLost(_)
-            | AppError::Body { .. } => Outcome::Refused,
+            | AppError::LeaseLost(_) => Outcome::Refused,
         }
     }
 
-    fn status_code_message(&self) -> (StatusCode, &'static str, String) {
-        match self {
-            AppError::NotConfigured => (
-                StatusCode::CONFLICT,
-                "not_configured",
-                "backups are not configured on this agent: add a [backup] section".into(),
-            ),
-            AppError::Busy(why) => (StatusCode::CONFLICT, "busy", why.clone()),
-            AppError::NotFound(why) => (StatusCode::NOT_FOUND, "not_found", why.clone()),
-            AppError::BadRequest(why) => (StatusCode::BAD_REQUEST, "bad_request", why.clone()),
-            AppError::Refused(why) => (StatusCode::CONFLICT, "refused", why.clone()),
-            AppError::Corrupt(why) => (StatusCode::CONFLICT, "corrupt", why.clone()),
-            AppError::Failed(why) => (StatusCode::INTERNAL_SERVER_ERROR, "failed", why.clone()),
-            AppError::LeaseHeld(why) => (StatusCode::CONFLICT, "lease_held", why.clone()),
-            AppError::LeaseUnavailable(why) => {
-                (StatusCode::CONFLICT, "lease_unavailable", why.clone())
-            }
-            AppError::LeaseLost(why) => (StatusCode::CONFLICT, "lease_lost", why.clone()),
-            AppError::Body {
-                status,
-                code,
-                message,
-            } => (*status, code, message.clone()),
-        }
-    }
-
-    /// The sentence for people (audit lines, job errors, logs).
+    /// The sentence for people (audit lines, job errors, logs, the answer's message).
     pub fn detail(&self) -> String {
-        self.status_code_message().2
+        self.to_string()
     }
 }
 
-impl std::fmt::Display for AppError {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter.write_str(&self.detail())
-    }
-}
-
-impl IntoResponse for AppError {
-    fn into_response(self) -> Response {
-        let (status, code, message) = self.status_code_message();
-        crate::server::error(status, code, message)
-    }
-}
-
-/// `io_failure("what")` turns an I/O error into `Failed("what: error")`.
+/// `io_failure("what")` turns an I/O error into `Io { what, source }` ("what: error").
 pub fn io_failure(what: &str) -> impl Fn(std::io::Error) -> AppError + '_ {
-    move |error| AppError::Failed(format!("{what}: {error}"))
+    move |source| AppError::Io {
+        what: what.to_string(),
+        source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_io_error_reads_as_before() {
+        let error = io_failure("reading the manifest")(std::io::Error::other("disk gone"));
+        assert_eq!(error.detail(), "reading the manifest: disk gone");
+        assert_eq!(error.outcome(), Outcome::Failed);
+        assert_eq!(
+            AppError::NotConfigured.detail(),
+            "backups are not configured on this agent: add a [backup] section"
+        );
+    }
 }

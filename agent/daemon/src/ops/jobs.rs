@@ -7,7 +7,18 @@ use std::sync::Mutex;
 
 use crate::api::{Job, JobKind, JobState, Outcome};
 
-use super::store::now_unix_ms;
+use tb_proto::clock::now_unix_ms;
+
+/// A job's id: `<kind>-<suffix>`. A backup's job is named after its backup; other jobs get a new
+/// suffix of the backup ids' shape (`crate::ids`), unique within the agent's life (a backup is
+/// verified often, so the backup's id would not do).
+pub fn new_job_id(kind: JobKind, replica: u8, backup_id: Option<&str>) -> String {
+    let suffix = match (kind, backup_id) {
+        (JobKind::Backup, Some(id)) => id.to_string(),
+        _ => crate::ids::timestamped(replica),
+    };
+    format!("{}-{suffix}", kind.as_str())
+}
 
 pub const JOBS_KEPT_MAX: usize = 64;
 

@@ -10,9 +10,8 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
+use bytes::Bytes;
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -20,6 +19,11 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+pub mod cache;
+
+pub use cache::{BODY_AGE_MAX, Cache, ChangeKey, Counters, Format, openmetrics_to_text};
+
+use crate::api::HostStatus;
 use crate::health;
 use crate::state::AgentState;
 use crate::statsd;
@@ -76,33 +80,18 @@ fn label(key: &str, value: impl ToString) -> (String, String) {
     (key.to_string(), value.to_string())
 }
 
-/// Counters the HTTP layer and control paths increment.
-#[derive(Default)]
-pub struct Counters {
-    /// Monotonic, so its value doubles as its generation in the cache key.
-    pub auth_failures_total: AtomicU64,
-    control_actions: std::sync::Mutex<BTreeMap<(String, String), u64>>,
-    control_generation: AtomicU64,
+/// The /metrics body in `format`, from the agent's cache.
+pub async fn body_as(state: &AgentState, format: Format) -> Bytes {
+    state
+        .metrics_cache
+        .body_as(change_key(state), format, || render(state))
+        .await
 }
 
-impl Counters {
-    pub fn record_control(&self, action: &str, outcome: &str) {
-        let mut actions = self.control_actions.lock().expect("not poisoned");
-        *actions
-            .entry((action.to_string(), outcome.to_string()))
-            .or_default() += 1;
-        drop(actions);
-        self.control_generation.fetch_add(1, Ordering::AcqRel);
-    }
+/// The OpenMetrics body.
+pub async fn body(state: &AgentState) -> Bytes {
+    body_as(state, Format::OpenMetrics).await
 }
-
-/// The longest a cached body is served when no source signalled a change: bounds the age of the
-/// figures read at encode time (replica VmRSS, VmLck and state, data file size) and of readiness,
-/// which turns stale with time alone (StatsD age, probe age).
-pub const BODY_AGE_MAX: Duration = Duration::from_secs(1);
-
-/// What the cached body was encoded from: one generation per source of change.
-type ChangeKey = [u64; 7];
 
 fn change_key(state: &AgentState) -> ChangeKey {
     [
@@ -110,160 +99,10 @@ fn change_key(state: &AgentState) -> ChangeKey {
         state.host.generation(),
         state.prober.generation(),
         state.replica.generation(),
-        state.counters.control_generation.load(Ordering::Acquire),
+        state.counters.control_generation(),
         state.counters.auth_failures_total.load(Ordering::Acquire),
         state.audit.lost_lines(),
     ]
-}
-
-struct Cached {
-    key: ChangeKey,
-    encoded: Instant,
-    body: Bytes,
-    /// The same figures in the Prometheus text format, converted on the first scrape that asks.
-    text: Option<Bytes>,
-}
-
-/// The two exposition formats, negotiated on `Accept` as Prometheus' own exporters
-/// (client_golang) do: the text format 0.0.4 unless the client asks for OpenMetrics, which
-/// Prometheus itself does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    Text,
-    OpenMetrics,
-}
-
-impl Format {
-    pub const TEXT_CONTENT_TYPE: &'static str = "text/plain; version=0.0.4; charset=utf-8";
-    pub const OPENMETRICS_CONTENT_TYPE: &'static str =
-        "application/openmetrics-text; version=1.0.0; charset=utf-8";
-
-    pub fn content_type(self) -> &'static str {
-        match self {
-            Format::Text => Format::TEXT_CONTENT_TYPE,
-            Format::OpenMetrics => Format::OPENMETRICS_CONTENT_TYPE,
-        }
-    }
-
-    /// The format of the first media range in order of preference (`q`, then position) that
-    /// names one; the text format when none does (no `Accept`, `*/*`, `text/plain`).
-    pub fn negotiate(accept: Option<&str>) -> Format {
-        let mut ranges: Vec<(f32, usize, String)> = accept
-            .unwrap_or("")
-            .split(',')
-            .enumerate()
-            .filter_map(|(position, range)| {
-                let mut parts = range.split(';');
-                let media_type = parts.next()?.trim().to_ascii_lowercase();
-                let quality = parts
-                    .filter_map(|parameter| parameter.trim().strip_prefix("q="))
-                    .find_map(|value| value.trim().parse::<f32>().ok())
-                    .unwrap_or(1.0);
-                (quality > 0.0).then_some((quality, position, media_type))
-            })
-            .collect();
-        ranges.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-        ranges
-            .iter()
-            .find_map(|(_, _, media_type)| match media_type.as_str() {
-                "application/openmetrics-text" => Some(Format::OpenMetrics),
-                "text/plain" | "text/*" | "*/*" => Some(Format::Text),
-                _ => None,
-            })
-            .unwrap_or(Format::Text)
-    }
-}
-
-/// The OpenMetrics body in the Prometheus text format 0.0.4: no `# EOF` or `# UNIT` lines, a
-/// counter's HELP and TYPE name its sample (`x_total`, where OpenMetrics names the family `x`),
-/// and `unknown` is `untyped`. Samples are the same lines in both formats.
-pub fn openmetrics_to_text(openmetrics: &str) -> String {
-    let counters: std::collections::HashSet<&str> = openmetrics
-        .lines()
-        .filter_map(|line| line.strip_prefix("# TYPE "))
-        .filter_map(|rest| rest.strip_suffix(" counter"))
-        .collect();
-    let mut text = String::with_capacity(openmetrics.len());
-    for line in openmetrics.lines() {
-        if line == "# EOF" || line.starts_with("# UNIT ") {
-            continue;
-        }
-        let comment = ["# HELP ", "# TYPE "]
-            .into_iter()
-            .find_map(|prefix| line.strip_prefix(prefix).map(|rest| (prefix, rest)));
-        match comment {
-            Some((prefix, rest)) => {
-                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
-                let suffix = if counters.contains(name) {
-                    "_total"
-                } else {
-                    ""
-                };
-                let tail = if prefix == "# TYPE " && tail == "unknown" {
-                    "untyped"
-                } else {
-                    tail
-                };
-                text.push_str(&format!("{prefix}{name}{suffix} {tail}\n"));
-            }
-            None => {
-                text.push_str(line);
-                text.push('\n');
-            }
-        }
-    }
-    text
-}
-
-/// The encoded /metrics body, re-encoded only when something changed.
-#[derive(Default)]
-pub struct Cache {
-    /// An async mutex: while one scrape re-encodes (about a millisecond), the others wait for its
-    /// result instead of encoding the same body in parallel, without blocking runtime threads.
-    cached: tokio::sync::Mutex<Option<Cached>>,
-    encodes_total: AtomicU64,
-}
-
-impl Cache {
-    /// The OpenMetrics body.
-    pub async fn body(&self, state: &AgentState) -> Bytes {
-        self.body_as(state, Format::OpenMetrics).await
-    }
-
-    pub async fn body_as(&self, state: &AgentState, format: Format) -> Bytes {
-        let mut cached = self.cached.lock().await;
-        // The key is read before encoding: a change that lands during the encode moves it again,
-        // so the next scrape encodes anew.
-        let key = change_key(state);
-        let fresh = cached
-            .as_ref()
-            .is_some_and(|current| current.key == key && current.encoded.elapsed() < BODY_AGE_MAX);
-        if !fresh {
-            self.encodes_total.fetch_add(1, Ordering::Relaxed);
-            *cached = Some(Cached {
-                key,
-                encoded: Instant::now(),
-                body: Bytes::from(render(state)),
-                text: None,
-            });
-        }
-        let current = cached.as_mut().expect("filled above");
-        match format {
-            Format::OpenMetrics => current.body.clone(),
-            Format::Text => current
-                .text
-                .get_or_insert_with(|| {
-                    let openmetrics = std::str::from_utf8(&current.body).expect("encoded as UTF-8");
-                    Bytes::from(openmetrics_to_text(openmetrics))
-                })
-                .clone(),
-        }
-    }
-
-    /// How many times the body was encoded (for tests and the bench).
-    pub fn encodes_total(&self) -> u64 {
-        self.encodes_total.load(Ordering::Relaxed)
-    }
 }
 
 pub fn render(state: &AgentState) -> String {
@@ -323,6 +162,11 @@ fn host_metrics(builder: &mut Builder, state: &AgentState) {
     builder.gauge("node_load1", "1m load average.", host.load_average[0]);
     builder.gauge("node_load5", "5m load average.", host.load_average[1]);
     builder.gauge("node_load15", "15m load average.", host.load_average[2]);
+    host_time_and_cpu_metrics(builder, &host);
+}
+
+/// Boot time, clock synchronisation, CPU usage and io_uring.
+fn host_time_and_cpu_metrics(builder: &mut Builder, host: &HostStatus) {
     if let Some(boot) = crate::replica::boot_time_unix_seconds() {
         builder.gauge(
             "node_boot_time_seconds",
@@ -415,6 +259,12 @@ fn agent_metrics(builder: &mut Builder, state: &AgentState) {
             );
         }
     }
+    replica_metrics(builder, state);
+    probe_and_counter_metrics(builder, state);
+}
+
+/// The replica's process and data file, read at encode time.
+fn replica_metrics(builder: &mut Builder, state: &AgentState) {
     let running = state
         .replica
         .process_state()
@@ -458,6 +308,10 @@ fn agent_metrics(builder: &mut Builder, state: &AgentState) {
             metadata.len() as f64,
         );
     }
+}
+
+/// The client probe and the agent's own counters.
+fn probe_and_counter_metrics(builder: &mut Builder, state: &AgentState) {
     let health = &state.config.health;
     let verdict = state.prober.verdict(
         std::time::Duration::from_millis(health.probe_timeout_ms),
@@ -490,12 +344,7 @@ fn agent_metrics(builder: &mut Builder, state: &AgentState) {
         "Audit lines not written: the writer was behind or had stopped, or the file refused the write.",
         state.audit.lost_lines() as f64,
     );
-    let actions = state
-        .counters
-        .control_actions
-        .lock()
-        .expect("not poisoned")
-        .clone();
+    let actions = state.counters.control_actions();
     builder.counter_family(
         "tb_agent_control_actions",
         "Control actions by action and outcome.",
@@ -560,6 +409,7 @@ fn statsd_metrics(builder: &mut Builder, snapshot: &statsd::Snapshot) {
 mod tests {
     use super::*;
     use crate::statsd::RejectReason;
+    use std::time::Duration;
 
     fn state() -> std::sync::Arc<AgentState> {
         let config = crate::config::Config::parse(
@@ -605,11 +455,11 @@ mod tests {
         let state = state();
         state.counters.record_control("restart", "ok");
         let cache = &state.metrics_cache;
-        let openmetrics = cache.body_as(&state, Format::OpenMetrics).await;
+        let openmetrics = body_as(&state, Format::OpenMetrics).await;
         let openmetrics = std::str::from_utf8(&openmetrics).unwrap();
         assert!(openmetrics.ends_with("# EOF\n"), "{openmetrics}");
         assert!(openmetrics.contains("# TYPE tb_agent_control_actions counter\n"));
-        let text = cache.body_as(&state, Format::Text).await;
+        let text = body_as(&state, Format::Text).await;
         let text = std::str::from_utf8(&text).unwrap();
         assert!(
             !text.contains("# EOF") && !text.contains("# UNIT"),
@@ -639,37 +489,37 @@ mod tests {
     async fn the_body_is_encoded_once_per_change() {
         let state = state();
         let cache = &state.metrics_cache;
-        let first = cache.body(&state).await;
+        let first = body(&state).await;
         for _ in 0..100 {
-            assert_eq!(cache.body(&state).await, first);
+            assert_eq!(body(&state).await, first);
         }
         assert_eq!(cache.encodes_total(), 1);
 
         // A change from any source: the next scrape encodes anew and shows it.
         let from = std::net::SocketAddr::from(([127, 0, 0, 1], 9));
         state.statsd.reject(RejectReason::NotReplicaSocket, from);
-        let second = cache.body(&state).await;
+        let second = body(&state).await;
         assert_eq!(cache.encodes_total(), 2);
         let text = std::str::from_utf8(&second).unwrap();
         assert!(
             text.contains("tb_agent_statsd_rejected_total{reason=\"not_replica_socket\"} 1"),
             "{text}"
         );
-        cache.body(&state).await;
+        body(&state).await;
         assert_eq!(cache.encodes_total(), 2);
         state.counters.record_control("restart", "ok");
-        cache.body(&state).await;
+        body(&state).await;
         assert_eq!(cache.encodes_total(), 3);
         state
             .counters
             .auth_failures_total
             .fetch_add(1, Ordering::Relaxed);
-        cache.body(&state).await;
+        body(&state).await;
         assert_eq!(cache.encodes_total(), 4);
 
         // Nothing changed, but what is read at encode time ages: re-encoded after BODY_AGE_MAX.
         tokio::time::sleep(BODY_AGE_MAX + Duration::from_millis(50)).await;
-        cache.body(&state).await;
+        body(&state).await;
         assert_eq!(cache.encodes_total(), 5);
     }
 }

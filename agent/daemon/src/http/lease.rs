@@ -1,8 +1,6 @@
 //! `GET /v1/lease` and `POST /v1/lease/{init,acquire,renew,release,break}`. Every request that
 //! changes the lease writes one audit line naming the holder.
 
-use std::sync::Arc;
-
 use axum::Json;
 use axum::extract::State;
 use axum::routing::{MethodRouter, on};
@@ -12,17 +10,16 @@ use tb_proto::lease::{
     Operation, Released, RenewRequest,
 };
 
+use super::endpoint::{AppState, method_filter};
+use super::extract::JsonBody;
 use crate::api::{JobKind, Outcome};
-use crate::ops::{self, AppError, Caller, JsonBody};
-use crate::state::AgentState;
-
-type AppState = Arc<AgentState>;
+use crate::ops::{self, AppError, Caller};
 
 /// A holder's name is shown to other operators and written to audit lines: short and printable.
 const HOLDER_LENGTH_MAX: usize = 128;
 
 pub fn handler(endpoint: Endpoint) -> MethodRouter<AppState> {
-    let method = crate::server::method_filter(endpoint);
+    let method = method_filter(endpoint);
     match endpoint {
         Endpoint::LeaseShow => on(method, show),
         Endpoint::LeaseInit => on(method, init),
@@ -35,7 +32,7 @@ pub fn handler(endpoint: Endpoint) -> MethodRouter<AppState> {
 }
 
 async fn show(State(state): State<AppState>) -> Result<Json<LeaseStatus>, AppError> {
-    state.lease.status(&state).await.map(Json)
+    state.lease.status().await.map(Json)
 }
 
 /// Audits the request's result (its outcome or its error) and passes it on.
@@ -58,7 +55,7 @@ async fn init(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Json<Initialized>, AppError> {
-    let result = state.lease.init(&state).await;
+    let result = state.lease.init().await;
     audited(&state, &caller, JobKind::LeaseInit, result, |done| {
         done.detail.clone()
     })
@@ -112,7 +109,7 @@ async fn acquire(
         }
         let held = state
             .lease
-            .acquire(&state, &holder, operation, request.ttl_s, retry_of)
+            .acquire(&holder, operation, request.ttl_s, retry_of)
             .await?;
         Ok(held.view)
     }
@@ -130,7 +127,7 @@ async fn renew(
 ) -> Result<Json<LeaseView>, AppError> {
     let result = async {
         let lease_id = contract::parse_id(&request.lease_id).map_err(AppError::BadRequest)?;
-        let held = state.lease.renew(&state, lease_id, request.ttl_s).await?;
+        let held = state.lease.renew(lease_id, request.ttl_s).await?;
         Ok(held.view)
     }
     .await;
@@ -172,7 +169,7 @@ async fn void(
     };
     let result = async {
         let id = contract::parse_id(lease_id).map_err(AppError::BadRequest)?;
-        let released = state.lease.release(state, id).await?;
+        let released = state.lease.release(id).await?;
         Ok(Released {
             lease_id: lease_id.to_string(),
             released,

@@ -13,22 +13,21 @@ use axum::routing::{MethodRouter, on};
 use serde::Serialize;
 use tb_proto::endpoints::Endpoint;
 
-use super::store;
+use super::endpoint::{AppState, method_filter};
+use super::extract::JsonBody;
 use crate::api::{
     BackupRecord, BackupRequest, Job, JobKind, RestoreRequest, RestoreResponse, Verification,
 };
+use crate::backup::{self as operations, store};
 use crate::ops::{
-    self, Answer, AppError, Caller, Deleted, Finished, JobDone, JobHandle, JsonBody, Lock, Spec,
-    Wait,
+    self, Answer, AppError, Caller, Deleted, Finished, JobDone, JobHandle, Lock, Spec, Wait,
 };
 use crate::state::AgentState;
 
-type AppState = Arc<AgentState>;
-
-/// The handler of a backup, recover or job endpoint (the router in `server.rs` adds scopes and
+/// The handler of a backup, recover or job endpoint (the router in `http/mod.rs` adds scopes and
 /// timeouts from the endpoint table).
 pub fn handler(endpoint: Endpoint) -> MethodRouter<AppState> {
-    let method = crate::server::method_filter(endpoint);
+    let method = method_filter(endpoint);
     match endpoint {
         Endpoint::BackupList => on(method, list),
         Endpoint::BackupCreate => on(method, create),
@@ -84,14 +83,14 @@ async fn create(
             wait: Wait::Accept,
             backup_id: Some(backup_id),
         },
-        move |job| super::backup(job, id, request.lease()),
+        move |job| operations::backup(job, id, request.lease()),
     )
     .await
 }
 
 async fn list(State(state): State<AppState>) -> Result<Json<Vec<BackupRecord>>, AppError> {
-    let store = super::store(&state)?;
-    super::blocking(move || {
+    let store = operations::store(&state)?;
+    operations::blocking(move || {
         store
             .list()
             .map_err(|why| AppError::Failed(format!("listing backups: {why}")))
@@ -105,7 +104,7 @@ async fn show(
     Path(id): Path<String>,
 ) -> Result<Json<BackupRecord>, AppError> {
     store::validate_backup_id(&id).map_err(AppError::BadRequest)?;
-    let (_, record) = super::find_backup_blocking(&state, &id).await?;
+    let (_, record) = operations::find_backup_blocking(&state, &id).await?;
     Ok(Json(record))
 }
 
@@ -128,7 +127,7 @@ async fn verify(
         false,
         lock,
         id,
-        super::verify,
+        operations::verify,
     )
     .await
 }
@@ -146,7 +145,7 @@ async fn delete(
         false,
         lock,
         id,
-        super::delete,
+        operations::delete,
     )
     .await
 }
@@ -183,7 +182,7 @@ async fn download(
     Path(id): Path<String>,
 ) -> Result<Response, AppError> {
     // Opened inside the backup's directory, never through a link (see `stored_file`).
-    let (file, manifest) = super::stored_file(&state, &id).await?;
+    let (file, manifest) = operations::stored_file(&state, &id).await?;
     let file = tokio::fs::File::from_std(file);
     Ok((
         [
@@ -216,7 +215,7 @@ async fn restore(
         forced,
         lock,
         id,
-        move |job, id| super::restore(job, id, request),
+        move |job, id| operations::restore::restore(job, id, request),
     )
     .await
 }
@@ -236,7 +235,7 @@ async fn recover(
             wait: Wait::Accept,
             backup_id: None,
         },
-        move |job| super::recover(job, request.lease()),
+        move |job| operations::recover::recover(job, request.lease()),
     )
     .await
 }

@@ -1,0 +1,213 @@
+//! The replica's log from the journal (systemd mode): its entries, matched to the current unit
+//! invocation and main pid, feed the log tracker and the memory-lock warning.
+
+use super::*;
+
+impl Replica {
+    /// systemd mode: follows the journal entries of the unit's current invocation, so that the
+    /// replica's state lines reach crate::replica_log as in process mode. `_SYSTEMD_INVOCATION_ID`
+    /// and `_PID` are fields journald sets itself: no other local process can write an entry
+    /// that matches them. A follower that ended (journalctl failed) is started again on the next
+    /// poll; one of an older invocation is stopped (kill_on_drop).
+    pub(super) async fn follow_journal(self: &Arc<Self>, unit: &str, pid: u32) {
+        // A new invocation always has a new main pid: no systemctl call while the follower of
+        // this pid runs.
+        if let Some((current, _, task)) = self.journal.lock().expect("not poisoned").as_ref()
+            && *current == pid
+            && !task.is_finished()
+        {
+            return;
+        }
+        let invocation =
+            match systemctl(&["show", "--property=InvocationID", "--value", unit]).await {
+                Ok(output) => output.trim().to_string(),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot read the replica unit's invocation id");
+                    return;
+                }
+            };
+        if invocation.len() != 32 || !invocation.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return;
+        }
+        let mut journal = self.journal.lock().expect("not poisoned");
+        if let Some((_, current, task)) = journal.as_ref()
+            && *current == invocation
+            && !task.is_finished()
+        {
+            return;
+        }
+        if let Some((_, _, task)) = journal.take() {
+            task.abort();
+        }
+        let unit_name = if unit.contains('.') {
+            unit.to_string()
+        } else {
+            format!("{unit}.service")
+        };
+        let task = tokio::spawn(Arc::clone(self).read_journal(unit_name, invocation.clone(), pid));
+        *journal = Some((pid, invocation, task.abort_handle()));
+    }
+
+    async fn read_journal(self: Arc<Self>, unit: String, invocation: String, pid: u32) {
+        // Matched on the unit and the main pid, not on the invocation id: journald cannot always
+        // attach _SYSTEMD_INVOCATION_ID to a service's stream (it reads it from a cgroup xattr,
+        // which containers may hide: seen in the lab's systemd-nspawn hosts). An entry that has
+        // one must name the current invocation (journal_message).
+        let child = spawn_journalctl(&unit, pid);
+        let mut child = match child {
+            Ok(child) => child,
+            Err(error) => {
+                tracing::warn!(%error, "cannot follow the replica's journal");
+                return;
+            }
+        };
+        let Some(stdout) = child.stdout.take() else {
+            return;
+        };
+        tracing::info!(%invocation, pid, "following the replica's journal entries");
+        if let Some(stderr) = child.stderr.take() {
+            tokio::spawn(log_journalctl_stderr(stderr));
+        }
+        let mut reader = BufReader::new(stdout);
+        let mut entry = Vec::new();
+        let (mut entries, mut rejected) = (0u64, 0u32);
+        loop {
+            entry.clear();
+            // journald bounds an entry's line (LineMax, 48 KiB by default); longer is not ours.
+            match (&mut reader)
+                .take(JOURNAL_ENTRY_BYTES_MAX)
+                .read_until(b'\n', &mut entry)
+                .await
+            {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+            if entry.last() != Some(&b'\n') {
+                // Over the bound: skip the rest of this entry.
+                let mut rest = Vec::new();
+                if reader.read_until(b'\n', &mut rest).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+            entries += 1;
+            match journal_message(&entry, &unit, &invocation, pid) {
+                Some(message) => self.observe_log_line(pid, &message),
+                None if rejected < 3 => {
+                    rejected += 1;
+                    tracing::warn!(
+                        entry = %String::from_utf8_lossy(&entry[..entry.len().min(400)]),
+                        "a journal entry of the replica's unit not taken as its log line"
+                    );
+                }
+                None => {}
+            }
+            if entries == 1 {
+                tracing::info!(pid, "first journal entry of the replica read");
+            }
+        }
+    }
+
+    pub(super) async fn check_journal_for_memlock_warning(&self, unit: &str, pid: u32) {
+        let pid_match = format!("_PID={pid}");
+        let output = tokio::time::timeout(
+            SYSTEMCTL_TIMEOUT,
+            Command::new("journalctl")
+                .args(["--quiet", "--no-pager", "-u", unit, &pid_match])
+                .args(["--grep", MEMLOCK_WARNING, "--lines=1"])
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await;
+        if let Ok(Ok(output)) = output
+            && !output.stdout.is_empty()
+        {
+            self.set_memlock_warning(true);
+        }
+    }
+}
+
+/// The MESSAGE of one `journalctl --output=json` entry if journald's own fields (set from the
+/// sender's credentials and cgroup: no other process can forge them) say it comes from process
+/// `pid` of `unit`, and of invocation `invocation` if the entry names one; None for anything
+/// else (a binary MESSAGE, a missing field, another process, unit or invocation).
+fn journal_message(entry: &[u8], unit: &str, invocation: &str, pid: u32) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_slice(entry).ok()?;
+    let field = |name: &str| value.get(name).and_then(serde_json::Value::as_str);
+    let invocation_ok = field("_SYSTEMD_INVOCATION_ID").is_none_or(|id| id == invocation);
+    (invocation_ok && field("_SYSTEMD_UNIT")? == unit && field("_PID")?.parse::<u32>().ok()? == pid)
+        .then(|| field("MESSAGE").map(str::to_string))
+        .flatten()
+}
+
+/// `journalctl --follow` of the replica's unit and main pid, one JSON entry a line.
+fn spawn_journalctl(unit: &str, pid: u32) -> std::io::Result<tokio::process::Child> {
+    Command::new("journalctl")
+        .args([
+            "--follow",
+            "--no-tail",
+            "--quiet",
+            "--no-pager",
+            "--output=json",
+        ])
+        .arg("--output-fields=MESSAGE,_PID,_SYSTEMD_UNIT,_SYSTEMD_INVOCATION_ID")
+        .arg(format!("_SYSTEMD_UNIT={unit}"))
+        .arg(format!("_PID={pid}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+}
+
+/// What journalctl says when it cannot read (permissions, a bad match), bounded.
+async fn log_journalctl_stderr(stderr: tokio::process::ChildStderr) {
+    let mut text = String::new();
+    let _ = BufReader::new(stderr)
+        .take(4096)
+        .read_to_string(&mut text)
+        .await;
+    if !text.trim().is_empty() {
+        tracing::warn!(stderr = %text.trim(), "journalctl (replica's journal)");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn journal_entries_count_only_from_the_replica_process_of_the_invocation() {
+        let unit = "tigerbeetle.service";
+        let invocation = "0123456789abcdef0123456789abcdef";
+        let line = "2026-12-06 02:43:09.930Z info(replica): 0n: x";
+        let entry = |unit: &str, id: Option<&str>, pid: &str, message: serde_json::Value| {
+            let mut value =
+                serde_json::json!({"_SYSTEMD_UNIT": unit, "_PID": pid, "MESSAGE": message});
+            if let Some(id) = id {
+                value["_SYSTEMD_INVOCATION_ID"] = id.into();
+            }
+            value.to_string()
+        };
+        let read = |text: String| journal_message(text.as_bytes(), unit, invocation, 42);
+        assert_eq!(
+            read(entry(unit, Some(invocation), "42", line.into())),
+            Some(line.into())
+        );
+        // journald could not attach the invocation (lab containers): unit and pid decide.
+        assert_eq!(
+            read(entry(unit, None, "42", line.into())),
+            Some(line.into())
+        );
+        // Another invocation, process or unit, a binary message, garbage.
+        let other = "fedcba9876543210fedcba9876543210";
+        assert_eq!(read(entry(unit, Some(other), "42", line.into())), None);
+        assert_eq!(read(entry(unit, Some(invocation), "43", line.into())), None);
+        assert_eq!(read(entry("logger.service", None, "42", line.into())), None);
+        assert_eq!(
+            read(entry(unit, None, "42", serde_json::json!([104, 105]))),
+            None
+        );
+        assert_eq!(read("{not json".into()), None);
+    }
+}
