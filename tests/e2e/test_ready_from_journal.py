@@ -25,7 +25,7 @@ import pytest
 
 import labctl
 
-# Off with the feature it tests (agent/daemon/src/replica.rs JOURNAL_EVIDENCE, health.rs
+# Off with the feature it tests (agent/daemon/src/replica/mod.rs JOURNAL_EVIDENCE, health.rs
 # LOG_MAY_PASS): it fails until the journal follower works and the lag gate exists (issue 16).
 pytestmark = pytest.mark.skip(reason="journal evidence is off (JOURNAL_EVIDENCE, LOG_MAY_PASS): issue 16")
 

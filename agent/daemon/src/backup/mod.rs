@@ -135,6 +135,29 @@ pub fn remove_marker(marker: &Path) {
     }
 }
 
+/// Refuses a backup whose copy would not fit: the backup directory must have the data file's
+/// size plus the configured margin free, before the replica is stopped.
+fn free_space_for_a_copy(
+    dir: &std::path::Path,
+    data_file: &std::path::Path,
+    free_margin_bytes: u64,
+) -> Result<(), AppError> {
+    store::create_private_dir_all(dir).map_err(io_failure("backup.dir"))?;
+    let data_size_bytes = std::fs::metadata(data_file)
+        .map_err(io_failure("the data file"))?
+        .len();
+    let available = files::available_bytes(dir).map_err(io_failure("backup.dir"))?;
+    let needed = data_size_bytes + free_margin_bytes;
+    if available < needed {
+        return Err(AppError::Refused(format!(
+            "{} has {available} bytes free; a backup needs {needed} (the data file's \
+             {data_size_bytes} bytes plus the {free_margin_bytes} byte margin)",
+            dir.display(),
+        )));
+    }
+    Ok(())
+}
+
 /// `POST /v1/backups`, as a job of the operations layer holding the replica lock: checks that
 /// the backup is safe (then the answer is 202), stops the replica, copies, starts it, and
 /// completes the backup; the lock is released before the shipping hooks run.
@@ -151,23 +174,7 @@ pub async fn backup(
         state.config.replica.data_file.clone(),
         config.free_margin_bytes,
     );
-    blocking(move || {
-        store::create_private_dir_all(&dir).map_err(io_failure("backup.dir"))?;
-        let data_size_bytes = std::fs::metadata(&data_file)
-            .map_err(io_failure("the data file"))?
-            .len();
-        let available = files::available_bytes(&dir).map_err(io_failure("backup.dir"))?;
-        let needed = data_size_bytes + free_margin_bytes;
-        if available < needed {
-            return Err(AppError::Refused(format!(
-                "{} has {available} bytes free; a backup needs {needed} (the data file's \
-                 {data_size_bytes} bytes plus the {free_margin_bytes} byte margin)",
-                dir.display(),
-            )));
-        }
-        Ok(())
-    })
-    .await?;
+    blocking(move || free_space_for_a_copy(&dir, &data_file, free_margin_bytes)).await?;
     // A stopped replica is copied as it is: nothing is stopped, so no lease is needed.
     let standing = if running {
         Some(hold::take_guarded(&job, Operation::Backup, &lease).await?)
