@@ -4,7 +4,7 @@
 # (nixos/modules/...), so a definition of the wrong type fails here as it would on NixOS.
 # nixpkgs' own code, transcribed, declares and renders the rest (eval-host.nix imports it):
 # assertions, sysctl, the firewall, and the systemd units (systemd-unit-options.nix,
-# systemd-lib.nix). The real modules are used by the VM tests (nix/checks.nix) wherever nixpkgs
+# systemd-lib.nix). The real modules are used by the VM tests (nix/vm-tests.nix) wherever nixpkgs
 # exists.
 { config, lib, pkgs, ... }:
 let
