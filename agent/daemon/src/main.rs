@@ -94,13 +94,21 @@ fn main() -> ExitCode {
                 .take(limit)
                 .read_to_string(&mut secret)
                 .is_err()
-                || secret.trim().is_empty()
             {
                 eprintln!("tb-agent: pass the secret on standard input");
                 return ExitCode::from(2);
             }
-            println!("{}", auth::hash_secret_hex(secret.trim()));
-            ExitCode::SUCCESS
+            // The same reading of a secret as tbctl's token files and the peer token file.
+            match tb_proto::auth::token_sha256(&secret) {
+                Ok(hash) => {
+                    println!("{hash}");
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("tb-agent: no usable secret on standard input: {error}");
+                    ExitCode::from(2)
+                }
+            }
         }
         Command::GenerateToken => {
             println!("{}", auth::generate_secret());

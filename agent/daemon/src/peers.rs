@@ -36,14 +36,12 @@ pub fn read_token_file(path: &std::path::Path) -> anyhow::Result<String> {
             path.display()
         );
     }
-    let token = std::fs::read_to_string(path)
-        .map_err(|error| anyhow::anyhow!("token file {}: {error}", path.display()))?
-        .trim()
-        .to_string();
-    if token.is_empty() {
-        anyhow::bail!("token file {}: empty", path.display());
-    }
-    Ok(token)
+    let text = std::fs::read_to_string(path)
+        .map_err(|error| anyhow::anyhow!("token file {}: {error}", path.display()))?;
+    // The same reading of a secret as `tb-agent hash-token` and tbctl's token files.
+    let token = tb_proto::auth::secret_from_text(&text)
+        .map_err(|error| anyhow::anyhow!("token file {}: {error}", path.display()))?;
+    Ok(token.to_string())
 }
 
 fn read_pem(field: &str, path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
@@ -411,5 +409,30 @@ mod oversized_answers {
             running.iter().all(|why| why.contains("larger than")),
             "{running:?}"
         );
+    }
+}
+
+#[cfg(test)]
+mod token_file {
+    use super::read_token_file;
+
+    fn read(text: &str) -> anyhow::Result<String> {
+        let dir = std::env::temp_dir().join(format!("tb-peer-token-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("{}.token", text.len()));
+        std::fs::write(&path, text).unwrap();
+        let result = read_token_file(&path);
+        std::fs::remove_file(&path).unwrap();
+        result
+    }
+
+    /// The peer token is read as tbctl and `tb-agent hash-token` read a secret
+    /// (`tb_proto::auth::secret_from_text`), or the hash in the peers' configs would not match.
+    #[test]
+    fn reads_one_word_and_refuses_empty_or_several() {
+        assert_eq!(read("peer-secret\n").unwrap(), "peer-secret");
+        assert!(read(" \n").unwrap_err().to_string().contains("empty"));
+        let several = read("peer secret\n").unwrap_err().to_string();
+        assert!(several.contains("more than one word"), "{several}");
     }
 }

@@ -493,9 +493,12 @@ impl Replica {
         let mut command = Command::new(binary);
         command
             .arg("start")
-            .arg(format!("--addresses={}", replica.addresses.join(",")))
-            .arg("--experimental")
-            .arg(format!("--statsd=127.0.0.1:{}", replica.statsd_port))
+            // The cache grid, if any, is among the configured extra arguments.
+            .args(tb_proto::tigerbeetle::start_flags(
+                &replica.addresses,
+                None,
+                Some(replica.statsd_port),
+            ))
             .args(extra_args)
             .arg(&replica.data_file)
             .stdin(Stdio::null())
