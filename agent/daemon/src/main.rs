@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use tb_agent::config::{Config, LogFormat};
 use tb_agent::state::AgentState;
 use tb_agent::{auth, binary, http, probe, statsd};
@@ -25,17 +25,61 @@ struct Cli {
     command: Command,
 }
 
+/// Where the agent's configuration comes from: a configuration file, or the inventory with
+/// this host's name and its settings file (`tb_proto::host_config`), so that nothing renders
+/// the inventory's rules into a file first.
+#[derive(Args)]
+struct Source {
+    /// The configuration file (examples/tb-agent.toml).
+    #[arg(long, env = "TB_AGENT_CONFIG", required_unless_present = "inventory")]
+    config: Option<PathBuf>,
+    /// The inventory (inventories/<env>.json) instead of a configuration file; with --host and
+    /// --settings.
+    #[arg(long, conflicts_with = "config", requires_all = ["host", "settings"])]
+    inventory: Option<PathBuf>,
+    /// This host's name in the inventory.
+    #[arg(long, requires = "inventory")]
+    host: Option<String>,
+    /// This host's settings (TOML: run, audit_log, log, health, control, backup).
+    #[arg(long, requires = "inventory")]
+    settings: Option<PathBuf>,
+}
+
+impl Source {
+    /// The configuration, checked; the secret files it names are not read.
+    fn load(&self) -> Result<Config, tb_agent::config::ConfigError> {
+        match (&self.config, &self.inventory, &self.host, &self.settings) {
+            (_, Some(inventory), Some(host), Some(settings)) => {
+                tb_proto::host_config::load(inventory, host, settings)
+            }
+            (Some(config), ..) => Config::load(config),
+            _ => unreachable!("clap requires --config or --inventory with --host and --settings"),
+        }
+    }
+
+    /// What the configuration was read from, for messages.
+    fn describe(&self) -> String {
+        match (&self.config, &self.inventory, &self.host) {
+            (_, Some(inventory), Some(host)) => {
+                format!("{} (host {host})", inventory.display())
+            }
+            (Some(config), ..) => config.display().to_string(),
+            _ => "(none)".to_string(),
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the agent.
     Serve {
-        #[arg(long, env = "TB_AGENT_CONFIG")]
-        config: PathBuf,
+        #[command(flatten)]
+        source: Source,
     },
-    /// Validate a configuration file and exit.
+    /// Validate a configuration (file, or inventory with host and settings) and exit.
     CheckConfig {
-        #[arg(long)]
-        config: PathBuf,
+        #[command(flatten)]
+        source: Source,
         /// Check the file alone, not the secret files it names: for configs generated on a
         /// build host (Nix, Ansible's renders) before the secrets are deployed. `serve` always
         /// checks them.
@@ -56,8 +100,8 @@ enum Command {
     /// ports, in the config's health.firewall_record (JSON, 0644), for the agent's `firewall`
     /// check. Runs as root from a timer: reading nftables needs CAP_NET_ADMIN.
     FirewallRecord {
-        #[arg(long)]
-        config: PathBuf,
+        #[command(flatten)]
+        source: Source,
     },
     /// Read a token secret from standard input and print its SHA-256 for the config file.
     HashToken,
@@ -68,25 +112,25 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { config } => match load(&config) {
+        Command::Serve { source } => match load(&source) {
             Ok(config) => serve(config),
             Err(error) => {
-                eprintln!("tb-agent: invalid config {}: {error}", config.display());
+                eprintln!("tb-agent: invalid config {}: {error}", source.describe());
                 ExitCode::from(2)
             }
         },
         Command::CheckConfig {
-            config,
+            source,
             without_secret_files,
             print_effective,
             same_lease_as,
         } => check_config(
-            &config,
+            &source,
             without_secret_files,
             print_effective,
             same_lease_as.as_deref(),
         ),
-        Command::FirewallRecord { config } => firewall_record(&config),
+        Command::FirewallRecord { source } => firewall_record(&source),
         Command::HashToken => {
             let mut secret = String::new();
             let limit = 4096;
@@ -118,26 +162,26 @@ fn main() -> ExitCode {
 }
 
 fn check_config(
-    path: &std::path::Path,
+    source: &Source,
     without_secret_files: bool,
     print_effective: bool,
     same_lease_as: Option<&std::path::Path>,
 ) -> ExitCode {
     let loaded = if without_secret_files {
-        Config::load(path)
+        source.load()
     } else {
-        load(path)
+        load(source)
     };
     let effective = match loaded {
         Ok(effective) => effective,
         Err(error) => {
-            eprintln!("tb-agent: invalid config {}: {error}", path.display());
+            eprintln!("tb-agent: invalid config {}: {error}", source.describe());
             return ExitCode::from(2);
         }
     };
     if let Some(running) = same_lease_as {
         if let Err(why) = same_lease(&effective, running) {
-            eprintln!("tb-agent: refused config {}: {why}", path.display());
+            eprintln!("tb-agent: refused config {}: {why}", source.describe());
             return ExitCode::from(2);
         }
     }
@@ -145,7 +189,7 @@ fn check_config(
         let json = serde_json::to_string_pretty(&effective).expect("a config serializes");
         println!("{json}");
     } else {
-        println!("{}: ok", path.display());
+        println!("{}: ok", source.describe());
     }
     ExitCode::SUCCESS
 }
@@ -179,18 +223,18 @@ fn same_lease(new: &Config, running: &std::path::Path) -> Result<(), String> {
     })
 }
 
-fn firewall_record(path: &std::path::Path) -> ExitCode {
-    let config = match Config::load(path) {
+fn firewall_record(source: &Source) -> ExitCode {
+    let config = match source.load() {
         Ok(config) => config,
         Err(error) => {
-            eprintln!("tb-agent: invalid config {}: {error}", path.display());
+            eprintln!("tb-agent: invalid config {}: {error}", source.describe());
             return ExitCode::from(2);
         }
     };
     let Some(output) = config.health.firewall_record.as_deref() else {
         eprintln!(
             "tb-agent: {}: health.firewall_record is not set",
-            path.display()
+            source.describe()
         );
         return ExitCode::from(2);
     };
@@ -208,8 +252,9 @@ fn firewall_record(path: &std::path::Path) -> ExitCode {
 
 /// The configuration, checked as a whole: the file itself, then the secret files it names
 /// (which must be open to their owner only).
-fn load(path: &std::path::Path) -> Result<Config, tb_agent::config::ConfigError> {
-    let config = Config::load(path)?;
+/// The configuration with the secret files it names checked, as `serve` needs it.
+fn load(source: &Source) -> Result<Config, tb_agent::config::ConfigError> {
+    let config = source.load()?;
     config.check_secret_files()?;
     Ok(config)
 }

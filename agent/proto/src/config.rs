@@ -505,7 +505,7 @@ pub struct ConfigError {
     pub reason: String,
 }
 
-fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+pub(crate) fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
     ConfigError {
         field: field.into(),
         reason: reason.into(),
@@ -521,15 +521,15 @@ impl Config {
     }
 
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|error| {
-            let field = error
-                .span()
-                .map(|span| locate_key(text, span.start))
-                .unwrap_or_else(|| "config".to_string());
-            invalid(field, error.message().to_string())
-        })?;
+        let config: Config = parse_toml(text, "config")?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// A configuration built in code (`render::agent_config`), checked as a parsed file is.
+    pub fn validated(self) -> Result<Config, ConfigError> {
+        self.validate()?;
+        Ok(self)
     }
 
     pub fn cluster_id(&self) -> u128 {
@@ -899,6 +899,20 @@ impl Backup {
 }
 
 /// Names the dotted key path around a byte offset of a TOML document, for error messages.
+/// `text` as TOML of type `T`; an error names the key it is about (`whole` when none).
+pub(crate) fn parse_toml<T: serde::de::DeserializeOwned>(
+    text: &str,
+    whole: &str,
+) -> Result<T, ConfigError> {
+    toml::from_str(text).map_err(|error| {
+        let field = error
+            .span()
+            .map(|span| locate_key(text, span.start))
+            .unwrap_or_else(|| whole.to_string());
+        invalid(field, error.message().to_string())
+    })
+}
+
 fn locate_key(text: &str, offset: usize) -> String {
     let before = &text[..offset.min(text.len())];
     let mut table = String::new();

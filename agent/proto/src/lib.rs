@@ -9,6 +9,7 @@ pub mod backup_modes;
 pub mod clock;
 pub mod config;
 pub mod endpoints;
+pub mod host_config;
 pub mod ids;
 pub mod inventory;
 pub mod lease;
