@@ -408,7 +408,7 @@ fn statsd_metrics(builder: &mut Builder, snapshot: &statsd::Snapshot) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::statsd::RejectReason;
+    use crate::statsd::origin::RejectReason;
     use std::time::Duration;
 
     fn state() -> std::sync::Arc<AgentState> {

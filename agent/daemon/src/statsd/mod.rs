@@ -13,93 +13,25 @@
 //! check (a /proc file that cannot be read, a lookup budget spent) rejects: a spoofer can at worst
 //! keep a replica looking unready, never make it look ready.
 
-use std::collections::{BTreeMap, HashMap};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::net::UdpSocket;
 
+pub mod origin;
+pub mod parse;
+
+use origin::{RejectReason, SourceCheck};
+use parse::parse_line;
+pub use parse::{Kind, Sample, SeriesKey};
+
 /// Distinct series kept; TigerBeetle 0.16 emits a few hundred. Beyond this, new series are dropped.
 pub const SERIES_MAX: usize = 4096;
 /// A UDP datagram larger than this is not from TigerBeetle (it sends at most 1400 bytes).
 const DATAGRAM_SIZE_MAX_BYTES: usize = 9000;
-const LABELS_MAX: usize = 8;
-/// Source addresses found not to belong to the replica are remembered this long, so a spoofer
-/// sending from one socket costs one /proc lookup per period, not one per datagram. Short: the
-/// replica may later get an ephemeral port a departed spoofer used.
-const REJECTED_SOURCE_TTL: Duration = Duration::from_secs(1);
-/// Bound on remembered rejected sources; a spoofer rotating through more sources than this per
-/// TTL meets the lookup budget below instead.
-const REJECTED_SOURCES_MAX: usize = 1024;
-/// /proc lookups per second, at most: the cost a flood from ever new source ports can impose.
-/// The replica needs one lookup per process (then its address is cached).
-const LOOKUPS_PER_SECOND_MAX: u32 = 64;
-/// Bound on the file descriptors examined in /proc/PID/fd (TigerBeetle holds a few dozen: data
-/// file, io_uring, listening socket, one per peer and client connection).
-const PROCESS_FDS_MAX: usize = 65_536;
-/// Bound on the lines read from /proc/PID/net/udp and udp6 (one per UDP socket on the host).
-const PROC_NET_UDP_LINES_MAX: usize = 65_536;
-
-/// Why a datagram was not accepted: the `reason` label of `tb_agent_statsd_rejected_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum RejectReason {
-    /// From an address that is not loopback.
-    NotLoopback,
-    /// No replica process is running, so there is nobody whose metrics could be accepted.
-    NoReplica,
-    /// The source address is not a UDP socket of the replica's current process.
-    NotReplicaSocket,
-    /// /proc could not tell who owns the source socket (unreadable, or the lookup budget per
-    /// second was spent): rejected, since it cannot be proved to come from the replica.
-    OwnerUnknown,
-    /// A line lacks this replica's `cluster` or `replica` tag, or carries another value.
-    WrongTags,
-}
-
-impl RejectReason {
-    pub const ALL: [RejectReason; 5] = [
-        RejectReason::NotLoopback,
-        RejectReason::NoReplica,
-        RejectReason::NotReplicaSocket,
-        RejectReason::OwnerUnknown,
-        RejectReason::WrongTags,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RejectReason::NotLoopback => "not_loopback",
-            RejectReason::NoReplica => "no_replica",
-            RejectReason::NotReplicaSocket => "not_replica_socket",
-            RejectReason::OwnerUnknown => "owner_unknown",
-            RejectReason::WrongTags => "wrong_tags",
-        }
-    }
-
-    fn index(self) -> usize {
-        self as usize
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Kind {
-    Gauge,
-    Counter,
-}
-
-/// A series key: Prometheus metric name and sorted labels.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct SeriesKey {
-    pub name: String,
-    pub labels: Vec<(String, String)>,
-}
-
-#[derive(Debug, Clone, Copy)]
-pub struct Sample {
-    pub kind: Kind,
-    pub value: f64,
-}
 
 /// A series' latest sample and when it arrived: freshness is per series, so a datagram that
 /// carries some metrics does not make others look fresh.
@@ -299,214 +231,6 @@ impl Store {
     }
 }
 
-/// Decides whether a source address is a UDP socket of the replica's process, caching the answer
-/// per process: the accepted address until the pid changes, rejected ones briefly.
-pub struct SourceCheck {
-    pid: Option<u32>,
-    accepted: Option<SocketAddr>,
-    rejected: HashMap<SocketAddr, Instant>,
-    budget_window: Instant,
-    budget_used: u32,
-}
-
-impl Default for SourceCheck {
-    fn default() -> Self {
-        SourceCheck {
-            pid: None,
-            accepted: None,
-            rejected: HashMap::new(),
-            budget_window: Instant::now(),
-            budget_used: 0,
-        }
-    }
-}
-
-impl SourceCheck {
-    /// Ok when `from` is a UDP socket owned by process `pid`.
-    pub fn check(&mut self, pid: u32, from: SocketAddr) -> Result<(), RejectReason> {
-        if self.pid != Some(pid) {
-            // A new replica process: nothing learnt about the previous one holds.
-            self.pid = Some(pid);
-            self.accepted = None;
-            self.rejected.clear();
-        }
-        if self.accepted == Some(from) {
-            return Ok(());
-        }
-        let now = Instant::now();
-        if let Some(until) = self.rejected.get(&from) {
-            if now < *until {
-                return Err(RejectReason::NotReplicaSocket);
-            }
-            self.rejected.remove(&from);
-        }
-        if now.duration_since(self.budget_window) >= Duration::from_secs(1) {
-            self.budget_window = now;
-            self.budget_used = 0;
-        }
-        if self.budget_used >= LOOKUPS_PER_SECOND_MAX {
-            return Err(RejectReason::OwnerUnknown);
-        }
-        self.budget_used += 1;
-        match socket_owned_by(pid, from) {
-            Ok(true) => {
-                tracing::info!(pid, %from, "statsd: accepting the replica's datagrams");
-                self.accepted = Some(from);
-                Ok(())
-            }
-            Ok(false) => {
-                if self.rejected.len() >= REJECTED_SOURCES_MAX {
-                    self.rejected.retain(|_, until| now < *until);
-                }
-                if self.rejected.len() < REJECTED_SOURCES_MAX {
-                    self.rejected.insert(from, now + REJECTED_SOURCE_TTL);
-                }
-                Err(RejectReason::NotReplicaSocket)
-            }
-            Err(error) => {
-                tracing::warn!(
-                    pid, %from, %error,
-                    "statsd: cannot tell who sent a datagram (the agent must be able to read \
-                     /proc/PID/fd of the replica: run it as the replica's user or as root); rejected"
-                );
-                Err(RejectReason::OwnerUnknown)
-            }
-        }
-    }
-}
-
-/// Whether `source` is the local address of a UDP socket held open by process `pid`: the socket
-/// inodes bound to that address (or to the wildcard address on its port) from the process's
-/// /proc/PID/net/udp and udp6, matched against the `socket:[INODE]` links in /proc/PID/fd.
-pub fn socket_owned_by(pid: u32, source: SocketAddr) -> std::io::Result<bool> {
-    let mut inodes = Vec::new();
-    for table in ["udp", "udp6"] {
-        let path = format!("/proc/{pid}/net/{table}");
-        let text = match std::fs::read_to_string(&path) {
-            Ok(text) => text,
-            // A kernel without IPv6 has no udp6.
-            Err(error) if table == "udp6" && error.kind() == std::io::ErrorKind::NotFound => {
-                continue;
-            }
-            Err(error) => return Err(error),
-        };
-        for line in text.lines().skip(1).take(PROC_NET_UDP_LINES_MAX) {
-            if let Some((local, inode)) = parse_proc_net_udp_line(line)
-                && local.port() == source.port()
-                && (local.ip() == source.ip()
-                    || local.ip().is_unspecified()
-                    || ipv4_mapped(local.ip()) == Some(source.ip()))
-                && inode != 0
-            {
-                inodes.push(inode);
-            }
-        }
-    }
-    if inodes.is_empty() {
-        return Ok(false);
-    }
-    let fd_dir = std::fs::read_dir(format!("/proc/{pid}/fd"))?;
-    for entry in fd_dir.take(PROCESS_FDS_MAX) {
-        let Ok(entry) = entry else { continue };
-        // An fd closed between the listing and readlink is not the one we look for.
-        let Ok(target) = std::fs::read_link(entry.path()) else {
-            continue;
-        };
-        let target = target.to_string_lossy();
-        if let Some(inode) = target
-            .strip_prefix("socket:[")
-            .and_then(|rest| rest.strip_suffix(']'))
-            .and_then(|inode| inode.parse::<u64>().ok())
-            && inodes.contains(&inode)
-        {
-            return Ok(true);
-        }
-    }
-    Ok(false)
-}
-
-fn ipv4_mapped(ip: IpAddr) -> Option<IpAddr> {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4),
-        IpAddr::V4(_) => None,
-    }
-}
-
-/// One line of /proc/net/udp or udp6: the local address and the socket inode. Addresses are
-/// hex words in the kernel's byte order (`0100007F:04D2` is 127.0.0.1:1234 on little-endian).
-fn parse_proc_net_udp_line(line: &str) -> Option<(SocketAddr, u64)> {
-    let fields: Vec<&str> = line.split_whitespace().collect();
-    let (address, port) = fields.get(1)?.split_once(':')?;
-    let inode: u64 = fields.get(9)?.parse().ok()?;
-    let port = u16::from_str_radix(port, 16).ok()?;
-    let word = |hex: &str| u32::from_str_radix(hex, 16).ok().map(u32::to_ne_bytes);
-    let ip = match address.len() {
-        8 => IpAddr::V4(Ipv4Addr::from(word(address)?)),
-        32 => {
-            let mut bytes = [0u8; 16];
-            for (index, chunk) in bytes.chunks_exact_mut(4).enumerate() {
-                chunk.copy_from_slice(&word(address.get(index * 8..index * 8 + 8)?)?);
-            }
-            IpAddr::V6(Ipv6Addr::from(bytes))
-        }
-        _ => return None,
-    };
-    Some((SocketAddr::new(ip, port), inode))
-}
-
-/// Parses one DogStatsD line into a Prometheus series, or None if it is malformed.
-pub fn parse_line(line: &str) -> Option<(SeriesKey, Sample)> {
-    let mut sections = line.split('|');
-    let (name, value) = sections.next()?.split_once(':')?;
-    let kind = match sections.next()? {
-        "g" => Kind::Gauge,
-        "c" => Kind::Counter,
-        _ => return None,
-    };
-    let value: f64 = value.parse().ok().filter(|value: &f64| value.is_finite())?;
-    let mut labels = Vec::new();
-    for section in sections {
-        let Some(tags) = section.strip_prefix('#') else {
-            continue; // Sample rates (`@0.5`) are not used by TigerBeetle.
-        };
-        for tag in tags.split(',').filter(|tag| !tag.is_empty()) {
-            let (key, value) = tag.split_once(':').unwrap_or((tag, ""));
-            labels.push((sanitize_name(key)?, value.to_string()));
-        }
-    }
-    if labels.len() > LABELS_MAX {
-        return None;
-    }
-    labels.sort();
-    labels.dedup_by(|a, b| a.0 == b.0);
-    let mut name = sanitize_name(name)?;
-    if kind == Kind::Counter {
-        name.push_str("_total");
-    }
-    Some((SeriesKey { name, labels }, Sample { kind, value }))
-}
-
-/// `tb.replica_request_us.max` → `tb_replica_request_us_max`; None if nothing valid remains.
-fn sanitize_name(raw: &str) -> Option<String> {
-    if raw.is_empty() || raw.len() > 200 {
-        return None;
-    }
-    let mut name: String = raw
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if name.starts_with(|c: char| c.is_ascii_digit()) {
-        name.insert(0, '_');
-    }
-    Some(name)
-}
-
 /// Receives datagrams until the task is dropped.
 pub async fn receive(socket: UdpSocket, store: std::sync::Arc<Store>) {
     let mut buffer = vec![0u8; DATAGRAM_SIZE_MAX_BYTES];
@@ -554,7 +278,9 @@ pub fn accept(
 
 #[cfg(test)]
 mod tests {
+    use super::origin::{LOOKUPS_PER_SECOND_MAX, parse_proc_net_udp_line, socket_owned_by};
     use super::*;
+    use std::net::Ipv6Addr;
 
     const CLUSTER_TAG: &str = "0000000000000000000000000000002a";
 
