@@ -8,6 +8,7 @@
 
 pub mod cold_copy;
 pub mod hooks;
+pub mod manifest_rules;
 pub mod recover;
 pub mod restore;
 pub mod retention;
