@@ -1,4 +1,4 @@
-//! Readiness from the replica's own log (agent/daemon/src/replica_log.rs) against a real cluster
+//! Readiness from the replica's own log (agent/daemon/src/replica_log/) against a real cluster
 //! in process mode: a restarted replica is ready as soon as its log shows it rejoined, not when
 //! its first StatsD report arrives ~10 s after it started.
 

@@ -1,0 +1,180 @@
+//! TigerBeetle's state lines (0.16.78 formats, src/vsr/replica.zig) parsed strictly into
+//! events; any other line is None. Every line is untrusted input.
+
+/// Releases whose log formats were checked against replica.zig and captured from a live replica.
+pub const VERIFIED_RELEASES: [&str; 1] = ["0.16.78"];
+/// Longer lines are not TigerBeetle's state lines: ignored unread.
+pub const LINE_BYTES_MAX: usize = 512;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Primary,
+    Backup,
+}
+
+/// The status a replica left for normal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum From {
+    Recovering,
+    RecoveringHead,
+    ViewChange,
+}
+
+impl From {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            From::Recovering => "transition_to_normal_from_recovering_status",
+            From::RecoveringHead => "transition_to_normal_from_recovering_head_status",
+            From::ViewChange => "transition_to_normal_from_view_change_status",
+        }
+    }
+}
+
+/// One state line of the replica's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// `init: ... release=X`: the process's first line; `verified` if its formats were checked.
+    Init {
+        release: String,
+        verified: bool,
+    },
+    Normal {
+        view: u32,
+        from: From,
+        role: Role,
+    },
+    ViewChange {
+        view: u32,
+    },
+    /// `sync: ops=A..B/C..D` (superblock synced, tables follow) or `sync: ops=A..B` (a process
+    /// that restarted with tables still to sync).
+    SyncTables {
+        op_max: u64,
+    },
+    TablesSynced,
+    SyncDone,
+    /// A warning that the replica is too far behind to repair from the WAL: state sync may follow.
+    FarBehind,
+}
+
+/// `2026-12-06 02:43:09.930Z info(replica): 0n: MESSAGE` → (level, MESSAGE), or None.
+fn split_line(line: &str) -> Option<(&str, &str)> {
+    if line.len() > LINE_BYTES_MAX {
+        return None;
+    }
+    let line = line.trim_end_matches(['\n', '\r']);
+    let mut parts = line.splitn(4, ' ');
+    let (date, time, scope, rest) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let date_ok = date.len() == 10 && date.bytes().all(|b| b.is_ascii_digit() || b == b'-');
+    let time_ok = time.ends_with('Z') && time.len() >= 9;
+    let level = scope.strip_suffix("(replica):")?;
+    let (prefix, message) = rest.split_once(": ")?;
+    // Replica index and status letter (uppercase on the primary), e.g. `0n`, `1N`, `2r`.
+    // Bytes, not a str slice: a multi-byte character at the end would panic a str slice.
+    let prefix = prefix.as_bytes();
+    let prefix_ok = prefix.len() >= 2
+        && prefix[..prefix.len() - 1].iter().all(u8::is_ascii_digit)
+        && prefix.last().is_some_and(u8::is_ascii_alphabetic);
+    (date_ok && time_ok && prefix_ok).then_some((level, message))
+}
+
+fn number<T: std::str::FromStr>(text: &str) -> Option<T> {
+    (!text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| text.parse().ok())
+        .flatten()
+}
+
+/// `A..B` → (A, B).
+fn range<T: std::str::FromStr>(text: &str) -> Option<(T, T)> {
+    let (a, b) = text.split_once("..")?;
+    Some((number(a)?, number(b)?))
+}
+
+fn role(text: &str) -> Option<Role> {
+    match text {
+        "primary" => Some(Role::Primary),
+        "backup" => Some(Role::Backup),
+        _ => None,
+    }
+}
+
+/// Parses one line; None for every line that is not exactly one of the state lines.
+pub fn parse(line: &str) -> Option<Event> {
+    let (level, message) = split_line(line)?;
+    match level {
+        "info" => parse_info(message),
+        "warning" => parse_warning(message),
+        _ => None,
+    }
+}
+
+fn parse_info(message: &str) -> Option<Event> {
+    let (name, rest) = message.split_once(": ").unwrap_or((message, ""));
+    match name {
+        "init" => {
+            let release = rest.split(' ').find_map(|f| f.strip_prefix("release="))?;
+            let verified = VERIFIED_RELEASES.contains(&release);
+            Some(Event::Init {
+                release: release.chars().take(32).collect(),
+                verified,
+            })
+        }
+        "transition_to_normal_from_recovering_status" => {
+            let (view, role_text) = rest.strip_prefix("view=")?.split_once(' ')?;
+            Some(Event::Normal {
+                view: number(view)?,
+                from: From::Recovering,
+                role: role(role_text)?,
+            })
+        }
+        "transition_to_normal_from_recovering_head_status"
+        | "transition_to_normal_from_view_change_status" => {
+            let (views, role_text) = rest.strip_prefix("view=")?.split_once(' ')?;
+            let (_, view) = range::<u32>(views)?;
+            let from = if name.contains("recovering_head") {
+                From::RecoveringHead
+            } else {
+                From::ViewChange
+            };
+            Some(Event::Normal {
+                view,
+                from,
+                role: role(role_text)?,
+            })
+        }
+        "transition_to_view_change_status" => {
+            let (views, status) = rest.strip_prefix("view=")?.split_once(' ')?;
+            status.strip_prefix("status=")?;
+            Some(Event::ViewChange {
+                view: range::<u32>(views)?.1,
+            })
+        }
+        "sync" => parse_sync(rest),
+        "sync_enqueue_tables" => rest
+            .starts_with("all tables synced (commit=")
+            .then_some(Event::TablesSynced),
+        _ => None,
+    }
+}
+
+fn parse_sync(rest: &str) -> Option<Event> {
+    if rest == "done" {
+        return Some(Event::SyncDone);
+    }
+    let ops = rest.strip_prefix("ops=")?;
+    let op_max = match ops.split_once('/') {
+        Some((tables, superblock)) => {
+            range::<u64>(superblock)?;
+            range::<u64>(tables)?.1
+        }
+        None => range::<u64>(ops)?.1,
+    };
+    Some(Event::SyncTables { op_max })
+}
+
+fn parse_warning(message: &str) -> Option<Event> {
+    let far_behind = (message.starts_with("on_prepare: ignoring prepare.op=")
+        && message.contains(" (too far ahead, "))
+        || message.starts_with("on_repair_sync_timeout: request sync; lagging behind cluster");
+    far_behind.then_some(Event::FarBehind)
+}
