@@ -42,7 +42,8 @@ let
   # the agent's `systemctl start` after `tbctl recover` is not refused. TigerBeetle's own exit
   # statuses are 1 to 7 (vsr.zig, FatalReason) and its crashes are signals: 78 comes only from
   # the guard.
-  # Exit status 77 (EX_NOPERM): the data file belongs to another user (a renamed replica user).
+  # Exit status 77 (EX_NOPERM): the data file belongs to another user (a renamed replica user);
+  # 64 (EX_USAGE): the guard was called wrongly. Neither is restarted.
   # A failure, not restarted: `switch` and the rollout stop there, with the reason in the log.
   startGuard = pkgs.writeShellScript "tigerbeetle-replica-start" units.startGuard;
   # One argument of ExecStart= as systemd reads it: bare when it is plain, else quoted with its
@@ -279,7 +280,7 @@ in
       # (docs/nixos.md, "What switch does to a running replica").
       restartIfChanged = false;
       # Type, Restart=, and the guard's exit statuses (SuccessExitStatus=78,
-      # RestartPreventExitStatus=78 77: see startGuard above) come with the hardening from the
+      # RestartPreventExitStatus=78 77 64: see startGuard above) come with the hardening from the
       # one list (nix/units.nix).
       serviceConfig = units.replica_service // hardening // {
         User = cfg.user;

@@ -240,9 +240,11 @@ class Controller:
         return env
 
     def installed_collection(self) -> Path:
-        """ansible/ built into a collection tarball and installed with ansible-galaxy, once."""
+        """ansible/ built into a collection tarball and installed with ansible-galaxy, once per
+        controller: a work directory kept across runs (tests/e2e/devlab) gets this tree's
+        playbooks again, not the ones an earlier run installed."""
         installed = self.work / "collections"
-        if not (installed / "ansible_collections" / "tb_bare_metal" / "cluster").is_dir():
+        if not getattr(self, "_collection_installed", False):
             built = self.work / "collection-build"
             subprocess.run(["ansible-galaxy", "collection", "build", str(ANSIBLE_DIR),
                             "--output-path", str(built), "--force"],
@@ -252,6 +254,7 @@ class Controller:
             subprocess.run(["ansible-galaxy", "collection", "install", "--force", "-p",
                             str(installed), str(tarballs[0])],
                            check=True, capture_output=True, text=True, timeout=120)
+            self._collection_installed = True
         return installed
 
     def playbook(self, name: str, *args: str, check: bool = True,

@@ -108,7 +108,7 @@ let
         (startPath replica))
       (result "${at}a missing data file exits 78, a success that is not restarted; another user's, 77, a failure not restarted"
         (lib.hasInfix "exit 78" (startPath replica) && lib.hasInfix "exit 77" (startPath replica)
-          && (replica.serviceConfig.RestartPreventExitStatus or null) == [ 78 77 ]
+          && (replica.serviceConfig.RestartPreventExitStatus or null) == [ 78 77 64 ]
           && (replica.serviceConfig.SuccessExitStatus or null) == 78)
         (startPath replica))
       (result "${at}no bootstrap unit unless asked" (!(config.systemd.services ? tigerbeetle-replica-bootstrap)) "bootstrap unit present")

@@ -53,8 +53,11 @@ pub(crate) const INVENTORY_HELP: &str = "The inventory (inventories/<env>.json, 
 pub(crate) const JSON_HELP: &str = "Print the result as JSON on stdout instead of text (progress \
      and errors still go to stderr)";
 
-/// The largest timeout any flag accepts: one hour. Longer waits are better served by a loop.
-const TIMEOUT_MAX_MS: u64 = 3_600_000;
+/// The largest timeout any flag accepts: one day. A recover's state sync of a large data file, or
+/// a backup of one, can outlast an hour, and the playbooks pass their own (unbounded) settings.
+const TIMEOUT_MAX_MS: u64 = 86_400_000;
+/// How long `tbctl recover` waits for its job unless told otherwise: one hour.
+const RECOVER_TIMEOUT_MS_DEFAULT: u64 = 3_600_000;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -298,7 +301,7 @@ struct RecoverArgs {
     #[arg(long, value_name = "N|HOST")]
     replica: ReplicaArg,
     /// How long to wait for the recover job, state sync included.
-    #[arg(long, default_value_t = TIMEOUT_MAX_MS, value_parser = timeout_ms)]
+    #[arg(long, default_value_t = RECOVER_TIMEOUT_MS_DEFAULT, value_parser = timeout_ms)]
     timeout_ms: u64,
 }
 
@@ -486,4 +489,18 @@ fn agent_client(cli: &Cli) -> anyhow::Result<AgentClient> {
         without_lease: cli.without_lease.clone(),
     };
     Ok(AgentClient::new(token, tls)?.with_lease(lease))
+}
+
+#[cfg(test)]
+mod timeouts {
+    /// A day is the bound: a recover's state sync of a large data file can outlast an hour, and
+    /// the playbooks pass the operator's own timeout through (tb_recover_timeout_s).
+    #[test]
+    fn a_timeout_is_bounded_by_a_day() {
+        assert_eq!(super::timeout_ms("7200000"), Ok(7_200_000));
+        assert_eq!(super::timeout_ms("86400000"), Ok(86_400_000));
+        assert!(super::timeout_ms("86400001").is_err());
+        assert!(super::timeout_ms("0").is_err());
+        assert!(super::timeout_ms("1h").is_err());
+    }
 }
