@@ -73,16 +73,24 @@ pub fn load(inventory: &Path, host: &str, settings: &Path) -> Result<Config, Con
 }
 
 fn read_bounded(path: &Path) -> Result<String, ConfigError> {
+    use std::io::Read;
     let field = || path.display().to_string();
-    let metadata = std::fs::metadata(path)
-        .map_err(|error| invalid(field(), format!("cannot read: {error}")))?;
-    if metadata.len() > SETTINGS_SIZE_MAX_BYTES {
+    let cannot_read = |error: std::io::Error| invalid(field(), format!("cannot read: {error}"));
+    // Read at most one byte past the bound, so a file that grows after any size check is still
+    // refused rather than read whole.
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .map_err(cannot_read)?
+        .take(SETTINGS_SIZE_MAX_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(cannot_read)?;
+    if text.len() as u64 > SETTINGS_SIZE_MAX_BYTES {
         return Err(invalid(
             field(),
             format!("larger than {SETTINGS_SIZE_MAX_BYTES} bytes: not a settings file"),
         ));
     }
-    std::fs::read_to_string(path).map_err(|error| invalid(field(), format!("cannot read: {error}")))
+    Ok(text)
 }
 
 #[cfg(test)]
@@ -154,5 +162,11 @@ mod tests {
         assert!(refused.contains("memlock_ratio_min"), "{refused}");
         let missing = load(&inventory, "tb-0", Path::new("/nonexistent.toml")).unwrap_err();
         assert!(missing.to_string().contains("cannot read"), "{missing}");
+        let large = settings(&format!(
+            "{SYSTEMD}#{}\n",
+            "x".repeat(SETTINGS_SIZE_MAX_BYTES as usize)
+        ));
+        let refused = load(&inventory, "tb-0", &large).unwrap_err().to_string();
+        assert!(refused.contains("not a settings file"), "{refused}");
     }
 }
