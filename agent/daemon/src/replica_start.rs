@@ -98,7 +98,10 @@ fn guard(data_file: &Path, replica: u8, inventory: &Path) -> Result<(), (u8, Str
     let metadata = match std::fs::metadata(data_file) {
         Ok(metadata) => metadata,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            return Err((EXIT_NO_DATA_FILE, missing_text(data_file, replica, inventory)));
+            return Err((
+                EXIT_NO_DATA_FILE,
+                missing_text(data_file, replica, inventory),
+            ));
         }
         Err(error) => {
             let text = format!(

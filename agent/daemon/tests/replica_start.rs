@@ -78,7 +78,10 @@ impl Scratch {
         let output = run(args);
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(status), "{args:?}: {stderr}");
-        assert!(stderr.contains(text), "{args:?} said {stderr:?}, not {text:?}");
+        assert!(
+            stderr.contains(text),
+            "{args:?} said {stderr:?}, not {text:?}"
+        );
         assert!(!self.dir.join("ran").exists(), "{args:?} ran the binary");
     }
 }
@@ -98,14 +101,20 @@ fn no_data_file_exits_78_and_creates_nothing() {
     let scratch = Scratch::new();
     let data_file = scratch.data_file();
     let args = scratch.args("tb-1", &[]);
-    let missing = format!("data file {} does not exist; refusing to start.", data_file.display());
+    let missing = format!(
+        "data file {} does not exist; refusing to start.",
+        data_file.display()
+    );
     scratch.expect_refusal(&args, 78, &missing);
     scratch.expect_refusal(&args, 78, "tbctl recover --inventory");
     assert!(!data_file.exists(), "the guard created the data file");
     // A dangling symlink is no data file either.
     std::os::unix::fs::symlink(scratch.dir.join("gone"), &data_file).unwrap();
     scratch.expect_refusal(&args, 78, "does not exist; refusing to start");
-    assert!(!scratch.dir.join("gone").exists(), "the guard created the link's target");
+    assert!(
+        !scratch.dir.join("gone").exists(),
+        "the guard created the link's target"
+    );
 }
 
 #[test]
@@ -128,7 +137,11 @@ fn another_users_data_file_exits_77() {
 fn bad_command_line_or_inventory_exits_64() {
     let scratch = Scratch::new();
     std::fs::write(scratch.data_file(), b"").unwrap();
-    scratch.expect_refusal(&scratch.args("tb-9", &[]), 64, "host tb-9 is not in the inventory");
+    scratch.expect_refusal(
+        &scratch.args("tb-9", &[]),
+        64,
+        "host tb-9 is not in the inventory",
+    );
     // No --host: clap's usage error, with 64 rather than clap's 2.
     let mut no_host = scratch.args("tb-1", &[]);
     no_host.drain(3..5);
