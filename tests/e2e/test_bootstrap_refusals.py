@@ -105,7 +105,15 @@ def test_changed_data_dir_on_the_live_cluster_is_refused(cluster):
 def refuse_changed_data_dir(controller, finding: str) -> None:
     """bootstrap.yml with a changed tigerbeetle_data_dir is refused, naming the installed unit's
     file, the existing data file, `finding` and the check; nothing is created there."""
-    refused = controller.bootstrap("-e", f"tigerbeetle_data_dir={ELSEWHERE}", check=False)
+    # An -e override of an inventory key is refused before anything: the roles read the
+    # inventory file through tbctl (the agent and the replica's start guard read it too).
+    overridden = controller.bootstrap("-e", f"tigerbeetle_data_dir={ELSEWHERE}", check=False)
+    assert_refused(overridden, "Give inventory keys in the inventory file only")
+    previous = controller.set_inventory_vars(tigerbeetle_data_dir=ELSEWHERE)
+    try:
+        refused = controller.bootstrap(check=False)
+    finally:
+        controller.restore_inventory_vars(previous)
     assert_refused(refused, "Refusing to format cluster", "the installed unit starts",
                    f"data file {data_file(controller, controller.host_names[0])} exists",
                    finding, "bootstrap-check (exit 3")

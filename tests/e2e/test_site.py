@@ -113,7 +113,7 @@ def test_check_mode_changes_nothing(cluster):
     lab = controller.lab
     host = lab.hosts()[0].name
     before = lab.exec(host, "sha256sum /etc/systemd/system/tigerbeetle.service "
-                            "/etc/tb-agent/tb-agent.toml").stdout
+                            "/etc/tb-agent/settings.toml /etc/tigerbeetle/inventory.json").stdout
     # On a configured host with nothing pending, --check --diff has nothing to report either.
     clean = controller.playbook("site.yml", "--check", "--diff")
     recap = clean.recap()
@@ -129,7 +129,7 @@ def test_check_mode_changes_nothing(cluster):
         controller.restore_inventory_vars(previous)
     assert "--cache-grid=320MiB" in preview.stdout, preview.tail()
     after = lab.exec(host, "sha256sum /etc/systemd/system/tigerbeetle.service "
-                           "/etc/tb-agent/tb-agent.toml").stdout
+                           "/etc/tb-agent/settings.toml /etc/tigerbeetle/inventory.json").stdout
     assert before == after
     assert controller.tbctl("status", "--inventory", str(controller.inventory_path),
                             check=False).returncode == 0

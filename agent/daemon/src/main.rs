@@ -11,6 +11,8 @@ use tb_agent::config::{Config, LogFormat};
 use tb_agent::state::AgentState;
 use tb_agent::{auth, binary, http, probe, statsd};
 
+mod replica_start;
+
 /// How long the replica gets to stop when the agent shuts down (on top of its stop timeout).
 const SHUTDOWN_REPLICA_MARGIN: Duration = Duration::from_secs(5);
 
@@ -107,11 +109,23 @@ enum Command {
     HashToken,
     /// Print a new random token secret.
     GenerateToken,
+    /// The replica unit's main process: refuse without the data file (78) or with another
+    /// user's (77), else exec `tigerbeetle start` with the inventory's flags (replica_start.rs).
+    ReplicaStart(replica_start::ReplicaStart),
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // A unit's wrong command line exits 64, which the unit does not restart.
+        Err(error) if replica_start::is_invoked() && error.use_stderr() => {
+            let _ = error.print();
+            return replica_start::usage_status();
+        }
+        Err(error) => error.exit(),
+    };
     match cli.command {
+        Command::ReplicaStart(args) => replica_start::run(&args),
         Command::Serve { source } => match load(&source) {
             Ok(config) => serve(config),
             Err(error) => {
