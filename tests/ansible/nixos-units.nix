@@ -41,6 +41,10 @@ assert failed == [ ] || throw "module assertions fail: ${lib.concatStringsSep ";
     polkitRules = config.security.polkit.extraConfig;
   };
   host = {
+    # What the agent and `tb-agent replica-start` are started with (--inventory is the host's
+    # copy of this file, /etc/tigerbeetle/inventory.json; --host this name).
+    name = hostName;
+    inventoryPath = toString file;
     user = config.services.tigerbeetle-replica.user;
     # The unit files as NixOS writes them (nixpkgs' systemd-lib.nix, transcribed).
     unitFiles = lib.mapAttrs (name: _: unitText config name) ourUnits;
