@@ -297,6 +297,21 @@ let
     (result "backup.schedule empty (the default): no schedule keys, no backups taken by the agent itself"
       (example.services.tb-agent.settings.backup == { dir = "/var/lib/tb-backups"; })
       (b.toJSON example.services.tb-agent.settings.backup))
+    # The rollout restarts a replica whose built unit file differs from the active one; the
+    # command line names the fixed /etc path, so only the trigger makes a changed inventory
+    # show (nix/vm-tests.nix's vm-switch does this on real NixOS).
+    (
+      let
+        exampleJson = b.fromJSON (b.readFile ../../inventories/example.json);
+        regridded = b.toFile "example-regridded.json" (b.toJSON (lib.recursiveUpdate exampleJson { all.vars.tigerbeetle_cache_grid = "512MiB"; }));
+        changed = evalConfig [ base { services.tigerbeetle-host.inventoryFile = lib.mkForce regridded; } ];
+      in
+      result "another cache grid in the inventory: the same command line, another replica unit file"
+        (changed.systemd.services.tigerbeetle-replica.serviceConfig.ExecStart == example.systemd.services.tigerbeetle-replica.serviceConfig.ExecStart
+          && unitText changed "tigerbeetle-replica" != unitText example "tigerbeetle-replica"
+          && failedAssertions changed == [ ])
+        (unitText changed "tigerbeetle-replica")
+    )
     (result "swap on: a warning" (b.any (lib.hasInfix "swap is on") withSwap.warnings) (b.toJSON withSwap.warnings))
     (result "nixpkgs' services.tigerbeetle imported beside ours: evaluates, no shared names"
       (let c = withNixpkgsModule false; in b.deepSeq (map (unitText c) (b.attrNames c.systemd.services)) (failedAssertions c == [ ] && !(c.systemd.services ? tigerbeetle)))
