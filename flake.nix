@@ -18,10 +18,14 @@
       hasPackages = nixpkgs ? legacyPackages;
       pkgsFor = system: nixpkgs.legacyPackages.${system};
 
-      # Modules with a `key` are imported once however many of ours a host imports.
+      # Modules with a `key` are imported once however many of ours a host imports. The replica's
+      # unit runs `tb-agent replica-start`, so the replica module needs the tb-agent package too.
       replicaPackageDefault = { pkgs, lib, ... }: {
         key = "tb-bare-metal/replica-package-default";
-        config.services.tigerbeetle-replica.package = lib.mkDefault self.packages.${pkgs.stdenv.hostPlatform.system}.tigerbeetle;
+        config.services.tigerbeetle-replica = {
+          package = lib.mkDefault self.packages.${pkgs.stdenv.hostPlatform.system}.tigerbeetle;
+          agentPackage = lib.mkDefault self.packages.${pkgs.stdenv.hostPlatform.system}.tb-agent;
+        };
       };
       agentPackageDefault = { pkgs, lib, ... }: {
         key = "tb-bare-metal/agent-package-default";

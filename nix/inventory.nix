@@ -97,7 +97,7 @@ let
 
   # The replica's data file: `tigerbeetle format` names nothing, this layout does (tb_proto's
   # inventory.rs computes the same; the differential test in scripts/check-nix compares them).
-  # nixos-modules/replica.nix uses it too, so Nix has one copy.
+  # nixos-modules/replica.nix reads it from the resolved inventory (hosts.<name>.data_file).
   dataFile = dir: clusterId: replica: "${dir}/${clusterId}_${toString replica}.tigerbeetle";
 
   # "IP:port" -> { ip; port; } or null.
@@ -437,8 +437,9 @@ let
 in
 {
   inherit check resolve fromFile;
-  # For the modules' assertions, which enforce the same rules on hand-written options.
+  # For the agent module's assertion on its backup directory (a host option, not in the
+  # inventory); everything else the modules read is the resolved inventory.
   rules = {
-    inherit parseSocket parseCidr clusterIdReason cacheGridReason isPrivateIpv4 secretPathReason pathReason dataFile;
+    inherit pathReason;
   };
 }

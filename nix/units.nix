@@ -1,6 +1,5 @@
 # The replica and agent units' shared directives (start and restart policy, capabilities, limits,
-# hardening) and the replica's start guard:
-# the files the Ansible roles ship too (ansible/roles/tigerbeetle/files/), read here so that each
+# hardening): the file the Ansible roles ship too (ansible/roles/tigerbeetle/files/), read here so that each
 # rule has one copy. nixos-modules/replica.nix and agent.nix merge these into serviceConfig.
 let
   files = ../ansible/roles/tigerbeetle/files;
@@ -15,6 +14,4 @@ in
   # The replica's sandbox, shared with NixOS's bootstrap unit: capabilities, limits, hardening.
   replica = directives "replica";
   agent = directives "agent";
-  # tigerbeetle-replica-start --replica INDEX -- TIGERBEETLE start [FLAGS...] DATA_FILE
-  startGuard = builtins.readFile (files + "/tigerbeetle-replica-start");
 }

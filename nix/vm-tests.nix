@@ -35,11 +35,17 @@ let
   };
 
   # vm-switch's replica: the same host, with a changed generation to activate as a deploy does
-  # (another cache grid: a new start command, so a new unit definition).
+  # (the inventory with another cache grid: the replica's start reads it from
+  # /etc/tigerbeetle/inventory.json, and the unit names the inventory's store path, so the unit
+  # definition changes too).
   changedCacheGrid = "512MiB";
+  inventory = builtins.fromJSON (builtins.readFile inventoryFile);
+  changedInventory = builtins.toFile "vm-cluster-changed.json" (builtins.toJSON (lib.recursiveUpdate inventory {
+    all.vars.tigerbeetle_cache_grid = changedCacheGrid;
+  }));
   # `{ pkgs, ... }@args`: the module system passes pkgs only to a function that names it.
   switchNode = hostName: { pkgs, ... }@args: lib.recursiveUpdate (replicaNode hostName args) {
-    specialisation.changed.configuration.services.tigerbeetle-replica.cacheGrid = lib.mkForce changedCacheGrid;
+    specialisation.changed.configuration.services.tigerbeetle-host.inventoryFile = lib.mkForce changedInventory;
   };
 
   client = { pkgs, ... }: {
@@ -142,7 +148,7 @@ in
     # Type=exec: the start request succeeds once the start script runs; the script then refuses
     # with status 78, a success status: the unit ends inactive, not failed.
     replica2.succeed("systemctl start tigerbeetle-replica.service")
-    replica2.wait_until_succeeds("journalctl -u tigerbeetle-replica.service | grep -q 'tbctl recover --inventory <inventory> --replica 2'")
+    replica2.wait_until_succeeds("journalctl -u tigerbeetle-replica.service | grep -q 'tbctl recover'")
     replica2.wait_until_succeeds("test $(systemctl show --property=ActiveState --value tigerbeetle-replica.service) = inactive")
     replica2.fail("systemctl is-failed --quiet tigerbeetle-replica.service")
     # Not restarted (exit status 78 is a success, and exempt from Restart=), and nothing formatted.
@@ -165,6 +171,7 @@ in
     client.succeed("${repl "create_accounts id=11 code=10 ledger=700"}")
     main_pid = "systemctl show --property=MainPID --value tigerbeetle-replica.service"
     new_flag = "--cache-grid=${changedCacheGrid}"
+    agent_urls = ${builtins.toJSON cluster.agent_urls}
     old_flag = "--cache-grid=${cluster.cache_grid}"
     def runs_flag(r, pid, flag):
         return r.execute(f"tr '\\0' '\\n' < /proc/{pid}/cmdline | grep -qx -- {flag}")[0] == 0
@@ -187,7 +194,9 @@ in
         assert r.succeed(fragment).strip() == built, "the active unit is not the new system's"
         assert r.succeed(main_pid).strip() == pid, "switch restarted the replica"
         assert runs_flag(r, pid, old_flag)
-        r.succeed("grep -q '^ExecStart=.* " + new_flag + " ' \"$(systemctl show --property=FragmentPath --value tigerbeetle-replica.service)\"")
+        r.succeed("grep -q '\"tigerbeetle_cache_grid\":\"${changedCacheGrid}\"' /etc/tigerbeetle/inventory.json")
+        # The changed inventory restarted the agent (its restartTriggers): wait until it answers.
+        client.wait_until_succeeds(f"curl --silent --output /dev/null {agent_urls[index]}/v1/status")
         client.succeed(f"tbctl restart --inventory /etc/tb/inventory.json --replica {index}")
         assert runs_flag(r, r.succeed(main_pid).strip(), new_flag)
         client.succeed("tbctl wait-ready --inventory /etc/tb/inventory.json --timeout-ms 300000")

@@ -1,10 +1,15 @@
 # tb-agent beside this host's replica (services.tigerbeetle-replica), in systemd mode.
 #
-# The TOML config is generated from options with pkgs.formats.toml. It holds token hashes only;
-# secrets (the peer token, the TLS key) are paths to files outside the Nix store, written at
-# runtime by agenix, sops-nix or similar. The agent runs as the replica's user, because
-# `tigerbeetle recover` and backups read and write the data file; it may start, stop and restart
-# the replica unit and reset its failed state, and no other unit (polkit rule below).
+# The agent reads its configuration from the inventory at start (`tb-agent serve --inventory
+# /etc/tigerbeetle/inventory.json --host NAME --settings /etc/tb-agent/settings.toml`): the
+# cluster-wide part (listen address, TLS, tokens, peers, the lease) is rendered by tb_proto from
+# the inventory that services.tigerbeetle-replica places, the one generator; this module writes
+# only the host's own settings file (examples/tb-agent-settings.toml) from its options. Neither
+# file holds a secret: the inventory has token hashes, and secrets (the peer token, the TLS key)
+# are paths to files outside the Nix store, written at runtime by agenix, sops-nix or similar.
+# The agent runs as the replica's user, because `tigerbeetle recover` and backups read and write
+# the data file; it may start, stop and restart the replica unit and reset its failed state, and
+# no other unit (polkit rule below).
 { config, lib, pkgs, ... }:
 let
   inherit (lib) mkOption mkIf types;
@@ -12,49 +17,34 @@ let
   units = import ../nix/units.nix;
   cfg = config.services.tb-agent;
   replica = config.services.tigerbeetle-replica;
+  cluster = replica.cluster;
+  host = cluster.hosts.${replica.hostName} or { replica = 0; agent_port = 0; peer_ips = [ ]; };
   tomlFormat = pkgs.formats.toml { };
   replicaUnit = "tigerbeetle-replica.service";
+  inventoryPath = "/etc/tigerbeetle/inventory.json";
+  settingsPath = "/etc/tb-agent/settings.toml";
 
-  listenSocket = rules.parseSocket cfg.listen;
-  listenPort = if listenSocket == null then 0 else listenSocket.port;
-
+  # The settings file's sections, with the keys of tb_proto's SettingsFile
+  # (agent/proto/src/host_config.rs); scripts/check-nix runs `tb-agent check-config` on it.
   generated = {
-    server = {
-      listen = cfg.listen;
-      audit_log = "/var/log/tb-agent/audit.jsonl";
-    } // lib.optionalAttrs (cfg.tls != null) {
-      tls = {
-        cert_file = cfg.tls.certFile;
-        key_file = cfg.tls.keyFile;
-      } // lib.optionalAttrs (cfg.tls.clientCaFile != null) { client_ca_file = cfg.tls.clientCaFile; };
+    audit_log = "/var/log/tb-agent/audit.jsonl";
+    run = {
+      mode = "systemd";
+      unit = replicaUnit;
+      binary = "${replica.package}/bin/tigerbeetle";
     };
     log.format = "json";
-    tokens = map (token: { inherit (token) name scopes sha256; }) cfg.tokens;
-    replica = {
-      cluster_id = replica.clusterId;
-      index = replica.replicaIndex;
-      count = replica.replicaCount;
-      addresses = replica.addresses;
-      data_file = replica.dataFile;
-      statsd_port = if replica.statsdPort == null then 8125 else replica.statsdPort;
-      run = {
-        mode = "systemd";
-        unit = replicaUnit;
-        binary = "${replica.package}/bin/tigerbeetle";
-      };
-    };
   } // lib.optionalAttrs (cfg.backupDir != null) {
-    backup.dir = cfg.backupDir;
-  } // lib.optionalAttrs (cfg.agentUrls != [ ]) {
-    peers = {
-      agent_urls = cfg.agentUrls;
-      token_file = cfg.peerTokenFile;
-    } // lib.optionalAttrs (cfg.peerCaFile != null) { ca_file = cfg.peerCaFile; };
+    backup = { dir = cfg.backupDir; } // lib.optionalAttrs (cfg.backup.schedule != "") {
+      inherit (cfg.backup) schedule;
+      schedule_randomized_delay_s = cfg.backup.scheduleRandomizedDelaySec;
+    };
   };
 
-  configFile = tomlFormat.generate "tb-agent.toml" cfg.settings;
+  settingsFile = tomlFormat.generate "tb-agent-settings.toml" cfg.settings;
+  agentArgs = "--inventory ${inventoryPath} --host ${lib.escapeShellArg replica.hostName} --settings ${settingsPath}";
 
-  firewallSources = replica.peerIps ++ cfg.orchestratorNetworks;
+  firewallSources = host.peer_ips ++ cluster.orchestrator_networks;
 in
 {
   imports = [ ./replica.nix ];
@@ -69,60 +59,10 @@ in
       type = types.package;
       description = "The package providing bin/tb-agent.";
     };
-    listen = mkOption {
-      type = types.str;
-      example = "10.0.0.10:7443";
-      description = "IPv4:port the agent's HTTP API listens on. Without tls, only loopback or private addresses are accepted.";
-    };
-    tls = mkOption {
-      default = null;
-      description = "Serve the API over TLS. Files are read at runtime; the key must not be in the Nix store.";
-      type = types.nullOr (types.submodule {
-        options = {
-          certFile = mkOption { type = types.str; description = "PEM certificate chain."; };
-          keyFile = mkOption { type = types.str; description = "PEM private key (a secret: outside the store)."; };
-          clientCaFile = mkOption {
-            type = types.nullOr types.str;
-            default = null;
-            description = "Require client certificates signed by this CA (mutual TLS).";
-          };
-        };
-      });
-    };
-    tokens = mkOption {
-      description = "Accepted bearer tokens: a name, scopes, and the SHA-256 of the secret (tb-agent hash-token), never the secret.";
-      type = types.listOf (types.submodule {
-        options = {
-          name = mkOption { type = types.str; };
-          scopes = mkOption { type = types.listOf (types.enum [ "read" "control" "backup" ]); };
-          sha256 = mkOption { type = types.str; };
-        };
-      });
-    };
-    agentUrls = mkOption {
-      type = types.listOf types.str;
-      default = [ ];
-      description = "Every replica's agent URL in replica order, for the quorum guard; empty for a 1-replica cluster.";
-    };
-    peerTokenFile = mkOption {
-      type = types.str;
-      default = "/etc/tb-agent/peer.token";
-      description = "File holding a read-scoped secret that the peer agents accept (outside the store).";
-    };
-    peerCaFile = mkOption {
-      type = types.nullOr types.str;
-      default = null;
-      description = "CA that signs the peer agents' certificates.";
-    };
-    orchestratorNetworks = mkOption {
-      type = types.listOf types.str;
-      default = [ ];
-      description = "IPv4 networks (tbctl, Prometheus) allowed to reach the agent port; the peer replicas' hosts always are.";
-    };
     openFirewall = mkOption {
       type = types.bool;
       default = true;
-      description = "Open the agent port to the peer replicas' hosts and orchestratorNetworks only (nftables).";
+      description = "Open the agent port to the peer replicas' hosts and the inventory's orchestrator networks only (nftables).";
     };
     backupDir = mkOption {
       type = types.nullOr types.str;
@@ -133,88 +73,81 @@ in
         (keep the last 7, zstd), changed through settings.backup (its dir is this option).
       '';
     };
+    backup.schedule = mkOption {
+      type = types.str;
+      default = "";
+      example = "30 2 * * *";
+      description = ''
+        When the agent takes a backup by itself: a 5-field cron expression in UTC (minute hour
+        day-of-month month day-of-week), written as [backup] schedule. "" takes none. A scheduled
+        backup is the same job as `tbctl backup` (quorum guard, lease, retention, audit lines
+        with actor "schedule"); one refused is logged and the next tick tries again.
+      '';
+    };
+    backup.scheduleRandomizedDelaySec = mkOption {
+      type = types.ints.between 0 86400;
+      default = 0;
+      description = "Seconds of random delay after each scheduled tick (written as [backup] schedule_randomized_delay_s), so that the replicas of a cluster do not all stop for a backup at once.";
+    };
     settings = mkOption {
       type = tomlFormat.type;
       default = { };
-      description = "The agent's TOML config (see examples/tb-agent.toml). Generated from the options above; add sections such as backup or health here.";
+      description = ''
+        The agent's settings file (/etc/tb-agent/settings.toml; examples/tb-agent-settings.toml):
+        the host's own sections run, audit_log, log, health, control and backup, generated from
+        the options above. Add keys here (health.free_bytes_min, backup.keep_last, ...); what is
+        cluster-wide belongs in the inventory.
+      '';
     };
-    configFile = mkOption {
+    settingsFile = mkOption {
       type = types.package;
       readOnly = true;
-      default = configFile;
-      description = "The generated config file (read-only).";
+      default = settingsFile;
+      description = "The generated settings file (read-only).";
     };
   };
 
   config = mkIf cfg.enable {
     services.tb-agent.settings = generated;
 
-    assertions =
-      let
-        badNetworks = lib.filter (network: rules.parseCidr network == null) cfg.orchestratorNetworks;
-        tokenNames = map (token: token.name) cfg.tokens;
-        badHashes = lib.filter (token: builtins.match "[0-9a-f]{64}" token.sha256 == null) cfg.tokens;
-        secretPaths = [{ option = "peerTokenFile"; path = cfg.peerTokenFile; }]
-          ++ lib.optional (cfg.tls != null) { option = "tls.keyFile"; path = cfg.tls.keyFile; };
-      in
-      [
-        {
-          assertion = replica.enable;
-          message = "services.tb-agent: runs beside this host's replica in systemd mode: enable services.tigerbeetle-replica too";
-        }
-        {
-          assertion = listenSocket != null;
-          message = "services.tb-agent.listen: must be IPv4:port, got \"${cfg.listen}\"";
-        }
-        {
-          assertion = listenSocket == null || cfg.tls != null || rules.isPrivateIpv4 listenSocket.octets;
-          message = "services.tb-agent.listen: ${cfg.listen} is a public address and bearer tokens would cross it in clear text: configure services.tb-agent.tls";
-        }
-        {
-          assertion = cfg.tokens != [ ] && lib.length cfg.tokens <= 16;
-          message = "services.tb-agent.tokens: 1 to 16 tokens are required";
-        }
-        {
-          assertion = lib.unique tokenNames == tokenNames;
-          message = "services.tb-agent.tokens: names must be unique";
-        }
-        {
-          assertion = badHashes == [ ];
-          message = "services.tb-agent.tokens: sha256 must be 64 lowercase hex digits (tb-agent hash-token), never the secret itself: ${lib.concatMapStringsSep ", " (token: token.name) badHashes}";
-        }
-        {
-          assertion = badNetworks == [ ];
-          message = "services.tb-agent.orchestratorNetworks: must be IPv4 networks a.b.c.d/n with no bits after the prefix: ${lib.concatStringsSep ", " badNetworks}";
-        }
-        {
-          assertion = cfg.agentUrls == [ ] || lib.length cfg.agentUrls == replica.replicaCount;
-          message = "services.tb-agent.agentUrls: has ${toString (lib.length cfg.agentUrls)} entries but services.tigerbeetle-replica.replicaCount is ${toString replica.replicaCount}";
-        }
-        {
-          assertion = cfg.backupDir != null || !(cfg.settings ? backup);
-          message = "services.tb-agent.settings.backup: backups are off (backupDir = null); set services.tb-agent.backupDir to turn them on";
-        }
-        {
-          assertion = cfg.backupDir == null || rules.pathReason cfg.backupDir == null;
-          message = "services.tb-agent.backupDir: ${toString (rules.pathReason cfg.backupDir)}";
-        }
-        {
-          assertion = !cfg.openFirewall || config.networking.nftables.enable;
-          message = "services.tb-agent.openFirewall: needs networking.nftables.enable = true (the rules are nftables rules)";
-        }
-        {
-          # With the firewall off, nixpkgs' firewall-nftables.nix renders no input chain: the
-          # rule below would be dropped and the agent port open to everyone.
-          assertion = !cfg.openFirewall || config.networking.firewall.enable;
-          message = "services.tb-agent.openFirewall: needs networking.firewall.enable = true: with the firewall off, nixpkgs drops the rule that limits the agent port to the peer agents and orchestratorNetworks, and the port is open to everyone (set openFirewall = false to filter it yourself)";
-        }
-      ]
-      ++ map
-        (secret: {
-          assertion = rules.secretPathReason secret.path == null;
-          message = "services.tb-agent.${secret.option}: ${toString (rules.secretPathReason secret.path)}";
-        })
-        secretPaths;
+    environment.etc."tb-agent/settings.toml".source = settingsFile;
+
+    assertions = [
+      {
+        assertion = replica.enable;
+        message = "services.tb-agent: runs beside this host's replica in systemd mode: enable services.tigerbeetle-replica too";
+      }
+      {
+        # Valid in an inventory (tbctl reads it), refused by the agent at start.
+        assertion = cluster.agent_tokens != [ ];
+        message = "services.tb-agent: the inventory has no tokens (all.vars.tb_agent_tokens): the agent refuses to start without one; 1 to 16 tokens are required";
+      }
+      {
+        assertion = cfg.backupDir != null || !(cfg.settings ? backup);
+        message = "services.tb-agent.settings.backup: backups are off (backupDir = null); set services.tb-agent.backupDir to turn them on";
+      }
+      {
+        assertion = cfg.backupDir != null || cfg.backup.schedule == "";
+        message = "services.tb-agent.backup.schedule: backups are off (backupDir = null); set services.tb-agent.backupDir to schedule them";
+      }
+      {
+        assertion = cfg.backupDir == null || rules.pathReason cfg.backupDir == null;
+        message = "services.tb-agent.backupDir: ${toString (rules.pathReason cfg.backupDir)}";
+      }
+      {
+        assertion = !cfg.openFirewall || config.networking.nftables.enable;
+        message = "services.tb-agent.openFirewall: needs networking.nftables.enable = true (the rules are nftables rules)";
+      }
+      {
+        # With the firewall off, nixpkgs' firewall-nftables.nix renders no input chain: the
+        # rule below would be dropped and the agent port open to everyone.
+        assertion = !cfg.openFirewall || config.networking.firewall.enable;
+        message = "services.tb-agent.openFirewall: needs networking.firewall.enable = true: with the firewall off, nixpkgs drops the rule that limits the agent port to the peer agents and the orchestrator networks, and the port is open to everyone (set openFirewall = false to filter it yourself)";
+      }
+    ];
+
+    warnings = lib.optional (cfg.backup.schedule == "" && cfg.backup.scheduleRandomizedDelaySec != 0)
+      "services.tb-agent.backup.scheduleRandomizedDelaySec is set but backup.schedule is empty: no backup is scheduled.";
 
     # The backup directory must exist before the unit starts: ReadWritePaths= of a missing path
     # fails the unit's namespace setup.
@@ -230,11 +163,12 @@ in
       (builtins.readFile ../ansible/roles/tb_agent/files/tb-agent.rules.js);
 
     systemd.services.tb-agent = {
-      description = "tb-agent beside TigerBeetle replica ${toString replica.replicaIndex}";
+      description = "tb-agent beside TigerBeetle replica ${toString host.replica}";
       wantedBy = [ "multi-user.target" ];
       wants = [ "network-online.target" ];
       after = [ "network-online.target" ];
-      restartTriggers = [ configFile ];
+      # Both files are read at start: a changed inventory or settings file restarts the agent.
+      restartTriggers = [ settingsFile replica.inventoryFile ];
       startLimitIntervalSec = 600;
       startLimitBurst = 10;
       # Type, restart policy, the journal group (the memlock warning), the log directory,
@@ -244,15 +178,15 @@ in
       serviceConfig = units.agent // {
         User = replica.user;
         Group = replica.user;
-        ExecStartPre = [ "${cfg.package}/bin/tb-agent check-config --config ${configFile}" ];
-        ExecStart = "${cfg.package}/bin/tb-agent serve --config ${configFile}";
-        ReadWritePaths = [ replica.dataDir ] ++ lib.optional (cfg.backupDir != null) cfg.backupDir;
+        ExecStartPre = [ "${cfg.package}/bin/tb-agent check-config ${agentArgs}" ];
+        ExecStart = "${cfg.package}/bin/tb-agent serve ${agentArgs}";
+        ReadWritePaths = [ cluster.data_dir ] ++ lib.optional (cfg.backupDir != null) cfg.backupDir;
       };
     };
 
     networking.firewall.extraInputRules = mkIf (cfg.openFirewall && firewallSources != [ ]) ''
       # tb-agent: peer agents (quorum guard) and orchestrator networks only.
-      ip saddr { ${lib.concatStringsSep ", " firewallSources} } tcp dport ${toString listenPort} accept
+      ip saddr { ${lib.concatStringsSep ", " firewallSources} } tcp dport ${toString host.agent_port} accept
     '';
   };
 }

@@ -10,8 +10,7 @@ let
   cfg = config.services.tigerbeetle-host;
   inventory = import ../nix/inventory.nix;
   cluster = inventory.fromFile cfg.inventoryFile;
-  hostKnown = cfg.inventoryFile != null && cluster.hosts ? ${cfg.hostName};
-  host = cluster.hosts.${cfg.hostName};
+  hostKnown = cluster.hosts ? ${cfg.hostName};
   swapOn = config.swapDevices != [ ] || config.zramSwap.enable;
   # The inventory's host name (tb-0, or an FQDN tb-0.dc1.example.net) is this host's name:
   # networking.hostName its first label, networking.domain the rest. Every label is checked with
@@ -33,9 +32,8 @@ in
       description = "Whether this host runs a TigerBeetle replica and its agent, with TigerBeetle's host settings.";
     };
     inventoryFile = mkOption {
-      type = types.nullOr types.path;
-      default = null;
-      description = "The inventory (inventories/<env>.json, docs/inventory.md). Null: configure services.tigerbeetle-replica and services.tb-agent by hand.";
+      type = types.path;
+      description = "The inventory (inventories/<env>.json, docs/inventory.md): the replica and its agent read it at start (services.tigerbeetle-replica.inventoryFile).";
     };
     hostName = mkOption {
       type = types.str;
@@ -46,10 +44,6 @@ in
   config = mkIf cfg.enable (lib.mkMerge [
     {
       assertions = [
-        {
-          assertion = cfg.inventoryFile == null || hostKnown;
-          message = "services.tigerbeetle-host.hostName: \"${cfg.hostName}\" is not under all.hosts in ${toString cfg.inventoryFile} (hosts: ${lib.concatStringsSep ", " (lib.attrNames cluster.hosts)})";
-        }
         {
           assertion = !hostKnown || hostNameFits;
           message = "services.tigerbeetle-host.hostName: \"${cfg.hostName}\" cannot name this host: NixOS takes each of its dot-separated labels as a DNS label (networking.hostName: ${options.networking.hostName.type.description}; letters, digits, - and _, 1 to 63, not starting or ending with - or _). Rename the host in the inventory";
@@ -83,7 +77,7 @@ in
         "net.core.wmem_max" = 16777216;
       };
 
-      services.tigerbeetle-replica.enable = true;
+      services.tigerbeetle-replica = { enable = true; inherit (cfg) inventoryFile hostName; };
       services.tb-agent.enable = true;
     }
     (mkIf hostKnown {
@@ -91,34 +85,6 @@ in
       # meets the assertion above if the names differ, not a conflict between two definitions.
       networking.hostName = mkIf hostNameFits (mkDefault shortName);
       networking.domain = mkIf (hostNameFits && domain != null) (mkDefault domain);
-      services.tigerbeetle-replica = {
-        clusterId = cluster.cluster_id;
-        replicaIndex = host.replica;
-        replicaCount = cluster.replica_count;
-        addresses = cluster.addresses;
-        cacheGrid = cluster.cache_grid;
-        dataDir = cluster.data_dir;
-        statsdPort = cluster.statsd_port;
-        clientNetworks = cluster.client_networks;
-      };
-      services.tb-agent = {
-        listen = host.agent_listen;
-        tls =
-          if cluster.agent_tls == null then null else {
-            certFile = cluster.agent_tls.cert_file;
-            keyFile = cluster.agent_tls.key_file;
-            clientCaFile = cluster.agent_tls.client_ca_file;
-          };
-        tokens = cluster.agent_tokens;
-        agentUrls = lib.optionals (cluster.replica_count > 1) cluster.agent_urls;
-        peerTokenFile = cluster.agent_peer_token_file;
-        peerCaFile = cluster.agent_peer_ca_file;
-        # Only what the inventory sets: the agent's defaults are the one copy of the rest.
-        settings =
-          let lease = lib.filterAttrs (_: v: v != null) cluster.lease; in
-          lib.optionalAttrs (lease != { }) { inherit lease; };
-        orchestratorNetworks = cluster.orchestrator_networks;
-      };
     })
   ]);
 }

@@ -26,23 +26,25 @@ let
   replicaUnit = config.systemd.services.tigerbeetle-replica;
   ourUnits = lib.filterAttrs (name: _: b.elem name [ "tigerbeetle-replica" "tigerbeetle-replica-bootstrap" "tb-agent" ]) config.systemd.services;
   failed = failedAssertions config;
-  # The start guard: ExecStart's program, a store script (nix/units.nix).
-  startGuard = lib.head (lib.splitString " " replicaUnit.serviceConfig.ExecStart);
+  etc = config.environment.etc;
 in
 assert failed == [ ] || throw "module assertions fail: ${lib.concatStringsSep "; " failed}";
 {
   replica = unitFields replicaUnit // {
     packagePath = pkgs.tigerbeetle.outPath;
-    startGuardPath = startGuard;
   };
   agent = unitFields config.systemd.services.tb-agent // {
+    # The settings file (/etc/tb-agent/settings.toml), as JSON.
     inherit (config.services.tb-agent) settings;
-    configPath = config.services.tb-agent.configFile.outPath;
     packagePath = pkgs.tb-agent.outPath;
     replicaPackagePath = pkgs.tigerbeetle.outPath;
     polkitRules = config.security.polkit.extraConfig;
   };
   host = {
+    # What the agent and `tb-agent replica-start` are started with (--inventory is the host's
+    # copy of this file, /etc/tigerbeetle/inventory.json; --host this name).
+    name = hostName;
+    inventoryPath = toString file;
     user = config.services.tigerbeetle-replica.user;
     # The unit files as NixOS writes them (nixpkgs' systemd-lib.nix, transcribed).
     unitFiles = lib.mapAttrs (name: _: unitText config name) ourUnits;
@@ -51,11 +53,14 @@ assert failed == [ ] || throw "module assertions fail: ${lib.concatStringsSep ";
     pathPackages = map toString [ pkgs.coreutils pkgs.findutils pkgs.gnugrep pkgs.gnused pkgs.systemd ];
     # Store files the units name, with their texts (made here by builtins.toFile).
     storeScripts = map (path: { inherit path; text = b.readFile path; })
-      ([ startGuard ]
-        ++ lib.optional bootstrap config.systemd.services.tigerbeetle-replica-bootstrap.serviceConfig.ExecStart);
+      (lib.optional bootstrap config.systemd.services.tigerbeetle-replica-bootstrap.serviceConfig.ExecStart);
+    # The host's copy of the inventory (/etc/tigerbeetle/inventory.json), which the replica's
+    # start and the agent read.
+    inventory = { text = b.readFile etc."tigerbeetle/inventory.json".source; inherit (etc."tigerbeetle/inventory.json") mode; };
     tmpfilesRules = config.systemd.tmpfiles.rules;
     firewallInputRules = config.networking.firewall.extraInputRules;
     inherit (config.services.tigerbeetle-replica) dataFile;
-    inherit (config.services.tb-agent) peerTokenFile backupDir;
+    peerTokenFile = cluster.agent_peer_token_file;
+    inherit (config.services.tb-agent) backupDir;
   };
 }

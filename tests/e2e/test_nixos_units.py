@@ -3,8 +3,8 @@
 There is no NixOS here (no nixpkgs, no KVM for the flake's VM tests), so this installs on the
 lab's Debian hosts exactly what the modules evaluate to for each inventory host
 (tests/ansible/nixos-units.nix with --arg bootstrap true): the replica, bootstrap and agent
-units as NixOS renders them, the store scripts they run, the generated agent config, the polkit
-rule, the tmpfiles rules and the firewall rules, with the real tigerbeetle and tb-agent at the
+units as NixOS renders them, the store scripts they run, the host's inventory and the generated
+agent settings file (environment.etc), the polkit rule, the tmpfiles rules and the firewall rules, with the real tigerbeetle and tb-agent at the
 units' store paths. What stands in for NixOS itself, named as such: the user (useradd, as
 users.users would), the packages of the units' PATH (the host's /usr/bin and /usr/sbin), and the
 input chain around the module's rules (nixos-fw-standin: drop by default, ssh and established
@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -75,6 +76,15 @@ def write(root: Path, path: str, data: bytes, mode: int = 0o644) -> None:
         file.write(data)
 
 
+def etc_files(spec: dict, agent: dict) -> dict[str, bytes]:
+    """The files the modules put under /etc (environment.etc) that the units read."""
+    toml = labctl.run([sys.executable, str(labctl.REPO / "tests" / "nix" / "json-to-toml.py")],
+                      input=json.dumps(agent["settings"]), capture_output=True).stdout
+    assert spec["inventory"]["mode"] == "0644", spec["inventory"]
+    return {"tigerbeetle/inventory.json": spec["inventory"]["text"].encode(),
+            "tb-agent/settings.toml": toml.encode()}
+
+
 def install(controller, host: str, nix: dict) -> None:
     """Puts on the host what `nixos-rebuild switch` would, at the same paths."""
     lab = controller.lab
@@ -91,9 +101,9 @@ def install(controller, host: str, nix: dict) -> None:
     write(root, f"{agent['packagePath']}/bin/tb-agent", binaries["tb_agent"].read_bytes())
     for script in spec["storeScripts"]:
         write(root, script["path"], script["text"].encode())
-    toml = labctl.run([sys.executable, str(labctl.REPO / "tests" / "nix" / "json-to-toml.py")],
-                      input=json.dumps(agent["settings"]), capture_output=True).stdout
-    write(root, agent["configPath"], toml.encode())
+    # environment.etc: the inventory and the settings file, root's, 0644 (neither holds a secret).
+    for path, data in etc_files(spec, agent).items():
+        write(root, f"/etc/{path}", data)
     # The unit files exactly as NixOS writes them (nixpkgs' systemd-lib.nix renders them).
     for name, text in spec["unitFiles"].items():
         assert name in UNITS, name
@@ -121,8 +131,8 @@ def install(controller, host: str, nix: dict) -> None:
         f"{spec['firewallInputRules']}\n  }}\n}}\n").encode())
     lab.exec(host, " && ".join([
         "chmod 0555 /nix/store/*/bin/* " + " ".join(s["path"] for s in spec["storeScripts"]),
-        f"chmod 0444 {agent['configPath']}",
         f"chown -R {user}:{user} /etc/tb-agent && chmod 0700 /etc/tb-agent {tls}",
+        "chown root:root /etc/tb-agent/settings.toml",
         f"chmod 0600 {tls}/agent.key {spec['peerTokenFile']}",
         "systemd-tmpfiles --create /etc/tmpfiles.d/tigerbeetle.conf",
         "nft -f /etc/nixos-fw-standin.nft",
@@ -146,8 +156,9 @@ def test_nixos_units_on_real_systemd_hosts(controller):
         data_file = nix[host]["host"]["dataFile"]
         state = controller.start_refused(host, REPLICA_UNIT)
         assert (state["refused"], state["ActiveState"], state["NRestarts"]) == ("True", "inactive", "0"), state
-        assert f"tbctl recover --inventory <inventory> --replica {index}" in controller.journal(
-            host, REPLICA_UNIT)
+        # The inventory named is tb-agent replica-start's (the host's copy, or a placeholder).
+        assert re.search(rf"tbctl recover --inventory \S+ --replica {index}\b",
+                         controller.journal(host, REPLICA_UNIT))
         assert lab.exec(host, f"test -e {data_file}", check=False).returncode != 0
 
     # Bootstrap formats once, 0600 in a 0700 directory of the replica's user; a second refuses.
@@ -256,11 +267,10 @@ def stage_next_system(controller, host: str, nix: dict) -> str:
     spec, agent = nix["host"], nix["agent"]
     for script in spec["storeScripts"]:
         write_store(root, script["path"], script["text"].encode(), mode=0o555)
-    toml = labctl.run([sys.executable, str(labctl.REPO / "tests" / "nix" / "json-to-toml.py")],
-                      input=json.dumps(agent["settings"]), capture_output=True).stdout
-    write_store(root, agent["configPath"], toml.encode())
     units = spec["unitFiles"]
-    digest = hashlib.sha256(json.dumps(units, sort_keys=True).encode()).hexdigest()[:32]
+    etc = etc_files(spec, agent)
+    digest = hashlib.sha256(json.dumps([units, sorted(etc.items())], sort_keys=True, default=bytes.hex)
+                            .encode()).hexdigest()[:32]
     system = f"/nix/store/{digest}-nixos-system-{host}"
     links = []
     for name, text in units.items():
@@ -268,6 +278,8 @@ def stage_next_system(controller, host: str, nix: dict) -> str:
         unit_path = f"/nix/store/{unit_digest}-unit-{name}.service/{name}.service"
         write_store(root, unit_path, text.encode())
         links.append(f"ln -sfn {unit_path} {system}/etc/systemd/system/{name}.service")
+    for path, data in etc.items():
+        write_store(root, f"{system}/etc/{path}", data)
     write_store(root, f"{system}/bin/switch-to-configuration",
                 (STANDIN_DIR / "switch-to-configuration").read_bytes(), mode=0o555)
     controller.lab.exec(host, f"mkdir -p {system}/etc/systemd/system && " + " && ".join(links)

@@ -4,7 +4,10 @@ must end inactive, not failed, and not restarting: `nixos-rebuild switch` (switc
 exits 4 when a unit it started is failed, and deploy tools roll such a host back.
 
 Reads module-tests.nix's output on stdin; for each replica unit, runs its start commands as
-systemd would with the data file absent (this machine has none at the units' paths: checked),
+systemd would with the data file absent. The unit's `tb-agent replica-start` runs as the tb-agent
+built from this tree (argv[1], standing in for the placeholder package), and reads the inventory
+the host is built from (standing in for /etc/tigerbeetle/inventory.json, where the host holds a
+copy of it) (this machine has none at the units' paths: checked),
 and judges the outcome by systemd.service(5):
 - ExecCondition=: exit 0 goes on; 1 to 254 skips the unit, which is not marked failed; 255 or a
   signal fails it;
@@ -47,9 +50,24 @@ def run(argv: list[str]) -> tuple[int, str]:
     return done.returncode, done.stderr
 
 
-def outcome(unit: dict) -> tuple[str, str]:
+HOST_INVENTORY = "/etc/tigerbeetle/inventory.json"
+
+
+def on_this_machine(value, agent: str, inventory: str):
+    """The unit's commands with the placeholder tb-agent and the host's inventory path replaced
+    by the tested binary and the inventory file the host's copy is made from."""
+    def word(w: str) -> str:
+        if w.startswith("/nix/store/") and w.endswith("/bin/tb-agent") and not os.path.exists(w):
+            return agent
+        return inventory if w == HOST_INVENTORY else w
+    values = value if isinstance(value, list) else [value]
+    return [shlex.join(word(w) for w in shlex.split(str(v))) for v in values]
+
+
+def outcome(unit: dict, agent: str) -> tuple[str, str]:
     """(state, why): the state systemd leaves the unit in."""
-    config = unit["serviceConfig"]
+    config = {key: on_this_machine(value, agent, unit["inventory"]) if key.startswith("Exec") else value
+              for key, value in unit["serviceConfig"].items()}
     for argv in commands(config.get("ExecCondition", [])):
         status, stderr = run(argv)
         if 1 <= status <= 254:
@@ -72,13 +90,14 @@ def outcome(unit: dict) -> tuple[str, str]:
 
 
 def main() -> None:
+    agent = sys.argv[1]
     units = json.load(sys.stdin)["replicaUnits"]
     problems = []
     for name, unit in sorted(units.items()):
         if os.path.lexists(unit["dataFile"]):
             problems.append(f"{name}: {unit['dataFile']} exists on this machine: cannot run the unit without it")
             continue
-        state, why = outcome(unit)
+        state, why = outcome(unit, agent)
         if state != "inactive":
             problems.append(f"{name}: without its data file the replica unit ends {state}: {why}")
     for problem in problems:

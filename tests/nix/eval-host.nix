@@ -28,6 +28,7 @@ in
         {
           services.tigerbeetle-host.enable = true;
           services.tigerbeetle-replica.package = pkgs.tigerbeetle;
+          services.tigerbeetle-replica.agentPackage = pkgs.tb-agent;
           services.tb-agent.package = pkgs.tb-agent;
         }
       ] ++ modules;

@@ -4,12 +4,13 @@
 #
 #   nix-instantiate --eval --strict --json tests/nix/module-tests.nix --arg nixpkgsLib ../shared/nixpkgs-lib/lib
 #
-# Output: { results = [ { name; ok; detail; } ... ]; agentConfigs = { "<inventory>/<host>" = <agent TOML as JSON>; };
-#           replicaUnits = { "<inventory>/<host>" = { dataFile; serviceConfig; }; };
+# Output: { results = [ { name; ok; detail; } ... ];
+#           agentSettings = { "<inventory>/<host>" = { inventory; host; settings = <settings TOML as JSON>; }; };
+#           replicaUnits = { "<inventory>/<host>" = { dataFile; inventory; serviceConfig; }; };
 #           rendered = { "<inventory>/<host>" = { units = { "<name>.service" = <unit file>; }; ruleset;
 #                        polkitRules; acceptRules = [ ... ]; }; }; }
-# The script fails on any result that is not ok, runs `tb-agent check-config` on every agent
-# config, runs every replica unit's start commands without its data file
+# The script fails on any result that is not ok, runs `tb-agent check-config --inventory
+# --host --settings` on every host's settings file, runs every replica unit's start commands without its data file
 # (tests/nix/check-missing-data-file.py), and runs the rendered units, ruleset, polkit rules and
 # scripts through systemd-analyze, nft, node and bash (tests/nix/check-rendered.py).
 { nixpkgsLib }:
@@ -99,18 +100,25 @@ let
         (b.toJSON { replica = missingDirectives "replica_service" replica ++ missingDirectives "replica" replica; agent = missingDirectives "agent" agent; }))
       (result "${at}replica start path never formats" (!hasFormat (startPath replica)) (startPath replica))
       (result "${at}agent start path never formats" (!hasFormat (startPath agent)) (startPath agent))
-      (result "${at}a missing data file names tbctl recover" (lib.hasInfix "tbctl recover" (startPath replica)) (startPath replica))
-      (result "${at}replica runs the inventory's addresses, cache grid and statsd port"
-        (lib.hasInfix "--addresses=${lib.concatStringsSep "," cluster.addresses}" (startPath replica)
-          && lib.hasInfix "--statsd=127.0.0.1:${toString cluster.statsd_port}" (startPath replica)
-          && lib.hasInfix " ${host.data_file}\n" (startPath replica)
-          && (cluster.cache_grid == null || lib.hasInfix "--cache-grid=${cluster.cache_grid}" (startPath replica)))
-        (startPath replica))
-      (result "${at}a missing data file exits 78, a success that is not restarted; another user's, 77, a failure not restarted"
-        (lib.hasInfix "exit 78" (startPath replica) && lib.hasInfix "exit 77" (startPath replica)
-          && (replica.serviceConfig.RestartPreventExitStatus or null) == [ 78 77 64 ]
+      # The command line, the data file and the start guard are tb_proto's (tb-agent
+      # replica-start reads the inventory the host holds): the unit only names them.
+      (result "${at}replica starts through tb-agent replica-start with the host's inventory"
+        ((replica.serviceConfig.ExecStart or null) == "${pkgs.tb-agent}/bin/tb-agent replica-start --inventory /etc/tigerbeetle/inventory.json --host ${hostName} --binary ${pkgs.tigerbeetle}/bin/tigerbeetle")
+        (replica.serviceConfig.ExecStart or ""))
+      (result "${at}the inventory placed at /etc/tigerbeetle/inventory.json, 0644, a copy of the file the host is built from"
+        (config.environment.etc."tigerbeetle/inventory.json".source == inventoryFile
+          && config.environment.etc."tigerbeetle/inventory.json".mode == "0644")
+        (b.toJSON { inherit (config.environment.etc."tigerbeetle/inventory.json") mode; source = toString config.environment.etc."tigerbeetle/inventory.json".source; }))
+      # replica-start reads the inventory by its fixed path: without the trigger, a changed
+      # inventory leaves the unit file as it was and the rollout would not restart the replica.
+      (result "${at}a changed inventory changes the replica's unit (restartTriggers) and restarts the agent"
+        (replica.restartTriggers == [ inventoryFile ] && b.elem inventoryFile agent.restartTriggers
+          && b.elem config.services.tb-agent.settingsFile agent.restartTriggers)
+        (b.toJSON { replica = map toString replica.restartTriggers; agent = map toString agent.restartTriggers; }))
+      (result "${at}a missing data file (78) is a success that is not restarted; another user's (77) and a usage error (64) are failures not restarted"
+        ((replica.serviceConfig.RestartPreventExitStatus or null) == [ 78 77 64 ]
           && (replica.serviceConfig.SuccessExitStatus or null) == 78)
-        (startPath replica))
+        (b.toJSON { inherit (replica.serviceConfig) RestartPreventExitStatus SuccessExitStatus; }))
       (result "${at}no bootstrap unit unless asked" (!(config.systemd.services ? tigerbeetle-replica-bootstrap)) "bootstrap unit present")
       (result "${at}firewall opens exactly the peer, client and orchestrator sources"
         (lib.sort lib.lessThan (acceptLines config) == lib.sort lib.lessThan expectedFirewall)
@@ -140,24 +148,27 @@ let
           && (agent.serviceConfig.SupplementaryGroups or null) == [ "systemd-journal" ]
           && !(b.elem "systemd-journal" config.users.users.tigerbeetle.extraGroups))
         (b.toJSON { inherit (agent.serviceConfig) CapabilityBoundingSet SystemCallFilter SupplementaryGroups; ProtectClock = agent.serviceConfig.ProtectClock or null; }))
-      (result "${at}agent serves the generated config"
-        ((agent.serviceConfig.ExecStart or "") == "${pkgs.tb-agent}/bin/tb-agent serve --config ${config.services.tb-agent.configFile}"
-          && config.services.tb-agent.configFile.value == config.services.tb-agent.settings)
-        (agent.serviceConfig.ExecStart or ""))
-      (result "${at}agent config: systemd mode on the replica unit, inventory layout"
+      (result "${at}agent serves the inventory with its settings file, checked first"
+        (
+          let args = "--inventory /etc/tigerbeetle/inventory.json --host ${hostName} --settings /etc/tb-agent/settings.toml"; in
+          (agent.serviceConfig.ExecStart or "") == "${pkgs.tb-agent}/bin/tb-agent serve ${args}"
+          && (agent.serviceConfig.ExecStartPre or null) == [ "${pkgs.tb-agent}/bin/tb-agent check-config ${args}" ]
+          && config.environment.etc."tb-agent/settings.toml".source == config.services.tb-agent.settingsFile
+          && config.services.tb-agent.settingsFile.value == config.services.tb-agent.settings
+        )
+        (b.toJSON { inherit (agent.serviceConfig) ExecStartPre ExecStart; }))
+      # Only the host's own sections: everything cluster-wide is rendered from the inventory by
+      # tb_proto, the one generator.
+      (result "${at}agent settings: systemd mode on the replica unit, the audit log, JSON logs, backups; nothing cluster-wide"
         (
           let s = config.services.tb-agent.settings; in
-          s.replica.run == { mode = "systemd"; unit = "tigerbeetle-replica.service"; binary = "${pkgs.tigerbeetle}/bin/tigerbeetle"; }
-          && s.replica.addresses == cluster.addresses
-          && s.replica.cluster_id == cluster.cluster_id
-          && s.replica.index == host.replica
-          && s.replica.data_file == host.data_file
-          && s.server.listen == host.agent_listen
-          && map (t: t.sha256) s.tokens == map (t: t.sha256) cluster.agent_tokens
-          && (cluster.replica_count == 1 || s.peers.agent_urls == cluster.agent_urls)
+          s.run == { mode = "systemd"; unit = "tigerbeetle-replica.service"; binary = "${pkgs.tigerbeetle}/bin/tigerbeetle"; }
+          && s.audit_log == "/var/log/tb-agent/audit.jsonl"
+          && s.log == { format = "json"; }
+          && b.attrNames s == [ "audit_log" "backup" "log" "run" ]
         )
         (b.toJSON config.services.tb-agent.settings))
-      (result "${at}backup directory: in the agent's config, created 0700 for it, writable in its sandbox"
+      (result "${at}backup directory: in the agent's settings, created 0700 for it, writable in its sandbox"
         (config.services.tb-agent.settings.backup.dir == "/var/lib/tb-backups"
           && b.elem "d /var/lib/tb-backups 0700 tigerbeetle tigerbeetle - -" config.systemd.tmpfiles.rules
           && b.elem "/var/lib/tb-backups" agent.serviceConfig.ReadWritePaths)
@@ -170,15 +181,28 @@ let
     (name: file: lib.concatMap (hostResults name file) (b.attrNames (inventory.fromFile file).hosts))
     goodInventories);
 
-  agentConfigs = lib.listToAttrs (lib.concatLists (lib.mapAttrsToList
-    (name: file: map
-      (hostName: lib.nameValuePair "${name}/${hostName}"
-        (evalConfig [{
-          services.tigerbeetle-host = { inventoryFile = file; inherit hostName; };
-          services.tigerbeetle-replica.allowClusterIdZero = true;
-        }]).services.tb-agent.settings)
-      (b.attrNames (inventory.fromFile file).hosts))
-    goodInventories));
+  # Each host's settings file with the inventory and host it is read with, for `tb-agent
+  # check-config --inventory --host --settings` (scripts/check-nix).
+  agentSettings = lib.listToAttrs
+    (lib.concatLists (lib.mapAttrsToList
+      (name: file: map
+        (hostName: lib.nameValuePair "${name}/${hostName}" {
+          inventory = toString file;
+          host = hostName;
+          settings = (evalConfig [{
+            services.tigerbeetle-host = { inventoryFile = file; inherit hostName; };
+            services.tigerbeetle-replica.allowClusterIdZero = true;
+          }]).services.tb-agent.settings;
+        })
+        (b.attrNames (inventory.fromFile file).hosts))
+      goodInventories)) // {
+    # The backup schedule as the options write it (the agent's keys, checked by check-config).
+    "inventories/example.json/tb-0 with a backup schedule" = {
+      inventory = toString ../../inventories/example.json;
+      host = "tb-0";
+      settings = scheduled.services.tb-agent.settings;
+    };
+  };
 
   # The replica units, for tests/nix/check-missing-data-file.py: their start commands are store
   # files here (fake-pkgs' writeShellScript), so the check can run them.
@@ -193,6 +217,7 @@ let
         in
         lib.nameValuePair "${name}/${hostName}" {
           inherit (config.services.tigerbeetle-replica) dataFile;
+          inventory = toString file;
           serviceConfig = lib.filterAttrs (_: v: v != null)
             (lib.genAttrs [ "Type" "ExecCondition" "ExecStartPre" "ExecStart" "Restart" "SuccessExitStatus" "RestartPreventExitStatus" ]
               (key: config.systemd.services.tigerbeetle-replica.serviceConfig.${key} or null));
@@ -203,6 +228,14 @@ let
   # --- the example's tb-0, spelt out (independent of the modules' own derivations) ----------------
 
   example = evalConfig [{ services.tigerbeetle-host = { inventoryFile = ../../inventories/example.json; hostName = "tb-0"; }; }];
+  extraFlagsExample = evalConfig [{
+    services.tigerbeetle-host = { inventoryFile = ../../inventories/example.json; hostName = "tb-0"; };
+    services.tigerbeetle-replica.extraFlags = [ "--log-debug" "a b%" ];
+  }];
+  scheduled = evalConfig [{
+    services.tigerbeetle-host = { inventoryFile = ../../inventories/example.json; hostName = "tb-0"; };
+    services.tb-agent.backup = { schedule = "30 2 * * *"; scheduleRandomizedDelaySec = 900; };
+  }];
   exampleResults = [
     (result "example tb-0: firewall rules, literally"
       (lib.sort lib.lessThan (acceptLines example) == [
@@ -211,20 +244,16 @@ let
       ])
       (b.toJSON (acceptLines example)))
     (result "example tb-0: the replica's command, literally"
-      (b.match "/nix/store/[^ ]*-tigerbeetle-replica-start --replica 0 -- /nix/store/00000000000000000000000000000000-tigerbeetle-0.16.78/bin/tigerbeetle start --addresses=10.0.0.10:3000,10.0.0.11:3000,10.0.0.12:3000 --cache-grid=4GiB --experimental --statsd=127.0.0.1:8125 /var/lib/tigerbeetle/155384968277351797236104484427093106345_0.tigerbeetle"
-        example.systemd.services.tigerbeetle-replica.serviceConfig.ExecStart != null)
+      (example.systemd.services.tigerbeetle-replica.serviceConfig.ExecStart
+        == "/nix/store/00000000000000000000000000000000-tb-agent-0.1.0/bin/tb-agent replica-start --inventory /etc/tigerbeetle/inventory.json --host tb-0 --binary /nix/store/00000000000000000000000000000000-tigerbeetle-0.16.78/bin/tigerbeetle")
       example.systemd.services.tigerbeetle-replica.serviceConfig.ExecStart)
-    # The inventory's lease keys reach the agent's [lease] as given; unset ones stay the agent's.
-    (result "example tb-0: no [lease] section (the agent's defaults)"
-      (!(example.services.tb-agent.settings ? lease))
-      (b.toJSON (example.services.tb-agent.settings.lease or null)))
-    (result "lease-settings tb-1: [lease] as the inventory gives it"
-      (agentConfigs."tests/inventories/good/lease-settings.json/tb-1".lease == {
-        enabled = true;
-        id_prefix = "0123456789abcdef";
-        ledger = 7;
-      })
-      (b.toJSON (agentConfigs."tests/inventories/good/lease-settings.json/tb-1".lease or null)))
+    (result "example tb-0: extraFlags follow --, quoted for systemd"
+      (extraFlagsExample.systemd.services.tigerbeetle-replica.serviceConfig.ExecStart
+        == "/nix/store/00000000000000000000000000000000-tb-agent-0.1.0/bin/tb-agent replica-start --inventory /etc/tigerbeetle/inventory.json --host tb-0 --binary /nix/store/00000000000000000000000000000000-tigerbeetle-0.16.78/bin/tigerbeetle -- --log-debug \"a b%%\"")
+      extraFlagsExample.systemd.services.tigerbeetle-replica.serviceConfig.ExecStart)
+    (result "example tb-0: the data file is the inventory's"
+      (example.services.tigerbeetle-replica.dataFile == "/var/lib/tigerbeetle/155384968277351797236104484427093106345_0.tigerbeetle")
+      example.services.tigerbeetle-replica.dataFile)
   ];
 
   # --- bootstrap, swap, and nixpkgs' services.tigerbeetle beside ours ---------------------------
@@ -262,6 +291,27 @@ let
           && b.elem "/srv/backups" c.systemd.services.tb-agent.serviceConfig.ReadWritePaths)
         (b.toJSON c.services.tb-agent.settings.backup)
     )
+    (result "backup.schedule: written as [backup] schedule and schedule_randomized_delay_s"
+      (scheduled.services.tb-agent.settings.backup == { dir = "/var/lib/tb-backups"; schedule = "30 2 * * *"; schedule_randomized_delay_s = 900; })
+      (b.toJSON scheduled.services.tb-agent.settings.backup))
+    (result "backup.schedule empty (the default): no schedule keys, no backups taken by the agent itself"
+      (example.services.tb-agent.settings.backup == { dir = "/var/lib/tb-backups"; })
+      (b.toJSON example.services.tb-agent.settings.backup))
+    # The rollout restarts a replica whose built unit file differs from the active one; the
+    # command line names the fixed /etc path, so only the trigger makes a changed inventory
+    # show (nix/vm-tests.nix's vm-switch does this on real NixOS).
+    (
+      let
+        exampleJson = b.fromJSON (b.readFile ../../inventories/example.json);
+        regridded = b.toFile "example-regridded.json" (b.toJSON (lib.recursiveUpdate exampleJson { all.vars.tigerbeetle_cache_grid = "512MiB"; }));
+        changed = evalConfig [ base { services.tigerbeetle-host.inventoryFile = lib.mkForce regridded; } ];
+      in
+      result "another cache grid in the inventory: the same command line, another replica unit file"
+        (changed.systemd.services.tigerbeetle-replica.serviceConfig.ExecStart == example.systemd.services.tigerbeetle-replica.serviceConfig.ExecStart
+          && unitText changed "tigerbeetle-replica" != unitText example "tigerbeetle-replica"
+          && failedAssertions changed == [ ])
+        (unitText changed "tigerbeetle-replica")
+    )
     (result "swap on: a warning" (b.any (lib.hasInfix "swap is on") withSwap.warnings) (b.toJSON withSwap.warnings))
     (result "nixpkgs' services.tigerbeetle imported beside ours: evaluates, no shared names"
       (let c = withNixpkgsModule false; in b.deepSeq (map (unitText c) (b.attrNames c.systemd.services)) (failedAssertions c == [ ] && !(c.systemd.services ? tigerbeetle)))
@@ -273,53 +323,32 @@ let
 
   # --- broken inputs: each trips its assertion, with its message ---------------------------------
 
-  manual = {
-    services.tigerbeetle-replica = {
-      clusterId = "7";
-      replicaIndex = 0;
-      replicaCount = 3;
-      addresses = [ "10.0.0.10:3000" "10.0.0.11:3000" "10.0.0.12:3000" ];
-      clientNetworks = [ "10.0.1.0/24" ];
-    };
-    services.tb-agent = {
-      listen = "10.0.0.10:7000";
-      tokens = [{ name = "ops"; scopes = [ "read" "control" ]; sha256 = lib.fixedWidthString 64 "a" ""; }];
-      agentUrls = [ "http://10.0.0.10:7000" "http://10.0.0.11:7000" "http://10.0.0.12:7000" ];
-    };
-  };
+  # A valid host (the example's tb-0) that each case breaks; the inventory's own rules (addresses,
+  # cluster id, tokens, secrets in the store...) are nix/inventory.nix's, tested with the bad
+  # inventories by scripts/check-nix.
+  base = { services.tigerbeetle-host = { inventoryFile = ../../inventories/example.json; hostName = "tb-0"; }; };
   broken = name: override: expected:
     let
-      failed = failedAssertions (evalConfig [ manual override ]);
+      failed = failedAssertions (evalConfig [ base override ]);
     in
     result "broken input ${name}: \"${expected}\""
       (b.any (lib.hasInfix expected) failed)
       "failed assertions: ${b.toJSON failed}";
   force = lib.mkForce;
+  # Whether evaluating `value` fails (a type error of an option, say).
+  refused = value: !(b.tryEval (b.deepSeq value value)).success;
   brokenResults = [
-    (result "broken inputs: the base they break is valid" (failedAssertions (evalConfig [ manual ]) == [ ]) (b.toJSON (failedAssertions (evalConfig [ manual ]))))
-    (broken "seven replicas" { services.tigerbeetle-replica.replicaCount = force 7; } "replicaCount: must be between 1 and 6")
-    (broken "zero replicas" { services.tigerbeetle-replica.replicaCount = force 0; } "replicaCount: must be between 1 and 6")
-    (broken "index not below count" { services.tigerbeetle-replica.replicaIndex = force 3; } "replicaIndex: must be below replicaCount")
-    (broken "duplicate addresses" { services.tigerbeetle-replica.addresses = force [ "10.0.0.10:3000" "10.0.0.10:3000" "10.0.0.12:3000" ]; } "addresses: must be unique")
-    (broken "DNS name" { services.tigerbeetle-replica.addresses = force [ "tb-0.example.net:3000" "10.0.0.11:3000" "10.0.0.12:3000" ]; } "TigerBeetle takes no DNS names")
-    (broken "address without port" { services.tigerbeetle-replica.addresses = force [ "10.0.0.10" "10.0.0.11:3000" "10.0.0.12:3000" ]; } "addresses: must be IPv4:port")
-    (broken "address count" { services.tigerbeetle-replica.addresses = force [ "10.0.0.10:3000" "10.0.0.11:3000" ]; } "addresses: has 2 entries but replicaCount is 3")
-    (broken "cluster id 0" { services.tigerbeetle-replica.clusterId = force "0"; } "clusterId: 0 is for tests")
-    (broken "cluster id hex" { services.tigerbeetle-replica.clusterId = force "0x7"; } "clusterId: must be a decimal u128")
-    (broken "cluster id above u128" { services.tigerbeetle-replica.clusterId = force "340282366920938463463374607431768211456"; } "clusterId: must be a decimal u128")
-    (broken "cache size" { services.tigerbeetle-replica.cacheGrid = force "4GB"; } "cacheGrid: must be a size")
-    (broken "client network" { services.tigerbeetle-replica.clientNetworks = force [ "10.0.1.1/24" ]; } "clientNetworks: must be IPv4 networks")
-    (broken "relative data dir" { services.tigerbeetle-replica.dataDir = force "var/lib/tb"; } "dataDir: must be an absolute path")
-    (broken "public listen without TLS" { services.tb-agent.listen = force "203.0.113.5:7000"; } "listen: 203.0.113.5:7000 is a public address")
-    (broken "wildcard listen without TLS" { services.tb-agent.listen = force "0.0.0.0:7000"; } "listen: 0.0.0.0:7000 is a public address")
-    (broken "listen not IPv4:port" { services.tb-agent.listen = force "localhost:7000"; } "listen: must be IPv4:port")
-    (broken "secret instead of hash" { services.tb-agent.tokens = force [{ name = "ops"; scopes = [ "read" ]; sha256 = "hunter2"; }]; } "sha256 must be 64 lowercase hex digits")
-    (broken "no token" { services.tb-agent.tokens = force [ ]; } "tokens: 1 to 16 tokens are required")
-    (broken "token name twice" { services.tb-agent.tokens = force [{ name = "a"; scopes = [ "read" ]; sha256 = lib.fixedWidthString 64 "a" ""; } { name = "a"; scopes = [ "read" ]; sha256 = lib.fixedWidthString 64 "b" ""; }]; } "tokens: names must be unique")
-    (broken "TLS key in the store" { services.tb-agent.tls = force { certFile = "/etc/tb/agent.pem"; keyFile = "/nix/store/00000000000000000000000000000000-key"; }; } "tls.keyFile: must not be in /nix/store")
-    (broken "peer token in the store" { services.tb-agent.peerTokenFile = force "/nix/store/00000000000000000000000000000000-token"; } "peerTokenFile: must not be in /nix/store")
-    (broken "agent URL count" { services.tb-agent.agentUrls = force [ "http://10.0.0.10:7000" ]; } "agentUrls: has 1 entries but services.tigerbeetle-replica.replicaCount is 3")
-    (broken "orchestrator network" { services.tb-agent.orchestratorNetworks = force [ "10.0.0.0/33" ]; } "orchestratorNetworks: must be IPv4 networks")
+    (result "broken inputs: the base they break is valid" (failedAssertions (evalConfig [ base ]) == [ ]) (b.toJSON (failedAssertions (evalConfig [ base ]))))
+    (
+      let failed = failedAssertions (evalConfig [{ services.tigerbeetle-host = { inventoryFile = ../../inventories/lab.json; hostName = "tb-0"; }; }]); in
+      result "broken input inventory with cluster id 0: \"cluster id is 0, which is for tests\""
+        (b.any (lib.hasInfix "cluster id is 0, which is for tests") failed)
+        "failed assertions: ${b.toJSON failed}"
+    )
+    (broken "a schedule without a backup directory" { services.tb-agent = { backupDir = force null; backup.schedule = "0 3 * * *"; }; } "backup.schedule: backups are off")
+    (result "broken input a randomized delay over a day: refused by the option's type"
+      (refused (evalConfig [ base { services.tb-agent.backup = { schedule = "0 3 * * *"; scheduleRandomizedDelaySec = 86401; }; } ]).services.tb-agent.settings)
+      "accepted")
     (broken "backup settings without a directory" { services.tb-agent = { backupDir = force null; settings.backup.keep_last = 3; }; } "backups are off (backupDir = null)")
     (broken "relative backup directory" { services.tb-agent.backupDir = force "backups"; } "backupDir: must be an absolute path")
     (broken "firewall without nftables" { networking.nftables.enable = force false; } "needs networking.nftables.enable = true")
@@ -330,11 +359,11 @@ let
     (broken "agent port open with the firewall off" { networking.firewall.enable = false; } "services.tb-agent.openFirewall: needs networking.firewall.enable = true")
     (
       let failed = failedAssertions (evalConfig [{ services.tigerbeetle-host = { inventoryFile = ../inventories/good/no-tokens.json; hostName = "tb-0"; }; }]); in
-      result "broken input inventory without tokens: \"tokens: 1 to 16 tokens are required\""
-        (b.any (lib.hasInfix "tokens: 1 to 16 tokens are required") failed)
+      result "broken input inventory without tokens: \"the inventory has no tokens\""
+        (b.any (lib.hasInfix "the inventory has no tokens") failed)
         "failed assertions: ${b.toJSON failed}"
     )
-    (broken "host not in the inventory" { services.tigerbeetle-host = { inventoryFile = ../../inventories/example.json; hostName = "tb-9"; }; } "\"tb-9\" is not under all.hosts")
+    (broken "host not in the inventory" { services.tigerbeetle-host.hostName = force "tb-9"; } "\"tb-9\" is not under all.hosts")
   ];
 
   # --- host settings as nixpkgs' own modules merge them (sysctl.nix, firewall-nftables.nix) ------
@@ -435,5 +464,5 @@ let
 in
 {
   results = goodHosts ++ exampleResults ++ otherResults ++ settingResults ++ brokenResults ++ hostNameResults ++ polkitResults;
-  inherit agentConfigs replicaUnits rendered;
+  inherit agentSettings replicaUnits rendered;
 }

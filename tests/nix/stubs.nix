@@ -94,6 +94,8 @@ in
         options = {
           text = mkOption { type = types.nullOr types.lines; default = null; };
           source = mkOption { type = types.path; };
+          # "symlink" (a link into the store) or an octal mode: a copy with that mode.
+          mode = mkOption { type = types.str; default = "symlink"; };
         };
         config.source = lib.mkIf (config.text != null) (lib.mkDefault (pkgs.writeText "etc-${baseNameOf name}" config.text));
       }));
