@@ -38,17 +38,13 @@ impl BackupSchedule {
                  month day-of-week, UTC; e.g. \"30 2 * * *\" for 02:30 every day)"
             ));
         }
-        let cron = croner::Cron::from_str(&expression).map_err(|error| {
-            format!("{expression:?} is not a valid cron expression: {error}")
-        })?;
+        let cron = croner::Cron::from_str(&expression)
+            .map_err(|error| format!("{expression:?} is not a valid cron expression: {error}"))?;
         let schedule = BackupSchedule { expression, cron };
         // An expression that never matches (31 February) would leave the scheduler idle forever
         // with no word: refused here instead.
         if schedule.next_tick_after(UNIX_EPOCH).is_none() {
-            return Err(format!(
-                "{:?} never matches a date",
-                schedule.expression
-            ));
+            return Err(format!("{:?} never matches a date", schedule.expression));
         }
         Ok(Some(schedule))
     }
@@ -129,7 +125,10 @@ mod tests {
     fn ticks_are_utc_and_strictly_after() {
         let daily = BackupSchedule::parse("30 2 * * *").unwrap().unwrap();
         let tick = at("2026-03-01T02:30:00Z");
-        assert_eq!(daily.next_tick_after(at("2026-03-01T00:00:00Z")), Some(tick));
+        assert_eq!(
+            daily.next_tick_after(at("2026-03-01T00:00:00Z")),
+            Some(tick)
+        );
         // At the tick itself the next one is a day later: a run never fires twice for a tick.
         assert_eq!(
             daily.next_tick_after(tick),

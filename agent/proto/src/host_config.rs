@@ -188,7 +188,11 @@ mod tests {
         let none = load(&inventory, "tb-0", &backup("schedule = \"\"\n")).unwrap();
         assert!(none.backup.unwrap().schedule.is_none());
         for (extra, field, reason) in [
-            ("schedule = \"61 * * * *\"\n", "backup.schedule", "not a valid cron"),
+            (
+                "schedule = \"61 * * * *\"\n",
+                "backup.schedule",
+                "not a valid cron",
+            ),
             ("schedule = \"@daily\"\n", "backup.schedule", "5-field"),
             (
                 "schedule = \"0 3 * * *\"\nschedule_randomized_delay_s = 86401\n",

@@ -191,7 +191,12 @@ mod tests {
         assert_eq!(next.tick, planned.tick + MINUTE);
         // The clock stepped back after the run: still not the same tick again.
         let stepped_back = resume_after(&planned, planned.tick - 10 * MINUTE);
-        assert!(plan(&every_minute, stepped_back, Duration::ZERO).unwrap().tick > planned.tick);
+        assert!(
+            plan(&every_minute, stepped_back, Duration::ZERO)
+                .unwrap()
+                .tick
+                > planned.tick
+        );
         // A run that took five ticks long: the next is the one after it ends, none in between.
         let resumed = resume_after(&planned, planned.tick + 5 * MINUTE + Duration::from_secs(1));
         let next = plan(&every_minute, resumed, Duration::ZERO).unwrap();
