@@ -79,6 +79,9 @@ fn restart_agent_with_schedule(cluster: &Cluster, schedule: &str) -> std::path::
         .append(true)
         .open(&entry.log)
         .unwrap();
+    // Not waited on: the cluster's teardown kills its group (local.json below), and the test
+    // process, its parent, ends right after.
+    #[allow(clippy::zombie_processes)]
     let child = Command::new(bin_dir().join("tb-agent"))
         .args(["serve", "--config", path.to_str().unwrap()])
         .stdin(Stdio::null())
