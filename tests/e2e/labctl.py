@@ -44,9 +44,9 @@ PLAYBOOK_TIMEOUT_S = 1200
 CONTROLLER = str(harness.CONTROLLER_ADDRESS)
 # An address on the controller side that is NOT in the client networks, for the firewall check.
 OUTSIDER = str(harness.SUBNET.network_address + 250)
-# The lab's backup timer: installed and running, never due during a test run.
-BACKUP_SCHEDULE = "*-01-01 03:00:00"
-BACKUP_TIMER = "tb-agent-backup.timer"
+# The lab agents' backup schedule (`[backup] schedule`, 5-field cron, UTC): set, so every agent
+# runs its scheduler, but due only on 1 January (a test that needs a tick sets its own).
+BACKUP_SCHEDULE = "0 3 1 1 *"
 # The line of an agent's /metrics that carries the release its replica runs (read here
 # independently of /v1/status's running_release, which upgrade.yml waits on).
 RELEASE_PATTERN = r"^tb_release(?:\{[^}]*\})? [0-9.eE+]+$"
@@ -140,17 +140,14 @@ class Controller:
             # A development lab kept up between runs (tests/e2e/devlab): reuse its secrets.
             self.token_file = secrets_dir / "ops.token"
             self.peer_token_file = secrets_dir / "peer.token"
-            self.backup_token_file = secrets_dir / "backup.token"
             self.inventory = json.loads(self.inventory_path.read_text())
             self.vars = json.loads(self.vars_path.read_text())
             return
         secrets_dir.mkdir(mode=0o700)
         self.token_file = secrets_dir / "ops.token"
         self.peer_token_file = secrets_dir / "peer.token"
-        self.backup_token_file = secrets_dir / "backup.token"
         hashes = {}
-        for name, path in (("ops", self.token_file), ("peers", self.peer_token_file),
-                           ("scheduler", self.backup_token_file)):
+        for name, path in (("ops", self.token_file), ("peers", self.peer_token_file)):
             secret = run([str(binaries["tb_agent"]), "generate-token"], capture_output=True,
                          text=True).stdout.strip()
             harness.write_private(path, secret + "\n")
@@ -162,7 +159,6 @@ class Controller:
         self.inventory["all"]["vars"]["tb_agent_tokens"] = [
             {"name": "ops", "scopes": ["read", "control", "backup"], "sha256": hashes["ops"]},
             {"name": "peers", "scopes": ["read"], "sha256": hashes["peers"]},
-            {"name": "scheduler", "scopes": ["backup"], "sha256": hashes["scheduler"]},
         ]
         self.write_inventory()
         # Role variables (not inventory keys): what to install from this controller.
@@ -176,10 +172,12 @@ class Controller:
             "tb_agent_tls_cert_src": f"{lab.pki_dir}/{{{{ inventory_hostname }}}}.crt",
             "tb_agent_tls_key_src": f"{lab.pki_dir}/{{{{ inventory_hostname }}}}.key",
             "tb_agent_tls_ca_src": str(lab.ca_cert_path),
-            # Scheduled backups: the timer is installed, enabled and running on every host, but
-            # due only on 1 January (the tests start its service themselves).
-            "tb_agent_backup_schedule": BACKUP_SCHEDULE,
-            "tb_agent_backup_token_src": str(self.backup_token_file),
+            # Scheduled backups: every agent runs its schedule, due only on 1 January, unless
+            # a test gives a host its own (tb_lab_backup_schedules: {host: cron}, then a play).
+            "tb_lab_backup_schedules": {},
+            "tb_agent_backup_schedule": ("{{ tb_lab_backup_schedules[inventory_hostname] | "
+                                         f"default('{BACKUP_SCHEDULE}') }}}}"),
+            "tb_agent_backup_randomized_delay_s": 0,
             # The playbooks call tbctl on the controller (the maintenance lease).
             "tbctl_path": str(binaries["tbctl"]),
             # tbctl on the hosts too, with its generated bash completion and man page.
@@ -534,13 +532,10 @@ class Timeline:
         self.unit = unit
         self.processes: dict[str, subprocess.Popen] = {}
         self.samples: dict[str, list[tuple[int, int]]] = {}
-        # The backup timer's ActiveState at each sample.
-        self.timer: dict[str, list[tuple[int, str]]] = {}
 
     def __enter__(self) -> "Timeline":
         script = ("while :; do echo \"$(date +%s%3N) "
-                  f"$(systemctl show --property=MainPID --value {self.unit}) "
-                  f"$(systemctl show --property=ActiveState --value {BACKUP_TIMER})\"; "
+                  f"$(systemctl show --property=MainPID --value {self.unit})\"; "
                   f"sleep {self.SAMPLE_S}; done")
         for host in self.lab.hosts():
             self.processes[host.name] = subprocess.Popen(
@@ -552,20 +547,17 @@ class Timeline:
         for name, process in self.processes.items():
             process.terminate()
             stdout, _ = process.communicate(timeout=30)
-            samples, timer = [], []
+            samples = []
             for line in stdout.splitlines():
                 parts = line.split()
-                if len(parts) == 3 and parts[0].isdigit() and parts[1].isdigit():
+                if len(parts) == 2 and parts[0].isdigit() and parts[1].isdigit():
                     samples.append((int(parts[0]), int(parts[1])))
-                    timer.append((int(parts[0]), parts[2]))
             self.samples[name] = samples
-            self.timer[name] = timer
 
     def cut(self, until_ms: int) -> None:
         """Forgets the samples after `until_ms` (what happened after the step under test)."""
         for host in self.samples:
             self.samples[host] = [s for s in self.samples[host] if s[0] <= until_ms]
-            self.timer[host] = [t for t in self.timer[host] if t[0] <= until_ms]
 
     def pids(self, host: str) -> list[int]:
         """The distinct replica pids in order (0 = not running)."""
@@ -593,22 +585,8 @@ class Timeline:
             intervals.append((start, samples[-1][0]))
         return intervals
 
-    def timer_paused_intervals(self, host: str) -> list[tuple[int, int]]:
-        """[start_ms, end_ms] intervals where the host's backup timer was not active."""
-        intervals, start = [], None
-        for t, state in self.timer[host]:
-            if state != "active" and start is None:
-                start = t
-            elif state == "active" and start is not None:
-                intervals.append((start, t))
-                start = None
-        if start is not None:
-            intervals.append((start, self.timer[host][-1][0]))
-        return intervals
-
     def summary(self) -> dict:
-        return {host: {"pids": self.pids(host), "down_ms": self.down_intervals(host),
-                       "backup_timer_paused_ms": self.timer_paused_intervals(host)}
+        return {host: {"pids": self.pids(host), "down_ms": self.down_intervals(host)}
                 for host in self.samples}
 
 

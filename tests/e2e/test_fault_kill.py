@@ -66,9 +66,6 @@ def test_killed_replica_stops_the_rollout(controller):
         assert controller.replica_pid(third) == pids_before[third]
         unit = lab.exec(third, "cat /etc/systemd/system/tigerbeetle.service").stdout
         assert "--cache-grid=288MiB" not in unit
-        # What the play paused on the host it failed on, it restored: the backup timer runs.
-        timer = lab.exec(second, "systemctl is-active tb-agent-backup.timer", check=False)
-        assert timer.stdout.strip() == "active", timer.stdout
         # The cluster still answers (two of three replicas) while the second keeps dying.
         with controller.client(10) as client:
             time.sleep(10)

@@ -1,10 +1,12 @@
 """End-to-end test 2: rollout.yml with a config change while a client writes transfers.
 
 No client request fails; each replica restarts exactly once, in inventory order with the
-primary last (so the rollout costs exactly one view change), never two down at once; each host's scheduled backups (its backup timer) are paused while it is changed, and
-only then. The rollout holds the cluster's maintenance lease throughout: a scheduled backup
-fired on another host meanwhile waits for it (the rollout never meets a 409) and runs after. The
-timeline is recorded in target/e2e/rollout.json.
+primary last (so the rollout costs exactly one view change), never two down at once. The
+rollout holds the cluster's maintenance lease throughout, and nothing pauses scheduled backups:
+the same change gives one host's agent a schedule of every minute, so from its turn on that
+agent's scheduler ticks while the rollout still holds the lease. Every such tick is refused
+(audited, nothing stopped), and the first tick after the rollout released the lease takes the
+backup. The timeline is recorded in target/e2e/rollout.json.
 
     python3 -m pytest tests/e2e/test_rollout.py
 """
@@ -12,72 +14,71 @@ timeline is recorded in target/e2e/rollout.json.
 from __future__ import annotations
 
 import json
-import threading
 import time
 
 import harness
 import labctl
 
 CLIENT_SECONDS_MAX = 900
-BACKUP_SERVICE = "tb-agent-backup.service"
-LEASE_WAIT_S = 300
+EVERY_MINUTE = "* * * * *"
+# A tick comes within a minute; the backup then stops, copies and restarts its replica.
+SCHEDULED_BACKUP_WAIT_S = 300
+AUDIT_LOG = "/var/log/tb-agent/audit.jsonl"
 
 
-class BackupDuringRollout(threading.Thread):
-    """Once the rollout holds the maintenance lease, fires `host`'s scheduled backup."""
+def set_schedules(controller, schedules: dict[str, str]) -> None:
+    """Hosts' own backup schedules (labctl: tb_lab_backup_schedules), for the next play."""
+    controller.vars["tb_lab_backup_schedules"] = schedules
+    controller.write_vars()
 
-    def __init__(self, controller, host: str):
-        super().__init__(daemon=True)
-        self.controller, self.host = controller, host
-        self.fired_at: float | None = None
-        self.error: str | None = None
 
-    def lease(self) -> dict | None:
-        shown = self.controller.tbctl("lease", "show", "--inventory",
-                                      str(self.controller.inventory_path), "--json", check=False)
-        return json.loads(shown.stdout or "{}").get("lease") if shown.returncode == 0 else None
-
-    def run(self) -> None:
-        _, held = harness.poll(self.lease,
-                               lambda lease: bool(lease) and lease.get("operation") == "rollout",
-                               timeout_s=LEASE_WAIT_S, interval_s=0.5)
-        if not held:
-            self.error = "the rollout never held the maintenance lease"
-            return
-        self.controller.lab.exec(self.host, f"systemctl start --no-block {BACKUP_SERVICE}")
-        self.fired_at = time.time()
+def scheduled_audit_lines(controller, host: str) -> list[dict]:
+    """The audit lines of the agent's own scheduled runs (actor "schedule")."""
+    text = controller.lab.exec(host, f"cat {AUDIT_LOG}").stdout
+    lines = [json.loads(line) for line in text.splitlines() if line.strip()]
+    return [line for line in lines if line.get("token") == "schedule"]
 
 
 def test_rollout_config_change_under_load(cluster):
     controller = cluster
     hosts = controller.host_names
-    # The change, as an operator makes it: in the inventory.
-    controller.set_inventory_vars(tigerbeetle_cache_grid="288MiB")
     order = controller.tbctl("rollout", "order", "--inventory",
                              str(controller.inventory_path)).stdout.split()
     assert sorted(order) == sorted(hosts), order
     view_before = cluster_view(controller)
     assert order[-1] == hosts[view_before % len(hosts)], (order, view_before)
-    # The backup stops its replica once the rollout has ended: not the primary the rollout's one
-    # view change elects, or the check of that one view change below would count a second.
+    # The scheduled backup stops its replica once the rollout has ended: not the primary the
+    # rollout's one view change elects, or the check of that one view change below would count
+    # a second. Not the last host either: its schedule must be on while others still roll.
     next_primary = hosts[(view_before + 1) % len(hosts)]
     backup_host = next(host for host in order[:-1] if host != next_primary)
     backups_before = {backup["id"] for backup in controller.backups(backup_host)}
-    with labctl.Timeline(controller.lab) as timeline:
-        with controller.client(CLIENT_SECONDS_MAX) as client:
-            backup = BackupDuringRollout(controller, backup_host)
-            backup.start()
-            rollout = controller.playbook("rollout.yml")
-            rollout_ended = time.time()
-            backup.join()
-        report = client.stop()
-    backup_started_ms = backup_waited_for_the_lease(controller, backup, backups_before,
-                                                    rollout_ended)
+    audit_before = len(scheduled_audit_lines(controller, backup_host))
+    # The change, as an operator makes it: in the inventory (the cache grid) and the settings.
+    controller.set_inventory_vars(tigerbeetle_cache_grid="288MiB")
+    set_schedules(controller, {backup_host: EVERY_MINUTE})
+    try:
+        with labctl.Timeline(controller.lab) as timeline:
+            with controller.client(CLIENT_SECONDS_MAX) as client:
+                rollout = controller.playbook("rollout.yml")
+                rollout_ended = time.time()
+            report = client.stop()
+        job = scheduled_backup_after_the_rollout(controller, backup_host, backups_before,
+                                                 rollout_ended)
+        during = [line for line in scheduled_audit_lines(controller, backup_host)[audit_before:]
+                  if line["time_unix_ms"] < job["started_unix_ms"]]
+    finally:
+        restore_schedules(controller, backup_host)
+    # No scheduled run got past the lease while the rollout held it: each ended refused.
+    ended = [line for line in during if line["phase"] == "end"]
+    assert all(line["outcome"] in ("refused", "busy") for line in ended), during
+    labctl.log(f"{backup_host}: {len(ended)} scheduled run(s) refused during the rollout")
     # That backup stops its replica after the rollout: the rollout's timeline ends before it.
-    timeline.cut(min(int(rollout_ended * 1000), backup_started_ms))
+    timeline.cut(min(int(rollout_ended * 1000), job["started_unix_ms"]))
     summary = timeline.summary()
     labctl.record("rollout", {"client": report, "timeline": summary,
-                              "rollout_seconds": rollout.seconds, "recap": rollout.recap()})
+                              "rollout_seconds": rollout.seconds, "recap": rollout.recap(),
+                              "scheduled_runs_refused": len(ended)})
     assert report["failures"] == 0, report
     assert report["requests"] > 0, report
     # Exactly one restart per replica: two distinct pids, never a gap of "0" at the ends.
@@ -90,15 +91,6 @@ def test_rollout_config_change_under_load(cluster):
     assert cluster_view(controller) == view_before + 1, (view_before, summary)
     # Never two down at once.
     assert labctl.overlapping({h: timeline.down_intervals(h) for h in hosts}) == [], summary
-    # Backups paused on each host while it is changed, and only then: its backup timer stopped
-    # once, over the replica's restart, on one host at a time, and running again afterwards.
-    paused = {h: timeline.timer_paused_intervals(h) for h in hosts}
-    for host in hosts:
-        assert len(paused[host]) == 1, (host, paused[host], summary)
-        (start, end), (down_start, down_end) = paused[host][0], timeline.down_intervals(host)[0]
-        assert start <= down_start and down_end <= end, (host, paused[host], summary)
-        assert timeline.timer[host][-1][1] == "active", (host, timeline.timer[host][-3:])
-    assert labctl.overlapping(paused) == [], paused
     for host in hosts:
         unit = controller.lab.exec(host, "cat /etc/systemd/system/tigerbeetle.service").stdout
         assert "--cache-grid=288MiB" in unit
@@ -106,28 +98,37 @@ def test_rollout_config_change_under_load(cluster):
                             check=False).returncode == 0
 
 
-def backup_waited_for_the_lease(controller, backup, backups_before, rollout_ended) -> int:
-    """The backup fired during the rollout waited for its lease and ran after it. Returns when
-    its job began (unix ms)."""
-    assert backup.error is None and backup.fired_at is not None, backup.error
-    assert backup.fired_at < rollout_ended
-    controller.unit_state(backup.host, BACKUP_SERVICE, until=["inactive", "failed"],
-                          timeout_s=120)
-    journal = controller.journal(backup.host, BACKUP_SERVICE, lines=200)
-    assert "waiting for the maintenance lease" in journal, journal
-    assert "backup accepted" in journal, journal
-    new, _ = harness.poll(
-        lambda: [b for b in controller.backups(backup.host) if b["id"] not in backups_before],
-        timeout_s=300, interval_s=1)
-    assert len(new) == 1, (new, journal)
-    job = controller.agent(backup.host, f"/v1/jobs/backup-{new[0]['id']}")
+def scheduled_backup_after_the_rollout(controller, host, backups_before, rollout_ended) -> dict:
+    """The first scheduled backup of `host` after the rollout: taken by its agent alone,
+    succeeded, begun once the rollout had released the lease. Returns its job."""
+    new = harness.wait_for(
+        f"a scheduled backup on {host} after the rollout",
+        lambda: [b for b in controller.backups(host) if b["id"] not in backups_before],
+        bool, timeout_s=SCHEDULED_BACKUP_WAIT_S, interval_s=1)
+    job = controller.agent(host, f"/v1/jobs/backup-{new[0]['id']}")
     assert job["state"] == "succeeded", job
-    # It began once the rollout had released the lease, at the rollout's very end.
     assert job["started_unix_ms"] / 1000 >= rollout_ended - 5, (job, rollout_ended)
-    shown = controller.tbctl("lease", "show", "--inventory", str(controller.inventory_path),
-                             "--json")
-    assert json.loads(shown.stdout)["lease"] is None, shown.stdout
-    return job["started_unix_ms"]
+    audit = scheduled_audit_lines(controller, host)
+    assert any(line.get("job_id") == job["id"] and line["outcome"] == "succeeded"
+               for line in audit), audit[-5:]
+    return job
+
+
+def restore_schedules(controller, host: str) -> None:
+    """The lab's own schedule again on `host`, applied under a lease the test holds, so that no
+    every-minute backup can be copying while the play restarts that agent."""
+    set_schedules(controller, {})
+    inventory = ("--inventory", str(controller.inventory_path))
+    acquired = harness.wait_for(
+        "the maintenance lease (a scheduled backup may hold it)",
+        lambda: controller.tbctl("lease", "acquire", "--ttl", "900", "--holder", "e2e",
+                                 *inventory, check=False),
+        lambda result: result.returncode == 0, timeout_s=300, interval_s=2)
+    lease_id = acquired.stdout.strip()
+    try:
+        controller.playbook("site.yml", "--limit", host)
+    finally:
+        controller.tbctl("--lease-id", lease_id, "lease", "release", *inventory)
 
 
 def cluster_view(controller, timeout_s: float = 60) -> int:

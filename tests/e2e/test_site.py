@@ -73,27 +73,23 @@ def test_agent_may_control_only_the_replica_unit(cluster):
     assert denied.returncode != 0, denied.stdout
 
 
-def test_scheduled_backup_timer(cluster):
+def test_scheduled_backups_are_the_agents(cluster):
+    """Scheduled backups live in the agent (`[backup] schedule` in its settings): the roles write
+    the schedule there, install no timer, service, client script or backup token, and every agent
+    runs its scheduler (it logs its next tick). That an agent takes a scheduled backup by itself
+    is tests/tests/backup_schedule.rs; one during a rollout, test_rollout.py."""
     controller = cluster
     lab = controller.lab
     for host in controller.host_names:
-        state = lab.exec(host, f"systemctl is-enabled {labctl.BACKUP_TIMER}; "
-                               f"systemctl is-active {labctl.BACKUP_TIMER}; "
-                               "stat -c '%U %a' /etc/tb-agent/backup.token").stdout.split("\n")
-        assert state[:3] == ["enabled", "active", "tigerbeetle 600"], (host, state)
-    # What the timer starts, started now: the agent takes a backup of this replica.
-    host = controller.host_names[0]
-    before = controller.backups(host)
-    lab.exec(host, "systemctl start tb-agent-backup.service")
-    journal = controller.journal(host, "tb-agent-backup.service", lines=5)
-    assert "backup accepted" in journal, journal
-    harness.wait_for(f"one more backup on {host} than {len(before)}",
-                     lambda: controller.backups(host),
-                     lambda after: len(after) == len(before) + 1, timeout_s=180, interval_s=1)
-    controller.wait_ready()
-    # The backup went through the agent with the scheduler's token (backup scope only).
-    audit = lab.exec(host, "cat /var/log/tb-agent/audit.jsonl").stdout
-    assert any("scheduler" in line and "backup" in line for line in audit.splitlines()), audit[-2000:]
+        settings = lab.exec(host, "cat /etc/tb-agent/settings.toml").stdout
+        assert f'schedule = "{labctl.BACKUP_SCHEDULE}"' in settings, (host, settings)
+        leftovers = lab.exec(host, "systemctl cat tb-agent-backup.timer tb-agent-backup.service; "
+                                   "ls /etc/tb-agent/backup.token", check=False)
+        assert leftovers.returncode != 0 and "[Timer]" not in leftovers.stdout, (host, leftovers.stdout)
+        harness.wait_for(f"{host}'s agent to log its next scheduled backup",
+                         lambda host=host: controller.journal(host, "tb-agent.service", lines=400),
+                         lambda journal: "next scheduled backup" in journal,
+                         timeout_s=60, interval_s=1)
 
 
 def test_second_run_changes_nothing(cluster):

@@ -162,6 +162,18 @@ pub struct Backup {
     pub copy_timeout_ms: u64,
     #[serde(default)]
     pub hooks: Vec<Hook>,
+    /// When the agent takes a backup by itself: a 5-field cron expression, UTC (absent or "":
+    /// never). The same job as `POST /v1/backups` (docs/backups.md, "Scheduled backups").
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::backup_schedule::optional"
+    )]
+    pub schedule: Option<crate::backup_schedule::BackupSchedule>,
+    /// Each tick is delayed by a random 0..=this many seconds, so that the replicas of a
+    /// cluster with one schedule do not all ask for the lease at the same second.
+    #[serde(default)]
+    pub schedule_randomized_delay_s: u32,
 }
 
 /// A shipping command run after each backup (rclone, restic, aws-cli...). It gets
@@ -875,6 +887,12 @@ impl Backup {
             return Err(invalid(
                 "backup.copy_timeout_ms",
                 "must be between 1 and 86400000",
+            ));
+        }
+        if self.schedule_randomized_delay_s > crate::backup_schedule::RANDOMIZED_DELAY_MAX_S {
+            return Err(invalid(
+                "backup.schedule_randomized_delay_s",
+                "must be between 0 and 86400",
             ));
         }
         if self.hooks.len() > 8 {

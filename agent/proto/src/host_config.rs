@@ -169,4 +169,42 @@ mod tests {
         let refused = load(&inventory, "tb-0", &large).unwrap_err().to_string();
         assert!(refused.contains("not a settings file"), "{refused}");
     }
+
+    /// `[backup] schedule` is parsed when the settings are read: a bad expression or delay is
+    /// refused at its key with the reason, a good one is typed, "" is no schedule.
+    #[test]
+    fn the_backup_schedule_is_parsed_and_checked() {
+        let inventory = repo_file("inventories/example.json");
+        let backup = |extra: &str| {
+            settings(&format!(
+                "{SYSTEMD}[backup]\ndir = \"/var/lib/tb-backups\"\n{extra}"
+            ))
+        };
+        let good = backup("schedule = \"30 2 * * *\"\nschedule_randomized_delay_s = 600\n");
+        let config = load(&inventory, "tb-0", &good).unwrap();
+        let configured = config.backup.unwrap();
+        assert_eq!(configured.schedule.unwrap().expression(), "30 2 * * *");
+        assert_eq!(configured.schedule_randomized_delay_s, 600);
+        let none = load(&inventory, "tb-0", &backup("schedule = \"\"\n")).unwrap();
+        assert!(none.backup.unwrap().schedule.is_none());
+        for (extra, field, reason) in [
+            (
+                "schedule = \"61 * * * *\"\n",
+                "backup.schedule",
+                "not a valid cron",
+            ),
+            ("schedule = \"@daily\"\n", "backup.schedule", "5-field"),
+            (
+                "schedule = \"0 3 * * *\"\nschedule_randomized_delay_s = 86401\n",
+                "backup.schedule_randomized_delay_s",
+                "between 0 and 86400",
+            ),
+        ] {
+            let refused = load(&inventory, "tb-0", &backup(extra)).unwrap_err();
+            assert!(
+                refused.field.ends_with(field) && refused.reason.contains(reason),
+                "{extra}: {refused}"
+            );
+        }
+    }
 }

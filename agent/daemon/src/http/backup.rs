@@ -71,21 +71,7 @@ async fn create(
     caller: Caller,
     JsonBody(request): JsonBody<BackupRequest>,
 ) -> Result<Answer<JobDone>, AppError> {
-    let backup_id = store::new_backup_id(state.config.replica.index);
-    let id = backup_id.clone();
-    ops::launch(
-        &state,
-        caller,
-        Spec {
-            kind: JobKind::Backup,
-            forced: false,
-            lock: Lock::ReplicaAndBackup(backup_id.clone()),
-            wait: Wait::Accept,
-            backup_id: Some(backup_id),
-        },
-        move |job| operations::backup(job, id, request.lease()),
-    )
-    .await
+    ops::backup_schedule::launch_backup(&state, caller, request.lease()).await
 }
 
 async fn list(State(state): State<AppState>) -> Result<Json<Vec<BackupRecord>>, AppError> {

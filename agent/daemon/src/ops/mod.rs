@@ -3,6 +3,7 @@
 //! lines, records the job and counts the outcome. It knows no HTTP type: `crate::http` maps its
 //! answers and errors to responses.
 
+pub mod backup_schedule;
 pub mod error;
 pub mod finished;
 pub mod guard;
