@@ -293,7 +293,11 @@ fn invalid_backup_ids_get_the_rule_s_sentence_and_operations_audit_the_refusal()
     let audit = dir.join("audit.jsonl");
     let text = config(
         port,
-        &[("operator", "[\"read\", \"backup\", \"control\"]", OPERATOR_NEW)],
+        &[(
+            "operator",
+            "[\"read\", \"backup\", \"control\"]",
+            OPERATOR_NEW,
+        )],
         &format!("audit_log = \"{}\"", audit.display()),
     );
     let agent = spawn("backup-ids", port, &text);
@@ -308,7 +312,10 @@ fn invalid_backup_ids_get_the_rule_s_sentence_and_operations_audit_the_refusal()
     let ids = [
         ("x", "x"),
         ("..%2F..%2Fetc", "../../etc"),
-        ("20261123T101500Z-r0-1a2b3c4d%2F..", "20261123T101500Z-r0-1a2b3c4d/.."),
+        (
+            "20261123T101500Z-r0-1a2b3c4d%2F..",
+            "20261123T101500Z-r0-1a2b3c4d/..",
+        ),
     ];
     for (method, path, _) in routes {
         for (sent, read) in ids {
