@@ -77,6 +77,7 @@ fn request(
     let client = common::http_client(Duration::from_secs(30));
     let mut builder = match method {
         "GET" => client.get(url),
+        "DELETE" => client.delete(url),
         _ => client.post(url),
     };
     if let Some(token) = token {
@@ -280,6 +281,90 @@ fn auth_matrix_rotation_and_bad_input() {
 
 /// Failures from an address are throttled, but only failures: a flood of wrong tokens from the
 /// orchestrator's address must not lock the orchestrator's valid token out.
+/// A backup id that is not one (it could name a path outside the backup directory) is refused
+/// on every route that takes one with 400 `bad_request` and the id rule's own sentence, before
+/// any lock, directory or job; the refusals of operations (verify, delete, restore) are audited.
+#[test]
+fn invalid_backup_ids_get_the_rule_s_sentence_and_operations_audit_the_refusal() {
+    let port = 29140;
+    let dir = std::env::temp_dir().join(format!("tb-tests-backup-ids-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let audit = dir.join("audit.jsonl");
+    let text = config(
+        port,
+        &[(
+            "operator",
+            "[\"read\", \"backup\", \"control\"]",
+            OPERATOR_NEW,
+        )],
+        &format!("audit_log = \"{}\"", audit.display()),
+    );
+    let agent = spawn("backup-ids", port, &text);
+    let routes = [
+        ("GET", "/v1/backups/{id}", false),
+        ("GET", "/v1/backups/{id}/file", false),
+        ("POST", "/v1/backups/{id}/verify", true),
+        ("DELETE", "/v1/backups/{id}", true),
+        ("POST", "/v1/backups/{id}/restore", true),
+    ];
+    // As sent (percent-encoded), and as the agent reads it.
+    let ids = [
+        ("x", "x"),
+        ("..%2F..%2Fetc", "../../etc"),
+        (
+            "20261123T101500Z-r0-1a2b3c4d%2F..",
+            "20261123T101500Z-r0-1a2b3c4d/..",
+        ),
+    ];
+    for (method, path, _) in routes {
+        for (sent, read) in ids {
+            let url = format!("{}{}", agent.url, path.replace("{id}", sent));
+            let (status, body) = request(method, &url, Some(OPERATOR_NEW), None);
+            let expected = tb_proto::ids::validate_backup_id(read)
+                .unwrap_err()
+                .to_string();
+            let value: serde_json::Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(
+                (status, value["error"].as_str(), value["message"].as_str()),
+                (400, Some("bad_request"), Some(expected.as_str())),
+                "{method} {url}: {body}"
+            );
+        }
+    }
+    let audited = routes.iter().filter(|(_, _, audited)| *audited).count() * ids.len();
+    let lines = common::wait_for(
+        "the audit lines of the refusals",
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        || {
+            let text = std::fs::read_to_string(&audit).unwrap_or_default();
+            let lines: Vec<serde_json::Value> = text
+                .lines()
+                .map(|line| serde_json::from_str(line).unwrap())
+                .collect();
+            if lines.len() >= audited {
+                Ok(lines)
+            } else {
+                Err(text)
+            }
+        },
+    );
+    assert_eq!(lines.len(), audited, "{lines:?}");
+    for line in &lines {
+        assert_eq!(line["outcome"], "refused", "{line}");
+        assert!(
+            line["detail"]
+                .as_str()
+                .unwrap()
+                .starts_with("invalid backup id"),
+            "{line}"
+        );
+    }
+    drop(agent);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn failures_are_throttled_and_valid_tokens_still_served() {
     let port = 29110;

@@ -8,6 +8,12 @@
 use std::sync::{Arc, Mutex};
 
 use tigerbeetle_unofficial::Client;
+use tigerbeetle_unofficial::error::NewClientError;
+
+/// The TigerBeetle client library refused to make a client (bad addresses, no memory).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot create the TigerBeetle client: {0}")]
+pub struct CannotCreate(#[source] NewClientError);
 
 /// A client that is dropped on a thread of its own: dropping joins the client's I/O thread,
 /// which must not block the async runtime.
@@ -44,13 +50,12 @@ impl ClusterClient {
     }
 
     /// The current client, made first when there is none.
-    pub fn get(&self) -> Result<Arc<Shared>, String> {
+    pub fn get(&self) -> Result<Arc<Shared>, CannotCreate> {
         let mut slot = self.slot.lock().expect("not poisoned");
         if let Some(client) = slot.as_ref() {
             return Ok(Arc::clone(client));
         }
-        let client = Client::new(self.cluster_id, &self.addresses)
-            .map_err(|error| format!("cannot create the TigerBeetle client: {error}"))?;
+        let client = Client::new(self.cluster_id, &self.addresses).map_err(CannotCreate)?;
         let client = Arc::new(Shared(Some(client)));
         *slot = Some(Arc::clone(&client));
         Ok(client)

@@ -22,7 +22,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::api::Check;
 use crate::config::Config;
 
 /// The nftables table the Ansible role `tigerbeetle_host` loads (tigerbeetle.nft.j2).
@@ -77,6 +76,41 @@ pub enum Problem {
     PortsMissing(Vec<u16>),
 }
 
+/// Why the agent could not use the record file; each reads as the check's detail says it.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("cannot open: {0}")]
+    Open(std::io::Error),
+    #[error("cannot read: {0}")]
+    Read(std::io::Error),
+    #[error("larger than {RECORD_SIZE_MAX_BYTES} bytes: not a firewall record")]
+    TooLarge,
+    #[error("not a firewall record: {0}")]
+    NotARecord(serde_json::Error),
+}
+
+/// Why the recorder could not read nftables (written into the record's `error`).
+#[derive(Debug, thiserror::Error)]
+pub enum NftError {
+    #[error("cannot run nft: {0}")]
+    CannotRun(std::io::Error),
+    #[error("nft {args} failed ({status}): {stderr}")]
+    Failed {
+        args: String,
+        status: std::process::ExitStatus,
+        stderr: String,
+    },
+    #[error("nft {args} printed no JSON: {source}")]
+    NoJson {
+        args: String,
+        source: serde_json::Error,
+    },
+    #[error("nft printed no \"nftables\" array")]
+    NoNftablesArray,
+    #[error("port {0} out of range")]
+    PortOutOfRange(u64),
+}
+
 /// What the agent makes of the record: a problem, or the ports the table drops.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verdict {
@@ -104,23 +138,21 @@ pub fn own_ports(config: &Config) -> BTreeSet<u16> {
 }
 
 /// Reads a record: at most RECORD_SIZE_MAX_BYTES, parsed strictly.
-pub fn read_record(path: &Path) -> Result<Record, String> {
-    let file = std::fs::File::open(path).map_err(|error| format!("cannot open: {error}"))?;
+pub fn read_record(path: &Path) -> Result<Record, RecordError> {
+    let file = std::fs::File::open(path).map_err(RecordError::Open)?;
     let mut text = Vec::new();
     file.take(RECORD_SIZE_MAX_BYTES + 1)
         .read_to_end(&mut text)
-        .map_err(|error| format!("cannot read: {error}"))?;
+        .map_err(RecordError::Read)?;
     if text.len() as u64 > RECORD_SIZE_MAX_BYTES {
-        return Err(format!(
-            "larger than {RECORD_SIZE_MAX_BYTES} bytes: not a firewall record"
-        ));
+        return Err(RecordError::TooLarge);
     }
-    serde_json::from_slice(&text).map_err(|error| format!("not a firewall record: {error}"))
+    serde_json::from_slice(&text).map_err(RecordError::NotARecord)
 }
 
 /// The verdict on a record read at `now_ms` (Unix ms), for an agent whose ports are `own`.
 pub fn verdict(
-    record: &Result<Record, String>,
+    record: &Result<Record, RecordError>,
     now_ms: u64,
     limit_ms: u64,
     own: &BTreeSet<u16>,
@@ -131,7 +163,7 @@ pub fn verdict(
             return Verdict {
                 age_ms: None,
                 rules_loaded: false,
-                problem: Some(Problem::Unreadable(error.clone())),
+                problem: Some(Problem::Unreadable(error.to_string())),
             };
         }
     };
@@ -231,7 +263,7 @@ fn now_unix_ms() -> u64 {
 /// The agent's side: the last record read, re-read at most every READ_INTERVAL.
 #[derive(Default)]
 pub struct Monitor {
-    last: Mutex<Option<(Instant, Result<Record, String>)>>,
+    last: Mutex<Option<(Instant, Result<Record, RecordError>)>>,
 }
 
 impl Monitor {
@@ -255,25 +287,14 @@ impl Monitor {
     }
 }
 
-/// The readiness check `firewall`, when the config names a record.
-pub fn check(monitor: &Monitor, config: &Config) -> Option<Check> {
-    let verdict = monitor.verdict(config)?;
-    let path = config.health.firewall_record.as_deref()?;
-    Some(Check {
-        name: "firewall".to_string(),
-        ok: verdict.problem.is_none(),
-        detail: detail(&verdict, path, &own_ports(config)),
-    })
-}
-
 // The recorder's side (`tb-agent firewall-record`, as root).
 
 /// Ports that a rule of an input-hook chain of the table drops: `tcp dport N ... drop`. Reads
 /// the output of `nft --json list table inet tigerbeetle`.
-pub fn dropped_ports(listing: &serde_json::Value) -> Result<Vec<u16>, String> {
+pub fn dropped_ports(listing: &serde_json::Value) -> Result<Vec<u16>, NftError> {
     let items = listing["nftables"]
         .as_array()
-        .ok_or("nft printed no \"nftables\" array")?;
+        .ok_or(NftError::NoNftablesArray)?;
     let input_chains: BTreeSet<&str> = items
         .iter()
         .filter_map(|item| item.get("chain"))
@@ -298,40 +319,40 @@ pub fn dropped_ports(listing: &serde_json::Value) -> Result<Vec<u16>, String> {
                 .flatten()
         });
         if let (true, true, Some(port)) = (in_input, drops, port) {
-            ports.insert(u16::try_from(port).map_err(|_| format!("port {port} out of range"))?);
+            ports.insert(u16::try_from(port).map_err(|_| NftError::PortOutOfRange(port))?);
         }
     }
     Ok(ports.into_iter().collect())
 }
 
 /// Whether `nft --json list tables` lists the table.
-pub fn table_listed(tables: &serde_json::Value) -> Result<bool, String> {
+pub fn table_listed(tables: &serde_json::Value) -> Result<bool, NftError> {
     let items = tables["nftables"]
         .as_array()
-        .ok_or("nft printed no \"nftables\" array")?;
+        .ok_or(NftError::NoNftablesArray)?;
     Ok(items
         .iter()
         .filter_map(|item| item.get("table"))
         .any(|table| table["family"] == TABLE_FAMILY && table["name"] == TABLE_NAME))
 }
 
-fn nft_json(args: &[&str]) -> Result<serde_json::Value, String> {
+fn nft_json(args: &[&str]) -> Result<serde_json::Value, NftError> {
     let output = std::process::Command::new("nft")
         .arg("--json")
         .args(args)
         .output()
-        .map_err(|error| format!("cannot run nft: {error}"))?;
+        .map_err(NftError::CannotRun)?;
     if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        return Err(format!(
-            "nft {} failed ({}): {}",
-            args.join(" "),
-            output.status,
-            stderr.trim()
-        ));
+        return Err(NftError::Failed {
+            args: args.join(" "),
+            status: output.status,
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+        });
     }
-    serde_json::from_slice(&output.stdout)
-        .map_err(|error| format!("nft {} printed no JSON: {error}", args.join(" ")))
+    serde_json::from_slice(&output.stdout).map_err(|source| NftError::NoJson {
+        args: args.join(" "),
+        source,
+    })
 }
 
 /// Reads nftables now (needs CAP_NET_ADMIN): the record for an agent with `config`.
@@ -347,7 +368,7 @@ pub fn record_now(config: &Config) -> Record {
     let (table_present, ports_found, error) = match looked {
         Ok((present, ports)) => (present, ports, None),
         Err(error) => {
-            let cut: String = error.chars().take(ERROR_LENGTH_MAX).collect();
+            let cut: String = error.to_string().chars().take(ERROR_LENGTH_MAX).collect();
             (false, Vec::new(), Some(cut))
         }
     };
@@ -406,7 +427,7 @@ mod tests {
         assert!(dropped_ports(&serde_json::json!({"other": 1})).is_err());
     }
 
-    fn record(checked_unix_ms: u64, present: bool, found: &[u16]) -> Result<Record, String> {
+    fn record(checked_unix_ms: u64, present: bool, found: &[u16]) -> Result<Record, RecordError> {
         Ok(Record {
             checked_unix_ms,
             table: "inet tigerbeetle".into(),
@@ -420,7 +441,7 @@ mod tests {
     const NOW_MS: u64 = 1_800_000_000_000;
     const LIMIT_MS: u64 = 90_000;
 
-    fn problem_of(record: Result<Record, String>, own: &[u16]) -> Option<Problem> {
+    fn problem_of(record: Result<Record, RecordError>, own: &[u16]) -> Option<Problem> {
         let own = own.iter().copied().collect();
         verdict(&record, NOW_MS, LIMIT_MS, &own).problem
     }
@@ -540,7 +561,7 @@ mod tests {
         .unwrap();
         let state = AgentState::new(config).unwrap();
         write_record(&path, &record(now_unix_ms(), true, &[3000, 7443]).unwrap()).unwrap();
-        let check = check(&state.firewall, &state.config).unwrap();
+        let check = crate::health::firewall(&state).unwrap();
         assert!(check.ok, "{check:?}");
         let metrics = crate::metrics::render(&state);
         assert!(
@@ -552,7 +573,7 @@ mod tests {
         // agent reads the record again (at most READ_INTERVAL later).
         write_record(&path, &record(now_unix_ms(), false, &[]).unwrap()).unwrap();
         *state.firewall.last.lock().unwrap() = None;
-        let check = super::check(&state.firewall, &state.config).unwrap();
+        let check = crate::health::firewall(&state).unwrap();
         assert!(
             !check.ok && check.detail.contains("is not loaded"),
             "{check:?}"

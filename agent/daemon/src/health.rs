@@ -10,16 +10,71 @@ use tb_proto::tigerbeetle::status_name;
 
 use crate::state::AgentState;
 
-/// `firewall` only when the config names a firewall record (crate::firewall).
-pub const CHECK_NAMES: [&str; 7] = [
-    "replica_process",
-    "replica_status",
-    "replica_sync",
-    "client_probe",
-    "disk_space",
-    "memory_lock",
-    "firewall",
-];
+/// The readiness checks, in the order of the report; `Firewall` only when the config names a
+/// firewall record (crate::firewall). The wire carries `as_str`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckName {
+    ReplicaProcess,
+    ReplicaStatus,
+    ReplicaSync,
+    ClientProbe,
+    DiskSpace,
+    MemoryLock,
+    Firewall,
+}
+
+impl CheckName {
+    pub const ALL: [CheckName; 7] = [
+        CheckName::ReplicaProcess,
+        CheckName::ReplicaStatus,
+        CheckName::ReplicaSync,
+        CheckName::ClientProbe,
+        CheckName::DiskSpace,
+        CheckName::MemoryLock,
+        CheckName::Firewall,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckName::ReplicaProcess => "replica_process",
+            CheckName::ReplicaStatus => "replica_status",
+            CheckName::ReplicaSync => "replica_sync",
+            CheckName::ClientProbe => "client_probe",
+            CheckName::DiskSpace => "disk_space",
+            CheckName::MemoryLock => "memory_lock",
+            CheckName::Firewall => "firewall",
+        }
+    }
+}
+
+/// Why a StatsD gauge cannot be trusted for a check; `rejected` is the note on datagrams the
+/// agent refused (empty when none).
+#[derive(Debug, thiserror::Error)]
+enum GaugeProblem {
+    #[error(
+        "no {name} received from this replica process yet (TigerBeetle emits every 10 s; is it \
+         started with --experimental --statsd=127.0.0.1:{port}?){rejected}"
+    )]
+    Missing {
+        name: String,
+        port: u16,
+        rejected: String,
+    },
+    #[error("the last {name} from the replica is {age_ms} ms old (limit {limit_ms} ms){rejected}")]
+    Stale {
+        name: String,
+        age_ms: u128,
+        limit_ms: u128,
+        rejected: String,
+    },
+}
+
+/// What a fresh StatsD gauge says for a check, and when it arrived.
+struct GaugeVerdict {
+    ok: bool,
+    detail: String,
+    received: Instant,
+}
 
 pub fn ready_report(state: &AgentState) -> ReadyReport {
     let mut checks = vec![
@@ -30,12 +85,15 @@ pub fn ready_report(state: &AgentState) -> ReadyReport {
         disk_space(state),
         memory_lock(state),
     ];
-    checks.extend(crate::firewall::check(&state.firewall, &state.config));
+    checks.extend(firewall(state));
     debug_assert!(
         checks
             .iter()
             .map(|check| check.name.as_str())
-            .eq(CHECK_NAMES.into_iter().take(checks.len()))
+            .eq(CheckName::ALL
+                .into_iter()
+                .map(CheckName::as_str)
+                .take(checks.len()))
     );
     ReadyReport {
         ready: checks.iter().all(|check| check.ok),
@@ -43,9 +101,9 @@ pub fn ready_report(state: &AgentState) -> ReadyReport {
     }
 }
 
-fn check(name: &str, ok: bool, detail: String) -> Check {
+fn check(name: CheckName, ok: bool, detail: String) -> Check {
     Check {
-        name: name.to_string(),
+        name: name.as_str().to_string(),
         ok,
         detail,
     }
@@ -53,11 +111,13 @@ fn check(name: &str, ok: bool, detail: String) -> Check {
 
 fn replica_process(state: &AgentState) -> Check {
     match state.replica.process_state() {
-        Some((pid, ProcessState::Running(code))) => {
-            check("replica_process", true, format!("pid {pid}, state {code}"))
-        }
+        Some((pid, ProcessState::Running(code))) => check(
+            CheckName::ReplicaProcess,
+            true,
+            format!("pid {pid}, state {code}"),
+        ),
         Some((pid, ProcessState::Stopped(code))) => check(
-            "replica_process",
+            CheckName::ReplicaProcess,
             false,
             format!(
                 "pid {pid} is stopped (state {code}: SIGSTOP, SIGTSTP or a debugger); it serves \
@@ -65,12 +125,12 @@ fn replica_process(state: &AgentState) -> Check {
             ),
         ),
         Some((pid, ProcessState::Exited(code))) => check(
-            "replica_process",
+            CheckName::ReplicaProcess,
             false,
             format!("pid {pid} has exited (state {code}) and is not reaped yet"),
         ),
         None => check(
-            "replica_process",
+            CheckName::ReplicaProcess,
             false,
             state
                 .replica
@@ -85,7 +145,7 @@ fn stale_after(state: &AgentState) -> Duration {
 }
 
 /// The latest StatsD gauge if it is fresh (with when it arrived), else why it cannot be trusted.
-fn fresh_gauge(state: &AgentState, name: &str) -> Result<(i64, Instant), String> {
+fn fresh_gauge(state: &AgentState, name: &str) -> Result<(i64, Instant), GaugeProblem> {
     let rejected = || match state.statsd.last_rejection() {
         Some((reason, from, total)) => format!(
             "; the agent has rejected {total} StatsD datagrams, the latest from {from} ({}): \
@@ -95,18 +155,17 @@ fn fresh_gauge(state: &AgentState, name: &str) -> Result<(i64, Instant), String>
         None => String::new(),
     };
     match state.statsd.gauge(name) {
-        None => Err(format!(
-            "no {name} received from this replica process yet (TigerBeetle emits every 10 s; is it \
-             started with --experimental --statsd=127.0.0.1:{}?){}",
-            state.config.replica.statsd_port,
-            rejected()
-        )),
-        Some((_, age)) if age > stale_after(state) => Err(format!(
-            "the last {name} from the replica is {} ms old (limit {} ms){}",
-            age.as_millis(),
-            stale_after(state).as_millis(),
-            rejected()
-        )),
+        None => Err(GaugeProblem::Missing {
+            name: name.to_string(),
+            port: state.config.replica.statsd_port,
+            rejected: rejected(),
+        }),
+        Some((_, age)) if age > stale_after(state) => Err(GaugeProblem::Stale {
+            name: name.to_string(),
+            age_ms: age.as_millis(),
+            limit_ms: stale_after(state).as_millis(),
+            rejected: rejected(),
+        }),
         Some((value, age)) => Ok((value, Instant::now() - age)),
     }
 }
@@ -125,9 +184,9 @@ const LOG_MAY_PASS: bool = false;
 /// StatsD decides, as it always did.
 fn combine(
     state: &AgentState,
-    name: &str,
+    name: CheckName,
     verdict_of: fn(&replica_log::Tracker, Instant) -> Option<replica_log::Verdict>,
-    statsd: Result<(bool, String, Instant), String>,
+    statsd: Result<GaugeVerdict, GaugeProblem>,
 ) -> Check {
     let now = Instant::now();
     // One copy of the tracker per check: its verdict, why it has none, and its age agree.
@@ -140,8 +199,8 @@ fn combine(
         .as_ref()
         .is_some_and(|tracker| tracker.started().elapsed() <= stale_after(state));
     match (log, statsd) {
-        (Some(log), Ok((_, _, received))) if log.at > received => check(name, log.ok, log.detail),
-        (_, Ok((ok, detail, _))) => check(name, ok, format!("{detail} (StatsD gauge)")),
+        (Some(log), Ok(gauge)) if log.at > gauge.received => check(name, log.ok, log.detail),
+        (_, Ok(gauge)) => check(name, gauge.ok, format!("{} (StatsD gauge)", gauge.detail)),
         (Some(log), Err(_)) if process_young => check(name, log.ok, log.detail),
         (_, Err(statsd)) if process_young => {
             let why_no_log = tracker.map_or_else(
@@ -154,35 +213,44 @@ fn combine(
                 format!("{statsd}; no verdict from the log either: {why_no_log}"),
             )
         }
-        (_, Err(statsd)) => check(name, false, statsd),
+        (_, Err(statsd)) => check(name, false, statsd.to_string()),
     }
 }
 
 fn replica_status(state: &AgentState) -> Check {
-    let statsd = fresh_gauge(state, "tb_replica_status").map(|(value, at)| match value {
-        0 => (true, "normal".to_string(), at),
-        value => (
-            false,
-            format!("replica_status is {value} ({})", status_name(value)),
-            at,
-        ),
+    let statsd = fresh_gauge(state, "tb_replica_status").map(|(value, received)| match value {
+        0 => GaugeVerdict {
+            ok: true,
+            detail: "normal".to_string(),
+            received,
+        },
+        value => GaugeVerdict {
+            ok: false,
+            detail: format!("replica_status is {value} ({})", status_name(value)),
+            received,
+        },
     });
     combine(
         state,
-        "replica_status",
+        CheckName::ReplicaStatus,
         replica_log::Tracker::status_verdict,
         statsd,
     )
 }
 
 fn replica_sync(state: &AgentState) -> Check {
-    let statsd = fresh_gauge(state, "tb_replica_sync_stage").map(|(stage, at)| match stage {
-        0 => (true, "not syncing".to_string(), at),
-        stage => (false, format!("state sync in progress (stage {stage})"), at),
-    });
+    let statsd =
+        fresh_gauge(state, "tb_replica_sync_stage").map(|(stage, received)| GaugeVerdict {
+            ok: stage == 0,
+            detail: match stage {
+                0 => "not syncing".to_string(),
+                stage => format!("state sync in progress (stage {stage})"),
+            },
+            received,
+        });
     combine(
         state,
-        "replica_sync",
+        CheckName::ReplicaSync,
         replica_log::Tracker::sync_verdict,
         statsd,
     )
@@ -194,14 +262,14 @@ fn client_probe(state: &AgentState) -> Check {
         Duration::from_millis(health.probe_timeout_ms),
         Duration::from_millis(health.probe_interval_ms),
     );
-    check("client_probe", verdict.ok, verdict.detail)
+    check(CheckName::ClientProbe, verdict.ok, verdict.detail)
 }
 
 fn disk_space(state: &AgentState) -> Check {
     let host = state.host.latest();
     let Some(filesystem) = &host.filesystem else {
         return check(
-            "disk_space",
+            CheckName::DiskSpace,
             false,
             "the filesystem of the data file is not known yet".into(),
         );
@@ -215,7 +283,7 @@ fn disk_space(state: &AgentState) -> Check {
     let ok =
         filesystem.available_bytes >= health.free_bytes_min && percent >= health.free_percent_min;
     check(
-        "disk_space",
+        CheckName::DiskSpace,
         ok,
         format!(
             "{} bytes ({percent:.1}%) free on {}; minimum {} bytes and {}%",
@@ -229,11 +297,15 @@ fn disk_space(state: &AgentState) -> Check {
 
 fn memory_lock(state: &AgentState) -> Check {
     let Some(info) = state.replica.process_info() else {
-        return check("memory_lock", false, "the replica is not running".into());
+        return check(
+            CheckName::MemoryLock,
+            false,
+            "the replica is not running".into(),
+        );
     };
     if state.replica.memlock_warning_seen() {
         return check(
-            "memory_lock",
+            CheckName::MemoryLock,
             false,
             "the replica logged \"Unable to lock pages\": grant CAP_IPC_LOCK or raise \
              LimitMEMLOCK, or its memory may be swapped out"
@@ -243,7 +315,7 @@ fn memory_lock(state: &AgentState) -> Check {
     let ratio_min = state.config.health.memlock_ratio_min;
     let ok = info.locked_bytes as f64 >= info.resident_bytes as f64 * ratio_min;
     check(
-        "memory_lock",
+        CheckName::MemoryLock,
         ok,
         format!(
             "VmLck {} bytes, VmRSS {} bytes (locked must be at least {:.0}% of resident)",
@@ -252,4 +324,16 @@ fn memory_lock(state: &AgentState) -> Check {
             ratio_min * 100.0
         ),
     )
+}
+
+/// The readiness check `firewall`, when the config names a record (crate::firewall).
+pub fn firewall(state: &AgentState) -> Option<Check> {
+    let config = &state.config;
+    let verdict = state.firewall.verdict(config)?;
+    let path = config.health.firewall_record.as_deref()?;
+    Some(check(
+        CheckName::Firewall,
+        verdict.problem.is_none(),
+        crate::firewall::detail(&verdict, path, &crate::firewall::own_ports(config)),
+    ))
 }

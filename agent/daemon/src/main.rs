@@ -209,7 +209,7 @@ fn check_config(
 }
 
 /// The new config's lease pool is the running agent's (`running`, its config file).
-fn same_lease(new: &Config, running: &std::path::Path) -> Result<(), String> {
+fn same_lease(new: &Config, running: &std::path::Path) -> anyhow::Result<()> {
     if !running.exists() {
         return Ok(());
     }
@@ -227,7 +227,7 @@ fn same_lease(new: &Config, running: &std::path::Path) -> Result<(), String> {
         }
     };
     new.lease.same_pool_as(&running_config.lease).map_err(|differences| {
-        format!(
+        anyhow::anyhow!(
             "its maintenance lease settings differ from the running agent's ({}): {differences}. \
              A rollout changes one agent at a time, and agents on two lease pools could each \
              grant a lease at once: change them on every agent together, with site.yml while \
@@ -328,7 +328,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!(
         listen = %config.server.listen,
         replica = config.replica.index,
-        mode = state.replica.mode_name(),
+        mode = state.replica.mode().as_str(),
         "tb-agent {} starting",
         tb_agent::AGENT_VERSION
     );

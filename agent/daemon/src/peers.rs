@@ -15,6 +15,45 @@ const PEM_FILE_SIZE_MAX_BYTES: u64 = 1024 * 1024;
 /// and reading it whole would let a confused or hostile peer exhaust this agent's memory.
 pub const PEER_BODY_SIZE_MAX_BYTES: usize = 256 * 1024;
 
+/// Why a peer agent gave no usable answer; each reads as the line the guard's detail carries.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    #[error("no agent URL for replica {0}")]
+    NoUrl(u8),
+    #[error("agent {url} unreachable: {cause}")]
+    Unreachable { url: String, cause: String },
+    #[error("agent {url} answered {status}")]
+    Status {
+        url: String,
+        status: reqwest::StatusCode,
+    },
+    #[error("agent {url} rejected the peer token ({status})")]
+    TokenRejected {
+        url: String,
+        status: reqwest::StatusCode,
+    },
+    #[error("agent {url} answered {status} with a body larger than {limit} bytes", limit = PEER_BODY_SIZE_MAX_BYTES)]
+    TooLarge {
+        url: String,
+        status: reqwest::StatusCode,
+    },
+    #[error("agent {url} answered {status}, then the body failed: {cause}")]
+    BodyFailed {
+        url: String,
+        status: reqwest::StatusCode,
+        cause: String,
+    },
+    #[error("agent {url} answered {status} with an unreadable body: {source}")]
+    Unreadable {
+        url: String,
+        status: reqwest::StatusCode,
+        source: serde_json::Error,
+    },
+    /// The agent answered: its replica is not ready, for the reasons its checks give.
+    #[error("not ready: {0}")]
+    NotReady(String),
+}
+
 #[derive(Debug, Clone)]
 pub struct QuorumVerdict {
     pub ok: bool,
@@ -121,13 +160,11 @@ pub fn http_client(timeout: Duration, tls: ClientTls) -> anyhow::Result<reqwest:
 async fn read_json<T: serde::de::DeserializeOwned>(
     mut response: reqwest::Response,
     url: &str,
-) -> Result<T, String> {
+) -> Result<T, PeerError> {
     let status = response.status();
-    let too_large = || {
-        format!(
-            "agent {url} answered {status} with a body larger than {PEER_BODY_SIZE_MAX_BYTES} \
-             bytes"
-        )
+    let too_large = || PeerError::TooLarge {
+        url: url.to_string(),
+        status,
     };
     if response
         .content_length()
@@ -136,19 +173,25 @@ async fn read_json<T: serde::de::DeserializeOwned>(
         return Err(too_large());
     }
     let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|error| {
-        format!(
-            "agent {url} answered {status}, then the body failed: {}",
-            root_cause(&error)
-        )
-    })? {
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|error| PeerError::BodyFailed {
+            url: url.to_string(),
+            status,
+            cause: root_cause(&error),
+        })?
+    {
         if body.len() + chunk.len() > PEER_BODY_SIZE_MAX_BYTES {
             return Err(too_large());
         }
         body.extend_from_slice(&chunk);
     }
-    serde_json::from_slice(&body)
-        .map_err(|error| format!("agent {url} answered {status} with an unreadable body: {error}"))
+    serde_json::from_slice(&body).map_err(|source| PeerError::Unreadable {
+        url: url.to_string(),
+        status,
+        source,
+    })
 }
 
 impl Peers {
@@ -238,14 +281,17 @@ impl Peers {
 impl Peers {
     /// The lease as replica `replica`'s agent sees it: the agent that granted a lease names
     /// its holder.
-    pub async fn lease_view(&self, replica: u8) -> Result<tb_proto::lease::LeaseStatus, String> {
+    pub async fn lease_view(&self, replica: u8) -> Result<tb_proto::lease::LeaseStatus, PeerError> {
         let url = self
             .urls
             .get(usize::from(replica))
-            .ok_or_else(|| format!("no agent URL for replica {replica}"))?;
+            .ok_or(PeerError::NoUrl(replica))?;
         let response = get(&self.client, &self.token, url, "/v1/lease").await?;
         if !response.status().is_success() {
-            return Err(format!("agent {url} answered {}", response.status()));
+            return Err(PeerError::Status {
+                url: url.clone(),
+                status: response.status(),
+            });
         }
         read_json(response, url).await
     }
@@ -257,26 +303,32 @@ async fn get(
     token: &str,
     url: &str,
     path: &str,
-) -> Result<reqwest::Response, String> {
+) -> Result<reqwest::Response, PeerError> {
     client
         .get(format!("{url}{path}"))
         .bearer_auth(token)
         .send()
         .await
-        .map_err(|error| format!("agent {url} unreachable: {}", root_cause(&error)))
+        .map_err(|error| PeerError::Unreachable {
+            url: url.to_string(),
+            cause: root_cause(&error),
+        })
 }
 
-async fn ask(client: &reqwest::Client, token: &str, url: &str) -> Result<(), String> {
+async fn ask(client: &reqwest::Client, token: &str, url: &str) -> Result<(), PeerError> {
     let response = get(client, token, url, "/v1/health/ready").await?;
     let status = response.status();
     if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
-        return Err(format!("agent {url} rejected the peer token ({status})"));
+        return Err(PeerError::TokenRejected {
+            url: url.to_string(),
+            status,
+        });
     }
     let report: ReadyReport = read_json(response, url).await?;
     if report.ready {
         Ok(())
     } else {
-        Err(format!("not ready: {}", report.failing_summary()))
+        Err(PeerError::NotReady(report.failing_summary()))
     }
 }
 
@@ -298,11 +350,18 @@ impl Peers {
     }
 }
 
-async fn replica_running(client: &reqwest::Client, token: &str, url: &str) -> Result<bool, String> {
+async fn replica_running(
+    client: &reqwest::Client,
+    token: &str,
+    url: &str,
+) -> Result<bool, PeerError> {
     let response = get(client, token, url, "/v1/status").await?;
     let status = response.status();
     if !status.is_success() {
-        return Err(format!("agent {url} answered {status}"));
+        return Err(PeerError::Status {
+            url: url.to_string(),
+            status,
+        });
     }
     let report: crate::api::StatusReport = read_json(response, url).await?;
     Ok(report.replica.running)

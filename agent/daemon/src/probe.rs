@@ -202,7 +202,7 @@ pub async fn run(prober: Arc<Prober>, clients: Arc<ClusterClient>, interval: Dur
             match clients.get() {
                 Ok(client) => break client,
                 Err(error) => {
-                    prober.fail_to_start(error.clone());
+                    prober.fail_to_start(error.to_string());
                     tracing::warn!(%error, "retrying");
                     tokio::time::sleep(CLIENT_CREATE_RETRY).await;
                 }

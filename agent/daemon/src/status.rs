@@ -30,7 +30,7 @@ pub fn status_report(state: &AgentState) -> StatusReport {
             index: config.replica.index,
             count: config.replica.count,
             addresses: config.replica.addresses.clone(),
-            run_mode: state.replica.mode_name().to_string(),
+            run_mode: state.replica.mode().as_str().to_string(),
             running: info.is_some(),
             pid: info.as_ref().map(|info| info.pid),
             uptime_seconds: info

@@ -5,6 +5,7 @@
 pub mod api;
 pub mod auth;
 pub mod backup_files;
+pub mod backup_id;
 pub mod backup_modes;
 pub mod backup_schedule;
 pub mod clock;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::ops::{AppError, io_failure};
 use crate::replica::Replica;
 
 /// What the sequence needs of a replica: the real one is [`Replica`]; the unit tests below use a
@@ -81,12 +82,12 @@ impl<R: StopStart> Drop for StartOnDrop<R> {
 /// it wrote. `step` names what happens now.
 pub async fn copy_while_stopped<R: StopStart>(
     replica: &Arc<R>,
-    before_stop: impl FnOnce() -> Result<(), String>,
+    before_stop: impl FnOnce() -> Result<(), AppError>,
     copy: impl FnOnce(&AtomicBool) -> std::io::Result<bool> + Send + 'static,
     abandoned: impl FnOnce() + Send + 'static,
     deadline: Duration,
     step: impl Fn(&str),
-) -> Result<Copied, String> {
+) -> Result<Copied, AppError> {
     let was_running = replica.is_running();
     if !was_running {
         step("copying the data file");
@@ -107,7 +108,10 @@ pub async fn copy_while_stopped<R: StopStart>(
     };
     let (copied, copy_ms) = match replica.stop().await {
         // The process may or may not be gone: it is started again below either way.
-        Err(error) => (Err(format!("stopping the replica: {error}")), 0),
+        Err(error) => (
+            Err(AppError::Failed(format!("stopping the replica: {error}"))),
+            0,
+        ),
         Ok(()) => {
             step("copying the data file");
             let copy_started = Instant::now();
@@ -125,13 +129,15 @@ pub async fn copy_while_stopped<R: StopStart>(
             stopped_ms,
             copy_ms,
         }),
-        (Err(copy), Ok(())) => Err(format!("{copy}; the replica was started again")),
-        (copied, Err(start)) => Err(format!(
+        (Err(copy), Ok(())) => Err(AppError::Failed(format!(
+            "{copy}; the replica was started again"
+        ))),
+        (copied, Err(start)) => Err(AppError::Failed(format!(
             "{}starting the replica again: {start}",
             copied
                 .err()
                 .map_or(String::new(), |copy| format!("{copy}; "))
-        )),
+        ))),
     }
 }
 
@@ -142,7 +148,7 @@ async fn copy_with_deadline(
     copy: impl FnOnce(&AtomicBool) -> std::io::Result<bool> + Send + 'static,
     abandoned: impl FnOnce() + Send + 'static,
     deadline: Duration,
-) -> Result<bool, String> {
+) -> Result<bool, AppError> {
     let cancel = Arc::new(AtomicBool::new(false));
     let thread_cancel = Arc::clone(&cancel);
     let mut thread = tokio::task::spawn_blocking(move || copy(&thread_cancel));
@@ -153,13 +159,15 @@ async fn copy_with_deadline(
                 let _ = thread.await;
                 let _ = tokio::task::spawn_blocking(abandoned).await;
             });
-            Err(format!(
+            Err(AppError::Failed(format!(
                 "the copy did not finish within backup.copy_timeout_ms ({} ms) and was abandoned",
                 deadline.as_millis()
-            ))
+            )))
         }
-        Ok(Err(join_error)) => Err(format!("copying the data file: {join_error}")),
-        Ok(Ok(Err(error))) => Err(format!("copying the data file: {error}")),
+        Ok(Err(join_error)) => Err(AppError::Failed(format!(
+            "copying the data file: {join_error}"
+        ))),
+        Ok(Ok(Err(error))) => Err(io_failure("copying the data file")(error)),
         Ok(Ok(Ok(reflink))) => Ok(reflink),
     }
 }
@@ -225,7 +233,7 @@ mod tests {
             |_| {},
         )
         .await;
-        let error = result.unwrap_err();
+        let error = result.unwrap_err().to_string();
         assert!(error.contains("stopping the replica"), "{error}");
         assert!(error.contains("started again"), "{error}");
         assert!(
@@ -263,7 +271,7 @@ mod tests {
             |_| {},
         )
         .await;
-        let error = result.unwrap_err();
+        let error = result.unwrap_err().to_string();
         assert!(error.contains("copy_timeout_ms"), "{error}");
         assert!(
             started.elapsed() < Duration::from_secs(1),
@@ -347,7 +355,11 @@ mod tests {
         let replica = running(false);
         let result = copy_while_stopped(
             &replica,
-            || Err("writing the marker: read-only (on purpose)".into()),
+            || {
+                Err(io_failure("writing the marker")(std::io::Error::other(
+                    "read-only (on purpose)",
+                )))
+            },
             |_| Ok(false),
             || {},
             Duration::from_secs(10),

@@ -450,7 +450,7 @@ pub(crate) mod tests {
             let mut tampered = manifest(id, Some(1), 1);
             tamper(&mut tampered);
             let error = validate_manifest(id, &tampered).unwrap_err();
-            assert!(error.contains(field), "{field}: {error}");
+            assert!(error.to_string().contains(field), "{field}: {error}");
         }
         // An uncompressed backup whose stored file is not its data.
         raw.stored_blake3 = "cd".repeat(32);

@@ -2,10 +2,10 @@
 //! `read` to list; `control` and `backup` together to restore; `control` to recover.
 
 use std::future::Future;
-use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Body;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
@@ -14,7 +14,7 @@ use serde::Serialize;
 use tb_proto::endpoints::Endpoint;
 
 use super::endpoint::{AppState, method_filter};
-use super::extract::JsonBody;
+use super::extract::{JsonBody, backup_id};
 use crate::api::{
     BackupRecord, BackupRequest, Job, JobKind, RestoreRequest, RestoreResponse, Verification,
 };
@@ -22,7 +22,7 @@ use crate::backup::{self as operations, store};
 use crate::ops::{
     self, Answer, AppError, Caller, Deleted, Finished, JobDone, JobHandle, Lock, Spec, Wait,
 };
-use crate::state::AgentState;
+use tb_proto::backup_id::BackupId;
 
 /// The handler of a backup, recover or job endpoint (the router in `http/mod.rs` adds scopes and
 /// timeouts from the endpoint table).
@@ -52,20 +52,6 @@ pub fn handler(endpoint: Endpoint) -> MethodRouter<AppState> {
     }
 }
 
-/// A backup id from the path, checked before it names a lock or a directory.
-async fn checked_id(
-    state: &Arc<AgentState>,
-    caller: &Caller,
-    kind: JobKind,
-    forced: bool,
-    id: &str,
-) -> Result<(), AppError> {
-    match store::validate_backup_id(id) {
-        Ok(()) => Ok(()),
-        Err(why) => Err(ops::refuse(state, caller, kind, forced, AppError::BadRequest(why)).await),
-    }
-}
-
 async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -87,10 +73,10 @@ async fn list(State(state): State<AppState>) -> Result<Json<Vec<BackupRecord>>, 
 
 async fn show(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    path: Result<Path<BackupId>, PathRejection>,
 ) -> Result<Json<BackupRecord>, AppError> {
-    store::validate_backup_id(&id).map_err(AppError::BadRequest)?;
-    let (_, record) = operations::find_backup_blocking(&state, &id).await?;
+    let id = backup_id(path)?;
+    let (_, record) = operations::find_backup_blocking(&state, id.as_str()).await?;
     Ok(Json(record))
 }
 
@@ -103,16 +89,14 @@ async fn job(State(state): State<AppState>, Path(id): Path<String>) -> Result<Js
 async fn verify(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    path: Result<Path<BackupId>, PathRejection>,
 ) -> Result<Answer<Verification>, AppError> {
-    let lock = Lock::Backup(id.clone());
     on_backup(
         &state,
         caller,
         JobKind::BackupVerify,
         false,
-        lock,
-        id,
+        (Lock::Backup, path),
         operations::verify,
     )
     .await
@@ -121,30 +105,30 @@ async fn verify(
 async fn delete(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    path: Result<Path<BackupId>, PathRejection>,
 ) -> Result<Answer<Deleted>, AppError> {
-    let lock = Lock::Backup(id.clone());
     on_backup(
         &state,
         caller,
         JobKind::BackupDelete,
         false,
-        lock,
-        id,
+        (Lock::Backup, path),
         operations::delete,
     )
     .await
 }
 
+/// The lock an operation on one backup takes, made from its id, and the id from the path.
+type BackupTarget = (fn(String) -> Lock, Result<Path<BackupId>, PathRejection>);
+
 /// Verify, delete and restore: an operation on one existing backup, named by an id checked
-/// first, under `lock`, answered when it ends.
+/// first (a refusal is audited), under the lock of that id, answered when it ends.
 async fn on_backup<T, F, Fut>(
     state: &AppState,
     caller: Caller,
     kind: JobKind,
     forced: bool,
-    lock: Lock,
-    id: String,
+    (lock_of, path): BackupTarget,
     operation: F,
 ) -> Result<Answer<T>, AppError>
 where
@@ -152,7 +136,11 @@ where
     F: FnOnce(JobHandle, String) -> Fut + Send + 'static,
     Fut: Future<Output = Result<T, AppError>> + Send + 'static,
 {
-    checked_id(state, &caller, kind, forced, &id).await?;
+    let id = match backup_id(path) {
+        Ok(id) => id.into_string(),
+        Err(refused) => return Err(ops::refuse(state, &caller, kind, forced, refused).await),
+    };
+    let lock = lock_of(id.clone());
     let spec = Spec {
         kind,
         forced,
@@ -165,10 +153,11 @@ where
 
 async fn download(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    path: Result<Path<BackupId>, PathRejection>,
 ) -> Result<Response, AppError> {
+    let id = backup_id(path)?;
     // Opened inside the backup's directory, never through a link (see `stored_file`).
-    let (file, manifest) = operations::stored_file(&state, &id).await?;
+    let (file, manifest) = operations::stored_file(&state, id.as_str()).await?;
     let file = tokio::fs::File::from_std(file);
     Ok((
         [
@@ -189,18 +178,16 @@ async fn download(
 async fn restore(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    path: Result<Path<BackupId>, PathRejection>,
     JsonBody(request): JsonBody<RestoreRequest>,
 ) -> Result<Answer<RestoreResponse>, AppError> {
     let forced = request.mode.is_some();
-    let lock = Lock::ReplicaAndBackup(id.clone());
     on_backup(
         &state,
         caller,
         JobKind::Restore,
         forced,
-        lock,
-        id,
+        (Lock::ReplicaAndBackup, path),
         move |job, id| operations::restore::restore(job, id, request),
     )
     .await

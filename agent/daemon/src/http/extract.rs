@@ -1,15 +1,35 @@
-//! Extractors of the operations' requests: the authenticated caller and an optional JSON body.
+//! Extractors of the operations' requests: the authenticated caller, an optional JSON body and a
+//! backup id from the path.
 
 use std::net::SocketAddr;
 
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::extract::path::ErrorKind;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 
 use super::auth::TokenName;
 use super::error::BodyError;
 use crate::ops::{AppError, Caller};
+use tb_proto::backup_id::BackupId;
+
+/// A backup id from the path, parsed by axum into a `BackupId`. A text that is no backup id is
+/// the operation's `bad_request` with the rule's sentence (the answer of the hand-parsed ids
+/// before), returned to the handler so that it can audit the refusal.
+pub fn backup_id(path: Result<Path<BackupId>, PathRejection>) -> Result<BackupId, AppError> {
+    match path {
+        Ok(Path(id)) => Ok(id),
+        Err(PathRejection::FailedToDeserializePathParams(failed)) => {
+            Err(AppError::BadRequest(match failed.into_kind() {
+                ErrorKind::Message(why) | ErrorKind::DeserializeError { message: why, .. } => why,
+                other => other.to_string(),
+            }))
+        }
+        Err(other) => Err(AppError::BadRequest(other.body_text())),
+    }
+}
 
 impl<S: Send + Sync> FromRequestParts<S> for Caller {
     type Rejection = AppError;

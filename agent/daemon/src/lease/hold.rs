@@ -69,16 +69,26 @@ impl Standing {
     }
 }
 
+/// A lease that ends before the operation could be done with the replica (read after the
+/// lease's id: "maintenance lease ID has ...").
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "has {left_ms} ms left by this agent's clock, but stopping and waiting for the replica \
+     can take {needed_ms} ms: nothing was stopped. Renew it with a longer ttl and ask again"
+)]
+struct TooShort {
+    left_ms: u128,
+    needed_ms: u128,
+}
+
 /// Whether a lease whose holder's deadline is `deadline` outlasts `needed` from `now`.
-fn enough_left(deadline: Instant, now: Instant, needed: Duration) -> Result<(), String> {
+fn enough_left(deadline: Instant, now: Instant, needed: Duration) -> Result<(), TooShort> {
     let left = deadline.saturating_duration_since(now);
     if left < needed {
-        return Err(format!(
-            "has {} ms left by this agent's clock, but stopping and waiting for the replica \
-             can take {} ms: nothing was stopped. Renew it with a longer ttl and ask again",
-            left.as_millis(),
-            needed.as_millis()
-        ));
+        return Err(TooShort {
+            left_ms: left.as_millis(),
+            needed_ms: needed.as_millis(),
+        });
     }
     Ok(())
 }
@@ -364,7 +374,7 @@ mod tests {
         let needed = Duration::from_secs(130);
         assert!(enough_left(now + Duration::from_secs(131), now, needed).is_ok());
         let refused = enough_left(now + Duration::from_secs(129), now, needed).unwrap_err();
-        assert!(refused.contains("129000 ms left"), "{refused}");
+        assert!(refused.to_string().contains("129000 ms left"), "{refused}");
         assert!(enough_left(now, now + Duration::from_secs(1), needed).is_err());
     }
 

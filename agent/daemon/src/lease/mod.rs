@@ -80,7 +80,7 @@ impl LeaseService {
         }
         self.cluster_client
             .get()
-            .map_err(AppError::LeaseUnavailable)
+            .map_err(|error| AppError::LeaseUnavailable(error.to_string()))
     }
 
     /// The API's view of a lease: the holder's name when this agent granted it.
