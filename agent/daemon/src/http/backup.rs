@@ -18,7 +18,7 @@ use super::extract::{JsonBody, backup_id};
 use crate::api::{
     BackupRecord, BackupRequest, Job, JobKind, RestoreRequest, RestoreResponse, Verification,
 };
-use crate::backup::{self as operations, store};
+use crate::backup as operations;
 use crate::ops::{
     self, Answer, AppError, Caller, Deleted, Finished, JobDone, JobHandle, Lock, Spec, Wait,
 };
