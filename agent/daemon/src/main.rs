@@ -61,9 +61,17 @@ impl Source {
         let env_config = env_config
             .filter(|value| !value.is_empty())
             .map(PathBuf::from);
-        match (&self.config, env_config, &self.inventory, &self.host, &self.settings) {
+        match (
+            &self.config,
+            env_config,
+            &self.inventory,
+            &self.host,
+            &self.settings,
+        ) {
             (None, Some(env_config), Some(_), ..) => Err(format!(
-                "TB_AGENT_CONFIG is set ({}) and --inventory is given: the configuration comes                  from one of them; unset TB_AGENT_CONFIG (the unit's Environment=, the shell) or                  drop --inventory, --host and --settings",
+                "TB_AGENT_CONFIG is set ({}) and --inventory is given: the configuration comes \
+                 from one of them; unset TB_AGENT_CONFIG (the unit's Environment=, the shell) or \
+                 drop --inventory, --host and --settings",
                 env_config.display()
             )),
             (_, _, Some(inventory), Some(host), Some(settings)) => {
@@ -71,8 +79,11 @@ impl Source {
             }
             (Some(config), ..) => Ok(Origin::File(config.clone())),
             (None, Some(env_config), ..) => Ok(Origin::File(env_config)),
-            _ => Err("give --config FILE (or set TB_AGENT_CONFIG), or --inventory FILE --host                       NAME --settings FILE"
-                .to_string()),
+            _ => Err(
+                "give --config FILE (or set TB_AGENT_CONFIG), or --inventory FILE --host \
+                      NAME --settings FILE"
+                    .to_string(),
+            ),
         }
     }
 
