@@ -382,19 +382,7 @@ async fn run_async(cli: Cli) -> anyhow::Result<ExitCode> {
             let (client, inventory) = connect(&cli, &args.inventory)?;
             status::status(&client, &inventory, args.timeout_ms).await
         }
-        Command::WaitReady(args) => {
-            let (client, inventory) = connect(&cli, &args.inventory)?;
-            let entries = replica_arg::resolve_all(&args.replicas, &inventory)?;
-            let goal = status::Goal::Ready;
-            let ready =
-                status::wait_for(&client, &entries, goal, args.timeout_ms, || Ok(())).await?;
-            output::emit(&serde_json::json!({ "ready": ready }))?;
-            Ok(if ready {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
-        }
+        Command::WaitReady(args) => wait_ready_command(&cli, args).await,
         Command::Start(args) => start_command(&cli, args).await,
         Command::Stop(args) => control_command(&cli, control::Action::Stop, args).await,
         Command::Restart(args) => control_command(&cli, control::Action::Restart, args).await,
@@ -451,6 +439,20 @@ async fn run_async(cli: Cli) -> anyhow::Result<ExitCode> {
             unreachable!("handled without a runtime")
         }
     }
+}
+
+/// `tbctl wait-ready`: every replica, or each --replica, ready before --timeout-ms.
+async fn wait_ready_command(cli: &Cli, args: &WaitReadyArgs) -> anyhow::Result<ExitCode> {
+    let (client, inventory) = connect(cli, &args.inventory)?;
+    let entries = replica_arg::resolve_all(&args.replicas, &inventory)?;
+    let goal = status::Goal::Ready;
+    let ready = status::wait_for(&client, &entries, goal, args.timeout_ms, || Ok(())).await?;
+    output::emit(&serde_json::json!({ "ready": ready }))?;
+    Ok(if ready {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 async fn start_command(cli: &Cli, args: &StartArgs) -> anyhow::Result<ExitCode> {
