@@ -433,6 +433,21 @@ fn killed_agent_and_full_disk_leave_no_backup_and_the_replica_running() {
         },
     );
     assert_eq!(cluster.replica_pid(2), None, "the copy runs while stopped");
+    // Another operation on that replica meanwhile is refused as busy with tbctl's own exit code
+    // (5), on which the playbooks retry without reading the text.
+    let (inventory, token_file) = (cluster.inventory_arg(), cluster.token_file_arg());
+    let busy = tbctl(&[
+        "--token-file",
+        &token_file,
+        "restart",
+        "--inventory",
+        &inventory,
+        "--replica",
+        "2",
+    ]);
+    let busy_text = String::from_utf8_lossy(&busy.stderr);
+    assert_eq!(busy.status.code(), Some(5), "{busy_text}");
+    assert!(busy_text.contains("refused (busy)"), "{busy_text}");
     let agent_pid = cluster.state.agents[2].pid;
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(agent_pid),

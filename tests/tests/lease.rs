@@ -122,8 +122,17 @@ fn held_lease_refuses_others_and_a_short_one_refuses_a_stop(cluster: &Cluster) {
     for part in [lease_id.as_str(), "manual", "alice", "until"] {
         assert!(message.contains(part), "{part} missing: {message}");
     }
+    // tbctl exits 6 for a lease another holder has (a wait that ends), for the lease itself
+    // and for an operation that would take one of its own.
     let output = tbctl(cluster, &["lease", "acquire", "--ttl", "30"]);
-    assert_eq!(output.status.code(), Some(3), "refused: {}", text(&output));
+    assert_eq!(output.status.code(), Some(6), "refused: {}", text(&output));
+    let output = tbctl(cluster, &["stop", "--replica", "2"]);
+    assert_eq!(output.status.code(), Some(6), "refused: {}", text(&output));
+    assert!(
+        text(&output).contains("refused (lease_held)"),
+        "{}",
+        text(&output)
+    );
     assert!(running(cluster, 2));
 
     // Its holder may act under it, but not when it would expire before the replica is back

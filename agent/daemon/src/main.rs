@@ -32,8 +32,9 @@ struct Cli {
 /// the inventory's rules into a file first.
 #[derive(Args)]
 struct Source {
-    /// The configuration file (examples/tb-agent.toml).
-    #[arg(long, env = "TB_AGENT_CONFIG", required_unless_present = "inventory")]
+    /// The configuration file (examples/tb-agent.toml); without it, TB_AGENT_CONFIG's. A set
+    /// TB_AGENT_CONFIG beside --inventory is an error, not a silent pick of one of them.
+    #[arg(long)]
     config: Option<PathBuf>,
     /// The inventory (inventories/<env>.json) instead of a configuration file; with --host and
     /// --settings.
@@ -47,26 +48,71 @@ struct Source {
     settings: Option<PathBuf>,
 }
 
+/// Where the configuration is read from, once the flags and TB_AGENT_CONFIG are reconciled.
+enum Origin<'a> {
+    File(PathBuf),
+    Inventory(&'a PathBuf, &'a str, &'a PathBuf),
+}
+
 impl Source {
+    /// The origin from the flags and `env_config` (TB_AGENT_CONFIG's value): both forms at once
+    /// is an error naming the variable (clap's own error named only --config, which the operator
+    /// never typed), as is neither.
+    fn origin(&self, env_config: Option<std::ffi::OsString>) -> Result<Origin<'_>, String> {
+        // Empty is unset, as for a unit's `Environment=TB_AGENT_CONFIG=`.
+        let env_config = env_config
+            .filter(|value| !value.is_empty())
+            .map(PathBuf::from);
+        match (
+            &self.config,
+            env_config,
+            &self.inventory,
+            &self.host,
+            &self.settings,
+        ) {
+            (None, Some(env_config), Some(_), ..) => Err(format!(
+                "TB_AGENT_CONFIG is set ({}) and --inventory is given: the configuration comes \
+                 from one of them; unset TB_AGENT_CONFIG (the unit's Environment=, the shell) or \
+                 drop --inventory, --host and --settings",
+                env_config.display()
+            )),
+            (_, _, Some(inventory), Some(host), Some(settings)) => {
+                Ok(Origin::Inventory(inventory, host, settings))
+            }
+            (Some(config), ..) => Ok(Origin::File(config.clone())),
+            (None, Some(env_config), ..) => Ok(Origin::File(env_config)),
+            _ => Err(
+                "give --config FILE (or set TB_AGENT_CONFIG), or --inventory FILE --host \
+                      NAME --settings FILE"
+                    .to_string(),
+            ),
+        }
+    }
+
     /// The configuration, checked; the secret files it names are not read.
     fn load(&self) -> Result<Config, tb_agent::config::ConfigError> {
-        match (&self.config, &self.inventory, &self.host, &self.settings) {
-            (_, Some(inventory), Some(host), Some(settings)) => {
+        let origin = self
+            .origin(std::env::var_os("TB_AGENT_CONFIG"))
+            .map_err(|why| tb_agent::config::ConfigError {
+                field: "source".to_string(),
+                reason: why,
+            })?;
+        match origin {
+            Origin::Inventory(inventory, host, settings) => {
                 tb_proto::host_config::load(inventory, host, settings)
             }
-            (Some(config), ..) => Config::load(config),
-            _ => unreachable!("clap requires --config or --inventory with --host and --settings"),
+            Origin::File(config) => Config::load(&config),
         }
     }
 
     /// What the configuration was read from, for messages.
     fn describe(&self) -> String {
-        match (&self.config, &self.inventory, &self.host) {
-            (_, Some(inventory), Some(host)) => {
+        match self.origin(std::env::var_os("TB_AGENT_CONFIG")) {
+            Ok(Origin::Inventory(inventory, host, _)) => {
                 format!("{} (host {host})", inventory.display())
             }
-            (Some(config), ..) => config.display().to_string(),
-            _ => "(none)".to_string(),
+            Ok(Origin::File(config)) => config.display().to_string(),
+            Err(_) => "(none)".to_string(),
         }
     }
 }
@@ -92,9 +138,10 @@ enum Command {
         /// the NixOS module and the Ansible role generate with it.
         #[arg(long)]
         print_effective: bool,
-        /// Refuse a config whose maintenance lease (on/off, ledger, id prefix) differs from this
-        /// one's, the running agent's: a rollout changes one agent at a time, and agents on two
-        /// lease pools could each grant a lease at once. A missing file passes (a new host).
+        /// Refuse a config whose maintenance lease (on/off, ledger, id prefix) differs from the
+        /// running agent's, given as its configuration file (TOML) or the inventory it runs
+        /// from (JSON): a rollout changes one agent at a time, and agents on two lease pools
+        /// could each grant a lease at once. A missing file passes (a new host).
         #[arg(long)]
         same_lease_as: Option<PathBuf>,
     },
@@ -213,8 +260,9 @@ fn same_lease(new: &Config, running: &std::path::Path) -> anyhow::Result<()> {
     if !running.exists() {
         return Ok(());
     }
-    let running_config = match Config::load(running) {
-        Ok(config) => config,
+    // The running agent's configuration file or the inventory it runs from (either form).
+    let running_lease = match tb_proto::host_config::running_lease(running) {
+        Ok(lease) => lease,
         // The running agent's file is for its own (older) binary: its pool cannot be read, so
         // the change is not judged here; the lease settings are then the defaults on both
         // sides unless the inventory sets them.
@@ -226,7 +274,7 @@ fn same_lease(new: &Config, running: &std::path::Path) -> anyhow::Result<()> {
             return Ok(());
         }
     };
-    new.lease.same_pool_as(&running_config.lease).map_err(|differences| {
+    new.lease.same_pool_as(&running_lease).map_err(|differences| {
         anyhow::anyhow!(
             "its maintenance lease settings differ from the running agent's ({}): {differences}. \
              A rollout changes one agent at a time, and agents on two lease pools could each \
@@ -383,5 +431,67 @@ async fn wait_for_signal() {
     tokio::select! {
         _ = terminate.recv() => {}
         _ = interrupt.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source(args: &[&str]) -> Source {
+        let cli = Cli::try_parse_from([&["tb-agent", "check-config"][..], args].concat()).unwrap();
+        match cli.command {
+            Command::CheckConfig { source, .. } => source,
+            _ => unreachable!(),
+        }
+    }
+
+    /// TB_AGENT_CONFIG and --inventory together are refused naming the variable, never one of
+    /// them picked silently; each alone, and --config over the variable, are taken.
+    #[test]
+    fn the_config_variable_beside_the_inventory_is_a_clear_error() {
+        let inventory = [
+            "--inventory",
+            "i.json",
+            "--host",
+            "tb-0",
+            "--settings",
+            "s.toml",
+        ];
+        let set = || Some(std::ffi::OsString::from("/etc/tb-agent/tb-agent.toml"));
+        let refused = source(&inventory).origin(set()).err().unwrap();
+        assert!(
+            refused.starts_with(
+                "TB_AGENT_CONFIG is set (/etc/tb-agent/tb-agent.toml) and --inventory"
+            ),
+            "{refused}"
+        );
+        assert!(matches!(
+            source(&inventory).origin(None),
+            Ok(Origin::Inventory(..))
+        ));
+        let (bare, flag) = (source(&[]), source(&["--config", "c.toml"]));
+        let from_env = bare.origin(set());
+        assert!(matches!(from_env, Ok(Origin::File(path)) if path.ends_with("tb-agent.toml")));
+        let from_flag = flag.origin(set());
+        assert!(matches!(from_flag, Ok(Origin::File(path)) if path.ends_with("c.toml")));
+        assert!(source(&[]).origin(None).is_err());
+        assert!(source(&[]).origin(Some("".into())).is_err());
+        assert!(matches!(
+            source(&inventory).origin(Some("".into())),
+            Ok(Origin::Inventory(..))
+        ));
+        // Both flags at once stay clap's usage error.
+        let both = [
+            "--config",
+            "c.toml",
+            "--inventory",
+            "i.json",
+            "--host",
+            "h",
+            "--settings",
+            "s",
+        ];
+        assert!(Cli::try_parse_from([&["tb-agent", "serve"][..], &both[..]].concat()).is_err());
     }
 }

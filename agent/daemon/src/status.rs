@@ -26,7 +26,7 @@ pub fn status_report(state: &AgentState) -> StatusReport {
         },
         host: (*state.host.latest()).clone(),
         replica: api::ReplicaStatus {
-            cluster_id: config.replica.cluster_id.clone(),
+            cluster_id: config.replica.cluster_id.to_string(),
             index: config.replica.index,
             count: config.replica.count,
             addresses: config.replica.addresses.clone(),

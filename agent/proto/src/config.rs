@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::Scope;
+pub use crate::ids::ClusterId;
 use crate::tigerbeetle::REPLICA_COUNT_MAX;
 
 /// TigerBeetle's StatsD emit period, fixed in its source (`trace_emit_timeout`).
@@ -255,8 +256,9 @@ pub struct Token {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Replica {
-    /// Decimal u128, as a string: TOML integers stop at 2^63.
-    pub cluster_id: String,
+    /// Decimal u128, as a string: TOML integers stop at 2^63. Parsed (and so checked) once,
+    /// when the file is read.
+    pub cluster_id: ClusterId,
     pub index: u8,
     pub count: u8,
     /// Every replica's address, in replica order, exactly as passed to `tigerbeetle start`.
@@ -545,10 +547,7 @@ impl Config {
     }
 
     pub fn cluster_id(&self) -> u128 {
-        self.replica
-            .cluster_id
-            .parse()
-            .expect("validated in Config::validate")
+        self.replica.cluster_id.get()
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -570,15 +569,6 @@ impl Config {
 impl Replica {
     fn validate(&self) -> Result<(), ConfigError> {
         let replica = self;
-        if replica.cluster_id.is_empty()
-            || !replica.cluster_id.bytes().all(|b| b.is_ascii_digit())
-            || replica.cluster_id.parse::<u128>().is_err()
-        {
-            return Err(invalid(
-                "replica.cluster_id",
-                "must be a decimal u128 written as a string, e.g. \"0\"",
-            ));
-        }
         if replica.count == 0 || replica.count > REPLICA_COUNT_MAX {
             return Err(invalid(
                 "replica.count",

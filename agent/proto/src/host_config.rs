@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::config::{self, Config, ConfigError, invalid, parse_toml};
-use crate::inventory::Inventory;
+use crate::inventory::{INVENTORY_SIZE_MAX_BYTES, Inventory};
 use crate::render::{self, HostSettings};
 
 /// A settings file is a few sections of TOML; anything larger is not one.
@@ -58,7 +58,7 @@ impl SettingsFile {
 pub fn load(inventory: &Path, host: &str, settings: &Path) -> Result<Config, ConfigError> {
     let cluster =
         Inventory::load(inventory).map_err(|error| invalid("inventory", format!("{error:#}")))?;
-    let text = read_bounded(settings)?;
+    let text = read_bounded(settings, SETTINGS_SIZE_MAX_BYTES, "not a settings file")?;
     let settings = SettingsFile::parse(&text)
         .map_err(|error| {
             invalid(
@@ -72,7 +72,33 @@ pub fn load(inventory: &Path, host: &str, settings: &Path) -> Result<Config, Con
         .validated()
 }
 
-fn read_bounded(path: &Path) -> Result<String, ConfigError> {
+/// The maintenance lease settings of the agent that runs now, from what it was started with:
+/// its configuration file (TOML, `--config`) or the inventory (JSON, `--inventory`; the lease is
+/// cluster-wide, so no host is needed). `tb-agent check-config --same-lease-as` compares a new
+/// configuration's pool with this one. Either form is recognised by its first character (a JSON
+/// inventory is an object; a TOML file cannot start with `{`), so an inventory is never
+/// mistaken for an unreadable configuration file.
+pub fn running_lease(path: &Path) -> Result<config::Lease, ConfigError> {
+    let text = read_bounded(
+        path,
+        INVENTORY_SIZE_MAX_BYTES,
+        "neither a configuration file nor an inventory",
+    )?;
+    if text.trim_start().starts_with('{') {
+        let inventory = Inventory::parse(&text).map_err(|error| {
+            invalid(
+                path.display().to_string(),
+                format!("an inventory, but: {error:#}"),
+            )
+        })?;
+        return Ok(render::lease(&inventory.cluster));
+    }
+    let running = Config::parse(&text)
+        .map_err(|error| invalid(format!("{}: {}", path.display(), error.field), error.reason))?;
+    Ok(running.lease)
+}
+
+fn read_bounded(path: &Path, size_max_bytes: u64, what: &str) -> Result<String, ConfigError> {
     use std::io::Read;
     let field = || path.display().to_string();
     let cannot_read = |error: std::io::Error| invalid(field(), format!("cannot read: {error}"));
@@ -81,13 +107,13 @@ fn read_bounded(path: &Path) -> Result<String, ConfigError> {
     let mut text = String::new();
     std::fs::File::open(path)
         .map_err(cannot_read)?
-        .take(SETTINGS_SIZE_MAX_BYTES + 1)
+        .take(size_max_bytes + 1)
         .read_to_string(&mut text)
         .map_err(cannot_read)?;
-    if text.len() as u64 > SETTINGS_SIZE_MAX_BYTES {
+    if text.len() as u64 > size_max_bytes {
         return Err(invalid(
             field(),
-            format!("larger than {SETTINGS_SIZE_MAX_BYTES} bytes: not a settings file"),
+            format!("larger than {size_max_bytes} bytes: {what}"),
         ));
     }
     Ok(text)
@@ -206,5 +232,36 @@ mod tests {
                 "{extra}: {refused}"
             );
         }
+    }
+
+    /// `--same-lease-as` takes the running agent's configuration file or the inventory it runs
+    /// from: both give the pool; anything else is an error, not a silent "cannot compare".
+    #[test]
+    fn the_running_lease_comes_from_a_config_file_or_an_inventory() {
+        let inventory_path = repo_file("inventories/example.json");
+        let inventory = Inventory::load(&inventory_path).unwrap();
+        let from_inventory = running_lease(&inventory_path).unwrap();
+        let expected = render::lease(&inventory.cluster);
+        assert_eq!(
+            serde_json::to_value(&from_inventory).unwrap(),
+            serde_json::to_value(&expected).unwrap()
+        );
+        let mut text: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&inventory_path).unwrap()).unwrap();
+        text["all"]["vars"]["tb_agent_lease_id_prefix"] = "00000000000000ab".into();
+        let other = settings(&text.to_string());
+        let other_lease = running_lease(&other).unwrap();
+        assert_eq!(other_lease.id_prefix, "00000000000000ab");
+        assert!(other_lease.same_pool_as(&from_inventory).is_err());
+        let config = repo_file("examples/tb-agent.toml");
+        running_lease(&config).unwrap();
+        let neither = running_lease(&settings("{ not json"))
+            .unwrap_err()
+            .to_string();
+        assert!(neither.contains("an inventory, but"), "{neither}");
+        let broken = running_lease(&settings("[replica]\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(broken.contains("replica"), "{broken}");
     }
 }

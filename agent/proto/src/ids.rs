@@ -40,6 +40,77 @@ pub fn validate_backup_id(id: &str) -> Result<(), String> {
     }
 }
 
+/// A TigerBeetle cluster id, parsed once where it enters (the agent's configuration file, the
+/// inventory): nothing downstream re-parses it. On the wire and in files it is a decimal string
+/// (TOML integers stop at 2^63, JSON numbers at 2^53 in many readers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClusterId(pub u128);
+
+/// Why a text is not a cluster id (the same words for the config file's key).
+pub const CLUSTER_ID_EXPECTED: &str = "a decimal u128 written as a string, e.g. \"0\"";
+
+impl ClusterId {
+    pub fn get(self) -> u128 {
+        self.0
+    }
+}
+
+impl std::str::FromStr for ClusterId {
+    type Err = String;
+
+    /// Decimal digits only: no sign, no hex, no spaces (`u128::from_str` alone takes a `+`).
+    fn from_str(text: &str) -> Result<ClusterId, String> {
+        if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!("must be {CLUSTER_ID_EXPECTED}"));
+        }
+        text.parse::<u128>()
+            .map(ClusterId)
+            .map_err(|_| format!("must be {CLUSTER_ID_EXPECTED} (at most 2^128 - 1)"))
+    }
+}
+
+impl std::fmt::Display for ClusterId {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(formatter, "{}", self.0)
+    }
+}
+
+/// A cluster id given as text elsewhere (a backup's manifest, a request's confirmation) names
+/// this cluster when it reads as the same number.
+impl PartialEq<String> for ClusterId {
+    fn eq(&self, other: &String) -> bool {
+        other.parse::<ClusterId>().is_ok_and(|other| other == *self)
+    }
+}
+
+impl PartialEq<ClusterId> for String {
+    fn eq(&self, other: &ClusterId) -> bool {
+        other == self
+    }
+}
+
+impl serde::Serialize for ClusterId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ClusterId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<ClusterId, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = ClusterId;
+            fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+                formatter.write_str(CLUSTER_ID_EXPECTED)
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<ClusterId, E> {
+                text.parse().map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_str(Visitor)
+    }
+}
+
 pub fn is_lower_hex(byte: u8) -> bool {
     byte.is_ascii_digit() || (b'a'..=b'f').contains(&byte)
 }
@@ -47,6 +118,39 @@ pub fn is_lower_hex(byte: u8) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cluster_ids_parse_once_and_keep_their_decimal_form() {
+        assert_eq!("0".parse::<ClusterId>(), Ok(ClusterId(0)));
+        let max = u128::MAX.to_string();
+        assert_eq!(max.parse::<ClusterId>(), Ok(ClusterId(u128::MAX)));
+        for bad in [
+            "",
+            "+1",
+            "-1",
+            "0x10",
+            " 1",
+            "1 ",
+            "340282366920938463463374607431768211456",
+        ] {
+            assert!(bad.parse::<ClusterId>().is_err(), "{bad:?}");
+        }
+        let json = serde_json::to_string(&ClusterId(u128::MAX)).unwrap();
+        assert_eq!(json, format!("\"{max}\""));
+        assert_eq!(
+            serde_json::from_str::<ClusterId>(&json).unwrap(),
+            ClusterId(u128::MAX)
+        );
+        let number = serde_json::from_str::<ClusterId>("7")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            number.contains("a decimal u128 written as a string"),
+            "{number}"
+        );
+        assert!(ClusterId(7) == "007".to_string() && "7".to_string() == ClusterId(7));
+        assert!(ClusterId(7) != "x".to_string());
+    }
 
     #[test]
     fn backup_ids_of_every_allowed_shape() {

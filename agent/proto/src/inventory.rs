@@ -32,7 +32,7 @@ use crate::auth::Scope;
 use crate::tigerbeetle::REPLICA_COUNT_MAX;
 
 /// Inventories are small; anything larger is not an inventory.
-const INVENTORY_SIZE_MAX_BYTES: u64 = 1024 * 1024;
+pub const INVENTORY_SIZE_MAX_BYTES: u64 = 1024 * 1024;
 /// Objects and lists nested deeper than this are refused (an inventory needs 6 levels): serde_json
 /// has a recursion limit (128 levels) that Nix does not have, and the readers must agree.
 const NESTING_DEPTH_MAX: usize = 32;
@@ -205,16 +205,22 @@ pub struct ReplicaEntry {
 
 impl Inventory {
     pub fn load(path: &Path) -> anyhow::Result<Inventory> {
-        let metadata = std::fs::metadata(path)
-            .map_err(|error| anyhow::anyhow!("inventory {}: {error}", path.display()))?;
-        if metadata.len() > INVENTORY_SIZE_MAX_BYTES {
+        use std::io::Read;
+        let cannot_read = |error| anyhow::anyhow!("inventory {}: {error}", path.display());
+        // Read at most one byte past the bound, so a file that grows (or is a device or a pipe
+        // with no size) is refused rather than read whole: no size check before the read.
+        let mut text = String::new();
+        std::fs::File::open(path)
+            .map_err(cannot_read)?
+            .take(INVENTORY_SIZE_MAX_BYTES + 1)
+            .read_to_string(&mut text)
+            .map_err(cannot_read)?;
+        if text.len() as u64 > INVENTORY_SIZE_MAX_BYTES {
             anyhow::bail!(
                 "inventory {}: larger than {INVENTORY_SIZE_MAX_BYTES} bytes",
                 path.display()
             );
         }
-        let text = std::fs::read_to_string(path)
-            .map_err(|error| anyhow::anyhow!("inventory {}: {error}", path.display()))?;
         Inventory::parse(&text)
             .map_err(|error| anyhow::anyhow!("inventory {}: {error}", path.display()))
     }
@@ -2143,6 +2149,60 @@ mod tests {
         assert_eq!(
             inventory.cluster.hosts["solo"].agent_listen,
             "127.0.0.1:7000"
+        );
+    }
+
+    fn scratch_dir(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("tb-inventory-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// A file over the bound is refused by `load` with the file's name.
+    #[test]
+    fn load_refuses_an_oversized_file() {
+        let path = scratch_dir("oversized").join("inventory.json");
+        let padding = " ".repeat(INVENTORY_SIZE_MAX_BYTES as usize);
+        std::fs::write(&path, format!("{}{padding}", base())).unwrap();
+        let refused = Inventory::load(&path).unwrap_err().to_string();
+        assert!(refused.contains("larger than"), "{refused}");
+        assert!(refused.contains("inventory.json"), "{refused}");
+        std::fs::write(&path, base().to_string()).unwrap();
+        Inventory::load(&path).unwrap();
+    }
+
+    /// A source whose size metadata does not bound it (a FIFO here, a file that grows after a
+    /// size check in general) is read no further than one byte past the bound: the writer
+    /// finds the pipe closed long before it wrote everything it offered.
+    #[test]
+    fn load_reads_no_further_than_the_bound() {
+        use std::io::Write;
+        let path = scratch_dir("fifo").join("inventory.json");
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let offered_bytes = 16 * INVENTORY_SIZE_MAX_BYTES as usize;
+        let writer_path = path.clone();
+        let writer = std::thread::spawn(move || {
+            let mut fifo = std::fs::OpenOptions::new()
+                .write(true)
+                .open(writer_path)
+                .unwrap();
+            let chunk = vec![b' '; 64 * 1024];
+            let mut written_bytes = 0;
+            while written_bytes < offered_bytes {
+                match fifo.write(&chunk) {
+                    Ok(count) => written_bytes += count,
+                    Err(_) => break, // the reader closed the pipe: EPIPE
+                }
+            }
+            written_bytes
+        });
+        let refused = Inventory::load(&path).unwrap_err().to_string();
+        let written_bytes = writer.join().unwrap();
+        assert!(refused.contains("larger than"), "{refused}");
+        assert!(
+            written_bytes < 2 * INVENTORY_SIZE_MAX_BYTES as usize,
+            "the reader took {written_bytes} bytes"
         );
     }
 }

@@ -105,22 +105,13 @@ pub fn agent_config(
         &PathBuf::from(&cluster.agent_peer_token_file),
     );
     peers.ca_file = cluster.agent_peer_ca_file.as_ref().map(PathBuf::from);
-    let mut lease = config::Lease::default();
-    if let Some(enabled) = cluster.lease.enabled {
-        lease.enabled = enabled;
-    }
-    if let Some(ledger) = cluster.lease.ledger {
-        lease.ledger = ledger;
-    }
-    if let Some(prefix) = &cluster.lease.id_prefix {
-        lease.id_prefix = prefix.clone();
-    }
+    let lease = lease(cluster);
     Ok(Config {
         server,
         log: settings.log,
         tokens,
         replica: config::Replica {
-            cluster_id: cluster.cluster_id.clone(),
+            cluster_id: crate::ids::ClusterId(inventory.cluster_id),
             index: host.replica,
             count: cluster.replica_count,
             addresses: cluster.addresses.clone(),
@@ -134,6 +125,22 @@ pub fn agent_config(
         backup: settings.backup,
         lease,
     })
+}
+
+/// The maintenance lease every agent of the cluster uses: the inventory's keys over the
+/// agent's defaults. Cluster-wide: one pool for every agent.
+pub fn lease(cluster: &crate::inventory::Cluster) -> config::Lease {
+    let mut lease = config::Lease::default();
+    if let Some(enabled) = cluster.lease.enabled {
+        lease.enabled = enabled;
+    }
+    if let Some(ledger) = cluster.lease.ledger {
+        lease.ledger = ledger;
+    }
+    if let Some(prefix) = &cluster.lease.id_prefix {
+        lease.id_prefix = prefix.clone();
+    }
+    lease
 }
 
 /// What `tbctl inventory render --host NAME` prints: everything the host needs, as one JSON

@@ -197,7 +197,7 @@ async fn request(
         }
         Err(AgentError::Refused { code, message }) => {
             eprintln!("{}: {name} refused ({code}): {message}", describe(replica));
-            Ok(Err(exit::refused()))
+            Ok(Err(exit::Exit::of_refusal(&code).into()))
         }
         Err(error @ AgentError::Timeout(_)) => anyhow::bail!(
             "{}: {name}: {error}; the action may still be in progress or done, \

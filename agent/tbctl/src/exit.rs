@@ -19,16 +19,36 @@ pub enum Exit {
     /// An agent (or a replica address that had to be observed) could not be reached, so
     /// nothing could be proven or done there.
     Unreachable = 4,
+    /// Refused before anything changed because the agent is busy with another operation on its
+    /// replica (a backup copying, another start, stop or restart: the agent's error `busy`).
+    /// It ends on its own: a caller may try again later.
+    Busy = 5,
+    /// Refused before anything changed because another holder has the cluster's maintenance
+    /// lease (the agent's error `lease_held`; `tbctl lease show` names it and until when). It
+    /// ends when that holder releases it or it expires: a caller may try again later.
+    LeaseHeld = 6,
 }
 
 impl Exit {
-    pub const ALL: [Exit; 5] = [
+    pub const ALL: [Exit; 7] = [
         Exit::Done,
         Exit::Failed,
         Exit::Usage,
         Exit::Refused,
         Exit::Unreachable,
+        Exit::Busy,
+        Exit::LeaseHeld,
     ];
+
+    /// How an agent's refusal (409) with error code `code` exits: the two refusals that end on
+    /// their own get their own codes, so scripts can wait on them without reading the text.
+    pub fn of_refusal(code: &str) -> Exit {
+        match code {
+            "busy" => Exit::Busy,
+            "lease_held" => Exit::LeaseHeld,
+            _ => Exit::Refused,
+        }
+    }
 
     pub fn code(self) -> u8 {
         self as u8
@@ -43,10 +63,17 @@ impl Exit {
             }
             Exit::Usage => "bad usage (unknown flag, missing argument)",
             Exit::Refused => {
-                "refused before anything changed (quorum guard, maintenance lease, missing \
+                "refused before anything changed (quorum guard, lease unavailable, missing \
                  confirmation)"
             }
             Exit::Unreachable => "an agent could not be reached",
+            // One line each in the help's table (100 columns).
+            Exit::Busy => {
+                "refused: the agent is busy (a backup copying); nothing changed, retry later"
+            }
+            Exit::LeaseHeld => {
+                "refused: another holder has the maintenance lease; nothing changed, retry later"
+            }
         }
     }
 }
@@ -78,6 +105,26 @@ pub fn refused() -> ExitCode {
 #[error("{0}")]
 pub struct Refused(pub String);
 
+/// An agent's refusal (409, error code `code`, described by `text`) as the error of the exit
+/// [`Exit::of_refusal`] gives it.
+pub fn refusal(code: &str, text: String) -> anyhow::Error {
+    match Exit::of_refusal(code) {
+        Exit::Busy => Busy(text).into(),
+        Exit::LeaseHeld => LeaseHeld(text).into(),
+        _ => Refused(text).into(),
+    }
+}
+
+/// An error that exits with [`Exit::Busy`].
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Busy(pub String);
+
+/// An error that exits with [`Exit::LeaseHeld`].
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct LeaseHeld(pub String);
+
 /// An error that exits with [`Exit::Usage`]: an argument that names nothing (an unknown host).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -92,6 +139,10 @@ pub struct Unreachable(pub String);
 pub fn exit_of(error: &anyhow::Error) -> Exit {
     if error.downcast_ref::<Refused>().is_some() {
         Exit::Refused
+    } else if error.downcast_ref::<Busy>().is_some() {
+        Exit::Busy
+    } else if error.downcast_ref::<LeaseHeld>().is_some() {
+        Exit::LeaseHeld
     } else if error.downcast_ref::<Unreachable>().is_some() {
         Exit::Unreachable
     } else if error.downcast_ref::<Usage>().is_some() {
@@ -113,7 +164,18 @@ mod tests {
     #[test]
     fn codes_are_stable_and_errors_map_to_them() {
         let codes: Vec<u8> = Exit::ALL.iter().map(|exit| exit.code()).collect();
-        assert_eq!(codes, [0, 1, 2, 3, 4]);
+        assert_eq!(codes, [0, 1, 2, 3, 4, 5, 6]);
+        assert_eq!(exit_of(&refusal("busy", "x".into())), Exit::Busy);
+        assert_eq!(exit_of(&refusal("lease_held", "x".into())), Exit::LeaseHeld);
+        for code in [
+            "refused",
+            "lease_unavailable",
+            "lease_lost",
+            "corrupt",
+            "not_configured",
+        ] {
+            assert_eq!(exit_of(&refusal(code, "x".into())), Exit::Refused, "{code}");
+        }
         assert_eq!(exit_of(&Refused("x".into()).into()), Exit::Refused);
         assert_eq!(exit_of(&Unreachable("x".into()).into()), Exit::Unreachable);
         assert_eq!(exit_of(&Usage("x".into()).into()), Exit::Usage);

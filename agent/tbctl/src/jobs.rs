@@ -149,11 +149,10 @@ pub fn accepted(
 ) -> anyhow::Result<api::JobAccepted> {
     match result {
         Ok(accepted) => Ok(accepted),
-        Err(AgentError::Refused { code, message }) => Err(exit::Refused(format!(
-            "{}: {action} refused ({code}): {message}",
-            describe(entry)
-        ))
-        .into()),
+        Err(AgentError::Refused { code, message }) => Err(exit::refusal(
+            &code,
+            format!("{}: {action} refused ({code}): {message}", describe(entry)),
+        )),
         Err(error @ AgentError::Timeout(_)) => anyhow::bail!(
             "{}: starting {action}: {error}; it may have started anyway: check with \
              `{check_with}` before repeating it",

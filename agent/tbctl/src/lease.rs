@@ -249,7 +249,7 @@ where
                 unreachable.push(format!("{}: {error}", entry.agent_url));
             }
             Err(AgentError::Refused { code, message }) => {
-                return Err(exit::Refused(format!("refused ({code}): {message}")).into());
+                return Err(exit::refusal(&code, format!("refused ({code}): {message}")));
             }
             Err(error) => anyhow::bail!("{}: {error}", entry.agent_url),
         }

@@ -29,6 +29,7 @@ mod rollout_order;
 mod scratch;
 mod status;
 mod upgrade_check;
+mod upgrade_wait;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -142,7 +143,8 @@ struct Cli {
 enum Command {
     /// Show every replica: readiness, replica status, sync, free disk, version, probe latency.
     Status(StatusArgs),
-    /// Poll until every replica is ready, or fail after --timeout-ms.
+    /// Poll until every replica (or each --replica) is ready, or fail (exit 1) after
+    /// --timeout-ms, naming each replica that is not and why.
     WaitReady(WaitReadyArgs),
     /// Start one replica (through its agent) and wait until it runs in normal status (or, while
     /// too few replicas run for a quorum, until it runs and reports its status). Exits 1 when
@@ -211,6 +213,11 @@ enum UpgradeCommand {
     /// than the agents' client), and every replica's running release (the target bundles it).
     /// Exits 0 when the upgrade can proceed, 3 when refused, 4 when an agent is unreachable.
     Check(upgrade_check::UpgradeCheckArgs),
+    /// Wait until every replica (or each --replica) has the target release's binary and its
+    /// process runs that release (the cluster re-executes it after the swap, when it is ready
+    /// to). Exits 0 then, 1 when --timeout-ms runs out, naming each replica's binary and
+    /// running release.
+    Wait(upgrade_wait::UpgradeWaitArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -240,7 +247,11 @@ struct StatusArgs {
 struct WaitReadyArgs {
     #[arg(long, value_name = "FILE", env = "TBCTL_INVENTORY", help = crate::INVENTORY_HELP)]
     inventory: PathBuf,
-    /// How long to wait for every replica in total.
+    /// Wait for this replica only (its index or inventory host name); repeat for more. Without
+    /// it, every replica of the inventory.
+    #[arg(long = "replica", value_name = "N|HOST")]
+    replicas: Vec<ReplicaArg>,
+    /// How long to wait in total.
     #[arg(long, default_value_t = 180_000, value_parser = timeout_ms)]
     timeout_ms: u64,
 }
@@ -371,16 +382,7 @@ async fn run_async(cli: Cli) -> anyhow::Result<ExitCode> {
             let (client, inventory) = connect(&cli, &args.inventory)?;
             status::status(&client, &inventory, args.timeout_ms).await
         }
-        Command::WaitReady(args) => {
-            let (client, inventory) = connect(&cli, &args.inventory)?;
-            let ready = status::wait_ready(&client, &inventory, args.timeout_ms, || Ok(())).await?;
-            output::emit(&serde_json::json!({ "ready": ready }))?;
-            Ok(if ready {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
-        }
+        Command::WaitReady(args) => wait_ready_command(&cli, args).await,
         Command::Start(args) => start_command(&cli, args).await,
         Command::Stop(args) => control_command(&cli, control::Action::Stop, args).await,
         Command::Restart(args) => control_command(&cli, control::Action::Restart, args).await,
@@ -421,6 +423,10 @@ async fn run_async(cli: Cli) -> anyhow::Result<ExitCode> {
             let client = agent_client(&cli)?;
             upgrade_check::check(&client, args).await
         }
+        Command::Upgrade(UpgradeCommand::Wait(args)) => {
+            let client = agent_client(&cli)?;
+            upgrade_wait::wait(&client, args).await
+        }
         Command::Lease(command) => {
             let client = agent_client(&cli)?;
             lease::run(&client, command, cli.lease_id.as_deref()).await
@@ -433,6 +439,20 @@ async fn run_async(cli: Cli) -> anyhow::Result<ExitCode> {
             unreachable!("handled without a runtime")
         }
     }
+}
+
+/// `tbctl wait-ready`: every replica, or each --replica, ready before --timeout-ms.
+async fn wait_ready_command(cli: &Cli, args: &WaitReadyArgs) -> anyhow::Result<ExitCode> {
+    let (client, inventory) = connect(cli, &args.inventory)?;
+    let entries = replica_arg::resolve_all(&args.replicas, &inventory)?;
+    let goal = status::Goal::Ready;
+    let ready = status::wait_for(&client, &entries, goal, args.timeout_ms, || Ok(())).await?;
+    output::emit(&serde_json::json!({ "ready": ready }))?;
+    Ok(if ready {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 async fn start_command(cli: &Cli, args: &StartArgs) -> anyhow::Result<ExitCode> {

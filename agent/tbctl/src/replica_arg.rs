@@ -63,6 +63,26 @@ impl ReplicaArg {
     }
 }
 
+/// The replicas `--replica` names (each once, in replica order), or every replica of the
+/// inventory when none is named: the set a wait waits for.
+pub fn resolve_all(
+    replicas: &[ReplicaArg],
+    inventory: &Inventory,
+) -> anyhow::Result<Vec<ReplicaEntry>> {
+    if replicas.is_empty() {
+        return Ok(inventory.replicas.clone());
+    }
+    let mut entries = Vec::new();
+    for replica in replicas {
+        let entry = replica.resolve(inventory)?;
+        if !entries.contains(entry) {
+            entries.push(entry.clone());
+        }
+    }
+    entries.sort_by_key(|entry| entry.index);
+    Ok(entries)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,5 +121,24 @@ mod tests {
         }
         assert!("256".parse::<ReplicaArg>().is_err());
         assert!("".parse::<ReplicaArg>().is_err());
+    }
+
+    #[test]
+    fn a_set_of_replicas_is_each_once_in_replica_order_or_every_one() {
+        let inventory = inventory();
+        let every = resolve_all(&[], &inventory).unwrap();
+        assert_eq!(every, inventory.replicas);
+        let named: Vec<ReplicaArg> = [inventory.replicas[2].host_name.as_str(), "0", "2"]
+            .iter()
+            .map(|text| text.parse().unwrap())
+            .collect();
+        let indexes: Vec<u8> = resolve_all(&named, &inventory)
+            .unwrap()
+            .iter()
+            .map(|entry| entry.index)
+            .collect();
+        assert_eq!(indexes, [0, 2]);
+        let unknown = ["no-such-host".parse().unwrap()];
+        assert!(resolve_all(&unknown, &inventory).is_err());
     }
 }

@@ -76,11 +76,13 @@ pub async fn restore(
             return follow_restore(client, entry, &args.backup, &accepted, args.timeout_ms).await;
         }
         Err(AgentError::Refused { code, message }) => {
-            return Err(exit::Refused(format!(
-                "{}: restore refused ({code}): {message}; nothing was changed",
-                describe(entry)
-            ))
-            .into());
+            return Err(exit::refusal(
+                &code,
+                format!(
+                    "{}: restore refused ({code}): {message}; nothing was changed",
+                    describe(entry)
+                ),
+            ));
         }
         Err(error @ AgentError::Unreachable(_)) => {
             return Err(exit::Unreachable(format!("{}: restore: {error}", describe(entry))).into());

@@ -181,15 +181,25 @@ pub enum Goal {
     /// The replica process runs and has reported its status, whatever it is (`start` while
     /// too few replicas run for a quorum: normal status may need the others).
     Reporting,
+    /// The binary on disk is this release and the replica process runs it (`upgrade wait`):
+    /// after a binary swap the old release serves until the cluster re-executes the new one.
+    Release(#[serde(serialize_with = "release_text")] tb_proto::tigerbeetle::Release),
+}
+
+fn release_text<S: serde::Serializer>(
+    release: &tb_proto::tigerbeetle::Release,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(release)
 }
 
 /// One replica's answer in one round of a wait.
-struct Observation {
-    reached: bool,
+pub(crate) struct Observation {
+    pub reached: bool,
     /// A short line that changes only when the replica's situation does (printed on change).
-    progress: String,
+    pub progress: String,
     /// Why the goal is not reached, with the details, for the message at the deadline.
-    problem: Option<String>,
+    pub problem: Option<String>,
 }
 
 /// Polls `entries` until every one has reached `goal` (true) or `timeout_ms` passes (false,
@@ -260,7 +270,11 @@ pub async fn wait_for(
 impl Goal {
     fn reached_text(self, entries: &[ReplicaEntry]) -> String {
         match (self, entries) {
+            (Goal::Ready, [entry]) => format!("replica {} ready", entry.index),
             (Goal::Ready, _) => format!("all {} replicas ready", entries.len()),
+            (Goal::Release(release), _) => {
+                format!("{} on release {release}", replicas_text(entries))
+            }
             (Goal::Normal, [entry]) => format!("replica {} runs, in normal status", entry.index),
             (Goal::Reporting, [entry]) => format!("replica {} runs", entry.index),
             (_, _) => format!("all {} replicas run", entries.len()),
@@ -269,13 +283,25 @@ impl Goal {
 
     fn missed_text(self, entries: &[ReplicaEntry]) -> String {
         match (self, entries) {
+            (Goal::Ready, [entry]) => format!("replica {} was not ready", entry.index),
             (Goal::Ready, _) => "not every replica was ready".to_string(),
+            (Goal::Release(release), _) => {
+                format!("not every replica ran release {release}")
+            }
             (Goal::Normal, [entry]) => {
                 format!("replica {} was not running in normal status", entry.index)
             }
             (Goal::Reporting, [entry]) => format!("replica {} was not running", entry.index),
             (_, _) => "not every replica was running".to_string(),
         }
+    }
+}
+
+/// "all 3 replicas", or "replica 1" for one.
+fn replicas_text(entries: &[ReplicaEntry]) -> String {
+    match entries {
+        [entry] => format!("replica {}", entry.index),
+        _ => format!("all {} replicas", entries.len()),
     }
 }
 
@@ -300,6 +326,10 @@ async fn observe_all(
                     .status(&url, timeout_ms)
                     .await
                     .map(|status| observe_running(&status.replica, goal)),
+                Goal::Release(release) => client
+                    .status(&url, timeout_ms)
+                    .await
+                    .map(|status| crate::upgrade_wait::observe(&status.replica, release)),
             };
             (position, observation)
         });
@@ -444,8 +474,13 @@ pub(super) async fn not_ready(
 }
 
 /// How every message names a replica: index and agent URL, the two things an operator checks.
+/// "replica 1 (tb-1, https://10.0.0.11:7000)": the index, the inventory host name (which the
+/// playbooks and `--replica` use) and the agent asked.
 pub fn describe(entry: &ReplicaEntry) -> String {
-    format!("replica {} ({})", entry.index, entry.agent_url)
+    format!(
+        "replica {} ({}, {})",
+        entry.index, entry.host_name, entry.agent_url
+    )
 }
 
 fn failed_check_names(report: &api::ReadyReport) -> String {

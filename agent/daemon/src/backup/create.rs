@@ -138,7 +138,7 @@ async fn backup_steps(job: &JobHandle, backup_id: &str) -> Result<Option<u64>, A
     let manifest = Manifest {
         format_version: MANIFEST_FORMAT_VERSION,
         backup_id: backup_id.to_string(),
-        cluster_id: state.config.replica.cluster_id.clone(),
+        cluster_id: state.config.replica.cluster_id.to_string(),
         replica_index: state.config.replica.index,
         replica_count: state.config.replica.count,
         tigerbeetle_version: identity.and_then(|identity| identity.version),

@@ -62,10 +62,12 @@ async fn recover_steps(state: &Arc<AgentState>, job_id: &str) -> Result<(), AppE
         RECOVER_COMMAND_TIMEOUT,
         tokio::process::Command::new(state.replica.binary())
             .arg("recover")
-            .arg(format!("--cluster={}", replica.cluster_id))
-            .arg(format!("--addresses={}", replica.addresses.join(",")))
-            .arg(format!("--replica={}", replica.index))
-            .arg(format!("--replica-count={}", replica.count))
+            .args(tb_proto::tigerbeetle::recover_flags(
+                replica.cluster_id.get(),
+                &replica.addresses,
+                replica.index,
+                replica.count,
+            ))
             .arg(&temporary)
             .kill_on_drop(true)
             .output(),

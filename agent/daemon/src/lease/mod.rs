@@ -60,7 +60,7 @@ impl LeaseService {
             request_timeout: Duration::from_millis(lease.request_timeout_ms),
             margin: Duration::from_millis(lease.margin_ms),
             replica_index: config.replica.index,
-            cluster_id: config.replica.cluster_id.clone(),
+            cluster_id: config.replica.cluster_id.to_string(),
             started: SystemTime::now(),
             granted: Mutex::new(HashMap::new()),
             cluster_client,
