@@ -56,7 +56,7 @@ fn replica_by_host_name_and_unreachable_exit_code() {
     let output = tbctl(&["stop", "--replica", "tb-1"], Some(&inventory));
     assert_eq!(output.status.code(), Some(4), "{}", text(&output));
     assert!(
-        text(&output).contains("replica 1 (https://127.0.0.2:1)"),
+        text(&output).contains("replica 1 (tb-1, https://127.0.0.2:1)"),
         "{}",
         text(&output)
     );
