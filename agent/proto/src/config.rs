@@ -18,6 +18,9 @@ use crate::tigerbeetle::REPLICA_COUNT_MAX;
 pub const STATSD_EMIT_PERIOD_MS: u64 = 10_000;
 /// More tokens than this is a configuration smell, and every request compares against all of them.
 pub const TOKENS_MAX: usize = 16;
+/// A configuration file is a few KiB; the bound keeps a wrong path (a device, a huge file) from
+/// being read whole.
+pub const CONFIG_SIZE_MAX_BYTES: u64 = 1024 * 1024;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -528,9 +531,8 @@ pub(crate) fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Co
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|error| {
-            invalid(path.display().to_string(), format!("cannot read: {error}"))
-        })?;
+        let text = crate::bounded_file::read_to_string(path, CONFIG_SIZE_MAX_BYTES)
+            .map_err(|error| invalid(path.display().to_string(), error.to_string()))?;
         Config::parse(&text)
     }
 

@@ -99,24 +99,14 @@ pub fn running_lease(path: &Path) -> Result<config::Lease, ConfigError> {
 }
 
 fn read_bounded(path: &Path, size_max_bytes: u64, what: &str) -> Result<String, ConfigError> {
-    use std::io::Read;
-    let field = || path.display().to_string();
-    let cannot_read = |error: std::io::Error| invalid(field(), format!("cannot read: {error}"));
-    // Read at most one byte past the bound, so a file that grows after any size check is still
-    // refused rather than read whole.
-    let mut text = String::new();
-    std::fs::File::open(path)
-        .map_err(cannot_read)?
-        .take(size_max_bytes + 1)
-        .read_to_string(&mut text)
-        .map_err(cannot_read)?;
-    if text.len() as u64 > size_max_bytes {
-        return Err(invalid(
-            field(),
-            format!("larger than {size_max_bytes} bytes: {what}"),
-        ));
-    }
-    Ok(text)
+    use crate::bounded_file::{BoundedReadError, read_to_string};
+    read_to_string(path, size_max_bytes).map_err(|error| {
+        let reason = match error {
+            BoundedReadError::TooLarge { .. } => format!("{error}: {what}"),
+            BoundedReadError::Io(_) => error.to_string(),
+        };
+        invalid(path.display().to_string(), reason)
+    })
 }
 
 #[cfg(test)]

@@ -205,22 +205,8 @@ pub struct ReplicaEntry {
 
 impl Inventory {
     pub fn load(path: &Path) -> anyhow::Result<Inventory> {
-        use std::io::Read;
-        let cannot_read = |error| anyhow::anyhow!("inventory {}: {error}", path.display());
-        // Read at most one byte past the bound, so a file that grows (or is a device or a pipe
-        // with no size) is refused rather than read whole: no size check before the read.
-        let mut text = String::new();
-        std::fs::File::open(path)
-            .map_err(cannot_read)?
-            .take(INVENTORY_SIZE_MAX_BYTES + 1)
-            .read_to_string(&mut text)
-            .map_err(cannot_read)?;
-        if text.len() as u64 > INVENTORY_SIZE_MAX_BYTES {
-            anyhow::bail!(
-                "inventory {}: larger than {INVENTORY_SIZE_MAX_BYTES} bytes",
-                path.display()
-            );
-        }
+        let text = crate::bounded_file::read_to_string(path, INVENTORY_SIZE_MAX_BYTES)
+            .map_err(|error| anyhow::anyhow!("inventory {}: {error}", path.display()))?;
         Inventory::parse(&text)
             .map_err(|error| anyhow::anyhow!("inventory {}: {error}", path.display()))
     }

@@ -8,6 +8,7 @@ pub mod backup_files;
 pub mod backup_id;
 pub mod backup_modes;
 pub mod backup_schedule;
+pub mod bounded_file;
 pub mod clock;
 pub mod config;
 pub mod endpoints;
