@@ -81,7 +81,8 @@ in
         When the agent takes a backup by itself: a 5-field cron expression in UTC (minute hour
         day-of-month month day-of-week), written as [backup] schedule. "" takes none. A scheduled
         backup is the same job as `tbctl backup` (quorum guard, lease, retention, audit lines
-        with actor "schedule"); one refused is logged and the next tick tries again.
+        with actor "schedule"); one refused is logged and retried about every minute for up
+        to an hour, never past the next tick.
       '';
     };
     backup.scheduleRandomizedDelaySec = mkOption {

@@ -399,7 +399,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
     ));
     // Before the replica starts: clean up after a backup the previous run did not finish.
     tb_agent::backup::recover_after_crash(&state).await;
-    background.spawn(tb_agent::ops::backup_schedule::run(Arc::clone(&state)));
+    background.spawn(tb_agent::ops::backup_schedule::run(
+        Arc::clone(&state),
+        shutdown.clone(),
+    ));
     let replica_task = tokio::spawn(Arc::clone(&state.replica).run(shutdown.clone()));
     let server_task = tokio::spawn(http::serve(listener, Arc::clone(&state), shutdown));
 

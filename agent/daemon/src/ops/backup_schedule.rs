@@ -4,9 +4,14 @@
 //!
 //! A scheduled run is the job `POST /v1/backups` starts ([`launch_backup`]): the replica lock,
 //! the cluster's maintenance lease, the quorum guard, retention, hooks and the audit lines, whose
-//! actor is [`ACTOR`]. A run refused (busy, the lease held by a rollout, the guard) is logged
-//! and audited, and the next tick tries again: a scheduled backup never waits for the lease,
-//! so it can never stop a replica between two steps of a rollout that holds it.
+//! actor is [`ACTOR`]. A run refused before anything changed (busy, the lease held by a rollout
+//! or by another replica's backup, the quorum guard, free space) is logged and audited, and
+//! tried again about every minute ([`RETRY_INTERVAL`] plus a random spread, so replicas on the
+//! same schedule do not race in step) for at most [`RETRY_WINDOW`] after its tick and never past
+//! the next tick; then that tick is given up. A retry is a new launch that takes the lease
+//! itself: a scheduled backup never waits holding anything, so it can never stop a replica
+//! between two steps of a rollout that holds the lease. (The timer client this replaces waited
+//! up to an hour for the lease; the window keeps that.)
 //!
 //! The next tick is always computed from now: after downtime the agent does not catch up on the
 //! ticks it missed (at most one run per tick, never a burst of backups at start).
@@ -31,6 +36,23 @@ const NO_REMOTE: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOC
 /// The wall clock is read again at least this often while waiting for a tick: a clock stepped
 /// meanwhile (NTP at boot) moves the run with it instead of leaving a stale monotonic sleep.
 const WALL_CLOCK_RECHECK: Duration = Duration::from_secs(30);
+/// A refused run is tried again after this, plus a random 0..=[`RETRY_SPREAD`].
+pub const RETRY_INTERVAL: Duration = Duration::from_secs(60);
+pub const RETRY_SPREAD: Duration = Duration::from_secs(30);
+/// A tick's refused run is retried for at most this long after the tick (a rollout takes
+/// minutes; an operator's lease, at most its TTL).
+pub const RETRY_WINDOW: Duration = Duration::from_secs(3600);
+
+/// What became of one launch of a scheduled backup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunOutcome {
+    /// Launched (or done): this tick's backup is taken.
+    Launched,
+    /// Refused before anything changed (busy, lease held, guard, space): worth a retry.
+    Refused,
+    /// Failed once started, or cannot run at all: the next tick tries again.
+    Failed,
+}
 
 /// The job of `POST /v1/backups`, whoever asks: a request or the schedule. Answers once the
 /// backup's checks passed (the lease, the guard, the space) or it was refused.
@@ -80,14 +102,31 @@ pub fn resume_after(planned: &Planned, now: SystemTime) -> SystemTime {
     now.max(planned.fire_at)
 }
 
+/// When a run refused at `now` is tried again: `now` + [`RETRY_INTERVAL`] + `spread`, if that is
+/// still within [`RETRY_WINDOW`] of the planned tick and before the next tick (`next_tick`, so a
+/// tick never runs twice and retries never overlap the next tick's run); None gives it up.
+pub fn retry_at(
+    planned: &Planned,
+    next_tick: Option<SystemTime>,
+    now: SystemTime,
+    spread: Duration,
+) -> Option<SystemTime> {
+    assert!(spread <= RETRY_SPREAD);
+    let at = now + RETRY_INTERVAL + spread;
+    let window_end = planned.tick + RETRY_WINDOW;
+    let before_next = next_tick.is_none_or(|next| at < next);
+    (at <= window_end && before_next).then_some(at)
+}
+
 /// A random delay of 0..=`max_s` seconds (millisecond steps), drawn per tick.
 pub fn draw_delay(max_s: u32) -> Duration {
     let max_ms = u64::from(max_s) * 1000;
     Duration::from_millis(rand::random_range(0..=max_ms))
 }
 
-/// The scheduler task, started by `serve`: returns at once when no schedule is configured.
-pub async fn run(state: Arc<AgentState>) {
+/// The scheduler task, started by `serve`: returns at once when no schedule is configured, and
+/// when the agent shuts down (no backup starts once `shutdown` is set).
+pub async fn run(state: Arc<AgentState>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     let Some(backup) = state.config.backup.as_ref() else {
         return;
     };
@@ -107,15 +146,49 @@ pub async fn run(state: Arc<AgentState>) {
             fire_unix_s = unix_s(planned.fire_at),
             "next scheduled backup"
         );
-        sleep_until(planned.fire_at).await;
-        run_once(&state).await;
+        if !sleep_until_or_shutdown(planned.fire_at, &mut shutdown).await {
+            return;
+        }
+        if !run_tick(&state, &schedule, &planned, &mut shutdown).await {
+            return;
+        }
         after = resume_after(&planned, SystemTime::now());
+    }
+}
+
+/// This tick's run and its retries. False when the agent is shutting down.
+async fn run_tick(
+    state: &Arc<AgentState>,
+    schedule: &BackupSchedule,
+    planned: &Planned,
+    shutdown: &mut tokio::sync::watch::Receiver<bool>,
+) -> bool {
+    let next_tick = schedule.next_tick_after(planned.tick);
+    loop {
+        if run_once(state).await != RunOutcome::Refused {
+            return true;
+        }
+        let spread = Duration::from_millis(rand::random_range(0..=RETRY_SPREAD.as_millis() as u64));
+        let Some(at) = retry_at(planned, next_tick, SystemTime::now(), spread) else {
+            tracing::warn!(
+                tick_unix_s = unix_s(planned.tick),
+                "scheduled backup refused until the end of its retry window; the next tick tries again"
+            );
+            return true;
+        };
+        tracing::info!(
+            retry_unix_s = unix_s(at),
+            "scheduled backup refused; retrying"
+        );
+        if !sleep_until_or_shutdown(at, shutdown).await {
+            return false;
+        }
     }
 }
 
 /// One scheduled backup: launched as a request's would be; its refusal is logged here and
 /// audited by the operations layer.
-async fn run_once(state: &Arc<AgentState>) {
+async fn run_once(state: &Arc<AgentState>) -> RunOutcome {
     let caller = Caller {
         token: ACTOR.to_string(),
         remote: NO_REMOTE,
@@ -123,23 +196,57 @@ async fn run_once(state: &Arc<AgentState>) {
     match launch_backup(state, caller, LeaseFields::default()).await {
         Ok(Answer::Accepted(accepted)) => {
             tracing::info!(job = %accepted.job_id, "scheduled backup started");
+            RunOutcome::Launched
         }
-        Ok(Answer::Done(done)) => tracing::info!(detail = %done.detail, "scheduled backup done"),
-        Err(error) => tracing::warn!(
-            %error,
-            "scheduled backup refused or failed; the next tick tries again"
-        ),
+        Ok(Answer::Done(done)) => {
+            tracing::info!(detail = %done.detail, "scheduled backup done");
+            RunOutcome::Launched
+        }
+        Err(error) => {
+            let outcome = outcome_of(&error);
+            tracing::warn!(%error, ?outcome, "scheduled backup not taken");
+            outcome
+        }
     }
 }
 
-/// Sleeps until the wall clock reads `at`, following a clock that is stepped meanwhile.
-async fn sleep_until(at: SystemTime) {
-    while let Ok(left) = at.duration_since(SystemTime::now()) {
-        if left.is_zero() {
-            return;
-        }
-        tokio::time::sleep(left.min(WALL_CLOCK_RECHECK)).await;
+/// Refusals that nothing changed for and that end by themselves are retried; the rest wait for
+/// the next tick.
+fn outcome_of(error: &AppError) -> RunOutcome {
+    match error {
+        AppError::Busy(_)
+        | AppError::LeaseHeld(_)
+        | AppError::LeaseUnavailable(_)
+        | AppError::Refused(_) => RunOutcome::Refused,
+        AppError::NotConfigured
+        | AppError::NotFound(_)
+        | AppError::BadRequest(_)
+        | AppError::Corrupt(_)
+        | AppError::Failed(_)
+        | AppError::Io { .. }
+        | AppError::LeaseLost(_) => RunOutcome::Failed,
     }
+}
+
+/// Sleeps until the wall clock reads `at`, following a clock that is stepped meanwhile. False
+/// when the agent began shutting down first.
+async fn sleep_until_or_shutdown(
+    at: SystemTime,
+    shutdown: &mut tokio::sync::watch::Receiver<bool>,
+) -> bool {
+    while let Ok(left) = at.duration_since(SystemTime::now()) {
+        if *shutdown.borrow() {
+            return false;
+        }
+        if left.is_zero() {
+            break;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(left.min(WALL_CLOCK_RECHECK)) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+    !*shutdown.borrow()
 }
 
 fn unix_s(time: SystemTime) -> u64 {
@@ -201,6 +308,58 @@ mod tests {
         let resumed = resume_after(&planned, planned.tick + 5 * MINUTE + Duration::from_secs(1));
         let next = plan(&every_minute, resumed, Duration::ZERO).unwrap();
         assert_eq!(next.tick, planned.tick + 6 * MINUTE);
+    }
+
+    #[test]
+    fn a_refused_run_is_retried_within_its_window_and_before_the_next_tick() {
+        let hourly = schedule("0 * * * *");
+        let planned = plan(&hourly, at_s(DAY_S + 1), Duration::ZERO).unwrap();
+        let next = hourly.next_tick_after(planned.tick);
+        // Refused at its tick: tried again a minute (plus the spread) later.
+        let spread = Duration::from_secs(7);
+        assert_eq!(
+            retry_at(&planned, next, planned.tick, spread),
+            Some(planned.tick + RETRY_INTERVAL + spread)
+        );
+        // Never at or past the next tick: that tick's own run comes then.
+        let late = planned.tick + 59 * MINUTE;
+        assert_eq!(retry_at(&planned, next, late, Duration::ZERO), None);
+        // A daily tick: retries for the window, then given up until tomorrow.
+        let daily = schedule("0 3 * * *");
+        let planned = plan(&daily, at_s(DAY_S), Duration::ZERO).unwrap();
+        let next = daily.next_tick_after(planned.tick);
+        let within = planned.tick + RETRY_WINDOW - RETRY_INTERVAL - RETRY_SPREAD;
+        assert!(retry_at(&planned, next, within, RETRY_SPREAD).is_some());
+        let past = planned.tick + RETRY_WINDOW - RETRY_INTERVAL + Duration::from_secs(1);
+        assert_eq!(retry_at(&planned, next, past, Duration::ZERO), None);
+    }
+
+    #[test]
+    fn only_refusals_that_end_by_themselves_are_retried() {
+        let refused = [
+            AppError::Busy("copying".into()),
+            AppError::LeaseHeld("rollout".into()),
+            AppError::LeaseUnavailable("no quorum".into()),
+            AppError::Refused("quorum guard".into()),
+        ];
+        assert!(refused.iter().all(|e| outcome_of(e) == RunOutcome::Refused));
+        let failed = [
+            AppError::Failed("copy".into()),
+            AppError::Corrupt("hash".into()),
+            AppError::NotConfigured,
+            AppError::LeaseLost("gone".into()),
+        ];
+        assert!(failed.iter().all(|e| outcome_of(e) == RunOutcome::Failed));
+    }
+
+    #[tokio::test]
+    async fn shutdown_ends_the_wait_for_a_tick() {
+        let (sender, mut shutdown) = tokio::sync::watch::channel(false);
+        let far = SystemTime::now() + Duration::from_secs(3600);
+        let waiter = tokio::spawn(async move { sleep_until_or_shutdown(far, &mut shutdown).await });
+        sender.send_replace(true);
+        let woke = tokio::time::timeout(Duration::from_secs(5), waiter).await;
+        assert!(!woke.expect("woke at shutdown").unwrap());
     }
 
     #[test]
