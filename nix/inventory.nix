@@ -258,13 +258,16 @@ let
   };
 
   isReserved = k: b.match "(tigerbeetle_|tb_agent_).*" k != null;
+  # The inventory is copied to every host (0644) and into the store: no secrets (inventory.rs).
+  looksSecret = k: b.match ".*(password|passphrase|secret).*|.*_pass" k != null;
 
   # Unknown reserved keys, keys at the wrong level, missing required keys, then each value.
   levelReason = { at, values, spec, otherSpec, otherLevel }:
     first (
       (map
         (k:
-          if spec ? ${k} || !isReserved k then null
+          if !isReserved k && looksSecret k then "${at}.${k}: looks like a secret, and the inventory is copied to every host (0644, and into the Nix store on NixOS): keep secrets out of it (Ansible Vault, a vars file, a secret manager)"
+          else if spec ? ${k} || !isReserved k then null
           else if otherSpec ? ${k} then "${at}.${k}: belongs in ${otherLevel}, not here"
           else "${at}.${k}: unknown key (keys starting with tigerbeetle_ or tb_agent_ are reserved for this project: check the spelling)")
         (b.attrNames values))

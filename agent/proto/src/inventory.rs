@@ -527,6 +527,21 @@ fn key_spec(key: &str) -> Option<&'static KeySpec> {
     KEYS.iter().find(|spec| spec.key == key)
 }
 
+/// The inventory is copied whole to every host (`/etc/tigerbeetle/inventory.json`, 0644) and,
+/// on NixOS, into the world-readable store: a secret in it (`ansible_become_password`,
+/// `ansible_ssh_pass`, ...) would be readable by every local user of every host.
+const SECRET_KEY_REASON: &str = "looks like a secret, and the inventory is copied to every host \
+     (0644, and into the Nix store on NixOS): keep secrets out of it (Ansible Vault, a vars \
+     file, a secret manager)";
+
+/// Keys that name a secret (the same test as `nix/inventory.nix`'s `looksSecret`).
+fn looks_secret(key: &str) -> bool {
+    ["password", "passphrase", "secret"]
+        .iter()
+        .any(|word| key.contains(word))
+        || key.ends_with("_pass")
+}
+
 fn is_reserved(key: &str) -> bool {
     RESERVED_PREFIXES
         .iter()
@@ -550,6 +565,9 @@ enum Failure {
 fn level_error(at: &str, values: &Map<String, Value>, level: Level) -> Option<String> {
     for key in sorted_keys(values) {
         if !is_reserved(key) {
+            if looks_secret(key) {
+                return Some(format!("{at}.{key}: {SECRET_KEY_REASON}"));
+            }
             continue; // ansible_user and friends: Ansible's business.
         }
         match key_spec(key) {
