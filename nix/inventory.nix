@@ -286,8 +286,8 @@ let
     b.mapAttrs (k: s: if values ? ${k} then values.${k} else s.default) spec;
 
   hostNameReason = name:
-    if b.match "[A-Za-z0-9][A-Za-z0-9._-]{0,62}" name != null then null
-    else "all.hosts.${name}: host names must be 1 to 63 characters among A-Z a-z 0-9 . _ - and start with a letter or digit";
+    if b.match "[A-Za-z0-9][A-Za-z0-9._-]{0,62}" name != null && b.match "[0-9]+" name == null then null
+    else "all.hosts.${name}: host names must be 1 to 63 characters among A-Z a-z 0-9 . _ - , start with a letter or digit and not be all digits (tbctl --replica reads digits as a replica index)";
 
   # Public IPv4 = not loopback, RFC 1918, shared (100.64/10) or link-local.
   isPrivateIpv4 = octets:

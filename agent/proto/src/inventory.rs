@@ -982,6 +982,7 @@ fn is_host_name(name: &str) -> bool {
         [first, rest @ ..] => {
             first.is_ascii_alphanumeric()
                 && name.len() <= HOST_NAME_LENGTH_MAX_BYTES
+                && !name.bytes().all(|b| b.is_ascii_digit())
                 && rest
                     .iter()
                     .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
@@ -1145,7 +1146,7 @@ fn host_keys(hosts: &Object) -> Result<Vec<(&str, &Object)>, String> {
     let names = sorted_keys(hosts);
     if let Some(name) = names.iter().find(|name| !is_host_name(name)) {
         return Err(format!(
-            "all.hosts.{name}: host names must be 1 to 63 characters among A-Z a-z 0-9 . _ - and start with a letter or digit"
+            "all.hosts.{name}: host names must be 1 to 63 characters among A-Z a-z 0-9 . _ - , start with a letter or digit and not be all digits (tbctl --replica reads digits as a replica index)"
         ));
     }
     let mut host_values = Vec::with_capacity(names.len());
@@ -1883,14 +1884,14 @@ mod tests {
             }))
             .map(|_| ())
         };
-        for good in ["a", "0", "A.b_c-d", &"a".repeat(63)] {
+        for good in ["a", "0a", "A.b_c-d", &"a".repeat(63)] {
             assert_eq!(rename(good), Ok(()), "{good}");
         }
-        for bad in ["", "-a", ".a", "_a", "a b", "é", &"a".repeat(64)] {
+        for bad in ["", "-a", ".a", "_a", "a b", "é", "0", "12", &"a".repeat(64)] {
             assert_eq!(
                 rename(bad),
                 Err(format!(
-                    "all.hosts.{bad}: host names must be 1 to 63 characters among A-Z a-z 0-9 . _ - and start with a letter or digit"
+                    "all.hosts.{bad}: host names must be 1 to 63 characters among A-Z a-z 0-9 . _ - , start with a letter or digit and not be all digits (tbctl --replica reads digits as a replica index)"
                 ))
             );
         }
