@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{Cluster, LocalState, Ports, bin_dir, wait_for};
+use common::{Cluster, LocalState, Ports, bin_dir, tbctl_as_admin as tbctl, wait_for};
 use serde_json::Value;
 
 /// A tick of "every minute" comes within 60 s; a refused run's lines are written at once.
@@ -18,17 +18,6 @@ const TICK_WAIT: Duration = Duration::from_secs(150);
 /// A tick, then the backup: stop, copy, start, ready.
 const BACKUP_WAIT: Duration = Duration::from_secs(300);
 const REPLICA: u8 = 2;
-
-fn tbctl(cluster: &Cluster, args: &[&str]) -> std::process::Output {
-    let (inventory, token_file) = (cluster.inventory_arg(), cluster.token_file_arg());
-    let mut all = vec!["--token-file", token_file.as_str()];
-    all.extend_from_slice(args);
-    all.extend_from_slice(&["--inventory", inventory.as_str()]);
-    Command::new(bin_dir().join("tbctl"))
-        .args(&all)
-        .output()
-        .expect("run tbctl")
-}
 
 fn backups(cluster: &Cluster) -> Vec<Value> {
     let listed: Value = cluster

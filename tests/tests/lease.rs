@@ -7,23 +7,11 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use common::{Cluster, Ports, bin_dir};
+use common::{Cluster, Ports, bin_dir, tbctl_as_admin as tbctl};
 use serde_json::Value;
 
 /// Rounds of two stopping operations sent to two agents at the same moment.
 const RACE_ROUNDS: u32 = 50;
-
-fn tbctl(cluster: &Cluster, args: &[&str]) -> std::process::Output {
-    let inventory = cluster.inventory_arg();
-    let token_file = cluster.token_file_arg();
-    let mut all = vec!["--token-file", token_file.as_str()];
-    all.extend_from_slice(args);
-    all.extend_from_slice(&["--inventory", inventory.as_str()]);
-    Command::new(bin_dir().join("tbctl"))
-        .args(&all)
-        .output()
-        .expect("run tbctl")
-}
 
 fn text(output: &std::process::Output) -> String {
     format!(

@@ -142,6 +142,15 @@ pub fn tbctl(args: &[&str]) -> std::process::Output {
         .expect("run tbctl")
 }
 
+/// `tbctl ARGS` against `cluster`, with its inventory and the admin token.
+pub fn tbctl_as_admin(cluster: &Cluster, args: &[&str]) -> std::process::Output {
+    let (inventory, token_file) = (cluster.inventory_arg(), cluster.token_file_arg());
+    let mut all = vec!["--token-file", token_file.as_str()];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--inventory", inventory.as_str()]);
+    tbctl(&all)
+}
+
 impl Cluster {
     pub fn up(name: &str, ports: Ports) -> Cluster {
         Cluster::up_with(name, ports, &tigerbeetle_bin())
