@@ -61,7 +61,9 @@ pub struct DrillArgs {
     #[arg(long, value_name = "DIR")]
     scratch_dir: Option<PathBuf>,
     /// Scratch replica i listens on 127.0.0.1 at this port + i. None may be a live address.
-    #[arg(long, default_value_t = 34000)]
+    /// The default is below Linux's ephemeral range (32768-60999), where a live cluster's own
+    /// loopback connections take their source ports and can hold a scratch port.
+    #[arg(long, default_value_t = 24000)]
     replica_port_base: u16,
     /// The `tigerbeetle` binary for the scratch cluster: the live cluster's release.
     #[arg(long, env = "TIGERBEETLE_BIN", value_name = "PATH")]
