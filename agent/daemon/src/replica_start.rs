@@ -79,16 +79,16 @@ pub fn run(args: &ReplicaStart) -> ExitCode {
     if let Err((status, text)) = guard(data_file, host.replica, &args.inventory) {
         return refuse(status, &text);
     }
-    let cluster = &inventory.cluster;
-    let mut argv: Vec<OsString> = vec![args.binary.clone().into(), "start".into()];
-    let flags = tb_proto::tigerbeetle::start_flags(
-        &cluster.addresses,
-        cluster.cache_grid.as_deref(),
-        Some(cluster.statsd_port),
-    );
-    argv.extend(flags.into_iter().map(OsString::from));
+    // The same arguments `tbctl inventory render` prints; extra flags go before the data file.
+    let mut start_args = tb_proto::render::replica_start_args(&inventory, host);
+    let data_file_arg = start_args
+        .pop()
+        .expect("the start arguments end with the data file");
+    assert_eq!(Path::new(&data_file_arg), data_file);
+    let mut argv: Vec<OsString> = vec![args.binary.clone().into()];
+    argv.extend(start_args.into_iter().map(OsString::from));
     argv.extend(args.extra.iter().cloned());
-    argv.push(data_file.into());
+    argv.push(data_file_arg.into());
     exec(&args.binary, &argv)
 }
 

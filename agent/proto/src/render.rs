@@ -189,18 +189,27 @@ pub struct Firewall {
     pub orchestrator_networks: Vec<String>,
 }
 
+/// `tigerbeetle start`'s arguments for `host` (after the binary): `start`, the cluster's flags,
+/// the data file last. What `tb-agent replica-start` execs (with any extra flags put before the
+/// data file) and what `tbctl inventory render` prints, so the unit's comment is what runs.
+pub fn replica_start_args(inventory: &Inventory, host: &Host) -> Vec<String> {
+    let cluster = &inventory.cluster;
+    let mut args = vec!["start".to_string()];
+    args.extend(tigerbeetle::start_flags(
+        &cluster.addresses,
+        cluster.cache_grid.as_deref(),
+        Some(cluster.statsd_port),
+    ));
+    args.push(host.data_file.clone());
+    args
+}
+
 /// Everything host `host_name` needs, from the inventory alone.
 pub fn render_host(inventory: &Inventory, host_name: &str) -> Result<HostRender, UnknownHost> {
     let cluster = &inventory.cluster;
     let host = host(inventory, host_name)?;
     let agent_config = agent_config(inventory, host_name, HostSettings::default())?;
-    let mut replica_start_args = vec!["start".to_string()];
-    replica_start_args.extend(tigerbeetle::start_flags(
-        &cluster.addresses,
-        cluster.cache_grid.as_deref(),
-        Some(cluster.statsd_port),
-    ));
-    replica_start_args.push(host.data_file.clone());
+    let replica_start_args = replica_start_args(inventory, host);
     let mut replica_format_args = vec!["format".to_string()];
     replica_format_args.extend(tigerbeetle::format_flags(
         inventory.cluster_id,
