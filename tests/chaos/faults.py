@@ -1,0 +1,107 @@
+"""Faults on the lab hosts, each bounded: injected, held for its duration, healed. Every fault
+records when it began and ended (unix ms), and which replica it took away from the cluster, so
+the invariants can tell what the faults took down from what the tools did."""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import labctl
+from events import EventLog
+from schedule import Step
+
+REPLICA_UNIT = "tigerbeetle.service"
+AGENT_UNIT = "tb-agent.service"
+# The nftables table of a one-way partition: a table of its own, so the roles' firewall (its
+# own table) is untouched and a heal deletes exactly what the fault added.
+CHAOS_TABLE = "tb_chaos"
+
+
+def unix_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Faults:
+    def __init__(self, controller: labctl.Controller, events: EventLog):
+        self.controller = controller
+        self.lab = controller.lab
+        self.events = events
+        self.active: set[str] = set()
+
+    def host(self, step: Step) -> str:
+        return self.controller.host_names[step.host]
+
+    def run(self, step: Step) -> None:
+        inject: dict[str, Callable[[str, float], bool]] = {
+            "kill_replica": self.kill_replica,
+            "stop_replica": self.stop_replica,
+            "kill_agent": self.kill_agent,
+            "partition": self.partition,
+            "partition_oneway": self.partition_oneway,
+        }
+        host = self.host(step)
+        began = unix_ms()
+        self.events.write("fault_begin", kind=step.kind, host=host, planned_s=step.duration_s)
+        try:
+            took_replica = inject[step.kind](host, step.duration_s)
+        finally:
+            self.events.write("fault_end", kind=step.kind, host=host, began_ms=began)
+        # A fault that takes the replica away from the cluster (down, frozen, cut off) is a
+        # "down" interval for the promise that the tools never take a second one down.
+        if took_replica:
+            self.events.write("replica_unavailable", host=host, cause=step.kind,
+                              began_ms=began, ended_ms=unix_ms())
+
+    def kill_replica(self, host: str, _: float) -> bool:
+        # systemd restarts it (Restart=on-failure); the down interval is what Timeline sees.
+        self.lab.exec(host, f"systemctl kill --signal=SIGKILL --kill-whom=main {REPLICA_UNIT}",
+                      check=False)
+        return False
+
+    def kill_agent(self, host: str, _: float) -> bool:
+        self.lab.exec(host, f"systemctl kill --signal=SIGKILL --kill-whom=main {AGENT_UNIT}",
+                      check=False)
+        return False
+
+    def stop_replica(self, host: str, seconds: float) -> bool:
+        pid = self.controller.replica_pid(host)
+        if pid == 0:
+            return False
+        self.lab.exec(host, f"kill -STOP {pid}", check=False)
+        try:
+            time.sleep(seconds)
+        finally:
+            self.lab.exec(host, f"kill -CONT {pid}", check=False)
+        return True
+
+    def partition(self, host: str, seconds: float) -> bool:
+        self.lab.partition(host)
+        try:
+            time.sleep(seconds)
+        finally:
+            self.lab.heal(host)
+        return True
+
+    def partition_oneway(self, host: str, seconds: float) -> bool:
+        """The host's packets to its peers are dropped; theirs still arrive. The controller
+        (ssh, the client) is not cut off, so the heal reaches the host."""
+        peers = [self.lab.host(name).address for name in self.controller.host_names
+                 if name != host]
+        rule = (f"nft add table inet {CHAOS_TABLE} && "
+                f"nft add chain inet {CHAOS_TABLE} out '{{ type filter hook output priority 0; }}' && "
+                f"nft add rule inet {CHAOS_TABLE} out ip daddr '{{ {', '.join(peers)} }}' drop")
+        self.lab.exec(host, rule)
+        try:
+            time.sleep(seconds)
+        finally:
+            self.lab.exec(host, f"nft delete table inet {CHAOS_TABLE}", check=False)
+        return True
+
+    def heal_all(self) -> None:
+        """Whatever a crashed runner left: partitions, the chaos table, frozen replicas."""
+        for host in self.controller.host_names:
+            self.lab.heal(host)
+            self.lab.exec(host, f"nft delete table inet {CHAOS_TABLE} 2>/dev/null; "
+                                f"pid=$(systemctl show --property=MainPID --value {REPLICA_UNIT}); "
+                                "[ \"$pid\" != 0 ] && kill -CONT \"$pid\"; true", check=False)

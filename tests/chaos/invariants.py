@@ -1,0 +1,159 @@
+"""The campaign's invariants, each able to fail, each naming what broke it:
+
+- bank: every acknowledged transfer present with its fields, nothing present that was never
+  sent or was refused, linked chains whole, balances explained (tests/examples/bank);
+- one_down: our tools never took a replica down while another had been unavailable long enough
+  for them to know (`KNOW_S`): judged from the agents' audit lines (a begun stop, restart or
+  backup takes the replica down) against the readiness the runner observed;
+- audit: every operation an agent began has its end line, unless that agent was killed in
+  between (a SIGKILL leaves no chance to write one; counted apart, not hidden);
+- backups: every backup an agent lists verifies.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import labctl
+from events import EventLog
+
+# Seconds a replica must have been unavailable before a tool deciding to stop another is held
+# to have known: readiness is evaluated about every second on the agents, and a tool asks all
+# of them right before it acts.
+KNOW_S = 5
+# Audit actions whose begun operation stops the replica (a backup copies a stopped data file).
+STOPPING_ACTIONS = ("stop", "restart", "backup")
+AUDIT_LOG = "/var/log/tb-agent/audit.jsonl"
+POLL_INTERVAL_S = 1.0
+
+
+class ReadinessMonitor(threading.Thread):
+    """Every replica's readiness as tbctl sees it, about every second, as events."""
+
+    def __init__(self, controller: labctl.Controller, events: EventLog):
+        super().__init__(daemon=True)
+        self.controller = controller
+        self.events = events
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                result = self.controller.tbctl("status", "--inventory",
+                                               str(self.controller.inventory_path), "--json",
+                                               check=False, timeout_s=20)
+                rows = json.loads(result.stdout or "[]")
+                self.events.write("readiness", ready={row["host"]: row["ready"] for row in rows})
+            except Exception as error:  # noqa: BLE001 - a missed sample, recorded as such
+                self.events.write("readiness_error", error=str(error)[:300])
+            self.stopping.wait(POLL_INTERVAL_S)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join(timeout=60)
+
+
+def unavailable_since(events: list[dict], hosts: list[str]) -> dict[str, list[tuple[int, int]]]:
+    """Per host, the intervals (unix ms) over which every readiness sample said not ready."""
+    intervals: dict[str, list[tuple[int, int]]] = {host: [] for host in hosts}
+    since: dict[str, int | None] = {host: None for host in hosts}
+    for event in events:
+        if event["event"] != "readiness":
+            continue
+        for host in hosts:
+            ready = event["ready"].get(host, False)
+            if not ready and since[host] is None:
+                since[host] = event["unix_ms"]
+            elif ready and since[host] is not None:
+                intervals[host].append((since[host], event["unix_ms"]))
+                since[host] = None
+    for host, start in since.items():
+        if start is not None:
+            intervals[host].append((start, 2 ** 62))
+    return intervals
+
+
+def audit_lines(controller: labctl.Controller) -> dict[str, list[dict]]:
+    lines = {}
+    for host in controller.host_names:
+        text = controller.lab.exec(host, f"cat {AUDIT_LOG} 2>/dev/null || true").stdout
+        lines[host] = [json.loads(line) for line in text.splitlines() if line.strip()]
+    return lines
+
+
+def one_down(events: list[dict], audits: dict[str, list[dict]]) -> list[str]:
+    hosts = list(audits)
+    down = unavailable_since(events, hosts)
+    violations = []
+    for host, lines in audits.items():
+        for line in lines:
+            if line.get("phase") != "begin" or line.get("action") not in STOPPING_ACTIONS:
+                continue
+            at = line["time_unix_ms"]
+            for other in hosts:
+                if other == host:
+                    continue
+                for start, end in down[other]:
+                    if start + KNOW_S * 1000 <= at < end:
+                        violations.append(
+                            f"one_down: {host}'s agent began {line['action']} (job "
+                            f"{line.get('job_id')}) at {at} while {other} had been unavailable "
+                            f"since {start}")
+    return violations
+
+
+def agent_kills(events: list[dict]) -> dict[str, list[int]]:
+    kills: dict[str, list[int]] = {}
+    for event in events:
+        if event["event"] == "fault_begin" and event["kind"] == "kill_agent":
+            kills.setdefault(event["host"], []).append(event["unix_ms"])
+    return kills
+
+
+def audit_pairs(events: list[dict], audits: dict[str, list[dict]]) -> tuple[list[str], int]:
+    """Violations, and the begun operations left open by a kill of their agent."""
+    kills = agent_kills(events)
+    violations, excused = [], 0
+    for host, lines in audits.items():
+        ended = {line.get("job_id") for line in lines if line.get("phase") == "end"}
+        for line in lines:
+            job = line.get("job_id")
+            if line.get("phase") != "begin" or job is None or job in ended:
+                continue
+            if any(kill >= line["time_unix_ms"] for kill in kills.get(host, [])):
+                excused += 1
+                continue
+            violations.append(f"audit: {host}: {line['action']} job {job} began at "
+                              f"{line['time_unix_ms']} and never ended")
+    return violations, excused
+
+
+def backups_verify(controller: labctl.Controller) -> tuple[list[str], int]:
+    """POST /v1/backups/{id}/verify answers the verification (200) or a job (202) after which
+    the backup's own record holds it."""
+    violations, verified = [], 0
+    for host in controller.host_names:
+        for backup in controller.backups(host):
+            backup_id = backup["id"]
+            answer = controller.agent(host, f"/v1/backups/{backup_id}/verify", method="POST",
+                                      timeout_s=300)
+            if "job_id" in answer:
+                wait_job(controller, host, answer["job_id"])
+                answer = controller.agent(host, f"/v1/backups/{backup_id}").get("verification")
+            verified += 1
+            if not (answer or {}).get("ok"):
+                violations.append(f"backups: {host} lists {backup_id}, which does not verify: "
+                                  f"{answer}")
+    return violations, verified
+
+
+def wait_job(controller: labctl.Controller, host: str, job: str, timeout_s: float = 300) -> str:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        state = controller.agent(host, f"/v1/jobs/{job}")["state"]
+        if state != "running":
+            return state
+        time.sleep(0.5)
+    return "timed_out"
