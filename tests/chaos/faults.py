@@ -4,6 +4,7 @@ the invariants can tell what the faults took down from what the tools did."""
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Callable
 
@@ -16,6 +17,8 @@ AGENT_UNIT = "tb-agent.service"
 # The nftables table of a one-way partition: a table of its own, so the roles' firewall (its
 # own table) is untouched and a heal deletes exactly what the fault added.
 CHAOS_TABLE = "tb_chaos"
+RECOVER_ATTEMPTS = 5
+RECOVER_RETRY_S = 20
 
 
 def unix_ms() -> int:
@@ -39,6 +42,7 @@ class Faults:
             "kill_agent": self.kill_agent,
             "partition": self.partition,
             "partition_oneway": self.partition_oneway,
+            "lose_data_file": self.lose_data_file,
         }
         host = self.host(step)
         began = unix_ms()
@@ -96,6 +100,25 @@ class Faults:
             time.sleep(seconds)
         finally:
             self.lab.exec(host, f"nft delete table inet {CHAOS_TABLE}", check=False)
+        return True
+
+    def lose_data_file(self, host: str, _: float) -> bool:
+        """The replica dies with its data file (a lost disk), then comes back the only way it may:
+        recover.yml (`tigerbeetle recover`, never `format`). Held until recover.yml returns; a
+        refused recover (another operation holds the lease) is retried, as an operator would."""
+        index = self.controller.host_names.index(host)
+        data_file = f"/var/lib/tigerbeetle/0_{index}.tigerbeetle"
+        self.lab.exec(host, f"systemctl kill --signal=SIGKILL --kill-whom=main {REPLICA_UNIT}; "
+                            f"rm -f {data_file}", check=False)
+        for attempt in range(RECOVER_ATTEMPTS):
+            run = self.controller.playbook(
+                "recover.yml", "-e", json.dumps({"tigerbeetle_recover_hosts": [host]}),
+                check=False, timeout_s=900)
+            self.events.write("recover_playbook", host=host, attempt=attempt, rc=run.returncode,
+                              tail=run.tail(20) if run.returncode else "")
+            if run.returncode == 0:
+                break
+            time.sleep(RECOVER_RETRY_S)
         return True
 
     def heal_all(self) -> None:

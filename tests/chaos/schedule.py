@@ -16,11 +16,12 @@ import random
 # What the lab can inject. Clock steps are out of reach here (the lab hosts share the machine's
 # clock); a hard container stop is not power loss (the page cache survives): see
 # docs/reliability.md.
-FAULT_KINDS = ("kill_replica", "stop_replica", "kill_agent", "partition", "partition_oneway")
+FAULT_KINDS = ("kill_replica", "stop_replica", "kill_agent", "partition", "partition_oneway",
+               "lose_data_file")
 OPERATION_KINDS = ("restart", "backup", "backup_playbook", "rollout", "rollout_limit")
 # (min, max) seconds a fault lasts; a kill lasts until systemd has restarted the process.
 DURATION_S = {"kill_replica": (0, 0), "stop_replica": (2, 12), "kill_agent": (0, 0),
-              "partition": (3, 20), "partition_oneway": (3, 20)}
+              "partition": (3, 20), "partition_oneway": (3, 20), "lose_data_file": (0, 0)}
 WARMUP_S = 20
 FAULT_GAP_S = (8, 30)
 OPERATION_GAP_S = (15, 60)

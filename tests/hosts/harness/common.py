@@ -49,7 +49,13 @@ def make_private_dir(path: Path) -> Path:
 
 
 def write_private(path: Path, text: str, mode: int = 0o600) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    """Written beside and renamed into place: a reader running at the same time (the chaos
+    campaign's readiness monitor reads the inventory a rollout is changing) sees the old file or
+    the new one, never half of one."""
+    path = Path(path)
+    staged = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     with os.fdopen(fd, "w") as file:
         file.write(text)
-    os.chmod(path, mode)
+    os.chmod(staged, mode)
+    os.replace(staged, path)
