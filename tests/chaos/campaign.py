@@ -18,16 +18,19 @@ import time
 from pathlib import Path
 
 import labctl
-import invariants
-from events import EventLog
-from faults import Faults
-from operations import Operations
-from schedule import Step, schedule
+from . import invariants
+from .events import EventLog
+from .faults import Faults
+from .operations import Operations
+from .schedule import Step, schedule
 
 BANK_ACCOUNTS = 300
 BANK_WRITERS = 4
 READY_AFTER_FAULTS_S = 300
 MINUTES_MAX = 24 * 60
+BANK_COUNTS = ("lost", "phantoms", "broken_chains", "balance_errors")
+# What the campaign's rollouts change (operations.py), put back at its end.
+ROLLED_KEYS = ("tigerbeetle_cache_grid",)
 
 
 def build_bank() -> Path:
@@ -202,6 +205,44 @@ def context_of(violation: str, events: list[dict], window_ms: int = 10_000) -> l
             and e["event"] not in ("readiness",)][:40]
 
 
+def campaign(controller: labctl.Controller, seed: int, minutes: float, out: Path) -> dict:
+    """One campaign on a lab whose cluster runs (site.yml and bootstrap.yml applied): the
+    workload under the seed's faults and operations, then every invariant. Leaves the cluster
+    ready and its inventory as it found it (a last rollout.yml puts the original values back)."""
+    bank_binary = build_bank()
+    original = {key: controller.inventory["all"]["vars"].get(key) for key in ROLLED_KEYS}
+    args = argparse.Namespace(seed=seed, minutes=minutes)
+    played = run_campaign(args, controller, bank_binary, out)
+    bank_report = check_bank(controller, bank_binary, played["bank_log"])
+    events = played["events"].read()
+    audits = invariants.audit_lines(controller)
+    (out / "audit.json").write_text(json.dumps(audits, indent=1))
+    violations = invariants.one_down(events, audits)
+    audit_violations, excused = invariants.audit_pairs(events, audits)
+    backup_violations, verified = invariants.backups_verify(controller)
+    violations += audit_violations + backup_violations
+    violations += checker_can_fail(controller, bank_binary, played["bank_log"], out)
+    if not bank_report.get("acknowledged"):
+        violations.append("bank: no transfer was acknowledged: the workload never ran")
+    report = summarize(args, played, bank_report, violations, excused, verified)
+    report["failed"] = [f"bank: {name} {report[name]}" for name in BANK_COUNTS if report[name]]
+    report["failed"] += violations
+    report["context"] = {violation: context_of(violation, events)
+                         for violation in report["failed"][:10]}
+    controller.restore_inventory_vars(original)
+    controller.playbook("rollout.yml")
+    controller.wait_ready(timeout_s=READY_AFTER_FAULTS_S)
+    return report
+
+
+def explain(report: dict) -> str:
+    lines = [f"FAILED (seed {report['seed']}): {violation}" for violation in report["failed"]]
+    for violation, context in report["context"].items():
+        lines.append(f"around: {violation}")
+        lines.extend(f"  {json.dumps(event)[:300]}" for event in context)
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -217,7 +258,6 @@ def main() -> int:
         shutil.rmtree(out)
     out.mkdir(parents=True, mode=0o700)
     binaries = labctl.build_binaries()
-    bank_binary = build_bank()
     with contextlib.ExitStack() as stack:
         lab = stack.enter_context(labctl.harness.running_lab(args.hosts))
         labctl.seed_packages(lab)
@@ -228,30 +268,13 @@ def main() -> int:
         controller = labctl.Controller(lab, binaries, work)
         controller.playbook("site.yml")
         controller.bootstrap()
-        played = run_campaign(args, controller, bank_binary, out)
-        bank_report = check_bank(controller, bank_binary, played["bank_log"])
-        events = played["events"].read()
-        audits = invariants.audit_lines(controller)
-        (out / "audit.json").write_text(json.dumps(audits, indent=1))
-        violations = invariants.one_down(events, audits)
-        audit_violations, excused = invariants.audit_pairs(events, audits)
-        backup_violations, verified = invariants.backups_verify(controller)
-        violations += audit_violations + backup_violations
-        violations += checker_can_fail(controller, bank_binary, played["bank_log"], out)
-        if not bank_report.get("acknowledged"):
-            violations.append("bank: no transfer was acknowledged: the workload never ran")
-        report = summarize(args, played, bank_report, violations, excused, verified)
+        report = campaign(controller, args.seed, args.minutes, out)
     args.report.write_text(json.dumps(report, indent=2) + "\n")
     print(table(report))
-    failed = [f"bank: {n} {report[n]}" for n in ("lost", "phantoms", "broken_chains",
-                                                 "balance_errors") if report[n]]
-    failed += violations
-    for violation in failed:
-        print(f"\nFAILED (seed {args.seed}): {violation}", file=sys.stderr)
-        for event in context_of(violation, events):
-            print(f"  {json.dumps(event)[:300]}", file=sys.stderr)
+    if report["failed"]:
+        print(explain(report), file=sys.stderr)
     print(f"report: {args.report}; event log, bank log, audit lines: {out}")
-    return 1 if failed else 0
+    return 1 if report["failed"] else 0
 
 
 if __name__ == "__main__":

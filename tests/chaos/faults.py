@@ -9,8 +9,8 @@ import time
 from typing import Callable
 
 import labctl
-from events import EventLog
-from schedule import Step
+from .events import EventLog
+from .schedule import Step
 
 REPLICA_UNIT = "tigerbeetle.service"
 AGENT_UNIT = "tb-agent.service"

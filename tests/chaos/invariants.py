@@ -17,7 +17,7 @@ import threading
 import time
 
 import labctl
-from events import EventLog
+from .events import EventLog
 
 # Seconds a replica must have been unavailable before a tool deciding to stop another is held
 # to have known: readiness is evaluated about every second on the agents, and a tool asks all

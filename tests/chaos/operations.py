@@ -9,8 +9,8 @@ import subprocess
 import time
 
 import labctl
-from events import EventLog
-from schedule import Step
+from .events import EventLog
+from .schedule import Step
 
 # tbctl's exit statuses (docs/cli.md): 0 done, 3 refused, 5 busy, 6 lease held; anything else
 # (1: a wait ran out, 2: usage) is recorded as failed.
