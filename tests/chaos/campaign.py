@@ -27,6 +27,7 @@ from .schedule import Step, schedule
 BANK_ACCOUNTS = 300
 BANK_WRITERS = 4
 READY_AFTER_FAULTS_S = 300
+LATE_MAX_S = 30
 MINUTES_MAX = 24 * 60
 BANK_COUNTS = ("lost", "phantoms", "broken_chains", "balance_errors")
 # What the campaign's rollouts change (operations.py), put back at its end.
@@ -40,11 +41,15 @@ def build_bank() -> Path:
 
 
 def play(steps: list[Step], started: float, act, events: EventLog, name: str) -> None:
-    """Runs each step at its time; a step still running when the next is due delays it (one
-    fault, one operation at a time), and the delay is recorded."""
+    """Runs each step at its time, one at a time. A step still running when the next is due
+    delays it; one due more than `LATE_MAX_S` ago is skipped (recorded), so a long operation
+    (a rollout waiting on a replica a fault took) does not stretch the campaign."""
     for step in steps:
         due = started + step.at_s
         late_s = time.monotonic() - due
+        if late_s > LATE_MAX_S:
+            events.write(f"{name}_skipped", kind=step.kind, late_s=round(late_s, 1))
+            continue
         if late_s > 0:
             events.write(f"{name}_late", kind=step.kind, late_s=round(late_s, 1))
         else:

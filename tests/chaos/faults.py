@@ -18,6 +18,8 @@ AGENT_UNIT = "tb-agent.service"
 # own table) is untouched and a heal deletes exactly what the fault added.
 CHAOS_TABLE = "tb_chaos"
 RECOVER_ATTEMPTS = 5
+# A recover refused while another operation holds the lease is tried again until then.
+RECOVER_DEADLINE_S = 600
 RECOVER_RETRY_S = 20
 
 
@@ -110,7 +112,10 @@ class Faults:
         data_file = f"/var/lib/tigerbeetle/0_{index}.tigerbeetle"
         self.lab.exec(host, f"systemctl kill --signal=SIGKILL --kill-whom=main {REPLICA_UNIT}; "
                             f"rm -f {data_file}", check=False)
+        deadline = time.monotonic() + RECOVER_DEADLINE_S
         for attempt in range(RECOVER_ATTEMPTS):
+            if time.monotonic() > deadline:
+                break
             run = self.controller.playbook(
                 "recover.yml", "-e", json.dumps({"tigerbeetle_recover_hosts": [host]}),
                 check=False, timeout_s=900)
