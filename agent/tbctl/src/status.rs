@@ -14,6 +14,8 @@ use tb_proto::inventory::{Inventory, ReplicaEntry};
 
 /// Timeout of each readiness request while waiting: an agent that takes longer is not ready.
 const WAIT_REQUEST_TIMEOUT_MS: u64 = 5_000;
+/// Shortest request timeout of a poll, however close the deadline.
+const WAIT_REQUEST_TIMEOUT_FLOOR_MS: u64 = 1_000;
 /// How often wait-ready asks. Readiness checks run every second or so on the agents.
 const WAIT_POLL_INTERVAL_MS: u64 = 1_000;
 
@@ -223,7 +225,12 @@ pub async fn wait_for(
         let remaining_ms = deadline
             .saturating_duration_since(Instant::now())
             .as_millis();
-        let request_timeout_ms = WAIT_REQUEST_TIMEOUT_MS.min(remaining_ms as u64).max(1);
+        // The last poll before the deadline still gets a real request timeout: one of 1 ms
+        // made every agent "no answer within 1 ms" in the final report, hiding the verdicts
+        // (found by the fault campaign). The wait may end up to the floor after the deadline.
+        let request_timeout_ms = WAIT_REQUEST_TIMEOUT_MS
+            .min(remaining_ms as u64)
+            .max(WAIT_REQUEST_TIMEOUT_FLOOR_MS);
         let answers = observe_all(client, entries, goal, request_timeout_ms).await;
 
         let mut problems = Vec::new();

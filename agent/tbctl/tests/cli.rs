@@ -227,3 +227,59 @@ fn inventory_render_prints_what_a_host_needs() {
         text(&output)
     );
 }
+
+/// A stand-in agent on loopback answering every request with 503 and a not-ready report whose
+/// `replica_status` check fails, after 50 ms, for `connections` connections at most; its port.
+fn not_ready_agent(connections: usize) -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(connections) {
+            let Ok(mut stream) = stream else { continue };
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request);
+            // As slow as a TLS handshake with a real agent: more than a 1 ms request timeout.
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            let body = r#"{"ready":false,"checks":[{"name":"replica_status","ok":false,"detail":"stand-in: view change"}]}"#;
+            let _ = write!(
+                stream,
+                "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+                 content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    port
+}
+
+#[test]
+fn wait_ready_reports_the_last_verdicts_at_its_deadline() {
+    // Found by the fault campaign: the poll that ran into the deadline had a 1 ms request
+    // timeout, so the final report said "no answer within 1 ms" for every replica, ready or not.
+    let dir = scratch("wait-ready");
+    let port = not_ready_agent(1000);
+    // inventories/example.json without TLS (plain HTTP on loopback, as `tbctl local` writes),
+    // replica 0's agent the stand-in.
+    let example = std::fs::read_to_string(unreachable_inventory(&dir)).unwrap();
+    let mut document: serde_json::Value = serde_json::from_str(&example).unwrap();
+    let vars = document["all"]["vars"].as_object_mut().unwrap();
+    vars.retain(|key, _| !key.starts_with("tb_agent_tls"));
+    let hosts = document["all"]["hosts"].as_object_mut().unwrap();
+    for (index, host) in hosts.values_mut().enumerate() {
+        let port = if index == 0 { port } else { 1 };
+        host["tb_agent_url"] = format!("http://127.0.0.{}:{port}", index + 1).into();
+    }
+    let inventory = dir.join("one-agent.json");
+    std::fs::write(&inventory, document.to_string()).unwrap();
+    let output = tbctl(
+        &["wait-ready", "--replica", "0", "--timeout-ms", "1500"],
+        Some(&inventory),
+    );
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    let report = text(&output);
+    let last = report.rsplit("within 1500 ms").next().unwrap();
+    assert!(last.contains("stand-in: view change"), "{report}");
+    assert!(!last.contains("no answer within"), "{report}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
