@@ -1,0 +1,60 @@
+"""The campaign's own logic without a lab (seconds): the schedule is reproducible and bounded,
+and each invariant that judges events (one_down, audit) fails on the case it exists for. The
+bank checker's failing case runs in every campaign (checker_can_fail)."""
+
+from chaos import invariants
+from chaos.schedule import COOLDOWN_S, DURATION_S, schedule
+
+HOSTS = ["tb-0", "tb-1", "tb-2"]
+
+
+def readiness(at_ms: int, **ready) -> dict:
+    return {"event": "readiness", "unix_ms": at_ms,
+            "ready": {host: ready.get(host.replace("-", "_"), True) for host in HOSTS}}
+
+
+def audit(at_ms: int, action: str, phase: str = "begin", job: str = "job-1") -> dict:
+    return {"time_unix_ms": at_ms, "action": action, "phase": phase, "job_id": job}
+
+
+def test_the_seed_reproduces_the_schedule_and_faults_never_overlap():
+    first, second = schedule(7, 3, 1800), schedule(7, 3, 1800)
+    assert first == second
+    assert schedule(8, 3, 1800) != first
+    faults, operations = first
+    assert faults and operations
+    for before, after in zip(faults, faults[1:]):
+        assert before.at_s + before.duration_s < after.at_s
+    for step in faults:
+        low, high = DURATION_S[step.kind]
+        assert low <= step.duration_s <= high
+        assert step.at_s + step.duration_s <= 1800 - COOLDOWN_S
+        assert 0 <= step.host < 3
+
+
+def test_one_down_flags_a_stop_while_another_replica_was_known_down():
+    events = [readiness(0), readiness(1_000, tb_1=False), readiness(20_000, tb_1=False),
+              readiness(30_000)]
+    # tb-0's agent restarts its replica 10 s after tb-1 went down: a violation.
+    violations = invariants.one_down(events, {"tb-0": [audit(11_000, "restart")],
+                                              "tb-1": [], "tb-2": []})
+    assert len(violations) == 1 and "tb-1 had been unavailable since 1000" in violations[0]
+    # Within KNOW_S of the other going down, or after it came back: not a violation.
+    early = 1_000 + invariants.KNOW_S * 1000 - 1
+    assert invariants.one_down(events, {"tb-0": [audit(early, "restart"),
+                                                 audit(31_000, "backup")],
+                                        "tb-1": [], "tb-2": []}) == []
+    # A refusal (no begin line) or a read-only action: nothing taken down.
+    assert invariants.one_down(events, {"tb-0": [audit(11_000, "restart", phase="end"),
+                                                 audit(11_000, "backup_verify")],
+                                        "tb-1": [], "tb-2": []}) == []
+
+
+def test_audit_flags_an_operation_without_its_end_unless_its_agent_was_killed():
+    lines = {"tb-0": [audit(1_000, "backup", job="b1")], "tb-1": [], "tb-2": []}
+    violations, excused = invariants.audit_pairs([], lines)
+    assert len(violations) == 1 and "b1" in violations[0] and excused == 0
+    killed = [{"event": "fault_begin", "kind": "kill_agent", "host": "tb-0", "unix_ms": 2_000}]
+    assert invariants.audit_pairs(killed, lines) == ([], 1)
+    lines["tb-0"].append(audit(3_000, "backup", phase="end", job="b1"))
+    assert invariants.audit_pairs([], lines) == ([], 0)
