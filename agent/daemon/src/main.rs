@@ -397,16 +397,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         Arc::clone(&state),
         state.replica.binary().to_path_buf(),
     ));
-    // The commit gauges of each replica process: the evidence of its readiness gate.
-    background.spawn({
-        let replica = Arc::clone(&state.replica);
-        async move {
-            loop {
-                replica.sample_commits();
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }
-    });
+    background.spawn(Arc::clone(&state.replica).follow_commits());
     // Before the replica starts: clean up after a backup the previous run did not finish.
     tb_agent::backup::recover_after_crash(&state).await;
     background.spawn(tb_agent::ops::backup_schedule::run(

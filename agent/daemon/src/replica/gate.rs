@@ -205,6 +205,15 @@ impl super::Replica {
         self.changed();
     }
 
+    /// Samples the commit gauges every second, for as long as the agent runs: the evidence of
+    /// every process's gate.
+    pub async fn follow_commits(self: std::sync::Arc<Self>) {
+        loop {
+            self.sample_commits();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
     /// Readiness passed for the current process: the first time, the gate's evidence is recorded.
     pub fn note_ready(&self, source: Source) {
         let commits = self.commit_gauges().map(|(_, commits)| commits);

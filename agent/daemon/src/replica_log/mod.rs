@@ -16,8 +16,8 @@
 //!   view change. So: normal counts only in a view at least the cluster's view as known to the
 //!   agent, and only after `SETTLE` (600 ms) without a later transition.
 //! - State sync is decided when a start_view message is processed, and its superblock phase ends
-//!   with `sync: ops=A..B/C..D`, logged right *after* the transition to normal that the same
-//!   callback makes. `SETTLE_AFTER_START_VIEW` (200 ms) covers that line; tables are then synced in the background until
+//!   with `sync: ops=A..B/C..D`, logged *after* the transition to normal, once the superblock is
+//!   written. `SETTLE_AFTER_START_VIEW` (200 ms) covers that line; tables are then synced in the background until
 //!   `sync_enqueue_tables: all tables synced`. `sync: done` comes only at the next checkpoint
 //!   (late on an idle cluster), so it is not waited for.
 //! - A backup far behind in the same view asks for sync only after `repair_sync_timeout` (5 s);
@@ -35,9 +35,13 @@ pub use parse::{Event, From, LINE_BYTES_MAX, Role, VERIFIED_RELEASES, parse};
 /// change. Such a transition comes before the replica has heard from anyone.
 pub const SETTLE: Duration = Duration::from_millis(600);
 /// How long a transition after a start_view message (from a view change or recovering_head)
-/// must stand: it was made on the primary's word for the cluster's current view, so only the
-/// state sync line its callback logs right after it (~10 ms in the captured logs) must have had
-/// time to arrive.
+/// must stand: it was made on the primary's word for the cluster's current view. When that
+/// start_view also decided a state sync, the transition comes after the commit is cancelled and
+/// `sync: ops=...` only after the superblock update (a write, ~10 ms in the captured logs), so
+/// this covers that write on an unloaded disk only. A sync is decided when the cluster is two
+/// checkpoints ahead (or repair is stuck, after seconds): the gate does not let the log pass a
+/// replica estimated more than one checkpoint behind (replica/gate.rs), and StatsD's sync stage
+/// overrides within 10 s.
 pub const SETTLE_AFTER_START_VIEW: Duration = Duration::from_millis(200);
 
 impl From {
