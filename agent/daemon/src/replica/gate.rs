@@ -20,6 +20,7 @@
 //! the time since that report): beyond one checkpoint interval, the gate waits for StatsD instead,
 //! whose verdict includes the replica's own lag (commit_max − commit_min).
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// TigerBeetle's checkpoint interval in ops (`constants.vsr_checkpoint_ops` of the production
@@ -269,6 +270,9 @@ impl super::Replica {
         let mut previous = self.previous_trend.lock().expect("not poisoned");
         if trend.last.is_some() {
             *previous = trend;
+        }
+        if pid.is_some() && self.data_replaced.swap(false, Ordering::Relaxed) {
+            *previous = Trend::default();
         }
         let start_commit_min = previous.last.map(|(_, commits)| commits.op_checkpoint);
         drop(previous);

@@ -94,6 +94,8 @@ pub struct Replica {
     /// The commit gauges of the current process, and of the one before it (the lag estimate).
     trend: Mutex<gate::Trend>,
     previous_trend: Mutex<gate::Trend>,
+    /// The data file was replaced: the next process starts with no previous trend.
+    data_replaced: AtomicBool,
 }
 
 impl Replica {
@@ -116,6 +118,7 @@ impl Replica {
             gate: Mutex::new(None),
             trend: Mutex::new(gate::Trend::default()),
             previous_trend: Mutex::new(gate::Trend::default()),
+            data_replaced: AtomicBool::new(false),
         })
     }
 
@@ -254,8 +257,9 @@ impl Replica {
     /// the next one, whose log then stands alone only on its own evidence.
     pub fn data_file_replaced(&self, view_too: bool) {
         *self.caught_up_at.lock().expect("not poisoned") = None;
-        *self.previous_trend.lock().expect("not poisoned") = gate::Trend::default();
-        *self.trend.lock().expect("not poisoned") = gate::Trend::default();
+        // The next process's lag estimate and start bound may not come from the old file's
+        // reports, even if the replica still runs now and reports again before it stops.
+        self.data_replaced.store(true, Ordering::Relaxed);
         if view_too {
             self.view_floor.store(0, Ordering::Relaxed);
         }
