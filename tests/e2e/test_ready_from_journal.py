@@ -18,7 +18,14 @@ import statistics
 import threading
 import time
 
+import pytest
+
 import labctl
+
+# Off with the feature it tests (agent/daemon/src/replica/mod.rs JOURNAL_EVIDENCE): run on the lab
+# on 2026-12-06 with it on, the agent's journalctl child read no entry (its comment says what was
+# seen); readiness then came from StatsD (12.1 s). The forged-line test passed, trivially.
+pytestmark = pytest.mark.skip(reason="journal evidence is off (JOURNAL_EVIDENCE): issue 16")
 
 # Issue 16's target for restart → ready (the agent's restart answers once ready again).
 RESTART_TO_READY_MEDIAN_MAX_S = 2.0

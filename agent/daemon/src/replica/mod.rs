@@ -37,11 +37,19 @@ pub const MEMLOCK_WARNING: &str = "Unable to lock pages";
 const RESTART_BACKOFF_MIN: Duration = Duration::from_secs(1);
 const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(30);
 const RESTART_BACKOFF_RESET_AFTER: Duration = Duration::from_secs(60);
-/// systemd mode: whether the replica's journal entries feed readiness. Each entry counts at the
-/// time journald received it (`__MONOTONIC_TIMESTAMP`), and an entry older than the newest one
-/// seen changes nothing, so a follower that restarts and reads the stored entries again cannot
-/// outvote a fresher StatsD gauge (replica/journal.rs, replica_log::Tracker::observe).
-const JOURNAL_EVIDENCE: bool = true;
+/// systemd mode: whether the replica's journal entries feed readiness. Sound as written: each
+/// entry counts at the time journald received it (`__MONOTONIC_TIMESTAMP`), and an entry older
+/// than the newest one seen changes nothing, so a follower that restarts and reads the stored
+/// entries again cannot outvote a fresher StatsD gauge (replica/journal.rs,
+/// replica_log::Tracker::observe). Still off: in the lab (tests/e2e/test_ready_from_journal.py,
+/// 2026-12-06) the agent starts the follower ("following the replica's journal entries") but its
+/// journalctl prints no entry and nothing on stderr, while the same journalctl command as the
+/// agent's user with systemd-journal, SystemCallFilter=@system-service and ProtectSystem=strict
+/// (a transient unit) reads the replica's entries, which carry _SYSTEMD_UNIT, _PID and
+/// _SYSTEMD_INVOCATION_ID. The difference is in the rest of the agent unit's sandbox (to find:
+/// run journalctl in the agent's namespaces, nsenter -t AGENT_PID -m + setpriv). Readiness in
+/// systemd mode comes from StatsD alone until then.
+const JOURNAL_EVIDENCE: bool = false;
 /// Longest line of the replica's own output (process mode) read at once.
 const OUTPUT_LINE_BYTES_MAX: u64 = 16 * 1024;
 /// Longest journal entry (JSON) read from `journalctl --output=json`.
