@@ -1,7 +1,8 @@
 """End-to-end: readiness from the replica's own log in systemd mode (issue 16, item 1).
 
 The agent, as its real unit and unprivileged user, follows the journal entries of the replica
-unit's current invocation (journalctl --follow _SYSTEMD_INVOCATION_ID=...): a restarted replica
+unit's current main process (journalctl --follow _SYSTEMD_UNIT=... _PID=..., fields journald sets
+itself; an entry's own time, __MONOTONIC_TIMESTAMP, is when it counts): a restarted replica
 is ready as soon as its log shows it rejoined, not ~10 s later at its first StatsD report; the
 readiness report says which evidence it used. A line another local process writes into the
 journal, in the replica's words, changes nothing: only entries whose journald-set fields name the
@@ -9,10 +10,6 @@ unit's invocation and main pid count. Shares the bootstrapped cluster and leaves
 
     python3 -m pytest tests/e2e/test_ready_from_journal.py
 
-Status (branch ready, 2026-12-06): test_restart_is_ready_from_the_journal FAILS: the agent's
-journalctl child reads no entry at all in the lab (no line, no stderr; journalctl's --quiet hides
-"No journal files were opened due to insufficient permissions"), so systemd mode falls back to
-StatsD (~11 s). Not in tests/e2e/run until fixed.
 """
 
 from __future__ import annotations
@@ -25,9 +22,10 @@ import pytest
 
 import labctl
 
-# Off with the feature it tests (agent/daemon/src/replica/mod.rs JOURNAL_EVIDENCE, health.rs
-# LOG_MAY_PASS): it fails until the journal follower works and the lag gate exists (issue 16).
-pytestmark = pytest.mark.skip(reason="journal evidence is off (JOURNAL_EVIDENCE, LOG_MAY_PASS): issue 16")
+# Off with the feature it tests (agent/daemon/src/replica/mod.rs JOURNAL_EVIDENCE): run on the lab
+# on 2026-12-06 with it on, the agent's journalctl child read no entry (its comment says what was
+# seen); readiness then came from StatsD (12.1 s). The forged-line test passed, trivially.
+pytestmark = pytest.mark.skip(reason="journal evidence is off (JOURNAL_EVIDENCE): issue 16")
 
 # Issue 16's target for restart → ready (the agent's restart answers once ready again).
 RESTART_TO_READY_MEDIAN_MAX_S = 2.0

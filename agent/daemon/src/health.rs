@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use crate::api::{Check, ReadyReport};
 use crate::replica::ProcessState;
+use crate::replica::gate::{CHECKPOINT_OPS, Source};
 use crate::replica_log;
 use tb_proto::tigerbeetle::status_name;
 
@@ -77,9 +78,10 @@ struct GaugeVerdict {
 }
 
 pub fn ready_report(state: &AgentState) -> ReadyReport {
+    let (status, source) = replica_status(state);
     let mut checks = vec![
         replica_process(state),
-        replica_status(state),
+        status,
         replica_sync(state),
         client_probe(state),
         disk_space(state),
@@ -95,10 +97,11 @@ pub fn ready_report(state: &AgentState) -> ReadyReport {
                 .map(CheckName::as_str)
                 .take(checks.len()))
     );
-    ReadyReport {
-        ready: checks.iter().all(|check| check.ok),
-        checks,
+    let ready = checks.iter().all(|check| check.ok);
+    if ready {
+        state.replica.note_ready(source);
     }
+    ReadyReport { ready, checks }
 }
 
 fn check(name: CheckName, ok: bool, detail: String) -> Check {
@@ -170,12 +173,10 @@ fn fresh_gauge(state: &AgentState, name: &str) -> Result<(i64, Instant), GaugePr
     }
 }
 
-/// Whether the log's verdict may pass a check by itself. Off: a gate passed on the log
-/// (a restarted replica normal for 600 ms) let the next stop meet a cluster that could not
-/// answer a lease read within 5 s (tests/tests/lease.rs, round 4, in CI), which never happened on
-/// StatsD's verdict. Until the lag gate of issue 16 proves a replica caught up, the log only makes
-/// checks fail sooner (a view change or a state sync seen before StatsD reports it), never pass.
-const LOG_MAY_PASS: bool = false;
+/// Whether the log's verdict may pass a check by itself (the fast gate). It may since the lag
+/// gate exists: the log's "rejoined" needs the state machine open (replica_log), and the log may
+/// not pass a process whose estimated lag exceeds one checkpoint interval (replica/gate.rs).
+const LOG_MAY_PASS: bool = true;
 
 /// One definition of each replica check from its two sources. The newer evidence wins: the log
 /// says within a second what StatsD says every 10 s. The log never stands alone for longer than
@@ -187,37 +188,44 @@ fn combine(
     name: CheckName,
     verdict_of: fn(&replica_log::Tracker, Instant) -> Option<replica_log::Verdict>,
     statsd: Result<GaugeVerdict, GaugeProblem>,
-) -> Check {
+) -> (Check, Source) {
     let now = Instant::now();
     // One copy of the tracker per check: its verdict, why it has none, and its age agree.
     let tracker = state.replica.log_tracker();
+    let may_pass = if LOG_MAY_PASS {
+        state.replica.log_may_pass()
+    } else {
+        Err("the log may not pass a check by itself (LOG_MAY_PASS)".into())
+    };
     let log = tracker
         .as_ref()
         .and_then(|tracker| verdict_of(tracker, now))
-        .filter(|verdict| LOG_MAY_PASS || !verdict.ok);
+        .filter(|verdict| may_pass.is_ok() || !verdict.ok);
     let process_young = tracker
         .as_ref()
         .is_some_and(|tracker| tracker.started().elapsed() <= stale_after(state));
+    let from_log = |log: replica_log::Verdict| (check(name, log.ok, log.detail), Source::Log);
+    let from_statsd = |ok, detail| (check(name, ok, detail), Source::Statsd);
     match (log, statsd) {
-        (Some(log), Ok(gauge)) if log.at > gauge.received => check(name, log.ok, log.detail),
-        (_, Ok(gauge)) => check(name, gauge.ok, format!("{} (StatsD gauge)", gauge.detail)),
-        (Some(log), Err(_)) if process_young => check(name, log.ok, log.detail),
+        (Some(log), Ok(gauge)) if log.at > gauge.received => from_log(log),
+        (_, Ok(gauge)) => from_statsd(gauge.ok, format!("{} (StatsD gauge)", gauge.detail)),
+        (Some(log), Err(_)) if process_young => from_log(log),
         (_, Err(statsd)) if process_young => {
-            let why_no_log = tracker.map_or_else(
-                || "no replica process".to_string(),
-                |tracker| tracker.why_no_verdict(now),
-            );
-            check(
-                name,
+            let why_no_log = match (tracker, may_pass) {
+                (None, _) => "no replica process".to_string(),
+                (Some(_), Err(why)) => why,
+                (Some(tracker), Ok(())) => tracker.why_no_verdict(now),
+            };
+            from_statsd(
                 false,
                 format!("{statsd}; no verdict from the log either: {why_no_log}"),
             )
         }
-        (_, Err(statsd)) => check(name, false, statsd.to_string()),
+        (_, Err(statsd)) => from_statsd(false, statsd.to_string()),
     }
 }
 
-fn replica_status(state: &AgentState) -> Check {
+fn replica_status(state: &AgentState) -> (Check, Source) {
     let statsd = fresh_gauge(state, "tb_replica_status").map(|(value, received)| match value {
         0 => GaugeVerdict {
             ok: true,
@@ -239,14 +247,40 @@ fn replica_status(state: &AgentState) -> Check {
 }
 
 fn replica_sync(state: &AgentState) -> Check {
+    // The replica's own lag (ops it knows committed that it has not), from the same reports:
+    // beyond one checkpoint interval it is not caught up, whatever its sync stage says.
+    let lag = match (
+        fresh_gauge(state, "tb_replica_commit_min"),
+        fresh_gauge(state, "tb_replica_commit_max"),
+    ) {
+        (Ok((commit_min, _)), Ok((commit_max, _))) => Some(commit_max.saturating_sub(commit_min)),
+        _ => None,
+    };
     let statsd =
-        fresh_gauge(state, "tb_replica_sync_stage").map(|(stage, received)| GaugeVerdict {
-            ok: stage == 0,
-            detail: match stage {
-                0 => "not syncing".to_string(),
-                stage => format!("state sync in progress (stage {stage})"),
+        fresh_gauge(state, "tb_replica_sync_stage").map(|(stage, received)| match (stage, lag) {
+            (0, Some(lag)) if lag > CHECKPOINT_OPS as i64 => GaugeVerdict {
+                ok: false,
+                detail: format!(
+                    "not syncing, but {lag} ops behind the commits it knows of (more than one \
+                     checkpoint interval, {CHECKPOINT_OPS})"
+                ),
+                received,
             },
-            received,
+            (0, Some(lag)) => GaugeVerdict {
+                ok: true,
+                detail: format!("not syncing, commit lag {lag} ops"),
+                received,
+            },
+            (0, None) => GaugeVerdict {
+                ok: true,
+                detail: "not syncing".to_string(),
+                received,
+            },
+            (stage, _) => GaugeVerdict {
+                ok: false,
+                detail: format!("state sync in progress (stage {stage})"),
+                received,
+            },
         });
     combine(
         state,
@@ -254,6 +288,7 @@ fn replica_sync(state: &AgentState) -> Check {
         replica_log::Tracker::sync_verdict,
         statsd,
     )
+    .0
 }
 
 fn client_probe(state: &AgentState) -> Check {

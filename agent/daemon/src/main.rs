@@ -397,6 +397,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         Arc::clone(&state),
         state.replica.binary().to_path_buf(),
     ));
+    background.spawn(Arc::clone(&state.replica).follow_commits());
     // Before the replica starts: clean up after a backup the previous run did not finish.
     tb_agent::backup::recover_after_crash(&state).await;
     background.spawn(tb_agent::ops::backup_schedule::run(

@@ -301,6 +301,7 @@ fn replica_metrics(builder: &mut Builder, state: &AgentState) {
             );
         }
     }
+    gate_metrics(builder, state);
     if let Ok(metadata) = std::fs::metadata(&state.config.replica.data_file) {
         builder.gauge(
             "tb_agent_data_file_size_bytes",
@@ -311,6 +312,40 @@ fn replica_metrics(builder: &mut Builder, state: &AgentState) {
 }
 
 /// The client probe and the agent's own counters.
+/// The current replica process's readiness gate (replica/gate.rs): when and on which evidence
+/// it passed, and its commit lag then once the process's first StatsD report bounds it.
+fn gate_metrics(builder: &mut Builder, state: &AgentState) {
+    let Some(gate) = state.replica.gate() else {
+        return;
+    };
+    builder.gauge(
+        "tb_agent_replica_gate_start_time_seconds",
+        "Start of the replica process the gate series describe, Unix seconds (as the agent saw it).",
+        gate.started_unix_ms as f64 / 1000.0,
+    );
+    let Some((after, source)) = gate.ready else {
+        return;
+    };
+    builder.gauge(
+        "tb_agent_replica_gate_ready_seconds",
+        "Seconds from the replica process's start to its first passed readiness (its gate).",
+        after.as_secs_f64(),
+    );
+    builder.gauge_family(
+        "tb_agent_replica_gate_source",
+        "1 for the evidence that passed replica_status at the gate: the replica's log or StatsD.",
+        vec![(vec![label("source", source.as_str())], 1.0)],
+    );
+    if let Some(lag) = gate.lag_at_gate_ops_max() {
+        builder.gauge(
+            "tb_agent_replica_gate_commit_lag_ops",
+            "Commit lag of the replica behind the cluster at its gate, at most (a gate on the log: \
+             reconstructed from the first StatsD report, docs/architecture.md).",
+            lag as f64,
+        );
+    }
+}
+
 fn probe_and_counter_metrics(builder: &mut Builder, state: &AgentState) {
     let health = &state.config.health;
     let verdict = state.prober.verdict(

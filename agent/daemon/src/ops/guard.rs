@@ -50,6 +50,9 @@ pub async fn quorum_guard(state: &AgentState, force: Override) -> Result<String,
     }
 }
 
+/// How often wait_ready evaluates readiness (a report reads a few /proc files: cheap).
+const READY_POLL_INTERVAL: Duration = Duration::from_millis(50);
+
 /// Waits until every readiness check passes, or says which ones still fail at the deadline.
 pub async fn wait_ready(state: &AgentState, timeout: Duration) -> Result<(), AppError> {
     let deadline = Instant::now() + timeout;
@@ -65,6 +68,7 @@ pub async fn wait_ready(state: &AgentState, timeout: Duration) -> Result<(), App
                 report.failing_summary()
             )));
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        // Often: the log's verdict settles at a known instant, and a gate is a rollout's pace.
+        tokio::time::sleep(READY_POLL_INTERVAL).await;
     }
 }

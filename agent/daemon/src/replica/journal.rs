@@ -68,6 +68,9 @@ impl Replica {
         if let Some(stderr) = child.stderr.take() {
             tokio::spawn(log_journalctl_stderr(stderr));
         }
+        let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .map(|id| id.trim().replace('-', ""))
+            .unwrap_or_default();
         let mut reader = BufReader::new(stdout);
         let mut entry = Vec::new();
         let (mut entries, mut rejected) = (0u64, 0u32);
@@ -92,7 +95,11 @@ impl Replica {
             }
             entries += 1;
             match journal_message(&entry, &unit, &invocation, pid) {
-                Some(message) => self.observe_log_line(pid, &message),
+                Some(message) => {
+                    if let Some(at) = when_written(&message, &boot_id) {
+                        self.observe_log_line_at(pid, &message.text, at);
+                    }
+                }
                 None if rejected < 3 => {
                     rejected += 1;
                     tracing::warn!(
@@ -127,17 +134,57 @@ impl Replica {
     }
 }
 
-/// The MESSAGE of one `journalctl --output=json` entry if journald's own fields (set from the
-/// sender's credentials and cgroup: no other process can forge them) say it comes from process
-/// `pid` of `unit`, and of invocation `invocation` if the entry names one; None for anything
-/// else (a binary MESSAGE, a missing field, another process, unit or invocation).
-fn journal_message(entry: &[u8], unit: &str, invocation: &str, pid: u32) -> Option<String> {
+/// One journal entry of the replica process: its text, and when journald received it.
+#[derive(Debug, PartialEq, Eq)]
+struct Message {
+    text: String,
+    /// `__MONOTONIC_TIMESTAMP`: CLOCK_MONOTONIC in µs, of boot `boot_id`.
+    monotonic_us: u64,
+    boot_id: String,
+}
+
+/// The MESSAGE of one `journalctl --output=json` entry, with journald's own receipt time, if
+/// journald's own fields (set from the sender's credentials and cgroup: no other process can
+/// forge them) say it comes from process `pid` of `unit`, and of invocation `invocation` if the
+/// entry names one; None for anything else (a binary MESSAGE, a missing field, another process,
+/// unit or invocation).
+fn journal_message(entry: &[u8], unit: &str, invocation: &str, pid: u32) -> Option<Message> {
     let value: serde_json::Value = serde_json::from_slice(entry).ok()?;
     let field = |name: &str| value.get(name).and_then(serde_json::Value::as_str);
     let invocation_ok = field("_SYSTEMD_INVOCATION_ID").is_none_or(|id| id == invocation);
-    (invocation_ok && field("_SYSTEMD_UNIT")? == unit && field("_PID")?.parse::<u32>().ok()? == pid)
-        .then(|| field("MESSAGE").map(str::to_string))
-        .flatten()
+    let ours = invocation_ok
+        && field("_SYSTEMD_UNIT")? == unit
+        && field("_PID")?.parse::<u32>().ok()? == pid;
+    ours.then_some(())?;
+    Some(Message {
+        text: field("MESSAGE")?.to_string(),
+        monotonic_us: field("__MONOTONIC_TIMESTAMP")?.parse().ok()?,
+        boot_id: field("_BOOT_ID")?.to_string(),
+    })
+}
+
+/// The agent's instant at which journald received `message`: its own monotonic timestamp, not
+/// the time the follower reads it, so that entries a restarted follower reads again keep their
+/// age and never outvote a fresher StatsD gauge. None for an entry of another boot or from the
+/// future (its timestamp cannot be placed).
+fn when_written(message: &Message, boot_id: &str) -> Option<Instant> {
+    if message.boot_id != boot_id {
+        return None;
+    }
+    let now_us = monotonic_now_us()?;
+    let age_us = now_us.checked_sub(message.monotonic_us)?;
+    Instant::now().checked_sub(Duration::from_micros(age_us))
+}
+
+/// CLOCK_MONOTONIC in µs: the clock of journald's `__MONOTONIC_TIMESTAMP` and of `Instant`.
+fn monotonic_now_us() -> Option<u64> {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into the valid, exclusively borrowed `now`.
+    let result = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    (result == 0).then(|| now.tv_sec as u64 * 1_000_000 + now.tv_nsec as u64 / 1_000)
 }
 
 /// `journalctl --follow` of the replica's unit and main pid, one JSON entry a line.
@@ -176,20 +223,26 @@ async fn log_journalctl_stderr(stderr: tokio::process::ChildStderr) {
 mod tests {
     use super::*;
 
+    const BOOT: &str = "0123456789abcdef0123456789abcdef";
+
     #[test]
     fn journal_entries_count_only_from_the_replica_process_of_the_invocation() {
         let unit = "tigerbeetle.service";
         let invocation = "0123456789abcdef0123456789abcdef";
         let line = "2026-12-06 02:43:09.930Z info(replica): 0n: x";
         let entry = |unit: &str, id: Option<&str>, pid: &str, message: serde_json::Value| {
-            let mut value =
-                serde_json::json!({"_SYSTEMD_UNIT": unit, "_PID": pid, "MESSAGE": message});
+            let mut value = serde_json::json!({
+                "_SYSTEMD_UNIT": unit, "_PID": pid, "MESSAGE": message,
+                "__MONOTONIC_TIMESTAMP": "5000000", "_BOOT_ID": BOOT,
+            });
             if let Some(id) = id {
                 value["_SYSTEMD_INVOCATION_ID"] = id.into();
             }
             value.to_string()
         };
-        let read = |text: String| journal_message(text.as_bytes(), unit, invocation, 42);
+        let read = |text: String| {
+            journal_message(text.as_bytes(), unit, invocation, 42).map(|message| message.text)
+        };
         assert_eq!(
             read(entry(unit, Some(invocation), "42", line.into())),
             Some(line.into())
@@ -209,5 +262,30 @@ mod tests {
             None
         );
         assert_eq!(read("{not json".into()), None);
+        // No receipt time: not placed.
+        let untimed = serde_json::json!({"_SYSTEMD_UNIT": unit, "_PID": "42", "MESSAGE": line});
+        assert_eq!(read(untimed.to_string()), None);
+    }
+
+    /// An entry keeps the age journald gave it: read again later, it is as old as it was.
+    #[test]
+    fn an_entry_is_placed_at_its_own_receipt_time() {
+        let now_us = monotonic_now_us().unwrap();
+        let message = |monotonic_us: u64, boot_id: &str| Message {
+            text: String::new(),
+            monotonic_us,
+            boot_id: boot_id.into(),
+        };
+        let written = when_written(&message(now_us - 3_000_000, BOOT), BOOT).unwrap();
+        let age = written.elapsed();
+        assert!(
+            age >= Duration::from_millis(2_900) && age < Duration::from_secs(10),
+            "{age:?}"
+        );
+        assert_eq!(when_written(&message(now_us - 1_000, "other"), BOOT), None);
+        assert_eq!(
+            when_written(&message(now_us + 60_000_000, BOOT), BOOT),
+            None
+        );
     }
 }

@@ -16,6 +16,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 use tokio::sync::watch;
 
+pub mod gate;
 mod journal;
 mod proc;
 
@@ -36,11 +37,18 @@ pub const MEMLOCK_WARNING: &str = "Unable to lock pages";
 const RESTART_BACKOFF_MIN: Duration = Duration::from_secs(1);
 const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(30);
 const RESTART_BACKOFF_RESET_AFTER: Duration = Duration::from_secs(60);
-/// systemd mode: whether the replica's journal entries feed readiness. Off until the follower is
-/// sound: in the lab it read no entry at all, and a follower that restarts replays the stored
-/// entries stamped with the time they are read, which could outvote a fresh StatsD gauge (a
-/// replayed "normal" after a dropped view-change line). Readiness in systemd mode comes from
-/// StatsD alone, as before.
+/// systemd mode: whether the replica's journal entries feed readiness. Sound as written: each
+/// entry counts at the time journald received it (`__MONOTONIC_TIMESTAMP`), and an entry older
+/// than the newest one seen changes nothing, so a follower that restarts and reads the stored
+/// entries again cannot outvote a fresher StatsD gauge (replica/journal.rs,
+/// replica_log::Tracker::observe). Still off: in the lab (tests/e2e/test_ready_from_journal.py,
+/// 2026-12-06) the agent starts the follower ("following the replica's journal entries") but its
+/// journalctl prints no entry and nothing on stderr, while the same journalctl command as the
+/// agent's user with systemd-journal, SystemCallFilter=@system-service and ProtectSystem=strict
+/// (a transient unit) reads the replica's entries, which carry _SYSTEMD_UNIT, _PID and
+/// _SYSTEMD_INVOCATION_ID. The difference is in the rest of the agent unit's sandbox (to find:
+/// run journalctl in the agent's namespaces, nsenter -t AGENT_PID -m + setpriv). Readiness in
+/// systemd mode comes from StatsD alone until then.
 const JOURNAL_EVIDENCE: bool = false;
 /// Longest line of the replica's own output (process mode) read at once.
 const OUTPUT_LINE_BYTES_MAX: u64 = 16 * 1024;
@@ -89,6 +97,13 @@ pub struct Replica {
     caught_up_at: Mutex<Option<Instant>>,
     /// systemd mode: the invocation whose journal entries are followed, and the follower task.
     journal: Mutex<Option<(u32, String, tokio::task::AbortHandle)>>,
+    /// The current process's readiness gate and its evidence (gate.rs).
+    gate: Mutex<Option<gate::Gate>>,
+    /// The commit gauges of the current process, and of the one before it (the lag estimate).
+    trend: Mutex<gate::Trend>,
+    previous_trend: Mutex<gate::Trend>,
+    /// The data file was replaced: the next process starts with no previous trend.
+    data_replaced: AtomicBool,
 }
 
 impl Replica {
@@ -108,6 +123,10 @@ impl Replica {
             retired_pid: AtomicU32::new(0),
             caught_up_at: Mutex::new(None),
             journal: Mutex::new(None),
+            gate: Mutex::new(None),
+            trend: Mutex::new(gate::Trend::default()),
+            previous_trend: Mutex::new(gate::Trend::default()),
+            data_replaced: AtomicBool::new(false),
         })
     }
 
@@ -188,7 +207,15 @@ impl Replica {
         if self.retired_pid.load(Ordering::Relaxed) == pid {
             return;
         }
-        self.with_log(pid, |tracker| tracker.observe(line, Instant::now()));
+        self.observe_log_line_at(pid, line, Instant::now());
+    }
+
+    /// Feeds one line the replica process `pid` wrote at `at` (the journal's own timestamp).
+    pub fn observe_log_line_at(&self, pid: u32, line: &str, at: Instant) {
+        if self.retired_pid.load(Ordering::Relaxed) == pid {
+            return;
+        }
+        self.with_log(pid, |tracker| tracker.observe(line, at));
     }
 
     /// The current process's log tracker, if its pid is the running one.
@@ -238,6 +265,9 @@ impl Replica {
     /// the next one, whose log then stands alone only on its own evidence.
     pub fn data_file_replaced(&self, view_too: bool) {
         *self.caught_up_at.lock().expect("not poisoned") = None;
+        // The next process's lag estimate and start bound may not come from the old file's
+        // reports, even if the replica still runs now and reports again before it stops.
+        self.data_replaced.store(true, Ordering::Relaxed);
         if view_too {
             self.view_floor.store(0, Ordering::Relaxed);
         }
@@ -250,6 +280,7 @@ impl Replica {
                 self.retired_pid.store(previous, Ordering::Relaxed);
             }
             self.remember_view(*current);
+            self.new_gate(pid);
             // A new process: nothing the previous one reported may count for readiness, and
             // only its own sockets may feed StatsD from now on.
             self.statsd.set_replica_process(pid);

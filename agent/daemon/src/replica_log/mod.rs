@@ -14,10 +14,10 @@
 //!   in its *own saved view*, before it has heard from anyone. If the cluster moved on, the first
 //!   heartbeat (the primary's commit message, every 500 ms; pings every 1 s) makes it jump to a
 //!   view change. So: normal counts only in a view at least the cluster's view as known to the
-//!   agent, and only after `SETTLE` without a later transition.
+//!   agent, and only after `SETTLE` (600 ms) without a later transition.
 //! - State sync is decided when a start_view message is processed, and its superblock phase ends
-//!   with `sync: ops=A..B/C..D`, logged right *after* the transition to normal that the same
-//!   callback makes. `SETTLE` covers that line; tables are then synced in the background until
+//!   with `sync: ops=A..B/C..D`, logged *after* the transition to normal, once the superblock is
+//!   written. `SETTLE_AFTER_START_VIEW` (200 ms) covers that line; tables are then synced in the background until
 //!   `sync_enqueue_tables: all tables synced`. `sync: done` comes only at the next checkpoint
 //!   (late on an idle cluster), so it is not waited for.
 //! - A backup far behind in the same view asks for sync only after `repair_sync_timeout` (5 s);
@@ -30,9 +30,29 @@ pub mod parse;
 
 pub use parse::{Event, From, LINE_BYTES_MAX, Role, VERIFIED_RELEASES, parse};
 
-/// How long a transition to normal must stand before it counts: longer than the primary's commit
-/// heartbeat (500 ms), which makes a backup in a stale view jump to a view change.
+/// How long a transition to normal from recovering must stand before it counts: longer than the
+/// primary's commit heartbeat (500 ms), which makes a backup in a stale view jump to a view
+/// change. Such a transition comes before the replica has heard from anyone.
 pub const SETTLE: Duration = Duration::from_millis(600);
+/// How long a transition after a start_view message (from a view change or recovering_head)
+/// must stand: it was made on the primary's word for the cluster's current view. When that
+/// start_view also decided a state sync, the transition comes after the commit is cancelled and
+/// `sync: ops=...` only after the superblock update (a write, ~10 ms in the captured logs), so
+/// this covers that write on an unloaded disk only. A sync is decided when the cluster is two
+/// checkpoints ahead (or repair is stuck, after seconds): the gate does not let the log pass a
+/// replica estimated more than one checkpoint behind (replica/gate.rs), and StatsD's sync stage
+/// overrides within 10 s.
+pub const SETTLE_AFTER_START_VIEW: Duration = Duration::from_millis(200);
+
+impl From {
+    /// How long a transition from this status must stand before it counts.
+    pub fn settle(self) -> Duration {
+        match self {
+            From::Recovering => SETTLE,
+            From::RecoveringHead | From::ViewChange => SETTLE_AFTER_START_VIEW,
+        }
+    }
+}
 
 /// What the log says about one check, and since when.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,6 +109,11 @@ pub struct Tracker {
     release: Option<(String, bool)>,
     status: Status,
     sync: Sync,
+    /// When the state machine opened (`state_machine_open_callback`): before it the replica
+    /// cannot commit, so it cannot have caught up, nor serve as primary after a view change.
+    opened: Option<Instant>,
+    /// When the newest state line seen was written.
+    newest: Option<Instant>,
 }
 
 impl Tracker {
@@ -101,6 +126,8 @@ impl Tracker {
             release: None,
             status: Status::Unknown,
             sync: Sync::Idle,
+            opened: None,
+            newest: None,
         }
     }
 
@@ -116,9 +143,15 @@ impl Tracker {
         self.started
     }
 
-    /// Feeds one line read at `now`.
+    /// Feeds one line written at `now`. A line older than the newest one seen is a line read
+    /// again (a journal follower that restarted replays the entries): it changes nothing, or a
+    /// replayed "normal" would stand, for a moment, over the view change that followed it.
     pub fn observe(&mut self, line: &str, now: Instant) {
         let Some(event) = parse(line) else { return };
+        if self.newest.is_some_and(|newest| now < newest) {
+            return;
+        }
+        self.newest = Some(now);
         match event {
             Event::Init { release, verified } => self.release = Some((release, verified)),
             Event::Normal { view, from, role } => {
@@ -137,6 +170,7 @@ impl Tracker {
                 }
             }
             Event::FarBehind => self.sync = Sync::FarBehind { at: now },
+            Event::StateMachineOpened => self.opened = Some(now),
         }
     }
 
@@ -191,14 +225,16 @@ impl Tracker {
                 if from == From::Recovering && !self.previous_caught_up {
                     return None;
                 }
+                // Not before the state machine is open: until then the replica commits nothing.
+                let opened = self.opened?;
                 // Settling: no verdict yet (StatsD may still have one).
-                (now.saturating_duration_since(at) >= SETTLE).then(|| Verdict {
+                (now.saturating_duration_since(at) >= from.settle()).then(|| Verdict {
                     ok: true,
                     detail: format!(
-                        "normal ({line}, {} ms ago)",
+                        "normal ({line}, {} ms ago; state machine open)",
                         now.duration_since(at).as_millis()
                     ),
-                    at,
+                    at: at.max(opened),
                 })
             }
         }
@@ -253,10 +289,15 @@ impl Tracker {
                  (StatsD) to rule a sync out"
                     .into()
             }
-            Status::Normal { at, .. } => format!(
+            Status::Normal { .. } if self.opened.is_none() => {
+                "the replica's state machine is not open yet (no `state_machine_open_callback` \
+                 line): it cannot commit until then"
+                    .into()
+            }
+            Status::Normal { at, from, .. } => format!(
                 "the log's transition to normal is {} ms old, not yet {} ms",
                 now.saturating_duration_since(at).as_millis(),
-                SETTLE.as_millis()
+                from.settle().as_millis()
             ),
             _ => "no transition to normal in this process's log yet".into(),
         }
@@ -343,7 +384,7 @@ mod tests {
             Some(Event::SyncDone)
         );
         assert_eq!(parse(TOO_FAR_AHEAD), Some(Event::FarBehind));
-        assert_eq!(parse(STATE_MACHINE_OPEN), None);
+        assert_eq!(parse(STATE_MACHINE_OPEN), Some(Event::StateMachineOpened));
     }
 
     #[test]
@@ -376,7 +417,25 @@ mod tests {
 
     #[test]
     fn a_restarted_backup_is_ready_once_its_transition_settles() {
-        let (tracker, base) = tracker(1, &[(INIT, 0), (NORMAL_RECOVERING_V1, 255)]);
+        let (closed, base) = tracker(1, &[(INIT, 0), (NORMAL_RECOVERING_V1, 255)]);
+        assert_eq!(
+            closed.status_verdict(at(base, 5000)),
+            None,
+            "state machine not open"
+        );
+        assert!(
+            closed
+                .why_no_verdict(at(base, 5000))
+                .contains("state machine")
+        );
+        let (tracker, base) = tracker(
+            1,
+            &[
+                (INIT, 0),
+                (NORMAL_RECOVERING_V1, 255),
+                (STATE_MACHINE_OPEN, 260),
+            ],
+        );
         assert_eq!(tracker.status_verdict(at(base, 300)), None, "settling");
         let verdict = tracker.status_verdict(at(base, 255 + 600)).unwrap();
         assert!(verdict.ok, "{verdict:?}");
@@ -411,12 +470,14 @@ mod tests {
             &[
                 (INIT, 0),
                 (NORMAL_RECOVERING_V0, 10),
+                (STATE_MACHINE_OPEN, 20),
                 (VIEW_CHANGE_0_1, 400),
                 (NORMAL_VIEW_CHANGE_1_PRIMARY, 410),
             ],
         );
-        assert_eq!(rejoined.status_verdict(at(base, 900)), None, "settling");
-        assert!(rejoined.status_verdict(at(base, 1010)).unwrap().ok);
+        // After a start_view: only the sync line's time to arrive.
+        assert_eq!(rejoined.status_verdict(at(base, 550)), None, "settling");
+        assert!(rejoined.status_verdict(at(base, 610)).unwrap().ok);
     }
 
     /// Trap (b): the sync line follows the transition; a warning of being far behind voids it.
@@ -424,14 +485,24 @@ mod tests {
     fn sync_after_the_transition_holds_readiness() {
         let (syncing, base) = tracker(
             1,
-            &[(INIT, 0), (NORMAL_VIEW_CHANGE_2, 100), (SYNC_OPS, 110)],
+            &[
+                (INIT, 0),
+                (NORMAL_VIEW_CHANGE_2, 100),
+                (SYNC_OPS, 110),
+                (STATE_MACHINE_OPEN, 300),
+            ],
         );
         let verdict = syncing.sync_verdict(at(base, 1000)).unwrap();
         assert!(!verdict.ok);
         assert!(verdict.detail.contains("39391"), "{}", verdict.detail);
         let (behind, base) = tracker(
             1,
-            &[(INIT, 0), (NORMAL_RECOVERING_V1, 100), (TOO_FAR_AHEAD, 300)],
+            &[
+                (INIT, 0),
+                (NORMAL_RECOVERING_V1, 100),
+                (STATE_MACHINE_OPEN, 110),
+                (TOO_FAR_AHEAD, 300),
+            ],
         );
         assert!(!behind.sync_verdict(at(base, 1000)).unwrap().ok);
     }
@@ -444,6 +515,7 @@ mod tests {
         let mut tracker = Tracker::new(42, 1, false, base);
         tracker.observe(INIT, base);
         tracker.observe(NORMAL_RECOVERING_V1, at(base, 100));
+        tracker.observe(STATE_MACHINE_OPEN, at(base, 110));
         assert_eq!(tracker.status_verdict(at(base, 5000)), None);
         assert!(tracker.why_no_verdict(at(base, 5000)).contains("caught up"));
         // A transition after a start_view message (the sync decision made) counts.
@@ -466,6 +538,25 @@ mod tests {
         );
         let verdict = synced.sync_verdict(at(base, 1200)).unwrap();
         assert!(verdict.ok, "{verdict:?}");
+    }
+
+    /// A journal follower that restarted reads the process's entries again, with their own
+    /// (older) times: they change nothing, not even for a moment.
+    #[test]
+    fn a_line_read_again_changes_nothing() {
+        let (mut replayed, base) = tracker(
+            0,
+            &[
+                (INIT, 0),
+                (NORMAL_RECOVERING_V0, 10),
+                (STATE_MACHINE_OPEN, 20),
+                (VIEW_CHANGE_0_1, 400),
+            ],
+        );
+        replayed.observe(NORMAL_RECOVERING_V0, at(base, 10));
+        let verdict = replayed.status_verdict(at(base, 5000)).unwrap();
+        assert!(!verdict.ok, "{verdict:?}");
+        assert!(verdict.detail.contains("view_change"), "{}", verdict.detail);
     }
 
     /// Traps (d) and (e): missing lines or an unknown release give no verdict, never "ready".

@@ -53,6 +53,9 @@ pub enum Event {
     },
     TablesSynced,
     SyncDone,
+    /// `state_machine_open_callback: sync_ops=A..B`: the forest is open; only from here on can
+    /// the replica commit (replay its WAL from the checkpoint, then follow the primary).
+    StateMachineOpened,
     /// A warning that the replica is too far behind to repair from the WAL: state sync may follow.
     FarBehind,
 }
@@ -150,6 +153,10 @@ fn parse_info(message: &str) -> Option<Event> {
             })
         }
         "sync" => parse_sync(rest),
+        "state_machine_open_callback" => {
+            range::<u64>(rest.strip_prefix("sync_ops=")?)?;
+            Some(Event::StateMachineOpened)
+        }
         "sync_enqueue_tables" => rest
             .starts_with("all tables synced (commit=")
             .then_some(Event::TablesSynced),
