@@ -3,7 +3,7 @@
 On the shared cluster (site.yml + bootstrap.yml), with a unit change (the cache grid, which
 changes the replica unit and the inventory the agent reads):
 
-1. A host whose staging fails (its staged unit's path cannot be replaced) stops the play
+1. A host whose staging fails (its staged unit's path is a directory) stops the play
    before any activation: no replica and no agent restarted, every active file unchanged, the
    other hosts' changes staged beside the active files, the lease released.
 2. A replica killed (SIGKILL) with its change staged restarts on its active files: its new
@@ -70,15 +70,15 @@ def test_staging_then_activation(cluster):
     assert GRID not in replica_command_line(controller, hosts[0])
     controller.set_inventory_vars(tigerbeetle_cache_grid=GRID)
 
-    # 1. One host's staging fails at its last step, the replica unit: its staged path is a read-only
-    # mount point, which nothing can be renamed over (the others write theirs at the same step).
+    # 1. One host's staging fails at its last step, the replica unit: its staged path is a
+    # directory holding a directory of the template's name, which no file can be written over
+    # (the other hosts write theirs at the same step).
     before = snapshot(controller)
-    blocker = f"mkdir -p /run/tb-e2e && touch /run/tb-e2e/blocker {UNIT}.staged"
-    controller.lab.exec(failing, f"{blocker} && mount --bind -o ro /run/tb-e2e/blocker {UNIT}.staged")
+    controller.lab.exec(failing, f"rm -f {UNIT}.staged && mkdir -p {UNIT}.staged/tigerbeetle.service.j2")
     try:
         failed = controller.playbook("rollout.yml", check=False)
     finally:
-        controller.lab.exec(failing, f"umount {UNIT}.staged")
+        controller.lab.exec(failing, f"rm -r {UNIT}.staged")
     assert failed.returncode != 0, failed.tail()
     fatal = [host for host in hosts if f"fatal: [{host}]" in failed.stdout]
     assert fatal == [failing], failed.tail()
