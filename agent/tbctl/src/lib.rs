@@ -142,6 +142,10 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Show every replica: readiness, replica status, sync, free disk, version, probe latency.
+    ///
+    /// The last column is the outcome of the replica's last scheduled backup (`[backup]
+    /// schedule`; `-` without one, `not yet` before its first tick); `--json` has the whole
+    /// `backup_schedule` object of each agent's status.
     Status(StatusArgs),
     /// Poll until every replica (or each --replica) is ready, or fail (exit 1) after
     /// --timeout-ms, naming each replica that is not and why.
