@@ -12,6 +12,11 @@ pub fn status_report(state: &AgentState) -> StatusReport {
             version: crate::AGENT_VERSION.to_string(),
             tigerbeetle_client_version: crate::TIGERBEETLE_CLIENT_VERSION.to_string(),
             uptime_seconds: state.started.elapsed().as_secs(),
+            lease: Some(api::LeasePool {
+                enabled: state.config.lease.enabled,
+                ledger: state.config.lease.ledger,
+                id_prefix: state.config.lease.id_prefix.clone(),
+            }),
         },
         host: (*state.host.latest()).clone(),
         replica: replica_status(state),

@@ -168,6 +168,19 @@ pub struct AgentStatus {
     /// The TigerBeetle release of the client embedded in the agent: never newer than the cluster.
     pub tigerbeetle_client_version: String,
     pub uptime_seconds: u64,
+    /// The maintenance lease pool this agent runs with (its configuration as loaded at start,
+    /// not the files on its disk). Absent from older agents.
+    #[serde(default)]
+    pub lease: Option<LeasePool>,
+}
+
+/// What decides which lease pool an agent uses (`[lease]`, docs/safety.md): agents of one
+/// cluster must agree on all three.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeasePool {
+    pub enabled: bool,
+    pub ledger: u32,
+    pub id_prefix: String,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
