@@ -37,14 +37,18 @@ fn schedule_status(cluster: &Cluster) -> Value {
     status["backup_schedule"].clone()
 }
 
-/// The value of the gauge `name` in the agent's /metrics, if exposed.
+/// The value of the gauge `name` (with its labels, if any) in the agent's /metrics, if exposed.
+/// A gauge without labels is written `name{} value`.
 fn gauge(cluster: &Cluster, name: &str) -> Option<f64> {
     let body = cluster
         .get(REPLICA, "/metrics", Some(&cluster.admin_token))
         .text()
         .unwrap();
     body.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .find_map(|line| {
+            let rest = line.strip_prefix(name)?;
+            rest.strip_prefix("{} ").or_else(|| rest.strip_prefix(' '))
+        })
         .map(|value| value.parse().unwrap())
 }
 

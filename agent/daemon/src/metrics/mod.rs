@@ -457,17 +457,50 @@ mod tests {
     use crate::statsd::origin::RejectReason;
     use std::time::Duration;
 
+    const CONFIG: &str = "[server]\nlisten = \"127.0.0.1:1\"\n\
+         [replica]\ncluster_id = \"0\"\nindex = 0\ncount = 1\naddresses = [\"3000\"]\n\
+         data_file = \"/nonexistent/0_0.tigerbeetle\"\nstatsd_port = 2\n\
+         [replica.run]\nmode = \"process\"\nbinary = \"/nonexistent/tigerbeetle\"\n\
+         [[tokens]]\nname = \"reader\"\nscopes = [\"read\"]\n\
+         sha256 = \"0000000000000000000000000000000000000000000000000000000000000000\"\n";
+
     fn state() -> std::sync::Arc<AgentState> {
-        let config = crate::config::Config::parse(
-            "[server]\nlisten = \"127.0.0.1:1\"\n\
-             [replica]\ncluster_id = \"0\"\nindex = 0\ncount = 1\naddresses = [\"3000\"]\n\
-             data_file = \"/nonexistent/0_0.tigerbeetle\"\nstatsd_port = 2\n\
-             [replica.run]\nmode = \"process\"\nbinary = \"/nonexistent/tigerbeetle\"\n\
-             [[tokens]]\nname = \"reader\"\nscopes = [\"read\"]\n\
-             sha256 = \"0000000000000000000000000000000000000000000000000000000000000000\"\n",
-        )
-        .unwrap();
+        let config = crate::config::Config::parse(CONFIG).unwrap();
         AgentState::new(config).unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_backup_schedule_is_exposed_once_configured() {
+        let state = state();
+        let text = render(&state);
+        assert!(
+            !text.contains("tb_agent_backup_schedule"),
+            "no schedule: {text}"
+        );
+        let config = crate::config::Config::parse(&format!(
+            "{}[backup]\ndir = \"/nonexistent-backups\"\nschedule = \"0 3 * * *\"\n",
+            CONFIG
+        ))
+        .unwrap();
+        let state = AgentState::new(config).unwrap();
+        let tick = std::time::UNIX_EPOCH + Duration::from_secs(1_772_334_000);
+        state.backup_schedule.planned(tick, tick);
+        state.backup_schedule.started(tick, "b", "backup-b", tick);
+        state
+            .backup_schedule
+            .job_finished("backup-b", None, tick + Duration::from_secs(20));
+        let tomorrow = tick + Duration::from_secs(86_400);
+        state.backup_schedule.planned(tomorrow, tomorrow);
+        let text = render(&state);
+        for line in [
+            "tb_agent_backup_schedule_next_tick_timestamp_seconds{} 1772420400.0",
+            "tb_agent_backup_schedule_last_success_timestamp_seconds{} 1772334020.0",
+            "tb_agent_backup_schedule_last_outcome{outcome=\"succeeded\"} 1.0",
+            "tb_agent_backup_schedule_last_outcome{outcome=\"gave_up\"} 0.0",
+            "tb_agent_backup_schedule_failed_ticks{} 0.0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line}: {text}");
+        }
     }
 
     #[test]
