@@ -1,7 +1,8 @@
 //! Scheduled backups (`[backup] schedule`) against a real 3-replica cluster: the agent takes a
 //! backup of its replica by itself, as the job `POST /v1/backups` starts, and a tick that comes
 //! while another holder has the cluster's maintenance lease (a rollout) is refused and audited,
-//! stopping nothing, and the next tick tries again.
+//! stopping nothing, and the next tick tries again. `GET /v1/status` and `/metrics` show the
+//! schedule's next tick and what became of the last one.
 
 mod common;
 
@@ -25,6 +26,46 @@ fn backups(cluster: &Cluster) -> Vec<Value> {
         .json()
         .unwrap();
     listed.as_array().unwrap().clone()
+}
+
+/// The agent's `backup_schedule` status object.
+fn schedule_status(cluster: &Cluster) -> Value {
+    let status: Value = cluster
+        .get(REPLICA, "/v1/status", Some(&cluster.admin_token))
+        .json()
+        .unwrap();
+    status["backup_schedule"].clone()
+}
+
+/// The value of the gauge `name` (with its labels, if any) in the agent's /metrics, if exposed.
+/// A gauge without labels is written `name{} value`.
+fn gauge(cluster: &Cluster, name: &str) -> Option<f64> {
+    let body = cluster
+        .get(REPLICA, "/metrics", Some(&cluster.admin_token))
+        .text()
+        .unwrap();
+    body.lines()
+        .find_map(|line| {
+            let rest = line.strip_prefix(name)?;
+            rest.strip_prefix("{} ").or_else(|| rest.strip_prefix(' '))
+        })
+        .map(|value| value.parse().unwrap())
+}
+
+/// `text` (RFC 3339, UTC, to the second) as Unix seconds.
+fn unix_s(text: &str) -> u64 {
+    let parsed = tb_proto::clock::parse_rfc3339(text).unwrap_or_else(|| panic!("{text:?}"));
+    parsed
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 /// The audit lines of the agent's scheduled runs (actor "schedule").
@@ -115,6 +156,41 @@ fn the_agent_takes_scheduled_backups_and_a_held_lease_refuses_them() {
     });
     let pid = cluster.replica_pid(REPLICA).expect("replica 2 runs");
 
+    // The status names the schedule and its next tick: a whole minute, at most a minute ahead.
+    let planned = wait_for(
+        "the status to show the next tick",
+        TICK_WAIT,
+        common::POLL_INTERVAL,
+        || {
+            let schedule = schedule_status(&cluster);
+            if schedule["next_tick"].is_string() {
+                Ok(schedule)
+            } else {
+                Err(schedule)
+            }
+        },
+    );
+    assert_eq!(planned["expression"], "* * * * *", "{planned}");
+    let next_tick_s = unix_s(planned["next_tick"].as_str().unwrap());
+    assert!(next_tick_s.is_multiple_of(60), "{planned}");
+    assert!(next_tick_s <= now_s() + 60, "{planned}");
+    let next_run_s = unix_s(planned["next_run_at"].as_str().unwrap());
+    assert!(next_run_s >= next_tick_s, "{planned}");
+    // Absent for an instant while a tick's run is launched: waited for.
+    let metric = wait_for(
+        "the next tick's gauge",
+        TICK_WAIT,
+        common::POLL_INTERVAL,
+        || {
+            gauge(
+                &cluster,
+                "tb_agent_backup_schedule_next_tick_timestamp_seconds",
+            )
+            .ok_or(())
+        },
+    );
+    assert!((metric as u64).is_multiple_of(60), "{metric}");
+
     // A tick under the held lease: refused and audited, nothing stopped, no backup.
     let refused = wait_for(
         "a scheduled run refused under the held lease",
@@ -142,6 +218,38 @@ fn the_agent_takes_scheduled_backups_and_a_held_lease_refuses_them() {
         "nothing was stopped"
     );
     assert!(backups(&cluster).is_empty());
+    // Every tick is refused while the lease is held, and a retry would come past the next tick
+    // of "every minute": each tick is given up, and the status says so with the reason.
+    let given_up = wait_for(
+        "the status to show the tick given up",
+        TICK_WAIT,
+        common::POLL_INTERVAL,
+        || {
+            let schedule = schedule_status(&cluster);
+            if schedule["last"]["outcome"] == "gave_up" {
+                Ok(schedule)
+            } else {
+                Err(schedule)
+            }
+        },
+    );
+    let last = &given_up["last"];
+    assert!(
+        last["error"].as_str().unwrap().contains(&lease_id),
+        "{given_up}"
+    );
+    assert!(
+        last["backup_id"].is_null() && last["retry_at"].is_null(),
+        "{given_up}"
+    );
+    assert!(given_up["last_success_at"].is_null(), "{given_up}");
+    assert_eq!(
+        gauge(
+            &cluster,
+            "tb_agent_backup_schedule_last_outcome{outcome=\"gave_up\"}"
+        ),
+        Some(1.0)
+    );
 
     // The lease released, a later tick takes the backup, with no request from anyone.
     let released = tbctl(&cluster, &["--lease-id", &lease_id, "lease", "release"]);
@@ -167,6 +275,41 @@ fn the_agent_takes_scheduled_backups_and_a_held_lease_refuses_them() {
         .into_iter()
         .any(|line| line["job_id"] == job["id"] && line["outcome"] == "succeeded");
     assert!(succeeded, "audited as the schedule's: {job}");
+
+    // The status records the success. A later tick may have started its own run by the time
+    // it is read: then that run is the last one, and the success stays in last_success_at.
+    let recorded = wait_for(
+        "the status to record the scheduled backup's success",
+        BACKUP_WAIT,
+        common::POLL_INTERVAL,
+        || {
+            let schedule = schedule_status(&cluster);
+            if schedule["last_success_at"].is_string() {
+                Ok(schedule)
+            } else {
+                Err(schedule)
+            }
+        },
+    );
+    let finished_s = job["finished_unix_ms"].as_u64().unwrap() / 1000;
+    let success_s = unix_s(recorded["last_success_at"].as_str().unwrap());
+    assert!(success_s >= finished_s, "{recorded} {job}");
+    let last = &recorded["last"];
+    if last["job_id"] == job["id"] {
+        assert_eq!(last["outcome"], "succeeded", "{recorded}");
+        assert_eq!(last["backup_id"], backup_id, "{recorded}");
+        assert_eq!(success_s, finished_s, "{recorded} {job}");
+    } else {
+        // The backup's tick is the minute its job started in (launched within seconds).
+        let started_s = job["started_unix_ms"].as_u64().unwrap() / 1000;
+        let tick_s = unix_s(last["tick"].as_str().unwrap());
+        assert!(tick_s > started_s / 60 * 60, "{recorded} {job}");
+    }
+    let metric = gauge(
+        &cluster,
+        "tb_agent_backup_schedule_last_success_timestamp_seconds",
+    );
+    assert!(metric.is_some_and(|s| s as u64 >= finished_s), "{metric:?}");
     cluster.wait_until("replica 2 ready again", Duration::from_secs(120), || {
         cluster.ready_code(REPLICA) == 200
     });

@@ -48,6 +48,24 @@ struct Source {
     settings: Option<PathBuf>,
 }
 
+/// Why the flags and TB_AGENT_CONFIG name no one configuration.
+#[derive(Debug, thiserror::Error)]
+enum SourceError {
+    /// TB_AGENT_CONFIG's path.
+    #[error(
+        "TB_AGENT_CONFIG is set ({}) and --inventory is given: the configuration comes from one \
+         of them; unset TB_AGENT_CONFIG (the unit's Environment=, the shell) or drop \
+         --inventory, --host and --settings",
+        .0.display()
+    )]
+    Both(PathBuf),
+    #[error(
+        "give --config FILE (or set TB_AGENT_CONFIG), or --inventory FILE --host NAME \
+         --settings FILE"
+    )]
+    Neither,
+}
+
 /// Where the configuration is read from, once the flags and TB_AGENT_CONFIG are reconciled.
 enum Origin<'a> {
     File(PathBuf),
@@ -58,7 +76,7 @@ impl Source {
     /// The origin from the flags and `env_config` (TB_AGENT_CONFIG's value): both forms at once
     /// is an error naming the variable (clap's own error named only --config, which the operator
     /// never typed), as is neither.
-    fn origin(&self, env_config: Option<std::ffi::OsString>) -> Result<Origin<'_>, String> {
+    fn origin(&self, env_config: Option<std::ffi::OsString>) -> Result<Origin<'_>, SourceError> {
         // Empty is unset, as for a unit's `Environment=TB_AGENT_CONFIG=`.
         let env_config = env_config
             .filter(|value| !value.is_empty())
@@ -70,22 +88,13 @@ impl Source {
             &self.host,
             &self.settings,
         ) {
-            (None, Some(env_config), Some(_), ..) => Err(format!(
-                "TB_AGENT_CONFIG is set ({}) and --inventory is given: the configuration comes \
-                 from one of them; unset TB_AGENT_CONFIG (the unit's Environment=, the shell) or \
-                 drop --inventory, --host and --settings",
-                env_config.display()
-            )),
+            (None, Some(env_config), Some(_), ..) => Err(SourceError::Both(env_config)),
             (_, _, Some(inventory), Some(host), Some(settings)) => {
                 Ok(Origin::Inventory(inventory, host, settings))
             }
             (Some(config), ..) => Ok(Origin::File(config.clone())),
             (None, Some(env_config), ..) => Ok(Origin::File(env_config)),
-            _ => Err(
-                "give --config FILE (or set TB_AGENT_CONFIG), or --inventory FILE --host \
-                      NAME --settings FILE"
-                    .to_string(),
-            ),
+            _ => Err(SourceError::Neither),
         }
     }
 
@@ -95,7 +104,7 @@ impl Source {
             .origin(std::env::var_os("TB_AGENT_CONFIG"))
             .map_err(|why| tb_agent::config::ConfigError {
                 field: "source".to_string(),
-                reason: why,
+                reason: why.to_string(),
             })?;
         match origin {
             Origin::Inventory(inventory, host, settings) => {
@@ -463,7 +472,7 @@ mod tests {
             "s.toml",
         ];
         let set = || Some(std::ffi::OsString::from("/etc/tb-agent/tb-agent.toml"));
-        let refused = source(&inventory).origin(set()).err().unwrap();
+        let refused = source(&inventory).origin(set()).err().unwrap().to_string();
         assert!(
             refused.starts_with(
                 "TB_AGENT_CONFIG is set (/etc/tb-agent/tb-agent.toml) and --inventory"

@@ -38,6 +38,8 @@ pub struct AgentState {
     /// The operations' durations, parsed once from the config.
     pub timeouts: crate::ops::Timeouts,
     pub jobs: crate::ops::jobs::Jobs,
+    /// What the backup scheduler plans and what became of its last run.
+    pub backup_schedule: crate::ops::schedule_status::ScheduleStatus,
     /// `tigerbeetle version` and the binary's SHA-256, kept current in the background.
     pub binary_identity: RwLock<Option<BinaryIdentity>>,
 }
@@ -74,6 +76,13 @@ impl AgentState {
             locks: Default::default(),
             timeouts: crate::ops::Timeouts::from_config(&config),
             jobs: Default::default(),
+            backup_schedule: crate::ops::schedule_status::ScheduleStatus::new(
+                config
+                    .backup
+                    .as_ref()
+                    .and_then(|backup| backup.schedule.as_ref())
+                    .map(|schedule| schedule.expression().to_string()),
+            ),
             binary_identity: RwLock::new(None),
             started: Instant::now(),
             config,

@@ -84,6 +84,82 @@ pub struct StatusReport {
     pub agent: AgentStatus,
     pub host: HostStatus,
     pub replica: ReplicaStatus,
+    /// Absent from agents older than the scheduler's status: read as no schedule.
+    #[serde(default)]
+    pub backup_schedule: BackupScheduleStatus,
+}
+
+/// `[backup] schedule`: what the agent's scheduler plans and what became of its last run. Times
+/// are RFC 3339 in UTC, to the second. Kept in memory: an agent that restarts starts with no
+/// last run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupScheduleStatus {
+    /// The cron expression as configured; null when the agent takes no scheduled backups.
+    pub expression: Option<String>,
+    /// The schedule's next tick that no run has been launched for.
+    pub next_tick: Option<String>,
+    /// When the scheduler launches its next backup: the next tick plus its random delay, or a
+    /// refused run's retry.
+    pub next_run_at: Option<String>,
+    /// The last tick's run; null until the first tick since the agent started.
+    pub last: Option<ScheduledRun>,
+    /// When the last scheduled backup that succeeded finished.
+    pub last_success_at: Option<String>,
+}
+
+/// One tick's run and what became of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduledRun {
+    /// The tick this run is for.
+    pub tick: String,
+    pub outcome: ScheduledRunOutcome,
+    /// When the outcome was reached (the launch, the job's end, the refusal).
+    pub at: String,
+    /// The backup's id and job once launched; null for a run refused before it began.
+    pub backup_id: Option<String>,
+    pub job_id: Option<String>,
+    /// Why it was refused or failed.
+    pub error: Option<String>,
+    /// For `refused_retrying`: when it is tried again.
+    pub retry_at: Option<String>,
+}
+
+/// What became of a tick's scheduled backup, as far as the agent knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScheduledRunOutcome {
+    /// Launched; its job runs.
+    Started,
+    /// Its job finished and the backup is stored.
+    Succeeded,
+    /// It could not be launched for a reason a retry would not change, or its job failed: the
+    /// next tick tries again.
+    Failed,
+    /// Refused before anything changed (busy, the lease held, the quorum guard, free space):
+    /// tried again at `retry_at`.
+    RefusedRetrying,
+    /// Refused until the end of its retry window: the next tick tries again.
+    GaveUp,
+}
+
+impl ScheduledRunOutcome {
+    pub const ALL: [ScheduledRunOutcome; 5] = [
+        ScheduledRunOutcome::Started,
+        ScheduledRunOutcome::Succeeded,
+        ScheduledRunOutcome::Failed,
+        ScheduledRunOutcome::RefusedRetrying,
+        ScheduledRunOutcome::GaveUp,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScheduledRunOutcome::Started => "started",
+            ScheduledRunOutcome::Succeeded => "succeeded",
+            ScheduledRunOutcome::Failed => "failed",
+            ScheduledRunOutcome::RefusedRetrying => "refused_retrying",
+            ScheduledRunOutcome::GaveUp => "gave_up",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -92,6 +168,19 @@ pub struct AgentStatus {
     /// The TigerBeetle release of the client embedded in the agent: never newer than the cluster.
     pub tigerbeetle_client_version: String,
     pub uptime_seconds: u64,
+    /// The maintenance lease pool this agent runs with (its configuration as loaded at start,
+    /// not the files on its disk). Absent from older agents.
+    #[serde(default)]
+    pub lease: Option<LeasePool>,
+}
+
+/// What decides which lease pool an agent uses (`[lease]`, docs/safety.md): agents of one
+/// cluster must agree on all three.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeasePool {
+    pub enabled: bool,
+    pub ledger: u32,
+    pub id_prefix: String,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

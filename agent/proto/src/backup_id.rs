@@ -12,16 +12,11 @@ use serde::{Deserialize, Serialize};
 #[serde(try_from = "String", into = "String")]
 pub struct BackupId(String);
 
-/// Why a text is not a backup id: the sentence the API answers with (`bad_request`).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct InvalidBackupId(String);
+pub use crate::ids::InvalidBackupId;
 
 impl BackupId {
     pub fn parse(text: &str) -> Result<BackupId, InvalidBackupId> {
-        crate::ids::validate_backup_id(text)
-            .map(|()| BackupId(text.to_string()))
-            .map_err(|why| InvalidBackupId(why.to_string()))
+        crate::ids::validate_backup_id(text).map(|()| BackupId(text.to_string()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -45,9 +40,7 @@ impl TryFrom<String> for BackupId {
     type Error = InvalidBackupId;
 
     fn try_from(text: String) -> Result<BackupId, InvalidBackupId> {
-        crate::ids::validate_backup_id(&text)
-            .map(|()| BackupId(text))
-            .map_err(|why| InvalidBackupId(why.to_string()))
+        crate::ids::validate_backup_id(&text).map(|()| BackupId(text))
     }
 }
 

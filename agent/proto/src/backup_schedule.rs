@@ -14,6 +14,21 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// The longest randomized delay: a day (a daily schedule spread over the whole day).
 pub const RANDOMIZED_DELAY_MAX_S: u32 = 86_400;
 
+/// Why a `[backup] schedule` text is not a schedule.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScheduleError {
+    #[error(
+        "{expression:?} is not a 5-field cron expression (minute hour day-of-month month \
+         day-of-week, UTC; e.g. \"30 2 * * *\" for 02:30 every day)"
+    )]
+    NotFiveFields { expression: String },
+    /// Five fields, but not a cron expression: croner's reason.
+    #[error("{expression:?} is not a valid cron expression: {reason}")]
+    Invalid { expression: String, reason: String },
+    #[error("{expression:?} never matches a date")]
+    NeverMatches { expression: String },
+}
+
 /// A parsed schedule: the expression as written (for the effective configuration and the
 /// operator) and the parsed form every tick is computed from.
 #[derive(Clone)]
@@ -24,7 +39,7 @@ pub struct BackupSchedule {
 
 impl BackupSchedule {
     /// `text` as a schedule; an empty (or blank) text is no schedule at all.
-    pub fn parse(text: &str) -> Result<Option<BackupSchedule>, String> {
+    pub fn parse(text: &str) -> Result<Option<BackupSchedule>, ScheduleError> {
         let expression = text.split_whitespace().collect::<Vec<_>>().join(" ");
         if expression.is_empty() {
             return Ok(None);
@@ -33,18 +48,21 @@ impl BackupSchedule {
         // croner also reads 6- and 7-field forms (seconds, years) and @-nicknames; the contract
         // is the 5 fields every cron reader agrees on.
         if fields != 5 || expression.starts_with('@') {
-            return Err(format!(
-                "{expression:?} is not a 5-field cron expression (minute hour day-of-month \
-                 month day-of-week, UTC; e.g. \"30 2 * * *\" for 02:30 every day)"
-            ));
+            return Err(ScheduleError::NotFiveFields { expression });
         }
-        let cron = croner::Cron::from_str(&expression)
-            .map_err(|error| format!("{expression:?} is not a valid cron expression: {error}"))?;
+        let cron = match croner::Cron::from_str(&expression) {
+            Ok(cron) => cron,
+            Err(error) => {
+                let reason = error.to_string();
+                return Err(ScheduleError::Invalid { expression, reason });
+            }
+        };
         let schedule = BackupSchedule { expression, cron };
         // An expression that never matches (31 February) would leave the scheduler idle forever
         // with no word: refused here instead.
         if schedule.next_tick_after(UNIX_EPOCH).is_none() {
-            return Err(format!("{:?} never matches a date", schedule.expression));
+            let expression = schedule.expression;
+            return Err(ScheduleError::NeverMatches { expression });
         }
         Ok(Some(schedule))
     }
@@ -114,7 +132,7 @@ mod tests {
             ("x y z w v", "not a valid cron"),
             ("0 0 31 2 *", "never matches"),
         ] {
-            let error = BackupSchedule::parse(bad).unwrap_err();
+            let error = BackupSchedule::parse(bad).unwrap_err().to_string();
             assert!(error.contains(reason), "{bad}: {error}");
         }
         let schedule = BackupSchedule::parse(" 30  2 * * * ").unwrap().unwrap();

@@ -73,36 +73,74 @@ impl Default for Lease {
     }
 }
 
+/// A setting that decides which lease pool an agent uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeasePoolField {
+    Enabled,
+    Ledger,
+    IdPrefix,
+}
+
+impl LeasePoolField {
+    pub fn key(self) -> &'static str {
+        match self {
+            LeasePoolField::Enabled => "lease.enabled",
+            LeasePoolField::Ledger => "lease.ledger",
+            LeasePoolField::IdPrefix => "lease.id_prefix",
+        }
+    }
+}
+
+/// One pool setting that differs: its value in the running configuration, then in the new one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeasePoolChange {
+    pub field: LeasePoolField,
+    pub running: String,
+    pub new: String,
+}
+
+/// Two configurations on different lease pools: every setting that differs, in field order.
+/// Displayed as `lease.<field> <running> -> <new>`, joined by `, `.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", self.changes.iter().map(|change| format!("{} {} -> {}", change.field.key(), change.running, change.new)).collect::<Vec<_>>().join(", "))]
+pub struct LeasePoolDiffers {
+    pub changes: Vec<LeasePoolChange>,
+}
+
 impl Lease {
     /// Whether this and `running` (another config's) use the same lease pool: on or off, the
-    /// ledger and the id prefix. Returns the differences, as `lease.<field> <running> -> <this>`.
-    pub fn same_pool_as(&self, running: &Lease) -> Result<(), String> {
+    /// ledger and the id prefix.
+    pub fn same_pool_as(&self, running: &Lease) -> Result<(), LeasePoolDiffers> {
         let fields = [
             (
-                "enabled",
+                LeasePoolField::Enabled,
                 running.enabled.to_string(),
                 self.enabled.to_string(),
             ),
             (
-                "ledger",
+                LeasePoolField::Ledger,
                 running.ledger.to_string(),
                 self.ledger.to_string(),
             ),
             (
-                "id_prefix",
+                LeasePoolField::IdPrefix,
                 running.id_prefix.clone(),
                 self.id_prefix.clone(),
             ),
         ];
-        let differences: Vec<String> = fields
+        let changes: Vec<LeasePoolChange> = fields
             .into_iter()
-            .filter(|(_, before, after)| before != after)
-            .map(|(field, before, after)| format!("lease.{field} {before} -> {after}"))
+            .filter(|(_, running, new)| running != new)
+            .map(|(field, running, new)| LeasePoolChange {
+                field,
+                running,
+                new,
+            })
             .collect();
-        if differences.is_empty() {
+        if changes.is_empty() {
             Ok(())
         } else {
-            Err(differences.join(", "))
+            Err(LeasePoolDiffers { changes })
         }
     }
 
@@ -828,28 +866,49 @@ impl Config {
             }
         }
         for (field, path) in secrets {
-            check_secret_file(path).map_err(|reason| invalid(field, reason))?;
+            check_secret_file(path).map_err(|reason| invalid(field, reason.to_string()))?;
         }
         Ok(())
     }
 }
 
+/// Why a file is not fit to hold a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretFileError {
+    #[error("cannot read {}: {source}", path.display())]
+    Unreadable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{} is not a regular file", path.display())]
+    NotAFile { path: PathBuf },
+    /// `mode`: the permission bits (`& 0o7777`).
+    #[error(
+        "{path} is open to group or others (mode {mode:04o}): a secret must be readable by \
+         its owner only; run `chmod 600 {path}` (and rotate the secret if others may have \
+         read it)",
+        path = path.display()
+    )]
+    OpenToOthers { path: PathBuf, mode: u32 },
+}
+
 /// Ok when `path` is a regular file that neither group nor others can access.
-pub fn check_secret_file(path: &Path) -> Result<(), String> {
+pub fn check_secret_file(path: &Path) -> Result<(), SecretFileError> {
     use std::os::unix::fs::PermissionsExt;
-    let metadata = std::fs::metadata(path)
-        .map_err(|error| format!("cannot read {}: {error}", path.display()))?;
+    let path_buf = || path.to_path_buf();
+    let metadata = std::fs::metadata(path).map_err(|source| SecretFileError::Unreadable {
+        path: path_buf(),
+        source,
+    })?;
     if !metadata.is_file() {
-        return Err(format!("{} is not a regular file", path.display()));
+        return Err(SecretFileError::NotAFile { path: path_buf() });
     }
     let mode = metadata.permissions().mode() & 0o7777;
     if mode & 0o077 != 0 {
-        return Err(format!(
-            "{path} is open to group or others (mode {mode:04o}): a secret must be readable by \
-             its owner only; run `chmod 600 {path}` (and rotate the secret if others may have \
-             read it)",
-            path = path.display()
-        ));
+        return Err(SecretFileError::OpenToOthers {
+            path: path_buf(),
+            mode,
+        });
     }
     Ok(())
 }
@@ -1050,10 +1109,12 @@ mod tests {
         assert_eq!(new.same_pool_as(&running), Ok(()));
         new.ledger = 7;
         new.enabled = false;
+        let differs = new.same_pool_as(&running).unwrap_err();
         assert_eq!(
-            new.same_pool_as(&running),
-            Err("lease.enabled true -> false, lease.ledger 1952607232 -> 7".to_string())
+            differs.to_string(),
+            "lease.enabled true -> false, lease.ledger 1952607232 -> 7"
         );
+        assert_eq!(differs.changes[1].field, LeasePoolField::Ledger);
         let other_prefix = Lease {
             id_prefix: "0123456789abcdef".into(),
             ..Lease::default()
@@ -1062,6 +1123,7 @@ mod tests {
             other_prefix
                 .same_pool_as(&running)
                 .unwrap_err()
+                .to_string()
                 .contains("lease.id_prefix 74622d6c65617365 -> 0123456789abcdef")
         );
     }

@@ -15,7 +15,7 @@ pub const JOB_ID_PATTERN: &str = "^(start|stop|restart|backup|recover|restore|ba
 pub const LEASE_ID_PATTERN: &str = "^(?!0{32}$)(?!f{32}$)[0-9a-f]{32}$";
 
 /// Accepts only ids that match `BACKUP_ID_PATTERN`: no path can escape the backup directory.
-pub fn validate_backup_id(id: &str) -> Result<(), String> {
+pub fn validate_backup_id(id: &str) -> Result<(), InvalidBackupId> {
     let bytes = id.as_bytes();
     let digits = |range: std::ops::Range<usize>| bytes[range].iter().all(u8::is_ascii_digit);
     let shape_ok = bytes.len() >= 28
@@ -33,11 +33,28 @@ pub fn validate_backup_id(id: &str) -> Result<(), String> {
     if shape_ok {
         Ok(())
     } else {
-        Err(format!(
-            "invalid backup id {:?}: ids look like 20261123T101500Z-r0-1a2b3c4d",
-            id.chars().take(64).collect::<String>()
-        ))
+        Err(InvalidBackupId {
+            id: id.chars().take(64).collect::<String>(),
+        })
     }
+}
+
+/// Why a text is not a backup id: the sentence the API answers with (`bad_request`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid backup id {id:?}: ids look like 20261123T101500Z-r0-1a2b3c4d")]
+pub struct InvalidBackupId {
+    /// The text's first 64 characters: a refusal does not echo a long input whole.
+    pub id: String,
+}
+
+/// Why a text is not a cluster id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidClusterId {
+    /// Empty, or a character other than a decimal digit.
+    #[error("must be {CLUSTER_ID_EXPECTED}")]
+    NotDecimal,
+    #[error("must be {CLUSTER_ID_EXPECTED} (at most 2^128 - 1)")]
+    TooLarge,
 }
 
 /// A TigerBeetle cluster id, parsed once where it enters (the agent's configuration file, the
@@ -56,16 +73,17 @@ impl ClusterId {
 }
 
 impl std::str::FromStr for ClusterId {
-    type Err = String;
+    type Err = InvalidClusterId;
 
     /// Decimal digits only: no sign, no hex, no spaces (`u128::from_str` alone takes a `+`).
-    fn from_str(text: &str) -> Result<ClusterId, String> {
+    fn from_str(text: &str) -> Result<ClusterId, InvalidClusterId> {
         if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(format!("must be {CLUSTER_ID_EXPECTED}"));
+            return Err(InvalidClusterId::NotDecimal);
         }
+        // Only digits: the one way left to fail is a number above u128::MAX.
         text.parse::<u128>()
             .map(ClusterId)
-            .map_err(|_| format!("must be {CLUSTER_ID_EXPECTED} (at most 2^128 - 1)"))
+            .map_err(|_| InvalidClusterId::TooLarge)
     }
 }
 

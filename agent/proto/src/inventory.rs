@@ -29,13 +29,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::auth::Scope;
+pub use crate::inventory_error::{InventoryError, Reason};
 use crate::tigerbeetle::REPLICA_COUNT_MAX;
 
 /// Inventories are small; anything larger is not an inventory.
 pub const INVENTORY_SIZE_MAX_BYTES: u64 = 1024 * 1024;
 /// Objects and lists nested deeper than this are refused (an inventory needs 6 levels): serde_json
 /// has a recursion limit (128 levels) that Nix does not have, and the readers must agree.
-const NESTING_DEPTH_MAX: usize = 32;
+pub(crate) const NESTING_DEPTH_MAX: usize = 32;
 const TOKENS_MAX: usize = 16;
 const TOKEN_NAME_LENGTH_MAX_BYTES: usize = 64;
 const NETWORKS_MAX: usize = 64;
@@ -73,6 +74,11 @@ const REASON_LEDGER_OR_NULL: &str =
     "must be null or an integer between 1 and 4294967295 (a ledger no application uses)";
 const REASON_ID_PREFIX_OR_NULL: &str =
     "must be null or 16 lowercase hex digits, not all 0 and not all f";
+const REASON_TOKEN_SHAPE: &str = "must be an object with name, scopes and sha256";
+const REASON_TOKEN_NAME: &str = "must be a string of 1 to 64 characters";
+const REASON_TOKEN_SCOPES: &str =
+    "must be a non-empty list of distinct scopes among \"read\", \"control\", \"backup\"";
+const REASON_TOKEN_SHA256: &str = "must be 64 lowercase hex digits: the SHA-256 of the secret (tb-agent hash-token), never the secret itself";
 const REASON_FLAKE: &str = "must be null or a flake reference of 1 to 4096 printable ASCII characters without spaces or \"#\" (rollout.yml adds #<host name>), e.g. \"/etc/nixos\"";
 /// How `ansible/playbooks/rollout.yml` applies a change to a host, when the inventory does not say.
 const DEPLOY_DEFAULT: &str = "systemd";
@@ -226,7 +232,7 @@ impl Inventory {
         let document: Value = match serde_json::from_str(&scan.text) {
             Ok(document) => document,
             Err(_) if scan.depth_max > NESTING_DEPTH_MAX => {
-                anyhow::bail!("{}", nesting_error())
+                return Err(InventoryError::TooDeep.into());
             }
             Err(error) => return Err(error.into()),
         };
@@ -238,7 +244,7 @@ impl Inventory {
     }
 
     pub fn from_value(document: &Value) -> anyhow::Result<Inventory> {
-        let cluster = resolve(document).map_err(|error| anyhow::anyhow!("{error}"))?;
+        let cluster = resolve(document)?;
         let cluster_id: u128 = cluster
             .cluster_id
             .parse()
@@ -368,12 +374,6 @@ fn scan(text: &str) -> Scan<'_> {
         ),
         depth_max,
     }
-}
-
-fn nesting_error() -> String {
-    format!(
-        "the inventory must not nest objects and lists more than {NESTING_DEPTH_MAX} levels deep"
-    )
 }
 
 /// Whether `value` holds an object or a list nested more than `levels` deep (`value` itself is
@@ -527,13 +527,6 @@ fn key_spec(key: &str) -> Option<&'static KeySpec> {
     KEYS.iter().find(|spec| spec.key == key)
 }
 
-/// The inventory is copied whole to every host (`/etc/tigerbeetle/inventory.json`, 0644) and,
-/// on NixOS, into the world-readable store: a secret in it (`ansible_become_password`,
-/// `ansible_ssh_pass`, ...) would be readable by every local user of every host.
-const SECRET_KEY_REASON: &str = "looks like a secret, and the inventory is copied to every host \
-     (0644, and into the Nix store on NixOS): keep secrets out of it (Ansible Vault, a vars \
-     file, a secret manager)";
-
 /// Keys that name a secret (the same test as `nix/inventory.nix`'s `looksSecret`).
 fn looks_secret(key: &str) -> bool {
     ["password", "passphrase", "secret"]
@@ -555,34 +548,47 @@ fn sorted_keys(map: &Map<String, Value>) -> Vec<&str> {
     keys
 }
 
-/// A failed rule: either `: <reason>` after the key, or a suffix naming an element first
-/// (`[2]: <reason>`, `[0].name: <reason>`).
-enum Failure {
-    Reason(&'static str),
-    Element(String),
+/// A failed value rule: the element of the value it names (empty for the value itself, else
+/// e.g. `[2]` or `[0].name`) and why.
+struct Failure {
+    element: String,
+    reason: Reason,
 }
 
-fn level_error(at: &str, values: &Map<String, Value>, level: Level) -> Option<String> {
+impl Failure {
+    fn value(reason: &'static str) -> Failure {
+        Failure {
+            element: String::new(),
+            reason: Reason::Value(reason),
+        }
+    }
+}
+
+fn level_error(at: &str, values: &Map<String, Value>, level: Level) -> Option<InventoryError> {
     for key in sorted_keys(values) {
         if !is_reserved(key) {
             if looks_secret(key) {
-                return Some(format!("{at}.{key}: {SECRET_KEY_REASON}"));
+                return Some(InventoryError::key(
+                    format!("{at}.{key}"),
+                    Reason::LooksSecret,
+                ));
             }
             continue; // ansible_user and friends: Ansible's business.
         }
         match key_spec(key) {
             Some(spec) if spec.level == level => {}
             Some(_) => {
-                let other = match level {
+                let belongs_in = match level {
                     Level::Vars => "all.hosts.<name>",
                     Level::Host => "all.vars",
                 };
-                return Some(format!("{at}.{key}: belongs in {other}, not here"));
+                let reason = Reason::Misplaced { belongs_in };
+                return Some(InventoryError::key(format!("{at}.{key}"), reason));
             }
             None => {
-                return Some(format!(
-                    "{at}.{key}: unknown key (keys starting with tigerbeetle_ or tb_agent_ are \
-                     reserved for this project: check the spelling)"
+                return Some(InventoryError::key(
+                    format!("{at}.{key}"),
+                    Reason::UnknownKey,
                 ));
             }
         }
@@ -592,14 +598,18 @@ fn level_error(at: &str, values: &Map<String, Value>, level: Level) -> Option<St
     for spec in specs {
         let Some(value) = values.get(spec.key) else {
             if spec.required {
-                return Some(format!("{at}.{}: is required", spec.key));
+                return Some(InventoryError::key(
+                    format!("{at}.{}", spec.key),
+                    Reason::Required,
+                ));
             }
             continue;
         };
-        match check_value(spec.rule, value) {
-            Ok(()) => {}
-            Err(Failure::Reason(reason)) => return Some(format!("{at}.{}: {reason}", spec.key)),
-            Err(Failure::Element(suffix)) => return Some(format!("{at}.{}{suffix}", spec.key)),
+        if let Err(Failure { element, reason }) = check_value(spec.rule, value) {
+            return Some(InventoryError::key(
+                format!("{at}.{}{element}", spec.key),
+                reason,
+            ));
         }
     }
     None
@@ -610,7 +620,7 @@ fn check_value(rule: Rule, value: &Value) -> Result<(), Failure> {
         if valid {
             Ok(())
         } else {
-            Err(Failure::Reason(reason))
+            Err(Failure::value(reason))
         }
     };
     let int = value.as_i64();
@@ -782,11 +792,14 @@ fn is_network(text: &str) -> bool {
 
 fn check_networks(value: &Value) -> Result<(), Failure> {
     let Some(networks) = value.as_array().filter(|list| list.len() <= NETWORKS_MAX) else {
-        return Err(Failure::Reason(REASON_NETWORKS));
+        return Err(Failure::value(REASON_NETWORKS));
     };
     for (index, network) in networks.iter().enumerate() {
         if !network.as_str().is_some_and(is_network) {
-            return Err(Failure::Element(format!("[{index}]: {REASON_NETWORK}")));
+            return Err(Failure {
+                element: format!("[{index}]"),
+                reason: Reason::Value(REASON_NETWORK),
+            });
         }
     }
     Ok(())
@@ -812,7 +825,7 @@ fn path_check(value: &Value) -> Result<(), Failure> {
     if value.as_str().is_some_and(is_path) {
         Ok(())
     } else {
-        Err(Failure::Reason(REASON_PATH))
+        Err(Failure::value(REASON_PATH))
     }
 }
 
@@ -821,7 +834,7 @@ fn secret_path_check(value: &Value) -> Result<(), Failure> {
     path_check(value)?;
     let path = value.as_str().expect("a path is a string");
     if path.starts_with("/nix/store/") {
-        return Err(Failure::Reason(REASON_SECRET_IN_STORE));
+        return Err(Failure::value(REASON_SECRET_IN_STORE));
     }
     Ok(())
 }
@@ -901,27 +914,28 @@ fn scope_of(value: &Value) -> Option<Scope> {
     }
 }
 
-fn token_failure(index: usize, token: &Value) -> Option<String> {
-    let at = format!("[{index}]");
+fn token_failure(index: usize, token: &Value) -> Option<Failure> {
+    let failure = |element: &str, reason: Reason| {
+        Some(Failure {
+            element: format!("[{index}]{element}"),
+            reason,
+        })
+    };
     let Some(token) = token.as_object() else {
-        return Some(format!(
-            "{at}: must be an object with name, scopes and sha256"
-        ));
+        return failure("", Reason::Value(REASON_TOKEN_SHAPE));
     };
     if let Some(key) = sorted_keys(token)
         .into_iter()
         .find(|key| !["name", "scopes", "sha256"].contains(key))
     {
-        return Some(format!(
-            "{at}.{key}: unknown key (a token has name, scopes and sha256)"
-        ));
+        return failure(&format!(".{key}"), Reason::UnknownTokenKey);
     }
     let name_valid = token
         .get("name")
         .and_then(Value::as_str)
         .is_some_and(|name| !name.is_empty() && name.len() <= TOKEN_NAME_LENGTH_MAX_BYTES);
     if !name_valid {
-        return Some(format!("{at}.name: must be a string of 1 to 64 characters"));
+        return failure(".name", Reason::Value(REASON_TOKEN_NAME));
     }
     let scopes: Option<Vec<Scope>> = token
         .get("scopes")
@@ -935,9 +949,7 @@ fn token_failure(index: usize, token: &Value) -> Option<String> {
             .all(|(index, scope)| !scopes[..index].contains(scope))
     });
     if !scopes_valid {
-        return Some(format!(
-            "{at}.scopes: must be a non-empty list of distinct scopes among \"read\", \"control\", \"backup\""
-        ));
+        return failure(".scopes", Reason::Value(REASON_TOKEN_SCOPES));
     }
     let sha256_valid = token
         .get("sha256")
@@ -946,20 +958,18 @@ fn token_failure(index: usize, token: &Value) -> Option<String> {
             hash.len() == 64 && hash.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
         });
     if !sha256_valid {
-        return Some(format!(
-            "{at}.sha256: must be 64 lowercase hex digits: the SHA-256 of the secret (tb-agent hash-token), never the secret itself"
-        ));
+        return failure(".sha256", Reason::Value(REASON_TOKEN_SHA256));
     }
     None
 }
 
 fn check_tokens(value: &Value) -> Result<(), Failure> {
     let Some(tokens) = value.as_array().filter(|list| list.len() <= TOKENS_MAX) else {
-        return Err(Failure::Reason(REASON_TOKENS));
+        return Err(Failure::value(REASON_TOKENS));
     };
     for (index, token) in tokens.iter().enumerate() {
-        if let Some(suffix) = token_failure(index, token) {
-            return Err(Failure::Element(suffix));
+        if let Some(failure) = token_failure(index, token) {
+            return Err(failure);
         }
     }
     let names: Vec<&str> = tokens
@@ -968,9 +978,12 @@ fn check_tokens(value: &Value) -> Result<(), Failure> {
         .collect();
     for (index, name) in names.iter().enumerate() {
         if names[..index].contains(name) {
-            return Err(Failure::Element(format!(
-                "[{index}].name: \"{name}\" is used twice"
-            )));
+            return Err(Failure {
+                element: format!("[{index}].name"),
+                reason: Reason::TokenNameTwice {
+                    name: name.to_string(),
+                },
+            });
         }
     }
     Ok(())
@@ -1046,9 +1059,9 @@ struct HostDraft<'a> {
 }
 
 /// The resolved cluster, or the first error (without the `inventory <path>: ` prefix).
-pub fn resolve(document: &Value) -> Result<Cluster, String> {
+pub fn resolve(document: &Value) -> Result<Cluster, InventoryError> {
     if nests_deeper_than(document, NESTING_DEPTH_MAX) {
-        return Err(nesting_error());
+        return Err(InventoryError::TooDeep);
     }
     // 1. Structure.
     let (vars, hosts) = structure(document)?;
@@ -1125,34 +1138,38 @@ pub fn resolve(document: &Value) -> Result<Cluster, String> {
 /// A JSON object: `all.vars`, or one host's keys.
 type Object = Map<String, Value>;
 
-fn structure(document: &Value) -> Result<(&Object, &Object), String> {
+fn structure(document: &Value) -> Result<(&Object, &Object), InventoryError> {
     let Some(root) = document.as_object() else {
-        return Err("the inventory must be a JSON object".to_string());
+        return Err(InventoryError::NotAnObject);
     };
     let Some(all) = root.get("all").and_then(Value::as_object) else {
-        return Err("all: must be an object with vars and hosts".to_string());
+        return Err(InventoryError::key("all", Reason::NotVarsAndHosts));
     };
     let Some(vars) = all.get("vars").and_then(Value::as_object) else {
-        return Err("all.vars: must be an object".to_string());
+        return Err(InventoryError::key("all.vars", Reason::NotAnObject));
     };
     let Some(hosts) = all.get("hosts").and_then(Value::as_object) else {
-        return Err("all.hosts: must be an object".to_string());
+        return Err(InventoryError::key("all.hosts", Reason::NotAnObject));
     };
     Ok((vars, hosts))
 }
 
 /// Steps 3 and 4: every host name, then every host's keys, hosts in name order.
-fn host_keys(hosts: &Object) -> Result<Vec<(&str, &Object)>, String> {
+fn host_keys(hosts: &Object) -> Result<Vec<(&str, &Object)>, InventoryError> {
     let names = sorted_keys(hosts);
     if let Some(name) = names.iter().find(|name| !is_host_name(name)) {
-        return Err(format!(
-            "all.hosts.{name}: host names must be 1 to 63 characters among A-Z a-z 0-9 . _ - , start with a letter or digit and not be all digits (tbctl --replica reads digits as a replica index)"
+        return Err(InventoryError::key(
+            format!("all.hosts.{name}"),
+            Reason::HostName,
         ));
     }
     let mut host_values = Vec::with_capacity(names.len());
     for name in names {
         let Some(values) = hosts[name].as_object() else {
-            return Err(format!("all.hosts.{name}: must be an object"));
+            return Err(InventoryError::key(
+                format!("all.hosts.{name}"),
+                Reason::NotAnObject,
+            ));
         };
         if let Some(error) = level_error(&format!("all.hosts.{name}"), values, Level::Host) {
             return Err(error);
@@ -1163,23 +1180,30 @@ fn host_keys(hosts: &Object) -> Result<Vec<(&str, &Object)>, String> {
 }
 
 /// Step 5: the TLS files, all or none of certificate and key; the client CA only with them.
-fn tls_files(vars: &Map<String, Value>) -> Result<Option<AgentTls>, String> {
+fn tls_files(vars: &Map<String, Value>) -> Result<Option<AgentTls>, InventoryError> {
     let cert_file = optional_string(vars, "tb_agent_tls_cert_file");
     let key_file = optional_string(vars, "tb_agent_tls_key_file");
     let client_ca_file = optional_string(vars, "tb_agent_tls_client_ca_file");
     let tls = cert_file.is_some();
+    let needs =
+        |path: &str, needs: &'static str| Err(InventoryError::key(path, Reason::Needs { needs }));
     if key_file.is_some() && !tls {
-        return Err(
-            "all.vars.tb_agent_tls_key_file: needs all.vars.tb_agent_tls_cert_file".to_string(),
+        return needs(
+            "all.vars.tb_agent_tls_key_file",
+            "all.vars.tb_agent_tls_cert_file",
         );
     }
     if tls && key_file.is_none() {
-        return Err(
-            "all.vars.tb_agent_tls_cert_file: needs all.vars.tb_agent_tls_key_file".to_string(),
+        return needs(
+            "all.vars.tb_agent_tls_cert_file",
+            "all.vars.tb_agent_tls_key_file",
         );
     }
     if client_ca_file.is_some() && !tls {
-        return Err("all.vars.tb_agent_tls_client_ca_file: needs all.vars.tb_agent_tls_cert_file and all.vars.tb_agent_tls_key_file".to_string());
+        return needs(
+            "all.vars.tb_agent_tls_client_ca_file",
+            "all.vars.tb_agent_tls_cert_file and all.vars.tb_agent_tls_key_file",
+        );
     }
     Ok(cert_file.map(|cert_file| AgentTls {
         cert_file,
@@ -1213,29 +1237,34 @@ fn draft<'a>(name: &'a str, values: &'a Map<String, Value>) -> HostDraft<'a> {
 fn replica_slots<'d, 'a>(
     drafts: &'d [HostDraft<'a>],
     replica_count: u8,
-) -> Result<Vec<&'d HostDraft<'a>>, String> {
+) -> Result<Vec<&'d HostDraft<'a>>, InventoryError> {
     for (position, host) in drafts.iter().enumerate() {
-        if host.replica >= replica_count {
-            return Err(format!(
-                "all.hosts.{}.tigerbeetle_replica: {} is not below the replica count {replica_count}",
-                host.name, host.replica
-            ));
+        let path = format!("all.hosts.{}.tigerbeetle_replica", host.name);
+        let replica = host.replica;
+        if replica >= replica_count {
+            let reason = Reason::ReplicaBeyondCount {
+                replica,
+                replica_count,
+            };
+            return Err(InventoryError::key(path, reason));
         }
         if let Some(earlier) = drafts[..position]
             .iter()
-            .find(|other| other.replica == host.replica)
+            .find(|other| other.replica == replica)
         {
-            return Err(format!(
-                "all.hosts.{}.tigerbeetle_replica: replica {} is already host {}",
-                host.name, host.replica, earlier.name
-            ));
+            let reason = Reason::ReplicaTaken {
+                replica,
+                host: earlier.name.to_string(),
+            };
+            return Err(InventoryError::key(path, reason));
         }
     }
     let mut ordered = Vec::with_capacity(usize::from(replica_count));
-    for index in 0..replica_count {
-        let Some(host) = drafts.iter().find(|host| host.replica == index) else {
-            return Err(format!(
-                "all.hosts: no host has tigerbeetle_replica {index}"
+    for replica in 0..replica_count {
+        let Some(host) = drafts.iter().find(|host| host.replica == replica) else {
+            return Err(InventoryError::key(
+                "all.hosts",
+                Reason::ReplicaMissing { replica },
             ));
         };
         ordered.push(host);
@@ -1252,49 +1281,45 @@ fn check_host(
     position: usize,
     tls: bool,
     has_nixos_flake: bool,
-) -> Result<(String, u16), String> {
+) -> Result<(String, u16), InventoryError> {
     let host = &drafts[position];
-    let at = format!("all.hosts.{}", host.name);
+    let refuse = |key: &str, reason: Reason| {
+        Err(InventoryError::key(
+            format!("all.hosts.{}.{key}", host.name),
+            reason,
+        ))
+    };
     if let Some(earlier) = drafts[..position]
         .iter()
         .find(|other| other.address == host.address)
     {
-        return Err(format!(
-            "{at}.tigerbeetle_address: {} is also the address of host {}",
-            host.address, earlier.name
-        ));
+        let reason = Reason::AddressTaken {
+            address: host.address.clone(),
+            host: earlier.name.to_string(),
+        };
+        return refuse("tigerbeetle_address", reason);
     }
     if tls && host.url.scheme != UrlScheme::Https {
-        return Err(format!(
-            "{at}.tb_agent_url: must start with https:// because all.vars.tb_agent_tls_cert_file is set"
-        ));
+        return refuse("tb_agent_url", Reason::UrlNeedsHttps);
     }
     if !tls && host.url.scheme != UrlScheme::Http {
-        return Err(format!(
-            "{at}.tb_agent_url: must start with http:// because TLS is not configured (all.vars.tb_agent_tls_cert_file)"
-        ));
+        return refuse("tb_agent_url", Reason::UrlNeedsHttp);
     }
     // Given listen addresses passed their rule and defaults are built from valid parts:
     // this mirrors a check of the Nix reader that cannot fail.
     let Some(listen) = parse_socket(&host.agent_listen) else {
-        return Err(format!("{at}.tb_agent_listen: {REASON_SOCKET}"));
+        return refuse("tb_agent_listen", Reason::Value(REASON_SOCKET));
     };
     if host.agent_listen == host.address {
-        return Err(format!(
-            "{at}.tb_agent_listen: {} is the replica's own address",
-            host.agent_listen
-        ));
+        let listen = host.agent_listen.clone();
+        return refuse("tb_agent_listen", Reason::ListenIsReplicaAddress { listen });
     }
     if !tls && !is_private_ipv4(listen.octets) {
-        return Err(format!(
-            "{at}.tb_agent_listen: {} is a public address and bearer tokens would cross it in clear text: set all.vars.tb_agent_tls_cert_file and all.vars.tb_agent_tls_key_file",
-            listen.ip
-        ));
+        let ip = listen.ip.to_string();
+        return refuse("tb_agent_listen", Reason::ListenPublicWithoutTls { ip });
     }
     if host.deploy == "nixos" && !has_nixos_flake {
-        return Err(format!(
-            "{at}.tigerbeetle_deploy: \"nixos\" needs all.vars.tigerbeetle_nixos_flake (the flake whose nixosConfigurations.<host> rollout.yml builds and activates on this host)"
-        ));
+        return refuse("tigerbeetle_deploy", Reason::NixosWithoutFlake);
     }
     Ok((listen.ip.to_string(), listen.port))
 }
@@ -1419,7 +1444,7 @@ mod tests {
     fn error(document: Value) -> String {
         match resolve(&document) {
             Ok(cluster) => panic!("accepted: {cluster:?}"),
-            Err(error) => error,
+            Err(error) => error.to_string(),
         }
     }
 
@@ -1621,7 +1646,9 @@ mod tests {
 
     /// The base inventory with `all.vars.<key>` set to `value`, resolved.
     fn var(key: &str, value: Value) -> Result<(), String> {
-        resolve(&with(|d| drop(vars(d).insert(key.into(), value)))).map(|_| ())
+        resolve(&with(|d| drop(vars(d).insert(key.into(), value))))
+            .map(|_| ())
+            .map_err(|error| error.to_string())
     }
 
     /// The error for `all.vars.<key>`.
@@ -1734,6 +1761,7 @@ mod tests {
                 drop(host(d, "tb-1").insert(key.into(), json!(value)))
             }))
             .map(|_| ())
+            .map_err(|error| error.to_string())
         };
         let address = "tigerbeetle_address";
         for bad in [
@@ -1794,6 +1822,7 @@ mod tests {
             drop(vars(d).insert("tb_agent_tokens".into(), value))
         }))
         .map(|_| ())
+        .map_err(|error| error.to_string())
     }
 
     #[test]
@@ -1883,6 +1912,7 @@ mod tests {
                 hosts.insert(name, moved);
             }))
             .map(|_| ())
+            .map_err(|error| error.to_string())
         };
         for good in ["a", "0a", "A.b_c-d", &"a".repeat(63)] {
             assert_eq!(rename(good), Ok(()), "{good}");
@@ -1995,6 +2025,10 @@ mod tests {
             )))),
             "all.hosts.tb-1.tb_agent_listen: 10.0.0.11:3000 is the replica's own address"
         );
+    }
+
+    #[test]
+    fn a_public_listen_address_needs_tls() {
         let public = |listen: &str| {
             let listen = listen.to_string();
             resolve(&with(move |d| {
@@ -2025,13 +2059,15 @@ mod tests {
             "169.253.0.1",
             "11.0.0.1",
         ] {
-            assert_eq!(
-                public(&format!("{ip}:7000")),
-                Err(format!(
-                    "all.hosts.tb-1.tb_agent_listen: {ip} is a public address and bearer tokens would cross it in clear text: set all.vars.tb_agent_tls_cert_file and all.vars.tb_agent_tls_key_file"
-                ))
-            );
+            let ip = ip.to_string();
+            let reason = Reason::ListenPublicWithoutTls { ip: ip.clone() };
+            let refused = InventoryError::key("all.hosts.tb-1.tb_agent_listen", reason);
+            assert_eq!(public(&format!("{ip}:7000")), Err(refused));
         }
+        assert_eq!(
+            public("8.8.8.8:7000").unwrap_err().to_string(),
+            "all.hosts.tb-1.tb_agent_listen: 8.8.8.8 is a public address and bearer tokens would cross it in clear text: set all.vars.tb_agent_tls_cert_file and all.vars.tb_agent_tls_key_file"
+        );
         // With TLS, a public listen address is fine.
         resolve(&with(|d| {
             tls(d);

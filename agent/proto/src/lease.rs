@@ -144,13 +144,22 @@ pub fn format_id(id: u128) -> String {
 }
 
 /// The rule of `crate::ids::LEASE_ID_PATTERN`: lowercase, as `format_id` writes them.
-pub fn parse_id(text: &str) -> Result<u128, String> {
+pub fn parse_id(text: &str) -> Result<u128, InvalidLeaseId> {
     let valid = text.len() == 32 && text.bytes().all(crate::ids::is_lower_hex);
     let id = valid
         .then(|| u128::from_str_radix(text, 16).ok())
         .flatten()
         .filter(|id| *id != 0 && *id != u128::MAX);
-    id.ok_or_else(|| format!("lease id {text:?} is not 32 lowercase hex digits (nor 0 or all f)"))
+    id.ok_or_else(|| InvalidLeaseId {
+        text: text.to_string(),
+    })
+}
+
+/// Why a text is not a lease id (`crate::ids::LEASE_ID_PATTERN`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("lease id {text:?} is not 32 lowercase hex digits (nor 0 or all f)")]
+pub struct InvalidLeaseId {
+    pub text: String,
 }
 
 /// A new lease id: random, never 0 or all ones.

@@ -15,6 +15,7 @@ pub mod endpoints;
 pub mod host_config;
 pub mod ids;
 pub mod inventory;
+pub mod inventory_error;
 pub mod lease;
 pub mod quorum;
 pub mod render;

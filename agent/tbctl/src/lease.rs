@@ -102,16 +102,20 @@ pub struct RunArgs {
 }
 
 /// rollout, upgrade or manual: stop, restart, backup and recover leases are the agents' own.
-fn operation(text: &str) -> Result<Operation, String> {
-    let external = Operation::ALL.into_iter().filter(|op| op.external());
-    external
-        .clone()
+fn operation(text: &str) -> Result<Operation, NotExternalOperation> {
+    external_operations()
         .find(|op| op.as_str() == text)
-        .ok_or_else(|| {
-            let names: Vec<&str> = external.map(|op| op.as_str()).collect();
-            format!("one of {}", names.join(", "))
-        })
+        .ok_or(NotExternalOperation)
 }
+
+fn external_operations() -> impl Iterator<Item = Operation> + Clone {
+    Operation::ALL.into_iter().filter(|op| op.external())
+}
+
+/// A `--operation` that is not one an operator may hold a lease for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("one of {}", external_operations().map(|op| op.as_str()).collect::<Vec<_>>().join(", "))]
+struct NotExternalOperation;
 
 pub async fn run(
     client: &AgentClient,

@@ -142,6 +142,10 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Show every replica: readiness, replica status, sync, free disk, version, probe latency.
+    ///
+    /// The last column is the outcome of the replica's last scheduled backup (`[backup]
+    /// schedule`; `-` without one, `not yet` before its first tick); `--json` has the whole
+    /// `backup_schedule` object of each agent's status.
     Status(StatusArgs),
     /// Poll until every replica (or each --replica) is ready, or fail (exit 1) after
     /// --timeout-ms, naming each replica that is not and why.
@@ -324,12 +328,21 @@ enum LocalCommand {
     Down(local::DownArgs),
 }
 
-pub(crate) fn timeout_ms(text: &str) -> Result<u64, String> {
-    let value: u64 = text
-        .parse()
-        .map_err(|_| format!("`{text}` is not a whole number"))?;
+/// Why a `--timeout-ms` value is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum InvalidTimeout {
+    #[error("`{text}` is not a whole number")]
+    NotWholeNumber { text: String },
+    #[error("must be between 1 and {TIMEOUT_MAX_MS}")]
+    OutOfRange,
+}
+
+pub(crate) fn timeout_ms(text: &str) -> Result<u64, InvalidTimeout> {
+    let value: u64 = text.parse().map_err(|_| InvalidTimeout::NotWholeNumber {
+        text: text.to_string(),
+    })?;
     if value == 0 || value > TIMEOUT_MAX_MS {
-        return Err(format!("must be between 1 and {TIMEOUT_MAX_MS}"));
+        return Err(InvalidTimeout::OutOfRange);
     }
     Ok(value)
 }

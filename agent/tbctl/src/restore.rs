@@ -43,7 +43,7 @@ pub struct RestoreArgs {
     pub timeout_ms: u64,
 }
 
-fn backup_id(text: &str) -> Result<String, String> {
+fn backup_id(text: &str) -> Result<String, tb_proto::ids::InvalidBackupId> {
     tb_proto::ids::validate_backup_id(text)?;
     Ok(text.to_string())
 }

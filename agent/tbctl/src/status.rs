@@ -71,7 +71,7 @@ impl ReplicaReport {
         }
     }
 
-    fn row(&self) -> [String; 8] {
+    fn row(&self) -> [String; 9] {
         let ready = match &self.ready {
             Ok(report) if report.ready => "yes",
             Ok(_) => "no",
@@ -109,7 +109,19 @@ impl ReplicaReport {
                 .and_then(|replica| replica.binary_version.clone())
                 .unwrap_or_else(|| "-".to_string()),
             probe,
+            status.map_or("-".to_string(), |status| {
+                scheduled_backup_text(&status.backup_schedule)
+            }),
         ]
+    }
+}
+
+/// The `scheduled backup` column: the last tick's outcome; `-` without a schedule.
+fn scheduled_backup_text(schedule: &api::BackupScheduleStatus) -> String {
+    match (&schedule.expression, &schedule.last) {
+        (None, _) => "-".to_string(),
+        (Some(_), None) => "not yet".to_string(),
+        (Some(_), Some(last)) => last.outcome.as_str().to_string(),
     }
 }
 
@@ -132,8 +144,9 @@ pub async fn status(
             "free disk",
             "version",
             "probe",
+            "scheduled backup",
         ];
-        let rows: Vec<[String; 8]> = reports.iter().map(ReplicaReport::row).collect();
+        let rows: Vec<[String; 9]> = reports.iter().map(ReplicaReport::row).collect();
         print!("{}", table(&header, &rows));
     }
     // Problems go to stderr so that `--json` output stays parseable.
@@ -572,6 +585,24 @@ pub(super) fn table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_scheduled_backup_column_names_the_last_outcome() {
+        let mut schedule = api::BackupScheduleStatus::default();
+        assert_eq!(scheduled_backup_text(&schedule), "-");
+        schedule.expression = Some("30 2 * * *".into());
+        assert_eq!(scheduled_backup_text(&schedule), "not yet");
+        schedule.last = Some(api::ScheduledRun {
+            tick: "2026-03-01T02:30:00Z".into(),
+            outcome: api::ScheduledRunOutcome::RefusedRetrying,
+            at: "2026-03-01T02:30:01Z".into(),
+            backup_id: None,
+            job_id: None,
+            error: Some("busy".into()),
+            retry_at: Some("2026-03-01T02:31:10Z".into()),
+        });
+        assert_eq!(scheduled_backup_text(&schedule), "refused_retrying");
+    }
 
     #[test]
     fn status_text_names_every_status() {

@@ -194,37 +194,77 @@ pub fn refuse_target(target: &Target) -> Result<(), exit::Refused> {
     Ok(())
 }
 
+/// Why one replica may take the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ReplicaFits {
+    #[error("runs {0} already")]
+    RunsTarget(Release),
+    #[error("runs {0}: the target bundles it")]
+    Bundled(Release),
+}
+
+/// Why one replica cannot take the target.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReplicaRefusal {
+    #[error(
+        "its agent embeds client {client}, newer than the target release {target}: the cluster \
+         would refuse it (a client must never be newer than the cluster)"
+    )]
+    ClientNewer { client: Release, target: Release },
+    #[error("runs {running}, newer than the target {target}: TigerBeetle never downgrades")]
+    Downgrade { running: Release, target: Release },
+    #[error(
+        "runs {running}, which the target does not bundle ({}): the target cannot upgrade \
+         this replica; upgrade through an intermediate release that bundles {running}",
+        list(bundled)
+    )]
+    NotBundled {
+        running: Release,
+        bundled: Vec<Release>,
+    },
+}
+
 /// One replica: the release it runs now can reach the target, and its agent's client is not
 /// newer than the target.
 pub fn refuse_replica(
     target: &Target,
     running: Release,
     client_release: Release,
-) -> Result<String, String> {
+) -> Result<ReplicaFits, ReplicaRefusal> {
     if client_release > target.release {
-        return Err(format!(
-            "its agent embeds client {client_release}, newer than the target release {}: the cluster \
-             would refuse it (a client must never be newer than the cluster)",
-            target.release
-        ));
+        return Err(ReplicaRefusal::ClientNewer {
+            client: client_release,
+            target: target.release,
+        });
     }
     if running == target.release {
-        return Ok(format!("runs {running} already"));
+        return Ok(ReplicaFits::RunsTarget(running));
     }
     if running > target.release {
-        return Err(format!(
-            "runs {running}, newer than the target {}: TigerBeetle never downgrades",
-            target.release
-        ));
+        return Err(ReplicaRefusal::Downgrade {
+            running,
+            target: target.release,
+        });
     }
     if !target.bundled.contains(&running) {
-        return Err(format!(
-            "runs {running}, which the target does not bundle ({}): the target cannot upgrade \
-             this replica; upgrade through an intermediate release that bundles {running}",
-            list(&target.bundled)
-        ));
+        return Err(ReplicaRefusal::NotBundled {
+            running,
+            bundled: target.bundled.clone(),
+        });
     }
-    Ok(format!("runs {running}: the target bundles it"))
+    Ok(ReplicaFits::Bundled(running))
+}
+
+/// Why an agent's answer gives no releases.
+#[derive(Debug, thiserror::Error)]
+enum AgentAnswerError {
+    /// The request failed: the client's reason.
+    #[error("{0}")]
+    Request(super::client::AgentError),
+    #[error("its agent reports no release (no StatsD report yet, and no readable binary)")]
+    NoRelease,
+    #[error("its agent reports no client release")]
+    NoClientRelease,
 }
 
 /// Per replica, in inventory order: the release its process runs (else its binary's) and its
@@ -233,7 +273,7 @@ async fn ask_agents(
     client: &AgentClient,
     inventory: &Inventory,
     timeout_ms: u64,
-) -> Vec<Result<(Release, Release), String>> {
+) -> Vec<Result<(Release, Release), AgentAnswerError>> {
     let mut asks = tokio::task::JoinSet::new();
     for (position, entry) in inventory.replicas.iter().enumerate() {
         let (client, url) = (client.clone(), entry.agent_url.clone());
@@ -248,20 +288,20 @@ async fn ask_agent(
     client: &AgentClient,
     url: &str,
     timeout_ms: u64,
-) -> Result<(Release, Release), String> {
+) -> Result<(Release, Release), AgentAnswerError> {
     let status = client
         .status(url, timeout_ms)
         .await
-        .map_err(|error| error.to_string())?;
+        .map_err(AgentAnswerError::Request)?;
     let running = status
         .replica
         .running_release
         .as_deref()
         .or(status.replica.binary_version.as_deref())
         .and_then(Release::parse)
-        .ok_or("its agent reports no release (no StatsD report yet, and no readable binary)")?;
+        .ok_or(AgentAnswerError::NoRelease)?;
     let client_release = Release::parse(&status.agent.tigerbeetle_client_version)
-        .ok_or("its agent reports no client release")?;
+        .ok_or(AgentAnswerError::NoClientRelease)?;
     Ok((running, client_release))
 }
 

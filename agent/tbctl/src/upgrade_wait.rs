@@ -30,11 +30,20 @@ pub struct UpgradeWaitArgs {
     timeout_ms: u64,
 }
 
-fn release(text: &str) -> Result<Release, String> {
+/// A `--release` that is not `major.minor.patch`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{text}` is not a release like 0.16.78")]
+struct InvalidRelease {
+    text: String,
+}
+
+fn release(text: &str) -> Result<Release, InvalidRelease> {
     // Exactly major.minor.patch: a build suffix would say more than the wait compares.
     Release::parse(text)
         .filter(|_| !text.contains('+'))
-        .ok_or_else(|| format!("`{text}` is not a release like 0.16.78"))
+        .ok_or_else(|| InvalidRelease {
+            text: text.to_string(),
+        })
 }
 
 /// Exits 0 once every replica asked for runs the release, 1 when the wait runs out (naming

@@ -52,7 +52,7 @@ pub async fn verify_files(
 /// A complete backup by id: the id is validated first, so no path escapes the backup directory.
 /// Reads files: call it through [`blocking`].
 fn find_backup(state: &AgentState, id: &str) -> Result<(Store, BackupRecord), AppError> {
-    store::validate_backup_id(id).map_err(AppError::BadRequest)?;
+    store::validate_backup_id(id).map_err(AppError::bad_request)?;
     let store = store(state)?;
     let record = store
         .get(id)
@@ -102,7 +102,7 @@ pub async fn verify(job: JobHandle, id: String) -> Result<Verification, AppError
 pub async fn delete(job: JobHandle, id: String) -> Result<ops::Deleted, AppError> {
     let state = Arc::clone(&job.state);
     blocking(move || {
-        store::validate_backup_id(&id).map_err(AppError::BadRequest)?;
+        store::validate_backup_id(&id).map_err(AppError::bad_request)?;
         let store = store(&state)?;
         match std::fs::symlink_metadata(store.backup_dir(&id)) {
             Ok(_) => {}

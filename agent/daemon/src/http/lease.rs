@@ -88,8 +88,8 @@ async fn acquire(
         let holder = holder_of(&caller, request.holder)?;
         let retry_of = match (&request.lease_id, &request.transfer_id) {
             (Some(lease), Some(transfer)) => Some((
-                contract::parse_id(lease).map_err(AppError::BadRequest)?,
-                contract::parse_id(transfer).map_err(AppError::BadRequest)?,
+                contract::parse_id(lease).map_err(AppError::bad_request)?,
+                contract::parse_id(transfer).map_err(AppError::bad_request)?,
             )),
             (None, None) => None,
             _ => {
@@ -126,7 +126,7 @@ async fn renew(
     JsonBody(request): JsonBody<RenewRequest>,
 ) -> Result<Json<LeaseView>, AppError> {
     let result = async {
-        let lease_id = contract::parse_id(&request.lease_id).map_err(AppError::BadRequest)?;
+        let lease_id = contract::parse_id(&request.lease_id).map_err(AppError::bad_request)?;
         let held = state.lease.renew(lease_id, request.ttl_s).await?;
         Ok(held.view)
     }
@@ -168,7 +168,7 @@ async fn void(
         "released"
     };
     let result = async {
-        let id = contract::parse_id(lease_id).map_err(AppError::BadRequest)?;
+        let id = contract::parse_id(lease_id).map_err(AppError::bad_request)?;
         let released = state.lease.release(id).await?;
         Ok(Released {
             lease_id: lease_id.to_string(),

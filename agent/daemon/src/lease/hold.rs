@@ -210,7 +210,7 @@ pub async fn take(
     let ttl_s = ttl_covering(needed + service.margin * 3);
     let taken = match &fields.lease_id {
         Some(text) => {
-            let lease_id = contract::parse_id(text).map_err(AppError::BadRequest)?;
+            let lease_id = contract::parse_id(text).map_err(AppError::bad_request)?;
             borrow(state, lease_id).await.map(|held| (held, false))
         }
         None => {

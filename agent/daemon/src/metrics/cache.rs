@@ -43,7 +43,7 @@ impl Counters {
 pub const BODY_AGE_MAX: Duration = Duration::from_secs(1);
 
 /// What the cached body was encoded from: one generation per source of change.
-pub type ChangeKey = [u64; 7];
+pub type ChangeKey = [u64; 8];
 
 struct Cached {
     key: ChangeKey,

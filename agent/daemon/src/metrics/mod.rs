@@ -23,7 +23,7 @@ pub mod cache;
 
 pub use cache::{BODY_AGE_MAX, Cache, ChangeKey, Counters, Format, openmetrics_to_text};
 
-use crate::api::HostStatus;
+use crate::api::{HostStatus, ScheduledRunOutcome};
 use crate::health;
 use crate::state::AgentState;
 use crate::statsd;
@@ -102,6 +102,7 @@ fn change_key(state: &AgentState) -> ChangeKey {
         state.counters.control_generation(),
         state.counters.auth_failures_total.load(Ordering::Acquire),
         state.audit.lost_lines(),
+        state.backup_schedule.generation(),
     ]
 }
 
@@ -261,6 +262,51 @@ fn agent_metrics(builder: &mut Builder, state: &AgentState) {
     }
     replica_metrics(builder, state);
     probe_and_counter_metrics(builder, state);
+    backup_schedule_metrics(builder, state);
+}
+
+/// `[backup] schedule`'s plan and last run; nothing without a schedule.
+fn backup_schedule_metrics(builder: &mut Builder, state: &AgentState) {
+    let schedule = state.backup_schedule.metrics();
+    let unix_s = |time: std::time::SystemTime| {
+        time.duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |since| since.as_secs_f64())
+    };
+    if let Some(next_tick) = schedule.next_tick {
+        builder.gauge(
+            "tb_agent_backup_schedule_next_tick_timestamp_seconds",
+            "The backup schedule's next tick (Unix seconds).",
+            unix_s(next_tick),
+        );
+    }
+    if let Some(last_success) = schedule.last_success_at {
+        builder.gauge(
+            "tb_agent_backup_schedule_last_success_timestamp_seconds",
+            "When the last scheduled backup that succeeded finished (Unix seconds), since the \
+             agent started.",
+            unix_s(last_success),
+        );
+    }
+    if schedule.scheduled {
+        builder.gauge(
+            "tb_agent_backup_schedule_failed_ticks",
+            "Ticks in a row whose scheduled backup failed or was given up, since the last \
+             success or the agent's start.",
+            f64::from(schedule.ticks_failed),
+        );
+    }
+    if let Some(last) = schedule.last_outcome {
+        builder.gauge_family(
+            "tb_agent_backup_schedule_last_outcome",
+            "1 for the outcome of the last tick's scheduled backup, 0 for the others.",
+            ScheduledRunOutcome::ALL.map(|outcome| {
+                (
+                    vec![label("outcome", outcome.as_str())],
+                    f64::from(u8::from(outcome == last)),
+                )
+            }),
+        );
+    }
 }
 
 /// The replica's process and data file, read at encode time.
@@ -446,17 +492,50 @@ mod tests {
     use crate::statsd::origin::RejectReason;
     use std::time::Duration;
 
+    const CONFIG: &str = "[server]\nlisten = \"127.0.0.1:1\"\n\
+         [replica]\ncluster_id = \"0\"\nindex = 0\ncount = 1\naddresses = [\"3000\"]\n\
+         data_file = \"/nonexistent/0_0.tigerbeetle\"\nstatsd_port = 2\n\
+         [replica.run]\nmode = \"process\"\nbinary = \"/nonexistent/tigerbeetle\"\n\
+         [[tokens]]\nname = \"reader\"\nscopes = [\"read\"]\n\
+         sha256 = \"0000000000000000000000000000000000000000000000000000000000000000\"\n";
+
     fn state() -> std::sync::Arc<AgentState> {
-        let config = crate::config::Config::parse(
-            "[server]\nlisten = \"127.0.0.1:1\"\n\
-             [replica]\ncluster_id = \"0\"\nindex = 0\ncount = 1\naddresses = [\"3000\"]\n\
-             data_file = \"/nonexistent/0_0.tigerbeetle\"\nstatsd_port = 2\n\
-             [replica.run]\nmode = \"process\"\nbinary = \"/nonexistent/tigerbeetle\"\n\
-             [[tokens]]\nname = \"reader\"\nscopes = [\"read\"]\n\
-             sha256 = \"0000000000000000000000000000000000000000000000000000000000000000\"\n",
-        )
-        .unwrap();
+        let config = crate::config::Config::parse(CONFIG).unwrap();
         AgentState::new(config).unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_backup_schedule_is_exposed_once_configured() {
+        let state = state();
+        let text = render(&state);
+        assert!(
+            !text.contains("tb_agent_backup_schedule"),
+            "no schedule: {text}"
+        );
+        let config = crate::config::Config::parse(&format!(
+            "{}[backup]\ndir = \"/nonexistent-backups\"\nschedule = \"0 3 * * *\"\n",
+            CONFIG
+        ))
+        .unwrap();
+        let state = AgentState::new(config).unwrap();
+        let tick = std::time::UNIX_EPOCH + Duration::from_secs(1_772_334_000);
+        state.backup_schedule.planned(tick, tick);
+        state.backup_schedule.started(tick, "b", "backup-b", tick);
+        state
+            .backup_schedule
+            .job_finished("backup-b", None, tick + Duration::from_secs(20));
+        let tomorrow = tick + Duration::from_secs(86_400);
+        state.backup_schedule.planned(tomorrow, tomorrow);
+        let text = render(&state);
+        for line in [
+            "tb_agent_backup_schedule_next_tick_timestamp_seconds{} 1772420400.0",
+            "tb_agent_backup_schedule_last_success_timestamp_seconds{} 1772334020.0",
+            "tb_agent_backup_schedule_last_outcome{outcome=\"succeeded\"} 1.0",
+            "tb_agent_backup_schedule_last_outcome{outcome=\"gave_up\"} 0.0",
+            "tb_agent_backup_schedule_failed_ticks{} 0.0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line}: {text}");
+        }
     }
 
     #[test]

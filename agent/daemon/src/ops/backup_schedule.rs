@@ -13,6 +13,9 @@
 //! between two steps of a rollout that holds the lease. (The timer client this replaces waited
 //! up to an hour for the lease; the window keeps that.)
 //!
+//! What the scheduler plans and what became of its last run are in `GET /v1/status` and
+//! `/metrics` ([`super::schedule_status`]): each step below records its transition there.
+//!
 //! The next tick is always computed from now: after downtime the agent does not catch up on the
 //! ticks it missed (at most one run per tick, never a burst of backups at start).
 
@@ -23,6 +26,7 @@ use std::time::{Duration, SystemTime};
 use tb_proto::api::LeaseFields;
 use tb_proto::backup_schedule::BackupSchedule;
 
+use super::schedule_status::Retry;
 use super::{Answer, AppError, Caller, JobDone, Lock, Spec, Wait, launch};
 use crate::api::JobKind;
 use crate::backup::{self as operations, store};
@@ -43,11 +47,9 @@ pub const RETRY_SPREAD: Duration = Duration::from_secs(30);
 /// minutes; an operator's lease, at most its TTL).
 pub const RETRY_WINDOW: Duration = Duration::from_secs(3600);
 
-/// What became of one launch of a scheduled backup.
+/// What a launch of a scheduled backup that was not taken means for its tick.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunOutcome {
-    /// Launched (or done): this tick's backup is taken.
-    Launched,
     /// Refused before anything changed (busy, lease held, guard, space): worth a retry.
     Refused,
     /// Failed once started, or cannot run at all: the next tick tries again.
@@ -138,8 +140,10 @@ pub async fn run(state: Arc<AgentState>, mut shutdown: tokio::sync::watch::Recei
     loop {
         let Some(planned) = plan(&schedule, after, draw_delay(delay_max_s)) else {
             tracing::warn!(schedule = ?schedule, "the backup schedule has no further tick");
+            state.backup_schedule.exhausted();
             return;
         };
+        state.backup_schedule.planned(planned.tick, planned.fire_at);
         tracing::info!(
             schedule = ?schedule,
             tick_unix_s = unix_s(planned.tick),
@@ -165,17 +169,28 @@ async fn run_tick(
 ) -> bool {
     let next_tick = schedule.next_tick_after(planned.tick);
     loop {
-        if run_once(state).await != RunOutcome::Refused {
+        let Err(refused) = run_once(state, planned.tick).await else {
             return true;
-        }
+        };
+        let refusal = refused.to_string();
         let spread = Duration::from_millis(rand::random_range(0..=RETRY_SPREAD.as_millis() as u64));
-        let Some(at) = retry_at(planned, next_tick, SystemTime::now(), spread) else {
+        let now = SystemTime::now();
+        let Some(at) = retry_at(planned, next_tick, now, spread) else {
             tracing::warn!(
                 tick_unix_s = unix_s(planned.tick),
                 "scheduled backup refused until the end of its retry window; the next tick tries again"
             );
+            let status = &state.backup_schedule;
+            status.refused(planned.tick, &refusal, now, Retry::GaveUp);
             return true;
         };
+        let retry = Retry::At {
+            retry_at: at,
+            next_tick,
+        };
+        state
+            .backup_schedule
+            .refused(planned.tick, &refusal, now, retry);
         tracing::info!(
             retry_unix_s = unix_s(at),
             "scheduled backup refused; retrying"
@@ -186,28 +201,57 @@ async fn run_tick(
     }
 }
 
-/// One scheduled backup: launched as a request's would be; its refusal is logged here and
-/// audited by the operations layer.
-async fn run_once(state: &Arc<AgentState>) -> RunOutcome {
+/// One scheduled backup for `tick`: launched as a request's would be; its refusal is logged here
+/// and audited by the operations layer. Err: refused, worth a retry.
+async fn run_once(state: &Arc<AgentState>, tick: SystemTime) -> Result<(), AppError> {
     let caller = Caller {
         token: ACTOR.to_string(),
         remote: NO_REMOTE,
     };
-    match launch_backup(state, caller, LeaseFields::default()).await {
+    let answer = launch_backup(state, caller, LeaseFields::default()).await;
+    let status = &state.backup_schedule;
+    match answer {
         Ok(Answer::Accepted(accepted)) => {
             tracing::info!(job = %accepted.job_id, "scheduled backup started");
-            RunOutcome::Launched
+            let backup_id = accepted
+                .backup_id
+                .as_deref()
+                .expect("a backup job names its backup");
+            status.started(tick, backup_id, &accepted.job_id, SystemTime::now());
+            tokio::spawn(follow_job(Arc::clone(state), accepted.job_id));
+            Ok(())
         }
         Ok(Answer::Done(done)) => {
             tracing::info!(detail = %done.detail, "scheduled backup done");
-            RunOutcome::Launched
+            status.succeeded_at_once(tick, SystemTime::now());
+            Ok(())
         }
         Err(error) => {
             let outcome = outcome_of(&error);
             tracing::warn!(%error, ?outcome, "scheduled backup not taken");
-            outcome
+            match outcome {
+                RunOutcome::Refused => Err(error),
+                RunOutcome::Failed => {
+                    status.failed(tick, &error.to_string(), SystemTime::now());
+                    Ok(())
+                }
+            }
         }
     }
+}
+
+/// Records how a scheduled backup's job ended, once it has.
+async fn follow_job(state: Arc<AgentState>, job_id: String) {
+    let Some(job) = state.jobs.finished(&job_id).await else {
+        unreachable!("job {job_id} was begun by its launch");
+    };
+    let finished = job
+        .finished_unix_ms
+        .map(|ms| SystemTime::UNIX_EPOCH + Duration::from_millis(ms))
+        .expect("a finished job has its end time");
+    state
+        .backup_schedule
+        .job_finished(&job_id, job.error.as_deref(), finished);
 }
 
 /// Refusals that nothing changed for and that end by themselves are retried; the rest wait for

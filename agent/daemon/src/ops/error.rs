@@ -44,6 +44,11 @@ pub enum AppError {
 }
 
 impl AppError {
+    /// A refused input, from its typed reason (an invalid id, ...).
+    pub fn bad_request(reason: impl std::fmt::Display) -> AppError {
+        AppError::BadRequest(reason.to_string())
+    }
+
     pub fn outcome(&self) -> Outcome {
         match self {
             AppError::Busy(_) | AppError::LeaseHeld(_) => Outcome::Busy,

@@ -25,6 +25,8 @@ pub const JOBS_KEPT_MAX: usize = 64;
 #[derive(Default)]
 pub struct Jobs {
     jobs: Mutex<VecDeque<Job>>,
+    /// Woken whenever a job finishes (`Jobs::finished`).
+    finishes: tokio::sync::Notify,
 }
 
 impl Jobs {
@@ -76,10 +78,62 @@ impl Jobs {
             job.error = error;
             job.finished_unix_ms = Some(now_unix_ms());
         });
+        self.finishes.notify_waiters();
+    }
+
+    /// Job `id` once it has finished; None for an id never begun. Running jobs are never
+    /// forgotten, so this returns the finished job.
+    pub async fn finished(&self, id: &str) -> Option<Job> {
+        loop {
+            // Registered before the look, so that a finish between the look and the wait
+            // still wakes it.
+            let finish = self.finishes.notified();
+            let mut finish = std::pin::pin!(finish);
+            finish.as_mut().enable();
+            match self.get(id) {
+                Some(job) if job.state == JobState::Running => finish.await,
+                other => return other,
+            }
+        }
     }
 
     pub fn get(&self, id: &str) -> Option<Job> {
         let jobs = self.jobs.lock().expect("not poisoned");
         jobs.iter().find(|job| job.id == id).cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn finished_waits_for_the_end_of_a_running_job() {
+        let jobs = Arc::new(Jobs::default());
+        assert!(jobs.finished("backup-none").await.is_none(), "never begun");
+        jobs.begin("backup-a", JobKind::Backup, None);
+        let waiter = {
+            let jobs = Arc::clone(&jobs);
+            tokio::spawn(async move { jobs.finished("backup-a").await })
+        };
+        // Another job's end does not end this wait.
+        jobs.begin("backup-b", JobKind::Backup, None);
+        jobs.finish("backup-b", Outcome::Succeeded, None);
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        jobs.finish("backup-a", Outcome::Failed, Some("copy failed".into()));
+        let job = tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("woken by the finish")
+            .unwrap()
+            .expect("the job");
+        assert_eq!(job.state, JobState::Failed);
+        assert_eq!(job.error.as_deref(), Some("copy failed"));
+        // A job that has finished already is returned at once.
+        let done = jobs.finished("backup-b").await.unwrap();
+        assert_eq!(done.state, JobState::Succeeded);
     }
 }

@@ -10,6 +10,7 @@ pub mod guard;
 pub mod jobs;
 pub mod launch;
 pub mod locks;
+pub mod schedule_status;
 pub mod timeouts;
 
 pub use error::{AppError, io_failure};
