@@ -44,12 +44,7 @@ fn gauge(cluster: &Cluster, name: &str) -> Option<f64> {
         .get(REPLICA, "/metrics", Some(&cluster.admin_token))
         .text()
         .unwrap();
-    body.lines()
-        .find_map(|line| {
-            let rest = line.strip_prefix(name)?;
-            rest.strip_prefix("{} ").or_else(|| rest.strip_prefix(' '))
-        })
-        .map(|value| value.parse().unwrap())
+    common::metric_sample(&body, name)
 }
 
 /// `text` (RFC 3339, UTC, to the second) as Unix seconds.

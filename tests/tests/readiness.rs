@@ -9,7 +9,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Cluster, Ports};
+use common::{Cluster, Ports, metric_sample as sample};
 use serde_json::Value;
 
 const ROUNDS: usize = 2;
@@ -21,16 +21,6 @@ const CHECKPOINT_OPS: f64 = 960.0;
 const FIRST_REPORT_WAIT: Duration = Duration::from_secs(40);
 /// How long a replica that cannot rejoin is watched: past its first StatsD reports.
 const NEVER_READY_WATCH: Duration = Duration::from_secs(25);
-
-/// The value of one sample line of a /metrics body (`name{labels} value`), or None.
-fn sample(body: &str, series: &str) -> Option<f64> {
-    body.lines()
-        .find_map(|line| {
-            let rest = line.strip_prefix(series)?;
-            rest.strip_prefix("{} ").or_else(|| rest.strip_prefix(' '))
-        })
-        .map(|value| value.trim().parse().unwrap())
-}
 
 fn check(report: &Value, name: &str) -> Value {
     report["checks"]

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::{Cluster, Ports};
+use common::{Cluster, Ports, metric_sample as sample};
 use serde_json::Value;
 
 /// Slots 50-59 are this file's (see common::Ports).
@@ -60,17 +60,6 @@ fn failing_checks(report: &Value) -> Vec<String> {
         .filter(|check| !check["ok"].as_bool().unwrap())
         .map(|check| check["name"].as_str().unwrap().to_string())
         .collect()
-}
-
-/// The value of one sample line of a /metrics body (`name{labels} value`; the encoder writes
-/// `name{} value` for a series without labels), or None.
-fn sample(body: &str, series: &str) -> Option<f64> {
-    body.lines()
-        .find_map(|line| {
-            let rest = line.strip_prefix(series)?;
-            rest.strip_prefix("{} ").or_else(|| rest.strip_prefix(' '))
-        })
-        .map(|value| value.trim().parse().unwrap())
 }
 
 /// The local address of the UDP socket connected to `statsd_port` on loopback: the replica's

@@ -373,3 +373,14 @@ impl Drop for StandaloneAgent {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// The value of one sample line of a /metrics body (`name{labels} value`, `series` naming the
+/// labels if any; the encoder writes `name{} value` for a series without labels), or None.
+pub fn metric_sample(body: &str, series: &str) -> Option<f64> {
+    body.lines()
+        .find_map(|line| {
+            let rest = line.strip_prefix(series)?;
+            rest.strip_prefix("{} ").or_else(|| rest.strip_prefix(' '))
+        })
+        .map(|value| value.trim().parse().unwrap())
+}
