@@ -34,12 +34,6 @@ BANK_COUNTS = ("lost", "phantoms", "broken_chains", "balance_errors")
 ROLLED_KEYS = ("tigerbeetle_cache_grid",)
 
 
-def build_bank() -> Path:
-    labctl.run(["cargo", "build", "--release", "--locked", "-p", "tb-tests", "--example", "bank"],
-               cwd=labctl.REPO, timeout_s=3600)
-    return labctl.REPO / "target" / "release" / "examples" / "bank"
-
-
 def play(steps: list[Step], started: float, act, events: EventLog, name: str) -> None:
     """Runs each step at its time, one at a time. A step still running when the next is due
     delays it; one due more than `LATE_MAX_S` ago is skipped (recorded), so a long operation
@@ -214,7 +208,7 @@ def campaign(controller: labctl.Controller, seed: int, minutes: float, out: Path
     """One campaign on a lab whose cluster runs (site.yml and bootstrap.yml applied): the
     workload under the seed's faults and operations, then every invariant. Leaves the cluster
     ready and its inventory as it found it (a last rollout.yml puts the original values back)."""
-    bank_binary = build_bank()
+    bank_binary = controller.binaries["bank"]
     original = {key: controller.inventory["all"]["vars"].get(key) for key in ROLLED_KEYS}
     args = argparse.Namespace(seed=seed, minutes=minutes)
     played = run_campaign(args, controller, bank_binary, out)

@@ -80,15 +80,16 @@ def vm_kib(status: str, key: str) -> int:
 
 
 def build_binaries() -> dict[str, Path]:
-    """tb-agent, tbctl, the commit_gap client (cargo, release) and the tigerbeetle server."""
+    """tb-agent, tbctl, the commit_gap and bank clients (cargo, release; the bank is the fault
+    campaign's workload) and the tigerbeetle server."""
     env = dict(os.environ)
     zig = run([str(REPO / "scripts" / "zig-path")], capture_output=True, text=True).stdout.strip()
     env.update(ZIG_PATH=zig, TB_CLIENT_DEBUG="false")
     run(["cargo", "build", "--release", "--locked", "-p", "tb-agent", "-p", "tbctl",
          "--bins"], cwd=REPO,
         env=env, timeout_s=3600)
-    run(["cargo", "build", "--release", "--locked", "-p", "tb-tests", "--example", "commit_gap"],
-        cwd=REPO, env=env, timeout_s=3600)
+    run(["cargo", "build", "--release", "--locked", "-p", "tb-tests", "--example", "commit_gap",
+         "--example", "bank"], cwd=REPO, env=env, timeout_s=3600)
     tigerbeetle = run([str(REPO / "scripts" / "tigerbeetle-build")], capture_output=True,
                       text=True, timeout_s=3600).stdout.strip()
     target = REPO / "target" / "release"
@@ -96,6 +97,7 @@ def build_binaries() -> dict[str, Path]:
         "tb_agent": target / "tb-agent",
         "tbctl": target / "tbctl",
         "commit_gap": target / "examples" / "commit_gap",
+        "bank": target / "examples" / "bank",
         "tigerbeetle": Path(tigerbeetle),
     }
 
