@@ -6,6 +6,7 @@
 //! u128 values are decimal strings: JSON numbers lose precision past 2^53.
 
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use anyhow::{Context, bail};
@@ -84,9 +85,11 @@ pub struct Writer {
 
 impl Writer {
     pub fn create(path: &Path) -> anyhow::Result<Writer> {
+        // The client's record of a ledger's transfers: for its owner alone, like the data.
         let file = std::fs::OpenOptions::new()
             .create_new(true)
             .append(true)
+            .mode(0o600)
             .open(path)
             .with_context(|| format!("creating the event log {}", path.display()))?;
         Ok(Writer { file })
