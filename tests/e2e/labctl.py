@@ -83,8 +83,9 @@ def build_binaries() -> dict[str, Path]:
     """tb-agent, tbctl, the commit_gap and bank clients (cargo, release; the bank is the fault
     campaign's workload) and the tigerbeetle server."""
     env = dict(os.environ)
-    zig = run([str(REPO / "scripts" / "zig-path")], capture_output=True, text=True).stdout.strip()
-    env.update(ZIG_PATH=zig, TB_CLIENT_DEBUG="false")
+    # What scripts/env sets: the same ZIG_PATH, or cargo would rebuild the client.
+    run([str(REPO / "scripts" / "zig-path")], capture_output=True, text=True)
+    env.update(ZIG_PATH=str(REPO / "scripts" / "zig-cargo"), TB_CLIENT_DEBUG="false")
     run(["cargo", "build", "--release", "--locked", "-p", "tb-agent", "-p", "tbctl",
          "--bins"], cwd=REPO,
         env=env, timeout_s=3600)
