@@ -4,6 +4,7 @@ fixture under fixtures/ is a tiny document that needs no cluster (seconds in all
     python3 -m pytest -q -p no:cacheprovider tests/docs
 """
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -28,8 +29,9 @@ BROKEN = {
 }
 
 
-def walkthrough(*args):
-    result = subprocess.run([str(RUNNER), *args], capture_output=True, text=True, timeout=60)
+def walkthrough(*args, env=None):
+    result = subprocess.run([str(RUNNER), *args], capture_output=True, text=True, timeout=60,
+                            env=env)
     return result.returncode, result.stdout + result.stderr
 
 
@@ -58,3 +60,11 @@ def test_one_broken_document_of_several_fails_the_run():
     code, output = walkthrough(str(fixtures / "good.md"), str(fixtures / "wrong-exit.md"))
     assert code != 0
     assert "good.md: passed" in output and "walkthrough FAILED: " in output, output
+
+
+def test_a_document_over_its_time_bound_is_killed_and_fails():
+    env = dict(os.environ, TB_WALKTHROUGH_TIMEOUT_S="2")
+    code, output = walkthrough(str(HERE / "fixtures/runs-too-long.md"), env=env)
+    assert code != 0
+    assert "the session ran over 2 s and was killed" in output, output
+    assert "after the sleep" not in output, output
