@@ -19,7 +19,7 @@ import labctl
 from chaos.campaign import campaign, explain, table
 
 SEED = int(os.environ.get("CHAOS_SEED", "1"))
-MINUTES = float(os.environ.get("CHAOS_MINUTES", "3"))
+MINUTES = float(os.environ.get("CHAOS_MINUTES", "2"))
 
 
 def test_short_campaign(cluster):
