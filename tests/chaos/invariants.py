@@ -4,7 +4,8 @@
   sent or was refused, linked chains whole, balances explained (tests/examples/bank);
 - one_down: our tools never took a replica down while another had been unavailable long enough
   for them to know (`KNOW_S`): judged from the agents' audit lines (a begun stop, restart or
-  backup takes the replica down) against the readiness the runner observed;
+  backup takes the replica down, unless its end line says it was refused and did nothing)
+  against the readiness the runner observed;
 - audit: every operation an agent began has its end line, unless that agent was killed in
   between (a SIGKILL leaves no chance to write one; counted apart, not hidden);
 - backups: every backup an agent lists verifies.
@@ -25,6 +26,9 @@ from .events import EventLog
 KNOW_S = 5
 # Audit actions whose begun operation stops the replica (a backup copies a stopped data file).
 STOPPING_ACTIONS = ("stop", "restart", "backup")
+# End outcomes of an operation that changed nothing (tb_proto::api::Outcome: refused by its
+# guard or lease, busy with another, or nothing to do).
+NOTHING_DONE_OUTCOMES = ("refused", "busy", "unchanged")
 AUDIT_LOG = "/var/log/tb-agent/audit.jsonl"
 POLL_INTERVAL_S = 1.0
 
@@ -88,8 +92,15 @@ def one_down(events: list[dict], audits: dict[str, list[dict]]) -> list[str]:
     down = unavailable_since(events, hosts)
     violations = []
     for host, lines in audits.items():
+        # Every operation writes its begin line before its guard and lease decide: one whose
+        # end line says nothing was done took nothing down. One without an end line (its agent
+        # killed) still counts.
+        idle = {line.get("job_id") for line in lines
+                if line.get("phase") == "end" and line.get("outcome") in NOTHING_DONE_OUTCOMES}
         for line in lines:
             if line.get("phase") != "begin" or line.get("action") not in STOPPING_ACTIONS:
+                continue
+            if line.get("job_id") in idle:
                 continue
             at = line["time_unix_ms"]
             for other in hosts:

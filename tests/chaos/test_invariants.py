@@ -13,8 +13,10 @@ def readiness(at_ms: int, **ready) -> dict:
             "ready": {host: ready.get(host.replace("-", "_"), True) for host in HOSTS}}
 
 
-def audit(at_ms: int, action: str, phase: str = "begin", job: str = "job-1") -> dict:
-    return {"time_unix_ms": at_ms, "action": action, "phase": phase, "job_id": job}
+def audit(at_ms: int, action: str, phase: str = "begin", job: str = "job-1",
+          outcome: str = "running") -> dict:
+    return {"time_unix_ms": at_ms, "action": action, "phase": phase, "job_id": job,
+            "outcome": outcome}
 
 
 def test_the_seed_reproduces_the_schedule_and_faults_never_overlap():
@@ -44,10 +46,17 @@ def test_one_down_flags_a_stop_while_another_replica_was_known_down():
     assert invariants.one_down(events, {"tb-0": [audit(early, "restart"),
                                                  audit(31_000, "backup")],
                                         "tb-1": [], "tb-2": []}) == []
-    # A refusal (no begin line) or a read-only action: nothing taken down.
-    assert invariants.one_down(events, {"tb-0": [audit(11_000, "restart", phase="end"),
-                                                 audit(11_000, "backup_verify")],
+    # A read-only action, or one refused by its guard (its begin line, then an end line that
+    # says nothing was done: seen in the 30-minute campaign, seed 7): nothing taken down.
+    refused = [audit(11_000, "backup", job="b2"),
+               audit(11_001, "backup", phase="end", job="b2", outcome="refused")]
+    assert invariants.one_down(events, {"tb-0": [audit(11_000, "backup_verify"), *refused],
                                         "tb-1": [], "tb-2": []}) == []
+    # The same begin line whose operation went on (or whose agent died before its end): counted.
+    went_on = [audit(11_000, "backup", job="b3"),
+               audit(15_000, "backup", phase="end", job="b3", outcome="succeeded")]
+    assert len(invariants.one_down(events, {"tb-0": went_on, "tb-1": [], "tb-2": []})) == 1
+    assert len(invariants.one_down(events, {"tb-0": went_on[:1], "tb-1": [], "tb-2": []})) == 1
 
 
 def test_audit_flags_an_operation_without_its_end_unless_its_agent_was_killed():
