@@ -319,11 +319,13 @@ class Controller:
                               f"{result.stdout}{result.stderr}")
         return "\n".join(report) or "--- no failed units on any host"
 
-    def tbctl(self, *args: str, check: bool = True, timeout_s: float = 300):
-        argv = self.lab.controller_command([
+    def tbctl_argv(self, *args: str) -> list[str]:
+        return self.lab.controller_command([
             str(self.binaries["tbctl"]), "--ca-file", str(self.lab.ca_cert_path), *args])
-        return subprocess.run(argv, env=self.env(), capture_output=True, text=True,
-                              timeout=timeout_s, check=check)
+
+    def tbctl(self, *args: str, check: bool = True, timeout_s: float = 300):
+        return subprocess.run(self.tbctl_argv(*args), env=self.env(), capture_output=True,
+                              text=True, timeout=timeout_s, check=check)
 
     def wait_ready(self, timeout_s: float = 180) -> None:
         """Until tbctl reports every replica ready (a deadline, not a sleep)."""

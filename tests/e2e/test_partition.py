@@ -1,7 +1,8 @@
 """End-to-end test 4: one host is partitioned (nftables drop on the lab bridge): the rollout's
 pre-flight refuses to start, and nothing is touched. Then a replica stopped before a rollout: the
 pre-flight waits for it without the maintenance lease, so another holder (recover.yml repairing
-that replica) can take the lease meanwhile.
+that replica) can take the lease meanwhile; and once the rollout has the lease, a replica down
+again ends it within the short recheck, which frees the lease.
 
     python3 -m pytest tests/e2e/test_partition.py
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import subprocess
 import threading
+import time
 
 import labctl
 
@@ -46,36 +48,78 @@ def test_partitioned_host_fails_the_preflight(cluster):
     controller.playbook("rollout.yml", "--check")
 
 
-def test_preflight_waits_for_a_down_replica_without_the_lease(cluster):
-    """Regression of the fault campaign's finding (seed 1, docs/reliability.md): the pre-flight
-    waited for a down replica while holding the lease, so recover.yml, which needs the lease to
-    repair that replica, could not run until both gave up."""
+
+def wait_ready_running() -> bool:
+    """Whether a `tbctl wait-ready` of a gate runs on the controller (one per gate, until it
+    sees every replica ready or its deadline)."""
+    return bool(subprocess.run(["pgrep", "-f", "wait-ready --inventory"],
+                               capture_output=True, text=True).stdout.split())
+
+
+def lease_operation(controller) -> str | None:
+    """What the cluster's maintenance lease is held for (`manual` for `tbctl lease run`,
+    `rollout` for the rollout's), or None when it is free."""
+    lease = controller.agent(controller.host_names[0], "/v1/lease").get("lease")
+    return lease["operation"] if lease else None
+
+
+def test_preflight_waits_without_the_lease_and_rechecks_under_it_at_once(cluster):
+    """The fault campaign's findings, each a state this test holds rather than catches:
+    1. (seed 1) the pre-flight waited for a down replica while holding the maintenance lease, so
+       recover.yml, which needs the lease to repair that replica, could not run meanwhile;
+    2. (seed 7) a replica that went down between that wait and the lease was waited for again
+       under the lease, for the whole gate (3 minutes), with the same effect."""
     controller = cluster
     lab = controller.lab
     down = controller.host_names[1]
     inventory = str(controller.inventory_path)
+    release = controller.work / "release-the-lease"
     lab.exec(down, "systemctl stop tigerbeetle.service")
     runs = {}
     rollout = threading.Thread(target=lambda: runs.setdefault("rollout", controller.playbook(
         "rollout.yml", "-e", "tb_ready_timeout_s=300", check=False)))
     rollout.start()
+    holder = None
     try:
-        # The pre-flight's `tbctl wait-ready` runs while the rollout waits, and it cannot end
-        # while the replica is stopped: a state this test holds, not one between two polls.
-        labctl.harness.wait_for(
-            "the rollout's pre-flight waiting for the stopped replica",
-            lambda: subprocess.run(["pgrep", "-f", "wait-ready --inventory"],
-                                   capture_output=True, text=True).stdout.split(),
-            timeout_s=120)
-        holder = controller.tbctl("lease", "run", "--inventory", inventory, "--ttl", "30",
-                                  "--holder", "e2e-preflight", "--", "true", check=False)
-        assert holder.returncode == 0, \
-            f"the lease was not free during the pre-flight's wait:\n{holder.stderr}"
+        # 1. The rollout waits for the stopped replica (its gate's wait-ready cannot end while
+        # the replica is stopped), and meanwhile another holder can take the lease.
+        labctl.harness.wait_for("the rollout's pre-flight waiting for the stopped replica",
+                                wait_ready_running, timeout_s=120)
+        holder = subprocess.Popen(
+            controller.tbctl_argv("lease", "run", "--inventory", inventory, "--ttl", "300",
+                                  "--holder", "e2e-preflight", "--", "sh", "-c",
+                                  f"while [ ! -e {release} ]; do sleep 0.2; done"),
+            env=controller.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        labctl.harness.wait_for("the other holder to hold the lease during the pre-flight",
+                                lambda: lease_operation(controller),
+                                lambda operation: operation == "manual", timeout_s=60)
         assert rollout.is_alive(), "the rollout ended while a replica was stopped"
+        # 2. The replica is back: the rollout's wait ends, and it waits for the lease, which
+        # this test holds. The replica goes down again before the rollout gets the lease.
+        lab.exec(down, "systemctl start tigerbeetle.service")
+        labctl.harness.wait_for("the pre-flight's wait to end (the replica is ready)",
+                                wait_ready_running, lambda running: not running, timeout_s=180)
+        lab.exec(down, "systemctl stop tigerbeetle.service")
+        release.touch()
+        released = time.monotonic()
+        out, err = holder.communicate(timeout=60)
+        assert holder.returncode == 0, f"tbctl lease run: {out}{err}"
+        rollout.join(timeout=labctl.PLAYBOOK_TIMEOUT_S)
+        ended_after_s = time.monotonic() - released
     finally:
+        release.touch()
+        if holder is not None and holder.poll() is None:
+            holder.kill()
         lab.exec(down, "systemctl start tigerbeetle.service")
         rollout.join(timeout=labctl.PLAYBOOK_TIMEOUT_S)
     run = runs["rollout"]
-    labctl.record("preflight_wait", {"rollout_seconds": run.seconds, "recap": run.recap()})
-    assert run.returncode == 0, run.tail()
-    assert "The maintenance lease was not taken" not in run.stdout
+    labctl.record("preflight_lease", {"rollout_seconds": run.seconds, "recap": run.recap(),
+                                      "ended_after_release_s": ended_after_s})
+    # Under the lease, the rollout only rechecks: the replica is down, so it ends within its
+    # lease retry (10 s) and the recheck (15 s), not the 300 s of the gate, and frees the lease.
+    assert run.returncode != 0, run.tail()
+    assert "pre-flight: not every replica is ready after 15 s" in run.stdout, run.tail()
+    assert ended_after_s < 90, f"the rollout held the lease {ended_after_s:.0f} s after it got it"
+    assert lease_operation(controller) is None
+    assert all(h["changed"] == 0 for h in run.recap().values()), run.recap()
+    controller.wait_ready()
