@@ -3,12 +3,14 @@ machine-wide heavy lock, torn down afterwards whatever happens.
 
 Only one lab can exist on a machine (fixed namespace and addresses), so labs come from one pool:
 - `cluster` (session): a shared lab with site.yml and bootstrap.yml applied, for the tests that
-  leave a healthy cluster behind (site, firewall reload, rollout, partition) and, last,
-  backup/recover. In one pytest session (tests/e2e/run) they share it; a file run alone gets
-  its own.
+  work on a bootstrapped cluster: first those that leave it healthy (site, firewall reload,
+  rollout, partition, the campaign), then backup/recover, and last those that change it most
+  (a crash-looping replica, other time daemons). In one pytest session (tests/e2e/run) they
+  share it; a file run alone gets its own.
 - `controller` (module): a fresh lab of its own, nothing applied, for tests whose cluster cannot
-  be shared (a crash-looping replica; a cluster bootstrapped on another release). It replaces
-  any shared lab, which a later `cluster` user would boot again.
+  be shared (one deployed by an earlier commit's roles; one bootstrapped on another release;
+  the NixOS modules' units instead of site.yml's). It replaces any shared lab, which a later
+  `cluster` user would boot again.
 """
 
 from __future__ import annotations

@@ -7,6 +7,9 @@ repair whose --limit leaves that host out refuses; `-e tigerbeetle_rollout_repai
 finishes the rollout while a client writes, with no failed request. Last, a replica at its
 start limit comes back with `tbctl start` (the agent resets the unit's failed state).
 
+On the shared lab's cluster (conftest.py), after every other test that needs it healthy: it
+changes the agents' ready timeout and the grid cache, and a failure here may leave a host down.
+
     python3 -m pytest tests/e2e/test_fault_kill.py
 """
 
@@ -21,10 +24,11 @@ import labctl
 READY_TIMEOUT_S = 45
 
 
-def test_killed_replica_stops_the_rollout(controller):
+def test_killed_replica_stops_the_rollout(cluster):
+    controller = cluster
     controller.write_vars(tb_agent_ready_timeout_ms=READY_TIMEOUT_S * 1000)
     controller.playbook("site.yml")
-    controller.bootstrap()
+    controller.wait_ready()
     lab = controller.lab
     # The rollout's own order (inventory order, the current primary last).
     first, second, third = controller.tbctl(
