@@ -97,8 +97,10 @@ class Faults:
         rule = (f"nft add table inet {CHAOS_TABLE} && "
                 f"nft add chain inet {CHAOS_TABLE} out '{{ type filter hook output priority 0; }}' && "
                 f"nft add rule inet {CHAOS_TABLE} out ip daddr '{{ {', '.join(peers)} }}' drop")
-        self.lab.exec(host, rule)
+        # Inside the try: a rule that fails halfway (the table made, the chain not) is removed
+        # too, instead of cutting the host off for the rest of the campaign.
         try:
+            self.lab.exec(host, rule)
             time.sleep(seconds)
         finally:
             self.lab.exec(host, f"nft delete table inet {CHAOS_TABLE}", check=False)
