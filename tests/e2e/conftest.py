@@ -16,6 +16,7 @@ Only one lab can exist on a machine (fixed namespace and addresses), so labs com
 from __future__ import annotations
 
 import contextlib
+import sys
 import tempfile
 from pathlib import Path
 
@@ -65,6 +66,19 @@ class LabPool:
 
     def own(self, name: str) -> labctl.Controller:
         return self._boot(name)
+
+
+# How much of a failure's report is printed the moment it fails.
+FAILURE_TAIL_CHARS = 6000
+
+
+def pytest_runtest_logreport(report):
+    """A failure's report at once, not only in the session's summary: a run cut short (CI's time
+    limit, a kill) still shows why a test failed."""
+    if report.failed:
+        text = report.longreprtext[-FAILURE_TAIL_CHARS:]
+        print(f"\n== {report.nodeid} ({report.when}) failed:\n{text}\n", file=sys.stderr,
+              flush=True)
 
 
 @pytest.fixture(scope="session")

@@ -79,28 +79,38 @@ def vm_kib(status: str, key: str) -> int:
     raise AssertionError(f"{key} missing from /proc/PID/status")
 
 
+# The cargo-built binaries the tests use, by key and path under target/release/.
+CARGO_BINARIES = {"tb_agent": "tb-agent", "tbctl": "tbctl", "commit_gap": "examples/commit_gap",
+                  "bank": "examples/bank"}
+
+
 def build_binaries() -> dict[str, Path]:
     """tb-agent, tbctl, the commit_gap and bank clients (cargo, release; the bank is the fault
-    campaign's workload) and the tigerbeetle server."""
-    env = dict(os.environ)
-    # What scripts/env sets: the same ZIG_PATH, or cargo would rebuild the client.
-    run([str(REPO / "scripts" / "zig-path")], capture_output=True, text=True)
-    env.update(ZIG_PATH=str(REPO / "scripts" / "zig-cargo"), TB_CLIENT_DEBUG="false")
-    run(["cargo", "build", "--release", "--locked", "-p", "tb-agent", "-p", "tbctl",
-         "--bins"], cwd=REPO,
-        env=env, timeout_s=3600)
-    run(["cargo", "build", "--release", "--locked", "-p", "tb-tests", "--example", "commit_gap",
-         "--example", "bank"], cwd=REPO, env=env, timeout_s=3600)
+    campaign's workload) and the tigerbeetle server.
+
+    With TB_E2E_BIN_DIR set (scripts/test), the cargo-built ones are that directory's copies,
+    built before the session: scripts/test runs `cargo test` beside this session, which links
+    target/release/tbctl and tb-agent again with the test build's features, so the tests must
+    not run, install or hash the files cargo rewrites under them."""
+    staged = os.environ.get("TB_E2E_BIN_DIR")
+    if staged:
+        binaries = {key: Path(staged) / Path(name).name for key, name in CARGO_BINARIES.items()}
+        missing = [str(path) for path in binaries.values() if not os.access(path, os.X_OK)]
+        assert not missing, f"TB_E2E_BIN_DIR={staged} lacks {missing}"
+    else:
+        env = dict(os.environ)
+        # What scripts/env sets: the same ZIG_PATH, or cargo would rebuild the client.
+        run([str(REPO / "scripts" / "zig-path")], capture_output=True, text=True)
+        env.update(ZIG_PATH=str(REPO / "scripts" / "zig-cargo"), TB_CLIENT_DEBUG="false")
+        run(["cargo", "build", "--release", "--locked", "-p", "tb-agent", "-p", "tbctl",
+             "--bins"], cwd=REPO, env=env, timeout_s=3600)
+        run(["cargo", "build", "--release", "--locked", "-p", "tb-tests", "--example",
+             "commit_gap", "--example", "bank"], cwd=REPO, env=env, timeout_s=3600)
+        target = REPO / "target" / "release"
+        binaries = {key: target / name for key, name in CARGO_BINARIES.items()}
     tigerbeetle = run([str(REPO / "scripts" / "tigerbeetle-build")], capture_output=True,
                       text=True, timeout_s=3600).stdout.strip()
-    target = REPO / "target" / "release"
-    return {
-        "tb_agent": target / "tb-agent",
-        "tbctl": target / "tbctl",
-        "commit_gap": target / "examples" / "commit_gap",
-        "bank": target / "examples" / "bank",
-        "tigerbeetle": Path(tigerbeetle),
-    }
+    return {**binaries, "tigerbeetle": Path(tigerbeetle)}
 
 
 def seed_packages(lab: "harness.Lab", packages: Sequence[str] = LAB_SEED_PACKAGES) -> None:
