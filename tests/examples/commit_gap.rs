@@ -22,7 +22,8 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
+use clap::Parser;
 use tigerbeetle_unofficial::{Account, Client, Transfer};
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -34,56 +35,33 @@ const CODE: u16 = 1;
 const ERRORS_KEPT: usize = 5;
 /// Stalls kept in the output.
 const STALLS_KEPT: usize = 20;
+const SECONDS_MAX: u64 = 24 * 3600;
 
+/// Writes transfers for --seconds and prints what the client saw as JSON.
+#[derive(Parser)]
 struct Args {
+    #[arg(long)]
     cluster_id: u128,
+    /// HOST:PORT,... of every replica.
+    #[arg(long)]
     addresses: String,
+    /// Runs this long at most; SIGTERM or SIGINT ends it earlier.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=SECONDS_MAX))]
     seconds: u64,
+    /// A request not answered in this time counts as failed.
+    #[arg(long = "request-timeout-seconds", default_value = "30", value_parser = seconds)]
     request_timeout: Duration,
+    /// A gap between answers longer than this is a stall.
+    #[arg(long = "stall-ms", default_value = "100", value_parser = milliseconds)]
     stall: Duration,
 }
 
-fn usage() -> &'static str {
-    "usage: commit_gap --cluster-id ID --addresses HOST:PORT,... --seconds N \
-     [--request-timeout-seconds N (default 30)] [--stall-ms N (default 100)]"
+fn seconds(text: &str) -> Result<Duration, std::num::ParseIntError> {
+    text.parse().map(Duration::from_secs)
 }
 
-fn parse_args() -> anyhow::Result<Args> {
-    let (mut cluster_id, mut addresses, mut seconds) = (None, None, None);
-    let mut request_timeout = Duration::from_secs(30);
-    let mut stall = Duration::from_millis(100);
-    let mut args = std::env::args().skip(1);
-    while let Some(flag) = args.next() {
-        if flag == "-h" || flag == "--help" {
-            println!("{}", usage());
-            std::process::exit(0);
-        }
-        let value = args
-            .next()
-            .with_context(|| format!("{flag} needs a value; {}", usage()))?;
-        match flag.as_str() {
-            "--cluster-id" => cluster_id = Some(value.parse().context("--cluster-id")?),
-            "--addresses" => addresses = Some(value),
-            "--seconds" => seconds = Some(value.parse().context("--seconds")?),
-            "--request-timeout-seconds" => {
-                request_timeout =
-                    Duration::from_secs(value.parse().context("--request-timeout-seconds")?)
-            }
-            "--stall-ms" => stall = Duration::from_millis(value.parse().context("--stall-ms")?),
-            other => bail!("unknown argument {other}; {}", usage()),
-        }
-    }
-    let seconds: u64 = seconds.with_context(|| format!("--seconds is required; {}", usage()))?;
-    if seconds == 0 || seconds > 24 * 3600 {
-        bail!("--seconds must be between 1 and 86400");
-    }
-    Ok(Args {
-        cluster_id: cluster_id.with_context(|| format!("--cluster-id is required; {}", usage()))?,
-        addresses: addresses.with_context(|| format!("--addresses is required; {}", usage()))?,
-        seconds,
-        request_timeout,
-        stall,
-    })
+fn milliseconds(text: &str) -> Result<Duration, std::num::ParseIntError> {
+    text.parse().map(Duration::from_millis)
 }
 
 fn unix_ms() -> u64 {
@@ -106,7 +84,7 @@ fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
 }
 
 fn main() -> anyhow::Result<()> {
-    let args = parse_args()?;
+    let args = Args::parse();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

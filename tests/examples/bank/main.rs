@@ -20,99 +20,91 @@ mod workload;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
+use clap::{Args, Parser, Subcommand};
 
-const USAGE: &str = "usage: bank run|check --cluster-id ID --addresses HOST:PORT,... --log FILE \
-     [run: --seconds N --seed N --accounts N (300) --writers N (4) --request-timeout-seconds N (30)]";
 const ACCOUNTS_MAX: usize = 100_000;
 const WRITERS_MAX: usize = 64;
+const SECONDS_MAX: u64 = 24 * 3600;
 
-struct Args {
-    command: String,
-    cluster_id: u128,
-    addresses: String,
-    log: PathBuf,
-    seconds: u64,
-    seed: u64,
-    accounts: usize,
-    writers: usize,
-    request_timeout_s: u64,
+#[derive(Parser)]
+#[command(about = "A bank workload and its checker (tests/chaos)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
 }
 
-fn parse_args() -> anyhow::Result<Args> {
-    let mut args = std::env::args().skip(1);
-    let command = args.next().context(USAGE)?;
-    if !matches!(command.as_str(), "run" | "check") {
-        bail!("unknown command {command}; {USAGE}");
-    }
-    let mut parsed = Args {
-        command,
-        cluster_id: 0,
-        addresses: String::new(),
-        log: PathBuf::new(),
-        seconds: 0,
-        seed: 0,
-        accounts: 300,
-        writers: 4,
-        request_timeout_s: 30,
-    };
-    while let Some(flag) = args.next() {
-        let value = args
-            .next()
-            .with_context(|| format!("{flag} needs a value; {USAGE}"))?;
-        let number = || {
-            value
-                .parse::<u64>()
-                .with_context(|| format!("{flag}: not a number"))
-        };
-        match flag.as_str() {
-            "--cluster-id" => parsed.cluster_id = value.parse().context("--cluster-id")?,
-            "--addresses" => parsed.addresses = value,
-            "--log" => parsed.log = PathBuf::from(value),
-            "--seconds" => parsed.seconds = number()?,
-            "--seed" => parsed.seed = number()?,
-            "--accounts" => parsed.accounts = number()? as usize,
-            "--writers" => parsed.writers = number()? as usize,
-            "--request-timeout-seconds" => parsed.request_timeout_s = number()?,
-            other => bail!("unknown argument {other}; {USAGE}"),
-        }
-    }
-    if parsed.addresses.is_empty() || parsed.log.as_os_str().is_empty() {
-        bail!("--addresses and --log are required; {USAGE}");
-    }
-    if !(2..=ACCOUNTS_MAX).contains(&parsed.accounts)
-        || !(1..=WRITERS_MAX).contains(&parsed.writers)
-    {
-        bail!("--accounts must be 2..={ACCOUNTS_MAX}, --writers 1..={WRITERS_MAX}");
-    }
-    if parsed.command == "run" && !(1..=24 * 3600).contains(&parsed.seconds) {
-        bail!("--seconds must be between 1 and 86400");
-    }
-    Ok(parsed)
+#[derive(Subcommand)]
+enum Command {
+    /// Move money among the accounts for --seconds, logging every request and answer.
+    Run(RunArgs),
+    /// Compare the cluster with the log once every pending transfer has expired.
+    Check(Cluster),
+}
+
+/// The cluster and the log both commands need (no defaults: a wrong cluster id would make the
+/// client wait on a cluster that never answers).
+#[derive(Args)]
+struct Cluster {
+    #[arg(long)]
+    cluster_id: u128,
+    /// HOST:PORT,... of every replica.
+    #[arg(long)]
+    addresses: String,
+    /// The event log (JSON lines): written by `run`, read by `check`.
+    #[arg(long)]
+    log: PathBuf,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    cluster: Cluster,
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=SECONDS_MAX))]
+    seconds: u64,
+    #[arg(long)]
+    seed: u64,
+    #[arg(long, default_value_t = 300)]
+    accounts: usize,
+    #[arg(long, default_value_t = 4)]
+    writers: usize,
+    #[arg(long, default_value_t = 30)]
+    request_timeout_seconds: u64,
 }
 
 fn main() -> anyhow::Result<()> {
-    let args = parse_args()?;
+    let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    if args.command == "run" {
-        let log = events::Writer::create(&args.log)?;
-        let settings = workload::Settings {
-            cluster_id: args.cluster_id,
-            addresses: args.addresses,
-            accounts: args.accounts,
-            writers: args.writers,
-            seconds: args.seconds,
-            seed: args.seed,
-            request_timeout: Duration::from_secs(args.request_timeout_s),
-        };
-        let summary = runtime.block_on(workload::run(settings, log))?;
-        println!("{}", serde_json::to_string(&summary)?);
-        return Ok(());
+    match cli.command {
+        Command::Run(args) => run(&runtime, args),
+        Command::Check(cluster) => check(&runtime, cluster),
     }
-    let events = events::read(&args.log)?;
+}
+
+fn run(runtime: &tokio::runtime::Runtime, args: RunArgs) -> anyhow::Result<()> {
+    if !(2..=ACCOUNTS_MAX).contains(&args.accounts) || !(1..=WRITERS_MAX).contains(&args.writers) {
+        bail!("--accounts must be 2..={ACCOUNTS_MAX}, --writers 1..={WRITERS_MAX}");
+    }
+    let log = events::Writer::create(&args.cluster.log)?;
+    let settings = workload::Settings {
+        cluster_id: args.cluster.cluster_id,
+        addresses: args.cluster.addresses,
+        accounts: args.accounts,
+        writers: args.writers,
+        seconds: args.seconds,
+        seed: args.seed,
+        request_timeout: Duration::from_secs(args.request_timeout_seconds),
+    };
+    let summary = runtime.block_on(workload::run(settings, log))?;
+    println!("{}", serde_json::to_string(&summary)?);
+    Ok(())
+}
+
+fn check(runtime: &tokio::runtime::Runtime, cluster: Cluster) -> anyhow::Result<()> {
+    let events = events::read(&cluster.log)?;
     let model = check::model(&events)?;
     let last_ms = events
         .iter()
@@ -128,8 +120,9 @@ fn main() -> anyhow::Result<()> {
     let wait_ms = settled_ms.saturating_sub(workload::unix_ms());
     std::thread::sleep(Duration::from_millis(wait_ms));
     let report = runtime.block_on(async {
-        let client = tigerbeetle_unofficial::Client::new(args.cluster_id, args.addresses.as_str())
-            .map_err(|error| anyhow::anyhow!("creating the client: {error:?}"))?;
+        let client =
+            tigerbeetle_unofficial::Client::new(cluster.cluster_id, cluster.addresses.as_str())
+                .map_err(|error| anyhow::anyhow!("creating the client: {error:?}"))?;
         check::check(&model, &client).await
     })?;
     println!("{}", serde_json::to_string(&report)?);
