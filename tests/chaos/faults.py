@@ -45,6 +45,7 @@ class Faults:
             "partition": self.partition,
             "partition_oneway": self.partition_oneway,
             "lose_data_file": self.lose_data_file,
+            "stop_host": self.stop_host,
         }
         host = self.host(step)
         began = unix_ms()
@@ -104,6 +105,13 @@ class Faults:
             time.sleep(seconds)
         finally:
             self.lab.exec(host, f"nft delete table inet {CHAOS_TABLE}", check=False)
+        return True
+
+    def stop_host(self, host: str, seconds: float) -> bool:
+        """The host's container stopped hard (every process SIGKILLed, no shutdown), down for
+        `seconds`, then booted: its units start as at any boot (the firewall, the agent, the
+        replica on its data file). Not power loss: the page cache survives (harness.Lab)."""
+        self.lab.hard_restart(host, down_s=seconds)
         return True
 
     def lose_data_file(self, host: str, _: float) -> bool:

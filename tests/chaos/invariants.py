@@ -7,7 +7,8 @@
   backup takes the replica down, unless its end line says it was refused and did nothing)
   against the readiness the runner observed;
 - audit: every operation an agent began has its end line, unless that agent was killed in
-  between (a SIGKILL leaves no chance to write one; counted apart, not hidden);
+  between (a SIGKILL of the agent or of its whole host leaves no chance to write one; counted
+  apart, not hidden);
 - backups: every backup an agent lists verifies.
 """
 
@@ -115,10 +116,14 @@ def one_down(events: list[dict], audits: dict[str, list[dict]]) -> list[str]:
     return violations
 
 
+# Faults that kill a host's agent (a host stopped hard kills everything on it).
+AGENT_KILLING_FAULTS = ("kill_agent", "stop_host")
+
+
 def agent_kills(events: list[dict]) -> dict[str, list[int]]:
     kills: dict[str, list[int]] = {}
     for event in events:
-        if event["event"] == "fault_begin" and event["kind"] == "kill_agent":
+        if event["event"] == "fault_begin" and event["kind"] in AGENT_KILLING_FAULTS:
             kills.setdefault(event["host"], []).append(event["unix_ms"])
     return kills
 

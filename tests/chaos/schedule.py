@@ -17,11 +17,15 @@ import random
 # clock); a hard container stop is not power loss (the page cache survives): see
 # docs/reliability.md.
 FAULT_KINDS = ("kill_replica", "stop_replica", "kill_agent", "partition", "partition_oneway",
-               "lose_data_file")
-OPERATION_KINDS = ("restart", "backup", "backup_playbook", "rollout", "rollout_limit")
+               "lose_data_file", "stop_host")
+OPERATION_KINDS = ("restart", "backup", "backup_playbook", "rollout", "rollout_limit",
+                   "rollout_interrupted")
 # (min, max) seconds a fault lasts; a kill lasts until systemd has restarted the process.
 DURATION_S = {"kill_replica": (0, 0), "stop_replica": (2, 12), "kill_agent": (0, 0),
-              "partition": (3, 20), "partition_oneway": (3, 20), "lose_data_file": (0, 0)}
+              "partition": (3, 20), "partition_oneway": (3, 20), "lose_data_file": (0, 0),
+              "stop_host": (1, 10)}
+# (min, max) seconds after its start that an interrupted operation's playbook is killed.
+INTERRUPT_AFTER_S = {"rollout_interrupted": (5, 120)}
 WARMUP_S = 20
 FAULT_GAP_S = (8, 30)
 OPERATION_GAP_S = (15, 60)
@@ -55,7 +59,12 @@ def faults(rng: random.Random, hosts: int, seconds: float) -> list[Step]:
 def operations(rng: random.Random, hosts: int, seconds: float) -> list[Step]:
     steps, at = [], float(WARMUP_S) + rng.uniform(0, 10)
     while at < seconds - COOLDOWN_S:
-        steps.append(Step(round(at, 1), rng.choice(OPERATION_KINDS), rng.randrange(hosts)))
+        kind = rng.choice(OPERATION_KINDS)
+        host = rng.randrange(hosts)
+        # An interrupted operation's duration is when its first run is killed.
+        low, high = INTERRUPT_AFTER_S.get(kind, (0, 0))
+        duration = round(rng.uniform(low, high), 1) if high else 0.0
+        steps.append(Step(round(at, 1), kind, host, duration))
         at += rng.uniform(*OPERATION_GAP_S)
     return steps
 

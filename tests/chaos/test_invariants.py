@@ -65,5 +65,10 @@ def test_audit_flags_an_operation_without_its_end_unless_its_agent_was_killed():
     assert len(violations) == 1 and "b1" in violations[0] and excused == 0
     killed = [{"event": "fault_begin", "kind": "kill_agent", "host": "tb-0", "unix_ms": 2_000}]
     assert invariants.audit_pairs(killed, lines) == ([], 1)
+    # A host stopped hard kills its agent as well; a fault on another host excuses nothing.
+    stopped = [{"event": "fault_begin", "kind": "stop_host", "host": "tb-0", "unix_ms": 2_000}]
+    assert invariants.audit_pairs(stopped, lines) == ([], 1)
+    elsewhere = [{**stopped[0], "host": "tb-1"}]
+    assert len(invariants.audit_pairs(elsewhere, lines)[0]) == 1
     lines["tb-0"].append(audit(3_000, "backup", phase="end", job="b1"))
     assert invariants.audit_pairs([], lines) == ([], 0)

@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -273,14 +274,7 @@ class Controller:
                  ansible_dir: Path = ANSIBLE_DIR) -> "PlaybookRun":
         """The collection's playbook <name> by its full name, or the playbook of another tree's
         ansible/ (an earlier commit's) by its path there."""
-        if ansible_dir == ANSIBLE_DIR:
-            playbook = f"{COLLECTION}.{Path(name).stem}"
-        else:
-            in_playbooks = ansible_dir / "playbooks" / name
-            playbook = str(in_playbooks if in_playbooks.exists() else ansible_dir / name)
-        argv = self.lab.controller_command([
-            "ansible-playbook", "-i", str(self.inventory_path), playbook,
-            "-e", f"@{self.vars_path}", *args])
+        argv = self.playbook_argv(name, args, ansible_dir)
         started = time.monotonic()
         log(f"ansible-playbook {name} {' '.join(args)}")
         # stdin from /dev/null: ansible-playbook refuses a non-blocking stdin, which an ssh run
@@ -297,6 +291,38 @@ class Controller:
             raise AssertionError(f"{name} failed ({result.returncode}):\n{outcome.tail()}\n"
                                  f"{self.failed_units_report()}")
         return outcome
+
+    def playbook_argv(self, name: str, args: Sequence[str],
+                      ansible_dir: Path = ANSIBLE_DIR) -> list[str]:
+        if ansible_dir == ANSIBLE_DIR:
+            playbook = f"{COLLECTION}.{Path(name).stem}"
+        else:
+            in_playbooks = ansible_dir / "playbooks" / name
+            playbook = str(in_playbooks if in_playbooks.exists() else ansible_dir / name)
+        return self.lab.controller_command([
+            "ansible-playbook", "-i", str(self.inventory_path), playbook,
+            "-e", f"@{self.vars_path}", *args])
+
+    def playbook_killed(self, name: str, kill_after_s: float, *args: str) -> bool:
+        """The playbook as a lost controller leaves it: ansible-playbook and every process it
+        started (its forks, their ssh) SIGKILLed `kill_after_s` after its start. Returns whether
+        it was still running then (False: it had ended by itself). Its output is kept with the
+        other playbook logs."""
+        log_dir = self.work / "logs"
+        log_dir.mkdir(exist_ok=True)
+        log(f"ansible-playbook {name} {' '.join(args)} (killed after {kill_after_s} s)")
+        with open(log_dir / f"{int(time.time() * 1000)}-{name}-killed.log", "w") as output:
+            process = subprocess.Popen(self.playbook_argv(name, args), env=self.env(),
+                                       stdout=output, stderr=subprocess.STDOUT, cwd=REPO,
+                                       stdin=subprocess.DEVNULL, start_new_session=True)
+            try:
+                process.wait(timeout=kill_after_s)
+                return False
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+                return True
 
     def bootstrap_vars(self) -> list[str]:
         """What bootstrap.yml needs beyond the vars file: the operator's confirmation (the

@@ -1,6 +1,6 @@
 """The lab harness itself, on real hosts: boot, ssh, systemd as PID 1 with CAP_IPC_LOCK,
-reachability from the controller, a partition and its healing, and a teardown that leaves
-nothing behind.
+reachability from the controller, a partition and its healing, a host stopped hard and
+booted again, and a teardown that leaves nothing behind.
 
 Run (root, about a minute once the rootfs is cached):
     flock /tmp/tb-heavy.lock python3 -m pytest -q tests/hosts/test_lab.py
@@ -134,6 +134,31 @@ def test_partition_and_heal(lab):
     assert lab.partitioned() == []
     lab.run_controller(["ping", "-c1", "-W2", target.address])
     assert lab.exec("tb-1", "hostname").stdout.strip() == "tb-1"
+
+
+def test_hard_restart(lab):
+    """A host stopped hard (every process SIGKILLed, no shutdown) boots again on the same root:
+    what it wrote to disk is there, what lived in its /run (a tmpfs of the boot) is gone, its
+    systemd is a new PID 1 with a new boot's units, and the others never noticed."""
+    before = lab.host("tb-1")
+    lab.exec("tb-1", "echo kept >/var/tmp/hard-restart && echo gone >/run/hard-restart")
+    started_before = lab.exec("tb-1", "systemctl show --property=ActiveEnterTimestampMonotonic "
+                                      "ssh.service").stdout.strip()
+    neighbour_pid = lab.exec("tb-0", "systemctl show --property=MainPID --value ssh").stdout
+    after = lab.hard_restart("tb-1", down_s=1)
+    assert after.nspawn_pid != before.nspawn_pid
+    assert harness.is_nspawn(after.nspawn_pid)
+    assert lab.host("tb-1") == after
+    assert not harness.is_nspawn(before.nspawn_pid)
+    assert lab.exec("tb-1", "cat /var/tmp/hard-restart").stdout.strip() == "kept"
+    assert lab.exec("tb-1", "test -e /run/hard-restart", check=False).returncode == 1
+    state = lab.exec("tb-1", "systemctl is-system-running --wait", check=False)
+    assert state.stdout.strip() in ("running", "degraded"), state
+    assert lab.exec("tb-1", "systemctl show --property=ActiveEnterTimestampMonotonic "
+                            "ssh.service").stdout.strip() != started_before
+    assert lab.exec("tb-0", "systemctl show --property=MainPID --value ssh").stdout == \
+        neighbour_pid
+    lab.exec("tb-0", f"ping -c1 -W2 {after.address}")
 
 
 def test_committed_inventory_is_current():

@@ -57,6 +57,18 @@ def enter_cgroups(dirs: Sequence[Path]) -> None:
         (path / "cgroup.procs").write_text("0\n")
 
 
+def procs(path: Path) -> list[int]:
+    """Every process in the cgroup tree at `path` (none when it does not exist)."""
+    pids = []
+    for directory, _, files in os.walk(path):
+        if "cgroup.procs" in files:
+            try:
+                pids += [int(pid) for pid in Path(directory, "cgroup.procs").read_text().split()]
+            except OSError:
+                continue
+    return pids
+
+
 def remove_cgroup_tree(path: Path) -> None:
     """Deepest first: a cgroup directory goes only once it has no children and no processes.
     What cannot go (a process not yet reaped) is reused by the next host of that name."""

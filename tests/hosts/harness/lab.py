@@ -159,6 +159,45 @@ class Lab:
     def partitioned(self) -> list[str]:
         return network.partitioned()
 
+    def hard_restart(self, name: str, down_s: float = 0.0) -> Host:
+        """The host's container stopped hard, then booted again on the same root filesystem:
+        every process in the host's cgroups (the nspawn, the host's systemd and every unit)
+        SIGKILLed at once, so no unit stops and the host runs no shutdown; after `down_s`, a
+        fresh boot. Not power loss: the page cache is this machine's and survives, so nothing
+        here says what a power cut would leave on disk."""
+        with self._locked():
+            hosts = self.hosts()
+            index = next((i for i, h in enumerate(hosts) if h.name == name), None)
+            if index is None:
+                raise LabError(f"no host {name} in the lab")
+            host = hosts[index]
+            self._kill_host(host)
+            time.sleep(down_s)
+            process = self._launch(host.name, Path(host.root), Path(host.log_path), mode="a")
+            hosts[index] = dataclasses.replace(host, nspawn_pid=process.pid)
+            self._save(hosts)
+        self._wait_ssh(hosts[index], time.monotonic() + BOOT_TIMEOUT_S)
+        log(f"{name}: stopped hard and booted again")
+        return hosts[index]
+
+    def _kill_host(self, host: Host) -> None:
+        dirs = cgroups.host_cgroup_dirs(host.name)
+        for _ in range(50):
+            pids = sorted({pid for path in dirs for pid in cgroups.procs(path)} - {os.getpid()})
+            if not pids:
+                break
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+                processes.reap(pid)
+            time.sleep(0.1)
+        else:
+            raise LabError(f"{host.name}: processes survive SIGKILL")
+        processes.reap(host.nspawn_pid)
+        # The host's systemd builds its cgroup tree again at boot.
+        for path in dirs:
+            cgroups.remove_cgroup_tree(path)
+
     # Lifecycle ------------------------------------------------------------------------------
 
     def up(self, count: int) -> list[Host]:
@@ -220,21 +259,25 @@ class Lab:
             f"[Network]\nAddress={address}/{SUBNET.prefixlen}\n"
             "LinkLocalAddressing=no\nIPv6AcceptRA=no\n")
         log_path = host_dir / "console.log"
+        process = self._launch(name, root, log_path, mode="w")
+        return Host(name=name, index=index, address=str(address), root=str(root),
+                    nspawn_pid=process.pid, log_path=str(log_path),
+                    tls_cert=str(self.pki_dir / f"{name}.crt"),
+                    tls_key=str(self.pki_dir / f"{name}.key"))
+
+    def _launch(self, name: str, root: Path, log_path: Path, mode: str) -> subprocess.Popen:
+        """Boots the host's root filesystem with systemd-nspawn, in the host's own cgroups."""
         host_cgroups = cgroups.host_cgroup_dirs(name)
         for path in host_cgroups:
             path.mkdir(exist_ok=True)
-        with open(log_path, "w") as console:
-            process = subprocess.Popen(
+        with open(log_path, mode) as console:
+            return subprocess.Popen(
                 self.controller_command([
                     "systemd-nspawn", "--boot", "--register=no", "--keep-unit",
                     f"--network-bridge={BRIDGE}", "--capability=CAP_IPC_LOCK",
                     "--console=read-only", "-D", str(root), "-M", name]),
                 stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT,
                 start_new_session=True, preexec_fn=lambda: cgroups.enter_cgroups(host_cgroups))
-        return Host(name=name, index=index, address=str(address), root=str(root),
-                    nspawn_pid=process.pid, log_path=str(log_path),
-                    tls_cert=str(self.pki_dir / f"{name}.crt"),
-                    tls_key=str(self.pki_dir / f"{name}.key"))
 
     def _wait_ssh(self, host: Host, deadline: float) -> None:
         """Ready means sshd accepts the lab key: the host's systemd got as far as sshd."""
@@ -325,11 +368,7 @@ class Lab:
         # A host's own processes are in their own mount and network namespaces (their root reads
         # as "/"), and a SIGKILLed nspawn leaves them running: its cgroup is what names them.
         for host_cgroup in cgroups.host_cgroups():
-            for directory, _, files in os.walk(host_cgroup):
-                if "cgroup.procs" in files:
-                    with contextlib.suppress(OSError):
-                        pids += [int(pid) for pid in
-                                 Path(directory, "cgroup.procs").read_text().split()]
+            pids += cgroups.procs(host_cgroup)
         return sorted(set(pids) - own)
 
 
