@@ -188,6 +188,7 @@ def table(report: dict) -> str:
             ("balance errors", report["balance_errors"]),
             ("promise violations", report["promise_violations"]),
             ("backups verified", report["backups_verified"]),
+            ("lease acts checked", report.get("lease_acts_checked", 0)),
             ("longest unavailability (ms)", ", ".join(
                 f"{k} {v}" for k, v in sorted(report["longest_unavailability_ms"].items())))]
     return "\n".join(f"{name:<28} {value}" for name, value in rows)
@@ -218,12 +219,14 @@ def campaign(controller: labctl.Controller, seed: int, minutes: float, out: Path
     (out / "audit.json").write_text(json.dumps(audits, indent=1))
     violations = invariants.one_down(events, audits)
     audit_violations, excused = invariants.audit_pairs(events, audits)
+    lease_violations, lease_acts = invariants.lease_deadline(audits)
     backup_violations, verified = invariants.backups_verify(controller)
-    violations += audit_violations + backup_violations
+    violations += audit_violations + lease_violations + backup_violations
     violations += checker_can_fail(controller, bank_binary, played["bank_log"], out)
     if not bank_report.get("acknowledged"):
         violations.append("bank: no transfer was acknowledged: the workload never ran")
     report = summarize(args, played, bank_report, violations, excused, verified)
+    report["lease_acts_checked"] = lease_acts
     report["failed"] = [f"bank: {name} {report[name]}" for name in BANK_COUNTS if report[name]]
     report["failed"] += violations
     report["context"] = {violation: context_of(violation, events)

@@ -9,6 +9,9 @@
 - audit: every operation an agent began has its end line, unless that agent was killed in
   between (a SIGKILL of the agent or of its whole host leaves no chance to write one; counted
   apart, not hidden);
+- lease_deadline: no agent acted on a lease past its own deadline: every closing audit line of
+  an operation that stopped its replica under the lease says when it took the lease, when it
+  went on to stop, and the lease's deadline then (agent/daemon/src/audit.rs LeaseAct);
 - backups: every backup an agent lists verifies.
 """
 
@@ -118,6 +121,25 @@ def one_down(events: list[dict], audits: dict[str, list[dict]]) -> list[str]:
 
 # Faults that kill a host's agent (a host stopped hard kills everything on it).
 AGENT_KILLING_FAULTS = ("kill_agent", "stop_host")
+
+
+def lease_deadline(audits: dict[str, list[dict]]) -> tuple[list[str], int]:
+    """Violations, and the lease acts checked (a report of 0 says no operation stopped a
+    replica under the lease, which proves nothing)."""
+    violations, checked = [], 0
+    for host, lines in audits.items():
+        for line in lines:
+            if "lease_acted_unix_ms" not in line:
+                continue
+            checked += 1
+            taken, acted = line.get("lease_taken_unix_ms"), line["lease_acted_unix_ms"]
+            deadline = line.get("lease_deadline_unix_ms")
+            if None in (taken, deadline) or not taken <= acted < deadline:
+                violations.append(
+                    f"lease_deadline: {host}'s agent acted ({line.get('action')} job "
+                    f"{line.get('job_id')}) at {acted} under lease {line.get('lease_id')} taken "
+                    f"at {taken} with its deadline at {deadline}")
+    return violations, checked
 
 
 def agent_kills(events: list[dict]) -> dict[str, list[int]]:

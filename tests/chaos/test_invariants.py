@@ -72,3 +72,19 @@ def test_audit_flags_an_operation_without_its_end_unless_its_agent_was_killed():
     assert len(invariants.audit_pairs(elsewhere, lines)[0]) == 1
     lines["tb-0"].append(audit(3_000, "backup", phase="end", job="b1"))
     assert invariants.audit_pairs([], lines) == ([], 0)
+
+
+def test_lease_deadline_flags_an_act_past_the_deadline_or_before_the_lease():
+    def act(taken, acted, deadline):
+        return {"time_unix_ms": acted + 5_000, "action": "restart", "phase": "end",
+                "job_id": "r1", "lease_id": "ab", "lease_taken_unix_ms": taken,
+                "lease_acted_unix_ms": acted, "lease_deadline_unix_ms": deadline}
+    within = {"tb-0": [act(1_000, 2_000, 30_000), audit(3_000, "backup")], "tb-1": []}
+    assert invariants.lease_deadline(within) == ([], 1)
+    for bad in (act(1_000, 30_000, 30_000), act(1_000, 31_000, 30_000),
+                act(2_001, 2_000, 30_000)):
+        violations, checked = invariants.lease_deadline({"tb-0": [bad]})
+        assert checked == 1 and len(violations) == 1 and "tb-0" in violations[0], violations
+    missing = act(1_000, 2_000, 30_000)
+    del missing["lease_deadline_unix_ms"]
+    assert len(invariants.lease_deadline({"tb-0": [missing]})[0]) == 1

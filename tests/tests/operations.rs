@@ -95,6 +95,25 @@ fn a_dropped_restart_finishes_holds_the_lock_and_is_audited_and_force_restarts()
     );
     let job_id = restart[0]["job_id"].as_str().unwrap();
     assert_eq!(restart[1]["job_id"], job_id);
+    // The closing line says what the restart knew of its own lease when it stopped the
+    // replica: taken, then acted on before its deadline (tests/chaos checks every agent's).
+    let end = restart[1];
+    let lease_id = end["lease_id"]
+        .as_str()
+        .expect("the lease on the closing line");
+    assert!(end["detail"].as_str().unwrap().contains(lease_id), "{end}");
+    let field = |name: &str| {
+        end[name]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{name}: {end}"))
+    };
+    let (taken, acted, deadline) = (
+        field("lease_taken_unix_ms"),
+        field("lease_acted_unix_ms"),
+        field("lease_deadline_unix_ms"),
+    );
+    assert!(taken <= acted && acted < deadline, "{end}");
+    assert!(restart[0].get("lease_id").is_none(), "{lines:?}");
     assert_eq!(restart[0]["token"], "admin");
     let busy: Vec<&Value> = lines
         .iter()

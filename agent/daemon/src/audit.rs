@@ -43,6 +43,32 @@ pub struct Entry<'a> {
     /// The job that carries the operation; None for a refusal before it began.
     pub job_id: Option<&'a str>,
     pub detail: &'a str,
+    /// On the closing line of an operation that stopped its replica under the maintenance
+    /// lease: what it knew of the lease when it went on to stop.
+    #[serde(flatten)]
+    pub lease: Option<LeaseAct>,
+}
+
+/// What an operation knew of its maintenance lease at the moment it decided to stop the replica
+/// (unix ms by this agent's clock). A fault campaign checks from these that no agent acted on a
+/// lease past its own deadline (tests/chaos/invariants.py).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LeaseAct {
+    pub lease_id: String,
+    /// When this operation took the lease (or borrowed its caller's).
+    pub lease_taken_unix_ms: u64,
+    /// When it checked the lease's time left and went on to stop the replica.
+    pub lease_acted_unix_ms: u64,
+    /// The holder's own deadline then: the last acquire or renewal's send time plus the ttl,
+    /// less the margin.
+    pub lease_deadline_unix_ms: u64,
+}
+
+/// Now, in unix ms.
+pub fn unix_ms_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |duration| duration.as_millis() as u64)
 }
 
 struct Line {
@@ -102,10 +128,7 @@ impl AuditLog {
         let Some(queue) = &self.queue else {
             return;
         };
-        let unix_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |duration| duration.as_millis());
-        let mut line = serde_json::json!({ "time_unix_ms": unix_ms });
+        let mut line = serde_json::json!({ "time_unix_ms": unix_ms_now() });
         if let (Some(object), Ok(serde_json::Value::Object(fields))) =
             (line.as_object_mut(), serde_json::to_value(entry))
         {
@@ -179,6 +202,12 @@ mod tests {
                     forced: false,
                     job_id: Some("restart-1"),
                     detail: "",
+                    lease: (phase == Phase::End).then(|| LeaseAct {
+                        lease_id: "00ff".into(),
+                        lease_taken_unix_ms: 1,
+                        lease_acted_unix_ms: 2,
+                        lease_deadline_unix_ms: 3,
+                    }),
                 })
                 .await;
         }
@@ -191,6 +220,10 @@ mod tests {
         assert_eq!(lines[0]["phase"], "begin");
         assert_eq!(lines[1]["outcome"], "restarted");
         assert_eq!(lines[1]["job_id"], "restart-1");
+        // The lease fields on the closing line only, flat beside the others.
+        assert!(lines[0].get("lease_id").is_none(), "{text}");
+        assert_eq!(lines[1]["lease_id"], "00ff");
+        assert_eq!(lines[1]["lease_deadline_unix_ms"], 3);
         assert_eq!(audit.lost_lines(), 0);
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -209,6 +242,7 @@ mod tests {
                 forced: false,
                 job_id: Some("restart-1"),
                 detail: "",
+                lease: None,
             })
             .await;
         assert_eq!(audit.lost_lines(), 1);

@@ -111,7 +111,7 @@ async fn stop_under(
     let state = &job.state;
     job.step("asking the peers (quorum guard)");
     let guard_detail = ops::quorum_guard(state, guard_override).await?;
-    standing.check_time_left(state.timeouts.stop)?;
+    standing.check_time_left(job, state.timeouts.stop)?;
     // An operator's stop: no leftover stopped-for-backup marker may make a restarted agent
     // start this replica again.
     if let Ok(store) = crate::backup::store(state) {
@@ -141,7 +141,7 @@ async fn restart_under(
     } else {
         String::new()
     };
-    standing.check_time_left(hold::needed(state))?;
+    standing.check_time_left(job, hold::needed(state))?;
     let down_since = Instant::now();
     job.step("stopping the replica");
     let stopped = state.replica.stop().await;

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use tb_proto::api::LeaseFields;
 use tb_proto::lease::{self as contract, Operation};
 
+use crate::audit;
 use crate::ops::{AppError, JobHandle};
 use crate::state::AgentState;
 
@@ -50,8 +51,9 @@ impl Standing {
     }
 
     /// Refuses to begin stopping the replica unless the lease outlasts `needed` (the stop and
-    /// the wait for ready) and was not lost.
-    pub fn check_time_left(&self, needed: Duration) -> Result<(), AppError> {
+    /// the wait for ready) and was not lost. Going on, records on the job what it knew of the
+    /// lease (its closing audit line carries it).
+    pub fn check_time_left(&self, job: &JobHandle, needed: Duration) -> Result<(), AppError> {
         let Standing::Leased(lease) = self else {
             return Ok(());
         };
@@ -63,9 +65,19 @@ impl Standing {
             )));
         }
         let deadline = *lease.deadline.lock().expect("not poisoned");
-        enough_left(deadline, Instant::now(), needed).map_err(|why| {
+        let now = Instant::now();
+        enough_left(deadline, now, needed).map_err(|why| {
             AppError::Refused(format!("maintenance lease {} {why}", lease.lease_id_hex()))
-        })
+        })?;
+        let acted_unix_ms = audit::unix_ms_now();
+        let left_ms = deadline.saturating_duration_since(now).as_millis() as u64;
+        job.record_lease_act(audit::LeaseAct {
+            lease_id: lease.lease_id_hex(),
+            lease_taken_unix_ms: lease.taken_unix_ms,
+            lease_acted_unix_ms: acted_unix_ms,
+            lease_deadline_unix_ms: acted_unix_ms + left_ms,
+        });
+        Ok(())
     }
 }
 
@@ -97,6 +109,8 @@ pub struct OperationLease {
     state: Arc<AgentState>,
     lease_id: u128,
     owned: bool,
+    /// When the operation took (or borrowed) it, unix ms.
+    taken_unix_ms: u64,
     deadline: Arc<Mutex<Instant>>,
     lost: Arc<AtomicBool>,
     renewer: tokio::task::JoinHandle<()>,
@@ -179,7 +193,7 @@ pub async fn take_guarded(
     let checked = async {
         job.step("asking the peers (quorum guard)");
         crate::ops::quorum_guard(&job.state, crate::ops::Override::NotOffered).await?;
-        standing.check_time_left(needed(&job.state))
+        standing.check_time_left(job, needed(&job.state))
     }
     .await;
     match checked {
@@ -311,6 +325,7 @@ fn hold(
         state: Arc::clone(state),
         lease_id,
         owned,
+        taken_unix_ms: audit::unix_ms_now(),
         deadline,
         lost,
         renewer,

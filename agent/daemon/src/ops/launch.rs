@@ -52,9 +52,17 @@ pub struct JobHandle {
     pub caller_token: String,
     replica_lock: Arc<Mutex<Option<OwnedMutexGuard<()>>>>,
     accepted: Option<oneshot::Sender<()>>,
+    /// What the operation knew of its lease when it went on to stop the replica (closing
+    /// audit line).
+    lease_act: Arc<Mutex<Option<audit::LeaseAct>>>,
 }
 
 impl JobHandle {
+    /// Recorded by the lease check right before the replica is stopped (lease::hold).
+    pub fn record_lease_act(&self, act: audit::LeaseAct) {
+        *self.lease_act.lock().expect("not poisoned") = Some(act);
+    }
+
     pub fn step(&self, step: &str) {
         self.state.jobs.step(&self.id, step);
     }
@@ -121,6 +129,7 @@ where
     let (accepted_sender, accepted) = oneshot::channel();
     let (result_sender, result) = oneshot::channel();
     let replica_lock = Arc::new(Mutex::new(replica_guard));
+    let lease_act = Arc::new(Mutex::new(None));
     let handle = JobHandle {
         state: Arc::clone(state),
         id: job_id.clone(),
@@ -128,6 +137,7 @@ where
         caller_token: caller.token.clone(),
         replica_lock: Arc::clone(&replica_lock),
         accepted: Some(accepted_sender),
+        lease_act: Arc::clone(&lease_act),
     };
     let running = Running {
         state: Arc::clone(state),
@@ -135,6 +145,7 @@ where
         kind,
         forced,
         job_id: job_id.clone(),
+        lease_act,
     };
     tokio::spawn(async move {
         let outcome = running
@@ -202,6 +213,7 @@ struct Running {
     kind: JobKind,
     forced: bool,
     job_id: String,
+    lease_act: Arc<Mutex<Option<audit::LeaseAct>>>,
 }
 
 impl Running {
@@ -225,6 +237,7 @@ impl Running {
             kind,
             forced,
             job_id,
+            lease_act,
         } = self;
         let job = Some(job_id.as_str());
         record(
@@ -236,6 +249,7 @@ impl Running {
             Phase::Begin,
             Outcome::Running,
             "",
+            None,
         )
         .await;
         // The operation runs in a task of its own so that a panic in it still ends the job, and
@@ -255,6 +269,7 @@ impl Running {
             tracing::error!(job = %job_id, %error, "operation failed");
         }
         state.jobs.finish(&job_id, name, job_error);
+        let lease = lease_act.lock().expect("not poisoned").take();
         state.counters.record_control(kind.as_str(), name.as_str());
         record(
             &state,
@@ -265,6 +280,7 @@ impl Running {
             Phase::End,
             name,
             &detail,
+            lease,
         )
         .await;
         drop(replica_lock.lock().expect("not poisoned").take());
@@ -342,6 +358,7 @@ pub async fn record_once(
             Phase::End,
             outcome,
             &detail,
+            None,
         )
         .await;
     })
@@ -358,6 +375,7 @@ async fn record(
     phase: Phase,
     outcome: Outcome,
     detail: &str,
+    lease: Option<audit::LeaseAct>,
 ) {
     state
         .audit
@@ -370,6 +388,7 @@ async fn record(
             forced,
             job_id,
             detail,
+            lease,
         })
         .await;
 }
