@@ -1,7 +1,8 @@
 """Fixtures of the end-to-end tests: labs of 3 real systemd hosts (tests/hosts), under the
 machine-wide heavy lock, torn down afterwards whatever happens.
 
-Only one lab can exist on a machine (fixed namespace and addresses), so labs come from one pool:
+Only one lab can exist on a machine in a lab slot (harness: TB_LAB_SLOT), so a session's labs
+come from one pool:
 - `cluster` (session): a shared lab with site.yml and bootstrap.yml applied, for the tests that
   work on a bootstrapped cluster: first those that leave it healthy (site, firewall reload,
   rollout, partition, the campaign), then backup/recover, and last those that change it most

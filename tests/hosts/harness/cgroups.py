@@ -8,10 +8,11 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from .common import LabError, log
+from .common import SLOT_SUFFIX, LabError, log
 
-# Each host's cgroup (in each systemd hierarchy) is this prefix and its name.
-HOST_CGROUP_PREFIX = "tb-lab-"
+# Each host's cgroup (in each systemd hierarchy) is this prefix and its name; a slot's prefix
+# matches no other slot's hosts.
+HOST_CGROUP_PREFIX = f"tb-lab{SLOT_SUFFIX}-"
 
 
 def systemd_cgroup_parents() -> list[Path]:

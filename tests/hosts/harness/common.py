@@ -11,10 +11,27 @@ from typing import Sequence
 
 REPO = Path(__file__).resolve().parents[3]
 COMMAND_TIMEOUT_S_DEFAULT = 120
+# Labs that can run side by side on one machine, each in its slot (TB_LAB_SLOT, default 0):
+# a slot has its own namespace, bridge, subnet, host cgroups, machine names, state directory
+# and lock (network, cgroups, lab, locks). Slot 0 is the lab the docs describe
+# (inventories/lab.json); scripts/test runs a second lab in slot 1 beside it.
+LAB_SLOTS = 2
 
 
 class LabError(Exception):
     pass
+
+
+def lab_slot() -> int:
+    text = os.environ.get("TB_LAB_SLOT", "0")
+    if not text.isdigit() or not 0 <= int(text) < LAB_SLOTS:
+        raise LabError(f"TB_LAB_SLOT={text!r}: a lab slot is 0..{LAB_SLOTS - 1}")
+    return int(text)
+
+
+SLOT = lab_slot()
+# What names a slot's own things: empty for slot 0, whose names are the documented ones.
+SLOT_SUFFIX = "" if SLOT == 0 else str(SLOT)
 
 
 def cache_dir() -> Path:
@@ -25,7 +42,7 @@ def cache_dir() -> Path:
 
 
 def state_dir_default() -> Path:
-    return Path(os.environ.get("TB_LAB_DIR") or cache_dir() / "lab")
+    return Path(os.environ.get("TB_LAB_DIR") or cache_dir() / f"lab{SLOT_SUFFIX}")
 
 
 def log(message: str) -> None:

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from . import cgroups, controller, network, pki, processes
-from .common import (COMMAND_TIMEOUT_S_DEFAULT, LabError, log, make_private_dir, run,
-                     state_dir_default, write_private)
+from .common import (COMMAND_TIMEOUT_S_DEFAULT, SLOT_SUFFIX, LabError, log, make_private_dir,
+                     run, state_dir_default, write_private)
 from .controller import SSH_CONNECT_TIMEOUT_S
 from .inventory import INVENTORY_PATH
 from .locks import heavy_lock
@@ -267,6 +267,8 @@ class Lab:
 
     def _launch(self, name: str, root: Path, log_path: Path, mode: str) -> subprocess.Popen:
         """Boots the host's root filesystem with systemd-nspawn, in the host's own cgroups."""
+        # Machine names are per machine, not per namespace: another slot's hosts have their own.
+        machine = f"{name}-lab{SLOT_SUFFIX}" if SLOT_SUFFIX else name
         host_cgroups = cgroups.host_cgroup_dirs(name)
         for path in host_cgroups:
             path.mkdir(exist_ok=True)
@@ -275,7 +277,7 @@ class Lab:
                 self.controller_command([
                     "systemd-nspawn", "--boot", "--register=no", "--keep-unit",
                     f"--network-bridge={BRIDGE}", "--capability=CAP_IPC_LOCK",
-                    "--console=read-only", "-D", str(root), "-M", name]),
+                    "--console=read-only", "-D", str(root), "-M", machine]),
                 stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT,
                 start_new_session=True, preexec_fn=lambda: cgroups.enter_cgroups(host_cgroups))
 

@@ -1,5 +1,6 @@
 """The machine-wide lock for heavy work (replicas, hosts, builds): one lab, one cluster of
-replicas at a time on a machine."""
+replicas at a time on a machine. A lab in another slot (TB_LAB_SLOT) takes that slot's own lock:
+only scripts/test runs one, when it knows the machine has room for both."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ import os
 from pathlib import Path
 from typing import Iterator
 
-from .common import log
+from .common import SLOT_SUFFIX, log
 
-HEAVY_LOCK_PATH = Path("/tmp/tb-heavy.lock")
+HEAVY_LOCK_PATH = Path(f"/tmp/tb-heavy{SLOT_SUFFIX and '-lab' + SLOT_SUFFIX}.lock")
 
 
 def heavy_lock_held_by_ancestor() -> bool:

@@ -9,13 +9,13 @@ import subprocess
 from pathlib import Path
 from typing import Sequence
 
-from .common import COMMAND_TIMEOUT_S_DEFAULT, LabError, run
+from .common import COMMAND_TIMEOUT_S_DEFAULT, SLOT, SLOT_SUFFIX, LabError, run
 
-NETNS = "tb-lab"
+NETNS = f"tb-lab{SLOT_SUFFIX}"
 NETNS_PATH = Path("/var/run/netns") / NETNS
-BRIDGE = "tblab0"
-# A private /24 used only inside the lab's namespace.
-SUBNET = ipaddress.IPv4Network("10.213.0.0/24")
+BRIDGE = f"tblab{SLOT}"
+# A private /24 used only inside the lab's namespace (one per slot).
+SUBNET = ipaddress.IPv4Network(f"10.213.{SLOT}.0/24")
 CONTROLLER_ADDRESS = SUBNET.network_address + 1
 HOST_ADDRESS_OFFSET = 10
 HOST_COUNT_MAX = 8
