@@ -16,7 +16,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 from . import cgroups, controller, network, pki, processes
 from .common import (COMMAND_TIMEOUT_S_DEFAULT, SLOT_SUFFIX, LabError, log, make_private_dir,
@@ -182,17 +182,8 @@ class Lab:
 
     def _kill_host(self, host: Host) -> None:
         dirs = cgroups.host_cgroup_dirs(host.name)
-        for _ in range(50):
-            pids = sorted({pid for path in dirs for pid in cgroups.procs(path)} - {os.getpid()})
-            if not pids:
-                break
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, signal.SIGKILL)
-                processes.reap(pid)
-            time.sleep(0.1)
-        else:
-            raise LabError(f"{host.name}: processes survive SIGKILL")
+        kill_until_gone(lambda: sorted({pid for path in dirs for pid in cgroups.procs(path)}
+                                       - {os.getpid()}), host.name)
         processes.reap(host.nspawn_pid)
         # The host's systemd builds its cgroup tree again at boot.
         for path in dirs:
@@ -314,17 +305,7 @@ class Lab:
         log(f"down: machines stopped in {time.monotonic() - started:.1f} s")
         # Whatever is left (a hung shutdown, a crashed earlier run): every process rooted in a
         # host copy, living in the lab's namespace or in a host's cgroup is the lab's own.
-        for _ in range(50):
-            pids = self._lab_pids()
-            if not pids:
-                break
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, signal.SIGKILL)
-                processes.reap(pid)
-            time.sleep(0.1)
-        else:
-            raise LabError(f"processes survive SIGKILL: {self._lab_pids()}")
+        kill_until_gone(self._lab_pids, "the lab")
         # Every host's cgroup, also of a crashed run's hosts not in the state file.
         for path in cgroups.host_cgroups():
             cgroups.remove_cgroup_tree(path)
@@ -372,6 +353,21 @@ class Lab:
         for host_cgroup in cgroups.host_cgroups():
             pids += cgroups.procs(host_cgroup)
         return sorted(set(pids) - own)
+
+
+def kill_until_gone(find_pids: Callable[[], list[int]], what: str) -> None:
+    """SIGKILLs what `find_pids` names until it names nothing (a process can fork while its
+    parent dies); bounded: 50 rounds."""
+    for _ in range(50):
+        pids = find_pids()
+        if not pids:
+            return
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+            processes.reap(pid)
+        time.sleep(0.1)
+    raise LabError(f"{what}: processes survive SIGKILL: {find_pids()}")
 
 
 @contextlib.contextmanager
