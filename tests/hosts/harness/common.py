@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Sequence
 
@@ -68,9 +69,10 @@ def make_private_dir(path: Path) -> Path:
 def write_private(path: Path, text: str, mode: int = 0o600) -> None:
     """Written beside and renamed into place: a reader running at the same time (the chaos
     campaign's readiness monitor reads the inventory a rollout is changing) sees the old file or
-    the new one, never half of one."""
+    the new one, never half of one. The staged name is the writer's (process and thread): two
+    threads writing the same file do not rename each other's."""
     path = Path(path)
-    staged = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    staged = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     with os.fdopen(fd, "w") as file:
         file.write(text)

@@ -53,7 +53,11 @@ impl Replica {
         // attach _SYSTEMD_INVOCATION_ID to a service's stream (it reads it from a cgroup xattr,
         // which containers may hide: seen in the lab's systemd-nspawn hosts). An entry that has
         // one must name the current invocation (journal_message).
-        let child = spawn_journalctl(&unit, pid);
+        let Some(boot_id) = journal_boot_id().await else {
+            tracing::warn!("cannot tell the journal's current boot (no entry of the agent's own)");
+            return;
+        };
+        let child = spawn_journalctl(&unit, pid, &boot_id);
         let mut child = match child {
             Ok(child) => child,
             Err(error) => {
@@ -68,9 +72,6 @@ impl Replica {
         if let Some(stderr) = child.stderr.take() {
             tokio::spawn(log_journalctl_stderr(stderr));
         }
-        let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-            .map(|id| id.trim().replace('-', ""))
-            .unwrap_or_default();
         let mut reader = BufReader::new(stdout);
         let mut entry = Vec::new();
         let (mut entries, mut rejected) = (0u64, 0u32);
@@ -187,8 +188,39 @@ fn monotonic_now_us() -> Option<u64> {
     (result == 0).then(|| now.tv_sec as u64 * 1_000_000 + now.tv_nsec as u64 / 1_000)
 }
 
+/// The boot id journald writes on this boot's entries: the `_BOOT_ID` of the agent's own newest
+/// entry (this process logs before it follows the replica's journal, and runs in this boot).
+/// Not /proc/sys/kernel/random/boot_id: in a container, systemd-nspawn gives the container a boot
+/// id of its own by a bind mount there, which the agent unit's ProtectKernelTunables= and
+/// ProtectControlGroups= namespaces do not carry. The agent would read the machine's id, and
+/// `journalctl --follow`, which follows the boot it reads there unless told one, printed
+/// nothing (seen in the lab, 2026-12-06).
+async fn journal_boot_id() -> Option<String> {
+    let own_pid = format!("_PID={}", std::process::id());
+    let output = tokio::time::timeout(
+        SYSTEMCTL_TIMEOUT,
+        Command::new("journalctl")
+            .args(["--quiet", "--no-pager", "--output=json", "--lines=1"])
+            .args(["--output-fields=_BOOT_ID", &own_pid])
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    boot_id_of(&output.stdout)
+}
+
+/// The `_BOOT_ID` of a `journalctl --output=json` entry: 32 hex digits, or None.
+fn boot_id_of(entry: &[u8]) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_slice(entry.trim_ascii()).ok()?;
+    let id = value.get("_BOOT_ID")?.as_str()?;
+    (id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())).then(|| id.to_string())
+}
+
 /// `journalctl --follow` of the replica's unit and main pid, one JSON entry a line.
-fn spawn_journalctl(unit: &str, pid: u32) -> std::io::Result<tokio::process::Child> {
+fn spawn_journalctl(unit: &str, pid: u32, boot_id: &str) -> std::io::Result<tokio::process::Child> {
     Command::new("journalctl")
         .args([
             "--follow",
@@ -197,6 +229,7 @@ fn spawn_journalctl(unit: &str, pid: u32) -> std::io::Result<tokio::process::Chi
             "--no-pager",
             "--output=json",
         ])
+        .arg(format!("--boot={boot_id}"))
         .arg("--output-fields=MESSAGE,_PID,_SYSTEMD_UNIT,_SYSTEMD_INVOCATION_ID")
         .arg(format!("_SYSTEMD_UNIT={unit}"))
         .arg(format!("_PID={pid}"))
@@ -222,6 +255,19 @@ async fn log_journalctl_stderr(stderr: tokio::process::ChildStderr) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_boot_id_is_the_entrys_own() {
+        let entry = br#"{"__CURSOR":"s=1","_BOOT_ID":"0123456789abcdef0123456789abcdef"}
+"#;
+        assert_eq!(
+            boot_id_of(entry).as_deref(),
+            Some("0123456789abcdef0123456789abcdef")
+        );
+        assert_eq!(boot_id_of(b""), None);
+        assert_eq!(boot_id_of(br#"{"_BOOT_ID":"not-hex"}"#), None);
+        assert_eq!(boot_id_of(br#"{"_BOOT_ID":"0123"}"#), None);
+    }
 
     const BOOT: &str = "0123456789abcdef0123456789abcdef";
 

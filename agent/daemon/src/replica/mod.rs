@@ -41,15 +41,12 @@ const RESTART_BACKOFF_RESET_AFTER: Duration = Duration::from_secs(60);
 /// entry counts at the time journald received it (`__MONOTONIC_TIMESTAMP`), and an entry older
 /// than the newest one seen changes nothing, so a follower that restarts and reads the stored
 /// entries again cannot outvote a fresher StatsD gauge (replica/journal.rs,
-/// replica_log::Tracker::observe). Still off: in the lab (tests/e2e/test_ready_from_journal.py,
-/// 2026-12-06) the agent starts the follower ("following the replica's journal entries") but its
-/// journalctl prints no entry and nothing on stderr, while the same journalctl command as the
-/// agent's user with systemd-journal, SystemCallFilter=@system-service and ProtectSystem=strict
-/// (a transient unit) reads the replica's entries, which carry _SYSTEMD_UNIT, _PID and
-/// _SYSTEMD_INVOCATION_ID. The difference is in the rest of the agent unit's sandbox (to find:
-/// run journalctl in the agent's namespaces, nsenter -t AGENT_PID -m + setpriv). Readiness in
-/// systemd mode comes from StatsD alone until then.
-const JOURNAL_EVIDENCE: bool = false;
+/// replica_log::Tracker::observe). Off until 2026-12-06 because in the lab no entry came: in
+/// the agent unit's namespace (ProtectKernelTunables=, ProtectControlGroups=) the boot id is
+/// the machine's, not the one systemd-nspawn gives the container and journald writes, and
+/// `journalctl --follow` follows the boot it reads there. The follower now names journald's own
+/// boot id (journal::journal_boot_id), found by bisecting the unit's directives on a lab host.
+const JOURNAL_EVIDENCE: bool = true;
 /// Longest line of the replica's own output (process mode) read at once.
 const OUTPUT_LINE_BYTES_MAX: u64 = 16 * 1024;
 /// Longest journal entry (JSON) read from `journalctl --output=json`.
