@@ -13,10 +13,13 @@ use common::{Cluster, Ports, metric_sample as sample};
 use serde_json::Value;
 
 const ROUNDS: usize = 2;
-/// Restart → ready: a bound only the log can meet (the first StatsD report comes ~10 s after the
-/// start), with room for a machine running other tests beside this one (scripts/test's lanes:
-/// 3.7 s seen there, 1-2 s alone). Issue 16's 2 s target is a speed target: bench/rollout.
-const RESTART_TO_READY_MEDIAN_MAX: Duration = Duration::from_secs(5);
+/// Restart → ready: under the StatsD interval (the first report comes ~10 s after the start),
+/// with room for a machine running other tests beside this one (scripts/test's lanes: medians
+/// of 3.7 and 5.1 s seen there, single restarts up to 9.7 s, 1-2 s alone). What proves the log
+/// is each restart's evidence, checked below. Issue 16's 2 s target is bench/rollout's.
+const RESTART_TO_READY_MEDIAN_MAX: Duration = Duration::from_secs(8);
+/// TigerBeetle's StatsD interval: a restart ready sooner can only have been ready on its log.
+const STATSD_INTERVAL: Duration = Duration::from_secs(10);
 /// TigerBeetle's checkpoint interval (vsr_checkpoint_ops, production config).
 const CHECKPOINT_OPS: f64 = 960.0;
 /// The first StatsD report comes ~10 s after the process opened; margin for a loaded machine.
@@ -85,7 +88,7 @@ fn a_restarted_replica_is_ready_from_its_log_well_before_its_first_statsd_report
                 took.as_millis()
             );
             // Within the StatsD interval the only evidence can be the log.
-            if took < Duration::from_secs(9) {
+            if took < STATSD_INTERVAL {
                 assert!(detail.contains("log: transition_to_normal"), "{detail}");
                 assert_eq!(source, "log");
             }
