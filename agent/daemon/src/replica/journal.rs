@@ -118,18 +118,16 @@ impl Replica {
 
     pub(super) async fn check_journal_for_memlock_warning(&self, unit: &str, pid: u32) {
         let pid_match = format!("_PID={pid}");
-        let output = tokio::time::timeout(
-            SYSTEMCTL_TIMEOUT,
-            Command::new("journalctl")
-                .args(["--quiet", "--no-pager", "-u", unit, &pid_match])
-                .args(["--grep", MEMLOCK_WARNING, "--lines=1"])
-                .kill_on_drop(true)
-                .output(),
-        )
+        let found = journalctl_once(&[
+            "-u",
+            unit,
+            &pid_match,
+            "--grep",
+            MEMLOCK_WARNING,
+            "--lines=1",
+        ])
         .await;
-        if let Ok(Ok(output)) = output
-            && !output.stdout.is_empty()
-        {
+        if found.is_some_and(|stdout| !stdout.is_empty()) {
             self.set_memlock_warning(true);
         }
     }
@@ -197,11 +195,24 @@ fn monotonic_now_us() -> Option<u64> {
 /// nothing (seen in the lab, 2026-12-06).
 async fn journal_boot_id() -> Option<String> {
     let own_pid = format!("_PID={}", std::process::id());
+    let stdout = journalctl_once(&[
+        "--output=json",
+        "--lines=1",
+        "--output-fields=_BOOT_ID",
+        &own_pid,
+    ])
+    .await?;
+    boot_id_of(&stdout)
+}
+
+/// One bounded `journalctl --quiet --no-pager ARGS` (no follow): its stdout, or None when it
+/// could not run or ran past SYSTEMCTL_TIMEOUT (killed).
+async fn journalctl_once(args: &[&str]) -> Option<Vec<u8>> {
     let output = tokio::time::timeout(
         SYSTEMCTL_TIMEOUT,
         Command::new("journalctl")
-            .args(["--quiet", "--no-pager", "--output=json", "--lines=1"])
-            .args(["--output-fields=_BOOT_ID", &own_pid])
+            .args(["--quiet", "--no-pager"])
+            .args(args)
             .stdin(Stdio::null())
             .kill_on_drop(true)
             .output(),
@@ -209,7 +220,7 @@ async fn journal_boot_id() -> Option<String> {
     .await
     .ok()?
     .ok()?;
-    boot_id_of(&output.stdout)
+    Some(output.stdout)
 }
 
 /// The `_BOOT_ID` of a `journalctl --output=json` entry: 32 hex digits, or None.
