@@ -78,8 +78,11 @@ def pytest_runtest_logreport(report):
     limit, a kill) still shows why a test failed."""
     if report.failed:
         text = report.longreprtext[-FAILURE_TAIL_CHARS:]
-        print(f"\n== {report.nodeid} ({report.when}) failed:\n{text}\n", file=sys.stderr,
-              flush=True)
+        # The reason first (the line scripts/test's summary quotes), then the report's end.
+        crash = getattr(report.longrepr, "reprcrash", None)
+        reason = crash.message.splitlines()[0][:500] if crash and crash.message else "(no message)"
+        print(f"\n== {report.nodeid} ({report.when}) failed: {reason}\n{text}\n",
+              file=sys.stderr, flush=True)
 
 
 @pytest.fixture(scope="session")
