@@ -29,6 +29,19 @@ OLD_USER = "tb-agent"
 # Where the old agent's files are: its config and secrets, audit log, backups, the data directory.
 AGENT_PATHS = "/etc/tb-agent /var/log/tb-agent /var/lib/tb-backups /var/lib/tigerbeetle"
 STATSD_WAIT_S = 60
+# The old layout's scheduled-backup timer, service and token (its role's templates, shortened), and
+# its agent's configuration file: the roles of this tree remove all of them.
+LEGACY_FILES = ("/etc/systemd/system/tb-agent-backup.timer /etc/systemd/system/tb-agent-backup.service "
+                "/etc/tb-agent/backup.token /etc/tb-agent/tb-agent.toml")
+LEGACY_TIMER_SETUP = (
+    "printf '[Unit]\\nDescription=old scheduled backup\\n[Service]\\nType=oneshot\\n"
+    "ExecStart=/bin/true\\n' >/etc/systemd/system/tb-agent-backup.service && "
+    "printf '[Unit]\\nDescription=old scheduled backup\\n[Timer]\\nOnCalendar=daily\\n"
+    "[Install]\\nWantedBy=timers.target\\n' >/etc/systemd/system/tb-agent-backup.timer && "
+    "install -m 0600 /dev/null /etc/tb-agent/backup.token && "
+    "systemctl daemon-reload && systemctl enable --now tb-agent-backup.timer")
+# Prints those of LEGACY_FILES that exist.
+LEGACY_LIST = f"for f in {LEGACY_FILES}; do if [ -e $f ]; then echo $f; fi; done"
 
 
 def old_ansible_dir(controller):
@@ -80,6 +93,12 @@ def test_agent_moves_to_the_replicas_user_through_the_rollout(controller):
     assert old_owned(controller, hosts[0]), "the old layout left no file of its user"
     controller.wait_ready()
 
+    # What the old layout's scheduled backups left on a host set up with them (its timer, its
+    # service, its token), as the old role wrote them, beside the old agent's configuration file.
+    for host in hosts:
+        lab.exec(host, LEGACY_TIMER_SETUP)
+        assert lab.exec(host, LEGACY_LIST).stdout.split() == LEGACY_FILES.split(), host
+
     pids = {host: controller.replica_pid(host) for host in hosts}
     with labctl.Timeline(lab) as timeline:
         with controller.client(600) as client:
@@ -97,6 +116,10 @@ def test_agent_moves_to_the_replicas_user_through_the_rollout(controller):
         timeline.summary()
 
     for host in hosts:
+        # Removed by the roles, the timer stopped first.
+        leftovers = lab.exec(host, f"{LEGACY_LIST}; systemctl is-active tb-agent-backup.timer",
+                             check=False).stdout.split()
+        assert leftovers == ["inactive"], (host, leftovers)
         assert controller.agent_process(host) == labctl.AGENT_LEAST_PRIVILEGE, host
         assert old_owned(controller, host) == [], host
         groups = lab.exec(host, f"id -nG {OLD_USER}").stdout.split()

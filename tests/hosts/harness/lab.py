@@ -370,16 +370,22 @@ def kill_until_gone(find_pids: Callable[[], list[int]], what: str) -> None:
     raise LabError(f"{what}: processes survive SIGKILL: {find_pids()}")
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the main thread runs. A KeyboardInterrupt, so that pytest ends the
+    session (tearing its fixtures down) instead of recording one failed test and going on to the
+    next, which could boot another lab for a runner that was asked to stop."""
+
+
 @contextlib.contextmanager
 def running_lab(count: int, state_dir: Path | None = None) -> Iterator[Lab]:
     """A lab of `count` hosts for the body of a `with` block, under the machine-wide heavy lock;
-    torn down however the block exits."""
+    torn down however the block exits. A SIGTERM (a CI timeout, a killed runner) unwinds through
+    the teardown like Ctrl-C does, then ends the process by that SIGTERM."""
     lab = Lab(state_dir)
-    # A SIGTERM (a CI timeout, a killed runner) unwinds through `finally` like Ctrl-C does.
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.getsignal(signal.SIGTERM) if main_thread else None
     if previous == signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, _exit_on_sigterm)
+        signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         with heavy_lock():
             try:
@@ -387,12 +393,17 @@ def running_lab(count: int, state_dir: Path | None = None) -> Iterator[Lab]:
                 yield lab
             finally:
                 lab.down()
+    except Terminated:
+        # Torn down: now die of the signal, so the parent sees how the runner ended.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise
     finally:
         if previous == signal.SIG_DFL:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
-def _exit_on_sigterm(signum, frame):
-    raise SystemExit(128 + signum)
+def _raise_terminated(signum, frame):
+    raise Terminated(f"signal {signum}")
 
 

@@ -1,0 +1,92 @@
+#!/bin/sh
+# rollout.yml's activation of one plain systemd host, in its turn, as one root step (one task
+# instead of eight remote ones: tasks/activate_systemd.yml). Puts in place each staged file
+# (`<active><suffix>`, written by the staging play) whose content, mode or owner differs from its
+# active path, then reloads systemd and restarts the agent if any of its files changed.
+#
+# Before anything moves, markers record what must restart: the replica (its unit changes while it
+# runs; rollout.yml restarts it through its agent and removes the marker after) and the agent. A
+# run that stops anywhere after them leaves them, and the re-run, which finds nothing left to
+# activate, still restarts what was owed. cp keeps mode and owner; the rename is atomic: a crash
+# at any moment leaves each path with its old or its new content, never a part. The staged copies
+# stay: a re-run stages the same content without a change.
+#
+# Usage: tb-activate.sh CHECK SUFFIX REPLICA_UNIT REPLICA_MARKER AGENT_UNIT AGENT_MARKER HOST
+#          REPLICA_UNIT_FILE AGENT_FILE...
+#   CHECK "True" (Ansible's check mode): print what would change, change nothing.
+# Prints one line per outcome: "activated <path>", "agent restarted", "replica restart pending"
+# (or, in check mode, "would activate <path>").
+set -eu
+umask 077
+[ "$#" -ge 8 ] || { echo "tb-activate.sh: expected at least 8 arguments, got $#" >&2; exit 2; }
+check=$1 suffix=$2 replica_unit=$3 replica_marker=$4 agent_unit=$5 agent_marker=$6 host=$7
+shift 7
+replica_unit_file=$1
+[ -n "$suffix" ] || { echo "tb-activate.sh: empty staging suffix" >&2; exit 2; }
+
+# Each active path whose staged copy exists and differs, one per line (paths come from the
+# inventory's rules, tb_proto: no newline in them). No staged copy: nothing to activate.
+differing=""
+for active in "$@"; do
+  staged=$active$suffix
+  [ -e "$staged" ] || continue
+  if [ -e "$active" ] && cmp -s "$staged" "$active" &&
+    [ "$(stat -c '%a %u %g' "$staged")" = "$(stat -c '%a %u %g' "$active")" ]; then
+    continue
+  fi
+  differing="$differing$active
+"
+done
+
+if [ "$check" = "True" ]; then
+  printf '%s' "$differing" | sed 's/^/would activate /'
+  exit 0
+fi
+
+replica_unit_changes=false
+agent_files_change=false
+old_ifs=$IFS
+IFS='
+'
+for active in $differing; do
+  if [ "$active" = "$replica_unit_file" ]; then
+    replica_unit_changes=true
+  else
+    agent_files_change=true
+  fi
+done
+IFS=$old_ifs
+
+if $replica_unit_changes; then
+  main_pid=$(systemctl show --property=MainPID --value "$replica_unit")
+  if [ -n "$main_pid" ] && [ "$main_pid" != 0 ]; then
+    echo "$host: the replica's unit changed while it ran" >"$replica_marker"
+  fi
+fi
+if $agent_files_change; then
+  echo "$host: the agent's files changed" >"$agent_marker"
+fi
+
+IFS='
+'
+for active in $differing; do
+  cp --preserve=mode,ownership "$active$suffix" "$active.tb-activating"
+  mv --force --no-target-directory "$active.tb-activating" "$active"
+  echo "activated $active"
+done
+IFS=$old_ifs
+if [ -n "$differing" ]; then
+  systemctl daemon-reload
+fi
+
+# From this run or an earlier one that stopped before the restart. Restarting the agent never
+# touches the replica (systemd mode): rollout.yml waits until it answers before it asks it to
+# restart the replica.
+if [ -e "$agent_marker" ]; then
+  systemctl restart "$agent_unit"
+  rm -f "$agent_marker"
+  echo "agent restarted"
+fi
+if [ -e "$replica_marker" ]; then
+  echo "replica restart pending"
+fi
