@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -544,6 +545,59 @@ class ClientRun:
             except (IndexError, json.JSONDecodeError):
                 raise AssertionError(f"the client printed no report: {stdout!r} {self.stderr!r}")
         return self.report
+
+
+class ReplClient:
+    """A client of any release: the given tigerbeetle binary's `repl`, one session per request
+    (`command`, whose answer must contain `expect`), every REQUEST_INTERVAL_S in a thread, from the
+    controller. For a cluster older than this tree's client (commit_gap), as during an upgrade.
+    Records each request's end and outcome; `stop` returns the counts, the first failures and
+    the longest stall (the longest time between two successful answers, from the start)."""
+
+    REQUEST_INTERVAL_S = 0.5
+    REQUEST_TIMEOUT_S = 30
+
+    def __init__(self, controller: "Controller", binary: str, command: str, expect: str):
+        self.controller, self.binary, self.command, self.expect = controller, binary, command, expect
+        self.answers: list[tuple[float, bool]] = []
+        self.failures: list[tuple[float, str, str]] = []
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def request(self) -> subprocess.CompletedProcess:
+        return run(self.controller.lab.controller_command([
+            self.binary, "repl", "--cluster=0", f"--addresses={self.controller.addresses()}",
+            f"--command={self.command}"]), check=False, timeout_s=self.REQUEST_TIMEOUT_S)
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                result = self.request()
+                ok = result.returncode == 0 and self.expect in result.stdout
+                out, err = result.stdout[-200:], result.stderr[-200:]
+            except subprocess.TimeoutExpired:
+                ok, out, err = False, "", f"no answer in {self.REQUEST_TIMEOUT_S} s"
+            self.answers.append((time.monotonic(), ok))
+            if not ok:
+                self.failures.append((time.time(), out, err))
+            time.sleep(self.REQUEST_INTERVAL_S)
+
+    def __enter__(self) -> "ReplClient":
+        self.started = time.monotonic()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def stop(self) -> dict:
+        self._stopping.set()
+        self._thread.join(timeout=self.REQUEST_TIMEOUT_S * 2)
+        successes = [self.started] + [at for at, ok in self.answers if ok]
+        gaps = [later - earlier for earlier, later in zip(successes, successes[1:])]
+        return {"requests": len(self.answers), "failures": len(self.failures),
+                "first_failures": self.failures[:5],
+                "longest_stall_ms": round(max(gaps, default=0) * 1000)}
 
 
 class PlaybookRun:

@@ -25,6 +25,12 @@ import labctl
 # target of 2 s is bench/rollout's; here 1.8-4.5 s, median 2.2 s (2026-12-06).
 RESTART_TO_READY_MEDIAN_MAX_S = 5.0
 FORGED_WATCH_S = 5
+# Over two StatsD intervals (10 s each) and the staleness limit: any report the new process
+# sends, and the end of the log's young-process window, fall inside the watch.
+NEVER_REJOINS_WATCH_S = 25
+# The staleness limit (15 s) from the last report before the freeze (up to 10 s earlier), and a
+# margin for this 2-core machine.
+HUNG_DETECTED_MAX_S = 40
 
 
 def check(report: dict, name: str) -> dict:
@@ -103,3 +109,59 @@ def test_a_forged_journal_line_is_ignored(cluster: labctl.Controller):
         assert report["ready"], report
         assert "99999" not in check(report, "replica_sync")["detail"], report
         time.sleep(0.2)
+
+
+def test_a_replica_that_never_rejoins_stays_not_ready(cluster: labctl.Controller):
+    """A restarted replica that cannot rejoin (the two others stopped: no quorum, so no view
+    change completes) logs no transition to normal status: its agent never reports it ready, over
+    more than two StatsD intervals, and says why. The others started again, it rejoins."""
+    cluster.wait_ready()
+    host, *others = cluster.host_names
+    try:
+        # Past the agents (whose quorum guard would refuse): the operator's own systemctl.
+        for other in others:
+            cluster.lab.exec(other, "systemctl stop tigerbeetle.service")
+        cluster.lab.exec(host, "systemctl restart tigerbeetle.service")
+        pid = cluster.replica_pid(host)
+        assert pid != 0
+        deadline = time.monotonic() + NEVER_REJOINS_WATCH_S
+        seen = set()
+        while time.monotonic() < deadline:
+            report = cluster.agent(host, "/v1/health/ready")
+            detail = check(report, "replica_status")["detail"]
+            seen.add(detail)
+            assert not report["ready"], report
+            assert "log: transition_to_normal" not in detail, report
+            time.sleep(0.5)
+        # The same process the whole time: it neither rejoined nor crashed out of the test.
+        assert cluster.replica_pid(host) == pid
+        labctl.log(f"{host} without quorum, replica_status said: {sorted(seen)}")
+    finally:
+        for other in others:
+            cluster.lab.exec(other, "systemctl start tigerbeetle.service")
+    cluster.wait_ready()
+
+
+def test_a_hung_replica_is_not_ready(cluster: labctl.Controller):
+    """A replica whose process stops running without exiting (its cgroup frozen, as a hung event
+    loop would look from outside) sends no StatsD and logs nothing: the log's last word (normal
+    status) must not keep it ready. The agent reports it not ready within the staleness limit
+    (15 s) of its last report, and ready again once it runs."""
+    cluster.wait_ready()
+    host = cluster.host_names[-1]
+    frozen_at = time.monotonic()
+    cluster.lab.exec(host, "systemctl freeze tigerbeetle.service")
+    try:
+        report = labctl.harness.wait_for(
+            f"{host}'s agent to report its frozen replica not ready",
+            lambda: cluster.agent(host, "/v1/health/ready"),
+            lambda report: not report["ready"],
+            timeout_s=HUNG_DETECTED_MAX_S, interval_s=0.5)
+        labctl.log(f"{host} frozen: not ready after {time.monotonic() - frozen_at:.1f} s: "
+                   f"{[c for c in report['checks'] if not c['ok']]}")
+        # Held: still frozen, still not ready.
+        time.sleep(2)
+        assert not cluster.agent(host, "/v1/health/ready")["ready"]
+    finally:
+        cluster.lab.exec(host, "systemctl thaw tigerbeetle.service")
+    cluster.wait_ready()

@@ -12,9 +12,6 @@ release, and a target older than the agents' embedded client.
 
 from __future__ import annotations
 
-import threading
-import time
-
 import pytest
 
 import harness
@@ -24,10 +21,8 @@ ACCOUNTS = "create_accounts id=7001 code=10 ledger=700, id=7002 code=10 ledger=7
 LOOKUP = "lookup_accounts id=7001, id=7002;"
 
 
-def repl(controller, binary, command: str, timeout_s: float = 30):
-    return labctl.run(controller.lab.controller_command([
-        str(binary), "repl", "--cluster=0", f"--addresses={controller.addresses()}",
-        f"--command={command}"]), check=False, timeout_s=timeout_s)
+def repl(controller, binary, command: str):
+    return labctl.ReplClient(controller, str(binary), command, "").request()
 
 
 @pytest.fixture(scope="module")
@@ -102,25 +97,11 @@ def test_upgrade_0_16_70_to_0_16_78(controller, releases):
     assert hashes(controller) == before
 
     # A 0.16.70 client keeps working throughout (each request is one `repl` session).
-    failures, requests, stop = [], [], threading.Event()
-
-    def old_client():
-        while not stop.is_set():
-            result = repl(controller, old, LOOKUP)
-            requests.append(time.time())
-            if result.returncode != 0 or "7001" not in result.stdout:
-                failures.append((time.time(), result.stdout[-200:], result.stderr[-200:]))
-            time.sleep(0.5)
-
-    client = threading.Thread(target=old_client, daemon=True)
-    client.start()
-    try:
+    with labctl.ReplClient(controller, old, LOOKUP, "7001") as client:
         upgrade = controller.playbook(
             "upgrade.yml", "-e", f"tigerbeetle_binary_src={new}", "-e",
             f"tigerbeetle_binary_sha256={labctl.sha256_file(labctl.Path(new))}")
-    finally:
-        stop.set()
-        client.join(timeout=60)
+    old_client = client.stop()
     versions = {h: controller.agent(h, "/v1/status")["replica"]["binary_version"]
                 for h in controller.host_names}
     # What each replica process runs (not just the binary on disk): upgrade.yml returned only
@@ -132,8 +113,7 @@ def test_upgrade_0_16_70_to_0_16_78(controller, releases):
     labctl.record("upgrade", {"upgrade_seconds": upgrade.seconds, "versions": versions,
                               "running": running,
                               "skew_before": skew_before, "skew_after": skew_after,
-                              "old_client_requests": len(requests),
-                              "old_client_failures": failures[:5]})
+                              "old_client": old_client})
     assert not any(skew_after.values()), skew_after
     assert "version skew" not in status_after, status_after
     assert all(v.startswith("0.16.78+") for v in versions.values()), versions
@@ -141,4 +121,4 @@ def test_upgrade_0_16_70_to_0_16_78(controller, releases):
     # The replicas really run 0.16.78 (re-executed, same unit), and the accounts are intact.
     looked_up = repl(controller, new, LOOKUP)
     assert "7001" in looked_up.stdout and "7002" in looked_up.stdout, looked_up.stdout
-    assert requests and not failures, failures[:5]
+    assert old_client["requests"] > 0 and old_client["failures"] == 0, old_client
