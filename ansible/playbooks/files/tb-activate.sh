@@ -17,6 +17,8 @@
 # Prints one line per outcome: "activated <path>", "agent restarted", "replica restart pending"
 # (or, in check mode, "would activate <path>").
 set -eu
+# The path lists below are split on newlines only, and never globbed.
+set -f
 umask 077
 [ "$#" -ge 8 ] || { echo "tb-activate.sh: expected at least 8 arguments, got $#" >&2; exit 2; }
 check=$1 suffix=$2 replica_unit=$3 replica_marker=$4 agent_unit=$5 agent_marker=$6 host=$7
