@@ -291,12 +291,16 @@ fn replica_sync(state: &AgentState) -> Check {
     .0
 }
 
+/// The cluster answers a client, since the current replica process started: readiness is the
+/// current process's (see `Prober::verdict_since`).
 fn client_probe(state: &AgentState) -> Check {
     let health = &state.config.health;
-    let verdict = state.prober.verdict(
-        Duration::from_millis(health.probe_timeout_ms),
-        Duration::from_millis(health.probe_interval_ms),
-    );
+    let timeout = Duration::from_millis(health.probe_timeout_ms);
+    let interval = Duration::from_millis(health.probe_interval_ms);
+    let verdict = match state.replica.gate() {
+        Some(gate) => state.prober.verdict_since(timeout, interval, gate.started),
+        None => state.prober.verdict(timeout, interval),
+    };
     check(CheckName::ClientProbe, verdict.ok, verdict.detail)
 }
 

@@ -98,7 +98,38 @@ impl Prober {
     /// A probe passes when the last one answered without error recently enough and none is
     /// stuck beyond the timeout.
     pub fn verdict(&self, timeout: Duration, interval: Duration) -> Verdict {
+        Self::judge(&self.state(), timeout, interval)
+    }
+
+    /// The verdict for readiness of a replica process that started at `process_started`: an
+    /// answer from before the start says nothing about the cluster this process has to rejoin
+    /// (its peers may have stopped meanwhile, and a restarted replica logs normal status in its
+    /// own saved view before it has heard from anyone). Until a probe completes after the start,
+    /// the probe fails. Probes run every `interval`, so this costs a restart at most that.
+    pub fn verdict_since(
+        &self,
+        timeout: Duration,
+        interval: Duration,
+        process_started: Instant,
+    ) -> Verdict {
         let state = self.state();
+        let verdict = Self::judge(&state, timeout, interval);
+        match &state.last {
+            Some(result) if verdict.ok && result.completed < process_started => Verdict::failing(
+                format!(
+                    "{}, {} ms before this replica process started: waiting for an answer after it",
+                    verdict.detail,
+                    process_started
+                        .saturating_duration_since(result.completed)
+                        .as_millis()
+                ),
+                verdict.latency,
+            ),
+            _ => verdict,
+        }
+    }
+
+    fn judge(state: &ProbeState, timeout: Duration, interval: Duration) -> Verdict {
         if let Some(since) = state.in_flight_since {
             let waiting = since.elapsed();
             if waiting > timeout {
@@ -269,5 +300,31 @@ mod tests {
         prober.finish(started, Outcome::Failed("boom".into()));
         assert!(!prober.verdict(timeout, interval).ok);
         assert_eq!(prober.state().failures_total, 1);
+    }
+
+    #[test]
+    fn an_answer_from_before_the_process_started_does_not_count_for_it() {
+        let prober = Prober::default();
+        let timeout = Duration::from_millis(2_000);
+        let interval = Duration::from_millis(1_000);
+        let started = prober.begin();
+        prober.finish(started, Outcome::Answered);
+        let process_started = Instant::now() + Duration::from_millis(1);
+        std::thread::sleep(Duration::from_millis(2));
+        assert!(prober.verdict(timeout, interval).ok);
+        let verdict = prober.verdict_since(timeout, interval, process_started);
+        assert!(!verdict.ok);
+        assert!(
+            verdict
+                .detail
+                .contains("before this replica process started"),
+            "{}",
+            verdict.detail
+        );
+        // Still in flight after the start: the answer from before still does not count.
+        let started = prober.begin();
+        assert!(!prober.verdict_since(timeout, interval, process_started).ok);
+        prober.finish(started, Outcome::Answered);
+        assert!(prober.verdict_since(timeout, interval, process_started).ok);
     }
 }

@@ -27,7 +27,7 @@ from .locks import heavy_lock
 from .network import (BRIDGE, CONTROLLER_ADDRESS, HOST_COUNT_MAX, NETNS_PATH, SUBNET,
                       host_address, host_name)
 from .rootfs import rootfs_build
-from .wait import poll
+from .wait import poll, wait_for
 
 BOOT_TIMEOUT_S = 90
 STOP_TIMEOUT_S = 30
@@ -179,6 +179,24 @@ class Lab:
         self._wait_ssh(hosts[index], time.monotonic() + BOOT_TIMEOUT_S)
         log(f"{name}: stopped hard and booted again")
         return hosts[index]
+
+    def freeze_unit(self, name: str, unit: str, frozen: bool) -> None:
+        """Freezes (or thaws) every process of a unit on a host, through the cgroup2 freezer of
+        the unit's cgroup, written from this machine: the processes stop running without being
+        told (no signal, not the stopped state SIGSTOP leaves in /proc), as a process whose event
+        loop hangs looks from outside. The host's systemd cannot do it (`systemctl freeze`
+        needs a unified cgroup hierarchy, and this machine's may be hybrid). Waits until the
+        kernel reports the cgroup frozen (or thawed)."""
+        directory = next((path / "payload" / "system.slice" / unit
+                          for path in cgroups.host_cgroup_dirs(name)
+                          if (path / "cgroup.freeze").exists()), None)
+        if directory is None or not (directory / "cgroup.freeze").exists():
+            raise LabError(f"{name}: no cgroup2 freezer for {unit} ({directory})")
+        (directory / "cgroup.freeze").write_text("1\n" if frozen else "0\n")
+        expected = f"frozen {int(frozen)}"
+        wait_for(f"{name}'s {unit} {'frozen' if frozen else 'thawed'}",
+                 lambda: (directory / "cgroup.events").read_text().splitlines(),
+                 lambda events: expected in events, timeout_s=10, interval_s=0.05)
 
     def _kill_host(self, host: Host) -> None:
         dirs = cgroups.host_cgroup_dirs(host.name)
