@@ -180,7 +180,8 @@ const LOG_MAY_PASS: bool = true;
 
 /// One definition of each replica check from its two sources. The newer evidence wins: the log
 /// says within a second what StatsD says every 10 s. The log never stands alone for longer than
-/// the StatsD staleness limit after the process started: a hung replica logs nothing either, and
+/// the StatsD staleness limit after the process could first report (its state machine open, as
+/// its log says; else its start): a hung replica logs nothing either, and
 /// StatsD's staleness is what detects it. Without log evidence (dropped lines, unknown format),
 /// StatsD decides, as it always did.
 fn combine(
@@ -201,9 +202,11 @@ fn combine(
         .as_ref()
         .and_then(|tracker| verdict_of(tracker, now))
         .filter(|verdict| may_pass.is_ok() || !verdict.ok);
+    // Young: its first StatsD report may still be on its way (the staleness limit, counted from
+    // when the process could first report).
     let process_young = tracker
         .as_ref()
-        .is_some_and(|tracker| tracker.started().elapsed() <= stale_after(state));
+        .is_some_and(|tracker| tracker.reporting_since().elapsed() <= stale_after(state));
     let from_log = |log: replica_log::Verdict| (check(name, log.ok, log.detail), Source::Log);
     let from_statsd = |ok, detail| (check(name, ok, detail), Source::Statsd);
     match (log, statsd) {

@@ -143,6 +143,15 @@ impl Tracker {
         self.started
     }
 
+    /// Since when the process could have sent StatsD: TigerBeetle's reports start with its tick
+    /// loop, after the state machine opened (the log says when), so a slow open (a loaded host,
+    /// a large grid cache to allocate) delays the first report past the process start. Before
+    /// the open is seen, the start.
+    pub fn reporting_since(&self) -> Instant {
+        self.opened
+            .map_or(self.started, |opened| opened.max(self.started))
+    }
+
     /// Feeds one line written at `now`. A line older than the newest one seen is a line read
     /// again (a journal follower that restarted replays the entries): it changes nothing, or a
     /// replayed "normal" would stand, for a moment, over the view change that followed it.
