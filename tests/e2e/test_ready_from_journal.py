@@ -41,7 +41,7 @@ def check(report: dict, name: str) -> dict:
 def gate_source(cluster: labctl.Controller, host: str) -> str | None:
     """The evidence that passed the current replica process's readiness (its gate), from the
     agent's /metrics: "log" or "statsd"."""
-    match = re.search(r'^tb_agent_replica_gate_source\{source="(\w+)"\} 1$',
+    match = re.search(r'^tb_agent_replica_gate_source\{source="(\w+)"\} 1(?:\.0*)?$',
                       cluster.agent_text(host, "/metrics"), re.M)
     return match[1] if match else None
 
