@@ -198,12 +198,18 @@ fn readiness_quorum_guard_and_restart() {
     );
     assert_eq!(cluster.ready_code(2), 200);
 
+    // The whole cluster, through tbctl: a wait, not one look. Restarting a primary costs a view
+    // change, during which the other agents' probes go unanswered for a moment (on this 2-core
+    // machine beside CI's other lane: up to ~3 s) and a newly started replica's first StatsD
+    // report may be seconds away.
     let output = tbctl(&[
-        "status",
+        "wait-ready",
         "--inventory",
         &cluster.inventory_arg(),
         "--token-file",
         &cluster.token_file_arg(),
+        "--timeout-ms",
+        "60000",
     ]);
     assert!(
         output.status.success(),
