@@ -42,6 +42,9 @@ done
 
 if [ "$check" = "True" ]; then
   printf '%s' "$differing" | sed 's/^/would activate /'
+  if [ -e "$replica_marker" ]; then
+    echo "replica restart pending"
+  fi
   exit 0
 fi
 
@@ -77,7 +80,9 @@ for active in $differing; do
   echo "activated $active"
 done
 IFS=$old_ifs
-if [ -n "$differing" ]; then
+# Also when a marker is left: an earlier run may have stopped after its renames and before this
+# reload, and what is restarted below (or through the agent) must start from the new units.
+if [ -n "$differing" ] || [ -e "$agent_marker" ] || [ -e "$replica_marker" ]; then
   systemctl daemon-reload
 fi
 

@@ -239,12 +239,13 @@ impl Replica {
             caught_up_at = Instant::now().checked_sub(status_age.max(sync_age));
         }
         // A process that stops before its first StatsD report (restarted again within ~10 s)
-        // was caught up if its own log said so, while the log could still stand alone.
+        // was caught up if its own log said so, while the log could still stand alone (the
+        // same window as health's: from when the process could first report).
         let now = Instant::now();
         let stale = Duration::from_millis(self.config.health.statsd_stale_ms);
         if let Some(tracker) = self.log.lock().expect("not poisoned").as_ref()
             && Some(tracker.pid()) == current_pid
-            && tracker.started().elapsed() <= stale
+            && tracker.reporting_since().elapsed() <= stale
             && tracker
                 .status_verdict(now)
                 .is_some_and(|verdict| verdict.ok)
