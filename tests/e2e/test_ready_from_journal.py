@@ -145,6 +145,58 @@ def test_restart_is_ready_from_the_journal(cluster: labctl.Controller):
     assert median <= RESTART_TO_READY_MEDIAN_MAX_S, times
 
 
+def wait_for_a_statsd_report(cluster: labctl.Controller, host: str) -> None:
+    """Until the agent received a StatsD datagram it had not before, and the rest of that report:
+    the next report is then ~10 s away."""
+    def last_packet() -> float:
+        match = re.search(r"^tb_agent_statsd_last_packet_timestamp_seconds(?:\{\})? (\S+)$",
+                          cluster.agent_text(host, "/metrics"), re.M)
+        assert match, f"{host}: no tb_agent_statsd_last_packet_timestamp_seconds"
+        return float(match[1])
+    before = last_packet()
+    labctl.harness.wait_for(f"{host}'s agent to receive a StatsD report", last_packet,
+                            lambda last: last > before, timeout_s=STATSD_REPORT_WAIT_S,
+                            interval_s=0.2)
+    time.sleep(0.5)
+
+
+def restart_agent_then_replica(cluster: labctl.Controller, host: str, agent_restart: str) -> str:
+    """The agent restarted by `agent_restart` (a shell command) right after a StatsD report, so
+    the new run hears none before the replica's restart; then the replica restarted through it.
+    The evidence that passed the new process's gate."""
+    wait_for_replay_room(cluster, host)
+    wait_for_a_statsd_report(cluster, host)
+    cluster.lab.exec(host, agent_restart)
+    answer = cluster.agent(host, "/v1/replica/restart", method="POST", timeout_s=120)
+    assert answer.get("outcome") == "restarted", answer
+    source = gate_source(cluster, host)
+    labctl.log(f"{host}: after `{agent_restart}`, ready in {answer['downtime_ms']} ms on {source}")
+    cluster.wait_ready()
+    return source
+
+
+def test_an_agent_restart_hands_the_evidence_over(cluster: labctl.Controller):
+    """A rollout restarts the agent (its binary or settings changed) right before the replica.
+    The agent's evidence about the replica process (its view, caught up, its commit trend)
+    passes to the next run through its runtime directory, so the restarted replica is still
+    ready on its log. Without the file (the same restart, the file removed between stop and
+    start) the new run knows nothing of the process before and waits for StatsD: the file is what
+    makes the difference."""
+    cluster.wait_ready()
+    host = cluster.host_names[1]
+    user = cluster.lab.exec(host, "systemctl show -p User --value tb-agent.service").stdout.strip()
+    assert cluster.lab.exec(host, "stat -c '%a %U' /run/tb-agent").stdout.split() == ["700", user]
+    assert restart_agent_then_replica(
+        cluster, host, "systemctl restart tb-agent.service") == "log"
+    took_over = cluster.lab.exec(
+        host, "journalctl -u tb-agent.service -n 200 -o cat | grep -c 'took over the previous run'",
+        check=False).stdout.strip()
+    assert took_over not in ("", "0"), took_over
+    assert restart_agent_then_replica(
+        cluster, host, "systemctl stop tb-agent.service"
+        " && rm /run/tb-agent/replica-evidence.json && systemctl start tb-agent.service") == "statsd"
+
+
 def test_a_forged_journal_line_is_ignored(cluster: labctl.Controller):
     cluster.wait_ready()
     host = cluster.host_names[0]

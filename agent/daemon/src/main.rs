@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use tb_agent::config::{Config, LogFormat};
+use tb_agent::replica::RunMode;
 use tb_agent::state::AgentState;
 use tb_agent::{auth, binary, http, probe, statsd};
 
@@ -391,22 +392,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
     );
 
     let (shutdown_sender, shutdown) = tokio::sync::watch::channel(false);
-    let mut background = tokio::task::JoinSet::new();
-    background.spawn(statsd::receive(statsd_socket, Arc::clone(&state.statsd)));
-    background.spawn(Arc::clone(&state.host).run(
-        config.replica.data_file.clone(),
-        Duration::from_millis(config.health.host_refresh_interval_ms),
-    ));
-    background.spawn(probe::run(
-        Arc::clone(&state.prober),
-        Arc::clone(&state.cluster_client),
-        Duration::from_millis(config.health.probe_interval_ms),
-    ));
-    background.spawn(binary::watch(
-        Arc::clone(&state),
-        state.replica.binary().to_path_buf(),
-    ));
-    background.spawn(Arc::clone(&state.replica).follow_commits());
+    let mut background = spawn_background(&state, statsd_socket);
+    let handover_dir = handover_dir(state.replica.mode());
+    if let Some(dir) = &handover_dir {
+        state.replica.take_over(dir).await;
+    }
     // Before the replica starts: clean up after a backup the previous run did not finish.
     tb_agent::backup::recover_after_crash(&state).await;
     background.spawn(tb_agent::ops::backup_schedule::run(
@@ -429,12 +419,54 @@ async fn run(config: Config) -> anyhow::Result<()> {
     {
         tracing::error!("the replica did not stop in time");
     }
-    match server_task.await {
+    let served = server_task.await;
+    // After the last request: none may replace the process the evidence describes.
+    if let Some(dir) = &handover_dir
+        && let Err(error) = state.replica.hand_over(dir)
+    {
+        tracing::warn!(%error, "cannot hand the replica's readiness evidence to the next run");
+    }
+    match served {
         Ok(result) => result?,
         Err(error) => tracing::error!(%error, "server task failed"),
     }
     background.shutdown().await;
     Ok(())
+}
+
+/// The agent's tasks besides the replica, the API and the backup schedule, for as long as it
+/// runs.
+fn spawn_background(
+    state: &Arc<AgentState>,
+    statsd_socket: tokio::net::UdpSocket,
+) -> tokio::task::JoinSet<()> {
+    let config = &state.config;
+    let mut background = tokio::task::JoinSet::new();
+    background.spawn(statsd::receive(statsd_socket, Arc::clone(&state.statsd)));
+    background.spawn(Arc::clone(&state.host).run(
+        config.replica.data_file.clone(),
+        Duration::from_millis(config.health.host_refresh_interval_ms),
+    ));
+    background.spawn(probe::run(
+        Arc::clone(&state.prober),
+        Arc::clone(&state.cluster_client),
+        Duration::from_millis(config.health.probe_interval_ms),
+    ));
+    background.spawn(binary::watch(
+        Arc::clone(state),
+        state.replica.binary().to_path_buf(),
+    ));
+    background.spawn(Arc::clone(&state.replica).follow_commits());
+    background
+}
+
+/// systemd mode: the agent's runtime directory (`RuntimeDirectory=`, the first if several), where
+/// one run hands its evidence about the running replica to the next (replica/handover.rs). In
+/// process mode the replica stops with the agent: there is nothing to hand over.
+fn handover_dir(mode: RunMode) -> Option<PathBuf> {
+    let directories = std::env::var_os("RUNTIME_DIRECTORY")?;
+    let first = std::env::split_paths(&directories).next()?;
+    (mode == RunMode::Systemd && first.is_absolute()).then_some(first)
 }
 
 async fn wait_for_signal() {

@@ -17,6 +17,7 @@ use tokio::process::Command;
 use tokio::sync::watch;
 
 pub mod gate;
+mod handover;
 mod journal;
 mod proc;
 
@@ -101,6 +102,9 @@ pub struct Replica {
     previous_trend: Mutex<gate::Trend>,
     /// The data file was replaced: the next process starts with no previous trend.
     data_replaced: AtomicBool,
+    /// The agent's previous run's evidence about the process it saw last, until the agent
+    /// first sees a process (handover.rs).
+    handover: Mutex<Option<handover::Handover>>,
 }
 
 impl Replica {
@@ -124,6 +128,7 @@ impl Replica {
             trend: Mutex::new(gate::Trend::default()),
             previous_trend: Mutex::new(gate::Trend::default()),
             data_replaced: AtomicBool::new(false),
+            handover: Mutex::new(None),
         })
     }
 
@@ -279,6 +284,9 @@ impl Replica {
             }
             self.remember_view(*current);
             self.new_gate(pid);
+            if let Some(pid) = pid {
+                self.apply_handover(pid);
+            }
             // A new process: nothing the previous one reported may count for readiness, and
             // only its own sockets may feed StatsD from now on.
             self.statsd.set_replica_process(pid);

@@ -85,11 +85,17 @@ pub fn read_process_info(pid: u32) -> Option<ProcessInfo> {
     })
 }
 
-fn process_start_time(pid: u32) -> Option<f64> {
+/// Field 22 of /proc/PID/stat (starttime, clock ticks after boot): with the pid, it names one
+/// process of a boot.
+pub fn process_start_ticks(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Field 22 (starttime), counted after the parenthesised command name, which may hold spaces.
+    // Counted after the parenthesised command name, which may hold spaces.
     let after_name = &stat[stat.rfind(')')? + 2..];
-    let start_ticks: f64 = after_name.split_whitespace().nth(19)?.parse().ok()?;
+    after_name.split_whitespace().nth(19)?.parse().ok()
+}
+
+fn process_start_time(pid: u32) -> Option<f64> {
+    let start_ticks = process_start_ticks(pid)? as f64;
     let boot_time = boot_time_unix_seconds()?;
     let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     (ticks_per_second > 0.0).then(|| boot_time + start_ticks / ticks_per_second)
