@@ -294,16 +294,20 @@ fn replica_sync(state: &AgentState) -> Check {
     .0
 }
 
-/// The cluster answers a client, since the current replica process started: readiness is the
-/// current process's (see `Prober::verdict_since`).
-fn client_probe(state: &AgentState) -> Check {
+/// The client probe's verdict, one definition for readiness, status and /metrics: the cluster
+/// answers a client, since the current replica process started (see `Prober::verdict_since`).
+pub fn probe_verdict(state: &AgentState) -> crate::probe::Verdict {
     let health = &state.config.health;
     let timeout = Duration::from_millis(health.probe_timeout_ms);
     let interval = Duration::from_millis(health.probe_interval_ms);
-    let verdict = match state.replica.gate() {
+    match state.replica.gate() {
         Some(gate) => state.prober.verdict_since(timeout, interval, gate.started),
         None => state.prober.verdict(timeout, interval),
-    };
+    }
+}
+
+fn client_probe(state: &AgentState) -> Check {
+    let verdict = probe_verdict(state);
     check(CheckName::ClientProbe, verdict.ok, verdict.detail)
 }
 

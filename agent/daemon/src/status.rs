@@ -1,7 +1,5 @@
 //! `GET /v1/status`: what the agent knows about itself, its host and its replica, in one report.
 
-use std::time::Duration;
-
 use crate::api::{self, StatusReport};
 use crate::state::AgentState;
 use tb_proto::tigerbeetle::Release;
@@ -28,11 +26,7 @@ fn replica_status(state: &AgentState) -> api::ReplicaStatus {
     let config = &state.config;
     let info = state.replica.process_info();
     let identity = state.binary_identity();
-    let health = &config.health;
-    let verdict = state.prober.verdict(
-        Duration::from_millis(health.probe_timeout_ms),
-        Duration::from_millis(health.probe_interval_ms),
-    );
+    let verdict = crate::health::probe_verdict(state);
     let now_unix_seconds = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0.0, |duration| duration.as_secs_f64());

@@ -393,14 +393,11 @@ fn gate_metrics(builder: &mut Builder, state: &AgentState) {
 }
 
 fn probe_and_counter_metrics(builder: &mut Builder, state: &AgentState) {
-    let health = &state.config.health;
-    let verdict = state.prober.verdict(
-        std::time::Duration::from_millis(health.probe_timeout_ms),
-        std::time::Duration::from_millis(health.probe_interval_ms),
-    );
+    let verdict = crate::health::probe_verdict(state);
     builder.gauge(
         "tb_agent_probe_ok",
-        "1 when the last client probe answered within the timeout.",
+        "1 when the last client probe answered within the timeout, after the current replica \
+         process started.",
         f64::from(u8::from(verdict.ok)),
     );
     if let Some(latency) = verdict.latency {
