@@ -87,8 +87,8 @@ if [ -n "$differing" ] || [ -e "$agent_marker" ] || [ -e "$replica_marker" ]; th
 fi
 
 # From this run or an earlier one that stopped before the restart. Restarting the agent never
-# touches the replica (systemd mode): rollout.yml waits until it answers before it asks it to
-# restart the replica.
+# touches the replica (systemd mode). The unit is Type=notify: systemctl returns once the new
+# agent serves, or fails (set -e), so rollout.yml asks it to restart the replica at once.
 if [ -e "$agent_marker" ]; then
   systemctl restart "$agent_unit"
   rm -f "$agent_marker"
