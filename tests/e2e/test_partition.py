@@ -123,3 +123,52 @@ def test_preflight_waits_without_the_lease_and_rechecks_under_it_at_once(cluster
     assert lease_operation(controller) is None
     assert all(h["changed"] == 0 for h in run.recap().values()), run.recap()
     controller.wait_ready()
+
+
+# A cache grid no other test's change uses (test_rollout 288MiB, test_site 320MiB,
+# test_rollout_staging 352MiB): the staged unit shows it once staging wrote it.
+STAGED_GRID = "384MiB"
+STAGED_UNIT = "/etc/systemd/system/tigerbeetle.service.staged"
+
+
+def test_a_replica_down_during_staging_ends_the_rollout_at_once(cluster):
+    """The fault campaign, seed 11: a replica lost while the rollout staged its change (its data
+    file, whose repair needs the lease) was waited for by the gate after staging for the whole
+    gate, under the lease, so recover.yml could not repair it meanwhile (tb-0 down 275 s instead
+    of ~50). Staging stops nothing, so that gate only rechecks now: the replica stopped during
+    staging ends the rollout within the recheck, before any activation, and the lease is free."""
+    controller = cluster
+    lab = controller.lab
+    down = controller.host_names[1]
+    previous = controller.set_inventory_vars(tigerbeetle_cache_grid=STAGED_GRID)
+    runs = {}
+    rollout = threading.Thread(target=lambda: runs.setdefault("rollout", controller.playbook(
+        "rollout.yml", "-e", "tb_ready_timeout_s=300", check=False)))
+    rollout.start()
+    try:
+        # Staging has begun (past the pre-flight, under the lease): one host's staged unit has
+        # the new grid. Then the replica goes down, as a fault would take it.
+        labctl.harness.wait_for(
+            "a host's staged unit with the change",
+            lambda: any(STAGED_GRID in lab.exec(host, f"cat {STAGED_UNIT}", check=False).stdout
+                        for host in controller.host_names),
+            timeout_s=300, interval_s=0.5)
+        assert rollout.is_alive(), "the rollout ended before staging was seen"
+        lab.exec(down, "systemctl stop tigerbeetle.service")
+        stopped = time.monotonic()
+        rollout.join(timeout=labctl.PLAYBOOK_TIMEOUT_S)
+        ended_after_s = time.monotonic() - stopped
+    finally:
+        lab.exec(down, "systemctl start tigerbeetle.service")
+        rollout.join(timeout=labctl.PLAYBOOK_TIMEOUT_S)
+        controller.restore_inventory_vars(previous)
+    run = runs["rollout"]
+    labctl.record("staging_lease", {"rollout_seconds": run.seconds, "recap": run.recap(),
+                                    "ended_after_stop_s": ended_after_s})
+    assert run.returncode != 0, run.tail()
+    assert "after staging: not every replica is ready after 15 s" in run.stdout, run.tail()
+    assert "Activate the staged" not in run.stdout, run.tail()
+    # The rest of staging, the recheck (15 s) and the lease's release; not the gate's 300 s.
+    assert ended_after_s < 200, f"the rollout held the lease {ended_after_s:.0f} s after the stop"
+    assert lease_operation(controller) is None
+    controller.wait_ready()
