@@ -126,9 +126,10 @@ def test_preflight_waits_without_the_lease_and_rechecks_under_it_at_once(cluster
 
 
 # A cache grid no other test's change uses (test_rollout 288MiB, test_site 320MiB,
-# test_rollout_staging 352MiB): the staged unit shows it once staging wrote it.
+# test_rollout_staging 352MiB): the staged inventory shows it once staging wrote it, in the
+# agent's role, well before the staging play's last steps (the replica unit, then the gate).
 STAGED_GRID = "384MiB"
-STAGED_UNIT = "/etc/systemd/system/tigerbeetle.service.staged"
+STAGED_INVENTORY = "/etc/tigerbeetle/inventory.json.staged"
 
 
 def test_a_replica_down_during_staging_ends_the_rollout_at_once(cluster):
@@ -136,7 +137,8 @@ def test_a_replica_down_during_staging_ends_the_rollout_at_once(cluster):
     file, whose repair needs the lease) was waited for by the gate after staging for the whole
     gate, under the lease, so recover.yml could not repair it meanwhile (tb-0 down 275 s instead
     of ~50). Staging stops nothing, so that gate only rechecks now: the replica stopped during
-    staging ends the rollout within the recheck, before any activation, and the lease is free."""
+    staging ends the rollout within the recheck, before any activation, and the lease is free.
+    Before the fix the same run waited the gate's 300 s (tb_ready_timeout_s) under the lease."""
     controller = cluster
     lab = controller.lab
     down = controller.host_names[1]
@@ -146,11 +148,12 @@ def test_a_replica_down_during_staging_ends_the_rollout_at_once(cluster):
         "rollout.yml", "-e", "tb_ready_timeout_s=300", check=False)))
     rollout.start()
     try:
-        # Staging has begun (past the pre-flight, under the lease): one host's staged unit has
-        # the new grid. Then the replica goes down, as a fault would take it.
+        # Staging has begun (past the pre-flight, under the lease): one host's staged inventory
+        # has the new grid. Then the replica goes down, as a fault would take it.
         labctl.harness.wait_for(
-            "a host's staged unit with the change",
-            lambda: any(STAGED_GRID in lab.exec(host, f"cat {STAGED_UNIT}", check=False).stdout
+            "a host's staged inventory with the change",
+            lambda: any(STAGED_GRID in lab.exec(host, f"cat {STAGED_INVENTORY}",
+                                                check=False).stdout
                         for host in controller.host_names),
             timeout_s=300, interval_s=0.5)
         assert rollout.is_alive(), "the rollout ended before staging was seen"
