@@ -142,6 +142,9 @@ def test_a_replica_down_during_staging_ends_the_rollout_at_once(cluster):
     controller = cluster
     lab = controller.lab
     down = controller.host_names[1]
+    # A staged inventory an earlier run of this test left would show the change at once.
+    for host in controller.host_names:
+        lab.exec(host, f"rm -f {STAGED_INVENTORY}")
     previous = controller.set_inventory_vars(tigerbeetle_cache_grid=STAGED_GRID)
     runs = {}
     rollout = threading.Thread(target=lambda: runs.setdefault("rollout", controller.playbook(

@@ -117,7 +117,9 @@ impl Prober {
         match &state.last {
             Some(result) if verdict.ok && result.completed < process_started => Verdict::failing(
                 format!(
-                    "{}, {} ms before this replica process started: waiting for an answer after it",
+                    "{}, {} ms before the agent's record of this replica process began (its \
+                     start, or the agent's own start if it found it running): waiting for an \
+                     answer after it",
                     verdict.detail,
                     process_started
                         .saturating_duration_since(result.completed)
@@ -317,7 +319,7 @@ mod tests {
         assert!(
             verdict
                 .detail
-                .contains("before this replica process started"),
+                .contains("before the agent's record of this replica process began"),
             "{}",
             verdict.detail
         );

@@ -88,7 +88,8 @@ fi
 
 # From this run or an earlier one that stopped before the restart. Restarting the agent never
 # touches the replica (systemd mode). The unit is Type=notify: systemctl returns once the new
-# agent serves, or fails (set -e), so rollout.yml asks it to restart the replica at once.
+# agent has bound its listener, or fails (set -e), so rollout.yml asks it to restart the replica
+# at once (and stops if it does not answer).
 if [ -e "$agent_marker" ]; then
   systemctl restart "$agent_unit"
   rm -f "$agent_marker"

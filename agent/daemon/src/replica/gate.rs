@@ -62,6 +62,9 @@ impl Commits {
 #[derive(Debug, Clone)]
 pub struct Gate {
     pub pid: u32,
+    /// The process's start time (/proc/PID/stat, clock ticks after boot) when the agent first
+    /// saw it: with the pid, which process this gate is (replica/handover.rs).
+    pub start_ticks: Option<u64>,
     pub started: Instant,
     pub started_unix_ms: u64,
     /// A lower bound of the commit this process starts from (the checkpoint op the previous
@@ -79,6 +82,7 @@ impl Gate {
     pub fn new(pid: u32, start_commit_min: Option<u64>) -> Gate {
         Gate {
             pid,
+            start_ticks: super::proc::process_start_ticks(pid),
             started: Instant::now(),
             started_unix_ms: unix_ms(),
             start_commit_min,
@@ -218,11 +222,14 @@ impl super::Replica {
     /// Readiness passed for the current process: the first time, the gate's evidence is recorded.
     pub fn note_ready(&self, source: Source) {
         let commits = self.commit_gauges().map(|(_, commits)| commits);
+        // Before the gate's lock: set_pid holds the pid's lock while it replaces the gate, so
+        // taking them the other way round could deadlock the two.
+        let pid = self.pid();
         let mut gate = self.gate.lock().expect("not poisoned");
         let Some(gate) = gate.as_mut() else {
             return;
         };
-        if gate.ready.is_some() || Some(gate.pid) != self.pid() {
+        if gate.ready.is_some() || Some(gate.pid) != pid {
             return;
         }
         gate.ready = Some((gate.started.elapsed(), source));
