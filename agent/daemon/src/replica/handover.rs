@@ -140,6 +140,10 @@ impl super::Replica {
                 .filter(|_| removed.is_ok())
             }
         };
+        // No evidence: nothing to bind to a process, and start-up need not wait for systemd.
+        if handover.is_none() {
+            return;
+        }
         *self.handover.lock().expect("not poisoned") = handover;
         self.poll_systemd().await;
         // Not applied (no process yet): it never will be.
@@ -152,7 +156,12 @@ impl super::Replica {
         let Some(handover) = self.handover.lock().expect("not poisoned").take() else {
             return;
         };
-        if let Err(why) = applicable(&handover, pid, process_start_ticks(pid)) {
+        // The process as its gate, made just before for this pid, recorded it.
+        let start_ticks = self
+            .gate()
+            .filter(|gate| gate.pid == pid)
+            .and_then(|gate| gate.start_ticks);
+        if let Err(why) = applicable(&handover, pid, start_ticks) {
             tracing::info!(target: "readiness", "the previous run's evidence does not apply: {why}");
             return;
         }
