@@ -251,10 +251,13 @@ def main() -> int:
     parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--minutes", type=float, required=True)
     parser.add_argument("--report", type=Path, required=True)
-    parser.add_argument("--hosts", type=int, default=3)
+    parser.add_argument("--hosts", type=int, default=3,
+                        help="lab hosts, each a replica: 3 to 6 (TigerBeetle's largest cluster)")
     args = parser.parse_args()
     if not 0 < args.minutes <= MINUTES_MAX:
         parser.error(f"--minutes must be in (0, {MINUTES_MAX}]")
+    if not 3 <= args.hosts <= 6:
+        parser.error("--hosts must be 3 to 6")
     out = args.report.parent / f"{args.report.stem}.d"
     if out.exists():
         shutil.rmtree(out)
@@ -267,7 +270,7 @@ def main() -> int:
         stack.callback(lambda: shutil.copytree(work / "logs", out / "playbooks",
                                                dirs_exist_ok=True)
                        if (work / "logs").exists() else None)
-        controller = labctl.Controller(lab, binaries, work)
+        controller = labctl.Controller(lab, binaries, work, replica_count=args.hosts)
         controller.playbook("site.yml")
         controller.bootstrap()
         report = campaign(controller, args.seed, args.minutes, out)

@@ -9,6 +9,7 @@ import time
 from typing import Callable
 
 import labctl
+from harness import volumes
 from .events import EventLog
 from .schedule import Step
 
@@ -21,6 +22,12 @@ RECOVER_ATTEMPTS = 5
 # A recover refused while another operation holds the lease is tried again until then.
 RECOVER_DEADLINE_S = 600
 RECOVER_RETRY_S = 20
+# The files that fill a host's backup volume: root's, in the backup directory itself (the agent
+# ignores names that are not backup ids), removed by the heal.
+FILL_FILES = (f"{volumes.BACKUP_DIR}/chaos-fill", f"{volumes.BACKUP_DIR}/chaos-fill-rest")
+# Left free by fallocate, for the extent tree it writes; dd then takes what is left.
+FILL_MARGIN_BYTES = 4 * 2**20
+BACKUP_WHILE_FULL_TIMEOUT_S = 300
 
 
 def unix_ms() -> int:
@@ -46,6 +53,7 @@ class Faults:
             "partition_oneway": self.partition_oneway,
             "lose_data_file": self.lose_data_file,
             "stop_host": self.stop_host,
+            "fill_backup_dir": self.fill_backup_dir,
         }
         host = self.host(step)
         began = unix_ms()
@@ -136,10 +144,37 @@ class Faults:
             time.sleep(RECOVER_RETRY_S)
         return True
 
+    def fill_backup_dir(self, host: str, seconds: float) -> bool:
+        """The host's backup volume full (tests/hosts/harness/volumes.py): root's files take
+        every free block, then a backup of the host's replica is asked for, as an operator or the
+        schedule would while nobody has noticed. It must fail and leave the replica running again,
+        the lease free and nothing listed that was not finished (the invariants judge those);
+        its outcome and the volume's contents afterwards are in the event log. Held for
+        `seconds`, then the files are removed."""
+        directory = volumes.BACKUP_DIR
+        fill, rest = FILL_FILES
+        try:
+            self.lab.exec(host, f"avail=$(df --output=avail -B1 {directory} | tail -n 1) && "
+                                f"fallocate -l $(( avail - {FILL_MARGIN_BYTES} )) {fill} && "
+                                f"{{ dd if=/dev/zero of={rest} bs=64k status=none || true; }}")
+            began = time.monotonic()
+            result = self.controller.tbctl("backup", "--replica", host, "--inventory",
+                                           str(self.controller.inventory_path), check=False,
+                                           timeout_s=BACKUP_WHILE_FULL_TIMEOUT_S)
+            listing = self.lab.exec(host, f"df --output=avail -B1 {directory} | tail -n 1; "
+                                          f"ls -A {directory}", check=False).stdout
+            self.events.write("backup_while_full", host=host, rc=result.returncode,
+                              tail=(result.stdout + result.stderr)[-2000:], volume=listing)
+            time.sleep(max(0.0, seconds - (time.monotonic() - began)))
+        finally:
+            self.lab.exec(host, f"rm -f {fill} {rest}", check=False)
+        return False
+
     def heal_all(self) -> None:
         """Whatever a crashed runner left: partitions, the chaos table, frozen replicas."""
         for host in self.controller.host_names:
             self.lab.heal(host)
-            self.lab.exec(host, f"nft delete table inet {CHAOS_TABLE} 2>/dev/null; "
+            self.lab.exec(host, f"rm -f {' '.join(FILL_FILES)}; "
+                                f"nft delete table inet {CHAOS_TABLE} 2>/dev/null; "
                                 f"pid=$(systemctl show --property=MainPID --value {REPLICA_UNIT}); "
                                 "[ \"$pid\" != 0 ] && kill -CONT \"$pid\"; true", check=False)

@@ -16,14 +16,16 @@ import random
 # What the lab can inject. Clock steps are out of reach here (the lab hosts share the machine's
 # clock); a hard container stop is not power loss (the page cache survives): see
 # docs/reliability.md.
+# fill_backup_dir joined on 2026-12-07: a seed run before draws another schedule now (the
+# report of a run keeps the schedule it played).
 FAULT_KINDS = ("kill_replica", "stop_replica", "kill_agent", "partition", "partition_oneway",
-               "lose_data_file", "stop_host")
+               "lose_data_file", "stop_host", "fill_backup_dir")
 OPERATION_KINDS = ("restart", "backup", "backup_playbook", "rollout", "rollout_limit",
                    "rollout_interrupted")
 # (min, max) seconds a fault lasts; a kill lasts until systemd has restarted the process.
 DURATION_S = {"kill_replica": (0, 0), "stop_replica": (2, 12), "kill_agent": (0, 0),
               "partition": (3, 20), "partition_oneway": (3, 20), "lose_data_file": (0, 0),
-              "stop_host": (1, 10)}
+              "stop_host": (1, 10), "fill_backup_dir": (5, 30)}
 # (min, max) seconds after its start that an interrupted operation's playbook is killed.
 INTERRUPT_AFTER_S = {"rollout_interrupted": (5, 120)}
 WARMUP_S = 20

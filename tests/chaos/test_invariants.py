@@ -34,6 +34,22 @@ def test_the_seed_reproduces_the_schedule_and_faults_never_overlap():
         assert 0 <= step.host < 3
 
 
+def test_with_five_replicas_one_other_down_is_allowed_and_two_are_not():
+    five = [f"tb-{i}" for i in range(5)]
+
+    def sample(at_ms: int, *down: str) -> dict:
+        return {"event": "readiness", "unix_ms": at_ms,
+                "ready": {host: host not in down for host in five}}
+
+    one = [sample(0), sample(1_000, "tb-1"), sample(30_000)]
+    two = [sample(0), sample(1_000, "tb-1", "tb-2"), sample(30_000)]
+    audits = {host: [] for host in five} | {"tb-0": [audit(11_000, "restart")]}
+    assert invariants.others_down_allowed(5) == 1 and invariants.others_down_allowed(3) == 0
+    assert invariants.one_down(one, audits) == []
+    violations = invariants.one_down(two, audits)
+    assert len(violations) == 1 and "tb-1" in violations[0] and "tb-2" in violations[0]
+
+
 def test_one_down_flags_a_stop_while_another_replica_was_known_down():
     events = [readiness(0), readiness(1_000, tb_1=False), readiness(20_000, tb_1=False),
               readiness(30_000)]

@@ -144,7 +144,10 @@ def seed_packages(lab: "harness.Lab", packages: Sequence[str] = LAB_SEED_PACKAGE
 class Controller:
     """The controller side of a lab: secrets, vars, inventory, and commands in the netns."""
 
-    def __init__(self, lab: "harness.Lab", binaries: dict[str, Path], work: Path):
+    def __init__(self, lab: "harness.Lab", binaries: dict[str, Path], work: Path,
+                 replica_count: int | None = None):
+        """`replica_count`: the first hosts that are the cluster (default: up to three, the
+        committed lab inventory's; hosts after them are outside it)."""
         self.lab = lab
         self.binaries = binaries
         self.work = work
@@ -170,7 +173,9 @@ class Controller:
                                capture_output=True, text=True).stdout.strip()
         # The committed lab inventory (tests/hosts), with this run's token hashes: the only
         # source of the cluster's settings, as in production (docs/inventory.md).
-        self.inventory = harness.inventory(min(len(lab.hosts()), harness.INVENTORY_REPLICA_COUNT))
+        replica_count = replica_count or min(len(lab.hosts()), harness.INVENTORY_REPLICA_COUNT)
+        assert 1 <= replica_count <= len(lab.hosts()), (replica_count, len(lab.hosts()))
+        self.inventory = harness.inventory(replica_count)
         self.inventory["all"]["vars"]["tb_agent_tokens"] = [
             {"name": "ops", "scopes": ["read", "control", "backup"], "sha256": hashes["ops"]},
             {"name": "peers", "scopes": ["read"], "sha256": hashes["peers"]},

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
-from . import cgroups, controller, network, pki, processes
+from . import cgroups, controller, network, pki, processes, volumes
 from .common import (COMMAND_TIMEOUT_S_DEFAULT, SLOT_SUFFIX, LabError, log, make_private_dir,
                      run, state_dir_default, write_private)
 from .controller import SSH_CONNECT_TIMEOUT_S
@@ -249,6 +249,7 @@ class Lab:
         host_dir = make_private_dir(self.hosts_dir / name)
         root = host_dir / "root"
         run(["cp", "-a", "--reflink=auto", str(rootfs), str(root)], timeout_s=600)
+        volumes.create(root)
         etc = root / "etc"
         (etc / "hostname").write_text(f"{name}\n")
         (etc / "hosts").write_text(
@@ -286,6 +287,7 @@ class Lab:
                 self.controller_command([
                     "systemd-nspawn", "--boot", "--register=no", "--keep-unit",
                     f"--network-bridge={BRIDGE}", "--capability=CAP_IPC_LOCK",
+                    volumes.nspawn_bind(root),
                     "--console=read-only", "-D", str(root), "-M", machine]),
                 stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT,
                 start_new_session=True, preexec_fn=lambda: cgroups.enter_cgroups(host_cgroups))
@@ -329,6 +331,7 @@ class Lab:
             cgroups.remove_cgroup_tree(path)
         network.network_down()
         if self.hosts_dir.exists():
+            volumes.unmount_all(self.hosts_dir)
             mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()
                       if line.split()[1].startswith(str(self.hosts_dir))]
             if mounts:
