@@ -62,6 +62,11 @@ def test_hosts_are_distinct(lab):
     # Filesystems are separate: a file written on one host is absent on the others.
     lab.exec("tb-0", "echo only-here > /root/marker")
     assert lab.exec("tb-1", "test -e /root/marker", check=False).returncode == 1
+    # So are the backup volumes: each host's backup directory is an ext4 file system of its own.
+    assert lab.exec("tb-0", "findmnt -n -o FSTYPE /var/lib/tb-backups").stdout.strip() == "ext4"
+    lab.exec("tb-0", "echo only-here > /var/lib/tb-backups/marker")
+    assert lab.exec("tb-1", "test -e /var/lib/tb-backups/marker", check=False).returncode == 1
+    lab.exec("tb-0", "rm /var/lib/tb-backups/marker")
 
 
 SAME_UNIT_STARTS = 40
@@ -141,7 +146,8 @@ def test_hard_restart(lab):
     what it wrote to disk is there, what lived in its /run (a tmpfs of the boot) is gone, its
     systemd is a new PID 1 with a new boot's units, and the others never noticed."""
     before = lab.host("tb-1")
-    lab.exec("tb-1", "echo kept >/var/tmp/hard-restart && echo gone >/run/hard-restart")
+    lab.exec("tb-1", "echo kept >/var/tmp/hard-restart && echo gone >/run/hard-restart && "
+                     "echo kept >/var/lib/tb-backups/hard-restart")
     started_before = lab.exec("tb-1", "systemctl show --property=ActiveEnterTimestampMonotonic "
                                       "ssh.service").stdout.strip()
     neighbour_pid = lab.exec("tb-0", "systemctl show --property=MainPID --value ssh").stdout
@@ -151,6 +157,9 @@ def test_hard_restart(lab):
     assert lab.host("tb-1") == after
     assert not harness.is_nspawn(before.nspawn_pid)
     assert lab.exec("tb-1", "cat /var/tmp/hard-restart").stdout.strip() == "kept"
+    # The backup volume, like a disk, is there again (harness/volumes.py).
+    assert lab.exec("tb-1", "cat /var/lib/tb-backups/hard-restart && "
+                            "rm /var/lib/tb-backups/hard-restart").stdout.strip() == "kept"
     assert lab.exec("tb-1", "test -e /run/hard-restart", check=False).returncode == 1
     state = lab.exec("tb-1", "systemctl is-system-running --wait", check=False)
     assert state.stdout.strip() in ("running", "degraded"), state

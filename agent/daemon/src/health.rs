@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use crate::api::{Check, ReadyReport};
 use crate::replica::ProcessState;
-use crate::replica::gate::{CHECKPOINT_OPS, Source};
+use crate::replica::gate::{CHECKPOINT_OPS, LogMayNotPass, Source};
 use crate::replica_log;
 use tb_proto::tigerbeetle::status_name;
 
@@ -196,7 +196,7 @@ fn combine(
     let may_pass = if LOG_MAY_PASS {
         state.replica.log_may_pass()
     } else {
-        Err("the log may not pass a check by itself (LOG_MAY_PASS)".into())
+        Err(LogMayNotPass::Disabled)
     };
     let log = tracker
         .as_ref()
@@ -216,7 +216,7 @@ fn combine(
         (_, Err(statsd)) if process_young => {
             let why_no_log = match (tracker, may_pass) {
                 (None, _) => "no replica process".to_string(),
-                (Some(_), Err(why)) => why,
+                (Some(_), Err(why)) => why.to_string(),
                 (Some(tracker), Ok(())) => tracker.why_no_verdict(now),
             };
             from_statsd(

@@ -248,23 +248,17 @@ impl super::Replica {
     /// Whether the log may pass this process's readiness: not when the lag it would start with,
     /// estimated from the previous process's reports, exceeds one checkpoint interval (then
     /// StatsD, which reports the lag itself, decides). Err says why.
-    pub fn log_may_pass(&self) -> Result<(), String> {
+    pub fn log_may_pass(&self) -> Result<(), LogMayNotPass> {
         let estimate = self
             .previous_trend
             .lock()
             .expect("not poisoned")
             .lag_estimate_ops(Instant::now());
         match estimate {
-            None => Err(
-                "no StatsD report of a previous process of this replica to estimate \
-                         its lag from: waiting for its own report"
-                    .into(),
-            ),
-            Some(lag) if lag > CHECKPOINT_OPS => Err(format!(
-                "the replica may be about {lag} ops behind the cluster (its replay from the last \
-                 checkpoint plus the cluster's commits since), more than one checkpoint \
-                 interval ({CHECKPOINT_OPS}): waiting for its StatsD report of its lag"
-            )),
+            None => Err(LogMayNotPass::NoEstimate),
+            Some(lag_ops) if lag_ops > CHECKPOINT_OPS => {
+                Err(LogMayNotPass::MayBeBehind { lag_ops })
+            }
             Some(_) => Ok(()),
         }
     }
@@ -289,6 +283,24 @@ impl super::Replica {
         }
         *gate = pid.map(|pid| Gate::new(pid, start_commit_min));
     }
+}
+
+/// Why the replica's log may not pass a check by itself: StatsD decides instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum LogMayNotPass {
+    #[error(
+        "no StatsD report of a previous process of this replica to estimate its lag from: \
+         waiting for its own report"
+    )]
+    NoEstimate,
+    #[error(
+        "the replica may be about {lag_ops} ops behind the cluster (its replay from the last \
+         checkpoint plus the cluster's commits since), more than one checkpoint interval \
+         ({CHECKPOINT_OPS}): waiting for its StatsD report of its lag"
+    )]
+    MayBeBehind { lag_ops: u64 },
+    #[error("the log may not pass a check by itself (LOG_MAY_PASS)")]
+    Disabled,
 }
 
 fn unix_ms() -> u64 {

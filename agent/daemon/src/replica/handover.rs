@@ -197,64 +197,92 @@ impl TrendRecord {
 
 /// Ok(None) when there is no file. The checks are of the file opened (no symbolic link
 /// followed), so the file read is the file checked.
-fn read(path: &Path) -> Result<Option<Handover>, String> {
+fn read(path: &Path) -> Result<Option<Handover>, Unreadable> {
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path);
     let file = match file {
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(error) => return Err(error.to_string()),
+        Err(error) => return Err(Unreadable::Io(error)),
         Ok(file) => file,
     };
-    let metadata = file.metadata().map_err(|error| error.to_string())?;
+    let metadata = file.metadata()?;
     if !metadata.is_file() {
-        return Err("not a regular file".into());
+        return Err(Unreadable::NotRegular);
     }
     if metadata.uid() != nix::unistd::geteuid().as_raw() || metadata.mode() & 0o077 != 0 {
-        return Err(format!(
-            "owned by uid {} with mode {:o}: only a private file of the agent's user counts",
-            metadata.uid(),
-            metadata.mode() & 0o777
-        ));
+        return Err(Unreadable::NotPrivate {
+            uid: metadata.uid(),
+            mode: metadata.mode() & 0o777,
+        });
     }
     let mut text = String::new();
-    file.take(FILE_BYTES_MAX + 1)
-        .read_to_string(&mut text)
-        .map_err(|error| error.to_string())?;
+    file.take(FILE_BYTES_MAX + 1).read_to_string(&mut text)?;
     if text.len() as u64 > FILE_BYTES_MAX {
-        return Err(format!("larger than {FILE_BYTES_MAX} bytes"));
+        return Err(Unreadable::TooLarge);
     }
-    serde_json::from_str(&text)
-        .map(Some)
-        .map_err(|error| error.to_string())
+    Ok(Some(serde_json::from_str(&text)?))
+}
+
+/// Why a handover file was not read: said in the agent's log; readiness then waits for StatsD.
+#[derive(Debug, thiserror::Error)]
+enum Unreadable {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("not a regular file")]
+    NotRegular,
+    #[error(
+        "owned by uid {uid} with mode {mode:o}: only a private file of the agent's user counts"
+    )]
+    NotPrivate { uid: u32, mode: u32 },
+    #[error("larger than {FILE_BYTES_MAX} bytes")]
+    TooLarge,
+    #[error("{0}")]
+    Malformed(#[from] serde_json::Error),
 }
 
 /// Whether `handover` describes the process `pid` (started at `start_ticks`) and is recent.
-fn applicable(handover: &Handover, pid: u32, start_ticks: Option<u64>) -> Result<(), String> {
+fn applicable(handover: &Handover, pid: u32, start_ticks: Option<u64>) -> Result<(), Inapplicable> {
     if handover.pid != pid || Some(handover.start_ticks) != start_ticks {
-        return Err(format!(
-            "it describes pid {} (start {}), the replica is pid {pid} (start {start_ticks:?})",
-            handover.pid, handover.start_ticks
-        ));
+        return Err(Inapplicable::OtherProcess {
+            described: (handover.pid, handover.start_ticks),
+            replica: (pid, start_ticks),
+        });
     }
     let age_ms = monotonic_now_ms().checked_sub(handover.written_monotonic_ms);
     if age_ms.is_none_or(|age_ms| age_ms > HANDOVER_AGE_MAX.as_millis() as u64) {
-        return Err(format!(
-            "written {age_ms:?} ms ago, more than {} ms",
-            HANDOVER_AGE_MAX.as_millis()
-        ));
+        return Err(Inapplicable::Old { age_ms });
     }
     if let Some(record) = &handover.trend
         && !(record.ops_per_second.is_finite()
             && (0.0..=OPS_PER_SECOND_MAX).contains(&record.ops_per_second))
     {
-        return Err(format!("a commit rate of {} ops/s", record.ops_per_second));
+        return Err(Inapplicable::Rate(record.ops_per_second));
     }
     if handover.view_floor > u64::from(u32::MAX) {
-        return Err(format!("view {} is not a view", handover.view_floor));
+        return Err(Inapplicable::View(handover.view_floor));
     }
     Ok(())
+}
+
+/// Why readable evidence does not apply to the replica's process.
+#[derive(Debug, PartialEq, thiserror::Error)]
+enum Inapplicable {
+    #[error(
+        "it describes pid {} (start {}), the replica is pid {} (start {:?})",
+        described.0, described.1, replica.0, replica.1
+    )]
+    OtherProcess {
+        described: (u32, u64),
+        replica: (u32, Option<u64>),
+    },
+    #[error("written {age_ms:?} ms ago, more than {} ms", HANDOVER_AGE_MAX.as_millis())]
+    Old { age_ms: Option<u64> },
+    #[error("a commit rate of {0} ops/s")]
+    Rate(f64),
+    #[error("view {0} is not a view")]
+    View(u64),
 }
 
 #[cfg(test)]
@@ -313,17 +341,20 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("tb-handover-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join(FILE_NAME);
-        assert_eq!(read(&path), Ok(None));
+        assert_eq!(read(&path).unwrap(), None);
         let written = handover(7, 100, monotonic_now_ms());
         crate::backup::store::write_json_atomically(&path, &written).unwrap();
-        assert_eq!(read(&path), Ok(Some(written)));
+        assert_eq!(read(&path).unwrap(), Some(written));
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        assert!(read(&path).unwrap_err().contains("private"));
+        assert!(matches!(
+            read(&path),
+            Err(Unreadable::NotPrivate { mode: 0o644, .. })
+        ));
         std::fs::write(&path, "x".repeat(FILE_BYTES_MAX as usize + 1)).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        assert!(read(&path).unwrap_err().contains("larger"));
+        assert!(matches!(read(&path), Err(Unreadable::TooLarge)));
         std::fs::write(&path, r#"{"pid": 7}"#).unwrap();
-        assert!(read(&path).is_err());
+        assert!(matches!(read(&path), Err(Unreadable::Malformed(_))));
         // A symbolic link, even to a good file, is not followed.
         let target = dir.join("target.json");
         crate::backup::store::write_json_atomically(&target, &handover(7, 100, 0)).unwrap();
