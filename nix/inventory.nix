@@ -96,7 +96,7 @@ let
   portOf = s: if isDecimal s && b.stringLength s <= 5 && b.fromJSON s >= 1 && b.fromJSON s <= 65535 then b.fromJSON s else null;
 
   # The replica's data file: `tigerbeetle format` names nothing, this layout does (tb_proto's
-  # inventory.rs computes the same; the differential test in scripts/check-nix compares them).
+  # agent/proto/src/inventory/ computes the same; the differential test in scripts/check-nix compares them).
   # nixos-modules/replica.nix reads it from the resolved inventory (hosts.<name>.data_file).
   dataFile = dir: clusterId: replica: "${dir}/${clusterId}_${toString replica}.tigerbeetle";
 
@@ -258,7 +258,7 @@ let
   };
 
   isReserved = k: b.match "(tigerbeetle_|tb_agent_).*" k != null;
-  # The inventory is copied to every host (0644) and into the store: no secrets (inventory.rs).
+  # The inventory is copied to every host (0644) and into the store: no secrets (agent/proto/src/inventory/).
   looksSecret = k: b.match ".*(password|passphrase|secret).*|.*_pass" k != null;
 
   # Unknown reserved keys, keys at the wrong level, missing required keys, then each value.

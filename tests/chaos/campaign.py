@@ -217,7 +217,7 @@ def campaign(controller: labctl.Controller, seed: int, minutes: float, out: Path
     events = played["events"].read()
     audits = invariants.audit_lines(controller)
     (out / "audit.json").write_text(json.dumps(audits, indent=1))
-    violations = invariants.one_down(events, audits)
+    violations = invariants.one_down(events, audits) + invariants.full_volume(events)
     audit_violations, excused = invariants.audit_pairs(events, audits)
     lease_violations, lease_acts = invariants.lease_deadline(audits)
     backup_violations, verified = invariants.backups_verify(controller)

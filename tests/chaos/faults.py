@@ -5,6 +5,7 @@ the invariants can tell what the faults took down from what the tools did."""
 from __future__ import annotations
 
 import json
+import shlex
 import time
 from typing import Callable
 
@@ -23,8 +24,18 @@ RECOVER_ATTEMPTS = 5
 RECOVER_DEADLINE_S = 600
 RECOVER_RETRY_S = 20
 # The files that fill a host's backup volume: root's, in the backup directory itself (the agent
-# ignores names that are not backup ids), removed by the heal.
-FILL_FILES = (f"{volumes.BACKUP_DIR}/chaos-fill", f"{volumes.BACKUP_DIR}/chaos-fill-rest")
+# ignores names that are not backup ids), removed by the heal. The last is a directory of empty
+# files that takes every free inode.
+FILL_FILES = (f"{volumes.BACKUP_DIR}/chaos-fill", f"{volumes.BACKUP_DIR}/chaos-fill-rest",
+              f"{volumes.BACKUP_DIR}/chaos-fill-inodes")
+# Creates empty files until the volume has no inode left (ENOSPC), on the host.
+FILL_INODES_PY = ("import os, sys\n"
+                  "os.mkdir(sys.argv[1])\n"
+                  "for n in range(1 << 20):\n"
+                  "    try:\n"
+                  "        open(os.path.join(sys.argv[1], str(n)), 'x').close()\n"
+                  "    except OSError:\n"
+                  "        break\n")
 # Left free by fallocate, for the extent tree it writes; dd then takes what is left.
 FILL_MARGIN_BYTES = 4 * 2**20
 BACKUP_WHILE_FULL_TIMEOUT_S = 300
@@ -40,6 +51,7 @@ class Faults:
         self.lab = controller.lab
         self.events = events
         self.active: set[str] = set()
+        self.fills = 0
 
     def host(self, step: Step) -> str:
         return self.controller.host_names[step.host]
@@ -145,36 +157,42 @@ class Faults:
         return True
 
     def fill_backup_dir(self, host: str, seconds: float) -> bool:
-        """The host's backup volume full (tests/hosts/harness/volumes.py): root's files take
-        every free block, then a backup of the host's replica is asked for, as an operator or the
-        schedule would while nobody has noticed. It must fail and leave the replica running again,
-        the lease free and nothing listed that was not finished (the invariants judge those);
-        its outcome and the volume's contents afterwards are in the event log. Held for
-        `seconds`, then the files are removed."""
+        """The host's backup volume full (tests/hosts/harness/volumes.py), then a backup of the
+        host's replica asked for, as an operator or the schedule would while nobody has noticed.
+        Alternately (the campaign's first fill, third, ...) its bytes are taken, which the agent
+        must refuse before it stops the replica, and its inodes, which its free-space check
+        cannot see: that backup must fail after the stop and still leave the replica running
+        again, the lease free and nothing of itself behind. The invariants judge those; the
+        outcome and the volume's contents afterwards are in the event log (`backup_while_full`).
+        Held for `seconds`, then the files are removed."""
+        self.fills += 1
+        by = "bytes" if self.fills % 2 else "inodes"
         directory = volumes.BACKUP_DIR
-        fill, rest = FILL_FILES
+        fill, rest, inodes = FILL_FILES
+        fill_command = (
+            f"avail=$(df --output=avail -B1 {directory} | tail -n 1) && "
+            f"fallocate -l $(( avail - {FILL_MARGIN_BYTES} )) {fill} && "
+            f"{{ dd if=/dev/zero of={rest} bs=64k status=none || true; }}" if by == "bytes"
+            else f"python3 -c {shlex.quote(FILL_INODES_PY)} {inodes}")
         try:
-            self.lab.exec(host, f"avail=$(df --output=avail -B1 {directory} | tail -n 1) && "
-                                f"fallocate -l $(( avail - {FILL_MARGIN_BYTES} )) {fill} && "
-                                f"{{ dd if=/dev/zero of={rest} bs=64k status=none || true; }}")
+            self.lab.exec(host, fill_command)
             began = time.monotonic()
             result = self.controller.tbctl("backup", "--replica", host, "--inventory",
                                            str(self.controller.inventory_path), check=False,
                                            timeout_s=BACKUP_WHILE_FULL_TIMEOUT_S)
-            listing = self.lab.exec(host, f"df --output=avail -B1 {directory} | tail -n 1; "
-                                          f"ls -A {directory}", check=False).stdout
-            self.events.write("backup_while_full", host=host, rc=result.returncode,
-                              tail=(result.stdout + result.stderr)[-2000:], volume=listing)
+            volume = self.lab.exec(host, f"ls -A {directory}", check=False).stdout.split()
+            self.events.write("backup_while_full", host=host, by=by, rc=result.returncode,
+                              tail=(result.stdout + result.stderr)[-2000:], volume=volume)
             time.sleep(max(0.0, seconds - (time.monotonic() - began)))
         finally:
-            self.lab.exec(host, f"rm -f {fill} {rest}", check=False)
+            self.lab.exec(host, f"rm -rf {' '.join(FILL_FILES)}", check=False)
         return False
 
     def heal_all(self) -> None:
         """Whatever a crashed runner left: partitions, the chaos table, frozen replicas."""
         for host in self.controller.host_names:
             self.lab.heal(host)
-            self.lab.exec(host, f"rm -f {' '.join(FILL_FILES)}; "
+            self.lab.exec(host, f"rm -rf {' '.join(FILL_FILES)}; "
                                 f"nft delete table inet {CHAOS_TABLE} 2>/dev/null; "
                                 f"pid=$(systemctl show --property=MainPID --value {REPLICA_UNIT}); "
                                 "[ \"$pid\" != 0 ] && kill -CONT \"$pid\"; true", check=False)

@@ -13,7 +13,10 @@
 - lease_deadline: no agent acted on a lease past its own deadline: every closing audit line of
   an operation that stopped its replica under the lease says when it took the lease, when it
   went on to stop, and the lease's deadline then (agent/daemon/src/audit.rs LeaseAct);
-- backups: every backup an agent lists verifies.
+- backups: every backup an agent lists verifies;
+- full_volume: a backup asked for on a full backup volume (the fault `fill_backup_dir`) is
+  refused before the replica stops when the volume has too few bytes (tbctl exit 3), never
+  reported done, and leaves nothing of itself on the volume (no `.partial-*` copy, no marker).
 """
 
 from __future__ import annotations
@@ -176,6 +179,32 @@ def audit_pairs(events: list[dict], audits: dict[str, list[dict]]) -> tuple[list
             violations.append(f"audit: {host}: {line['action']} job {job} began at "
                               f"{line['time_unix_ms']} and never ended")
     return violations, excused
+
+
+# What a backup leaves while it runs (agent/daemon/src/backup/store.rs, cold_copy.rs): gone once
+# it has failed.
+BACKUP_LEFTOVER_PREFIXES = (".partial-", ".replica-stopped-for-backup")
+TBCTL_REFUSED_EXIT = 3
+
+
+def full_volume(events: list[dict]) -> list[str]:
+    violations = []
+    for event in events:
+        if event["event"] != "backup_while_full":
+            continue
+        host, by, rc = event["host"], event["by"], event["rc"]
+        if rc == 0:
+            violations.append(f"full_volume: {host}: a backup on a volume without free {by} "
+                              f"was reported done: {event['tail']}")
+        elif by == "bytes" and rc != TBCTL_REFUSED_EXIT:
+            violations.append(f"full_volume: {host}: a backup without room was not refused "
+                              f"before the replica stopped (tbctl exit {rc}): {event['tail']}")
+        leftovers = [name for name in event["volume"]
+                     if name.startswith(BACKUP_LEFTOVER_PREFIXES)]
+        if leftovers:
+            violations.append(f"full_volume: {host}: a failed backup left {leftovers} "
+                              f"(volume out of {by})")
+    return violations
 
 
 def backups_verify(controller: labctl.Controller) -> tuple[list[str], int]:

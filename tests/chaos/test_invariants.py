@@ -104,3 +104,17 @@ def test_lease_deadline_flags_an_act_past_the_deadline_or_before_the_lease():
     missing = act(1_000, 2_000, 30_000)
     del missing["lease_deadline_unix_ms"]
     assert len(invariants.lease_deadline({"tb-0": [missing]})[0]) == 1
+
+
+def test_full_volume_flags_a_backup_not_refused_or_leaving_its_copy_behind():
+    def full(by: str, rc: int, volume: list[str]) -> dict:
+        return {"event": "backup_while_full", "host": "tb-2", "by": by, "rc": rc, "tail": "",
+                "volume": volume}
+
+    fine = [full("bytes", 3, ["chaos-fill", ".sequence"]),
+            full("inodes", 1, ["chaos-fill-inodes", "20261207T100133Z-r2-0c4ded24"])]
+    assert invariants.full_volume(fine) == []
+    assert len(invariants.full_volume([full("bytes", 1, [])])) == 1
+    assert len(invariants.full_volume([full("inodes", 0, [])])) == 1
+    left = invariants.full_volume([full("inodes", 1, [".partial-20261207T1-r2-1"])])
+    assert len(left) == 1 and ".partial-" in left[0]

@@ -109,7 +109,8 @@ impl Layout {
         self.data_dir().join(data_file_name(cluster_id, replica))
     }
     /// Where tbctl before the inventory's naming kept the data files: every cluster's as if
-    /// its id were 0. `tbctl local up` renames them (local.rs, `adopt_legacy_data_files`).
+    /// its id were 0. `tbctl local up` renames them (local/data_files.rs,
+    /// `adopt_legacy_data_files`).
     pub fn legacy_data_file(&self, replica: u8) -> PathBuf {
         self.data_dir().join(data_file_name(0, replica))
     }

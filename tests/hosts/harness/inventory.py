@@ -22,7 +22,7 @@ LAB_CACHE_GRID = "256MiB"
 
 
 def inventory(replica_count: int = INVENTORY_REPLICA_COUNT) -> dict:
-    """The lab's inventory in the shape of inventories/example.json (what agent/proto/src/inventory.rs
+    """The lab's inventory in the shape of inventories/example.json (what agent/proto/src/inventory/
     reads). Connection settings (key, known hosts) are not in it: they are per machine, in
     Lab.ansible_env()."""
     assert 1 <= replica_count <= HOST_COUNT_MAX

@@ -16,6 +16,10 @@ from .common import LabError, run
 BACKUP_DIR = "/var/lib/tb-backups"
 # Room for every backup of a 30-minute campaign (tens of MB each, compressed), never allocated.
 VOLUME_BYTES = 16 * 2**30
+# Few inodes (a backup takes about five), so that a fault can also exhaust them in a moment: a
+# volume out of inodes has bytes free, so a backup passes the agent's free-space check and
+# fails when it creates its files, after the replica stopped.
+VOLUME_INODES = 4096
 MOUNT_NAME = "backups"
 UNMOUNT_ATTEMPTS = 10
 
@@ -32,7 +36,7 @@ def create(root: Path) -> Path:
     image = root.parent / "backups.img"
     with open(image, "wb") as file:
         file.truncate(VOLUME_BYTES)
-    run(["mkfs.ext4", "-q", "-F", "-m", "0", str(image)], timeout_s=60)
+    run(["mkfs.ext4", "-q", "-F", "-m", "0", "-N", str(VOLUME_INODES), str(image)], timeout_s=60)
     target = mountpoint(root)
     target.mkdir(mode=0o700)
     run(["mount", "-o", "loop", str(image), str(target)], timeout_s=60)
