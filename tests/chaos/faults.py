@@ -28,14 +28,18 @@ RECOVER_RETRY_S = 20
 # files that takes every free inode.
 FILL_FILES = (f"{volumes.BACKUP_DIR}/chaos-fill", f"{volumes.BACKUP_DIR}/chaos-fill-rest",
               f"{volumes.BACKUP_DIR}/chaos-fill-inodes")
-# Creates empty files until the volume has no inode left (ENOSPC), on the host.
+# Creates empty files until the volume has no inode left (ENOSPC), on the host, then frees two:
+# a backup takes them before it stops the replica (its `.partial-*` directory and the stop
+# marker, agent/daemon/src/backup), so the copy's first file, made after the stop, has none.
 FILL_INODES_PY = ("import os, sys\n"
                   "os.mkdir(sys.argv[1])\n"
                   "for n in range(1 << 20):\n"
                   "    try:\n"
                   "        open(os.path.join(sys.argv[1], str(n)), 'x').close()\n"
                   "    except OSError:\n"
-                  "        break\n")
+                  "        break\n"
+                  "for m in (n - 1, n - 2):\n"
+                  "    os.remove(os.path.join(sys.argv[1], str(m)))\n")
 # Left free by fallocate, for the extent tree it writes; dd then takes what is left.
 FILL_MARGIN_BYTES = 4 * 2**20
 BACKUP_WHILE_FULL_TIMEOUT_S = 300
