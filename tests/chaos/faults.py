@@ -38,7 +38,7 @@ FILL_INODES_PY = ("import os, sys\n"
                   "        open(os.path.join(sys.argv[1], str(n)), 'x').close()\n"
                   "    except OSError:\n"
                   "        break\n"
-                  "for m in (n - 1, n - 2):\n"
+                  "for m in range(max(n - 2, 0), n):\n"
                   "    os.remove(os.path.join(sys.argv[1], str(m)))\n")
 # Left free by fallocate, for the extent tree it writes; dd then takes what is left.
 FILL_MARGIN_BYTES = 4 * 2**20

@@ -15,7 +15,8 @@
   went on to stop, and the lease's deadline then (agent/daemon/src/audit.rs LeaseAct);
 - backups: every backup an agent lists verifies;
 - full_volume: a backup asked for on a full backup volume (the fault `fill_backup_dir`) is
-  refused before the replica stops when the volume has too few bytes (tbctl exit 3), never
+  refused before the replica stops when the volume has too few bytes (tbctl exit 3, or 5 and 6
+  when another operation holds the host or the lease), never
   reported done, and leaves nothing of itself on the volume (no `.partial-*` copy, no marker).
 """
 
@@ -27,6 +28,7 @@ import time
 
 import labctl
 from .events import EventLog
+from .operations import TBCTL_REFUSED
 
 # Seconds a replica must have been unavailable before a tool deciding to stop another is held
 # to have known: readiness is evaluated about every second on the agents, and a tool asks all
@@ -184,7 +186,6 @@ def audit_pairs(events: list[dict], audits: dict[str, list[dict]]) -> tuple[list
 # What a backup leaves while it runs (agent/daemon/src/backup/store.rs, cold_copy.rs): gone once
 # it has failed.
 BACKUP_LEFTOVER_PREFIXES = (".partial-", ".replica-stopped-for-backup")
-TBCTL_REFUSED_EXIT = 3
 
 
 def full_volume(events: list[dict]) -> list[str]:
@@ -196,7 +197,9 @@ def full_volume(events: list[dict]) -> list[str]:
         if rc == 0:
             violations.append(f"full_volume: {host}: a backup on a volume without free {by} "
                               f"was reported done: {event['tail']}")
-        elif by == "bytes" and rc != TBCTL_REFUSED_EXIT:
+        # Refused (3), or turned away before it began (5 busy, 6 lease held): all before the
+        # stop. An operation of the campaign's own may hold the host or the lease meanwhile.
+        elif by == "bytes" and rc not in TBCTL_REFUSED:
             violations.append(f"full_volume: {host}: a backup without room was not refused "
                               f"before the replica stopped (tbctl exit {rc}): {event['tail']}")
         leftovers = [name for name in event["volume"]

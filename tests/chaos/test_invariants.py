@@ -114,6 +114,8 @@ def test_full_volume_flags_a_backup_not_refused_or_leaving_its_copy_behind():
     fine = [full("bytes", 3, ["chaos-fill", ".sequence"]),
             full("inodes", 1, ["chaos-fill-inodes", "20261207T100133Z-r2-0c4ded24"])]
     assert invariants.full_volume(fine) == []
+    # Turned away before it began (busy, lease held: a campaign operation meanwhile) is fine.
+    assert invariants.full_volume([full("bytes", 5, []), full("bytes", 6, [])]) == []
     assert len(invariants.full_volume([full("bytes", 1, [])])) == 1
     assert len(invariants.full_volume([full("inodes", 0, [])])) == 1
     left = invariants.full_volume([full("inodes", 1, [".partial-20261207T1-r2-1"])])

@@ -53,15 +53,20 @@ def unmount_all(hosts_dir: Path) -> None:
     """Unmounts every host's volume under `hosts_dir` (also a crashed run's), once the hosts'
     processes are gone; the loop device goes with the mount (`mount -o loop` sets autoclear)."""
     prefix = str(hosts_dir) + "/"
+
+    def mounted() -> list[str]:
+        return [target for target in _mounts()
+                if target.startswith(prefix) and Path(target).name == MOUNT_NAME]
+
     for attempt in range(UNMOUNT_ATTEMPTS):
-        mounted = [target for target in _mounts()
-                   if target.startswith(prefix) and Path(target).name == MOUNT_NAME]
-        if not mounted:
+        left = mounted()
+        if not left:
             return
-        for target in mounted:
+        for target in left:
             run(["umount", target], timeout_s=60, check=False)
         time.sleep(0.5 * attempt)
-    raise LabError(f"cannot unmount the lab's backup volumes: {mounted}")
+    if mounted():
+        raise LabError(f"cannot unmount the lab's backup volumes: {mounted()}")
 
 
 def _mounts() -> list[str]:

@@ -17,9 +17,10 @@
 //! key with its level, type and default, every rule in the order it is checked with its exact
 //! error text, and the JSON of the resolved cluster ([`Cluster`]). Both readers stop at the first
 //! error, and `scripts/check-nix` proves that they agree on every shared test inventory. So this
-//! file mirrors the Nix code rule by rule, including the order in which keys and hosts are
-//! visited (sorted, byte by byte, as Nix sorts attribute names) and the byte-length semantics of
-//! Nix's `stringLength`. Change one reader only together with the other and the document.
+//! module (its keys in `rules.rs`, value syntax in `syntax.rs`, the rules in order in
+//! `resolve.rs`) mirrors the Nix code rule by rule, including the order in which keys and hosts
+//! are visited (sorted, byte by byte, as Nix sorts attribute names) and the byte-length semantics
+//! of Nix's `stringLength`. Change one reader only together with the other and the document.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
