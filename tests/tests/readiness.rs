@@ -22,6 +22,9 @@ const RESTART_TO_READY_MEDIAN_MAX: Duration = Duration::from_secs(8);
 const STATSD_INTERVAL: Duration = Duration::from_secs(10);
 /// TigerBeetle's checkpoint interval (vsr_checkpoint_ops, production config).
 const CHECKPOINT_OPS: f64 = 960.0;
+/// A replica on the cluster's newest checkpoint is less than the interval plus the 32 ops to the
+/// next checkpoint's trigger behind it (agent/daemon/src/replica/gate.rs).
+const LAG_BOUND_OPS: f64 = 992.0;
 /// The first StatsD report comes ~10 s after the process opened; margin for a loaded machine.
 const FIRST_REPORT_WAIT: Duration = Duration::from_secs(40);
 /// How long a replica that cannot rejoin is watched: past its first StatsD reports.
@@ -91,6 +94,19 @@ fn a_restarted_replica_is_ready_from_its_log_well_before_its_first_statsd_report
             if took < STATSD_INTERVAL {
                 assert!(detail.contains("log: transition_to_normal"), "{detail}");
                 assert_eq!(source, "log");
+            }
+            // A gate on the log passed on the checkpoints: the replica's at least the cluster's
+            // newest, as the other agents told it (agent/daemon/src/replica/checkpoint.rs).
+            if source == "log" {
+                let body = cluster
+                    .get(replica, "/metrics", Some(&cluster.peer_token))
+                    .text()
+                    .unwrap();
+                let bound = sample(&body, "tb_agent_replica_gate_checkpoint_lag_bound_ops");
+                assert!(
+                    bound.is_some_and(|bound| bound <= LAG_BOUND_OPS),
+                    "replica {replica}: a gate on the log without the checkpoints' bound: {bound:?}"
+                );
             }
             assert!(
                 lag <= CHECKPOINT_OPS,

@@ -5,7 +5,8 @@ use std::time::{Duration, Instant};
 
 use crate::api::{Check, ReadyReport};
 use crate::replica::ProcessState;
-use crate::replica::gate::{CHECKPOINT_OPS, LogMayNotPass, Source};
+use crate::replica::checkpoint::LogMayNotPass;
+use crate::replica::gate::{CHECKPOINT_OPS, Source};
 use crate::replica_log;
 use tb_proto::tigerbeetle::status_name;
 
@@ -175,7 +176,7 @@ fn fresh_gauge(state: &AgentState, name: &str) -> Result<(i64, Instant), GaugePr
 
 /// Whether the log's verdict may pass a check by itself (the fast gate). It may since the lag
 /// gate exists: the log's "rejoined" needs the state machine open (replica_log), and the log may
-/// not pass a process whose estimated lag exceeds one checkpoint interval (replica/gate.rs).
+/// pass only a process on the cluster's newest checkpoint (replica/gate.rs, checkpoint.rs).
 const LOG_MAY_PASS: bool = true;
 
 /// One definition of each replica check from its two sources. The newer evidence wins: the log
@@ -216,8 +217,10 @@ fn combine(
         (_, Err(statsd)) if process_young => {
             let why_no_log = match (tracker, may_pass) {
                 (None, _) => "no replica process".to_string(),
+                (Some(tracker), Ok(()) | Err(LogMayNotPass::NotRejoined)) => {
+                    tracker.why_no_verdict(now)
+                }
                 (Some(_), Err(why)) => why.to_string(),
-                (Some(tracker), Ok(())) => tracker.why_no_verdict(now),
             };
             from_statsd(
                 false,

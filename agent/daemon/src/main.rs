@@ -457,6 +457,7 @@ fn spawn_background(
         state.replica.binary().to_path_buf(),
     ));
     background.spawn(Arc::clone(&state.replica).follow_commits());
+    background.spawn(Arc::clone(&state.replica).follow_cluster_checkpoint(state.peers.clone()));
     background
 }
 

@@ -52,6 +52,19 @@ pub enum PeerError {
     /// The agent answered: its replica is not ready, for the reasons its checks give.
     #[error("not ready: {0}")]
     NotReady(String),
+    /// The agent answered, but cannot vouch for its replica's checkpoint.
+    #[error("agent {url} does not know its replica's checkpoint (checkpoint_op null)")]
+    NoCheckpoint { url: String },
+}
+
+/// Why the cluster's newest checkpoint is not known: the answer that was needed and missing.
+#[derive(Debug, thiserror::Error)]
+#[error("replica {replica} ({role}): {source}")]
+pub struct CheckpointUnknown {
+    replica: usize,
+    role: &'static str,
+    #[source]
+    source: PeerError,
 }
 
 #[derive(Debug, Clone)]
@@ -333,6 +346,48 @@ async fn ask(client: &reqwest::Client, token: &str, url: &str) -> Result<(), Pee
 }
 
 impl Peers {
+    /// The cluster's newest checkpoint, as the other replicas' agents know it from their logs
+    /// (`checkpoint_op` of `/v1/status`, asked concurrently): the largest answer. The primary of
+    /// `view` commits first, so its answer is required; when this replica is that primary (a view
+    /// change may have elected it), every other agent's is.
+    pub async fn cluster_checkpoint(
+        &self,
+        this_replica: u8,
+        view: u32,
+    ) -> Result<u64, CheckpointUnknown> {
+        assert!(
+            !self.urls.is_empty(),
+            "the agent URLs include this replica's"
+        );
+        let primary = (view as usize) % self.urls.len();
+        let answers = self
+            .ask_others(this_replica, |client, token, url| async move {
+                checkpoint_of(&client, &token, &url).await
+            })
+            .await;
+        let mut newest = 0;
+        for (index, answer) in answers {
+            let role = if index == primary {
+                "the primary of view"
+            } else {
+                "another replica"
+            };
+            match answer {
+                Ok(checkpoint) => newest = newest.max(checkpoint),
+                Err(source) if index == primary || usize::from(this_replica) == primary => {
+                    return Err(CheckpointUnknown {
+                        replica: index,
+                        role,
+                        source,
+                    });
+                }
+                // Not needed: the primary's answer bounds the cluster's commit.
+                Err(_) => {}
+            }
+        }
+        Ok(newest)
+    }
+
     /// Other replicas whose process runs, or whose agent cannot say (unknown counts as running:
     /// the caller is about to do something only safe when they are all stopped).
     pub async fn running_peers(&self, this_replica: u8) -> Vec<String> {
@@ -355,6 +410,24 @@ async fn replica_running(
     token: &str,
     url: &str,
 ) -> Result<bool, PeerError> {
+    Ok(status_of(client, token, url).await?.replica.running)
+}
+
+async fn checkpoint_of(client: &reqwest::Client, token: &str, url: &str) -> Result<u64, PeerError> {
+    status_of(client, token, url)
+        .await?
+        .replica
+        .checkpoint_op
+        .ok_or_else(|| PeerError::NoCheckpoint {
+            url: url.to_string(),
+        })
+}
+
+async fn status_of(
+    client: &reqwest::Client,
+    token: &str,
+    url: &str,
+) -> Result<crate::api::StatusReport, PeerError> {
     let response = get(client, token, url, "/v1/status").await?;
     let status = response.status();
     if !status.is_success() {
@@ -363,8 +436,7 @@ async fn replica_running(
             status,
         });
     }
-    let report: crate::api::StatusReport = read_json(response, url).await?;
-    Ok(report.replica.running)
+    read_json(response, url).await
 }
 
 /// The innermost error of a chain: reqwest's top-level message hides the useful part.

@@ -80,5 +80,6 @@ fn replica_status(state: &AgentState) -> api::ReplicaStatus {
         probe_latency_ms: verdict.latency.map(|latency| latency.as_millis() as u64),
         probe_ok: verdict.ok,
         version_skew: verdict.version_skew,
+        checkpoint_op: state.replica.checkpoint_op(),
     }
 }

@@ -390,6 +390,14 @@ fn gate_metrics(builder: &mut Builder, state: &AgentState) {
             lag as f64,
         );
     }
+    if let Some(checkpoints) = gate.checkpoints_at_gate {
+        builder.gauge(
+            "tb_agent_replica_gate_checkpoint_lag_bound_ops",
+            "At a gate on the log: the bound on the commit lag it passed on (the replica on the \
+             cluster's newest checkpoint is less than this many ops behind, docs/architecture.md).",
+            checkpoints.lag_bound_ops() as f64,
+        );
+    }
 }
 
 fn probe_and_counter_metrics(builder: &mut Builder, state: &AgentState) {

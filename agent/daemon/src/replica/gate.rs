@@ -1,24 +1,26 @@
 //! The evidence of every readiness gate: when a replica process first passed readiness, on which
 //! evidence (its own log or StatsD), and its commit lag behind the cluster at that moment.
 //!
-//! At a gate passed on the log, no StatsD report of the new process exists yet (TigerBeetle emits
-//! every 10 s, the first ~10 s after it opened), so the lag is reconstructed afterwards from the
-//! process's first report, as an upper bound:
+//! The log may pass a gate only for a process on the cluster's newest checkpoint (`log_may_pass`):
 //!
-//! - a restarted replica starts committing from its checkpoint (replica.zig `open`: commit_min is
-//!   the superblock's checkpoint op; it then replays its WAL and repairs the rest), and
-//!   checkpoints only advance, so its commit at the gate is at least the checkpoint op the
-//!   previous process last reported (`start_commit_min`);
-//! - the cluster's commit only advances, so its commit at the gate is at most the commit_max of
-//!   the first report after the gate.
+//! - every replica logs `commit_checkpoint_data: checkpoint_data start (checkpoint=A..B ...)` when
+//!   its commits reach the trigger of checkpoint B (B + 32, `vsr.Checkpoint.trigger_for_checkpoint`),
+//!   and `checkpoint_superblock done (... new_checkpoint=B)` once B is durable (replica.zig);
+//! - the primary commits first, so until its log shows the next checkpoint the cluster's commit
+//!   is below that checkpoint's trigger: with B the newest checkpoint the other replicas' agents
+//!   report (asked after this process rejoined, the primary's answer among them), the cluster's
+//!   commit is below B + 960 + 32;
+//! - this process commits at least from its own newest checkpoint: one its log shows it reached,
+//!   or the one it opened at, at least the newest the process before it made durable (its done
+//!   lines, its StatsD `op_checkpoint`);
+//! - so a process whose checkpoint is at least B is less than `LAG_BOUND_OPS` (992) behind the
+//!   cluster, and, on the same checkpoint as the primary, can prepare every op the primary can
+//!   (`op_prepare_max` follows the checkpoint): the next replica may go down. Otherwise StatsD
+//!   decides: its `replica_sync` check includes the replica's own lag (commit_max − commit_min).
 //!
-//! `lag_at_gate_ops_max` = first report's commit_max − start_commit_min. It counts the ops the
-//! cluster committed between the gate and the report too, so it overstates the lag.
-//!
-//! Before the log may pass a gate, the lag is also estimated from what the previous process
-//! reported (its replay distance, commit_max − op_checkpoint, plus the cluster's commit rate times
-//! the time since that report): beyond one checkpoint interval, the gate waits for StatsD instead,
-//! whose verdict includes the replica's own lag (commit_max − commit_min).
+//! The gate records that bound. The lag is also reconstructed afterwards from the process's first
+//! StatsD report, as an upper bound: the replica's commit at the gate is at least the checkpoint it
+//! started from (`start_commit_min`), and the cluster's at most the first report's commit_max.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -26,6 +28,16 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// TigerBeetle's checkpoint interval in ops (`constants.vsr_checkpoint_ops` of the production
 /// config, 0.16: journal_slot_count 1024 − lsm_compaction_ops 32 − 32 × ⌈2 × 8 / 32⌉).
 pub const CHECKPOINT_OPS: u64 = 960;
+/// Ops from a checkpoint to its trigger (`constants.lsm_compaction_ops`).
+pub const TRIGGER_OPS: u64 = 32;
+/// A replica on the cluster's newest checkpoint is less than this many ops behind it: from that
+/// checkpoint to the next one's trigger.
+pub const LAG_BOUND_OPS: u64 = CHECKPOINT_OPS + TRIGGER_OPS;
+/// How old the other agents' answer about the cluster's checkpoint may be when the log passes a
+/// gate on it: the cluster commits on meanwhile, and a newer checkpoint would show in a newer
+/// answer (the agent asks every `CLUSTER_CHECKPOINT_ASK_INTERVAL` while a gate is pending).
+pub const CLUSTER_CHECKPOINT_FRESH: Duration = Duration::from_secs(1);
+pub const CLUSTER_CHECKPOINT_ASK_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Which evidence passed `replica_status` at the gate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +88,34 @@ pub struct Gate {
     pub at_gate: Option<Commits>,
     /// The process's first StatsD report and when it arrived, after the start.
     pub first_report: Option<(Duration, Commits)>,
+    /// At a gate passed on the log: this process's checkpoint and the cluster's, as the log
+    /// evidence compared them.
+    pub checkpoints_at_gate: Option<Checkpoints>,
+}
+
+/// This process's newest checkpoint and the cluster's (the other agents' answer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checkpoints {
+    pub own: u64,
+    pub cluster: u64,
+}
+
+impl Checkpoints {
+    /// The lag this comparison bounds: the cluster commits below its checkpoint's successor's
+    /// trigger, this process at least from its own checkpoint.
+    pub fn lag_bound_ops(&self) -> u64 {
+        (self.cluster + LAG_BOUND_OPS).saturating_sub(self.own)
+    }
+}
+
+/// The cluster's newest checkpoint as the other replicas' agents reported it to this agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClusterCheckpoint {
+    /// The replica process of this host that it was asked for.
+    pub pid: u32,
+    pub checkpoint: u64,
+    /// When the question was sent: the answer is at least that fresh.
+    pub asked: Instant,
 }
 
 impl Gate {
@@ -89,10 +129,12 @@ impl Gate {
             ready: None,
             at_gate: None,
             first_report: None,
+            checkpoints_at_gate: None,
         }
     }
 
-    /// The commit lag at the gate, at most: measured (StatsD gate) or reconstructed (log gate).
+    /// The commit lag at the gate, at most: measured (StatsD gate) or reconstructed afterwards
+    /// from the first report (log gate; `checkpoints_at_gate` holds the bound it passed on).
     pub fn lag_at_gate_ops_max(&self) -> Option<u64> {
         let (ready_after, source) = self.ready?;
         if let Some(commits) = self.at_gate {
@@ -121,14 +163,24 @@ impl Gate {
             || "unknown".to_string(),
             |lag| format!("<= {lag} ops (checkpoint interval {CHECKPOINT_OPS})"),
         );
+        let checkpoints = self.checkpoints_at_gate.map_or_else(String::new, |c| {
+            format!(
+                " (checkpoint {}, the cluster's {}: < {} ops behind)",
+                c.own,
+                c.cluster,
+                c.lag_bound_ops()
+            )
+        });
         format!(
-            "replica pid {}: {ready}; commit lag at the gate {lag}",
+            "replica pid {}: {ready}; commit lag at the gate {lag}{checkpoints}",
             self.pid
         )
     }
 }
 
-/// The cluster's commit rate and the previous process's replay distance, from its reports.
+/// A process's latest commit gauges (its `op_checkpoint` is the next process's start bound) and
+/// the cluster's commit rate (kept in the handover's format; no decision reads it since the lag
+/// gate compares checkpoints instead).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Trend {
     /// The latest report of the process and when it arrived.
@@ -150,16 +202,6 @@ impl Trend {
             }
         }
         self.last = Some((received, commits));
-    }
-
-    /// The lag a process that starts now from the last reported checkpoint would have: its
-    /// replay from the checkpoint plus what the cluster committed since the report. None if the
-    /// previous process never reported.
-    pub fn lag_estimate_ops(&self, now: Instant) -> Option<u64> {
-        let (at, last) = self.last?;
-        let since = now.saturating_duration_since(at).as_secs_f64();
-        let replay = last.commit_max.saturating_sub(last.op_checkpoint);
-        Some(replay + (self.ops_per_second * since).ceil() as u64)
     }
 }
 
@@ -225,6 +267,9 @@ impl super::Replica {
         // Before the gate's lock: set_pid holds the pid's lock while it replaces the gate, so
         // taking them the other way round could deadlock the two.
         let pid = self.pid();
+        let checkpoints = (source == Source::Log)
+            .then(|| self.checkpoints_now().ok())
+            .flatten();
         let mut gate = self.gate.lock().expect("not poisoned");
         let Some(gate) = gate.as_mut() else {
             return;
@@ -233,8 +278,9 @@ impl super::Replica {
             return;
         }
         gate.ready = Some((gate.started.elapsed(), source));
-        if source == Source::Statsd {
-            gate.at_gate = commits;
+        match source {
+            Source::Statsd => gate.at_gate = commits,
+            Source::Log => gate.checkpoints_at_gate = checkpoints,
         }
         tracing::info!(target: "readiness", "{}", gate.describe());
         self.changed();
@@ -245,26 +291,9 @@ impl super::Replica {
         self.gate.lock().expect("not poisoned").clone()
     }
 
-    /// Whether the log may pass this process's readiness: not when the lag it would start with,
-    /// estimated from the previous process's reports, exceeds one checkpoint interval (then
-    /// StatsD, which reports the lag itself, decides). Err says why.
-    pub fn log_may_pass(&self) -> Result<(), LogMayNotPass> {
-        let estimate = self
-            .previous_trend
-            .lock()
-            .expect("not poisoned")
-            .lag_estimate_ops(Instant::now());
-        match estimate {
-            None => Err(LogMayNotPass::NoEstimate),
-            Some(lag_ops) if lag_ops > CHECKPOINT_OPS => {
-                Err(LogMayNotPass::MayBeBehind { lag_ops })
-            }
-            Some(_) => Ok(()),
-        }
-    }
-
     /// A new process (or none): the current trend becomes the previous process's, and a new gate
-    /// starts from the checkpoint that process last reported.
+    /// starts from the newest checkpoint the process before made durable, as far as the agent
+    /// saw it (its last StatsD `op_checkpoint`, its log's `checkpoint_superblock done` lines).
     pub(super) fn new_gate(&self, pid: Option<u32>) {
         self.sample_commits();
         let trend = std::mem::take(&mut *self.trend.lock().expect("not poisoned"));
@@ -272,35 +301,29 @@ impl super::Replica {
         if trend.last.is_some() {
             *previous = trend;
         }
+        // The tracker still held is the process before's (or older): never the new one's.
+        let logged_durable = self
+            .log
+            .lock()
+            .expect("not poisoned")
+            .as_ref()
+            .filter(|tracker| Some(tracker.pid()) != pid)
+            .and_then(|tracker| tracker.checkpoint_durable());
+        let mut durable = self.durable_checkpoint.lock().expect("not poisoned");
+        *durable = (*durable).max(logged_durable);
         if pid.is_some() && self.data_replaced.swap(false, Ordering::Relaxed) {
             *previous = Trend::default();
+            *durable = None;
         }
-        let start_commit_min = previous.last.map(|(_, commits)| commits.op_checkpoint);
-        drop(previous);
+        let reported = previous.last.map(|(_, commits)| commits.op_checkpoint);
+        let start_commit_min = reported.max(*durable);
+        drop((previous, durable));
         let mut gate = self.gate.lock().expect("not poisoned");
         if let Some(old) = gate.as_ref() {
             tracing::info!(target: "readiness", "{} (ended)", old.describe());
         }
         *gate = pid.map(|pid| Gate::new(pid, start_commit_min));
     }
-}
-
-/// Why the replica's log may not pass a check by itself: StatsD decides instead.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum LogMayNotPass {
-    #[error(
-        "no StatsD report of a previous process of this replica to estimate its lag from: \
-         waiting for its own report"
-    )]
-    NoEstimate,
-    #[error(
-        "the replica may be about {lag_ops} ops behind the cluster (its replay from the last \
-         checkpoint plus the cluster's commits since), more than one checkpoint interval \
-         ({CHECKPOINT_OPS}): waiting for its StatsD report of its lag"
-    )]
-    MayBeBehind { lag_ops: u64 },
-    #[error("the log may not pass a check by itself (LOG_MAY_PASS)")]
-    Disabled,
 }
 
 fn unix_ms() -> u64 {
@@ -343,14 +366,16 @@ mod tests {
     }
 
     #[test]
-    fn the_estimate_adds_the_commit_rate_since_the_last_report() {
-        let base = Instant::now();
-        let mut trend = Trend::default();
-        assert_eq!(trend.lag_estimate_ops(base), None);
-        trend.update(base, commits(1000, 1000, 960));
-        trend.update(base + Duration::from_secs(10), commits(1100, 1100, 960));
-        let later = base + Duration::from_secs(15);
-        // Replay 1100 - 960 = 140, plus 10 ops/s for 5 s.
-        assert_eq!(trend.lag_estimate_ops(later), Some(190));
+    fn the_checkpoints_bound_the_lag_at_a_log_gate() {
+        let same = Checkpoints {
+            own: 2879,
+            cluster: 2879,
+        };
+        assert_eq!(same.lag_bound_ops(), LAG_BOUND_OPS);
+        let ahead = Checkpoints {
+            own: 3839,
+            cluster: 2879,
+        };
+        assert_eq!(ahead.lag_bound_ops(), LAG_BOUND_OPS - CHECKPOINT_OPS);
     }
 }

@@ -16,6 +16,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 use tokio::sync::watch;
 
+pub mod checkpoint;
 pub mod gate;
 mod handover;
 mod journal;
@@ -102,6 +103,10 @@ pub struct Replica {
     previous_trend: Mutex<gate::Trend>,
     /// The data file was replaced: the next process starts with no previous trend.
     data_replaced: AtomicBool,
+    /// The newest checkpoint a process of this data file made durable, as its log showed it.
+    durable_checkpoint: Mutex<Option<u64>>,
+    /// The cluster's checkpoint, as the other agents last told it (checkpoint.rs).
+    cluster_answer: Mutex<checkpoint::ClusterAnswer>,
     /// The agent's previous run's evidence about the process it saw last, until the agent
     /// first sees a process (handover.rs).
     handover: Mutex<Option<handover::Handover>>,
@@ -128,6 +133,8 @@ impl Replica {
             trend: Mutex::new(gate::Trend::default()),
             previous_trend: Mutex::new(gate::Trend::default()),
             data_replaced: AtomicBool::new(false),
+            durable_checkpoint: Mutex::new(None),
+            cluster_answer: Mutex::new(checkpoint::ClusterAnswer::default()),
             handover: Mutex::new(None),
         })
     }

@@ -40,7 +40,7 @@ pub const SETTLE: Duration = Duration::from_millis(600);
 /// `sync: ops=...` only after the superblock update (a write, ~10 ms in the captured logs), so
 /// this covers that write on an unloaded disk only. A sync is decided when the cluster is two
 /// checkpoints ahead (or repair is stuck, after seconds): the gate does not let the log pass a
-/// replica estimated more than one checkpoint behind (replica/gate.rs), and StatsD's sync stage
+/// replica behind the cluster's newest checkpoint (replica/gate.rs), and StatsD's sync stage
 /// overrides within 10 s.
 pub const SETTLE_AFTER_START_VIEW: Duration = Duration::from_millis(200);
 
@@ -114,6 +114,11 @@ pub struct Tracker {
     opened: Option<Instant>,
     /// When the newest state line seen was written.
     newest: Option<Instant>,
+    /// The newest checkpoint this process began (its commits reached its trigger), and the
+    /// newest it made durable (gate.rs: the replica's side of the lag gate, and what this agent
+    /// tells a restarted peer about the cluster's checkpoint).
+    checkpoint_reached: Option<u64>,
+    checkpoint_durable: Option<u64>,
 }
 
 impl Tracker {
@@ -128,6 +133,36 @@ impl Tracker {
             sync: Sync::Idle,
             opened: None,
             newest: None,
+            checkpoint_reached: None,
+            checkpoint_durable: None,
+        }
+    }
+
+    /// The newest checkpoint whose trigger this process's commits reached (its `checkpoint_data
+    /// start` lines; a durable one was reached too). None before its first checkpoint.
+    pub fn checkpoint_reached(&self) -> Option<u64> {
+        self.checkpoint_reached.max(self.checkpoint_durable)
+    }
+
+    /// The newest checkpoint this process made durable: the next process of the same data file
+    /// opens at it or beyond.
+    pub fn checkpoint_durable(&self) -> Option<u64> {
+        self.checkpoint_durable
+    }
+
+    /// Whether this process's lines are evidence at all (its release's formats were checked).
+    pub fn usable(&self) -> bool {
+        self.unusable().is_none()
+    }
+
+    /// When the process rejoined the cluster's view as far as the log tells (normal in a view at
+    /// least the floor, state machine open), with that view; None otherwise.
+    pub fn rejoined(&self) -> Option<(u32, Instant)> {
+        match self.status {
+            Status::Normal { view, at, .. } if view >= self.view_floor && self.usable() => {
+                Some((view, at.max(self.opened?)))
+            }
+            _ => None,
         }
     }
 
@@ -180,6 +215,12 @@ impl Tracker {
             }
             Event::FarBehind => self.sync = Sync::FarBehind { at: now },
             Event::StateMachineOpened => self.opened = Some(now),
+            Event::CheckpointStart { checkpoint, .. } => {
+                self.checkpoint_reached = self.checkpoint_reached.max(Some(checkpoint));
+            }
+            Event::CheckpointDurable { checkpoint } => {
+                self.checkpoint_durable = self.checkpoint_durable.max(Some(checkpoint));
+            }
         }
     }
 
@@ -581,5 +622,97 @@ mod tests {
         let (nothing, base) = tracker(0, &[(INIT, 0)]);
         assert_eq!(nothing.status_verdict(at(base, 5000)), None);
         assert_eq!(nothing.sync_verdict(at(base, 5000)), None);
+    }
+
+    // From replica.zig's format strings (0.16.78, `commit_checkpoint_data` and
+    // `commit_checkpoint_superblock_callback`).
+    const CHECKPOINT_START: &str = "2026-12-07 13:02:11.120Z info(replica): 1n: \
+        commit_checkpoint_data: checkpoint_data start (checkpoint=959..1919 commit_min=1951 \
+        op=1960 commit_max=1955 op_prepare_max=2958 free_set.acquired=1200 free_set.released=4)";
+    const CHECKPOINT_DONE: &str = "2026-12-07 13:02:11.480Z info(replica): 1n: \
+        commit_checkpoint_superblock_callback: checkpoint_superblock done (op=1963 \
+        new_checkpoint=1919)";
+
+    #[test]
+    fn checkpoint_lines_say_what_the_replica_reached_and_made_durable() {
+        assert_eq!(
+            parse(CHECKPOINT_START),
+            Some(Event::CheckpointStart {
+                checkpoint: 1919,
+                commit_min: 1951
+            })
+        );
+        assert_eq!(
+            parse(CHECKPOINT_DONE),
+            Some(Event::CheckpointDurable { checkpoint: 1919 })
+        );
+        let (reached, _) = tracker(0, &[(INIT, 0), (CHECKPOINT_START, 10)]);
+        assert_eq!(reached.checkpoint_reached(), Some(1919));
+        assert_eq!(reached.checkpoint_durable(), None, "begun, not durable yet");
+        let (durable, _) = tracker(
+            0,
+            &[(INIT, 0), (CHECKPOINT_START, 10), (CHECKPOINT_DONE, 20)],
+        );
+        assert_eq!(durable.checkpoint_durable(), Some(1919));
+        // Checkpoints only advance: an older line (a replay) does not move them back.
+        let older = CHECKPOINT_DONE.replace("new_checkpoint=1919", "new_checkpoint=959");
+        let (kept, _) = tracker(0, &[(CHECKPOINT_DONE, 20), (&older, 30)]);
+        assert_eq!(kept.checkpoint_durable(), Some(1919));
+    }
+
+    #[test]
+    fn checkpoint_lines_are_parsed_strictly() {
+        let forged = [
+            // A field missing, renamed, added, or out of order.
+            CHECKPOINT_START.replace(" op=1960", ""),
+            CHECKPOINT_START.replace("commit_min=", "commit_mim="),
+            CHECKPOINT_START.replace(")", " extra=1)"),
+            CHECKPOINT_START.replace("commit_min=1951 op=1960", "op=1960 commit_min=1951"),
+            // What replica.zig asserts before it logs: the checkpoint advances, and the commit
+            // is past it (at its trigger).
+            CHECKPOINT_START.replace("959..1919", "1919..1919"),
+            CHECKPOINT_START.replace("commit_min=1951", "commit_min=1900"),
+            CHECKPOINT_START.replace("free_set.released=4)", "free_set.released=4"),
+            CHECKPOINT_DONE.replace("new_checkpoint=1919", "new_checkpoint=-1"),
+            CHECKPOINT_DONE.replace("(op=1963 ", "("),
+            CHECKPOINT_DONE.replace("info(replica)", "info(client)"),
+        ];
+        for line in forged {
+            assert_eq!(parse(&line), None, "{line}");
+        }
+    }
+
+    #[test]
+    fn a_process_rejoined_once_normal_in_the_clusters_view_with_its_state_machine_open() {
+        let (early, _) = tracker(1, &[(INIT, 0), (NORMAL_RECOVERING_V0, 100)]);
+        assert_eq!(
+            early.rejoined(),
+            None,
+            "normal in a view older than the floor"
+        );
+        let (closed, _) = tracker(1, &[(INIT, 0), (NORMAL_RECOVERING_V1, 100)]);
+        assert_eq!(closed.rejoined(), None, "state machine not open");
+        let (open, base) = tracker(
+            1,
+            &[
+                (INIT, 0),
+                (STATE_MACHINE_OPEN, 50),
+                (NORMAL_RECOVERING_V1, 100),
+            ],
+        );
+        assert_eq!(open.rejoined(), Some((1, at(base, 100))));
+        let (unchecked, _) = tracker(
+            1,
+            &[
+                (&INIT.replace("0.16.78", "0.16.99"), 0),
+                (STATE_MACHINE_OPEN, 50),
+                (NORMAL_RECOVERING_V1, 100),
+            ],
+        );
+        assert_eq!(
+            unchecked.rejoined(),
+            None,
+            "a release whose log is not checked"
+        );
     }
 }

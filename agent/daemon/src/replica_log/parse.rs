@@ -58,6 +58,19 @@ pub enum Event {
     StateMachineOpened,
     /// A warning that the replica is too far behind to repair from the WAL: state sync may follow.
     FarBehind,
+    /// `commit_checkpoint_data: checkpoint_data start (checkpoint=A..B commit_min=C ...)`: the
+    /// replica committed up to the trigger of checkpoint B (commit_min = B + 32) and begins
+    /// writing it. Logged by every replica at every checkpoint, the primary included.
+    CheckpointStart {
+        checkpoint: u64,
+        commit_min: u64,
+    },
+    /// `commit_checkpoint_superblock_callback: checkpoint_superblock done (op=X
+    /// new_checkpoint=Y)`: checkpoint Y is durable; a later process of this data file opens at
+    /// Y or beyond.
+    CheckpointDurable {
+        checkpoint: u64,
+    },
 }
 
 /// `2026-12-06 02:43:09.930Z info(replica): 0n: MESSAGE` → (level, MESSAGE), or None.
@@ -160,8 +173,58 @@ fn parse_info(message: &str) -> Option<Event> {
         "sync_enqueue_tables" => rest
             .starts_with("all tables synced (commit=")
             .then_some(Event::TablesSynced),
+        "commit_checkpoint_data" => parse_checkpoint_start(rest),
+        "commit_checkpoint_superblock_callback" => parse_checkpoint_durable(rest),
         _ => None,
     }
+}
+
+/// `key=value` fields between `prefix` and a closing parenthesis, in this order, each checked.
+fn fields<'a>(rest: &'a str, prefix: &str, keys: &[&str]) -> Option<Vec<&'a str>> {
+    let inner = rest.strip_prefix(prefix)?.strip_suffix(')')?;
+    let mut values = Vec::with_capacity(keys.len());
+    let mut parts = inner.split(' ');
+    for key in keys {
+        let (name, value) = parts.next()?.split_once('=')?;
+        (name == *key).then_some(())?;
+        values.push(value);
+    }
+    parts.next().is_none().then_some(values)
+}
+
+fn parse_checkpoint_start(rest: &str) -> Option<Event> {
+    const KEYS: [&str; 7] = [
+        "checkpoint",
+        "commit_min",
+        "op",
+        "commit_max",
+        "op_prepare_max",
+        "free_set.acquired",
+        "free_set.released",
+    ];
+    let values = fields(rest, "checkpoint_data start (", &KEYS)?;
+    let (checkpoint_before, checkpoint) = range::<u64>(values[0])?;
+    let commit_min = number::<u64>(values[1])?;
+    for value in &values[2..] {
+        number::<u64>(value)?;
+    }
+    // replica.zig asserts both before it logs: a line that breaks them is not the replica's.
+    (checkpoint > checkpoint_before && commit_min > checkpoint).then_some(Event::CheckpointStart {
+        checkpoint,
+        commit_min,
+    })
+}
+
+fn parse_checkpoint_durable(rest: &str) -> Option<Event> {
+    let values = fields(
+        rest,
+        "checkpoint_superblock done (",
+        &["op", "new_checkpoint"],
+    )?;
+    number::<u64>(values[0])?;
+    Some(Event::CheckpointDurable {
+        checkpoint: number(values[1])?,
+    })
 }
 
 fn parse_sync(rest: &str) -> Option<Event> {
