@@ -81,31 +81,15 @@ impl super::Replica {
     pub(super) fn checkpoints_now(&self) -> Result<Checkpoints, LogMayNotPass> {
         let tracker = self.log_tracker().ok_or(LogMayNotPass::NotRejoined)?;
         let (_, rejoined_at) = tracker.rejoined().ok_or(LogMayNotPass::NotRejoined)?;
-        let own = self
-            .own_checkpoint(&tracker)
-            .ok_or(LogMayNotPass::OwnCheckpointUnknown)?;
-        let cluster = match self.cluster_answer.lock().expect("not poisoned").clone() {
-            ClusterAnswer::Known(answer)
-                if answer.pid == tracker.pid()
-                    && answer.asked >= rejoined_at
-                    && answer.asked.elapsed() <= CLUSTER_CHECKPOINT_FRESH =>
-            {
-                answer.checkpoint
-            }
-            ClusterAnswer::Unknown { pid, why } if pid == tracker.pid() => {
-                return Err(LogMayNotPass::ClusterCheckpointUnknown(why));
-            }
-            _ if self.peers_configured() => {
-                return Err(LogMayNotPass::ClusterCheckpointUnknown(
-                    "no fresh answer since the rejoin".into(),
-                ));
-            }
-            _ => return Err(LogMayNotPass::NoPeers),
-        };
-        if own < cluster {
-            return Err(LogMayNotPass::Behind { own, cluster });
-        }
-        Ok(Checkpoints { own, cluster })
+        let answer = self.cluster_answer.lock().expect("not poisoned").clone();
+        decide(
+            tracker.pid(),
+            rejoined_at,
+            self.own_checkpoint(&tracker),
+            &answer,
+            self.config.peers.is_some(),
+            Instant::now(),
+        )
     }
 
     /// Whether the log may pass this process's readiness (Err says why not). Once its gate
@@ -118,10 +102,6 @@ impl super::Replica {
             return Ok(());
         }
         self.checkpoints_now().map(|_| ())
-    }
-
-    fn peers_configured(&self) -> bool {
-        self.config.peers.is_some()
     }
 
     /// Asks the other agents for the cluster's checkpoint, every
@@ -156,5 +136,135 @@ impl super::Replica {
             *self.cluster_answer.lock().expect("not poisoned") = answer;
             self.changed();
         }
+    }
+}
+
+/// The rule (gate.rs): process `pid`, rejoined at `rejoined_at`, with its own checkpoint `own`,
+/// may pass on its log if the other agents' answer is for it, asked after the rejoin, fresh at
+/// `now`, and not above `own`.
+fn decide(
+    pid: u32,
+    rejoined_at: Instant,
+    own: Option<u64>,
+    answer: &ClusterAnswer,
+    peers_configured: bool,
+    now: Instant,
+) -> Result<Checkpoints, LogMayNotPass> {
+    let own = own.ok_or(LogMayNotPass::OwnCheckpointUnknown)?;
+    let cluster = match answer {
+        ClusterAnswer::Known(answer)
+            if answer.pid == pid
+                && answer.asked >= rejoined_at
+                && now.saturating_duration_since(answer.asked) <= CLUSTER_CHECKPOINT_FRESH =>
+        {
+            answer.checkpoint
+        }
+        ClusterAnswer::Unknown {
+            pid: asked_for,
+            why,
+        } if *asked_for == pid => {
+            return Err(LogMayNotPass::ClusterCheckpointUnknown(why.clone()));
+        }
+        _ if peers_configured => {
+            return Err(LogMayNotPass::ClusterCheckpointUnknown(
+                "no fresh answer since the rejoin".into(),
+            ));
+        }
+        _ => return Err(LogMayNotPass::NoPeers),
+    };
+    if own < cluster {
+        return Err(LogMayNotPass::Behind { own, cluster });
+    }
+    Ok(Checkpoints { own, cluster })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn known(pid: u32, checkpoint: u64, asked: Instant) -> ClusterAnswer {
+        ClusterAnswer::Known(ClusterCheckpoint {
+            pid,
+            checkpoint,
+            asked,
+        })
+    }
+
+    #[test]
+    fn the_log_passes_only_on_the_clusters_newest_checkpoint() {
+        let rejoined = Instant::now();
+        let asked = rejoined + Duration::from_millis(100);
+        let now = asked + Duration::from_millis(300);
+        let on = |own, cluster| decide(7, rejoined, own, &known(7, cluster, asked), true, now);
+        assert_eq!(
+            on(Some(1919), 1919),
+            Ok(Checkpoints {
+                own: 1919,
+                cluster: 1919
+            })
+        );
+        assert!(on(Some(2879), 1919).is_ok(), "ahead of a backup's answer");
+        // The load started after the last report: the cluster checkpointed during the restart.
+        assert_eq!(
+            on(Some(1919), 2879),
+            Err(LogMayNotPass::Behind {
+                own: 1919,
+                cluster: 2879
+            })
+        );
+        assert_eq!(on(None, 1919), Err(LogMayNotPass::OwnCheckpointUnknown));
+    }
+
+    #[test]
+    fn an_answer_counts_only_for_this_process_after_its_rejoin_while_fresh() {
+        let rejoined = Instant::now() + Duration::from_secs(1);
+        let before = rejoined - Duration::from_millis(10);
+        let after = rejoined + Duration::from_millis(10);
+        let unknown = |result: Result<Checkpoints, LogMayNotPass>| {
+            matches!(result, Err(LogMayNotPass::ClusterCheckpointUnknown(_)))
+        };
+        let fresh = after + CLUSTER_CHECKPOINT_FRESH;
+        let stale = fresh + Duration::from_millis(1);
+        assert!(decide(7, rejoined, Some(9), &known(7, 9, after), true, fresh).is_ok());
+        assert!(unknown(decide(
+            7,
+            rejoined,
+            Some(9),
+            &known(7, 9, after),
+            true,
+            stale
+        )));
+        assert!(unknown(decide(
+            7,
+            rejoined,
+            Some(9),
+            &known(7, 9, before),
+            true,
+            after
+        )));
+        assert!(unknown(decide(
+            7,
+            rejoined,
+            Some(9),
+            &known(6, 9, after),
+            true,
+            after
+        )));
+        let failed = ClusterAnswer::Unknown {
+            pid: 7,
+            why: "replica 1 (the primary of view): unreachable".into(),
+        };
+        assert_eq!(
+            decide(7, rejoined, Some(9), &failed, true, after),
+            Err(LogMayNotPass::ClusterCheckpointUnknown(
+                "replica 1 (the primary of view): unreachable".into()
+            ))
+        );
+        assert_eq!(
+            decide(7, rejoined, Some(9), &ClusterAnswer::NotAsked, false, after),
+            Err(LogMayNotPass::NoPeers)
+        );
     }
 }
