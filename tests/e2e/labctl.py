@@ -141,6 +141,16 @@ def seed_packages(lab: "harness.Lab", packages: Sequence[str] = LAB_SEED_PACKAGE
                  " >/dev/null && rm -rf /var/cache/tb-lab-debs", timeout_s=300)
 
 
+def metric_sample(text: str, series: str) -> float | None:
+    """The value of `series` in a Prometheus text exposition (`series` bare matches it also with
+    an empty label set); None when absent."""
+    for line in text.splitlines():
+        name, _, value = line.rpartition(" ")
+        if name in (series, series + "{}"):
+            return float(value)
+    return None
+
+
 class Controller:
     """The controller side of a lab: secrets, vars, inventory, and commands in the netns."""
 
@@ -420,6 +430,19 @@ class Controller:
         if result.returncode != 0:
             raise AssertionError(f"{method} {url}: curl {result.returncode}: {result.stderr}")
         return result.stdout
+
+    def metric(self, host: str, series: str) -> float | None:
+        """One unlabelled sample (`series`, or `series{labels}` written in full) of the host's
+        agent's /metrics; None when absent."""
+        return metric_sample(self.agent_text(host, "/metrics"), series)
+
+    def gate_source(self, host: str) -> str | None:
+        """The evidence that passed the current replica process's readiness (its gate), from the
+        agent's /metrics: "log" or "statsd"."""
+        text = self.agent_text(host, "/metrics")
+        return next((source for source in ("log", "statsd")
+                     if metric_sample(text, f'tb_agent_replica_gate_source{{source="{source}"}}')
+                     == 1), None)
 
     def backups(self, host: str) -> list:
         """The host's backups as its agent lists them (GET /v1/backups answers a list)."""

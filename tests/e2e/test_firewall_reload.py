@@ -13,7 +13,6 @@ leaves it as it found it: healthy, nftables.service in its former state.
 
 from __future__ import annotations
 
-import re
 import time
 
 import harness
@@ -34,9 +33,7 @@ def firewall_state(controller: labctl.Controller, host: str) -> tuple[dict | Non
     """The agent's `firewall` readiness check and its tb_agent_firewall_rules_loaded line."""
     report = controller.agent(host, "/v1/health/ready")
     check = next((c for c in report["checks"] if c["name"] == "firewall"), None)
-    metrics = controller.agent_text(host, "/metrics")
-    loaded = re.search(r"^tb_agent_firewall_rules_loaded(?:\{\})? (\S+)$", metrics, re.M)
-    return check, loaded and float(loaded[1])
+    return check, controller.metric(host, "tb_agent_firewall_rules_loaded")
 
 
 def wait_firewall_state(controller: labctl.Controller, host: str, ok: bool,

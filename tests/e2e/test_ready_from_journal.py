@@ -14,7 +14,6 @@ unit's invocation and main pid count. Shares the bootstrapped cluster and leaves
 
 from __future__ import annotations
 
-import re
 import statistics
 import threading
 import time
@@ -44,14 +43,6 @@ HANDOVER_ATTEMPTS = 3
 
 def check(report: dict, name: str) -> dict:
     return next(c for c in report["checks"] if c["name"] == name)
-
-
-def gate_source(cluster: labctl.Controller, host: str) -> str | None:
-    """The evidence that passed the current replica process's readiness (its gate), from the
-    agent's /metrics: "log" or "statsd"."""
-    match = re.search(r'^tb_agent_replica_gate_source\{source="(\w+)"\} 1(?:\.0*)?$',
-                      cluster.agent_text(host, "/metrics"), re.M)
-    return match[1] if match else None
 
 
 def test_restart_is_ready_from_the_journal(cluster: labctl.Controller):
@@ -85,7 +76,7 @@ def test_restart_is_ready_from_the_journal(cluster: labctl.Controller):
         ready_s = answer["downtime_ms"] / 1000
         # The evidence at the gate, as the agent recorded it when readiness first passed for
         # this process: a report read later may already name a StatsD gauge that arrived since.
-        source = gate_source(cluster, host)
+        source = cluster.gate_source(host)
         labctl.log(f"{host}: restart → ready {ready_s:.2f} s by the agent on its {source}, "
                    f"request {took:.2f} s (now: {detail})")
         assert source == "log", (
@@ -108,9 +99,8 @@ def test_restart_is_ready_from_the_journal(cluster: labctl.Controller):
                                check=False).stdout)
         # The gate on the log passed on the checkpoints (the replica's at least the cluster's
         # newest, asked of the other agents): its bound is one checkpoint interval and 32 ops.
-        bound = re.search(r"^tb_agent_replica_gate_checkpoint_lag_bound_ops(?:\{\})? (\S+)$",
-                          cluster.agent_text(host, "/metrics"), re.M)
-        assert bound and float(bound[1]) <= LAG_BOUND_OPS, bound
+        bound = cluster.metric(host, "tb_agent_replica_gate_checkpoint_lag_bound_ops")
+        assert bound is not None and bound <= LAG_BOUND_OPS, bound
         times.append(ready_s)
         cluster.wait_ready()
     median = statistics.median(times)
@@ -122,10 +112,9 @@ def wait_for_a_statsd_report(cluster: labctl.Controller, host: str) -> None:
     """Until the agent received a StatsD datagram it had not before, and the rest of that report:
     the next report is then ~10 s away."""
     def last_packet() -> float:
-        match = re.search(r"^tb_agent_statsd_last_packet_timestamp_seconds(?:\{\})? (\S+)$",
-                          cluster.agent_text(host, "/metrics"), re.M)
-        assert match, f"{host}: no tb_agent_statsd_last_packet_timestamp_seconds"
-        return float(match[1])
+        last = cluster.metric(host, "tb_agent_statsd_last_packet_timestamp_seconds")
+        assert last is not None, f"{host}: no tb_agent_statsd_last_packet_timestamp_seconds"
+        return last
     before = last_packet()
     labctl.harness.wait_for(f"{host}'s agent to receive a StatsD report", last_packet,
                             lambda last: last > before, timeout_s=STATSD_REPORT_WAIT_S,
@@ -135,10 +124,9 @@ def wait_for_a_statsd_report(cluster: labctl.Controller, host: str) -> None:
 
 def statsd_packets(cluster: labctl.Controller, host: str) -> float:
     """StatsD datagrams the host's agent accepted since it started."""
-    match = re.search(r"^tb_agent_statsd_packets_total(?:\{\})? (\S+)$",
-                      cluster.agent_text(host, "/metrics"), re.M)
-    assert match, f"{host}: no tb_agent_statsd_packets_total"
-    return float(match[1])
+    packets = cluster.metric(host, "tb_agent_statsd_packets_total")
+    assert packets is not None, f"{host}: no tb_agent_statsd_packets_total"
+    return packets
 
 
 def restart_agent_then_replica(cluster: labctl.Controller, host: str, agent_restart: str) -> str:
@@ -156,7 +144,7 @@ def restart_agent_then_replica(cluster: labctl.Controller, host: str, agent_rest
         raise AssertionError(f"{host}: a StatsD report came before every replica restart")
     answer = cluster.agent(host, "/v1/replica/restart", method="POST", timeout_s=120)
     assert answer.get("outcome") == "restarted", answer
-    source = gate_source(cluster, host)
+    source = cluster.gate_source(host)
     labctl.log(f"{host}: after `{agent_restart}`, ready in {answer['downtime_ms']} ms on {source}")
     cluster.wait_ready()
     return source
