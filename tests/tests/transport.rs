@@ -390,6 +390,74 @@ fn secret_files_open_to_others_are_refused() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The agent tells systemd it started (sd_notify READY=1, `Type=notify`) only once it can serve:
+/// a certificate that is not PEM stops it before, with the field, and the same configuration
+/// with a readable certificate reports READY. The test is the notify socket systemd would hold.
+#[test]
+fn ready_is_notified_only_once_the_tls_material_is_read() {
+    use std::os::unix::net::UnixDatagram;
+    let port = Ports::for_test(64).agent;
+    let dir = temp_dir("notify-ready");
+    let pki = make_pki(&dir.join("pki"));
+    let not_pem = dir.join("not-pem.crt");
+    std::fs::write(&not_pem, "not a certificate\n").unwrap();
+    let config = |cert: &Path| {
+        let path = dir.join("agent.toml");
+        let tls = format!(
+            "[server.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+            cert.display(),
+            pki.agent_key.display()
+        );
+        std::fs::write(&path, standalone_config(port, &tls, "")).unwrap();
+        path
+    };
+    let notify_path = dir.join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let environment = [("NOTIFY_SOCKET", notify_path.to_str().unwrap())];
+    let messages = |agent: &mut Agent, until_exit: bool| {
+        let (mut seen, started) = (String::new(), Instant::now());
+        let mut buffer = [0u8; 4096];
+        while started.elapsed() < Duration::from_secs(20) && !seen.contains("READY=1") {
+            if let Ok(read) = notify.recv(&mut buffer) {
+                seen.push_str(&String::from_utf8_lossy(&buffer[..read]));
+            }
+            let exited = agent.child.try_wait().unwrap();
+            if until_exit && exited.is_some() {
+                return (seen, exited);
+            }
+        }
+        (seen, agent.child.try_wait().unwrap())
+    };
+
+    let log = dir.join("broken.log");
+    let mut broken = Agent::spawn(&config(&not_pem), &log, &environment);
+    let (seen, exited) = messages(&mut broken, true);
+    let stderr = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        exited.is_some_and(|status| !status.success()),
+        "{exited:?}: {stderr}"
+    );
+    assert!(
+        !seen.contains("READY=1"),
+        "READY before the TLS failure: {seen:?}"
+    );
+    assert!(stderr.contains(&not_pem.display().to_string()), "{stderr}");
+
+    let log = dir.join("agent.log");
+    let mut agent = Agent::spawn(&config(&pki.agent_cert), &log, &environment);
+    let (seen, exited) = messages(&mut agent, false);
+    assert!(
+        seen.contains("READY=1") && exited.is_none(),
+        "{seen:?} {exited:?}: {}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+    drop(agent);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// `tbctl status --json` for a one-replica inventory: the parsed array's only element.
 fn tbctl_status(
     inventory: &Path,

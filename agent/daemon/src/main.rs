@@ -403,8 +403,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
         Arc::clone(&state),
         shutdown.clone(),
     ));
+    let server = http::prepare(listener, Arc::clone(&state))?;
     let replica_task = tokio::spawn(Arc::clone(&state.replica).run(shutdown.clone()));
-    let server_task = tokio::spawn(http::serve(listener, Arc::clone(&state), shutdown));
+    let server_task = tokio::spawn(server.run(shutdown));
 
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     wait_for_signal().await;

@@ -23,12 +23,19 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// TLS settings from the config: server certificate and, optionally, required client certificates.
 fn tls_acceptor(tls: &crate::config::Tls) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
-    let read_certs = |path: &std::path::Path| -> anyhow::Result<Vec<CertificateDer<'static>>> {
-        CertificateDer::pem_file_iter(path)
+    let read_certs = |field: &str, path: &std::path::Path| {
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
             .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-            .map_err(|error| anyhow::anyhow!("server.tls: {}: {error}", path.display()))
+            .map_err(|error| anyhow::anyhow!("{field}: {}: {error}", path.display()))?;
+        // rustls would only say "no certificates" at the first handshake, naming no file.
+        anyhow::ensure!(
+            !certs.is_empty(),
+            "{field}: {}: no PEM certificate (BEGIN CERTIFICATE) in the file",
+            path.display()
+        );
+        Ok(certs)
     };
-    let certs = read_certs(&tls.cert_file)?;
+    let certs = read_certs("server.tls.cert_file", &tls.cert_file)?;
     let key = PrivateKeyDer::from_pem_file(&tls.key_file).map_err(|error| {
         anyhow::anyhow!("server.tls.key_file: {}: {error}", tls.key_file.display())
     })?;
@@ -36,7 +43,7 @@ fn tls_acceptor(tls: &crate::config::Tls) -> anyhow::Result<tokio_rustls::TlsAcc
     let builder = match &tls.client_ca_file {
         Some(ca_file) => {
             let mut roots = rustls::RootCertStore::empty();
-            for cert in read_certs(ca_file)? {
+            for cert in read_certs("server.tls.client_ca_file", ca_file)? {
                 roots.add(cert)?;
             }
             let verifier =
@@ -170,13 +177,17 @@ impl Connection {
     }
 }
 
-/// Serves `app` until `shutdown` turns true, then lets in-flight requests finish (bounded).
-pub async fn serve(
+/// The bound listener with everything it serves with, built before the agent reports itself
+/// ready: a certificate or key that cannot be read fails the start, not the first connection.
+pub struct Server {
     listener: TcpListener,
-    app: Router,
-    config: &Config,
-    mut shutdown: watch::Receiver<bool>,
-) -> anyhow::Result<()> {
+    connection: Connection,
+    connections: Arc<Semaphore>,
+    address_slots: Arc<AddressSlots>,
+}
+
+/// Reads the TLS material and builds the connection settings for `app` on `listener`.
+pub fn prepare(listener: TcpListener, app: Router, config: &Config) -> anyhow::Result<Server> {
     let tls = config.server.tls.as_ref().map(tls_acceptor).transpose()?;
     if tls.is_none() && !config.server.listen.ip().is_loopback() {
         tracing::warn!(
@@ -190,7 +201,6 @@ pub async fn serve(
     // A slow client (slowloris: headers a byte at a time, or nothing at all) holds its slot at
     // most this long; the same bound covers the TLS handshake and idle keep-alive connections.
     let header_read_timeout = Duration::from_millis(config.server.header_read_timeout_ms);
-    let graceful = GracefulShutdown::new();
     // HTTP/1.1 only: the API has no use for HTTP/2, and one protocol is one less attack surface.
     let mut http = http1::Builder::new();
     // The header timeout only runs with a timer.
@@ -202,6 +212,52 @@ pub async fn serve(
         tls,
         header_read_timeout,
     };
+    Ok(Server {
+        listener,
+        connection,
+        connections,
+        address_slots,
+    })
+}
+
+impl Server {
+    /// Serves until `shutdown` turns true, then lets in-flight requests finish (bounded).
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+        let Server {
+            listener,
+            connection,
+            connections,
+            address_slots,
+        } = self;
+        let graceful = GracefulShutdown::new();
+        serve_until(
+            &listener,
+            &connection,
+            &connections,
+            &address_slots,
+            &graceful,
+            &mut shutdown,
+        )
+        .await?;
+        drop(listener);
+        if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("in-flight requests did not finish within the shutdown grace period");
+        }
+        Ok(())
+    }
+}
+
+async fn serve_until(
+    listener: &TcpListener,
+    connection: &Connection,
+    connections: &Arc<Semaphore>,
+    address_slots: &Arc<AddressSlots>,
+    graceful: &GracefulShutdown,
+    shutdown: &mut watch::Receiver<bool>,
+) -> anyhow::Result<()> {
     loop {
         // Wait for a free connection slot before accepting: excess clients queue in the kernel.
         let permit = tokio::select! {
@@ -227,13 +283,6 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         connection.spawn(stream, remote, graceful.watcher(), (address_slot, permit));
-    }
-    drop(listener);
-    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("in-flight requests did not finish within the shutdown grace period");
     }
     Ok(())
 }

@@ -15,16 +15,14 @@ mod routes;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 use crate::state::AgentState;
 
-/// Serves the API until `shutdown` turns true, then lets in-flight requests finish (bounded).
-pub async fn serve(
-    listener: TcpListener,
-    state: Arc<AgentState>,
-    shutdown: watch::Receiver<bool>,
-) -> anyhow::Result<()> {
+pub use listener::Server;
+
+/// The API on `listener`, ready to serve (`Server::run`): its TLS material read, so that a
+/// failure shows before the agent reports itself started.
+pub fn prepare(listener: TcpListener, state: Arc<AgentState>) -> anyhow::Result<Server> {
     let config = Arc::clone(&state.config);
-    listener::serve(listener, routes::router(state), &config, shutdown).await
+    listener::prepare(listener, routes::router(state), &config)
 }
