@@ -261,7 +261,7 @@ async fn serve_until(
     loop {
         // Wait for a free connection slot before accepting: excess clients queue in the kernel.
         let permit = tokio::select! {
-            permit = Arc::clone(&connections).acquire_owned() => permit?,
+            permit = Arc::clone(connections).acquire_owned() => permit?,
             _ = shutdown.changed() => break,
         };
         let (stream, remote) = tokio::select! {
