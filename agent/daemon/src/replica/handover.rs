@@ -122,6 +122,7 @@ impl super::Replica {
     /// it is the one described. A request served before that first look could restart the
     /// replica, and the agent would then first see the next process.
     pub async fn take_over(self: &std::sync::Arc<Self>, dir: &Path) {
+        remove_unfinished_writes(dir);
         let path = dir.join(FILE_NAME);
         let handover = match read(&path) {
             Ok(None) => None,
@@ -182,6 +183,24 @@ impl super::Replica {
             target: "readiness",
             "took over the previous run's evidence about replica pid {pid}: {handover:?}"
         );
+    }
+}
+
+/// Temporary files of a write a kill interrupted (write_json_atomically names them
+/// `.replica-evidence.json.PID-N-RANDOM.tmp`): the runtime directory outlives the agent, so
+/// without this each such kill would leave one behind for good. At most a directory's worth read.
+fn remove_unfinished_writes(dir: &Path) {
+    const ENTRIES_MAX: usize = 1024;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let prefix = format!(".{FILE_NAME}.");
+    for entry in entries.flatten().take(ENTRIES_MAX) {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(&prefix) && name.ends_with(".tmp") {
+            let _ = std::fs::remove_file(entry.path());
+        }
     }
 }
 
@@ -361,6 +380,21 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
         std::os::unix::fs::symlink(&target, &path).unwrap();
         assert!(read(&path).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_interrupted_write_leaves_nothing_for_good() {
+        let dir = std::env::temp_dir().join(format!("tb-handover-tmp-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let unfinished = dir.join(format!(".{FILE_NAME}.123-0-0badcafe.tmp"));
+        let other = dir.join(".another-file.123-0-0badcafe.tmp");
+        for path in [&unfinished, &other] {
+            std::fs::write(path, "{").unwrap();
+        }
+        remove_unfinished_writes(&dir);
+        assert!(!unfinished.exists());
+        assert!(other.exists(), "only the evidence's own temporary files");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
