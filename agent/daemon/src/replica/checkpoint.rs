@@ -64,22 +64,17 @@ impl super::Replica {
     }
 
     /// This replica's checkpoint as this agent can vouch for it to a peer (`checkpoint_op` of
-    /// the status), at least the true one: a peer bounds the cluster's commit with it. The
-    /// newest its current process's log shows it reached; the `op_checkpoint` of its StatsD
-    /// reports when newer, or when the log shows none since it opened (then it is the one it
-    /// opened at); before its first report, the ceiling its earlier processes left (gate.rs).
-    /// None without a checked log (a missed checkpoint line would make the bound unsound), after
-    /// a state sync (which moves the checkpoint without that line), or without any source.
+    /// the status): the newest its current process's log shows, or the `op_checkpoint` of its
+    /// StatsD reports when newer or when the log shows none since it opened (then it is the one
+    /// it opened at). None without a checked log (a missed checkpoint line would make the peer's
+    /// bound unsound) or without either source.
     pub fn checkpoint_op(&self) -> Option<u64> {
-        let tracker = self
-            .log_tracker()
-            .filter(|tracker| tracker.usable() && !tracker.synced())?;
+        let tracker = self.log_tracker().filter(|tracker| tracker.usable())?;
         let reported = (self.statsd.replica_pid() == Some(tracker.pid()))
             .then(|| self.statsd.gauge("tb_replica_op_checkpoint"))
             .flatten()
             .and_then(|(value, _)| u64::try_from(value).ok());
-        let logged = tracker.checkpoint_reached().max(reported);
-        logged.or_else(|| *self.checkpoint_ceiling.lock().expect("not poisoned"))
+        tracker.checkpoint_reached().max(reported)
     }
 
     /// This process's checkpoint and the cluster's, if the log may pass its gate on them.

@@ -291,24 +291,29 @@ impl super::Replica {
         self.gate.lock().expect("not poisoned").clone()
     }
 
-    /// A new process (or none) after `old_pid` (or none): the current trend becomes the previous
-    /// process's, and a new gate starts from the newest checkpoint the process before made
-    /// durable, as far as the agent saw it (its last StatsD `op_checkpoint`, its log's
-    /// `checkpoint_superblock done` lines).
-    pub(super) fn new_gate(&self, old_pid: Option<u32>, pid: Option<u32>) {
+    /// A new process (or none): the current trend becomes the previous process's, and a new gate
+    /// starts from the newest checkpoint the process before made durable, as far as the agent
+    /// saw it (its last StatsD `op_checkpoint`, its log's `checkpoint_superblock done` lines).
+    pub(super) fn new_gate(&self, pid: Option<u32>) {
         self.sample_commits();
         let trend = std::mem::take(&mut *self.trend.lock().expect("not poisoned"));
-        let old_reported = trend.last.map(|(_, commits)| commits.op_checkpoint);
         let mut previous = self.previous_trend.lock().expect("not poisoned");
         if trend.last.is_some() {
             *previous = trend;
         }
-        self.retire_checkpoints(old_pid, old_reported);
+        // The tracker still held is the process before's (or older): never the new one's.
+        let logged_durable = self
+            .log
+            .lock()
+            .expect("not poisoned")
+            .as_ref()
+            .filter(|tracker| Some(tracker.pid()) != pid)
+            .and_then(|tracker| tracker.checkpoint_durable());
         let mut durable = self.durable_checkpoint.lock().expect("not poisoned");
+        *durable = (*durable).max(logged_durable);
         if pid.is_some() && self.data_replaced.swap(false, Ordering::Relaxed) {
             *previous = Trend::default();
             *durable = None;
-            *self.checkpoint_ceiling.lock().expect("not poisoned") = None;
         }
         let reported = previous.last.map(|(_, commits)| commits.op_checkpoint);
         let start_commit_min = reported.max(*durable);
@@ -318,47 +323,6 @@ impl super::Replica {
             tracing::info!(target: "readiness", "{} (ended)", old.describe());
         }
         *gate = pid.map(|pid| Gate::new(pid, start_commit_min));
-    }
-
-    /// What the process `old_pid` that just ended says about the next one's checkpoint: the
-    /// newest it made durable (a floor), and the newest it reached (with the ceiling so far, a
-    /// ceiling: the next process opens at or below it). Its `old_reported` StatsD
-    /// `op_checkpoint` is at least the one it opened at. A process whose lines were not all seen
-    /// (none at all, an unchecked release) or that synced leaves the ceiling unknown.
-    fn retire_checkpoints(&self, old_pid: Option<u32>, old_reported: Option<u64>) {
-        let Some(old_pid) = old_pid else {
-            return;
-        };
-        let tracker = {
-            let log = self.log.lock().expect("not poisoned");
-            let retired = self.retired_log.lock().expect("not poisoned");
-            [log.as_ref(), retired.as_ref()]
-                .into_iter()
-                .flatten()
-                .find(|tracker| tracker.pid() == old_pid)
-                .cloned()
-        };
-        let logged_durable = tracker.as_ref().and_then(|t| t.checkpoint_durable());
-        let mut durable = self.durable_checkpoint.lock().expect("not poisoned");
-        *durable = (*durable).max(logged_durable);
-        let mut ceiling = self.checkpoint_ceiling.lock().expect("not poisoned");
-        *ceiling = ceiling_after(*ceiling, old_reported, tracker.as_ref());
-    }
-}
-
-/// The checkpoint ceiling once a process ended (`retire_checkpoints`): with every line of it
-/// seen and no sync, its checkpoint is at most the newest it reached, else the one it opened
-/// at, which is at most the ceiling before it or its own report.
-fn ceiling_after(
-    ceiling: Option<u64>,
-    reported: Option<u64>,
-    tracker: Option<&crate::replica_log::Tracker>,
-) -> Option<u64> {
-    match tracker {
-        Some(tracker) if tracker.usable() && !tracker.synced() => {
-            ceiling.max(reported).max(tracker.checkpoint_reached())
-        }
-        _ => None,
     }
 }
 
@@ -413,44 +377,5 @@ mod tests {
             cluster: 2879,
         };
         assert_eq!(ahead.lag_bound_ops(), LAG_BOUND_OPS - CHECKPOINT_OPS);
-    }
-
-    #[test]
-    fn the_ceiling_needs_every_line_of_each_process() {
-        use crate::replica_log::Tracker;
-        let line = |message: &str| format!("2026-12-07 13:02:11.120Z info(replica): 1n: {message}");
-        let init =
-            line("init: replica_count=3 quorum_view_change=2 quorum_replication=2 release=0.16.78");
-        let start = line(
-            "commit_checkpoint_data: checkpoint_data start (checkpoint=959..1919 commit_min=1951 \
-             op=1960 commit_max=1955 op_prepare_max=2958 free_set.acquired=1 free_set.released=0)",
-        );
-        let now = Instant::now();
-        let tracker = |lines: &[&str]| {
-            let mut tracker = Tracker::new(7, 0, true, now);
-            for line in lines {
-                tracker.observe(line, now);
-            }
-            tracker
-        };
-        let quiet = tracker(&[&init]);
-        // No report, no earlier ceiling, no checkpoint line: where it opened is not known.
-        assert_eq!(ceiling_after(None, None, Some(&quiet)), None);
-        assert_eq!(ceiling_after(None, Some(959), Some(&quiet)), Some(959));
-        assert_eq!(ceiling_after(Some(959), None, Some(&quiet)), Some(959));
-        let reached = tracker(&[&init, &start]);
-        assert_eq!(ceiling_after(None, None, Some(&reached)), Some(1919));
-        assert_eq!(
-            ceiling_after(Some(959), Some(959), Some(&reached)),
-            Some(1919)
-        );
-        // Its lines not all seen (no init line), none at all, or a sync: unknown.
-        assert_eq!(
-            ceiling_after(Some(959), Some(959), Some(&tracker(&[&start]))),
-            None
-        );
-        assert_eq!(ceiling_after(Some(959), Some(959), None), None);
-        let synced = tracker(&[&init, &line("sync: ops=0..2000/0..2000")]);
-        assert_eq!(ceiling_after(Some(959), Some(959), Some(&synced)), None);
     }
 }

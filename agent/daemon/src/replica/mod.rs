@@ -105,12 +105,6 @@ pub struct Replica {
     data_replaced: AtomicBool,
     /// The newest checkpoint a process of this data file made durable, as its log showed it.
     durable_checkpoint: Mutex<Option<u64>>,
-    /// At least the newest checkpoint any earlier process of this data file reached, from
-    /// complete evidence (every line of each, or its StatsD report): the current process opened
-    /// at or below it. None when any link is missing (gate.rs).
-    checkpoint_ceiling: Mutex<Option<u64>>,
-    /// The tracker the current one replaced (locked after `log`).
-    retired_log: Mutex<Option<replica_log::Tracker>>,
     /// The cluster's checkpoint, as the other agents last told it (checkpoint.rs).
     cluster_answer: Mutex<checkpoint::ClusterAnswer>,
     /// The agent's previous run's evidence about the process it saw last, until the agent
@@ -140,8 +134,6 @@ impl Replica {
             previous_trend: Mutex::new(gate::Trend::default()),
             data_replaced: AtomicBool::new(false),
             durable_checkpoint: Mutex::new(None),
-            checkpoint_ceiling: Mutex::new(None),
-            retired_log: Mutex::new(None),
             cluster_answer: Mutex::new(checkpoint::ClusterAnswer::default()),
             handover: Mutex::new(None),
         })
@@ -209,8 +201,6 @@ impl Replica {
                 .lock()
                 .expect("not poisoned")
                 .is_some_and(|at| at.elapsed() <= recent);
-            // Kept for the gate of the next process (gate.rs: what this one's checkpoint was).
-            *self.retired_log.lock().expect("not poisoned") = log.take();
             *log = Some(replica_log::Tracker::new(
                 pid,
                 floor,
@@ -300,7 +290,7 @@ impl Replica {
                 self.retired_pid.store(previous, Ordering::Relaxed);
             }
             self.remember_view(*current);
-            self.new_gate(*current, pid);
+            self.new_gate(pid);
             if let Some(pid) = pid {
                 self.apply_handover(pid);
             }

@@ -150,12 +150,6 @@ impl Tracker {
         self.checkpoint_durable
     }
 
-    /// Whether the process logged a state sync or a warning that it may need one: a sync moves
-    /// its checkpoint without a `checkpoint_data start` line.
-    pub fn synced(&self) -> bool {
-        !matches!(self.sync, Sync::Idle)
-    }
-
     /// Whether this process's lines are evidence at all (its release's formats were checked).
     pub fn usable(&self) -> bool {
         self.unusable().is_none()
