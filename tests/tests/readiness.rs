@@ -95,8 +95,9 @@ fn a_restarted_replica_is_ready_from_its_log_well_before_its_first_statsd_report
                 assert!(detail.contains("log: transition_to_normal"), "{detail}");
                 assert_eq!(source, "log");
             }
-            // A gate on the log passed on the checkpoints: the replica's at least the cluster's
-            // newest, as the other agents told it (agent/daemon/src/replica/checkpoint.rs).
+            // A gate on the log passed on the checkpoint comparison: the replica's at least the
+            // cluster's newest, as the other agents told it (the bound's series exists only
+            // then); the lag itself is checked below, from the first StatsD report after it.
             if source == "log" {
                 let body = cluster
                     .get(replica, "/metrics", Some(&cluster.peer_token))

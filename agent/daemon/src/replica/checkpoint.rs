@@ -80,7 +80,9 @@ impl super::Replica {
     /// This process's checkpoint and the cluster's, if the log may pass its gate on them.
     pub(super) fn checkpoints_now(&self) -> Result<Checkpoints, LogMayNotPass> {
         let tracker = self.log_tracker().ok_or(LogMayNotPass::NotRejoined)?;
-        let (_, rejoined_at) = tracker.rejoined().ok_or(LogMayNotPass::NotRejoined)?;
+        let (_, rejoined_at) = tracker
+            .rejoined(Instant::now())
+            .ok_or(LogMayNotPass::NotRejoined)?;
         let answer = self.cluster_answer.lock().expect("not poisoned").clone();
         decide(
             tracker.pid(),
@@ -118,7 +120,8 @@ impl super::Replica {
             let pending = self
                 .gate()
                 .is_some_and(|gate| gate.pid == tracker.pid() && gate.ready.is_none());
-            let Some((view, _)) = tracker.rejoined().filter(|_| pending) else {
+            // Asked once the rejoin settled: a stale view would name the wrong primary.
+            let Some((view, _)) = tracker.rejoined(Instant::now()).filter(|_| pending) else {
                 continue;
             };
             let asked = Instant::now();

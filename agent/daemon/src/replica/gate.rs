@@ -13,9 +13,10 @@
 //! - this process commits at least from its own newest checkpoint: one its log shows it reached,
 //!   or the one it opened at, at least the newest the process before it made durable (its done
 //!   lines, its StatsD `op_checkpoint`);
-//! - so a process whose checkpoint is at least B is less than `LAG_BOUND_OPS` (992) behind the
-//!   cluster, and, on the same checkpoint as the primary, can prepare every op the primary can
-//!   (`op_prepare_max` follows the checkpoint): the next replica may go down. Otherwise StatsD
+//! - so a process whose checkpoint is at least B was at most `LAG_BOUND_OPS` (992) behind the
+//!   cluster when the primary answered (plus the commits of the answer's age, at most
+//!   `CLUSTER_CHECKPOINT_FRESH`), and is on the primary's checkpoint (or writing it), which bounds
+//!   what it can prepare (`op_prepare_max`): the next replica may go down. Otherwise StatsD
 //!   decides: its `replica_sync` check includes the replica's own lag (commit_max − commit_min).
 //!
 //! The gate records that bound. The lag is also reconstructed afterwards from the process's first
@@ -30,8 +31,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub const CHECKPOINT_OPS: u64 = 960;
 /// Ops from a checkpoint to its trigger (`constants.lsm_compaction_ops`).
 pub const TRIGGER_OPS: u64 = 32;
-/// A replica on the cluster's newest checkpoint is less than this many ops behind it: from that
-/// checkpoint to the next one's trigger.
+/// A replica on the primary's newest checkpoint is at most this many ops behind it: from that
+/// checkpoint to the next one's trigger, where the primary logs before it commits further.
 pub const LAG_BOUND_OPS: u64 = CHECKPOINT_OPS + TRIGGER_OPS;
 /// How old the other agents' answer about the cluster's checkpoint may be when the log passes a
 /// gate on it: the cluster commits on meanwhile, and a newer checkpoint would show in a newer
@@ -165,7 +166,7 @@ impl Gate {
         );
         let checkpoints = self.checkpoints_at_gate.map_or_else(String::new, |c| {
             format!(
-                " (checkpoint {}, the cluster's {}: < {} ops behind)",
+                " (checkpoint {}, the cluster's {}: at most {} ops behind when asked)",
                 c.own,
                 c.cluster,
                 c.lag_bound_ops()
@@ -307,7 +308,7 @@ impl super::Replica {
             .lock()
             .expect("not poisoned")
             .as_ref()
-            .filter(|tracker| Some(tracker.pid()) != pid)
+            .filter(|tracker| Some(tracker.pid()) != pid && tracker.usable())
             .and_then(|tracker| tracker.checkpoint_durable());
         let mut durable = self.durable_checkpoint.lock().expect("not poisoned");
         *durable = (*durable).max(logged_durable);

@@ -155,12 +155,14 @@ impl Tracker {
         self.unusable().is_none()
     }
 
-    /// When the process rejoined the cluster's view as far as the log tells (normal in a view at
-    /// least the floor, state machine open), with that view; None otherwise.
-    pub fn rejoined(&self) -> Option<(u32, Instant)> {
+    /// When the process's rejoin settled, as far as the log tells (normal in a view at least the
+    /// floor, state machine open, and the transition stood for its settle time, which a stale
+    /// view does not survive: see `SETTLE`), with that view; None otherwise.
+    pub fn rejoined(&self, now: Instant) -> Option<(u32, Instant)> {
         match self.status {
-            Status::Normal { view, at, .. } if view >= self.view_floor && self.usable() => {
-                Some((view, at.max(self.opened?)))
+            Status::Normal { view, at, from, .. } if view >= self.view_floor && self.usable() => {
+                let settled = at.max(self.opened?) + from.settle();
+                (now >= settled).then_some((view, settled))
             }
             _ => None,
         }
@@ -628,7 +630,7 @@ mod tests {
     // `commit_checkpoint_superblock_callback`).
     const CHECKPOINT_START: &str = "2026-12-07 13:02:11.120Z info(replica): 1n: \
         commit_checkpoint_data: checkpoint_data start (checkpoint=959..1919 commit_min=1951 \
-        op=1960 commit_max=1955 op_prepare_max=2958 free_set.acquired=1200 free_set.released=4)";
+        op=1960 commit_max=1955 op_prepare_max=1967 free_set.acquired=1200 free_set.released=4)";
     const CHECKPOINT_DONE: &str = "2026-12-07 13:02:11.480Z info(replica): 1n: \
         commit_checkpoint_superblock_callback: checkpoint_superblock done (op=1963 \
         new_checkpoint=1919)";
@@ -668,10 +670,15 @@ mod tests {
             CHECKPOINT_START.replace("commit_min=", "commit_mim="),
             CHECKPOINT_START.replace(")", " extra=1)"),
             CHECKPOINT_START.replace("commit_min=1951 op=1960", "op=1960 commit_min=1951"),
-            // What replica.zig asserts before it logs: the checkpoint advances, and the commit
-            // is past it (at its trigger).
+            // What replica.zig asserts before it logs: the checkpoint advances, both are
+            // checkpoints (the last op of a 32-op bar), the commit is at the trigger exactly.
             CHECKPOINT_START.replace("959..1919", "1919..1919"),
+            CHECKPOINT_START.replace("959..1919", "959..1920"),
+            CHECKPOINT_START.replace("959..1919", "960..1919"),
             CHECKPOINT_START.replace("commit_min=1951", "commit_min=1900"),
+            CHECKPOINT_START.replace("commit_min=1951", "commit_min=1952"),
+            CHECKPOINT_DONE.replace("new_checkpoint=1919", "new_checkpoint=1920"),
+            CHECKPOINT_DONE.replace("op=1963", "op=1950"),
             CHECKPOINT_START.replace("free_set.released=4)", "free_set.released=4"),
             CHECKPOINT_DONE.replace("new_checkpoint=1919", "new_checkpoint=-1"),
             CHECKPOINT_DONE.replace("(op=1963 ", "("),
@@ -686,12 +693,16 @@ mod tests {
     fn a_process_rejoined_once_normal_in_the_clusters_view_with_its_state_machine_open() {
         let (early, _) = tracker(1, &[(INIT, 0), (NORMAL_RECOVERING_V0, 100)]);
         assert_eq!(
-            early.rejoined(),
+            early.rejoined(Instant::now() + SETTLE),
             None,
             "normal in a view older than the floor"
         );
         let (closed, _) = tracker(1, &[(INIT, 0), (NORMAL_RECOVERING_V1, 100)]);
-        assert_eq!(closed.rejoined(), None, "state machine not open");
+        assert_eq!(
+            closed.rejoined(Instant::now() + SETTLE),
+            None,
+            "state machine not open"
+        );
         let (open, base) = tracker(
             1,
             &[
@@ -700,7 +711,8 @@ mod tests {
                 (NORMAL_RECOVERING_V1, 100),
             ],
         );
-        assert_eq!(open.rejoined(), Some((1, at(base, 100))));
+        assert_eq!(open.rejoined(at(base, 699)), None, "settling");
+        assert_eq!(open.rejoined(at(base, 700)), Some((1, at(base, 700))));
         let (unchecked, _) = tracker(
             1,
             &[
@@ -710,7 +722,7 @@ mod tests {
             ],
         );
         assert_eq!(
-            unchecked.rejoined(),
+            unchecked.rejoined(Instant::now() + SETTLE),
             None,
             "a release whose log is not checked"
         );

@@ -208,11 +208,25 @@ fn parse_checkpoint_start(rest: &str) -> Option<Event> {
     for value in &values[2..] {
         number::<u64>(value)?;
     }
-    // replica.zig asserts both before it logs: a line that breaks them is not the replica's.
-    (checkpoint > checkpoint_before && commit_min > checkpoint).then_some(Event::CheckpointStart {
+    // What replica.zig asserts before it logs: the checkpoint advances, both are checkpoints
+    // (`vsr.Checkpoint.valid`), and the commit is exactly at the new one's trigger.
+    let consistent = checkpoint > checkpoint_before
+        && valid_checkpoint(checkpoint_before)
+        && valid_checkpoint(checkpoint)
+        && commit_min == checkpoint.checked_add(COMPACTION_OPS)?;
+    consistent.then_some(Event::CheckpointStart {
         checkpoint,
         commit_min,
     })
+}
+
+/// `constants.lsm_compaction_ops`: checkpoints end a compaction bar, and the trigger is one bar
+/// after the checkpoint.
+const COMPACTION_OPS: u64 = 32;
+
+/// `vsr.Checkpoint.valid`: 0, or the last op of a compaction bar.
+fn valid_checkpoint(op: u64) -> bool {
+    op == 0 || (op + 1) % COMPACTION_OPS == 0
 }
 
 fn parse_checkpoint_durable(rest: &str) -> Option<Event> {
@@ -221,10 +235,11 @@ fn parse_checkpoint_durable(rest: &str) -> Option<Event> {
         "checkpoint_superblock done (",
         &["op", "new_checkpoint"],
     )?;
-    number::<u64>(values[0])?;
-    Some(Event::CheckpointDurable {
-        checkpoint: number(values[1])?,
-    })
+    let op = number::<u64>(values[0])?;
+    let checkpoint = number::<u64>(values[1])?;
+    // The op is past the trigger of the checkpoint it made durable.
+    (valid_checkpoint(checkpoint) && op >= checkpoint.checked_add(COMPACTION_OPS)?)
+        .then_some(Event::CheckpointDurable { checkpoint })
 }
 
 fn parse_sync(rest: &str) -> Option<Event> {
