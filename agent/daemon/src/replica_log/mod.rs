@@ -114,8 +114,8 @@ pub struct Tracker {
     opened: Option<Instant>,
     /// When the newest state line seen was written.
     newest: Option<Instant>,
-    /// The newest checkpoint this process began (its commits reached its trigger), and the
-    /// newest it made durable (gate.rs: the replica's side of the lag gate, and what this agent
+    /// The newest checkpoint this process began (its commits reached its trigger) or state-synced
+    /// to, and the newest it made durable (gate.rs: the replica's side of the lag gate, and what this agent
     /// tells a restarted peer about the cluster's checkpoint).
     checkpoint_reached: Option<u64>,
     checkpoint_durable: Option<u64>,
@@ -209,7 +209,15 @@ impl Tracker {
                 };
             }
             Event::ViewChange { view } => self.status = Status::ViewChange { view, at: now },
-            Event::SyncTables { op_max } => self.sync = Sync::Tables { op_max, at: now },
+            Event::SyncTables {
+                op_max,
+                synced_checkpoint,
+            } => {
+                self.sync = Sync::Tables { op_max, at: now };
+                // The checkpoint moved without a checkpoint line: what the agent tells a
+                // restarted peer about the cluster's checkpoint must not stay behind it.
+                self.checkpoint_reached = self.checkpoint_reached.max(synced_checkpoint);
+            }
             Event::TablesSynced | Event::SyncDone => {
                 if matches!(self.sync, Sync::Tables { .. }) {
                     self.sync = Sync::Synced { at: now };
@@ -425,10 +433,27 @@ mod tests {
                 role: Role::Primary
             })
         );
-        assert_eq!(parse(SYNC_OPS), Some(Event::SyncTables { op_max: 39391 }));
+        assert_eq!(
+            parse(SYNC_OPS),
+            Some(Event::SyncTables {
+                op_max: 39391,
+                synced_checkpoint: Some(39359)
+            })
+        );
         assert_eq!(
             parse("2026-12-06 02:46:19.448Z info(replica): 1n: sync: ops=5..9"),
-            Some(Event::SyncTables { op_max: 9 })
+            Some(Event::SyncTables {
+                op_max: 9,
+                synced_checkpoint: None
+            })
+        );
+        // Tables still syncing an older range; the superblock synced to checkpoint 1983.
+        assert_eq!(
+            parse("2026-12-06 02:46:19.448Z info(replica): 1n: sync: ops=992..1023/992..2015"),
+            Some(Event::SyncTables {
+                op_max: 1023,
+                synced_checkpoint: Some(1983)
+            })
         );
         assert_eq!(parse(TABLES_SYNCED), Some(Event::TablesSynced));
         assert_eq!(
@@ -660,6 +685,16 @@ mod tests {
         let older = CHECKPOINT_DONE.replace("new_checkpoint=1919", "new_checkpoint=959");
         let (kept, _) = tracker(0, &[(CHECKPOINT_DONE, 20), (&older, 30)]);
         assert_eq!(kept.checkpoint_durable(), Some(1919));
+    }
+
+    /// A state sync moves the checkpoint without a checkpoint line: the sync line's superblock
+    /// range says where to, so a peer asked for the cluster's checkpoint does not answer the one
+    /// from before the sync.
+    #[test]
+    fn a_state_sync_moves_the_checkpoint_reached() {
+        let (synced, _) = tracker(0, &[(INIT, 0), (CHECKPOINT_START, 10), (SYNC_OPS, 20)]);
+        assert_eq!(synced.checkpoint_reached(), Some(39359));
+        assert_eq!(synced.checkpoint_durable(), None);
     }
 
     #[test]

@@ -50,6 +50,11 @@ pub enum Event {
     /// that restarted with tables still to sync).
     SyncTables {
         op_max: u64,
+        /// The checkpoint the superblock synced to: the superblock range's end is its trigger
+        /// (`sync_op_max = trigger_for_checkpoint(checkpoint)`, replica.zig), so the replica's
+        /// checkpoint is at least that end less `COMPACTION_OPS`, without a checkpoint line of
+        /// its own. None when the end is no checkpoint's trigger.
+        synced_checkpoint: Option<u64>,
     },
     TablesSynced,
     SyncDone,
@@ -247,14 +252,22 @@ fn parse_sync(rest: &str) -> Option<Event> {
         return Some(Event::SyncDone);
     }
     let ops = rest.strip_prefix("ops=")?;
-    let op_max = match ops.split_once('/') {
-        Some((tables, superblock)) => {
-            range::<u64>(superblock)?;
-            range::<u64>(tables)?.1
+    // `ops=A..B/C..D`: the tables still to sync, then the superblock's range; `ops=A..B` (at
+    // open): the superblock's range, which is also the tables'.
+    let (op_max, superblock_op_max) = match ops.split_once('/') {
+        Some((tables, superblock)) => (range::<u64>(tables)?.1, range::<u64>(superblock)?.1),
+        None => {
+            let op_max = range::<u64>(ops)?.1;
+            (op_max, op_max)
         }
-        None => range::<u64>(ops)?.1,
     };
-    Some(Event::SyncTables { op_max })
+    let synced_checkpoint = superblock_op_max
+        .checked_sub(COMPACTION_OPS)
+        .filter(|checkpoint| *checkpoint > 0 && valid_checkpoint(*checkpoint));
+    Some(Event::SyncTables {
+        op_max,
+        synced_checkpoint,
+    })
 }
 
 fn parse_warning(message: &str) -> Option<Event> {
