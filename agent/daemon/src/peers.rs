@@ -55,7 +55,16 @@ pub enum PeerError {
     /// The agent answered, but cannot vouch for its replica's checkpoint.
     #[error("agent {url} does not know its replica's checkpoint (checkpoint_op null)")]
     NoCheckpoint { url: String },
+    /// An answer that is not needed was not waited for beyond its share of the freshness.
+    #[error("agent {url} did not answer within {wait_ms} ms (not needed: not waited for)")]
+    NotWaitedFor { url: String, wait_ms: u128 },
 }
+
+/// How long the cluster's checkpoint waits for an answer it does not need (a replica other than
+/// the primary, when this one is not the primary): the answer must be at most
+/// `CLUSTER_CHECKPOINT_FRESH` old when it counts, and one unreachable peer (a request timeout of
+/// seconds) must not age it past that.
+const OPTIONAL_CHECKPOINT_WAIT: Duration = Duration::from_millis(250);
 
 /// Why the cluster's newest checkpoint is not known: the answer that was needed and missing.
 #[derive(Debug, thiserror::Error)]
@@ -360,9 +369,27 @@ impl Peers {
             "the agent URLs include this replica's"
         );
         let primary = (view as usize) % self.urls.len();
+        let every_one_needed = usize::from(this_replica) == primary;
+        let primary_url = self.urls[primary].clone();
         let answers = self
-            .ask_others(this_replica, |client, token, url| async move {
-                checkpoint_of(&client, &token, &url).await
+            .ask_others(this_replica, |client, token, url| {
+                let needed = every_one_needed || url == primary_url;
+                async move {
+                    if needed {
+                        return checkpoint_of(&client, &token, &url).await;
+                    }
+                    tokio::time::timeout(
+                        OPTIONAL_CHECKPOINT_WAIT,
+                        checkpoint_of(&client, &token, &url),
+                    )
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(PeerError::NotWaitedFor {
+                            url: url.clone(),
+                            wait_ms: OPTIONAL_CHECKPOINT_WAIT.as_millis(),
+                        })
+                    })
+                }
             })
             .await;
         let mut newest = 0;
@@ -508,6 +535,50 @@ mod oversized_answers {
             }
         });
         format!("http://{address}")
+    }
+
+    /// A peer that accepts connections and never answers.
+    async fn silent_peer() -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                held.push(stream);
+            }
+        });
+        format!("http://{address}")
+    }
+
+    /// The cluster's checkpoint needs the primary's answer only (this replica is a backup): a
+    /// silent other replica is not waited for past OPTIONAL_CHECKPOINT_WAIT, so the answer
+    /// that counts is not aged past its freshness by a request timeout of seconds.
+    #[tokio::test]
+    async fn the_cluster_checkpoint_does_not_wait_for_an_answer_it_does_not_need() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let timeout = Duration::from_secs(20);
+        let peers = Peers {
+            client: http_client(timeout, ClientTls::default()).unwrap(),
+            token: "peer-token".to_string(),
+            urls: vec![
+                "http://127.0.0.1:1".to_string(), // This replica: never called.
+                "http://127.0.0.1:1".to_string(), // The primary of view 1: refused at once.
+                silent_peer().await,
+            ],
+        };
+        let started = Instant::now();
+        let unknown = peers.cluster_checkpoint(0, 1).await.unwrap_err();
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(
+            unknown
+                .to_string()
+                .starts_with("replica 1 (the primary of view)"),
+            "{unknown}"
+        );
     }
 
     #[tokio::test]
