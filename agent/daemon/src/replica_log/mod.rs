@@ -215,8 +215,11 @@ impl Tracker {
             } => {
                 self.sync = Sync::Tables { op_max, at: now };
                 // The checkpoint moved without a checkpoint line: what the agent tells a
-                // restarted peer about the cluster's checkpoint must not stay behind it.
+                // restarted peer about the cluster's checkpoint must not stay behind it. Durable
+                // too: replica.zig logs the line once the synced superblock is written (or, at
+                // open, reads it from the superblock).
                 self.checkpoint_reached = self.checkpoint_reached.max(synced_checkpoint);
+                self.checkpoint_durable = self.checkpoint_durable.max(synced_checkpoint);
             }
             Event::TablesSynced | Event::SyncDone => {
                 if matches!(self.sync, Sync::Tables { .. }) {
@@ -694,7 +697,7 @@ mod tests {
     fn a_state_sync_moves_the_checkpoint_reached() {
         let (synced, _) = tracker(0, &[(INIT, 0), (CHECKPOINT_START, 10), (SYNC_OPS, 20)]);
         assert_eq!(synced.checkpoint_reached(), Some(39359));
-        assert_eq!(synced.checkpoint_durable(), None);
+        assert_eq!(synced.checkpoint_durable(), Some(39359));
     }
 
     #[test]
