@@ -11,15 +11,21 @@ changes the replica unit and the inventory the agent reads):
 3. The rollout then activates every host in its turn while a client writes: each replica
    restarts once, in `tbctl rollout order`, never two down at once, no request fails, and every
    replica runs the new command line.
-4. A re-run with nothing staged that differs restarts nothing and reports changed=0.
+4. A re-run with nothing staged that differs restarts nothing and reports changed=0, also with
+   the roles forced in full (-e tigerbeetle_stage_full=true): what the fast path staged in 3
+   (every host's applied record matched) is byte for byte, mode and owner what the roles write.
 5. An agent restart owed by an earlier run (its marker, left by a run that changed the agent's
    files and stopped before restarting it) is done by the next run: by rollout.yml (that agent
    only, no replica) and by site.yml.
+6. Drift: a host that lost a file its prerequisites wrote (the polkit rule) stages in full,
+   which puts it back, while the others stage fast; the next rollout stages fast everywhere.
 
     python3 -m pytest tests/e2e/test_rollout_staging.py
 """
 
 from __future__ import annotations
+
+import re
 
 import harness
 import labctl
@@ -48,6 +54,13 @@ def replica_command_line(controller, host: str) -> str:
     pid = controller.replica_pid(host)
     assert pid != 0, host
     return controller.lab.exec(host, f"tr '\\0' ' ' </proc/{pid}/cmdline").stdout
+
+
+def staging_paths(run) -> dict[str, str]:
+    """Per host, how the staging play staged it (its "Say how this host stages" line): "fast"
+    (only the staged files) or "full" (the roles in full)."""
+    text = " ".join(run.stdout.split())
+    return {host: path for host, path in re.findall(r"['\"]?([a-z0-9-]+): stage (fast|full)\b", text)}
 
 
 def lease_is_free(controller) -> bool:
@@ -108,6 +121,8 @@ def test_staging_then_activation(cluster):
         with controller.client(CLIENT_SECONDS_MAX) as client:
             rollout = controller.playbook("rollout.yml")
         report = client.stop()
+    # site.yml (or an earlier rollout) recorded what the prerequisites were applied from.
+    assert staging_paths(rollout) == {host: "fast" for host in hosts}, rollout.tail(120)
     summary = timeline.summary()
     labctl.record("rollout-staging", {"client": report, "timeline": summary,
                                       "rollout_seconds": rollout.seconds})
@@ -120,9 +135,11 @@ def test_staging_then_activation(cluster):
     assert first_down == sorted(first_down), (order, summary)
     assert labctl.overlapping({h: timeline.down_intervals(h) for h in hosts}) == [], summary
 
-    # 4. Nothing left to activate: nothing restarts, nothing changes.
+    # 4. Nothing left to activate: nothing restarts, nothing changes, and the roles in full
+    # find every file the fast path staged as they would have written it.
     before = snapshot(controller)
-    noop = controller.playbook("rollout.yml")
+    noop = controller.playbook("rollout.yml", "-e", "tigerbeetle_stage_full=true")
+    assert staging_paths(noop) == {host: "full" for host in hosts}, noop.tail(120)
     assert snapshot(controller) == before, noop.tail()
     assert all(h["changed"] == 0 for h in noop.recap().values()), (noop.recap(), noop.tail(120))
 
@@ -141,3 +158,19 @@ def test_staging_then_activation(cluster):
     assert controller.replica_pid(owed) == after[owed]["replica_pid"]
     assert controller.lab.exec(owed, f"test -e {AGENT_MARKER}", check=False).returncode != 0
     controller.wait_ready()
+
+    # 6. Drift in what the prerequisites wrote sends that host through the roles in full.
+    drifted = order[0]
+    rule = "/etc/polkit-1/rules.d/50-tb-agent.rules"
+    before = snapshot(controller)
+    controller.lab.exec(drifted, f"rm {rule}")
+    repaired = controller.playbook("rollout.yml")
+    assert staging_paths(repaired) == {host: "full" if host == drifted else "fast" for host in hosts}, \
+        repaired.tail(120)
+    assert f"{rule} differs or is gone" in " ".join(repaired.stdout.split()), repaired.tail(120)
+    assert controller.lab.exec(drifted, f"test -s {rule}", check=False).returncode == 0
+    assert {h: before[h]["replica_pid"] for h in hosts} == \
+        {h: controller.replica_pid(h) for h in hosts}
+    again = controller.playbook("rollout.yml")
+    assert staging_paths(again) == {host: "fast" for host in hosts}, again.tail(120)
+    assert all(h["changed"] == 0 for h in again.recap().values()), (again.recap(), again.tail(120))

@@ -537,6 +537,17 @@ mod oversized_answers {
         format!("http://{address}")
     }
 
+    /// Replica 0 (this one, never called) and the two others at `others`.
+    fn test_peers(timeout: Duration, others: [String; 2]) -> Peers {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let [one, two] = others;
+        Peers {
+            client: http_client(timeout, ClientTls::default()).unwrap(),
+            token: "peer-token".to_string(),
+            urls: vec!["http://127.0.0.1:1".to_string(), one, two],
+        }
+    }
+
     /// A peer that accepts connections and never answers.
     async fn silent_peer() -> String {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -555,17 +566,12 @@ mod oversized_answers {
     /// that counts is not aged past its freshness by a request timeout of seconds.
     #[tokio::test]
     async fn the_cluster_checkpoint_does_not_wait_for_an_answer_it_does_not_need() {
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let timeout = Duration::from_secs(20);
-        let peers = Peers {
-            client: http_client(timeout, ClientTls::default()).unwrap(),
-            token: "peer-token".to_string(),
-            urls: vec![
-                "http://127.0.0.1:1".to_string(), // This replica: never called.
-                "http://127.0.0.1:1".to_string(), // The primary of view 1: refused at once.
-                silent_peer().await,
-            ],
-        };
+        // Replica 1, the primary of view 1, refuses connections at once.
+        let peers = test_peers(
+            timeout,
+            ["http://127.0.0.1:1".to_string(), silent_peer().await],
+        );
         let started = Instant::now();
         let unknown = peers.cluster_checkpoint(0, 1).await.unwrap_err();
         assert!(
@@ -583,17 +589,14 @@ mod oversized_answers {
 
     #[tokio::test]
     async fn a_peer_with_an_endless_answer_is_not_ready_and_not_read_whole() {
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let timeout = Duration::from_secs(20);
-        let peers = Peers {
-            client: http_client(timeout, ClientTls::default()).unwrap(),
-            token: "peer-token".to_string(),
-            urls: vec![
-                "http://127.0.0.1:1".to_string(), // This replica: never called.
+        let peers = test_peers(
+            timeout,
+            [
                 endless_peer(Framing::Chunked).await,
                 endless_peer(Framing::ContentLength).await,
             ],
-        };
+        );
         let started = Instant::now();
         let verdict = peers.quorum_without(0).await;
         assert!(!verdict.ok, "{}", verdict.detail);

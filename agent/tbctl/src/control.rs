@@ -116,11 +116,50 @@ pub struct ControlJson {
     pub waited_for: Option<Goal>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reached: Option<bool>,
+    /// restart --then-wait-ready: whether every replica was ready after it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_ready: Option<bool>,
 }
 
 fn emit(result: &ControlJson) -> anyhow::Result<ExitCode> {
     output::emit(result)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `tbctl restart`: the request, then (with `then_wait_ready`, the inventory) the wait until
+/// every replica of it is ready, all within `timeout_ms`. Exits 1 when that wait ends first,
+/// naming each replica that is not ready and why (as `tbctl wait-ready`).
+pub async fn restart(
+    client: &AgentClient,
+    replica: &ReplicaEntry,
+    force: bool,
+    timeout_ms: u64,
+    then_wait_ready: Option<&Inventory>,
+) -> anyhow::Result<ExitCode> {
+    let began = Instant::now();
+    let mut result = match request(client, replica, Action::Restart, force, timeout_ms).await? {
+        Ok(result) => result,
+        Err(code) => return Ok(code),
+    };
+    let Some(inventory) = then_wait_ready else {
+        return emit(&result);
+    };
+    let remaining_ms = timeout_ms.saturating_sub(began.elapsed().as_millis() as u64);
+    let ready = status::wait_for(
+        client,
+        &inventory.replicas,
+        Goal::Ready,
+        remaining_ms.max(1),
+        || Ok(()),
+    )
+    .await?;
+    result.cluster_ready = Some(ready);
+    output::emit(&result)?;
+    Ok(if ready {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// `tbctl stop|restart`: the request, its outcome printed (or, with --json, its JSON).
@@ -156,6 +195,7 @@ async fn request(
         job: None,
         waited_for: None,
         reached: None,
+        cluster_ready: None,
     };
     let answer = {
         // The agent answers a restart once the replica is ready again: a line meanwhile.

@@ -157,7 +157,7 @@ enum Command {
     /// Stop one replica; the agent refuses when that would cost the cluster its quorum.
     Stop(ControlArgs),
     /// Restart one replica and wait until it is ready again.
-    Restart(ControlArgs),
+    Restart(RestartArgs),
     /// Back up one replica (stopped briefly for the copy) and wait for the backup to finish.
     /// Without --replica: only when every replica is ready, the replica whose newest backup is
     /// oldest.
@@ -275,6 +275,17 @@ struct ControlArgs {
     /// the replica is ready again).
     #[arg(long, value_parser = timeout_ms)]
     timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+struct RestartArgs {
+    #[command(flatten)]
+    control: ControlArgs,
+    /// Then wait until every replica of the inventory is ready (as `tbctl wait-ready`), within
+    /// what is left of --timeout-ms: a rollout's gate before its next host, in the same command.
+    /// Exits 1 when one is not, naming it and why.
+    #[arg(long)]
+    then_wait_ready: bool,
 }
 
 #[derive(Debug, Args)]
@@ -398,7 +409,7 @@ async fn run_async(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::WaitReady(args) => wait_ready_command(&cli, args).await,
         Command::Start(args) => start_command(&cli, args).await,
         Command::Stop(args) => control_command(&cli, control::Action::Stop, args).await,
-        Command::Restart(args) => control_command(&cli, control::Action::Restart, args).await,
+        Command::Restart(args) => restart_command(&cli, args).await,
         Command::Backup(args) => {
             let (client, inventory) = connect(&cli, &args.inventory)?;
             let replica = match &args.replica {
@@ -485,6 +496,17 @@ async fn start_command(cli: &Cli, args: &StartArgs) -> anyhow::Result<ExitCode> 
         wait,
     )
     .await
+}
+
+async fn restart_command(cli: &Cli, args: &RestartArgs) -> anyhow::Result<ExitCode> {
+    let control = &args.control;
+    let (client, inventory) = connect(cli, &control.inventory)?;
+    let replica = control.replica.resolve(&inventory)?;
+    let timeout_ms = control
+        .timeout_ms
+        .unwrap_or(control::default_timeout_ms(control::Action::Restart));
+    let then_wait = args.then_wait_ready.then_some(&inventory);
+    control::restart(&client, replica, control.force, timeout_ms, then_wait).await
 }
 
 async fn control_command(

@@ -5,9 +5,13 @@
 # active path, then reloads systemd and restarts the agent if any of its files changed.
 #
 # Before anything moves, markers record what must restart: the replica (its unit changes while it
-# runs; rollout.yml restarts it through its agent and removes the marker after) and the agent. A
-# run that stops anywhere after them leaves them, and the re-run, which finds nothing left to
-# activate, still restarts what was owed. cp keeps mode and owner; the rename is atomic: a crash
+# runs; rollout.yml restarts it through its agent) and the agent. A run that stops anywhere after
+# them leaves them, and the re-run, which finds nothing left to activate, still restarts what was
+# owed. Once systemd has reloaded the units, the replica's marker names the process that still
+# runs the former unit (its MainPID and start time): a process other than that one started from
+# the new unit, so the marker is spent and the next activation removes it (rollout.yml need not
+# come back to the host after the restart to remove it). A marker without that line (a run that
+# stopped before the reload) still owes the restart. cp keeps mode and owner; the rename is atomic: a crash
 # at any moment leaves each path with its old or its new content, never a part. The staged copies
 # stay: a re-run stages the same content without a change.
 #
@@ -25,6 +29,21 @@ check=$1 suffix=$2 replica_unit=$3 replica_marker=$4 agent_unit=$5 agent_marker=
 shift 7
 replica_unit_file=$1
 [ -n "$suffix" ] || { echo "tb-activate.sh: empty staging suffix" >&2; exit 2; }
+
+# The replica's process, as "<MainPID> <start time, monotonic us>" ("0 0" when none runs).
+replica_process() {
+  systemctl show --property=MainPID --property=ExecMainStartTimestampMonotonic "$replica_unit" |
+    sed -n 's/^MainPID=//p; s/^ExecMainStartTimestampMonotonic=//p' | tr '\n' ' ' | sed 's/ $//'
+}
+# A marker naming a process that another one replaced is spent (see above). None running: it
+# stays, and the restart it owes starts the replica.
+if [ "$check" != "True" ] && [ -f "$replica_marker" ]; then
+  owed_by=$(sed -n 's/^process //p' "$replica_marker")
+  running=$(replica_process)
+  if [ -n "$owed_by" ] && [ "${running%% *}" != 0 ] && [ "$owed_by" != "$running" ]; then
+    rm -f "$replica_marker"
+  fi
+fi
 
 # Each active path whose staged copy exists and differs, one per line (paths come from the
 # inventory's rules, tb_proto: no newline in them). No staged copy: nothing to activate.
@@ -84,6 +103,16 @@ IFS=$old_ifs
 # reload, and what is restarted below (or through the agent) must start from the new units.
 if [ -n "$differing" ] || [ -e "$agent_marker" ] || [ -e "$replica_marker" ]; then
   systemctl daemon-reload
+fi
+# From here any new process of the replica starts from the new unit: the marker names the one
+# that may not have. None running: the marker stays as it is, owing a restart (which starts it).
+if [ -e "$replica_marker" ]; then
+  running=$(replica_process)
+  if [ "${running%% *}" != 0 ]; then
+    printf '%s: the replica'"'"'s unit changed while it ran\nprocess %s\n' "$host" "$running" \
+      >"$replica_marker.tmp"
+    mv -f "$replica_marker.tmp" "$replica_marker"
+  fi
 fi
 
 # From this run or an earlier one that stopped before the restart. Restarting the agent never
