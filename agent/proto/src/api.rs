@@ -254,11 +254,10 @@ pub struct ReplicaStatus {
     /// older release (expected during an upgrade; see the probe's documentation).
     #[serde(default)]
     pub version_skew: bool,
-    /// The newest checkpoint of the running replica process: as its log shows it (checkpoint
-    /// and state sync lines), StatsD's `op_checkpoint`, or the one it opened at, whichever is
-    /// newest: what a restarted peer compares its own with before its log may pass its
-    /// readiness. Null when the agent cannot vouch for it (a release whose log the agent was not
-    /// checked against, or none of the three known for this process).
+    /// The newest checkpoint of the running replica process as its log shows it (and StatsD's
+    /// `op_checkpoint`, when newer): what a restarted peer compares its own with before its log
+    /// may pass its readiness. Null when the agent cannot vouch for it (a release whose log the
+    /// agent was not checked against, no report or checkpoint line of this process yet).
     #[serde(default)]
     pub checkpoint_op: Option<u64>,
 }

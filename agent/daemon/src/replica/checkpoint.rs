@@ -64,20 +64,17 @@ impl super::Replica {
     }
 
     /// This replica's checkpoint as this agent can vouch for it to a peer (`checkpoint_op` of
-    /// the status): the newest its current process's log shows (a checkpoint line, or a state
-    /// sync's), the `op_checkpoint` of its StatsD reports, or the one it opened at (the newest
-    /// the process before made durable, as its own gate starts from), whichever is newest. A
-    /// process that opened and logged nothing since is on the checkpoint it opened at, so a
-    /// primary restarted seconds before answers without waiting for its first report. None
-    /// without a checked log (a missed checkpoint line would make the peer's bound unsound) or
-    /// without any source.
+    /// the status): the newest its current process's log shows, or the `op_checkpoint` of its
+    /// StatsD reports when newer or when the log shows none since it opened (then it is the one
+    /// it opened at). None without a checked log (a missed checkpoint line would make the peer's
+    /// bound unsound) or without either source.
     pub fn checkpoint_op(&self) -> Option<u64> {
         let tracker = self.log_tracker().filter(|tracker| tracker.usable())?;
         let reported = (self.statsd.replica_pid() == Some(tracker.pid()))
             .then(|| self.statsd.gauge("tb_replica_op_checkpoint"))
             .flatten()
             .and_then(|(value, _)| u64::try_from(value).ok());
-        self.own_checkpoint(&tracker).max(reported)
+        tracker.checkpoint_reached().max(reported)
     }
 
     /// This process's checkpoint and the cluster's, if the log may pass its gate on them.
