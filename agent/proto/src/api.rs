@@ -254,8 +254,8 @@ pub struct ReplicaStatus {
     /// older release (expected during an upgrade; see the probe's documentation).
     #[serde(default)]
     pub version_skew: bool,
-    /// The newest checkpoint of the running replica process as its log shows it (and StatsD's
-    /// `op_checkpoint`, when newer): what a restarted peer compares its own with before its log
+    /// The newest checkpoint of the running replica process as its log shows it (checkpoint and
+    /// state sync lines; StatsD's `op_checkpoint`, when newer): what a restarted peer compares its own with before its log
     /// may pass its readiness. Null when the agent cannot vouch for it (a release whose log the
     /// agent was not checked against, no report or checkpoint line of this process yet).
     #[serde(default)]
