@@ -281,11 +281,12 @@ struct ControlArgs {
 struct RestartArgs {
     #[command(flatten)]
     control: ControlArgs,
-    /// Then wait until every replica of the inventory is ready (as `tbctl wait-ready`), within
-    /// what is left of --timeout-ms: a rollout's gate before its next host, in the same command.
-    /// Exits 1 when one is not, naming it and why.
-    #[arg(long)]
-    then_wait_ready: bool,
+    /// Once restarted, wait up to MS until every replica of the inventory is ready (as `tbctl
+    /// wait-ready`): a rollout's gate before its next host, in the same command. Exits 1 when one
+    /// is not, naming it and why; the JSON then says the restart was done (`response` or `job`)
+    /// and `cluster_ready: false`.
+    #[arg(long, value_name = "MS", value_parser = timeout_ms)]
+    then_wait_ready_ms: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -505,7 +506,7 @@ async fn restart_command(cli: &Cli, args: &RestartArgs) -> anyhow::Result<ExitCo
     let timeout_ms = control
         .timeout_ms
         .unwrap_or(control::default_timeout_ms(control::Action::Restart));
-    let then_wait = args.then_wait_ready.then_some(&inventory);
+    let then_wait = args.then_wait_ready_ms.map(|wait_ms| (&inventory, wait_ms));
     control::restart(&client, replica, control.force, timeout_ms, then_wait).await
 }
 

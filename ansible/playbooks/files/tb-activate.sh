@@ -30,17 +30,31 @@ shift 7
 replica_unit_file=$1
 [ -n "$suffix" ] || { echo "tb-activate.sh: empty staging suffix" >&2; exit 2; }
 
-# The replica's process, as "<MainPID> <start time, monotonic us>" ("0 0" when none runs).
+# The replica's process, as "<MainPID> <start time, monotonic us>": "0 0" when none runs, empty
+# when systemd did not say (then nothing is concluded from it: the marker stays).
 replica_process() {
-  systemctl show --property=MainPID --property=ExecMainStartTimestampMonotonic "$replica_unit" |
-    sed -n 's/^MainPID=//p; s/^ExecMainStartTimestampMonotonic=//p' | tr '\n' ' ' | sed 's/ $//'
+  pid=$(systemctl show --property=MainPID --value "$replica_unit") || return 0
+  started=$(systemctl show --property=ExecMainStartTimestampMonotonic --value "$replica_unit") ||
+    return 0
+  case "$pid $started" in
+    *[!0-9\ ]* | " "* | *" ") return 0 ;;
+  esac
+  echo "$pid $started"
 }
-# A marker naming a process that another one replaced is spent (see above). None running: it
-# stays, and the restart it owes starts the replica.
-if [ "$check" != "True" ] && [ -f "$replica_marker" ]; then
+# Whether the marker is spent (see above): it names a process, and another one runs now. None
+# running, or systemd not saying: it is not, and the restart it owes (which starts the replica)
+# is still owed.
+marker_spent() {
+  [ -f "$replica_marker" ] || return 1
   owed_by=$(sed -n 's/^process //p' "$replica_marker")
   running=$(replica_process)
-  if [ -n "$owed_by" ] && [ "${running%% *}" != 0 ] && [ "$owed_by" != "$running" ]; then
+  [ -n "$owed_by" ] && [ -n "$running" ] && [ "${running%% *}" != 0 ] && [ "$owed_by" != "$running" ]
+}
+replica_marker_spent=false
+if marker_spent; then
+  replica_marker_spent=true
+  # Check mode reads it as gone, and changes nothing.
+  if [ "$check" != "True" ]; then
     rm -f "$replica_marker"
   fi
 fi
@@ -61,7 +75,7 @@ done
 
 if [ "$check" = "True" ]; then
   printf '%s' "$differing" | sed 's/^/would activate /'
-  if [ -e "$replica_marker" ]; then
+  if [ -e "$replica_marker" ] && ! $replica_marker_spent; then
     echo "replica restart pending"
   fi
   exit 0
@@ -108,7 +122,7 @@ fi
 # that may not have. None running: the marker stays as it is, owing a restart (which starts it).
 if [ -e "$replica_marker" ]; then
   running=$(replica_process)
-  if [ "${running%% *}" != 0 ]; then
+  if [ -n "$running" ] && [ "${running%% *}" != 0 ]; then
     printf '%s: the replica'"'"'s unit changed while it ran\nprocess %s\n' "$host" "$running" \
       >"$replica_marker.tmp"
     mv -f "$replica_marker.tmp" "$replica_marker"

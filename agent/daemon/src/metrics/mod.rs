@@ -390,6 +390,15 @@ fn gate_metrics(builder: &mut Builder, state: &AgentState) {
             lag as f64,
         );
     }
+    if let Some(lag) = gate.lag_at_gate_estimate_ops() {
+        builder.gauge(
+            "tb_agent_replica_gate_commit_lag_estimate_ops",
+            "At a gate on the log: the commit lag at the gate, estimated from the process's first \
+             two StatsD reports after it (the cluster's commit taken back to the gate at their \
+             rate, less the replica's checkpoint), docs/architecture.md.",
+            lag as f64,
+        );
+    }
     if let Some(checkpoints) = gate.checkpoints_at_gate {
         builder.gauge(
             "tb_agent_replica_gate_checkpoint_lag_bound_ops",

@@ -38,6 +38,9 @@ pub const LAG_BOUND_OPS: u64 = CHECKPOINT_OPS + TRIGGER_OPS;
 /// gate on it: the cluster commits on meanwhile, and a newer checkpoint would show in a newer
 /// answer (the agent asks every `CLUSTER_CHECKPOINT_ASK_INTERVAL` while a gate is pending).
 pub const CLUSTER_CHECKPOINT_FRESH: Duration = Duration::from_secs(1);
+/// Two StatsD reports of a process come 10 s apart (TigerBeetle's fixed period); a sample this
+/// much later than the first is a newer report, not the same one read again.
+const MIN_REPORT_SPACING: Duration = Duration::from_secs(2);
 pub const CLUSTER_CHECKPOINT_ASK_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Which evidence passed `replica_status` at the gate.
@@ -89,6 +92,8 @@ pub struct Gate {
     pub at_gate: Option<Commits>,
     /// The process's first StatsD report and when it arrived, after the start.
     pub first_report: Option<(Duration, Commits)>,
+    /// Its next report (the cluster's commit rate between the two).
+    pub second_report: Option<(Duration, Commits)>,
     /// At a gate passed on the log: this process's checkpoint and the cluster's, as the log
     /// evidence compared them.
     pub checkpoints_at_gate: Option<Checkpoints>,
@@ -130,8 +135,30 @@ impl Gate {
             ready: None,
             at_gate: None,
             first_report: None,
+            second_report: None,
             checkpoints_at_gate: None,
         }
+    }
+
+    /// At a gate passed on the checkpoints, the commit lag at the gate as reconstructed from the
+    /// process's first two StatsD reports after it: the cluster's commit at the gate is the first
+    /// report's `commit_max` taken back to the gate at the rate between the two reports, and the
+    /// replica had committed at least its checkpoint. At least the real lag while the cluster's
+    /// commit rate held from the gate to the second report (a steady load); an estimate, beside
+    /// the bound the gate passed on (`Checkpoints::lag_bound_ops`).
+    pub fn lag_at_gate_estimate_ops(&self) -> Option<u64> {
+        let (ready_after, source) = self.ready?;
+        let own = self.checkpoints_at_gate?.own;
+        let (first_after, first) = self.first_report?;
+        let (second_after, second) = self.second_report?;
+        if source != Source::Log || first_after < ready_after || second_after <= first_after {
+            return None;
+        }
+        let rate_per_second = second.commit_max.saturating_sub(first.commit_max) as f64
+            / (second_after - first_after).as_secs_f64();
+        let since_gate_ops = rate_per_second * (first_after - ready_after).as_secs_f64();
+        let cluster_at_gate = (first.commit_max as f64 - since_gate_ops).max(0.0).round() as u64;
+        Some(cluster_at_gate.saturating_sub(own))
     }
 
     /// The commit lag at the gate, at most: measured (StatsD gate) or reconstructed afterwards
@@ -165,8 +192,11 @@ impl Gate {
             |lag| format!("<= {lag} ops (checkpoint interval {CHECKPOINT_OPS})"),
         );
         let checkpoints = self.checkpoints_at_gate.map_or_else(String::new, |c| {
+            let estimate = self
+                .lag_at_gate_estimate_ops()
+                .map_or_else(String::new, |lag| format!(", about {lag} from StatsD"));
             format!(
-                " (checkpoint {}, the cluster's {}: at most {} ops behind when asked)",
+                " (checkpoint {}, the cluster's {}: at most {} ops behind when asked{estimate})",
                 c.own,
                 c.cluster,
                 c.lag_bound_ops()
@@ -243,10 +273,22 @@ impl super::Replica {
         let Some(gate) = gate.as_mut() else {
             return;
         };
-        if gate.first_report.is_some() || Some(gate.pid) != self.statsd.replica_pid() {
+        if Some(gate.pid) != self.statsd.replica_pid() || gate.second_report.is_some() {
             return;
         }
-        gate.first_report = Some((received.saturating_duration_since(gate.started), commits));
+        let after = received.saturating_duration_since(gate.started);
+        if let Some((first_after, _)) = gate.first_report {
+            // A report newer than the first (the same one is sampled every second until then).
+            if after > first_after + MIN_REPORT_SPACING {
+                gate.second_report = Some((after, commits));
+                if gate.ready.is_some() {
+                    tracing::info!(target: "readiness", "{}", gate.describe());
+                }
+                self.changed();
+            }
+            return;
+        }
+        gate.first_report = Some((after, commits));
         if gate.ready.is_some() {
             tracing::info!(target: "readiness", "{}", gate.describe());
         }
@@ -356,6 +398,28 @@ mod tests {
         // Without the start's checkpoint there is no bound.
         gate.start_commit_min = None;
         assert_eq!(gate.lag_at_gate_ops_max(), None);
+    }
+
+    #[test]
+    fn the_lag_at_a_checkpoint_gate_is_estimated_back_from_the_next_two_reports() {
+        let mut gate = Gate::new(7, Some(1919));
+        gate.ready = Some((Duration::from_secs(2), Source::Log));
+        gate.checkpoints_at_gate = Some(Checkpoints {
+            own: 2879,
+            cluster: 2879,
+        });
+        gate.first_report = Some((Duration::from_secs(10), commits(6000, 6100, 5759)));
+        assert_eq!(gate.lag_at_gate_estimate_ops(), None, "one report: no rate");
+        // 500 ops/s: the cluster was at 6100 - 8 s x 500 = 2100 at the gate, below the
+        // replica's checkpoint (the load started after it).
+        gate.second_report = Some((Duration::from_secs(20), commits(11000, 11100, 10559)));
+        assert_eq!(gate.lag_at_gate_estimate_ops(), Some(0));
+        // 300 ops/s: 6100 - 2400 = 3700 at the gate, 821 ops past the replica's checkpoint.
+        gate.second_report = Some((Duration::from_secs(20), commits(9000, 9100, 8639)));
+        assert_eq!(gate.lag_at_gate_estimate_ops(), Some(821));
+        // A gate on StatsD has its own measure.
+        gate.ready = Some((Duration::from_secs(2), Source::Statsd));
+        assert_eq!(gate.lag_at_gate_estimate_ops(), None);
     }
 
     #[test]
