@@ -480,13 +480,19 @@ async fn wait_ready_command(cli: &Cli, args: &WaitReadyArgs) -> anyhow::Result<E
     })
 }
 
+impl ControlArgs {
+    /// --timeout-ms, or the action's default.
+    fn timeout_ms_for(&self, action: control::Action) -> u64 {
+        self.timeout_ms
+            .unwrap_or(control::default_timeout_ms(action))
+    }
+}
+
 async fn start_command(cli: &Cli, args: &StartArgs) -> anyhow::Result<ExitCode> {
     let control = &args.control;
     let (client, inventory) = connect(cli, &control.inventory)?;
     let replica = control.replica.resolve(&inventory)?;
-    let timeout_ms = control
-        .timeout_ms
-        .unwrap_or(control::default_timeout_ms(control::Action::Start));
+    let timeout_ms = control.timeout_ms_for(control::Action::Start);
     let wait = !args.no_wait;
     control::start(
         &client,
@@ -503,9 +509,7 @@ async fn restart_command(cli: &Cli, args: &RestartArgs) -> anyhow::Result<ExitCo
     let control = &args.control;
     let (client, inventory) = connect(cli, &control.inventory)?;
     let replica = control.replica.resolve(&inventory)?;
-    let timeout_ms = control
-        .timeout_ms
-        .unwrap_or(control::default_timeout_ms(control::Action::Restart));
+    let timeout_ms = control.timeout_ms_for(control::Action::Restart);
     let then_wait = args.then_wait_ready_ms.map(|wait_ms| (&inventory, wait_ms));
     control::restart(&client, replica, control.force, timeout_ms, then_wait).await
 }
@@ -517,9 +521,7 @@ async fn control_command(
 ) -> anyhow::Result<ExitCode> {
     let (client, inventory) = connect(cli, &args.inventory)?;
     let replica = args.replica.resolve(&inventory)?;
-    let timeout_ms = args
-        .timeout_ms
-        .unwrap_or(control::default_timeout_ms(action));
+    let timeout_ms = args.timeout_ms_for(action);
     control::run(&client, replica, action, args.force, timeout_ms).await
 }
 
