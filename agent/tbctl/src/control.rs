@@ -116,7 +116,7 @@ pub struct ControlJson {
     pub waited_for: Option<Goal>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reached: Option<bool>,
-    /// restart --then-wait-ready: whether every replica was ready after it.
+    /// restart --then-wait-ready-ms: whether every replica was ready after it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster_ready: Option<bool>,
 }
