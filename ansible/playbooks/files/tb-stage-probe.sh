@@ -24,8 +24,17 @@ fi
 digest=$(sed -n '1s/^digest \([0-9a-f]\{64\}\)$/\1/p' "$record")
 echo "record ${digest:-none}"
 [ -n "$digest" ] || exit 0
-# Each recorded file whose hash no longer matches, by sha256sum's own check.
-sed 1d "$record" | sha256sum --check --quiet 2>/dev/null | sed -n 's/^\(.*\): FAILED.*$/drift \1 differs or is gone/p' || true
+# Each recorded file whose hash no longer matches, by sha256sum's own check. A line it cannot
+# read (a record damaged or written by hand) is drift too: what it listed is unchecked.
+if [ -n "$(sed 1d "$record")" ]; then
+  checked=$(sed 1d "$record" | sha256sum --check --quiet --strict 2>/dev/null) && status=0 || status=$?
+  failed=$(printf '%s\n' "$checked" | sed -n 's/^\(.*\): FAILED.*$/drift \1 differs or is gone/p')
+  if [ -n "$failed" ]; then
+    printf '%s\n' "$failed"
+  elif [ "$status" != 0 ]; then
+    echo "drift the record's file list is unreadable"
+  fi
+fi
 if [ "$(systemctl is-enabled "$replica_unit" 2>/dev/null || true)" != enabled ]; then
   echo "drift $replica_unit not enabled"
 fi
