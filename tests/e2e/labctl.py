@@ -643,6 +643,15 @@ class PlaybookRun:
     def tail(self, lines: int = 60) -> str:
         return "\n".join((self.stdout + "\n" + self.stderr).splitlines()[-lines:])
 
+    # rollout.yml's "Say how this host stages" (tasks/stage_systemd.yml): "<host>: stage fast"
+    # or "<host>: stage full: ...", in a message Ansible may fold over lines.
+    STAGING = re.compile(r"['\"]?([a-z0-9-]+): stage (fast|full)\b")
+
+    def staging_paths(self) -> dict[str, str]:
+        """Per host, how rollout.yml's staging play staged it: "fast" (only the staged files,
+        its applied record matched) or "full" (the roles in full)."""
+        return dict(self.STAGING.findall(" ".join(self.stdout.split())))
+
 
 class Timeline:
     """Samples every host's replica (systemd MainPID) every 100 ms, from a loop on each host, so

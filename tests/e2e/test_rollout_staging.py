@@ -25,8 +25,6 @@ changes the replica unit and the inventory the agent reads):
 
 from __future__ import annotations
 
-import re
-
 import harness
 import labctl
 
@@ -54,13 +52,6 @@ def replica_command_line(controller, host: str) -> str:
     pid = controller.replica_pid(host)
     assert pid != 0, host
     return controller.lab.exec(host, f"tr '\\0' ' ' </proc/{pid}/cmdline").stdout
-
-
-def staging_paths(run) -> dict[str, str]:
-    """Per host, how the staging play staged it (its "Say how this host stages" line): "fast"
-    (only the staged files) or "full" (the roles in full)."""
-    text = " ".join(run.stdout.split())
-    return {host: path for host, path in re.findall(r"['\"]?([a-z0-9-]+): stage (fast|full)\b", text)}
 
 
 def lease_is_free(controller) -> bool:
@@ -122,7 +113,7 @@ def test_staging_then_activation(cluster):
             rollout = controller.playbook("rollout.yml")
         report = client.stop()
     # site.yml (or an earlier rollout) recorded what the prerequisites were applied from.
-    assert staging_paths(rollout) == {host: "fast" for host in hosts}, rollout.tail(120)
+    assert rollout.staging_paths() == {host: "fast" for host in hosts}, rollout.tail(120)
     summary = timeline.summary()
     labctl.record("rollout-staging", {"client": report, "timeline": summary,
                                       "rollout_seconds": rollout.seconds})
@@ -139,7 +130,7 @@ def test_staging_then_activation(cluster):
     # find every file the fast path staged as they would have written it.
     before = snapshot(controller)
     noop = controller.playbook("rollout.yml", "-e", "tigerbeetle_stage_full=true")
-    assert staging_paths(noop) == {host: "full" for host in hosts}, noop.tail(120)
+    assert noop.staging_paths() == {host: "full" for host in hosts}, noop.tail(120)
     assert snapshot(controller) == before, noop.tail()
     assert all(h["changed"] == 0 for h in noop.recap().values()), (noop.recap(), noop.tail(120))
 
@@ -165,12 +156,12 @@ def test_staging_then_activation(cluster):
     before = snapshot(controller)
     controller.lab.exec(drifted, f"rm {rule}")
     repaired = controller.playbook("rollout.yml")
-    assert staging_paths(repaired) == {host: "full" if host == drifted else "fast" for host in hosts}, \
+    assert repaired.staging_paths() == {host: "full" if host == drifted else "fast" for host in hosts}, \
         repaired.tail(120)
     assert f"{rule} differs or is gone" in " ".join(repaired.stdout.split()), repaired.tail(120)
     assert controller.lab.exec(drifted, f"test -s {rule}", check=False).returncode == 0
     assert {h: before[h]["replica_pid"] for h in hosts} == \
         {h: controller.replica_pid(h) for h in hosts}
     again = controller.playbook("rollout.yml")
-    assert staging_paths(again) == {host: "fast" for host in hosts}, again.tail(120)
+    assert again.staging_paths() == {host: "fast" for host in hosts}, again.tail(120)
     assert all(h["changed"] == 0 for h in again.recap().values()), (again.recap(), again.tail(120))
