@@ -1,0 +1,295 @@
+#!/usr/bin/python
+# Copyright: TigerBeetle on bare metal maintainers
+# Apache-2.0 (see galaxy.yml)
+"""One module run writes every file of a role's entry point: the content comes rendered from the
+controller (base64 in the module's arguments), so N files cost one SSH round trip instead of the
+2-3 that each `copy` or `template` task costs (a stat, then the write, then the attributes).
+rollout.yml stages every host at once through these runs, and a staging round trip on a loaded
+host is about a second (bench/README.md)."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: install_files
+short_description: Write several files atomically in one run, each checked before it replaces the old one
+description:
+  - Runs the O(checks) first; any that fails ends the run before anything is written.
+  - Then each entry of O(files) in order. A file whose content, mode, owner and group already match is left alone.
+    A new content is written to a temporary file in the destination's directory (mode 0600 from its
+    creation), given its owner, group and mode, checked with the entry's O(files[].validate) command,
+    then renamed over the destination; a failed check removes the temporary file and ends the run, so
+    the destination keeps its old content and the later entries are not written.
+  - An entry without O(files[].content) names the SHA-256 its destination must already have (a large file
+    sent by another task) or, without O(files[].sha256) either, a file that must exist (written by other means).
+options:
+  checks:
+    description: Commands that must exit 0 before anything is written (skipped in check mode).
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      argv:
+        description: The command, as an argument vector (no shell).
+        type: list
+        elements: str
+        required: true
+      fail_msg:
+        description: What the failure says, followed by the exit status.
+        type: str
+        required: true
+  files:
+    description: The files, written in this order.
+    type: list
+    elements: dict
+    required: true
+    suboptions:
+      dest:
+        description: Absolute path of the file.
+        type: path
+        required: true
+      content:
+        description: The file's content, base64 (never logged).
+        type: str
+      sha256:
+        description: Without O(files[].content), the SHA-256 the destination must already have.
+        type: str
+      mode:
+        description: Octal mode, as a string.
+        type: str
+      owner:
+        description: Owner's name.
+        type: str
+      group:
+        description: Group's name.
+        type: str
+      validate:
+        description: A command run on the temporary file before it replaces the destination; C(%s) is its path.
+        type: str
+      diff:
+        description: Show the change with C(--diff) (never for secrets).
+        type: bool
+        default: false
+      missing_msg:
+        description: For a file that must exist, what the failure says when it does not.
+        type: str
+  pending_ok:
+    description:
+      - An entry with only O(files[].sha256) whose destination differs stops the run without failing. It and
+        every later entry are returned in RV(pending); the caller sends that file, then runs again.
+    type: bool
+    default: false
+author: TigerBeetle on bare metal maintainers
+"""
+
+RETURN = r"""
+written:
+  description: Destinations whose content or attributes changed (or would, in check mode).
+  type: list
+  returned: always
+pending:
+  description: With O(pending_ok), the destinations not handled because a file sent by another task differs, that one first.
+  type: list
+  returned: always
+"""
+
+import base64
+import grp
+import hashlib
+import os
+import pwd
+import shlex
+import stat
+import tempfile
+
+from ansible.module_utils.basic import AnsibleModule
+
+# A content larger than this goes through its own transfer (O(files[].sha256)); module arguments
+# travel in the SSH session's stdin, and the role's files are kilobytes.
+CONTENT_BYTES_MAX = 1024 * 1024
+# How much of an old or new file --diff shows.
+DIFF_BYTES_MAX = 64 * 1024
+FILES_COUNT_MAX = 64
+SHA256_READ_BYTES = 1024 * 1024
+
+
+def sha256_of(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while True:
+            chunk = handle.read(SHA256_READ_BYTES)
+            if not chunk:
+                return digest.hexdigest()
+            digest.update(chunk)
+
+
+def wanted_ids(module, entry):
+    try:
+        uid = pwd.getpwnam(entry["owner"]).pw_uid
+        gid = grp.getgrnam(entry["group"]).gr_gid
+    except KeyError:
+        module.fail_json(msg=f"{entry['dest']}: no user {entry['owner']} or group {entry['group']} "
+                             "on this host. Nothing after it was written.")
+    return uid, gid
+
+
+def current_state(dest):
+    """(sha256, mode, uid, gid) of a regular file, or None when there is none."""
+    try:
+        info = os.stat(dest)
+    except FileNotFoundError:
+        return None
+    if not stat.S_ISREG(info.st_mode):
+        return None
+    return sha256_of(dest), stat.S_IMODE(info.st_mode), info.st_uid, info.st_gid
+
+
+def validate_file(module, entry, path):
+    command = entry.get("validate")
+    if not command:
+        return
+    argv = [word.replace("%s", path) for word in shlex.split(command)]
+    rc, out, err = module.run_command(argv)
+    if rc != 0:
+        os.unlink(path)
+        module.fail_json(msg=f"{entry['dest']}: its check failed (exit {rc}), the file was not "
+                             f"replaced and nothing after it was written: {command}",
+                         stdout=out, stderr=err)
+
+
+def write_atomically(module, entry, data, mode, uid, gid):
+    dest = entry["dest"]
+    directory = os.path.dirname(dest)
+    handle, path = tempfile.mkstemp(prefix=f".{os.path.basename(dest)}.", dir=directory)
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fchown(out.fileno(), uid, gid)
+            os.fchmod(out.fileno(), mode)
+            os.fsync(out.fileno())
+    except BaseException:
+        os.unlink(path)
+        raise
+    validate_file(module, entry, path)
+    os.rename(path, dest)
+    directory_handle = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(directory_handle)
+    finally:
+        os.close(directory_handle)
+
+
+def diff_of(entry, old_path_exists, data):
+    def text(raw):
+        try:
+            return raw[:DIFF_BYTES_MAX].decode("utf-8")
+        except UnicodeDecodeError:
+            return "(binary)\n"
+
+    before = ""
+    if old_path_exists:
+        with open(entry["dest"], "rb") as handle:
+            before = text(handle.read(DIFF_BYTES_MAX))
+    return {"before_header": entry["dest"], "after_header": entry["dest"],
+            "before": before, "after": text(data)}
+
+
+def check_provided(module, entry, state):
+    """A file written by other means (a secret manager): it must be there, as it is."""
+    if state is None and not module.check_mode:
+        module.fail_json(msg=entry.get("missing_msg") or f"{entry['dest']} does not exist.")
+
+
+def install_entry(module, entry, result):
+    """Handles one entry; returns False when the run stops here (a file sent by another task)."""
+    dest = entry["dest"]
+    assert os.path.isabs(dest), dest
+    state = current_state(dest)
+    if entry.get("content") is None and entry.get("sha256") is None:
+        check_provided(module, entry, state)
+        return True
+    for key in ("mode", "owner", "group"):
+        if entry.get(key) is None:
+            module.fail_json(msg=f"{dest}: {key} is required for a file this module writes")
+    mode = int(entry["mode"], 8)
+    uid, gid = wanted_ids(module, entry)
+    if entry.get("content") is None:
+        if state is None or state[0] != entry["sha256"]:
+            if module.check_mode:
+                # The other task would send it: a change, and the later entries are judged as if.
+                result["written"].append(dest)
+                return True
+            if module.params["pending_ok"]:
+                return False
+            module.fail_json(msg=f"{dest} does not have SHA-256 {entry['sha256']}: it should have "
+                                 "been sent before this run. Nothing after it was written.")
+        data = None
+    else:
+        data = base64.b64decode(entry["content"], validate=True)
+        if len(data) > CONTENT_BYTES_MAX:
+            module.fail_json(msg=f"{dest}: {len(data)} bytes is more than {CONTENT_BYTES_MAX}; "
+                                 "send it with its own task and give its sha256 here")
+    same_content = data is None or (state is not None and state[0] == hashlib.sha256(data).hexdigest())
+    if same_content and state[1:] == (mode, uid, gid):
+        return True
+    result["written"].append(dest)
+    if module._diff and entry["diff"] and not same_content:
+        result["diff"].append(diff_of(entry, state is not None, data))
+    if module.check_mode:
+        return True
+    if same_content:
+        # The same bytes: only the attributes change, in place.
+        os.chown(dest, uid, gid)
+        os.chmod(dest, mode)
+    else:
+        write_atomically(module, entry, data, mode, uid, gid)
+    return True
+
+
+def run_checks(module):
+    if module.check_mode:
+        return
+    for check in module.params["checks"]:
+        rc, out, err = module.run_command(check["argv"])
+        if rc != 0:
+            module.fail_json(msg=f"{check['fail_msg']} (exit {rc}). Nothing was written.",
+                             stdout=out, stderr=err)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec={
+            "checks": {"type": "list", "elements": "dict", "default": [], "options": {
+                "argv": {"type": "list", "elements": "str", "required": True},
+                "fail_msg": {"type": "str", "required": True},
+            }},
+            "files": {"type": "list", "elements": "dict", "required": True, "options": {
+                "dest": {"type": "path", "required": True},
+                "content": {"type": "str", "no_log": True},
+                "sha256": {"type": "str"},
+                "mode": {"type": "str"},
+                "owner": {"type": "str"},
+                "group": {"type": "str"},
+                "validate": {"type": "str"},
+                "diff": {"type": "bool", "default": False},
+                "missing_msg": {"type": "str"},
+            }},
+            "pending_ok": {"type": "bool", "default": False},
+        },
+        supports_check_mode=True,
+    )
+    files = module.params["files"]
+    if len(files) > FILES_COUNT_MAX:
+        module.fail_json(msg=f"{len(files)} files is more than {FILES_COUNT_MAX} in one run")
+    run_checks(module)
+    result = {"changed": False, "written": [], "pending": [], "diff": []}
+    for index, entry in enumerate(files):
+        if not install_entry(module, entry, result):
+            result["pending"] = [later["dest"] for later in files[index:]]
+            break
+    result["changed"] = bool(result["written"])
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
