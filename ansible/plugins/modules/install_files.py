@@ -132,14 +132,15 @@ def wanted_ids(module, entry):
     return uid, gid
 
 
-def current_state(dest):
+def current_state(module, dest):
     """(sha256, mode, uid, gid) of a regular file, or None when there is none."""
     try:
         info = os.stat(dest)
     except FileNotFoundError:
         return None
     if not stat.S_ISREG(info.st_mode):
-        return None
+        module.fail_json(msg=f"{dest} exists and is not a regular file: it was left as it is, "
+                             "and nothing after it was written.")
     return sha256_of(dest), stat.S_IMODE(info.st_mode), info.st_uid, info.st_gid
 
 
@@ -171,7 +172,11 @@ def write_atomically(module, entry, data, mode, uid, gid):
         os.unlink(path)
         raise
     validate_file(module, entry, path)
-    os.rename(path, dest)
+    try:
+        os.rename(path, dest)
+    except OSError as error:
+        os.unlink(path)
+        module.fail_json(msg=f"{dest}: could not be replaced ({error}); nothing after it was written.")
     directory_handle = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(directory_handle)
@@ -204,7 +209,7 @@ def install_entry(module, entry, result):
     """Handles one entry; returns False when the run stops here (a file sent by another task)."""
     dest = entry["dest"]
     assert os.path.isabs(dest), dest
-    state = current_state(dest)
+    state = current_state(module, dest)
     if entry.get("content") is None and entry.get("sha256") is None:
         check_provided(module, entry, state)
         return True
