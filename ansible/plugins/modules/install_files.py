@@ -20,7 +20,8 @@ description:
     then renamed over the destination; a failed check removes the temporary file and ends the run, so
     the destination keeps its old content and the later entries are not written.
   - An entry without O(files[].content) names the SHA-256 its destination must already have (a large file
-    sent by another task) or, without O(files[].sha256) either, a file that must exist (written by other means).
+    sent by another task, or copied on the host from O(files[].copy_from) when that file has it) or,
+    without O(files[].sha256) either, a file that must exist (written by other means).
 options:
   checks:
     description: Commands that must exit 0 before anything is written (skipped in check mode).
@@ -53,6 +54,11 @@ options:
       sha256:
         description: Without O(files[].content), the SHA-256 the destination must already have.
         type: str
+      copy_from:
+        description:
+          - With O(files[].sha256), a file on the host to copy when the destination differs and this one has that
+            SHA-256 (the active file a staged copy starts from), with no transfer from the controller.
+        type: path
       mode:
         description: Octal mode, as a string.
         type: str
@@ -98,6 +104,7 @@ import hashlib
 import os
 import pwd
 import shlex
+import shutil
 import stat
 import tempfile
 
@@ -158,12 +165,17 @@ def validate_file(module, entry, path):
 
 
 def write_atomically(module, entry, data, mode, uid, gid):
+    """data: the bytes, or None to copy them from the entry's copy_from (checked afterwards)."""
     dest = entry["dest"]
     directory = os.path.dirname(dest)
     handle, path = tempfile.mkstemp(prefix=f".{os.path.basename(dest)}.", dir=directory)
     try:
         with os.fdopen(handle, "wb") as out:
-            out.write(data)
+            if data is None:
+                with open(entry["copy_from"], "rb") as source:
+                    shutil.copyfileobj(source, out, SHA256_READ_BYTES)
+            else:
+                out.write(data)
             out.flush()
             os.fchown(out.fileno(), uid, gid)
             os.fchmod(out.fileno(), mode)
@@ -171,6 +183,10 @@ def write_atomically(module, entry, data, mode, uid, gid):
     except BaseException:
         os.unlink(path)
         raise
+    if data is None and sha256_of(path) != entry["sha256"]:
+        os.unlink(path)
+        module.fail_json(msg=f"{dest}: the copy of {entry['copy_from']} changed while it was "
+                             "copied; nothing after it was written.")
     validate_file(module, entry, path)
     try:
         os.rename(path, dest)
@@ -199,6 +215,14 @@ def diff_of(entry, old_path_exists, data):
             "before": before, "after": text(data)}
 
 
+def copy_source_matches(module, entry):
+    """Whether the entry's copy_from exists on the host with the entry's sha256."""
+    if not entry.get("copy_from"):
+        return False
+    source = current_state(module, entry["copy_from"])
+    return source is not None and source[0] == entry["sha256"]
+
+
 def check_provided(module, entry, state):
     """A file written by other means (a secret manager): it must be there, as it is."""
     if state is None and not module.check_mode:
@@ -219,7 +243,10 @@ def install_entry(module, entry, result):
     mode = int(entry["mode"], 8)
     uid, gid = wanted_ids(module, entry)
     if entry.get("content") is None:
-        if state is None or state[0] != entry["sha256"]:
+        # A large file: sent by another task, or copied from a file of the host that has it.
+        data = None
+        same_content = state is not None and state[0] == entry["sha256"]
+        if not same_content and not copy_source_matches(module, entry):
             if module.check_mode:
                 # The other task would send it: a change, and the later entries are judged as if.
                 result["written"].append(dest)
@@ -228,17 +255,16 @@ def install_entry(module, entry, result):
                 return False
             module.fail_json(msg=f"{dest} does not have SHA-256 {entry['sha256']}: it should have "
                                  "been sent before this run. Nothing after it was written.")
-        data = None
     else:
         data = base64.b64decode(entry["content"], validate=True)
         if len(data) > CONTENT_BYTES_MAX:
             module.fail_json(msg=f"{dest}: {len(data)} bytes is more than {CONTENT_BYTES_MAX}; "
                                  "send it with its own task and give its sha256 here")
-    same_content = data is None or (state is not None and state[0] == hashlib.sha256(data).hexdigest())
+        same_content = state is not None and state[0] == hashlib.sha256(data).hexdigest()
     if same_content and state[1:] == (mode, uid, gid):
         return True
     result["written"].append(dest)
-    if module._diff and entry["diff"] and not same_content:
+    if module._diff and entry["diff"] and data is not None and not same_content:
         result["diff"].append(diff_of(entry, state is not None, data))
     if module.check_mode:
         return True
@@ -272,6 +298,7 @@ def main():
                 "dest": {"type": "path", "required": True},
                 "content": {"type": "str", "no_log": True},
                 "sha256": {"type": "str"},
+                "copy_from": {"type": "path"},
                 "mode": {"type": "str"},
                 "owner": {"type": "str"},
                 "group": {"type": "str"},
