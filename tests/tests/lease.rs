@@ -156,9 +156,71 @@ fn held_lease_refuses_others_and_a_short_one_refuses_a_stop(cluster: &Cluster) {
         lease_status(cluster)["lease"]["lease_id"],
         lease_id.as_str()
     );
+    renewed_by_a_restart(cluster, &lease_id);
     let output = tbctl(cluster, &["--lease-id", &lease_id, "lease", "release"]);
     assert!(output.status.success(), "{}", text(&output));
     cluster.wait_all_ready();
+}
+
+/// `tbctl restart --then-renew-lease-ttl-s`: once every replica is ready, the restart renews the
+/// lease it ran under (a rollout's renewal before its next host, in the same command).
+fn renewed_by_a_restart(cluster: &Cluster, lease_id: &str) {
+    let expires_before = lease_status(cluster)["lease"]["expires_unix_ms"]
+        .as_u64()
+        .unwrap();
+    let restart = ["restart", "--replica", "1", "--then-wait-ready-ms", "60000"];
+    let renewal = ["--then-renew-lease-ttl-s", "3600"];
+    // Without the lease to renew: refused before any request.
+    let output = tbctl(cluster, &[&["--json"][..], &restart, &renewal].concat());
+    assert!(!output.status.success(), "{}", text(&output));
+    assert!(
+        text(&output).contains("needs --lease-id"),
+        "{}",
+        text(&output)
+    );
+    let mut named = vec!["--lease-id", lease_id, "--json"];
+    named.extend(restart.iter().chain(&renewal));
+    let output = tbctl(cluster, &named);
+    assert!(output.status.success(), "{}", text(&output));
+    let result: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(result["cluster_ready"], true, "{}", text(&output));
+    assert_eq!(result["lease_renewed"], true, "{}", text(&output));
+    let lease = &lease_status(cluster)["lease"];
+    assert_eq!(lease["lease_id"], lease_id);
+    // Acquired for 600 s, renewed for 3600 s from after the restart.
+    let expires_after = lease["expires_unix_ms"].as_u64().unwrap();
+    assert!(
+        expires_after > expires_before + 2_000_000,
+        "{before} -> {after}",
+        before = expires_before,
+        after = expires_after
+    );
+
+    // The gate after a rollout's staging: wait-ready renews it the same way.
+    let output = tbctl(
+        cluster,
+        &[
+            "--lease-id",
+            lease_id,
+            "--json",
+            "wait-ready",
+            "--then-renew-lease-ttl-s",
+            "7200",
+        ],
+    );
+    assert!(output.status.success(), "{}", text(&output));
+    let result: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        (&result["ready"], &result["lease_renewed"]),
+        (&Value::Bool(true), &Value::Bool(true))
+    );
+    let expires_last = lease_status(cluster)["lease"]["expires_unix_ms"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        expires_last > expires_after + 3_000_000,
+        "{expires_after} -> {expires_last}"
+    );
 }
 
 fn a_killed_holder_loses_the_lease_at_its_ttl(cluster: &Cluster) {

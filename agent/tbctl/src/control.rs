@@ -10,6 +10,7 @@ use serde::Serialize;
 use super::client::{AgentClient, AgentError, ControlAnswer};
 use super::exit;
 use super::jobs;
+use super::lease;
 use super::output;
 use super::progress::Progress;
 use super::status::{self, Goal, describe};
@@ -119,6 +120,43 @@ pub struct ControlJson {
     /// restart --then-wait-ready-ms: whether every replica was ready after it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster_ready: Option<bool>,
+    /// restart --then-renew-lease-ttl-s: whether the lease was renewed once every replica was
+    /// ready (absent when the wait failed: nothing was asked).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease_renewed: Option<bool>,
+}
+
+/// What `tbctl restart` does after the restart: wait until every replica of `inventory` is
+/// ready, then maybe renew the lease.
+pub struct ThenWait<'a> {
+    pub inventory: &'a Inventory,
+    pub wait_ms: u64,
+    pub renew: Option<Renewal<'a>>,
+}
+
+/// Renews the lease once a command's own work is done; whether it was. A failure is printed,
+/// not returned: the work is done all the same, and the caller renews by itself next time.
+pub async fn renew_lease(
+    client: &AgentClient,
+    inventory: &Inventory,
+    renewal: &Renewal<'_>,
+) -> bool {
+    match lease::renew(client, inventory, renewal.lease_id, renewal.ttl_s).await {
+        Ok(view) => {
+            output::say(format!("renewed: {}", lease::describe(&view)));
+            true
+        }
+        Err(error) => {
+            eprintln!("the lease's renewal failed: {error:#}");
+            false
+        }
+    }
+}
+
+/// The lease a command renews once its work is done, and for how long.
+pub struct Renewal<'a> {
+    pub lease_id: &'a str,
+    pub ttl_s: u32,
 }
 
 fn emit(result: &ControlJson) -> anyhow::Result<ExitCode> {
@@ -135,17 +173,17 @@ pub async fn restart(
     replica: &ReplicaEntry,
     force: bool,
     timeout_ms: u64,
-    then_wait_ready: Option<(&Inventory, u64)>,
+    then_wait: Option<ThenWait<'_>>,
 ) -> anyhow::Result<ExitCode> {
     let mut result = match request(client, replica, Action::Restart, force, timeout_ms).await? {
         Ok(result) => result,
         Err(code) => return Ok(code),
     };
-    let Some((inventory, wait_ms)) = then_wait_ready else {
+    let Some(then) = then_wait else {
         return emit(&result);
     };
-    let waited =
-        status::wait_for(client, &inventory.replicas, Goal::Ready, wait_ms, || Ok(())).await;
+    let replicas = &then.inventory.replicas;
+    let waited = status::wait_for(client, replicas, Goal::Ready, then.wait_ms, || Ok(())).await;
     let ready = waited.unwrap_or_else(|error| {
         eprintln!(
             "replica {} restarted; then the wait for every replica failed: {error:#}",
@@ -154,6 +192,9 @@ pub async fn restart(
         false
     });
     result.cluster_ready = Some(ready);
+    if let (true, Some(renewal)) = (ready, then.renew) {
+        result.lease_renewed = Some(renew_lease(client, then.inventory, &renewal).await);
+    }
     output::emit(&result)?;
     Ok(if ready {
         ExitCode::SUCCESS
@@ -196,6 +237,7 @@ async fn request(
         waited_for: None,
         reached: None,
         cluster_ready: None,
+        lease_renewed: None,
     };
     let answer = {
         // The agent answers a restart once the replica is ready again: a line meanwhile.

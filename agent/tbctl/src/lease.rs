@@ -219,6 +219,21 @@ async fn show(client: &AgentClient, args: &LeaseArgs) -> anyhow::Result<ExitCode
     print(args, &status, &text)
 }
 
+/// Renews `lease_id` for `ttl_s` from now (as `tbctl lease renew`), for a command that renews
+/// the lease it works under once its own work is done (`restart --then-renew-lease-ttl-s`).
+pub async fn renew(
+    client: &AgentClient,
+    inventory: &Inventory,
+    lease_id: &str,
+    ttl_s: u32,
+) -> anyhow::Result<LeaseView> {
+    let request = RenewRequest {
+        lease_id: lease_id.to_string(),
+        ttl_s,
+    };
+    post_to(client, inventory, Endpoint::LeaseRenew, &request).await
+}
+
 async fn post<B: serde::Serialize, T: serde::de::DeserializeOwned>(
     client: &AgentClient,
     args: &LeaseArgs,
@@ -226,8 +241,17 @@ async fn post<B: serde::Serialize, T: serde::de::DeserializeOwned>(
     body: &B,
 ) -> anyhow::Result<T> {
     let inventory = Inventory::load(&args.inventory)?;
+    post_to(client, &inventory, endpoint, body).await
+}
+
+async fn post_to<B: serde::Serialize, T: serde::de::DeserializeOwned>(
+    client: &AgentClient,
+    inventory: &Inventory,
+    endpoint: Endpoint,
+    body: &B,
+) -> anyhow::Result<T> {
     let body = serde_json::to_value(body)?;
-    let (_, value) = first_answer(&inventory, |url| {
+    let (_, value) = first_answer(inventory, |url| {
         let (url, body) = (url.to_string(), body.clone());
         async move {
             client

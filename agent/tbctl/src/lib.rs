@@ -258,6 +258,8 @@ struct WaitReadyArgs {
     /// How long to wait in total.
     #[arg(long, default_value_t = 180_000, value_parser = timeout_ms)]
     timeout_ms: u64,
+    #[command(flatten)]
+    renew: RenewLeaseArgs,
 }
 
 #[derive(Debug, Args)]
@@ -287,6 +289,32 @@ struct RestartArgs {
     /// and `cluster_ready: false`.
     #[arg(long, value_name = "MS", value_parser = timeout_ms)]
     then_wait_ready_ms: Option<u64>,
+    #[command(flatten)]
+    renew: RenewLeaseArgs,
+}
+
+/// The lease renewal a waiting command does once every replica it waited for is ready.
+#[derive(Debug, Args)]
+struct RenewLeaseArgs {
+    /// Once every replica waited for is ready, renew the lease named by --lease-id for SECONDS
+    /// from now (as `tbctl lease renew --ttl`): a rollout's renewal before its next host, in the
+    /// same command. The JSON says whether it was (`lease_renewed`); a failed renewal is printed
+    /// and changes no exit status (the lease is then renewed, or found lost, by its own command
+    /// before the next host).
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u32).range(1..=86_400))]
+    then_renew_lease_ttl_s: Option<u32>,
+}
+
+impl RenewLeaseArgs {
+    fn renewal<'a>(&self, cli: &'a Cli) -> anyhow::Result<Option<control::Renewal<'a>>> {
+        match (self.then_renew_lease_ttl_s, cli.lease_id.as_deref()) {
+            (None, _) => Ok(None),
+            (Some(ttl_s), Some(lease_id)) => Ok(Some(control::Renewal { lease_id, ttl_s })),
+            (Some(_), None) => {
+                anyhow::bail!("--then-renew-lease-ttl-s needs --lease-id (or TBCTL_LEASE_ID)")
+            }
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -468,11 +496,18 @@ async fn run_async(cli: Cli) -> anyhow::Result<ExitCode> {
 
 /// `tbctl wait-ready`: every replica, or each --replica, ready before --timeout-ms.
 async fn wait_ready_command(cli: &Cli, args: &WaitReadyArgs) -> anyhow::Result<ExitCode> {
+    let renewal = args.renew.renewal(cli)?;
     let (client, inventory) = connect(cli, &args.inventory)?;
     let entries = replica_arg::resolve_all(&args.replicas, &inventory)?;
     let goal = status::Goal::Ready;
     let ready = status::wait_for(&client, &entries, goal, args.timeout_ms, || Ok(())).await?;
-    output::emit(&serde_json::json!({ "ready": ready }))?;
+    let mut result = serde_json::json!({ "ready": ready });
+    if let (true, Some(renewal)) = (ready, renewal) {
+        result["lease_renewed"] = control::renew_lease(&client, &inventory, &renewal)
+            .await
+            .into();
+    }
+    output::emit(&result)?;
     Ok(if ready {
         ExitCode::SUCCESS
     } else {
@@ -510,7 +545,17 @@ async fn restart_command(cli: &Cli, args: &RestartArgs) -> anyhow::Result<ExitCo
     let (client, inventory) = connect(cli, &control.inventory)?;
     let replica = control.replica.resolve(&inventory)?;
     let timeout_ms = control.timeout_ms_for(control::Action::Restart);
-    let then_wait = args.then_wait_ready_ms.map(|wait_ms| (&inventory, wait_ms));
+    let renew = args.renew.renewal(cli)?;
+    if renew.is_some() && args.then_wait_ready_ms.is_none() {
+        anyhow::bail!(
+            "--then-renew-lease-ttl-s needs --then-wait-ready-ms (it renews once every replica is ready)"
+        );
+    }
+    let then_wait = args.then_wait_ready_ms.map(|wait_ms| control::ThenWait {
+        inventory: &inventory,
+        wait_ms,
+        renew,
+    });
     control::restart(&client, replica, control.force, timeout_ms, then_wait).await
 }
 
