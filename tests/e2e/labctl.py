@@ -643,6 +643,24 @@ class PlaybookRun:
     def tail(self, lines: int = 60) -> str:
         return "\n".join((self.stdout + "\n" + self.stderr).splitlines()[-lines:])
 
+    TASK_HEADER = re.compile(r"^(TASK|PLAY|RUNNING HANDLER) \[(.*)\] \**$")
+    HOST_RESULT = re.compile(r"^(ok|changed|skipping|fatal|failed): \[([^\]\s]+)")
+
+    def task_results(self, task: str) -> dict[str, list[str]]:
+        """Per host, the result of each run of the task named `task`, in order (the default
+        callback's "ok: [host]", "skipping: [host]"...: a serial play runs it once per host)."""
+        results: dict[str, list[str]] = {}
+        current = None
+        for line in self.stdout.splitlines():
+            header = self.TASK_HEADER.match(line)
+            if header:
+                current = header[2]
+                continue
+            result = self.HOST_RESULT.match(line)
+            if result and current == task:
+                results.setdefault(result[2], []).append(result[1])
+        return results
+
     # rollout.yml's "Say how this host stages" (tasks/stage_systemd.yml): "<host>: stage fast"
     # or "<host>: stage full: ...", in a message Ansible may fold over lines.
     STAGING = re.compile(r"['\"]?([a-z0-9-]+): stage (fast|full)\b")

@@ -9,8 +9,9 @@ changes the replica unit and the inventory the agent reads):
 2. A replica killed (SIGKILL) with its change staged restarts on its active files: its new
    process's command line is the old one.
 3. The rollout then activates every host in its turn while a client writes: each replica
-   restarts once, in `tbctl rollout order`, never two down at once, no request fails, and every
-   replica runs the new command line.
+   restarts once, in `tbctl rollout order`, never two down at once, no request fails, every
+   replica runs the new command line, and no turn renews the lease by itself (the command
+   before it did).
 4. A re-run with nothing staged that differs restarts nothing and reports changed=0, also with
    the roles forced in full (-e tigerbeetle_stage_full=true): what the fast path staged in 3
    (every host's applied record matched) is byte for byte, mode and owner what the roles write.
@@ -125,6 +126,10 @@ def test_staging_then_activation(cluster):
     first_down = [timeline.down_intervals(host)[0][0] for host in order]
     assert first_down == sorted(first_down), (order, summary)
     assert labctl.overlapping({h: timeline.down_intervals(h) for h in hosts}) == [], summary
+    # The lease was renewed by the command before each turn (the gate after staging, then each
+    # restart: --then-renew-lease-ttl-s), so no turn renewed it by itself.
+    renewals = rollout.task_results("Renew the maintenance lease before this host")
+    assert renewals == {host: ["skipping"] for host in hosts}, (renewals, rollout.tail(120))
 
     # 4. Nothing left to activate: nothing restarts, nothing changes, and the roles in full
     # find every file the fast path staged as they would have written it.
