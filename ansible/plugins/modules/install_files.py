@@ -18,7 +18,10 @@ description:
     A new content is written to a temporary file in the destination's directory (mode 0600 from its
     creation), given its owner, group and mode, checked with the entry's O(files[].validate) command,
     then renamed over the destination; a failed check removes the temporary file and ends the run, so
-    the destination keeps its old content and the later entries are not written.
+    the destination keeps its old content and the later entries are not written (a failed run still
+    reports what it wrote before, in RV(written)).
+  - A symbolic link at the destination is replaced by the file, never followed. In check mode, an owner or group
+    that does not exist yet counts as a change.
   - An entry without O(files[].content) names the SHA-256 its destination must already have (a large file
     sent by another task, or copied on the host from O(files[].copy_from) when that file has it) or,
     without O(files[].sha256) either, a file that must exist (written by other means).
@@ -60,8 +63,8 @@ options:
             SHA-256 (the active file a staged copy starts from), with no transfer from the controller.
         type: path
       mode:
-        description: Octal mode, as a string.
-        type: str
+        description: Octal mode, as a string (an unquoted YAML 0644 is taken as the number it became).
+        type: raw
       owner:
         description: Owner's name.
         type: str
@@ -129,75 +132,177 @@ def sha256_of(path):
             digest.update(chunk)
 
 
-def wanted_ids(module, entry):
+def mode_of(text):
+    """An octal mode: a string of octal digits, or the int YAML made of an unquoted 0644."""
+    if isinstance(text, int):
+        return text
     try:
-        uid = pwd.getpwnam(entry["owner"]).pw_uid
-        gid = grp.getgrnam(entry["group"]).gr_gid
-    except KeyError:
-        module.fail_json(msg=f"{entry['dest']}: no user {entry['owner']} or group {entry['group']} "
-                             "on this host. Nothing after it was written.")
-    return uid, gid
-
-
-def current_state(module, dest):
-    """(sha256, mode, uid, gid) of a regular file, or None when there is none."""
-    try:
-        info = os.stat(dest)
-    except FileNotFoundError:
+        return int(text, 8)
+    except (TypeError, ValueError):
         return None
-    if not stat.S_ISREG(info.st_mode):
-        module.fail_json(msg=f"{dest} exists and is not a regular file: it was left as it is, "
-                             "and nothing after it was written.")
-    return sha256_of(dest), stat.S_IMODE(info.st_mode), info.st_uid, info.st_gid
 
 
-def validate_file(module, entry, path):
-    command = entry.get("validate")
-    if not command:
-        return
-    argv = [word.replace("%s", path) for word in shlex.split(command)]
-    rc, out, err = module.run_command(argv)
-    if rc != 0:
-        os.unlink(path)
-        module.fail_json(msg=f"{entry['dest']}: its check failed (exit {rc}), the file was not "
-                             f"replaced and nothing after it was written: {command}",
-                         stdout=out, stderr=err)
+class Run:
+    """One run: the module, and what it wrote so far (reported on failure too, so that the
+    caller's handlers still learn what changed before the failing entry)."""
 
+    def __init__(self, module):
+        self.module = module
+        self.result = {"changed": False, "written": [], "pending": [], "diff": []}
 
-def write_atomically(module, entry, data, mode, uid, gid):
-    """data: the bytes, or None to copy them from the entry's copy_from (checked afterwards)."""
-    dest = entry["dest"]
-    directory = os.path.dirname(dest)
-    handle, path = tempfile.mkstemp(prefix=f".{os.path.basename(dest)}.", dir=directory)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            if data is None:
-                with open(entry["copy_from"], "rb") as source:
-                    shutil.copyfileobj(source, out, SHA256_READ_BYTES)
-            else:
-                out.write(data)
-            out.flush()
-            os.fchown(out.fileno(), uid, gid)
-            os.fchmod(out.fileno(), mode)
-            os.fsync(out.fileno())
-    except BaseException:
-        os.unlink(path)
-        raise
-    if data is None and sha256_of(path) != entry["sha256"]:
-        os.unlink(path)
-        module.fail_json(msg=f"{dest}: the copy of {entry['copy_from']} changed while it was "
-                             "copied; nothing after it was written.")
-    validate_file(module, entry, path)
-    try:
-        os.rename(path, dest)
-    except OSError as error:
-        os.unlink(path)
-        module.fail_json(msg=f"{dest}: could not be replaced ({error}); nothing after it was written.")
-    directory_handle = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(directory_handle)
-    finally:
-        os.close(directory_handle)
+    def fail(self, msg, **more):
+        written = self.result["written"]
+        self.module.fail_json(msg=msg, changed=bool(written) and not self.module.check_mode,
+                              written=written, **more)
+
+    def command(self, argv, what):
+        """Runs argv; (rc, out, err). A program that cannot run fails the run with `what`."""
+        try:
+            return self.module.run_command(argv, handle_exceptions=False)
+        except OSError as error:
+            self.fail(f"{what} (cannot run {argv[0]}: {error.strerror}).")
+
+    def state(self, dest):
+        """(sha256, mode, uid, gid) of a regular file; None when there is none, or a symbolic
+        link (replaced by the rename, never followed: its target is not ours to change)."""
+        try:
+            info = os.lstat(dest)
+        except FileNotFoundError:
+            return None
+        if stat.S_ISLNK(info.st_mode):
+            return None
+        if not stat.S_ISREG(info.st_mode):
+            self.fail(f"{dest} exists and is not a regular file: it was left as it is, and "
+                      "nothing after it was written.")
+        return sha256_of(dest), stat.S_IMODE(info.st_mode), info.st_uid, info.st_gid
+
+    def ids(self, entry):
+        """(uid, gid); None in check mode when one does not exist yet (a run that creates it
+        comes first)."""
+        try:
+            return pwd.getpwnam(entry["owner"]).pw_uid, grp.getgrnam(entry["group"]).gr_gid
+        except KeyError:
+            if self.module.check_mode:
+                return None
+            self.fail(f"{entry['dest']}: no user {entry['owner']} or group {entry['group']} on "
+                      "this host. Nothing after it was written.")
+
+    def copy_source_matches(self, entry):
+        """Whether the entry's copy_from exists on the host with the entry's sha256."""
+        if not entry.get("copy_from"):
+            return False
+        source = self.state(entry["copy_from"])
+        return source is not None and source[0] == entry["sha256"]
+
+    def validate(self, entry, path):
+        command = entry.get("validate")
+        if not command:
+            return
+        argv = [word.replace("%s", path) for word in shlex.split(command)]
+        what = f"{entry['dest']}: its check could not run, the file was not replaced"
+        rc, out, err = self.command(argv, what)
+        if rc != 0:
+            self.fail(f"{entry['dest']}: its check failed (exit {rc}), the file was not replaced "
+                      f"and nothing after it was written: {command}", stdout=out, stderr=err)
+
+    def write(self, entry, data, mode, uid, gid):
+        """Writes a temporary file beside the destination (0600 from its creation), checks it,
+        renames it into place. data: the bytes, or None to copy the entry's copy_from."""
+        dest = entry["dest"]
+        directory = os.path.dirname(dest)
+        if not os.path.isdir(directory):
+            self.fail(f"{dest}: its directory does not exist; nothing after it was written.")
+        handle, path = tempfile.mkstemp(prefix=f".{os.path.basename(dest)}.", dir=directory)
+        try:
+            with os.fdopen(handle, "wb") as out:
+                if data is None:
+                    with open(entry["copy_from"], "rb") as source:
+                        shutil.copyfileobj(source, out, SHA256_READ_BYTES)
+                else:
+                    out.write(data)
+                out.flush()
+                os.fchown(out.fileno(), uid, gid)
+                os.fchmod(out.fileno(), mode)
+                os.fsync(out.fileno())
+            if data is None and sha256_of(path) != entry["sha256"]:
+                self.fail(f"{dest}: {entry['copy_from']} changed while it was copied; nothing "
+                          "after it was written.")
+            self.validate(entry, path)
+            os.rename(path, dest)
+        except BaseException:
+            # fail() raises too: whatever ends the write, no temporary file stays behind.
+            if os.path.lexists(path):
+                os.unlink(path)
+            raise
+        directory_handle = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(directory_handle)
+        finally:
+            os.close(directory_handle)
+
+    def check_provided(self, entry, state):
+        """A file written by other means (a secret manager): it must be there, as it is."""
+        if state is None and not self.module.check_mode:
+            self.fail(entry.get("missing_msg") or f"{entry['dest']} does not exist.")
+
+    def wanted(self, entry):
+        """(bytes or None, same content); None when the run stops here (a file sent by another
+        task)."""
+        dest, state = entry["dest"], self.state(entry["dest"])
+        if entry.get("content") is not None:
+            data = base64.b64decode(entry["content"], validate=True)
+            if len(data) > CONTENT_BYTES_MAX:
+                self.fail(f"{dest}: {len(data)} bytes is more than {CONTENT_BYTES_MAX}; send it "
+                          "with its own task and give its sha256 here")
+            return data, state is not None and state[0] == hashlib.sha256(data).hexdigest()
+        # A large file: sent by another task, or copied from a file of the host that has it.
+        same = state is not None and state[0] == entry["sha256"]
+        if same or self.copy_source_matches(entry) or self.module.check_mode:
+            # Check mode: the other task would send it, and the later entries are judged as if.
+            return None, same
+        if self.module.params["pending_ok"]:
+            return None
+        self.fail(f"{dest} does not have SHA-256 {entry['sha256']}: it should have been sent "
+                  "before this run. Nothing after it was written.")
+
+    def install(self, entry):
+        """Handles one entry; False when the run stops here (a file sent by another task)."""
+        dest = entry["dest"]
+        assert os.path.isabs(dest), dest
+        if entry.get("content") is None and entry.get("sha256") is None:
+            self.check_provided(entry, self.state(dest))
+            return True
+        mode = mode_of(entry.get("mode"))
+        if mode is None or entry.get("owner") is None or entry.get("group") is None:
+            self.fail(f"{dest}: an octal mode, an owner and a group are required")
+        wanted = self.wanted(entry)
+        if wanted is None:
+            return False
+        data, same_content = wanted
+        state, ids = self.state(dest), self.ids(entry)
+        if same_content and ids is not None and state[1:] == (mode, *ids):
+            return True
+        self.result["written"].append(dest)
+        if self.module._diff and entry["diff"] and data is not None and not same_content:
+            self.result["diff"].append(diff_of(entry, state is not None, data))
+        if self.module.check_mode:
+            return True
+        if same_content:
+            # The same bytes in a regular file: only the attributes change, in place.
+            os.chown(dest, *ids, follow_symlinks=False)
+            os.chmod(dest, mode)
+        else:
+            self.write(entry, data, mode, *ids)
+        return True
+
+    def run_checks(self):
+        if self.module.check_mode:
+            return
+        for check in self.module.params["checks"]:
+            rc, out, err = self.command(check["argv"], check["fail_msg"])
+            if rc != 0:
+                self.fail(f"{check['fail_msg']} (exit {rc}). Nothing was written.",
+                          stdout=out, stderr=err)
 
 
 def diff_of(entry, old_path_exists, data):
@@ -215,78 +320,6 @@ def diff_of(entry, old_path_exists, data):
             "before": before, "after": text(data)}
 
 
-def copy_source_matches(module, entry):
-    """Whether the entry's copy_from exists on the host with the entry's sha256."""
-    if not entry.get("copy_from"):
-        return False
-    source = current_state(module, entry["copy_from"])
-    return source is not None and source[0] == entry["sha256"]
-
-
-def check_provided(module, entry, state):
-    """A file written by other means (a secret manager): it must be there, as it is."""
-    if state is None and not module.check_mode:
-        module.fail_json(msg=entry.get("missing_msg") or f"{entry['dest']} does not exist.")
-
-
-def install_entry(module, entry, result):
-    """Handles one entry; returns False when the run stops here (a file sent by another task)."""
-    dest = entry["dest"]
-    assert os.path.isabs(dest), dest
-    state = current_state(module, dest)
-    if entry.get("content") is None and entry.get("sha256") is None:
-        check_provided(module, entry, state)
-        return True
-    for key in ("mode", "owner", "group"):
-        if entry.get(key) is None:
-            module.fail_json(msg=f"{dest}: {key} is required for a file this module writes")
-    mode = int(entry["mode"], 8)
-    uid, gid = wanted_ids(module, entry)
-    if entry.get("content") is None:
-        # A large file: sent by another task, or copied from a file of the host that has it.
-        data = None
-        same_content = state is not None and state[0] == entry["sha256"]
-        if not same_content and not copy_source_matches(module, entry):
-            if module.check_mode:
-                # The other task would send it: a change, and the later entries are judged as if.
-                result["written"].append(dest)
-                return True
-            if module.params["pending_ok"]:
-                return False
-            module.fail_json(msg=f"{dest} does not have SHA-256 {entry['sha256']}: it should have "
-                                 "been sent before this run. Nothing after it was written.")
-    else:
-        data = base64.b64decode(entry["content"], validate=True)
-        if len(data) > CONTENT_BYTES_MAX:
-            module.fail_json(msg=f"{dest}: {len(data)} bytes is more than {CONTENT_BYTES_MAX}; "
-                                 "send it with its own task and give its sha256 here")
-        same_content = state is not None and state[0] == hashlib.sha256(data).hexdigest()
-    if same_content and state[1:] == (mode, uid, gid):
-        return True
-    result["written"].append(dest)
-    if module._diff and entry["diff"] and data is not None and not same_content:
-        result["diff"].append(diff_of(entry, state is not None, data))
-    if module.check_mode:
-        return True
-    if same_content:
-        # The same bytes: only the attributes change, in place.
-        os.chown(dest, uid, gid)
-        os.chmod(dest, mode)
-    else:
-        write_atomically(module, entry, data, mode, uid, gid)
-    return True
-
-
-def run_checks(module):
-    if module.check_mode:
-        return
-    for check in module.params["checks"]:
-        rc, out, err = module.run_command(check["argv"])
-        if rc != 0:
-            module.fail_json(msg=f"{check['fail_msg']} (exit {rc}). Nothing was written.",
-                             stdout=out, stderr=err)
-
-
 def main():
     module = AnsibleModule(
         argument_spec={
@@ -299,7 +332,7 @@ def main():
                 "content": {"type": "str", "no_log": True},
                 "sha256": {"type": "str"},
                 "copy_from": {"type": "path"},
-                "mode": {"type": "str"},
+                "mode": {"type": "raw"},
                 "owner": {"type": "str"},
                 "group": {"type": "str"},
                 "validate": {"type": "str"},
@@ -313,14 +346,14 @@ def main():
     files = module.params["files"]
     if len(files) > FILES_COUNT_MAX:
         module.fail_json(msg=f"{len(files)} files is more than {FILES_COUNT_MAX} in one run")
-    run_checks(module)
-    result = {"changed": False, "written": [], "pending": [], "diff": []}
+    run = Run(module)
+    run.run_checks()
     for index, entry in enumerate(files):
-        if not install_entry(module, entry, result):
-            result["pending"] = [later["dest"] for later in files[index:]]
+        if not run.install(entry):
+            run.result["pending"] = [later["dest"] for later in files[index:]]
             break
-    result["changed"] = bool(result["written"])
-    module.exit_json(**result)
+    run.result["changed"] = bool(run.result["written"])
+    module.exit_json(**run.result)
 
 
 if __name__ == "__main__":
