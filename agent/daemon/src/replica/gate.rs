@@ -313,6 +313,10 @@ impl super::Replica {
         let checkpoints = (source == Source::Log)
             .then(|| self.checkpoints_now().ok())
             .flatten();
+        // Why a StatsD gate was not passed on the log first: the rollout bench reads it.
+        let log_refused = (source == Source::Statsd)
+            .then(|| self.checkpoints_now().err())
+            .flatten();
         let mut gate = self.gate.lock().expect("not poisoned");
         let Some(gate) = gate.as_mut() else {
             return;
@@ -325,7 +329,12 @@ impl super::Replica {
             Source::Statsd => gate.at_gate = commits,
             Source::Log => gate.checkpoints_at_gate = checkpoints,
         }
-        tracing::info!(target: "readiness", "{}", gate.describe());
+        match log_refused {
+            Some(why) => {
+                tracing::info!(target: "readiness", "{} (not on the log: {why})", gate.describe())
+            }
+            None => tracing::info!(target: "readiness", "{}", gate.describe()),
+        }
         self.changed();
     }
 
