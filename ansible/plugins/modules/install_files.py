@@ -245,10 +245,10 @@ class Run:
         if state is None and not self.module.check_mode:
             self.fail(entry.get("missing_msg") or f"{entry['dest']} does not exist.")
 
-    def wanted(self, entry):
-        """(bytes or None, same content); None when the run stops here (a file sent by another
-        task)."""
-        dest, state = entry["dest"], self.state(entry["dest"])
+    def wanted(self, entry, state):
+        """(bytes or None, same content) for the destination's `state`; None when the run stops
+        here (a file sent by another task)."""
+        dest = entry["dest"]
         if entry.get("content") is not None:
             data = base64.b64decode(entry["content"], validate=True)
             if len(data) > CONTENT_BYTES_MAX:
@@ -275,11 +275,12 @@ class Run:
         mode = mode_of(entry.get("mode"))
         if mode is None or entry.get("owner") is None or entry.get("group") is None:
             self.fail(f"{dest}: an octal mode, an owner and a group are required")
-        wanted = self.wanted(entry)
+        state = self.state(dest)
+        wanted = self.wanted(entry, state)
         if wanted is None:
             return False
         data, same_content = wanted
-        state, ids = self.state(dest), self.ids(entry)
+        ids = self.ids(entry)
         if same_content and ids is not None and state[1:] == (mode, *ids):
             return True
         self.result["written"].append(dest)
@@ -292,7 +293,11 @@ class Run:
             os.chown(dest, *ids, follow_symlinks=False)
             os.chmod(dest, mode)
         else:
-            self.write(entry, data, mode, *ids)
+            try:
+                self.write(entry, data, mode, *ids)
+            except OSError as error:
+                # A full disk, say: said with what was written before it, for the handlers.
+                self.fail(f"{dest}: could not be written ({error}); nothing after it was written.")
         return True
 
     def run_checks(self):
