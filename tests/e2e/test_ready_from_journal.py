@@ -39,6 +39,16 @@ STATSD_REPORT_WAIT_S = 20
 HANDOVER_FILE = "/run/tb-agent/replica-evidence.json"
 # An agent restart that a StatsD report beat to the replica's restart is tried again.
 HANDOVER_ATTEMPTS = 3
+# The cluster's first checkpoint (TigerBeetle's checkpoint interval, 960 ops, less one): past
+# it, every replica's unit has written a checkpoint line.
+FIRST_CHECKPOINT_OP = 959
+# How long the client may write until every agent knows a checkpoint past the first.
+CHECKPOINT_WRITES_MAX_S = 90
+# From a replica's restart to its agent vouching for the new process's checkpoint: its unit's
+# journal is searched 1 s after the agent first sees the process, at its next poll (every 1 s);
+# the restart itself takes 1-4 s here. Under the new process's first StatsD report, 10 s after
+# its state machine opened.
+YOUNG_CHECKPOINT_KNOWN_MAX_S = 9
 
 
 def check(report: dict, name: str) -> dict:
@@ -250,4 +260,57 @@ def test_a_hung_replica_is_not_ready(cluster: labctl.Controller):
         assert not cluster.agent(host, "/v1/health/ready")["ready"]
     finally:
         cluster.lab.freeze_unit(host, "tigerbeetle.service", frozen=False)
+    cluster.wait_ready()
+
+
+def status(cluster: labctl.Controller, host: str) -> dict:
+    return cluster.agent(host, "/v1/status")["replica"]
+
+
+def test_the_old_primary_restarted_last_is_ready_on_its_log(cluster: labctl.Controller):
+    """rollout.yml restarts the primary last, and its view change makes a replica restarted a
+    turn before the new primary. The old primary's gate on its log compares its checkpoint with
+    the new primary's, which that young process's agent must vouch for before its first StatsD
+    report (~10 s after its start) and before its log shows a checkpoint of its own: from its
+    unit's journal, whose newest checkpoint line is at least the one the process opened at.
+    Without it the old primary's gate waited for StatsD (bench/README.md)."""
+    cluster.wait_ready()
+    hosts = cluster.host_names
+    with cluster.client(CHECKPOINT_WRITES_MAX_S + 30) as client:
+        labctl.harness.wait_for(
+            "every agent to know a checkpoint past the cluster's first",
+            lambda: [status(cluster, host)["checkpoint_op"] for host in hosts],
+            lambda ops: all(op is not None and op > FIRST_CHECKPOINT_OP for op in ops),
+            timeout_s=CHECKPOINT_WRITES_MAX_S, interval_s=1)
+    client.stop()
+    replicas = labctl.harness.wait_for(
+        "every replica normal in one view (StatsD)",
+        lambda: [status(cluster, host) for host in hosts],
+        lambda replicas: all(r["replica_status"] == 0 for r in replicas)
+        and len({r["replica_view"] for r in replicas}) == 1,
+        timeout_s=STATSD_REPORT_WAIT_S * 2, interval_s=1)
+    view = replicas[0]["replica_view"]
+    primary, successor = hosts[view % len(hosts)], hosts[(view + 1) % len(hosts)]
+    before = status(cluster, successor)["checkpoint_op"]
+    restarted = time.monotonic()
+    answer = cluster.agent(successor, "/v1/replica/restart", method="POST", timeout_s=120)
+    assert answer.get("outcome") == "restarted", answer
+    young = labctl.harness.wait_for(
+        f"{successor}'s agent to vouch for its new process's checkpoint",
+        lambda: status(cluster, successor),
+        lambda replica: replica["checkpoint_op"] is not None,
+        timeout_s=max(0.0, YOUNG_CHECKPOINT_KNOWN_MAX_S - (time.monotonic() - restarted)),
+        interval_s=0.2)
+    # Not from StatsD: the new process has sent no report yet. Never below the true checkpoint.
+    assert young["replica_status"] is None, young
+    assert young["checkpoint_op"] >= before, (young, before)
+    answer = cluster.agent(primary, "/v1/replica/restart", method="POST", timeout_s=120)
+    assert answer.get("outcome") == "restarted", answer
+    source = cluster.gate_source(primary)
+    labctl.log(f"{primary} (primary of view {view}) restarted after {successor}: ready in "
+               f"{answer['downtime_ms']} ms on its {source}; {successor} vouched for checkpoint "
+               f"{young['checkpoint_op']} (before its restart: {before})")
+    assert source == "log", cluster.journal(primary, "tb-agent.service", 30)
+    bound = cluster.metric(primary, "tb_agent_replica_gate_checkpoint_lag_bound_ops")
+    assert bound is not None and bound <= LAG_BOUND_OPS, bound
     cluster.wait_ready()

@@ -5,12 +5,18 @@
 //! The other agents answer with their own replica's (`checkpoint_op`).
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::gate::{
     CLUSTER_CHECKPOINT_ASK_INTERVAL, CLUSTER_CHECKPOINT_FRESH, Checkpoints, ClusterCheckpoint,
 };
 use crate::peers::Peers;
+
+/// How long after the agent first saw a process its unit's journal is searched for the newest
+/// checkpoint line (`open_checkpoint_bound`): journald stores a stream's lines asynchronously, so
+/// the last lines of the process before (written just before it stopped) may not be stored yet
+/// at the moment the next one starts.
+pub(super) const JOURNAL_SEARCH_DELAY: Duration = Duration::from_secs(1);
 
 /// What the agent last learned about the cluster's checkpoint, for the current process.
 #[derive(Debug, Clone, Default)]
@@ -64,17 +70,60 @@ impl super::Replica {
     }
 
     /// This replica's checkpoint as this agent can vouch for it to a peer (`checkpoint_op` of
-    /// the status): the newest its current process's log shows, or the `op_checkpoint` of its
-    /// StatsD reports when newer or when the log shows none since it opened (then it is the one
-    /// it opened at). None without a checked log (a missed checkpoint line would make the peer's
-    /// bound unsound) or without either source.
+    /// the status), never below the true one (the peer's gate compares its own checkpoint with
+    /// it): the newest its current process's log shows, or the `op_checkpoint` of its StatsD
+    /// reports when newer or when the log shows none since it opened (then it is the one it
+    /// opened at). A process too young for either (restarted seconds ago, before its first
+    /// report: the new primary, when the old one is restarted last) still has the bound its
+    /// unit's journal gave (`open_checkpoint_bound`). None without a checked log (a missed
+    /// checkpoint line would make the peer's bound unsound) or without any source.
     pub fn checkpoint_op(&self) -> Option<u64> {
         let tracker = self.log_tracker().filter(|tracker| tracker.usable())?;
         let reported = (self.statsd.replica_pid() == Some(tracker.pid()))
             .then(|| self.statsd.gauge("tb_replica_op_checkpoint"))
             .flatten()
             .and_then(|(value, _)| u64::try_from(value).ok());
-        tracker.checkpoint_reached().max(reported)
+        let opened_at_most = *self.open_checkpoint_bound.lock().expect("not poisoned");
+        let opened_at_most = opened_at_most
+            .filter(|(pid, _)| *pid == tracker.pid())
+            .and_then(|(_, bound)| bound);
+        tracker
+            .checkpoint_reached()
+            .max(reported)
+            .or(opened_at_most)
+    }
+
+    /// systemd mode, once per process, `JOURNAL_SEARCH_DELAY` after the agent first saw it: the
+    /// newest checkpoint line in its unit's journal, from any process of the unit. A data file's
+    /// checkpoint only moves forward through a process's commits or state sync, each of which
+    /// logs it (`checkpoint_data start`, before the checkpoint can become durable; `sync: ops=`),
+    /// or back, when the file is replaced by an older one (restore, recover). So the checkpoint
+    /// the current process opened at is at most that line's, and while this process's log shows
+    /// no checkpoint of its own, it is still there. Like every log-based bound, it relies on no
+    /// line being dropped (journald's rate limit is 10000 lines per 30 s; the replica logs a few
+    /// per checkpoint).
+    pub(super) async fn learn_open_checkpoint_bound(&self, unit_name: &str, pid: u32) {
+        let due = self
+            .gate()
+            .filter(|gate| gate.pid == pid)
+            .is_some_and(|gate| gate.started.elapsed() >= JOURNAL_SEARCH_DELAY);
+        {
+            let mut bound = self.open_checkpoint_bound.lock().expect("not poisoned");
+            if !due || bound.is_some_and(|(searched, _)| searched == pid) {
+                return;
+            }
+            // Once per process, whatever the search finds.
+            *bound = Some((pid, None));
+        }
+        let found = super::journal::newest_checkpoint_line(unit_name).await;
+        let mut bound = self.open_checkpoint_bound.lock().expect("not poisoned");
+        if *bound == Some((pid, None)) {
+            *bound = Some((pid, found));
+        }
+        tracing::info!(
+            target: "readiness",
+            "replica pid {pid}: its unit's journal's newest checkpoint line: {found:?}"
+        );
     }
 
     /// This process's checkpoint and the cluster's, if the log may pass its gate on them.

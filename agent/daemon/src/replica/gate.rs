@@ -26,6 +26,8 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use super::checkpoint::LogMayNotPass;
+
 /// TigerBeetle's checkpoint interval in ops (`constants.vsr_checkpoint_ops` of the production
 /// config, 0.16: journal_slot_count 1024 − lsm_compaction_ops 32 − 32 × ⌈2 × 8 / 32⌉).
 pub const CHECKPOINT_OPS: u64 = 960;
@@ -316,7 +318,15 @@ impl super::Replica {
         // Why a StatsD gate was not passed on the log first: the rollout bench reads it.
         let log_refused = (source == Source::Statsd)
             .then(|| self.checkpoints_now().err())
-            .flatten();
+            .flatten()
+            .map(|why| match (why, self.log_tracker()) {
+                (LogMayNotPass::NotRejoined, Some(tracker)) => format!(
+                    "{}: {}",
+                    LogMayNotPass::NotRejoined,
+                    tracker.why_not_rejoined(Instant::now())
+                ),
+                (why, _) => why.to_string(),
+            });
         let mut gate = self.gate.lock().expect("not poisoned");
         let Some(gate) = gate.as_mut() else {
             return;

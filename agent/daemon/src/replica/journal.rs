@@ -39,12 +39,8 @@ impl Replica {
         if let Some((_, _, task)) = journal.take() {
             task.abort();
         }
-        let unit_name = if unit.contains('.') {
-            unit.to_string()
-        } else {
-            format!("{unit}.service")
-        };
-        let task = tokio::spawn(Arc::clone(self).read_journal(unit_name, invocation.clone(), pid));
+        let task =
+            tokio::spawn(Arc::clone(self).read_journal(unit_name(unit), invocation.clone(), pid));
         *journal = Some((pid, invocation, task.abort_handle()));
     }
 
@@ -186,6 +182,36 @@ fn monotonic_now_us() -> Option<u64> {
     (result == 0).then(|| now.tv_sec as u64 * 1_000_000 + now.tv_nsec as u64 / 1_000)
 }
 
+/// The checkpoint of the newest checkpoint line (`checkpoint_data start`, `checkpoint_superblock
+/// done`, or a `sync: ops=` that names one) that any process of `unit_name` wrote, in any boot
+/// the journal holds; None when there is none or journalctl cannot say.
+pub(super) async fn newest_checkpoint_line(unit_name: &str) -> Option<u64> {
+    let unit_match = format!("_SYSTEMD_UNIT={unit_name}");
+    let stdout = journalctl_once(&[
+        "--output=json",
+        "--output-fields=MESSAGE",
+        "--reverse",
+        "--lines=1",
+        "--grep=checkpoint_data start|checkpoint_superblock done|sync: ops=",
+        &unit_match,
+    ])
+    .await?;
+    checkpoint_of_entry(&stdout)
+}
+
+/// The checkpoint a `journalctl --output=json` entry's MESSAGE names, if it is a checkpoint line.
+fn checkpoint_of_entry(entry: &[u8]) -> Option<u64> {
+    let value: serde_json::Value = serde_json::from_slice(entry.trim_ascii()).ok()?;
+    match crate::replica_log::parse(value.get("MESSAGE")?.as_str()?)? {
+        crate::replica_log::Event::CheckpointStart { checkpoint, .. }
+        | crate::replica_log::Event::CheckpointDurable { checkpoint } => Some(checkpoint),
+        crate::replica_log::Event::SyncTables {
+            synced_checkpoint, ..
+        } => synced_checkpoint,
+        _ => None,
+    }
+}
+
 /// The boot id journald writes on this boot's entries: the `_BOOT_ID` of the agent's own newest
 /// entry (this process logs before it follows the replica's journal, and runs in this boot).
 /// Not /proc/sys/kernel/random/boot_id: in a container, systemd-nspawn gives the container a boot
@@ -281,6 +307,45 @@ mod tests {
     }
 
     const BOOT: &str = "0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn a_checkpoint_line_of_the_journal_names_its_checkpoint() {
+        let entry = |message: &str| serde_json::json!({ "MESSAGE": message }).to_string();
+        let of = |message: &str| checkpoint_of_entry(entry(message).as_bytes());
+        // 0.16.78's formats (replica_log's tests hold the captured lines).
+        assert_eq!(
+            of(
+                "2026-12-07 13:02:11.120Z info(replica): 1n: commit_checkpoint_data: \
+                checkpoint_data start (checkpoint=959..1919 commit_min=1951 op=1960 \
+                commit_max=1955 op_prepare_max=1967 free_set.acquired=1200 \
+                free_set.released=4)"
+            ),
+            Some(1919)
+        );
+        assert_eq!(
+            of("2026-12-07 13:02:11.480Z info(replica): 1n: \
+                commit_checkpoint_superblock_callback: checkpoint_superblock done (op=1963 \
+                new_checkpoint=1919)"),
+            Some(1919)
+        );
+        assert_eq!(
+            of("2026-12-06 02:46:19.448Z info(replica): 1n: sync: ops=992..1023/992..2015"),
+            Some(1983)
+        );
+        // A sync line that names no checkpoint, another line, garbage, no entry at all.
+        assert_eq!(
+            of("2026-12-06 02:46:19.448Z info(replica): 1n: sync: ops=5..9"),
+            None
+        );
+        assert_eq!(
+            of("2026-12-06 02:43:09.930Z info(replica): 0n: \
+                transition_to_normal_from_recovering_status: view=1 backup"),
+            None
+        );
+        assert_eq!(checkpoint_of_entry(b"{not json"), None);
+        assert_eq!(checkpoint_of_entry(b""), None);
+        assert_eq!(checkpoint_of_entry(br#"{"MESSAGE":[104,105]}"#), None);
+    }
 
     #[test]
     fn journal_entries_count_only_from_the_replica_process_of_the_invocation() {

@@ -107,6 +107,9 @@ pub struct Replica {
     durable_checkpoint: Mutex<Option<u64>>,
     /// The cluster's checkpoint, as the other agents last told it (checkpoint.rs).
     cluster_answer: Mutex<checkpoint::ClusterAnswer>,
+    /// systemd mode: the process whose unit's journal was searched, and the newest checkpoint
+    /// line found there: at least the checkpoint that process opened at (checkpoint.rs).
+    open_checkpoint_bound: Mutex<Option<(u32, Option<u64>)>>,
     /// The agent's previous run's evidence about the process it saw last, until the agent
     /// first sees a process (handover.rs).
     handover: Mutex<Option<handover::Handover>>,
@@ -135,6 +138,7 @@ impl Replica {
             data_replaced: AtomicBool::new(false),
             durable_checkpoint: Mutex::new(None),
             cluster_answer: Mutex::new(checkpoint::ClusterAnswer::default()),
+            open_checkpoint_bound: Mutex::new(None),
             handover: Mutex::new(None),
         })
     }
@@ -459,10 +463,22 @@ impl Replica {
                 }
                 if let (true, Some(pid)) = (JOURNAL_EVIDENCE, pid) {
                     self.follow_journal(unit, pid).await;
+                    self.learn_open_checkpoint_bound(&unit_name(unit), pid)
+                        .await;
                 }
             }
             Err(error) => self.set_error(Some(error.to_string())),
         }
+    }
+}
+
+/// systemd's full name of `unit` (`tigerbeetle` → `tigerbeetle.service`), as journald's
+/// `_SYSTEMD_UNIT` field names it.
+fn unit_name(unit: &str) -> String {
+    if unit.contains('.') {
+        unit.to_string()
+    } else {
+        format!("{unit}.service")
     }
 }
 

@@ -119,6 +119,8 @@ pub struct Tracker {
     /// tells a restarted peer about the cluster's checkpoint).
     checkpoint_reached: Option<u64>,
     checkpoint_durable: Option<u64>,
+    /// State lines taken, for the agent's own account of why the log passed nothing.
+    events: u32,
 }
 
 impl Tracker {
@@ -135,6 +137,7 @@ impl Tracker {
             newest: None,
             checkpoint_reached: None,
             checkpoint_durable: None,
+            events: 0,
         }
     }
 
@@ -198,6 +201,7 @@ impl Tracker {
             return;
         }
         self.newest = Some(now);
+        self.events = self.events.saturating_add(1);
         match event {
             Event::Init { release, verified } => self.release = Some((release, verified)),
             Event::Normal { view, from, role } => {
@@ -334,6 +338,24 @@ impl Tracker {
                 at,
             },
         })
+    }
+
+    /// Why `rejoined` is None, for the agent's log: what the tracker saw of this process.
+    pub fn why_not_rejoined(&self, now: Instant) -> String {
+        let why = match self.status {
+            Status::Normal { view, .. } if view < self.view_floor && self.usable() => format!(
+                "normal in view {view}, below the cluster's view as known ({})",
+                self.view_floor
+            ),
+            Status::ViewChange { view, .. } if self.usable() => {
+                format!("in a view change to view {view}")
+            }
+            _ => self.why_no_verdict(now),
+        };
+        format!(
+            "{why}; {} state lines seen from pid {}",
+            self.events, self.pid
+        )
     }
 
     /// Why the log gives no verdict on `replica_status`, for the check's detail.
@@ -535,6 +557,12 @@ mod tests {
             verdict.detail
         );
         assert_eq!(stale.sync_verdict(at(base, 5000)), None);
+        assert_eq!(stale.rejoined(at(base, 5000)), None);
+        assert_eq!(
+            stale.why_not_rejoined(at(base, 5000)),
+            "normal in view 0, below the cluster's view as known (1); 2 state lines seen from \
+             pid 42"
+        );
         // Without the floor, the first heartbeat makes it jump within the settle time.
         let (jumped, base) = tracker(
             0,
@@ -545,6 +573,11 @@ mod tests {
             ],
         );
         assert!(!jumped.status_verdict(at(base, 700)).unwrap().ok);
+        assert!(
+            jumped
+                .why_not_rejoined(at(base, 700))
+                .starts_with("in a view change to view 1; 3 state lines")
+        );
         let (rejoined, base) = tracker(
             0,
             &[
