@@ -254,10 +254,13 @@ pub struct ReplicaStatus {
     /// older release (expected during an upgrade; see the probe's documentation).
     #[serde(default)]
     pub version_skew: bool,
-    /// The newest checkpoint of the running replica process as its log shows it (checkpoint and
-    /// state sync lines; StatsD's `op_checkpoint`, when newer): what a restarted peer compares its own with before its log
-    /// may pass its readiness. Null when the agent cannot vouch for it (a release whose log the
-    /// agent was not checked against, no report or checkpoint line of this process yet).
+    /// The newest checkpoint of the running replica process as its agent can vouch for it, never
+    /// below the true one: what its log shows (checkpoint and state sync lines), StatsD's
+    /// `op_checkpoint` when newer, or for a process with neither yet (systemd mode, restarted
+    /// seconds ago) the newest checkpoint line in its unit's journal, at least the one it opened
+    /// at. What a restarted peer compares its own with before its log may pass its readiness.
+    /// Null when the agent cannot vouch for it (a release whose log the agent was not checked
+    /// against; no report or checkpoint line of this process, nor one in its unit's journal).
     #[serde(default)]
     pub checkpoint_op: Option<u64>,
 }

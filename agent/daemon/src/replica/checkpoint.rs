@@ -83,9 +83,12 @@ impl super::Replica {
             .then(|| self.statsd.gauge("tb_replica_op_checkpoint"))
             .flatten()
             .and_then(|(value, _)| u64::try_from(value).ok());
+        // Only once open: a superblock a state sync wrote, cut short before its `sync: ops=`
+        // line, is opened at a checkpoint no earlier line names; the process logs it while it
+        // opens (replica.zig's `open`), and then its own log has it.
         let opened_at_most = *self.open_checkpoint_bound.lock().expect("not poisoned");
         let opened_at_most = opened_at_most
-            .filter(|(pid, _)| *pid == tracker.pid())
+            .filter(|(pid, _)| *pid == tracker.pid() && tracker.state_machine_opened())
             .and_then(|(_, bound)| bound);
         tracker
             .checkpoint_reached()

@@ -153,6 +153,13 @@ impl Tracker {
         self.checkpoint_durable
     }
 
+    /// Whether the log showed the state machine open: every line the process logs while it
+    /// opens (`sync: ops=A..B` for a superblock a state sync left with tables to sync) came
+    /// before.
+    pub fn state_machine_opened(&self) -> bool {
+        self.opened.is_some()
+    }
+
     /// Whether this process's lines are evidence at all (its release's formats were checked).
     pub fn usable(&self) -> bool {
         self.unusable().is_none()
