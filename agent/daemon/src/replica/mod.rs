@@ -377,8 +377,13 @@ impl Replica {
     /// An operator's start (tbctl start or restart, a rollout's restart): the decision to try
     /// again. In systemd mode a unit that failed, in particular one that systemd gave up on
     /// (StartLimitBurst starts within StartLimitIntervalSec), refuses a plain start until its
-    /// failed state is reset, which polkit lets the agent do for this unit only. The agent's
-    /// own starts (after a backup) do not reset it: systemd's limit stands until someone decides.
+    /// failed state is reset, which polkit lets the agent do for this unit only. systemd counts
+    /// every start against that limit, the operator's too: without the reset, the sixth
+    /// restart within ten minutes (a few rollouts in a row) failed after its stop and left the
+    /// replica down (seen in the lab, 2026-12-08). So each operator's start resets the count
+    /// (`reset-failed` resets it whatever the unit's state): the limit bounds a crash loop
+    /// since the operator last decided. The agent's own starts (after a backup) do not reset
+    /// it: systemd's limit stands until someone decides.
     pub async fn start_by_operator(self: &Arc<Self>) -> anyhow::Result<()> {
         if let Run::Systemd { unit, .. } = &self.config.replica.run
             // A missing data file is refused below; its unit's failed state stays for status.
@@ -389,8 +394,8 @@ impl Replica {
                 tracing::warn!(
                     "{unit} is failed: resetting its failed state for the operator's start"
                 );
-                systemctl(&["reset-failed", unit]).await?;
             }
+            systemctl(&["reset-failed", unit]).await?;
         }
         self.start().await
     }
