@@ -105,7 +105,7 @@ impl super::Replica {
     /// no checkpoint of its own, it is still there. Like every log-based bound, it relies on no
     /// line being dropped (journald's rate limit is 10000 lines per 30 s; the replica logs a few
     /// per checkpoint).
-    pub(super) async fn learn_open_checkpoint_bound(&self, unit_name: &str, pid: u32) {
+    pub(super) async fn learn_open_checkpoint_bound(self: Arc<Self>, unit_name: String, pid: u32) {
         let due = self
             .gate()
             .filter(|gate| gate.pid == pid)
@@ -118,7 +118,7 @@ impl super::Replica {
             // Once per process, whatever the search finds.
             *bound = Some((pid, None));
         }
-        let found = super::journal::newest_checkpoint_line(unit_name).await;
+        let found = super::journal::newest_checkpoint_line(&unit_name).await;
         let mut bound = self.open_checkpoint_bound.lock().expect("not poisoned");
         if *bound == Some((pid, None)) {
             *bound = Some((pid, found));

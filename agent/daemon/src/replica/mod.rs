@@ -468,8 +468,11 @@ impl Replica {
                 }
                 if let (true, Some(pid)) = (JOURNAL_EVIDENCE, pid) {
                     self.follow_journal(unit, pid).await;
-                    self.learn_open_checkpoint_bound(&unit_name(unit), pid)
-                        .await;
+                    // In a task of its own: a long search of a large journal must not hold up
+                    // the next look at systemd.
+                    tokio::spawn(
+                        Arc::clone(self).learn_open_checkpoint_bound(unit_name(unit), pid),
+                    );
                 }
             }
             Err(error) => self.set_error(Some(error.to_string())),

@@ -23,6 +23,11 @@
 //! - A backup far behind in the same view asks for sync only after `repair_sync_timeout` (5 s);
 //!   it warns first (`on_prepare: ignoring prepare.op=... (too far ahead` when prepares arrive
 //!   beyond its WAL, `request sync; lagging behind cluster`): either warning voids the log's verdict.
+//!   A restarted backup under load warns `too far ahead` while it catches up, then repairs from
+//!   its WAL; once its commits reach a checkpoint's trigger after the warning (its
+//!   `checkpoint_data start` line) the warning no longer voids the verdict, since a sync is
+//!   decided only when repair cannot proceed, and the lag gate still requires its checkpoint to be
+//!   the cluster's newest (replica/gate.rs). A requested sync stands until the sync's own lines.
 
 use std::time::{Duration, Instant};
 
@@ -88,7 +93,20 @@ enum Sync {
     Synced {
         at: Instant,
     },
-    FarBehind {
+}
+
+/// The replica's warnings that it is too far behind to repair from its WAL.
+#[derive(Debug, Clone, Copy)]
+enum FarBehind {
+    NotWarned,
+    Warned {
+        at: Instant,
+        sync_requested: bool,
+    },
+    /// After a `too far ahead` warning, its commits reached a checkpoint's trigger: it repairs
+    /// from its WAL (a sync is decided only when it cannot), and the lag gate still requires its
+    /// checkpoint to be the cluster's newest (replica/gate.rs).
+    Repaired {
         at: Instant,
     },
 }
@@ -109,6 +127,7 @@ pub struct Tracker {
     release: Option<(String, bool)>,
     status: Status,
     sync: Sync,
+    far_behind: FarBehind,
     /// When the state machine opened (`state_machine_open_callback`): before it the replica
     /// cannot commit, so it cannot have caught up, nor serve as primary after a view change.
     opened: Option<Instant>,
@@ -133,6 +152,7 @@ impl Tracker {
             release: None,
             status: Status::Unknown,
             sync: Sync::Idle,
+            far_behind: FarBehind::NotWarned,
             opened: None,
             newest: None,
             checkpoint_reached: None,
@@ -237,10 +257,22 @@ impl Tracker {
                     self.sync = Sync::Synced { at: now };
                 }
             }
-            Event::FarBehind => self.sync = Sync::FarBehind { at: now },
+            Event::FarBehind { sync_requested } => {
+                self.far_behind = FarBehind::Warned {
+                    at: now,
+                    sync_requested,
+                };
+            }
             Event::StateMachineOpened => self.opened = Some(now),
             Event::CheckpointStart { checkpoint, .. } => {
                 self.checkpoint_reached = self.checkpoint_reached.max(Some(checkpoint));
+                if let FarBehind::Warned {
+                    sync_requested: false,
+                    ..
+                } = self.far_behind
+                {
+                    self.far_behind = FarBehind::Repaired { at: now };
+                }
             }
             Event::CheckpointDurable { checkpoint } => {
                 self.checkpoint_durable = self.checkpoint_durable.max(Some(checkpoint));
@@ -318,12 +350,31 @@ impl Tracker {
     /// that the sync line the transition's callback logs after it has had time to arrive.
     pub fn sync_verdict(&self, now: Instant) -> Option<Verdict> {
         let status = self.status_verdict(now)?;
+        let repaired_at = match self.far_behind {
+            FarBehind::NotWarned => None,
+            FarBehind::Warned { at, .. } => {
+                return Some(Verdict {
+                    ok: false,
+                    detail: "the replica warned it is too far behind to repair from its WAL: \
+                             state sync may follow (log)"
+                        .into(),
+                    at,
+                });
+            }
+            FarBehind::Repaired { at } => Some(at),
+        };
         Some(match self.sync {
             Sync::Idle if !status.ok => return None,
             Sync::Idle => Verdict {
                 ok: true,
-                detail: "not syncing (log: no sync line since the process started)".into(),
-                at: status.at,
+                detail: if repaired_at.is_some() {
+                    "not syncing (log: no sync line since the process started; a checkpoint \
+                     reached after its warning of being too far behind)"
+                        .into()
+                } else {
+                    "not syncing (log: no sync line since the process started)".into()
+                },
+                at: status.at.max(repaired_at.unwrap_or(status.at)),
             },
             Sync::Tables { op_max, at } => Verdict {
                 ok: false,
@@ -335,13 +386,6 @@ impl Tracker {
             Sync::Synced { at } => Verdict {
                 ok: true,
                 detail: "not syncing (log: all tables synced)".into(),
-                at,
-            },
-            Sync::FarBehind { at } => Verdict {
-                ok: false,
-                detail: "the replica warned it is too far behind to repair from its WAL: state \
-                         sync may follow (log)"
-                    .into(),
                 at,
             },
         })
@@ -426,6 +470,10 @@ mod tests {
         ignoring prepare.op=41000 (too far ahead, commit_min=100 op=120 commit_max=40990 \
         prepare_max=1100)";
 
+    const REQUEST_SYNC: &str = "2026-12-06 02:46:24.448Z warning(replica): 1n: \
+        on_repair_sync_timeout: request sync; lagging behind cluster (op_head=120 commit_min=100 \
+        commit_max=40990 commit_stage=idle)";
+
     fn at(base: Instant, ms: u64) -> Instant {
         base + Duration::from_millis(ms)
     }
@@ -492,7 +540,18 @@ mod tests {
             parse("2026-12-06 02:46:19.448Z info(replica): 1n: sync: done"),
             Some(Event::SyncDone)
         );
-        assert_eq!(parse(TOO_FAR_AHEAD), Some(Event::FarBehind));
+        assert_eq!(
+            parse(TOO_FAR_AHEAD),
+            Some(Event::FarBehind {
+                sync_requested: false
+            })
+        );
+        assert_eq!(
+            parse(REQUEST_SYNC),
+            Some(Event::FarBehind {
+                sync_requested: true
+            })
+        );
         assert_eq!(parse(STATE_MACHINE_OPEN), Some(Event::StateMachineOpened));
     }
 
@@ -625,6 +684,29 @@ mod tests {
             ],
         );
         assert!(!behind.sync_verdict(at(base, 1000)).unwrap().ok);
+        // Its commits then reached a checkpoint's trigger: it repairs from its WAL.
+        let mut repaired = behind.clone();
+        repaired.observe(CHECKPOINT_START, at(base, 900));
+        let verdict = repaired.sync_verdict(at(base, 1000)).unwrap();
+        assert!(verdict.ok, "{verdict:?}");
+        assert_eq!(
+            verdict.at,
+            at(base, 900),
+            "the evidence is the checkpoint line's"
+        );
+        // Warned again: not ready again.
+        repaired.observe(TOO_FAR_AHEAD, at(base, 950));
+        assert!(!repaired.sync_verdict(at(base, 1000)).unwrap().ok);
+        // A requested sync follows whatever it commits meanwhile.
+        let mut stuck = behind.clone();
+        stuck.observe(REQUEST_SYNC, at(base, 400));
+        stuck.observe(CHECKPOINT_START, at(base, 900));
+        assert!(!stuck.sync_verdict(at(base, 1000)).unwrap().ok);
+        // A sync that started while warned holds readiness until its tables are synced.
+        let mut syncing = behind;
+        syncing.observe(SYNC_OPS, at(base, 400));
+        syncing.observe(CHECKPOINT_START, at(base, 900));
+        assert!(!syncing.sync_verdict(at(base, 1000)).unwrap().ok);
     }
 
     /// Trap (b), same view: without evidence that the previous process was caught up just before,

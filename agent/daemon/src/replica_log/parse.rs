@@ -62,7 +62,11 @@ pub enum Event {
     /// the replica commit (replay its WAL from the checkpoint, then follow the primary).
     StateMachineOpened,
     /// A warning that the replica is too far behind to repair from the WAL: state sync may follow.
-    FarBehind,
+    FarBehind {
+        /// `request sync; lagging behind cluster`: repair is stuck, a state sync follows.
+        /// Otherwise prepares arrived beyond its WAL (`too far ahead`): it may still repair.
+        sync_requested: bool,
+    },
     /// `commit_checkpoint_data: checkpoint_data start (checkpoint=A..B commit_min=C ...)`: the
     /// replica committed up to the trigger of checkpoint B (commit_min = B + 32) and begins
     /// writing it. Logged by every replica at every checkpoint, the primary included.
@@ -271,8 +275,9 @@ fn parse_sync(rest: &str) -> Option<Event> {
 }
 
 fn parse_warning(message: &str) -> Option<Event> {
-    let far_behind = (message.starts_with("on_prepare: ignoring prepare.op=")
-        && message.contains(" (too far ahead, "))
-        || message.starts_with("on_repair_sync_timeout: request sync; lagging behind cluster");
-    far_behind.then_some(Event::FarBehind)
+    let too_far_ahead = message.starts_with("on_prepare: ignoring prepare.op=")
+        && message.contains(" (too far ahead, ");
+    let sync_requested =
+        message.starts_with("on_repair_sync_timeout: request sync; lagging behind cluster");
+    (too_far_ahead || sync_requested).then_some(Event::FarBehind { sync_requested })
 }
