@@ -12,11 +12,23 @@ use super::gate::{
 };
 use crate::peers::Peers;
 
-/// How long after the agent first saw a process its unit's journal is searched for the newest
-/// checkpoint line (`open_checkpoint_bound`): journald stores a stream's lines asynchronously, so
-/// the last lines of the process before (written just before it stopped) may not be stored yet
-/// at the moment the next one starts.
-pub(super) const JOURNAL_SEARCH_DELAY: Duration = Duration::from_secs(1);
+/// The process's ages (since the agent first saw it) at which its unit's journal is searched for
+/// the newest checkpoint line (`open_checkpoint_bound`), the larger answer kept: journald stores a
+/// stream's lines asynchronously, so the last lines of the process before (written just before
+/// it stopped) may not be stored yet when the next one starts. The first search serves the
+/// common case, a second one lines journald stored late (a loaded host).
+pub(super) const JOURNAL_SEARCH_AGES: [Duration; 2] =
+    [Duration::from_secs(1), Duration::from_secs(4)];
+
+/// What the unit's journal said about the checkpoint the current process opened at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct OpenBound {
+    pid: u32,
+    /// Searches started for this process (`JOURNAL_SEARCH_AGES`).
+    searches: usize,
+    /// The largest checkpoint they found.
+    checkpoint: Option<u64>,
+}
 
 /// What the agent last learned about the cluster's checkpoint, for the current process.
 #[derive(Debug, Clone, Default)]
@@ -66,7 +78,10 @@ impl super::Replica {
             .gate()
             .filter(|gate| gate.pid == tracker.pid())
             .and_then(|gate| gate.start_commit_min);
-        tracker.checkpoint_reached().max(start)
+        tracker
+            .checkpoint_reached()
+            .max(tracker.checkpoint_durable())
+            .max(start)
     }
 
     /// This replica's checkpoint as this agent can vouch for it to a peer (`checkpoint_op` of
@@ -83,46 +98,73 @@ impl super::Replica {
             .then(|| self.statsd.gauge("tb_replica_op_checkpoint"))
             .flatten()
             .and_then(|(value, _)| u64::try_from(value).ok());
-        // Only once open: a superblock a state sync wrote, cut short before its `sync: ops=`
-        // line, is opened at a checkpoint no earlier line names; the process logs it while it
-        // opens (replica.zig's `open`), and then its own log has it.
+        // Only once open, and with the process's open-time sync line: a superblock a state sync
+        // wrote, cut short before its `sync: ops=A..B/C..D` line, is opened at a checkpoint no
+        // earlier line names; the process names it while it opens (replica.zig's `open`), before
+        // its state machine opens. Otherwise that line may name an older checkpoint than the
+        // journal's.
         let opened_at_most = *self.open_checkpoint_bound.lock().expect("not poisoned");
         let opened_at_most = opened_at_most
-            .filter(|(pid, _)| *pid == tracker.pid() && tracker.state_machine_opened())
-            .and_then(|(_, bound)| bound);
+            .filter(|bound| bound.pid == tracker.pid() && tracker.state_machine_opened())
+            .and_then(|bound| bound.checkpoint)
+            .map(|journal| journal.max(tracker.checkpoint_opened_at_least().unwrap_or(0)));
+        // Each is at least the true checkpoint when known (the first two exactly it): the
+        // largest is too.
         tracker
             .checkpoint_reached()
             .max(reported)
-            .or(opened_at_most)
+            .max(opened_at_most)
     }
 
-    /// systemd mode, once per process, `JOURNAL_SEARCH_DELAY` after the agent first saw it: the
-    /// newest checkpoint line in its unit's journal, from any process of the unit. A data file's
-    /// checkpoint only moves forward through a process's commits or state sync, each of which
-    /// logs it (`checkpoint_data start`, before the checkpoint can become durable; `sync: ops=`),
-    /// or back, when the file is replaced by an older one (restore, recover). So the checkpoint
-    /// the current process opened at is at most that line's, and while this process's log shows
-    /// no checkpoint of its own, it is still there. Like every log-based bound, it relies on no
-    /// line being dropped (journald's rate limit is 10000 lines per 30 s; the replica logs a few
-    /// per checkpoint).
-    pub(super) async fn learn_open_checkpoint_bound(self: Arc<Self>, unit_name: String, pid: u32) {
-        let due = self
+    /// Whether a search of the unit's journal for process `pid` is due now; if so, it is counted
+    /// as started (its caller runs it).
+    pub(super) fn open_checkpoint_search_due(&self, pid: u32) -> bool {
+        let Some(age) = self
             .gate()
             .filter(|gate| gate.pid == pid)
-            .is_some_and(|gate| gate.started.elapsed() >= JOURNAL_SEARCH_DELAY);
-        {
-            let mut bound = self.open_checkpoint_bound.lock().expect("not poisoned");
-            if !due || bound.is_some_and(|(searched, _)| searched == pid) {
-                return;
-            }
-            // Once per process, whatever the search finds.
-            *bound = Some((pid, None));
+            .map(|gate| gate.started.elapsed())
+        else {
+            return false;
+        };
+        let mut bound = self.open_checkpoint_bound.lock().expect("not poisoned");
+        let current = bound.filter(|bound| bound.pid == pid).unwrap_or(OpenBound {
+            pid,
+            searches: 0,
+            checkpoint: None,
+        });
+        let due = JOURNAL_SEARCH_AGES
+            .get(current.searches)
+            .is_some_and(|due_age| age >= *due_age);
+        if due {
+            *bound = Some(OpenBound {
+                searches: current.searches + 1,
+                ..current
+            });
         }
+        due
+    }
+
+    /// systemd mode, at the process's ages `JOURNAL_SEARCH_AGES` (the caller checks
+    /// `open_checkpoint_search_due`): the newest line in its unit's journal, from any process of
+    /// the unit, that moves a data file's checkpoint forward. A data file's checkpoint only moves
+    /// forward through a process's commits or state sync, each of which logs it (`checkpoint_data
+    /// start`, before the checkpoint can become durable; a sync's `sync: ops=A..B/C..D`, or, when
+    /// a stop cut that line short, the next process's `sync: ops=A..B` while it opens, before its
+    /// state machine opens: see `checkpoint_op`), or back, when the file is replaced by an older
+    /// one (restore, recover). So the checkpoint the current process opened at is at most that
+    /// line's, and while this process's log shows no checkpoint of its own, it is still there.
+    /// Like every log-based bound, it relies on no line being dropped (journald's rate limit is
+    /// 10000 lines per 30 s; the replica logs a few per checkpoint) and on journald storing the
+    /// previous process's last lines within the search ages.
+    pub(super) async fn learn_open_checkpoint_bound(self: Arc<Self>, unit_name: String, pid: u32) {
         let found = super::journal::newest_checkpoint_line(&unit_name).await;
         let mut bound = self.open_checkpoint_bound.lock().expect("not poisoned");
-        if *bound == Some((pid, None)) {
-            *bound = Some((pid, found));
-        }
+        let Some(current) = bound.as_mut().filter(|bound| bound.pid == pid) else {
+            // Another process runs now: the answer is not about it.
+            return;
+        };
+        current.checkpoint = current.checkpoint.max(found);
+        drop(bound);
         tracing::info!(
             target: "readiness",
             "replica pid {pid}: its unit's journal's newest checkpoint line: {found:?}"

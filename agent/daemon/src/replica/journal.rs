@@ -182,9 +182,11 @@ fn monotonic_now_us() -> Option<u64> {
     (result == 0).then(|| now.tv_sec as u64 * 1_000_000 + now.tv_nsec as u64 / 1_000)
 }
 
-/// The checkpoint of the newest checkpoint line (`checkpoint_data start`, `checkpoint_superblock
-/// done`, or a `sync: ops=` that names one) that any process of `unit_name` wrote, in any boot
-/// the journal holds; None when there is none or journalctl cannot say.
+/// The checkpoint of the newest line that moves a data file's checkpoint forward
+/// (`checkpoint_data start`, `checkpoint_superblock done`, or a sync's `sync: ops=A..B/C..D`;
+/// not the open-time `sync: ops=A..B`, which may name an older one) that any process of
+/// `unit_name` wrote, in any boot the journal holds; None when there is none or journalctl
+/// cannot say.
 pub(super) async fn newest_checkpoint_line(unit_name: &str) -> Option<u64> {
     let unit_match = format!("_SYSTEMD_UNIT={unit_name}");
     let stdout = journalctl_once(&[
@@ -192,7 +194,7 @@ pub(super) async fn newest_checkpoint_line(unit_name: &str) -> Option<u64> {
         "--output-fields=MESSAGE",
         "--reverse",
         "--lines=1",
-        "--grep=checkpoint_data start|checkpoint_superblock done|sync: ops=",
+        "--grep=checkpoint_data start|checkpoint_superblock done|sync: ops=[0-9]+[.][.][0-9]+/",
         &unit_match,
     ])
     .await?;
@@ -206,7 +208,9 @@ fn checkpoint_of_entry(entry: &[u8]) -> Option<u64> {
         crate::replica_log::Event::CheckpointStart { checkpoint, .. }
         | crate::replica_log::Event::CheckpointDurable { checkpoint } => Some(checkpoint),
         crate::replica_log::Event::SyncTables {
-            synced_checkpoint, ..
+            synced_checkpoint,
+            at_open: false,
+            ..
         } => synced_checkpoint,
         _ => None,
     }
@@ -332,9 +336,10 @@ mod tests {
             of("2026-12-06 02:46:19.448Z info(replica): 1n: sync: ops=992..1023/992..2015"),
             Some(1983)
         );
-        // A sync line that names no checkpoint, another line, garbage, no entry at all.
+        // The open-time sync line (it may name an older checkpoint), another line, garbage, no
+        // entry at all.
         assert_eq!(
-            of("2026-12-06 02:46:19.448Z info(replica): 1n: sync: ops=5..9"),
+            of("2026-12-06 02:46:19.448Z info(replica): 1n: sync: ops=992..2015"),
             None
         );
         assert_eq!(

@@ -109,7 +109,7 @@ pub struct Replica {
     cluster_answer: Mutex<checkpoint::ClusterAnswer>,
     /// systemd mode: the process whose unit's journal was searched, and the newest checkpoint
     /// line found there: at least the checkpoint that process opened at (checkpoint.rs).
-    open_checkpoint_bound: Mutex<Option<(u32, Option<u64>)>>,
+    open_checkpoint_bound: Mutex<Option<checkpoint::OpenBound>>,
     /// The agent's previous run's evidence about the process it saw last, until the agent
     /// first sees a process (handover.rs).
     handover: Mutex<Option<handover::Handover>>,
@@ -378,24 +378,32 @@ impl Replica {
     /// again. In systemd mode a unit that failed, in particular one that systemd gave up on
     /// (StartLimitBurst starts within StartLimitIntervalSec), refuses a plain start until its
     /// failed state is reset, which polkit lets the agent do for this unit only. systemd counts
-    /// every start against that limit, the operator's too: without the reset, the sixth
-    /// restart within ten minutes (a few rollouts in a row) failed after its stop and left the
-    /// replica down (seen in the lab, 2026-12-08). So each operator's start resets the count
-    /// (`reset-failed` resets it whatever the unit's state): the limit bounds a crash loop
-    /// since the operator last decided. The agent's own starts (after a backup) do not reset
-    /// it: systemd's limit stands until someone decides.
+    /// every start against that limit, the operator's too: without the reset, a restart past the
+    /// limit (the role's default: 5 starts in 600 s; a few rollouts in a row) failed after its
+    /// stop and left the replica down (seen in the lab, 2026-12-08). So each operator's start
+    /// resets the count (`reset-failed` resets it whatever the unit's state): the limit bounds a
+    /// crash loop since the operator last decided. The agent's own starts (after a backup) do
+    /// not reset it: systemd's limit stands until someone decides.
     pub async fn start_by_operator(self: &Arc<Self>) -> anyhow::Result<()> {
         if let Run::Systemd { unit, .. } = &self.config.replica.run
             // A missing data file is refused below; its unit's failed state stays for status.
             && self.data_file_missing().is_none()
         {
             let state = systemctl(&["show", "--property=ActiveState", "--value", unit]).await?;
-            if state.trim() == "failed" {
+            let failed = state.trim() == "failed";
+            if failed {
                 tracing::warn!(
                     "{unit} is failed: resetting its failed state for the operator's start"
                 );
             }
-            systemctl(&["reset-failed", unit]).await?;
+            match systemctl(&["reset-failed", unit]).await {
+                Ok(_) => {}
+                // A failed unit refuses the start without it.
+                Err(error) if failed => return Err(error),
+                // Only the count of starts was to reset: the start may still succeed, and a
+                // restart must not end after its stop because of a hiccup here.
+                Err(error) => tracing::warn!(%error, "cannot reset {unit}'s count of starts"),
+            }
         }
         self.start().await
     }
@@ -470,9 +478,11 @@ impl Replica {
                     self.follow_journal(unit, pid).await;
                     // In a task of its own: a long search of a large journal must not hold up
                     // the next look at systemd.
-                    tokio::spawn(
-                        Arc::clone(self).learn_open_checkpoint_bound(unit_name(unit), pid),
-                    );
+                    if self.open_checkpoint_search_due(pid) {
+                        tokio::spawn(
+                            Arc::clone(self).learn_open_checkpoint_bound(unit_name(unit), pid),
+                        );
+                    }
                 }
             }
             Err(error) => self.set_error(Some(error.to_string())),

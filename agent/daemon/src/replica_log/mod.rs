@@ -23,11 +23,12 @@
 //! - A backup far behind in the same view asks for sync only after `repair_sync_timeout` (5 s);
 //!   it warns first (`on_prepare: ignoring prepare.op=... (too far ahead` when prepares arrive
 //!   beyond its WAL, `request sync; lagging behind cluster`): either warning voids the log's verdict.
-//!   A restarted backup under load warns `too far ahead` while it catches up, then repairs from
-//!   its WAL; once its commits reach a checkpoint's trigger after the warning (its
-//!   `checkpoint_data start` line) the warning no longer voids the verdict, since a sync is
-//!   decided only when repair cannot proceed, and the lag gate still requires its checkpoint to be
-//!   the cluster's newest (replica/gate.rs). A requested sync stands until the sync's own lines.
+//!   A restarted backup under load warns `too far ahead` while it catches up; once its commits
+//!   reach a checkpoint's trigger after the warning (its `checkpoint_data start` line) the
+//!   warning no longer voids the verdict. What still rules a sync out is the lag gate, which
+//!   requires its checkpoint to be the cluster's newest (replica/gate.rs): a start_view decides a
+//!   sync only while the cluster's commit shows the checkpoint after the replica's next one
+//!   durable. A requested sync stands until the sync's own lines.
 
 use std::time::{Duration, Instant};
 
@@ -103,9 +104,10 @@ enum FarBehind {
         at: Instant,
         sync_requested: bool,
     },
-    /// After a `too far ahead` warning, its commits reached a checkpoint's trigger: it repairs
-    /// from its WAL (a sync is decided only when it cannot), and the lag gate still requires its
-    /// checkpoint to be the cluster's newest (replica/gate.rs).
+    /// After a `too far ahead` warning, its commits reached a checkpoint's trigger: it catches
+    /// up. A sync may still be decided (at a start_view, while the cluster's commit shows the
+    /// checkpoint after its next one durable), which the lag gate excludes: it requires the
+    /// replica's checkpoint to be the cluster's newest (replica/gate.rs).
     Repaired {
         at: Instant,
     },
@@ -138,6 +140,9 @@ pub struct Tracker {
     /// tells a restarted peer about the cluster's checkpoint).
     checkpoint_reached: Option<u64>,
     checkpoint_durable: Option<u64>,
+    /// A lower bound of the checkpoint the process opened at, from its own open-time sync line
+    /// (`Event::SyncTables::at_open`): never an answer to a peer.
+    opened_at_least: Option<u64>,
     /// State lines taken, for the agent's own account of why the log passed nothing.
     events: u32,
 }
@@ -157,6 +162,7 @@ impl Tracker {
             newest: None,
             checkpoint_reached: None,
             checkpoint_durable: None,
+            opened_at_least: None,
             events: 0,
         }
     }
@@ -167,10 +173,15 @@ impl Tracker {
         self.checkpoint_reached.max(self.checkpoint_durable)
     }
 
-    /// The newest checkpoint this process made durable: the next process of the same data file
-    /// opens at it or beyond.
+    /// A lower bound of the checkpoint this process opened at, from its open-time sync line.
+    pub fn checkpoint_opened_at_least(&self) -> Option<u64> {
+        self.opened_at_least
+    }
+
+    /// The newest checkpoint this process made durable (or opened at, as far as its log says):
+    /// the next process of the same data file opens at it or beyond. A lower bound.
     pub fn checkpoint_durable(&self) -> Option<u64> {
-        self.checkpoint_durable
+        self.checkpoint_durable.max(self.opened_at_least)
     }
 
     /// Whether the log showed the state machine open: every line the process logs while it
@@ -243,14 +254,22 @@ impl Tracker {
             Event::SyncTables {
                 op_max,
                 synced_checkpoint,
+                at_open,
             } => {
                 self.sync = Sync::Tables { op_max, at: now };
-                // The checkpoint moved without a checkpoint line: what the agent tells a
-                // restarted peer about the cluster's checkpoint must not stay behind it. Durable
-                // too: replica.zig logs the line once the synced superblock is written (or, at
-                // open, reads it from the superblock).
-                self.checkpoint_reached = self.checkpoint_reached.max(synced_checkpoint);
-                self.checkpoint_durable = self.checkpoint_durable.max(synced_checkpoint);
+                // The sync's own lines decide from here, whatever warning came before it.
+                self.far_behind = FarBehind::NotWarned;
+                if at_open {
+                    // The superblock's sync range may be older than its checkpoint.
+                    self.opened_at_least = self.opened_at_least.max(synced_checkpoint);
+                } else {
+                    // The checkpoint moved without a checkpoint line: what the agent tells a
+                    // restarted peer about the cluster's checkpoint must not stay behind it.
+                    // Durable too: replica.zig logs the line once the synced superblock is
+                    // written.
+                    self.checkpoint_reached = self.checkpoint_reached.max(synced_checkpoint);
+                    self.checkpoint_durable = self.checkpoint_durable.max(synced_checkpoint);
+                }
             }
             Event::TablesSynced | Event::SyncDone => {
                 if matches!(self.sync, Sync::Tables { .. }) {
@@ -517,14 +536,16 @@ mod tests {
             parse(SYNC_OPS),
             Some(Event::SyncTables {
                 op_max: 39391,
-                synced_checkpoint: Some(39359)
+                synced_checkpoint: Some(39359),
+                at_open: false
             })
         );
         assert_eq!(
             parse("2026-12-06 02:46:19.448Z info(replica): 1n: sync: ops=5..9"),
             Some(Event::SyncTables {
                 op_max: 9,
-                synced_checkpoint: None
+                synced_checkpoint: None,
+                at_open: true
             })
         );
         // Tables still syncing an older range; the superblock synced to checkpoint 1983.
@@ -532,7 +553,8 @@ mod tests {
             parse("2026-12-06 02:46:19.448Z info(replica): 1n: sync: ops=992..1023/992..2015"),
             Some(Event::SyncTables {
                 op_max: 1023,
-                synced_checkpoint: Some(1983)
+                synced_checkpoint: Some(1983),
+                at_open: false
             })
         );
         assert_eq!(parse(TABLES_SYNCED), Some(Event::TablesSynced));
@@ -820,6 +842,32 @@ mod tests {
         let (synced, _) = tracker(0, &[(INIT, 0), (CHECKPOINT_START, 10), (SYNC_OPS, 20)]);
         assert_eq!(synced.checkpoint_reached(), Some(39359));
         assert_eq!(synced.checkpoint_durable(), Some(39359));
+        // At open: the superblock's sync range, which a checkpoint during the table sync kept.
+        // A lower bound of where the process opened, never what it reached.
+        let at_open = "2026-12-06 02:46:19.448Z info(replica): 1n: sync: ops=0..39391";
+        let (opened, _) = tracker(0, &[(INIT, 0), (at_open, 10)]);
+        assert_eq!(opened.checkpoint_reached(), None);
+        assert_eq!(opened.checkpoint_durable(), Some(39359));
+    }
+
+    /// A requested sync holds readiness until the sync's own lines say its tables are synced.
+    #[test]
+    fn a_requested_sync_ends_with_its_tables_synced() {
+        let (mut synced, base) = tracker(
+            1,
+            &[
+                (INIT, 0),
+                (NORMAL_RECOVERING_V1, 100),
+                (STATE_MACHINE_OPEN, 110),
+                (REQUEST_SYNC, 300),
+            ],
+        );
+        assert!(!synced.sync_verdict(at(base, 1000)).unwrap().ok);
+        synced.observe(NORMAL_VIEW_CHANGE_2, at(base, 1100));
+        synced.observe(SYNC_OPS, at(base, 1110));
+        assert!(!synced.sync_verdict(at(base, 2000)).unwrap().ok);
+        synced.observe(TABLES_SYNCED, at(base, 2100));
+        assert!(synced.sync_verdict(at(base, 3000)).unwrap().ok);
     }
 
     #[test]

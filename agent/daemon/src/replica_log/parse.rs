@@ -55,6 +55,12 @@ pub enum Event {
         /// checkpoint is at least that end less `COMPACTION_OPS`, without a checkpoint line of
         /// its own. None when the end is no checkpoint's trigger.
         synced_checkpoint: Option<u64>,
+        /// `sync: ops=A..B`, logged while the process opens: the superblock's sync range, which
+        /// a checkpoint taken while tables were still syncing keeps as it was (replica.zig,
+        /// `commit_checkpoint_superblock`). The checkpoint the process opens at may then be
+        /// newer than `synced_checkpoint`: a lower bound only. The other form is logged when a
+        /// sync has just written its superblock, at exactly the synced checkpoint.
+        at_open: bool,
     },
     TablesSynced,
     SyncDone,
@@ -258,11 +264,11 @@ fn parse_sync(rest: &str) -> Option<Event> {
     let ops = rest.strip_prefix("ops=")?;
     // `ops=A..B/C..D`: the tables still to sync, then the superblock's range; `ops=A..B` (at
     // open): the superblock's range, which is also the tables'.
-    let (op_max, superblock_op_max) = match ops.split_once('/') {
-        Some((tables, superblock)) => (range::<u64>(tables)?.1, range::<u64>(superblock)?.1),
+    let (op_max, superblock_op_max, at_open) = match ops.split_once('/') {
+        Some((tables, superblock)) => (range::<u64>(tables)?.1, range::<u64>(superblock)?.1, false),
         None => {
             let op_max = range::<u64>(ops)?.1;
-            (op_max, op_max)
+            (op_max, op_max, true)
         }
     };
     let synced_checkpoint = superblock_op_max
@@ -271,6 +277,7 @@ fn parse_sync(rest: &str) -> Option<Event> {
     Some(Event::SyncTables {
         op_max,
         synced_checkpoint,
+        at_open,
     })
 }
 
