@@ -81,5 +81,9 @@ fn replica_status(state: &AgentState) -> api::ReplicaStatus {
         probe_ok: verdict.ok,
         version_skew: verdict.version_skew,
         checkpoint_op: state.replica.checkpoint_op(),
+        log_normal_view: state
+            .replica
+            .log_tracker()
+            .and_then(|tracker| tracker.normal_view()),
     }
 }

@@ -243,6 +243,12 @@ pub struct ReplicaStatus {
     /// Latest `tb.replica_view`: the primary of view v is replica v mod replica count.
     #[serde(default)]
     pub replica_view: Option<i64>,
+    /// The view in which the replica process's own log last showed it enter normal status
+    /// (`transition_to_normal_from_*`), if that is its status now as far as the log says: seconds
+    /// fresher than `replica_view`, which StatsD reports every 10 s. Null without a checked log,
+    /// or while the log shows no normal status.
+    #[serde(default)]
+    pub log_normal_view: Option<u32>,
     /// The release the replica process runs (`tb.release`), which may be older than the binary
     /// on disk until the process re-executes it.
     #[serde(default)]

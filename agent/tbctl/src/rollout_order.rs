@@ -35,8 +35,7 @@ pub async fn order(client: &AgentClient, args: &RolloutOrderArgs) -> anyhow::Res
         .await
         .into_iter()
         .flatten()
-        .filter(|status| status.replica.replica_status == Some(0))
-        .filter_map(|status| status.replica.replica_view)
+        .flat_map(|status| normal_views(&status.replica))
         .collect();
     let count = inventory.replicas.len();
     let primary = primary_of(&views, count);
@@ -58,6 +57,17 @@ pub async fn order(client: &AgentClient, args: &RolloutOrderArgs) -> anyhow::Res
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The views in which a replica reported itself normal: its last StatsD report's, and its own
+/// log's. Right after a view change (the previous rollout's last turn) StatsD still names the
+/// old view for up to 10 s, and the log the new one; views only grow, so the newest counts.
+pub fn normal_views(replica: &tb_proto::api::ReplicaStatus) -> Vec<i64> {
+    let statsd = replica
+        .replica_view
+        .filter(|_| replica.replica_status == Some(0));
+    let log = replica.log_normal_view.map(i64::from);
+    statsd.into_iter().chain(log).collect()
 }
 
 /// The primary of the newest view reported: view mod replica count (Viewstamped Replication).
@@ -86,5 +96,30 @@ mod tests {
         assert_eq!(primary_last(&hosts, Some(1)), ["tb-1", "tb-3", "tb-2"]);
         assert_eq!(primary_last(&hosts, Some(2)), ["tb-1", "tb-2", "tb-3"]);
         assert_eq!(primary_last(&hosts, None), ["tb-1", "tb-2", "tb-3"]);
+    }
+
+    #[test]
+    fn the_log_names_a_view_statsd_has_not_reported_yet() {
+        let replica = |status, view, log_view| tb_proto::api::ReplicaStatus {
+            replica_status: status,
+            replica_view: view,
+            log_normal_view: log_view,
+            ..tb_proto::api::ReplicaStatus::default()
+        };
+        // Seconds after a view change: StatsD's last report still names view 6.
+        let views: Vec<i64> = [
+            replica(Some(0), Some(6), Some(7)),
+            replica(Some(0), Some(6), None),
+            replica(Some(1), Some(7), None),
+        ]
+        .iter()
+        .flat_map(normal_views)
+        .collect();
+        assert_eq!(primary_of(&views, 3), Some(1));
+        // A view StatsD reported while not normal names no primary.
+        assert_eq!(
+            normal_views(&replica(Some(1), Some(8), None)),
+            Vec::<i64>::new()
+        );
     }
 }

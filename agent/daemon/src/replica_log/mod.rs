@@ -209,6 +209,15 @@ impl Tracker {
         }
     }
 
+    /// The view of the log's last transition to normal, while that is the process's status as
+    /// far as the log says (no view change since); None without a checked log.
+    pub fn normal_view(&self) -> Option<u32> {
+        match self.status {
+            Status::Normal { view, .. } if self.usable() => Some(view),
+            _ => None,
+        }
+    }
+
     pub fn view_floor(&self) -> u32 {
         self.view_floor
     }
