@@ -171,6 +171,38 @@ impl super::Replica {
         );
     }
 
+    /// Why a gate passed on StatsD was not passed on the log first (the rollout bench reads
+    /// it): the checkpoint rule's refusal, or else what the log's own checks said.
+    pub(super) fn why_not_on_log(&self) -> String {
+        let now = Instant::now();
+        match (self.checkpoints_now(), self.log_tracker()) {
+            (Err(LogMayNotPass::NotRejoined), Some(tracker)) => format!(
+                "{}: {}",
+                LogMayNotPass::NotRejoined,
+                tracker.why_not_rejoined(now)
+            ),
+            (Err(why), _) => why.to_string(),
+            (Ok(_), None) => "no log of this process".into(),
+            (Ok(_), Some(tracker)) => {
+                let said = |verdict: Option<crate::replica_log::Verdict>| {
+                    verdict.map_or_else(
+                        || "none".to_string(),
+                        |verdict| format!("ok={} {}", verdict.ok, verdict.detail),
+                    )
+                };
+                let status = tracker.status_verdict(now);
+                let status = match status {
+                    None => format!("none ({})", tracker.why_no_verdict(now)),
+                    status => said(status),
+                };
+                format!(
+                    "the checkpoints allowed it; the log's status: {status}; its sync: {}",
+                    said(tracker.sync_verdict(now))
+                )
+            }
+        }
+    }
+
     /// This process's checkpoint and the cluster's, if the log may pass its gate on them.
     pub(super) fn checkpoints_now(&self) -> Result<Checkpoints, LogMayNotPass> {
         let tracker = self.log_tracker().ok_or(LogMayNotPass::NotRejoined)?;

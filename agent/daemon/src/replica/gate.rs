@@ -26,9 +26,6 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::checkpoint::LogMayNotPass;
-use crate::replica_log;
-
 /// TigerBeetle's checkpoint interval in ops (`constants.vsr_checkpoint_ops` of the production
 /// config, 0.16: journal_slot_count 1024 − lsm_compaction_ops 32 − 32 × ⌈2 × 8 / 32⌉).
 pub const CHECKPOINT_OPS: u64 = 960;
@@ -304,38 +301,6 @@ impl super::Replica {
         loop {
             self.sample_commits();
             tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-    }
-
-    /// Why a gate passed on StatsD was not passed on the log first (the rollout bench reads
-    /// it): the checkpoint rule's refusal, or else what the log's own checks said.
-    fn why_not_on_log(&self) -> String {
-        let now = Instant::now();
-        match (self.checkpoints_now(), self.log_tracker()) {
-            (Err(LogMayNotPass::NotRejoined), Some(tracker)) => format!(
-                "{}: {}",
-                LogMayNotPass::NotRejoined,
-                tracker.why_not_rejoined(now)
-            ),
-            (Err(why), _) => why.to_string(),
-            (Ok(_), None) => "no log of this process".into(),
-            (Ok(_), Some(tracker)) => {
-                let said = |verdict: Option<replica_log::Verdict>| {
-                    verdict.map_or_else(
-                        || "none".to_string(),
-                        |verdict| format!("ok={} {}", verdict.ok, verdict.detail),
-                    )
-                };
-                let status = tracker.status_verdict(now);
-                let status = match status {
-                    None => format!("none ({})", tracker.why_no_verdict(now)),
-                    status => said(status),
-                };
-                format!(
-                    "the checkpoints allowed it; the log's status: {status}; its sync: {}",
-                    said(tracker.sync_verdict(now))
-                )
-            }
         }
     }
 
