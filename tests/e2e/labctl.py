@@ -436,6 +436,17 @@ class Controller:
         agent's /metrics; None when absent."""
         return metric_sample(self.agent_text(host, "/metrics"), series)
 
+    def cluster_view(self, timeout_s: float = 60) -> int:
+        """The view every replica reports in normal status (StatsD, every 10 s), once they
+        agree."""
+        replicas = harness.wait_for(
+            "every replica normal in one view",
+            lambda: [self.agent(host, "/v1/status")["replica"] for host in self.host_names],
+            lambda replicas: all(r["replica_status"] == 0 for r in replicas)
+            and len({r["replica_view"] for r in replicas}) == 1,
+            timeout_s=timeout_s, interval_s=1)
+        return replicas[0]["replica_view"]
+
     def gate_source(self, host: str) -> str | None:
         """The evidence that passed the current replica process's readiness (its gate), from the
         agent's /metrics: "log" or "statsd"."""

@@ -48,7 +48,7 @@ def test_rollout_config_change_under_load(cluster):
     order = controller.tbctl("rollout", "order", "--inventory",
                              str(controller.inventory_path)).stdout.split()
     assert sorted(order) == sorted(hosts), order
-    view_before = cluster_view(controller)
+    view_before = controller.cluster_view()
     assert order[-1] == hosts[view_before % len(hosts)], (order, view_before)
     # The scheduled backup stops its replica once the rollout has ended: not the primary the
     # rollout's one view change elects, or the view changes recorded below would count its own.
@@ -79,7 +79,7 @@ def test_rollout_config_change_under_load(cluster):
     # That backup stops its replica after the rollout: the rollout's timeline ends before it.
     timeline.cut(min(int(rollout_ended * 1000), job["started_unix_ms"]))
     summary = timeline.summary()
-    view_after = cluster_view(controller)
+    view_after = controller.cluster_view()
     labctl.record("rollout", {"client": report, "timeline": summary,
                               "rollout_seconds": rollout.seconds, "recap": rollout.recap(),
                               "scheduled_runs_refused": len(ended),
@@ -146,15 +146,3 @@ def restore_schedules(controller, host: str) -> None:
         controller.playbook("site.yml", "--limit", host)
     finally:
         controller.tbctl("--lease-id", lease_id, "lease", "release", *inventory)
-
-
-def cluster_view(controller, timeout_s: float = 60) -> int:
-    """The view every replica reports in normal status (StatsD, every 10 s), once they agree."""
-    replicas = harness.wait_for(
-        "every replica normal in one view",
-        lambda: [controller.agent(host, "/v1/status")["replica"]
-                 for host in controller.host_names],
-        lambda replicas: all(r["replica_status"] == 0 for r in replicas)
-        and len({r["replica_view"] for r in replicas}) == 1,
-        timeout_s=timeout_s, interval_s=1)
-    return replicas[0]["replica_view"]
