@@ -306,10 +306,18 @@ impl super::Replica {
 
     /// Readiness passed for the current process: the first time, the gate's evidence is recorded.
     pub fn note_ready(&self, source: Source) {
-        let commits = self.commit_gauges().map(|(_, commits)| commits);
         // Before the gate's lock: set_pid holds the pid's lock while it replaces the gate, so
         // taking them the other way round could deadlock the two.
         let pid = self.pid();
+        // Every readiness request that passes calls this: the evidence below is gathered only
+        // for a gate still pending (checked again under the lock).
+        if self
+            .gate()
+            .is_none_or(|gate| gate.ready.is_some() || Some(gate.pid) != pid)
+        {
+            return;
+        }
+        let commits = self.commit_gauges().map(|(_, commits)| commits);
         let checkpoints = (source == Source::Log)
             .then(|| self.checkpoints_now().ok())
             .flatten();
